@@ -1,0 +1,220 @@
+// Room page: one WebSocket to /ws/chat/{room}/, reconnecting with backoff.
+// All user-supplied text goes into the page through textContent only.
+(function () {
+  "use strict";
+
+  var NAME_KEY = "estuary.username";
+  var BACKOFF_START_MS = 500;
+  var BACKOFF_CAP_MS = 5000;
+  var JITTER = 0.1; // +/- 10 %
+  var MAX_LOG = 500; // children kept in the log
+
+  var $ = function (id) { return document.getElementById(id); };
+  var statusEl = $("status");
+  var retryEl = $("retry");
+  var log = $("log");
+  var form = $("chat-form");
+  var nameInput = $("username");
+  var msgInput = $("message");
+  var sendBtn = $("send");
+
+  var m = /^\/chat\/([^/]+)\/?$/.exec(location.pathname);
+  var room = m ? decodeURIComponent(m[1]) : "";
+  $("room-title").textContent = "#" + room;
+  document.title = "#" + room + " · Estuary";
+
+  // ---- username -------------------------------------------------------
+  function loadName() {
+    try { return localStorage.getItem(NAME_KEY) || ""; } catch (e) { return ""; }
+  }
+  function saveName(v) {
+    try {
+      if (v) localStorage.setItem(NAME_KEY, v); else localStorage.removeItem(NAME_KEY);
+    } catch (e) { /* storage unavailable: keep the name for this page only */ }
+  }
+  function currentName() { return nameInput.value.trim().slice(0, 50); }
+  nameInput.value = loadName();
+  nameInput.addEventListener("input", function () { saveName(currentName()); });
+
+  // ---- log ------------------------------------------------------------
+  var seenIds = new Set();
+
+  function nearBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  }
+  function append(el) {
+    var stick = nearBottom();
+    log.append(el);
+    while (log.childElementCount > MAX_LOG) log.firstElementChild.remove();
+    if (stick) log.scrollTop = log.scrollHeight;
+  }
+  function line(cls, text) {
+    var div = document.createElement("div");
+    div.className = cls;
+    div.textContent = text;
+    append(div);
+    return div;
+  }
+  function fmtTime(ts) {
+    var d = new Date(typeof ts === "number" ? ts : Date.now());
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+  function showMessage(ev) {
+    if (ev.id != null) {
+      var key = String(ev.id);
+      if (seenIds.has(key)) return; // history replayed after a reconnect
+      seenIds.add(key);
+    }
+    var username = typeof ev.username === "string" && ev.username ? ev.username : "Anonymous";
+    var div = document.createElement("div");
+    div.className = "msg" + (ev.history ? " history" : "") +
+      (username === (currentName() || "Anonymous") ? " own" : "");
+    if (ev.id != null) div.dataset.id = String(ev.id);
+    var head = document.createElement("div");
+    head.className = "meta";
+    var user = document.createElement("span");
+    user.className = "user";
+    user.textContent = username;
+    var time = document.createElement("time");
+    time.className = "ts";
+    if (typeof ev.ts === "number") time.dateTime = new Date(ev.ts).toISOString();
+    time.textContent = fmtTime(ev.ts);
+    head.append(user, time);
+    var body = document.createElement("div");
+    body.className = "text";
+    body.textContent = String(ev.message);
+    div.append(head, body);
+    append(div);
+  }
+
+  // ---- connection state ----------------------------------------------
+  function setState(state) {
+    statusEl.textContent = state;
+    statusEl.dataset.state = state;
+    var open = state === "connected";
+    sendBtn.disabled = !open;
+    if (open) retryEl.textContent = "";
+  }
+
+  var ws = null;
+  var attempt = 0;
+  var retryTimer = null;
+  var countdownTimer = null;
+
+  function wsUrl() {
+    var proto = location.protocol === "https:" ? "wss:" : "ws:";
+    var url = proto + "//" + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
+    var name = currentName();
+    if (name) url += "?username=" + encodeURIComponent(name);
+    return url;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    retryTimer = countdownTimer = null;
+    if (attempt === 0) setState("connecting");
+    var sock;
+    try {
+      sock = new WebSocket(wsUrl());
+    } catch (e) {
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    // "connected" once the server says so (it has then joined us to the room);
+    // a server that never sends connection_established still gets there.
+    var fallback = null;
+    var established = function () {
+      clearTimeout(fallback);
+      if (ws !== sock || statusEl.dataset.state === "connected") return;
+      attempt = 0;
+      setState("connected");
+    };
+    sock.onopen = function () {
+      if (ws === sock) fallback = setTimeout(established, 2000);
+    };
+    sock.onmessage = function (e) {
+      if (ws !== sock) return;
+      var ev;
+      try { ev = JSON.parse(e.data); } catch (err) { return; }
+      if (!ev || typeof ev !== "object") return;
+      switch (ev.type) {
+        case "connection_established":
+          established();
+          break;
+        case "error":
+          line("error", "Error: " + (ev.message || "unknown error"));
+          break;
+        case "user_join":
+          line("presence", (ev.username || "Someone") + " joined the room");
+          break;
+        case "user_leave":
+          line("presence", (ev.username || "Someone") + " left the room");
+          break;
+        case "chat_message":
+        case undefined: // tutorial-style frame: {"message": ...}
+          if (typeof ev.message === "string") showMessage(ev);
+          break;
+        default:
+          break; // unknown event types are ignored
+      }
+    };
+    sock.onclose = function (e) {
+      clearTimeout(fallback);
+      if (ws !== sock) return;
+      ws = null;
+      if (e.code === 4404) line("error", "The server does not accept this room name.");
+      else if (e.code === 1009) line("error", "Message too large; the server closed the connection.");
+      else if (e.code === 1008) line("error", "Too many messages; the server closed the connection.");
+      scheduleReconnect();
+    };
+    // onerror is always followed by onclose; nothing to do here.
+  }
+
+  function scheduleReconnect() {
+    setState("reconnecting");
+    var base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * Math.pow(2, attempt));
+    var delay = Math.round(base * (1 - JITTER + Math.random() * 2 * JITTER));
+    attempt = Math.min(attempt + 1, 16);
+    var due = Date.now() + delay;
+    var tick = function () {
+      var s = Math.max(0, (due - Date.now()) / 1000);
+      retryEl.textContent = "retrying in " + (s < 1 ? s.toFixed(1) : Math.ceil(s)) + " s";
+    };
+    tick();
+    countdownTimer = setInterval(tick, 250);
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  // Reconnect at once when the network comes back or the tab is shown again.
+  function reconnectNow() {
+    if (!ws && retryTimer) connect();
+  }
+  window.addEventListener("online", reconnectNow);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) reconnectNow();
+  });
+
+  // ---- sending --------------------------------------------------------
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var text = msgInput.value.trim();
+    if (!text) { msgInput.focus(); return; }
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    var payload = { message: text };
+    var name = currentName();
+    if (name) payload.username = name;
+    ws.send(JSON.stringify(payload));
+    msgInput.value = "";
+    msgInput.focus();
+  });
+
+  if (!room) {
+    setState("reconnecting");
+    line("error", "No room in this address.");
+    return;
+  }
+  setState("connecting");
+  connect();
+})();

@@ -1,0 +1,139 @@
+//! WebSocket close codes, and the one place where reasons map to codes.
+
+use std::fmt;
+
+/// A WebSocket close code (RFC 6455 section 7.4), with the codes Estuary uses
+/// as constants.
+///
+/// Application codes 4000–4999 are free for consumers to use, as in Channels.
+///
+/// ```
+/// use estuary_core::CloseCode;
+///
+/// assert_eq!(CloseCode::GOING_AWAY.as_u16(), 1001);
+/// assert_eq!(CloseCode::from(4404).as_u16(), 4404);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CloseCode(u16);
+
+impl CloseCode {
+    /// 1000: the purpose of the connection has been fulfilled.
+    pub const NORMAL: Self = Self(1000);
+    /// 1001: the server is going down, or the page navigated away.
+    pub const GOING_AWAY: Self = Self(1001);
+    /// 1002: a WebSocket protocol error.
+    pub const PROTOCOL_ERROR: Self = Self(1002);
+    /// 1003: a kind of data the endpoint cannot accept.
+    pub const UNSUPPORTED_DATA: Self = Self(1003);
+    /// 1005: no code was present in the close frame (never sent on the wire).
+    pub const NO_STATUS: Self = Self(1005);
+    /// 1006: the connection dropped without a close frame (never sent on the wire).
+    pub const ABNORMAL: Self = Self(1006);
+    /// 1007: a text message that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: Self = Self(1007);
+    /// 1008: the peer broke a policy, such as a rate limit.
+    pub const POLICY_VIOLATION: Self = Self(1008);
+    /// 1009: a message or frame over the configured maximum size.
+    pub const MESSAGE_TOO_BIG: Self = Self(1009);
+    /// 1011: the server hit an unexpected condition (a failing handler).
+    pub const INTERNAL_ERROR: Self = Self(1011);
+    /// 1013: try again later: the server is overloaded, or the client too slow.
+    pub const TRY_AGAIN_LATER: Self = Self(1013);
+
+    /// The numeric code.
+    pub const fn as_u16(self) -> u16 {
+        self.0
+    }
+
+    /// True for codes an endpoint may put in a close frame on the wire.
+    pub fn is_sendable(self) -> bool {
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
+
+impl From<u16> for CloseCode {
+    fn from(code: u16) -> Self {
+        Self(code)
+    }
+}
+
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> u16 {
+        code.0
+    }
+}
+
+impl fmt::Debug for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CloseCode({})", self.0)
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A close code with its (possibly empty) reason, as carried by a close frame.
+///
+/// ```
+/// use estuary_core::{CloseCode, CloseFrame};
+///
+/// let frame = CloseFrame::new(CloseCode::POLICY_VIOLATION, "rate limit");
+/// assert_eq!(frame.reason(), "rate limit");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    code: CloseCode,
+    reason: String,
+}
+
+impl CloseFrame {
+    /// The longest reason a close frame carries: 125 bytes of payload less the code.
+    pub const MAX_REASON_LEN: usize = 123;
+
+    /// A close frame; a reason over 123 bytes is cut at a character boundary.
+    pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > Self::MAX_REASON_LEN {
+            let mut end = Self::MAX_REASON_LEN;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        Self { code, reason }
+    }
+
+    /// The close code.
+    pub fn code(&self) -> CloseCode {
+        self.code
+    }
+
+    /// The reason text.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(100);
+        let frame = CloseFrame::new(CloseCode::NORMAL, long);
+        assert!(frame.reason().len() <= CloseFrame::MAX_REASON_LEN);
+        assert!(frame.reason().chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn sendable_codes() {
+        assert!(CloseCode::NORMAL.is_sendable());
+        assert!(!CloseCode::NO_STATUS.is_sendable());
+        assert!(!CloseCode::ABNORMAL.is_sendable());
+        assert!(CloseCode::from(4404).is_sendable());
+    }
+}

@@ -1,0 +1,190 @@
+//! The consumer trait: the code that handles one WebSocket connection.
+
+use std::future::Future;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::close::CloseCode;
+use crate::context::Context;
+use crate::error::ConsumerError;
+use crate::message::{Message, MessageError};
+use crate::ws::WsMessage;
+
+/// The code that handles one WebSocket connection: Channels'
+/// `AsyncWebsocketConsumer`.
+///
+/// The server makes one consumer per connection and calls its handlers **one
+/// at a time, in order**: a handler runs to completion before the next frame
+/// or event is handled, so a consumer needs no locks for its own state.
+/// Messages it sends while a handler runs go out as they are sent (useful for
+/// streaming replies). A handler that returns an error closes this connection
+/// only (see [`ConsumerError`]).
+///
+/// Layer events (what `group_send` and `send` deliver) are decoded into
+/// [`Consumer::Event`], usually an enum tagged by the message's `type`:
+/// `{"type": "chat.message", ...}` reaches the variant renamed `chat.message`.
+/// A message that matches no variant goes to
+/// [`undecodable_event`](Consumer::undecodable_event), which logs it.
+///
+/// ```
+/// use estuary_core::{Connect, Consumer, ConsumerError, Context, GroupName, WsMessage};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(tag = "type")]
+/// enum Event {
+///     #[serde(rename = "chat.message")]
+///     ChatMessage { message: String },
+/// }
+///
+/// struct Chat;
+///
+/// impl Consumer for Chat {
+///     type Event = Event;
+///
+///     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+///         ctx.group_add(&GroupName::new("lobby")?).await?;
+///         Ok(Connect::accept())
+///     }
+///
+///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+///         let text = msg.as_text().unwrap_or_default().to_owned();
+///         ctx.group_send(&GroupName::new("lobby")?, &Event::ChatMessage { message: text }).await?;
+///         Ok(())
+///     }
+///
+///     async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+///         let Event::ChatMessage { message } = event;
+///         ctx.send_text(message).await
+///     }
+/// }
+/// ```
+pub trait Consumer: Send + 'static {
+    /// The layer events this consumer handles; [`NoEvent`] if none.
+    type Event: DeserializeOwned + Send;
+
+    /// The client asks to connect. Accept (optionally choosing a subprotocol or
+    /// adding response headers) or reject. Messages sent here are delivered
+    /// right after the handshake completes. The default accepts.
+    fn connect(&mut self, ctx: &mut Context) -> impl Future<Output = Result<Connect, ConsumerError>> + Send {
+        let _ = ctx;
+        async { Ok(Connect::accept()) }
+    }
+
+    /// A text or binary message arrived from the client. The default ignores it.
+    fn receive(
+        &mut self,
+        ctx: &mut Context,
+        message: WsMessage,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = (ctx, message);
+        async { Ok(()) }
+    }
+
+    /// A channel-layer event arrived for this connection.
+    fn event(&mut self, ctx: &mut Context, event: Self::Event) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = (ctx, event);
+        async { Ok(()) }
+    }
+
+    /// A channel-layer message did not decode into [`Consumer::Event`]. The
+    /// default logs a warning and keeps the connection open: one bad producer
+    /// must not disconnect a whole group. Return an error to close instead.
+    fn undecodable_event(
+        &mut self,
+        ctx: &mut Context,
+        message: Message,
+        error: MessageError,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        tracing::warn!(
+            channel = %ctx.channel_name(),
+            r#type = message.message_type(),
+            %error,
+            "no handler for channel-layer message; dropped"
+        );
+        async { Ok(()) }
+    }
+
+    /// The connection ended, with the close code the client sent, or the one
+    /// the server closed with. Groups joined through the context are left
+    /// automatically after this returns.
+    fn disconnect(&mut self, ctx: &mut Context, code: CloseCode) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, code);
+        async {}
+    }
+}
+
+/// The `Event` type of a consumer that takes no layer events: every message
+/// fails to decode and is logged.
+#[derive(Debug, serde::Deserialize)]
+pub enum NoEvent {}
+
+/// What [`Consumer::connect`] decided.
+///
+/// ```
+/// use estuary_core::Connect;
+/// use http::StatusCode;
+///
+/// let accept = Connect::accept_subprotocol("graphql-ws").with_header("x-room", "lobby");
+/// let reject = Connect::reject_with(StatusCode::UNAUTHORIZED, "log in first");
+/// # let _ = (accept, reject);
+/// ```
+#[derive(Debug)]
+pub enum Connect {
+    /// Complete the handshake.
+    Accept(Accept),
+    /// Refuse it with an HTTP status (Channels answers 403).
+    Reject(Reject),
+}
+
+/// How to accept a connection.
+#[derive(Debug, Default)]
+pub struct Accept {
+    /// The subprotocol to select; it must be one the client offered.
+    pub subprotocol: Option<String>,
+    /// Extra headers for the `101 Switching Protocols` response.
+    pub headers: HeaderMap,
+}
+
+/// How to reject a connection.
+#[derive(Debug)]
+pub struct Reject {
+    /// The HTTP status (403 by default).
+    pub status: StatusCode,
+    /// A short reason for the response body.
+    pub reason: String,
+}
+
+impl Connect {
+    /// Accept the connection.
+    pub fn accept() -> Self {
+        Connect::Accept(Accept::default())
+    }
+
+    /// Accept, selecting `protocol` from those the client offered.
+    pub fn accept_subprotocol(protocol: impl Into<String>) -> Self {
+        Connect::Accept(Accept { subprotocol: Some(protocol.into()), headers: HeaderMap::new() })
+    }
+
+    /// Reject with 403 Forbidden, as Channels does.
+    pub fn reject() -> Self {
+        Self::reject_with(StatusCode::FORBIDDEN, "forbidden")
+    }
+
+    /// Reject with `status` and a short `reason`.
+    pub fn reject_with(status: StatusCode, reason: impl Into<String>) -> Self {
+        Connect::Reject(Reject { status, reason: reason.into() })
+    }
+
+    /// Adds a response header to an acceptance (ignored on a rejection, and for
+    /// names or values that are not valid HTTP).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let Connect::Accept(accept) = &mut self {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                accept.headers.append(n, v);
+            }
+        }
+        self
+    }
+}

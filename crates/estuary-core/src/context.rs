@@ -1,0 +1,213 @@
+//! What a consumer's handlers work with: the scope, the layer, the client.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::error::ConsumerError;
+use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport};
+use crate::message::Message;
+use crate::names::{ChannelName, GroupName};
+use crate::scope::Scope;
+use crate::ws::WsMessage;
+
+/// What to do when a client does not read fast enough and its bounded
+/// outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowClientPolicy {
+    /// Wait up to `grace` for room; then close the connection with 1013
+    /// (try again later). The default, with a grace of 5 s.
+    Disconnect {
+        /// How long a send may wait for room.
+        grace: Duration,
+    },
+    /// Drop the message at once and count it; the connection stays open.
+    Drop,
+}
+
+impl Default for SlowClientPolicy {
+    fn default() -> Self {
+        SlowClientPolicy::Disconnect { grace: Duration::from_secs(5) }
+    }
+}
+
+/// An item on a connection's outbound queue.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(WsMessage),
+    Close(CloseFrame),
+}
+
+/// The connection as one consumer's handlers see it (Channels' `self`):
+/// the scope, its own channel name, the channel layer, and the client.
+///
+/// Sends go to a bounded outbound queue that the connection drains while the
+/// handler runs; see [`SlowClientPolicy`] for what happens when it is full.
+/// Groups joined with [`group_add`](Self::group_add) are left automatically
+/// when the connection ends.
+pub struct Context {
+    scope: Arc<Scope>,
+    channel: ChannelName,
+    layer: ChannelLayerHandle,
+    outbound: mpsc::Sender<Outgoing>,
+    policy: SlowClientPolicy,
+    groups: BTreeSet<GroupName>,
+    closing: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("channel", &self.channel)
+            .field("path", &self.scope.path())
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        scope: Arc<Scope>,
+        channel: ChannelName,
+        layer: ChannelLayerHandle,
+        outbound: mpsc::Sender<Outgoing>,
+        policy: SlowClientPolicy,
+        dropped: Arc<AtomicU64>,
+    ) -> Self {
+        Self { scope, channel, layer, outbound, policy, groups: BTreeSet::new(), closing: false, dropped }
+    }
+
+    /// The connection's scope.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// This connection's own channel name: pass it to others so they can
+    /// [`send`](ChannelLayer::send) to this connection alone.
+    pub fn channel_name(&self) -> &ChannelName {
+        &self.channel
+    }
+
+    /// The channel layer, for anything the helpers below do not cover.
+    pub fn layer(&self) -> &ChannelLayerHandle {
+        &self.layer
+    }
+
+    /// The groups this connection joined through [`group_add`](Self::group_add).
+    pub fn groups(&self) -> impl Iterator<Item = &GroupName> {
+        self.groups.iter()
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Sends a message to the client.
+    ///
+    /// Fails with [`ConsumerError::ConnectionClosed`] once the connection is
+    /// closing, and with [`ConsumerError::SlowClient`] when the client's queue
+    /// stays full (under [`SlowClientPolicy::Disconnect`]).
+    pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<(), ConsumerError> {
+        if self.closing {
+            return Err(ConsumerError::ConnectionClosed);
+        }
+        self.enqueue(Outgoing::Message(message.into())).await
+    }
+
+    /// Sends a text message to the client.
+    pub async fn send_text(&mut self, text: impl Into<ByteString>) -> Result<(), ConsumerError> {
+        self.send(WsMessage::Text(text.into())).await
+    }
+
+    /// Sends a binary message to the client.
+    pub async fn send_binary(&mut self, bytes: impl Into<Bytes>) -> Result<(), ConsumerError> {
+        self.send(WsMessage::Binary(bytes.into())).await
+    }
+
+    /// Sends `value` to the client as a JSON text message.
+    pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
+        self.send(WsMessage::json(value)?).await
+    }
+
+    /// Closes the connection with `code` and `reason` once the messages queued
+    /// before it are sent. Later sends fail; `disconnect` still runs.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), ConsumerError> {
+        if self.closing {
+            return Ok(());
+        }
+        self.closing = true;
+        self.enqueue(Outgoing::Close(CloseFrame::new(code, reason))).await
+    }
+
+    async fn enqueue(&mut self, item: Outgoing) -> Result<(), ConsumerError> {
+        match self.outbound.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConsumerError::ConnectionClosed),
+            Err(mpsc::error::TrySendError::Full(item)) => match (self.policy, item) {
+                (SlowClientPolicy::Drop, Outgoing::Message(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                (SlowClientPolicy::Drop, item) => {
+                    // A close is never dropped: wait for room like any reply.
+                    self.outbound.send(item).await.map_err(|_| ConsumerError::ConnectionClosed)
+                }
+                (SlowClientPolicy::Disconnect { grace }, item) => {
+                    match tokio::time::timeout(grace, self.outbound.send(item)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err(ConsumerError::ConnectionClosed),
+                        Err(_) => Err(ConsumerError::SlowClient),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Adds this connection to `group` (or renews its membership).
+    pub async fn group_add(&mut self, group: &GroupName) -> Result<(), ConsumerError> {
+        self.layer.group_add(group, &self.channel).await?;
+        self.groups.insert(group.clone());
+        Ok(())
+    }
+
+    /// Removes this connection from `group`.
+    pub async fn group_discard(&mut self, group: &GroupName) -> Result<(), ConsumerError> {
+        self.groups.remove(group);
+        self.layer.group_discard(group, &self.channel).await?;
+        Ok(())
+    }
+
+    /// Encodes `event` once and sends it to every member of `group`.
+    pub async fn group_send<T: Serialize + ?Sized>(
+        &self,
+        group: &GroupName,
+        event: &T,
+    ) -> Result<GroupSendReport, ConsumerError> {
+        let message = Message::encode(event)?;
+        Ok(self.layer.group_send(group, message).await?)
+    }
+
+    /// Sends `event` to one channel (Channels' `channel_layer.send`).
+    pub async fn send_to<T: Serialize + ?Sized>(&self, channel: &ChannelName, event: &T) -> Result<(), ConsumerError> {
+        let message = Message::encode(event)?;
+        Ok(self.layer.send(channel, message).await?)
+    }
+
+    /// Leaves every group joined through this context. Errors are logged.
+    pub(crate) async fn leave_all_groups(&mut self) {
+        for group in std::mem::take(&mut self.groups) {
+            if let Err(error) = self.layer.group_discard(&group, &self.channel).await {
+                tracing::warn!(%group, channel = %self.channel, %error, "group_discard failed at disconnect");
+            }
+        }
+    }
+}

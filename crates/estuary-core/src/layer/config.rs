@@ -1,0 +1,156 @@
+//! Settings shared by every channel layer, with Django Channels' defaults.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+/// The settings every channel layer honours, named and defaulted as in
+/// Channels' `CHANNEL_LAYERS[...]["CONFIG"]`.
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_core::LayerConfig;
+///
+/// let config = LayerConfig::default()
+///     .with_capacity(200)
+///     .with_channel_capacity_glob("http.request*", 10)
+///     .unwrap();
+/// assert_eq!(config.expiry(), Duration::from_secs(60));
+/// assert_eq!(config.capacity_for("http.request.x"), 10);
+/// assert_eq!(config.capacity_for("specific.a!b"), 200);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    capacity: usize,
+    expiry: Duration,
+    group_expiry: Duration,
+    channel_capacity: Vec<(Regex, usize)>,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100,
+            expiry: Duration::from_secs(60),
+            group_expiry: Duration::from_secs(86_400),
+            channel_capacity: Vec::new(),
+        }
+    }
+}
+
+impl LayerConfig {
+    /// The most messages a channel holds before sends are refused (default 100).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How long a message waits to be received before it is discarded (default 60 s).
+    pub fn expiry(&self) -> Duration {
+        self.expiry
+    }
+
+    /// How long a group membership lasts without being renewed (default 86400 s).
+    pub fn group_expiry(&self) -> Duration {
+        self.group_expiry
+    }
+
+    /// The capacity of `channel`: the first matching per-pattern override, else
+    /// the default capacity.
+    pub fn capacity_for(&self, channel: &str) -> usize {
+        self.channel_capacity
+            .iter()
+            .find(|(re, _)| re.is_match(channel))
+            .map_or(self.capacity, |(_, c)| *c)
+    }
+
+    /// Sets the default capacity (at least 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets the message expiry.
+    pub fn with_expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// Sets the group membership expiry.
+    pub fn with_group_expiry(mut self, group_expiry: Duration) -> Self {
+        self.group_expiry = group_expiry;
+        self
+    }
+
+    /// Adds a capacity override for channel names matching a shell glob
+    /// (`*`, `?`, `[...]`, as Python's `fnmatch`), matched against the full name.
+    pub fn with_channel_capacity_glob(self, glob: &str, capacity: usize) -> Result<Self, regex::Error> {
+        let re = Regex::new(&glob_to_regex(glob))?;
+        Ok(self.with_channel_capacity_regex(re, capacity))
+    }
+
+    /// Adds a capacity override for channel names matching a regex (Python's
+    /// `re.match`: anchored at the start only).
+    pub fn with_channel_capacity_regex(mut self, regex: Regex, capacity: usize) -> Self {
+        let anchored = Regex::new(&format!("^(?:{})", regex.as_str())).unwrap_or(regex);
+        self.channel_capacity.push((anchored, capacity.max(1)));
+        self
+    }
+}
+
+/// Translates a shell glob into an anchored regex, as Python's `fnmatch.translate`.
+fn glob_to_regex(glob: &str) -> String {
+    let mut out = String::from("^(?s:");
+    let chars: Vec<char> = glob.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '[' => match chars[i + 1..].iter().position(|&c| c == ']') {
+                Some(close) => {
+                    let body: String = chars[i + 1..i + 1 + close].iter().collect();
+                    let body = body.replace('\\', "\\\\");
+                    match body.strip_prefix('!') {
+                        Some(rest) => out.push_str(&format!("[^{rest}]")),
+                        None => out.push_str(&format!("[{body}]")),
+                    }
+                    i += close + 1;
+                }
+                None => out.push_str("\\["),
+            },
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+        i += 1;
+    }
+    out.push_str(")$");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_fnmatch() {
+        let c = LayerConfig::default()
+            .with_channel_capacity_glob("a?c", 1)
+            .unwrap()
+            .with_channel_capacity_glob("x[!0-9]*", 2)
+            .unwrap()
+            .with_channel_capacity_glob("dot.*", 3)
+            .unwrap();
+        assert_eq!(c.capacity_for("abc"), 1);
+        assert_eq!(c.capacity_for("abcd"), 100);
+        assert_eq!(c.capacity_for("xa1"), 2);
+        assert_eq!(c.capacity_for("x1a"), 100);
+        assert_eq!(c.capacity_for("dot.x"), 3);
+        assert_eq!(c.capacity_for("dotx"), 100);
+    }
+
+    #[test]
+    fn regex_is_anchored_at_start_only() {
+        let c = LayerConfig::default().with_channel_capacity_regex(Regex::new("http").unwrap(), 5);
+        assert_eq!(c.capacity_for("http.request"), 5);
+        assert_eq!(c.capacity_for("xhttp"), 100);
+    }
+}

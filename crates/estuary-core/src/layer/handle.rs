@@ -1,0 +1,125 @@
+//! A cloneable, type-erased handle to any channel layer.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{ChannelLayer, GroupSendReport, LayerError, SendError};
+use crate::message::Message;
+use crate::names::{ChannelName, GroupName};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe twin of [`ChannelLayer`], implemented for every layer.
+trait DynChannelLayer: Send + Sync {
+    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>>;
+    fn send<'a>(&'a self, channel: &'a ChannelName, message: Message) -> BoxFuture<'a, Result<(), SendError>>;
+    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>>;
+    fn group_add<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>>;
+    fn group_discard<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>>;
+    fn group_send<'a>(&'a self, group: &'a GroupName, message: Message) -> BoxFuture<'a, Result<GroupSendReport, LayerError>>;
+    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>>;
+    fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()>;
+    fn type_name(&self) -> &'static str;
+}
+
+impl<L: ChannelLayer> DynChannelLayer for L {
+    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>> {
+        Box::pin(ChannelLayer::new_channel(self))
+    }
+    fn send<'a>(&'a self, channel: &'a ChannelName, message: Message) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(ChannelLayer::send(self, channel, message))
+    }
+    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>> {
+        Box::pin(ChannelLayer::receive(self, channel))
+    }
+    fn group_add<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(ChannelLayer::group_add(self, group, channel))
+    }
+    fn group_discard<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>> {
+        Box::pin(ChannelLayer::group_discard(self, group, channel))
+    }
+    fn group_send<'a>(&'a self, group: &'a GroupName, message: Message) -> BoxFuture<'a, Result<GroupSendReport, LayerError>> {
+        Box::pin(ChannelLayer::group_send(self, group, message))
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
+        Box::pin(ChannelLayer::flush(self))
+    }
+    fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()> {
+        Box::pin(ChannelLayer::close_channel(self, channel))
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<L>()
+    }
+}
+
+/// A cloneable handle to a channel layer of any type: what the server, the
+/// consumers and your HTTP handlers hold (Channels' `get_channel_layer()`).
+///
+/// It implements [`ChannelLayer`] itself, so everything that takes a layer
+/// takes a handle.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, ChannelLayerHandle, GroupName, InMemoryChannelLayer, Message};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = ChannelLayerHandle::new(InMemoryChannelLayer::default());
+/// let for_a_view = layer.clone();
+/// let group = GroupName::new("dashboard").unwrap();
+/// let msg = Message::from_json(&serde_json::json!({"type": "refresh"})).unwrap();
+/// let report = for_a_view.group_send(&group, msg).await.unwrap();
+/// assert_eq!(report.delivered, 0); // nobody is listening yet
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct ChannelLayerHandle {
+    inner: Arc<dyn DynChannelLayer>,
+}
+
+impl ChannelLayerHandle {
+    /// Wraps a layer.
+    pub fn new<L: ChannelLayer>(layer: L) -> Self {
+        Self { inner: Arc::new(layer) }
+    }
+}
+
+impl Default for ChannelLayerHandle {
+    /// A handle to a fresh [`InMemoryChannelLayer`](super::InMemoryChannelLayer) with default settings.
+    fn default() -> Self {
+        Self::new(super::InMemoryChannelLayer::default())
+    }
+}
+
+impl fmt::Debug for ChannelLayerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ChannelLayerHandle").field(&self.inner.type_name()).finish()
+    }
+}
+
+impl ChannelLayer for ChannelLayerHandle {
+    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+        self.inner.new_channel().await
+    }
+    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
+        self.inner.send(channel, message).await
+    }
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+        self.inner.receive(channel).await
+    }
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        self.inner.group_add(group, channel).await
+    }
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        self.inner.group_discard(group, channel).await
+    }
+    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+        self.inner.group_send(group, message).await
+    }
+    async fn flush(&self) -> Result<(), LayerError> {
+        self.inner.flush().await
+    }
+    async fn close_channel(&self, channel: &ChannelName) {
+        self.inner.close_channel(channel).await
+    }
+}

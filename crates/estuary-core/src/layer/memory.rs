@@ -1,0 +1,365 @@
+//! The in-process channel layer, for development and single-process servers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{ChannelLayer, GroupSendReport, LayerConfig, LayerError, SendError};
+use crate::message::Message;
+use crate::names::{ChannelName, GroupName};
+
+/// A channel layer inside one process (Channels' `InMemoryChannelLayer`).
+///
+/// Cloning it gives another handle to the same layer. It keeps the whole
+/// [delivery contract](super): per-channel capacity with `Full` handing the
+/// message back, group sends that skip full members and count them, message
+/// expiry and group expiry on tokio's clock (so tests can pause time).
+/// A group send shares one encoded [`Message`] with every member: no copy per
+/// recipient.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, ChannelName, InMemoryChannelLayer, LayerConfig, Message, SendError};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::new(LayerConfig::default().with_capacity(1));
+/// let worker = ChannelName::new("thumbnails").unwrap();
+/// let job = Message::from_json(&serde_json::json!({"type": "resize"})).unwrap();
+/// layer.send(&worker, job.clone()).await.unwrap();
+/// let err = layer.send(&worker, job).await.unwrap_err();
+/// assert!(matches!(err, SendError::Full { capacity: 1, .. }));
+/// let handed_back: Message = err.into_message();
+/// assert_eq!(handed_back.message_type(), "resize");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct InMemoryChannelLayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: LayerConfig,
+    /// `specific.<uuid>!`: the prefix of every channel this layer makes.
+    client_prefix: String,
+    channels: Mutex<HashMap<ChannelName, Arc<Queue>>>,
+    groups: RwLock<HashMap<GroupName, HashMap<ChannelName, Member>>>,
+    /// Channel-map size after the last sweep of abandoned queues.
+    swept_at: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Member {
+    added: Instant,
+    queue: Arc<Queue>,
+}
+
+struct Queue {
+    capacity: usize,
+    items: Mutex<VecDeque<(Instant, Message)>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn items(&self) -> MutexGuard<'_, VecDeque<(Instant, Message)>> {
+        // A panic while holding this lock cannot leave the deque inconsistent.
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `message` unless the queue is full (after dropping expired ones).
+    fn push(&self, message: Message, expires: Instant, now: Instant) -> Result<(), Message> {
+        let mut items = self.items();
+        while items.front().is_some_and(|(at, _)| *at <= now) {
+            items.pop_front();
+        }
+        if items.len() >= self.capacity {
+            return Err(message);
+        }
+        items.push_back((expires, message));
+        drop(items);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self, now: Instant) -> Option<Message> {
+        let mut items = self.items();
+        while let Some((at, message)) = items.pop_front() {
+            if at > now {
+                return Some(message);
+            }
+        }
+        None
+    }
+
+    fn is_abandoned(&self, now: Instant) -> bool {
+        let mut items = self.items();
+        while items.front().is_some_and(|(at, _)| *at <= now) {
+            items.pop_front();
+        }
+        items.is_empty()
+    }
+}
+
+impl Default for InMemoryChannelLayer {
+    fn default() -> Self {
+        Self::new(LayerConfig::default())
+    }
+}
+
+impl std::fmt::Debug for InMemoryChannelLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryChannelLayer")
+            .field("config", &self.inner.config)
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InMemoryChannelLayer {
+    /// A layer with the given settings.
+    pub fn new(config: LayerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                client_prefix: format!("specific.{}!", uuid::Uuid::new_v4().simple()),
+                channels: Mutex::new(HashMap::new()),
+                groups: RwLock::new(HashMap::new()),
+                swept_at: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The layer's settings.
+    pub fn config(&self) -> &LayerConfig {
+        &self.inner.config
+    }
+
+    /// How many messages group sends have dropped for full members, in all.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The number of members of `group` whose membership has not expired.
+    pub fn group_size(&self, group: &GroupName) -> usize {
+        let now = Instant::now();
+        let ttl = self.inner.config.group_expiry();
+        self.inner
+            .groups()
+            .get(group)
+            .map_or(0, |m| m.values().filter(|m| m.added + ttl > now).count())
+    }
+}
+
+impl Inner {
+    fn channels(&self) -> MutexGuard<'_, HashMap<ChannelName, Arc<Queue>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
+        self.groups.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn groups_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
+        self.groups.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, channel: &ChannelName) -> Arc<Queue> {
+        let mut channels = self.channels();
+        if let Some(q) = channels.get(channel) {
+            return q.clone();
+        }
+        let q = Arc::new(Queue::new(self.config.capacity_for(channel.as_str())));
+        channels.insert(channel.clone(), q.clone());
+        let len = channels.len() as u64;
+        // Amortised cleanup: when the map has doubled since the last sweep,
+        // forget queues that hold nothing and nobody waits on. Channels made
+        // by `new_channel` are removed by `close_channel` instead.
+        if len >= 2 * self.swept_at.load(Ordering::Relaxed).max(512) {
+            let now = Instant::now();
+            channels.retain(|name, q| {
+                name.is_process_specific() || Arc::strong_count(q) > 1 || !q.is_abandoned(now)
+            });
+            self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+impl ChannelLayer for InMemoryChannelLayer {
+    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+        let name = format!("{}{}", self.inner.client_prefix, uuid::Uuid::new_v4().simple());
+        let name = ChannelName::new(&name).map_err(|e| LayerError::Corrupt(Box::new(e)))?;
+        self.inner.queue(&name);
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
+        let queue = self.inner.queue(channel);
+        let now = Instant::now();
+        queue
+            .push(message, now + self.inner.config.expiry(), now)
+            .map_err(|message| SendError::Full {
+                channel: channel.clone(),
+                capacity: queue.capacity,
+                message,
+            })
+    }
+
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+        let queue = self.inner.queue(channel);
+        loop {
+            let ready = queue.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(message) = queue.pop(Instant::now()) {
+                return Ok(message);
+            }
+            if queue.closed.load(Ordering::Acquire) {
+                return Err(LayerError::ChannelClosed(channel.clone()));
+            }
+            ready.await;
+        }
+    }
+
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        let queue = self.inner.queue(channel);
+        let member = Member { added: Instant::now(), queue };
+        self.inner
+            .groups_mut()
+            .entry(group.clone())
+            .or_default()
+            .insert(channel.clone(), member);
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        let mut groups = self.inner.groups_mut();
+        if let Some(members) = groups.get_mut(group) {
+            members.remove(channel);
+            if members.is_empty() {
+                groups.remove(group);
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+        let now = Instant::now();
+        let expires = now + self.inner.config.expiry();
+        let ttl = self.inner.config.group_expiry();
+        let mut report = GroupSendReport::default();
+        let mut stale = false;
+        {
+            let groups = self.inner.groups();
+            let Some(members) = groups.get(group) else {
+                return Ok(report);
+            };
+            for member in members.values() {
+                if member.added + ttl <= now || member.queue.closed.load(Ordering::Relaxed) {
+                    stale = true;
+                    continue;
+                }
+                // Cloning a Message clones a refcounted Bytes: one encoding for all.
+                match member.queue.push(message.clone(), expires, now) {
+                    Ok(()) => report.delivered += 1,
+                    Err(_) => report.dropped += 1,
+                }
+            }
+        }
+        if stale {
+            let mut groups = self.inner.groups_mut();
+            if let Some(members) = groups.get_mut(group) {
+                members.retain(|_, m| m.added + ttl > now && !m.queue.closed.load(Ordering::Relaxed));
+                if members.is_empty() {
+                    groups.remove(group);
+                }
+            }
+        }
+        if report.dropped > 0 {
+            self.inner.dropped.fetch_add(report.dropped as u64, Ordering::Relaxed);
+            tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
+        }
+        Ok(report)
+    }
+
+    async fn flush(&self) -> Result<(), LayerError> {
+        self.inner.groups_mut().clear();
+        let channels = std::mem::take(&mut *self.inner.channels());
+        for queue in channels.values() {
+            queue.items().clear();
+        }
+        Ok(())
+    }
+
+    async fn close_channel(&self, channel: &ChannelName) {
+        let removed = self.inner.channels().remove(channel);
+        if let Some(queue) = removed {
+            queue.closed.store(true, Ordering::Release);
+            queue.items().clear();
+            queue.ready.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn msg(n: u32) -> Message {
+        Message::from_json(&serde_json::json!({"type": "t", "n": n})).unwrap()
+    }
+
+    fn n(m: &Message) -> u64 {
+        m.to_json()["n"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn closed_channel_ends_receive() {
+        let layer = InMemoryChannelLayer::default();
+        let ch = layer.new_channel().await.unwrap();
+        let l2 = layer.clone();
+        let c2 = ch.clone();
+        let waiter = tokio::spawn(async move { l2.receive(&c2).await });
+        tokio::task::yield_now().await;
+        layer.close_channel(&ch).await;
+        let res = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert!(matches!(res, Err(LayerError::ChannelClosed(_))));
+    }
+
+    #[tokio::test]
+    async fn closed_members_are_pruned_from_groups() {
+        let layer = InMemoryChannelLayer::default();
+        let g = GroupName::new("g").unwrap();
+        let ch = layer.new_channel().await.unwrap();
+        layer.group_add(&g, &ch).await.unwrap();
+        layer.close_channel(&ch).await;
+        assert_eq!(layer.group_send(&g, msg(1)).await.unwrap(), GroupSendReport::default());
+        assert_eq!(layer.group_size(&g), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_worker_queues_are_swept() {
+        let layer = InMemoryChannelLayer::new(LayerConfig::default().with_expiry(Duration::ZERO));
+        for i in 0..5000 {
+            let ch = ChannelName::new(&format!("w{i}")).unwrap();
+            let _ = layer.send(&ch, msg(i)).await;
+        }
+        assert!(layer.inner.channels().len() < 2100, "{}", layer.inner.channels().len());
+        let ch = ChannelName::new("w1").unwrap();
+        layer.send(&ch, msg(1)).await.unwrap_or_else(|_| panic!("send"));
+        let _ = n;
+    }
+}

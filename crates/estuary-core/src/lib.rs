@@ -1,0 +1,41 @@
+//! The core of Estuary: the Django Channels model with Rust types.
+//!
+//! * [`Scope`]: what is known about a connection when it opens.
+//! * [`Consumer`] and [`Context`]: the code that handles one connection.
+//! * [`ChannelLayer`]: how consumers and processes reach each other, with
+//!   [`InMemoryChannelLayer`] for one process and a cloneable
+//!   [`ChannelLayerHandle`] for everything that needs a layer.
+//! * [`ChannelName`], [`GroupName`], [`Message`]: validated names and
+//!   encode-once messages.
+//! * [`Session`] and [`Transport`]: the loop that binds a consumer to a
+//!   connection, shared by the server and the test communicator.
+//!
+//! Nothing here opens a socket.
+
+mod close;
+mod consumer;
+mod context;
+mod error;
+pub mod layer;
+mod message;
+mod names;
+mod scope;
+mod session;
+mod ws;
+
+pub use close::{CloseCode, CloseFrame};
+pub use consumer::{Accept, Connect, Consumer, NoEvent, Reject};
+pub use context::{Context, SlowClientPolicy};
+pub use error::ConsumerError;
+pub use layer::{
+    BoxError, ChannelLayer, ChannelLayerHandle, GroupSendReport, InMemoryChannelLayer, LayerConfig, LayerError,
+    SendError,
+};
+pub use message::{Message, MessageError, RESERVED_KEY};
+pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
+pub use scope::{Scope, ScopeBuilder, ScopeError, User, empty_as_none};
+pub use session::{Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError};
+pub use ws::WsMessage;
+
+pub use bytes::Bytes;
+pub use bytestring::ByteString;

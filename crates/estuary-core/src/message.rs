@@ -1,0 +1,235 @@
+//! Channel-layer messages: a msgpack map with a `type`, encoded once.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a value cannot be a channel-layer message, or a message cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The value did not serialize to msgpack.
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The message did not decode into the requested type.
+    #[error("cannot decode message of type {type_name:?}: {source}")]
+    Decode {
+        /// The message's `type` field.
+        type_name: String,
+        /// What the decoder said.
+        source: rmp_serde::decode::Error,
+    },
+    /// The value is not a map, or has no string `type` field, or uses the key
+    /// reserved for channel layers.
+    #[error("a message must be a map with a string \"type\" field ({0})")]
+    Shape(&'static str),
+}
+
+/// One channel-layer message: a msgpack map with string keys and a string
+/// `"type"` field, exactly what Django Channels passes to `group_send`.
+///
+/// The message is encoded once, when it is made, and then shared: cloning it
+/// clones a reference-counted [`Bytes`], so a group send hands every member the
+/// same allocation. Consumers decode it into their own serde type; msgpack
+/// keeps the difference between text and byte strings, so a message survives a
+/// round trip through a Python process unchanged.
+///
+/// ```
+/// use estuary_core::Message;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// #[serde(tag = "type", rename = "chat.message")]
+/// struct ChatMessage { message: String, username: String }
+///
+/// let msg = Message::encode(&ChatMessage { message: "hi".into(), username: "ann".into() }).unwrap();
+/// assert_eq!(msg.message_type(), "chat.message");
+/// let back: ChatMessage = msg.decode().unwrap();
+/// assert_eq!(back.username, "ann");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    bytes: Bytes,
+    /// Byte range of the `type` string inside `bytes`.
+    type_at: (u32, u32),
+}
+
+/// The key channel layers use to address a message inside a shared queue.
+pub const RESERVED_KEY: &str = "__asgi_channel__";
+
+impl Message {
+    /// Encodes a serde value as a message (structs as maps, as Python reads them).
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, MessageError> {
+        let bytes = rmp_serde::to_vec_named(value)?;
+        Self::from_msgpack(Bytes::from(bytes))
+    }
+
+    /// Converts a JSON object (for example the body of an HTTP push) into a message.
+    ///
+    /// ```
+    /// use estuary_core::Message;
+    ///
+    /// let msg = Message::from_json(&serde_json::json!({"type": "note", "n": 1})).unwrap();
+    /// assert_eq!(msg.message_type(), "note");
+    /// assert!(Message::from_json(&serde_json::json!([1, 2])).is_err());
+    /// ```
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, MessageError> {
+        if !value.is_object() {
+            return Err(MessageError::Shape("not an object"));
+        }
+        Self::encode(value)
+    }
+
+    /// Wraps msgpack bytes that hold a map with a string `type`, after checking them.
+    pub fn from_msgpack(bytes: Bytes) -> Result<Self, MessageError> {
+        let type_at = find_type(&bytes)?;
+        Ok(Self { bytes, type_at })
+    }
+
+    /// The message's `type` field, such as `"chat.message"`.
+    pub fn message_type(&self) -> &str {
+        let (start, end) = self.type_at;
+        // The range was checked to be UTF-8 when the message was made.
+        std::str::from_utf8(&self.bytes[start as usize..end as usize]).unwrap_or_default()
+    }
+
+    /// Decodes the message into a serde type: usually a consumer's event enum,
+    /// tagged with `#[serde(tag = "type")]`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
+        rmp_serde::from_slice(&self.bytes).map_err(|source| MessageError::Decode {
+            type_name: self.message_type().to_owned(),
+            source,
+        })
+    }
+
+    /// Decodes the message into a dynamic msgpack value.
+    pub fn to_value(&self) -> rmpv::Value {
+        // Checked to be a well-formed map when the message was made.
+        rmpv::decode::read_value(&mut &self.bytes[..]).unwrap_or(rmpv::Value::Nil)
+    }
+
+    /// Renders the message as JSON (byte strings become arrays of numbers).
+    pub fn to_json(&self) -> serde_json::Value {
+        self.decode().unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The encoded msgpack bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The encoded msgpack bytes, by value.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("type", &self.message_type())
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Walks the top-level map once: checks it is a map with string keys, finds a
+/// string `type`, refuses the reserved key, and checks nothing trails the map.
+fn find_type(bytes: &[u8]) -> Result<(u32, u32), MessageError> {
+    use rmp::decode;
+    let mut rd = bytes;
+    let len = decode::read_map_len(&mut rd).map_err(|_| MessageError::Shape("not a map"))?;
+    let mut type_at = None;
+    for _ in 0..len {
+        let key_len = decode::read_str_len(&mut rd)
+            .map_err(|_| MessageError::Shape("map keys must be strings"))? as usize;
+        if rd.len() < key_len {
+            return Err(MessageError::Shape("truncated"));
+        }
+        let (key, rest) = rd.split_at(key_len);
+        rd = rest;
+        if key == RESERVED_KEY.as_bytes() {
+            return Err(MessageError::Shape("\"__asgi_channel__\" is reserved"));
+        }
+        if key == b"type" {
+            let value_len = decode::read_str_len(&mut rd)
+                .map_err(|_| MessageError::Shape("\"type\" is not a string"))?
+                as usize;
+            if rd.len() < value_len || std::str::from_utf8(&rd[..value_len]).is_err() {
+                return Err(MessageError::Shape("\"type\" is not valid text"));
+            }
+            let start = bytes.len() - rd.len();
+            type_at = Some((start as u32, (start + value_len) as u32));
+            rd = &rd[value_len..];
+        } else {
+            skip_value(&mut rd)?;
+        }
+    }
+    if !rd.is_empty() {
+        return Err(MessageError::Shape("trailing bytes"));
+    }
+    type_at.ok_or(MessageError::Shape("no \"type\""))
+}
+
+fn skip_value(rd: &mut &[u8]) -> Result<(), MessageError> {
+    rmpv::decode::read_value_ref(rd)
+        .map(|_| ())
+        .map_err(|_| MessageError::Shape("malformed msgpack"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn finds_type_anywhere_in_the_map() {
+        let msg = Message::from_json(&serde_json::json!({"a": [1, {"b": 2}], "type": "x.y"})).unwrap();
+        assert_eq!(msg.message_type(), "x.y");
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        for v in [
+            serde_json::json!({"no": "type"}),
+            serde_json::json!({"type": 1}),
+            serde_json::json!({"type": "a", "__asgi_channel__": "x"}),
+            serde_json::json!("text"),
+        ] {
+            assert!(Message::from_json(&v).is_err(), "{v}");
+        }
+        assert!(Message::from_msgpack(Bytes::from_static(b"\x81\xa4type\xa1x\x00")).is_err());
+        assert!(Message::from_msgpack(Bytes::from_static(b"\x81\xa4type")).is_err());
+        assert!(Message::from_msgpack(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn keeps_bytes_and_text_apart() {
+        #[derive(Serialize, Deserialize)]
+        struct M {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(with = "serde_bytes_compat")]
+            blob: Vec<u8>,
+        }
+        mod serde_bytes_compat {
+            pub(super) fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+            pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+                let v = <rmpv::Value as serde::Deserialize>::deserialize(d)?;
+                match v {
+                    rmpv::Value::Binary(b) => Ok(b),
+                    _ => Err(serde::de::Error::custom("expected bin")),
+                }
+            }
+        }
+        use serde::Serialize;
+        let msg = Message::encode(&M { kind: "t".into(), blob: vec![0, 1] }).unwrap();
+        // fixmap(2) "type" "t" "blob" bin8(2) 00 01
+        assert_eq!(&msg.as_bytes()[..], b"\x82\xa4type\xa1t\xa4blob\xc4\x02\x00\x01");
+        let back: M = msg.decode().unwrap();
+        assert_eq!(back.blob, vec![0, 1]);
+    }
+}

@@ -1,0 +1,414 @@
+//! The connection scope: everything known about a connection when it opens.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use http::{HeaderMap, Extensions};
+use serde::de::DeserializeOwned;
+
+/// Why the query string or a route parameter could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    /// The query string did not deserialize into the requested type.
+    #[error("invalid query string: {0}")]
+    Query(#[from] serde_urlencoded::de::Error),
+    /// The route has no parameter of that name.
+    #[error("no route parameter named {0:?}")]
+    MissingParam(String),
+    /// A route parameter did not parse as the requested type.
+    #[error("route parameter {name:?} = {value:?} is not valid: {reason}")]
+    InvalidParam {
+        /// The parameter's name.
+        name: String,
+        /// Its raw value.
+        value: String,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+/// The authenticated user of a connection, as an authentication middleware
+/// puts it in the scope (Channels' `scope["user"]`).
+///
+/// ```
+/// use estuary_core::User;
+///
+/// let user = User::new("42", "alice");
+/// assert_eq!(user.name(), "alice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    id: String,
+    name: String,
+}
+
+impl User {
+    /// A user with a stable identifier and a display name.
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { id: id.into(), name: name.into() }
+    }
+
+    /// The user's stable identifier.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The user's display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Everything known about a WebSocket connection when it opens: Channels'
+/// `scope` dict as a struct.
+///
+/// The server builds it from the handshake request; handshake middleware
+/// (origin checks, authentication) writes into it through the request's
+/// extensions; consumers read it through [`Context::scope`](crate::Context::scope).
+///
+/// ```
+/// use estuary_core::Scope;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Params { #[serde(default = "default_llm")] llm: String, #[serde(default)] page: u32 }
+/// fn default_llm() -> String { "ernie".into() }
+///
+/// let scope = Scope::builder("/ws/abc")
+///     .query_string("page=3")
+///     .param("session", "abc")
+///     .build();
+/// assert_eq!(scope.param::<String>("session").unwrap(), "abc");
+/// let p: Params = scope.query().unwrap();
+/// assert_eq!((p.llm.as_str(), p.page), ("ernie", 3));
+/// ```
+#[derive(Clone)]
+pub struct Scope {
+    path: String,
+    query_string: String,
+    query_pairs: OnceLock<Vec<(String, String)>>,
+    headers: HeaderMap,
+    cookies: OnceLock<HashMap<String, String>>,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    subprotocols: Vec<String>,
+    params: Vec<(Arc<str>, String)>,
+    user: Option<User>,
+    extensions: Extensions,
+}
+
+impl Scope {
+    /// Starts a scope for `path`; servers and the test communicator use this.
+    pub fn builder(path: impl Into<String>) -> ScopeBuilder {
+        ScopeBuilder {
+            scope: Scope {
+                path: path.into(),
+                query_string: String::new(),
+                query_pairs: OnceLock::new(),
+                headers: HeaderMap::new(),
+                cookies: OnceLock::new(),
+                client: None,
+                server: None,
+                subprotocols: Vec::new(),
+                params: Vec::new(),
+                user: None,
+                extensions: Extensions::new(),
+            },
+        }
+    }
+
+    /// The request path, percent-decoding not applied (`/ws/chat/lobby/`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The raw query string, without the `?`.
+    pub fn query_string(&self) -> &str {
+        &self.query_string
+    }
+
+    /// The query string as decoded `(name, value)` pairs, in order.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        self.query_pairs.get_or_init(|| {
+            serde_urlencoded::from_str(&self.query_string).unwrap_or_default()
+        })
+    }
+
+    /// The first value of query parameter `name`, if any.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query_pairs()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Deserializes the query string into `T`; use `#[serde(default)]` for
+    /// defaults and [`empty_as_none`] to treat `token=` as absent.
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, ScopeError> {
+        Ok(serde_urlencoded::from_str(&self.query_string)?)
+    }
+
+    /// The handshake request's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The value of header `name` as text, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The request's cookies, parsed from every `Cookie` header.
+    pub fn cookies(&self) -> &HashMap<String, String> {
+        self.cookies.get_or_init(|| {
+            let mut jar = HashMap::new();
+            for value in self.headers.get_all(http::header::COOKIE) {
+                let Ok(value) = value.to_str() else { continue };
+                for pair in value.split(';') {
+                    if let Some((k, v)) = pair.split_once('=') {
+                        let v = v.trim().trim_matches('"');
+                        jar.entry(k.trim().to_owned()).or_insert_with(|| v.to_owned());
+                    }
+                }
+            }
+            jar
+        })
+    }
+
+    /// The value of cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies().get(name).map(String::as_str)
+    }
+
+    /// The client's address: the peer, or the address a trusted proxy reported.
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
+    /// The server's address the client connected to (none over a Unix socket).
+    pub fn server(&self) -> Option<SocketAddr> {
+        self.server
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn subprotocols(&self) -> &[String] {
+        &self.subprotocols
+    }
+
+    /// All route parameters, in the order the route names them.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter().map(|(k, v)| (&**k, v.as_str()))
+    }
+
+    /// Route parameter `name`, parsed as `T` (`String`, `i64`, `uuid::Uuid`, ...).
+    pub fn param<T>(&self, name: &str) -> Result<T, ScopeError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let raw = self
+            .params
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| ScopeError::MissingParam(name.to_owned()))?;
+        raw.parse().map_err(|e: T::Err| ScopeError::InvalidParam {
+            name: name.to_owned(),
+            value: raw.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The authenticated user, when an authentication middleware set one.
+    pub fn user(&self) -> Option<&User> {
+        self.user.as_ref()
+    }
+
+    /// Typed values that middleware attached to the handshake request.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Mutable access to the typed extensions.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("path", &self.path)
+            .field("query_string", &self.query_string)
+            .field("client", &self.client)
+            .field("params", &self.params)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Scope`]; see [`Scope::builder`].
+#[derive(Debug)]
+pub struct ScopeBuilder {
+    scope: Scope,
+}
+
+impl ScopeBuilder {
+    /// Sets the raw query string (without `?`).
+    pub fn query_string(mut self, query: impl Into<String>) -> Self {
+        self.scope.query_string = query.into();
+        self
+    }
+
+    /// Sets the request headers.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.scope.headers = headers;
+        self
+    }
+
+    /// Sets the client's address.
+    pub fn client(mut self, addr: SocketAddr) -> Self {
+        self.scope.client = Some(addr);
+        self
+    }
+
+    /// Sets the server's address.
+    pub fn server(mut self, addr: SocketAddr) -> Self {
+        self.scope.server = Some(addr);
+        self
+    }
+
+    /// Sets the offered subprotocols.
+    pub fn subprotocols(mut self, protocols: Vec<String>) -> Self {
+        self.scope.subprotocols = protocols;
+        self
+    }
+
+    /// Adds a route parameter.
+    pub fn param(mut self, name: impl Into<Arc<str>>, value: impl Into<String>) -> Self {
+        self.scope.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the authenticated user.
+    pub fn user(mut self, user: Option<User>) -> Self {
+        self.scope.user = user;
+        self
+    }
+
+    /// Sets the typed extensions.
+    pub fn extensions(mut self, extensions: Extensions) -> Self {
+        self.scope.extensions = extensions;
+        self
+    }
+
+    /// Finishes the scope.
+    pub fn build(self) -> Scope {
+        self.scope
+    }
+}
+
+/// A serde helper: reads an empty query value (`token=`) as `None`.
+///
+/// ```
+/// use estuary_core::Scope;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Q { #[serde(default, deserialize_with = "estuary_core::empty_as_none")] token: Option<String> }
+///
+/// let scope = Scope::builder("/").query_string("token=").build();
+/// assert_eq!(scope.query::<Q>().unwrap().token, None);
+/// let scope = Scope::builder("/").query_string("token=abc").build();
+/// assert_eq!(scope.query::<Q>().unwrap().token.as_deref(), Some("abc"));
+/// ```
+pub fn empty_as_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let raw: Option<String> = serde::Deserialize::deserialize(de)?;
+    match raw.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq, Default)]
+    #[serde(rename_all = "lowercase")]
+    enum ChatMode {
+        #[default]
+        Text,
+        Voice,
+    }
+
+    fn default_llm() -> String {
+        "ernie".into()
+    }
+    fn default_character() -> u32 {
+        1
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Params {
+        #[serde(default = "default_llm")]
+        llm: String,
+        #[serde(default = "default_character")]
+        character_id: u32,
+        #[serde(default)]
+        chatmode: ChatMode,
+        #[serde(default, deserialize_with = "empty_as_none")]
+        token: Option<String>,
+    }
+
+    #[test]
+    fn typed_query_with_defaults() {
+        let s = Scope::builder("/ws/x")
+            .query_string("llm=chatgpt&character_id=2&chatmode=voice&token=")
+            .build();
+        let p: Params = s.query().unwrap();
+        assert_eq!(p.llm, "chatgpt");
+        assert_eq!(p.character_id, 2);
+        assert_eq!(p.chatmode, ChatMode::Voice);
+        assert_eq!(p.token, None);
+
+        let p: Params = Scope::builder("/").build().query().unwrap();
+        assert_eq!((p.llm.as_str(), p.character_id, p.chatmode), ("ernie", 1, ChatMode::Text));
+    }
+
+    #[test]
+    fn malformed_query_is_an_error() {
+        let s = Scope::builder("/").query_string("character_id=two").build();
+        let err = s.query::<Params>().unwrap_err();
+        assert!(err.to_string().contains("invalid query string"), "{err}");
+        let s = Scope::builder("/").query_string("chatmode=video").build();
+        assert!(s.query::<Params>().is_err());
+    }
+
+    #[test]
+    fn cookies_and_params() {
+        let mut headers = HeaderMap::new();
+        headers.insert("cookie", "sessionid=abc; theme=\"dark\"".parse().unwrap());
+        let s = Scope::builder("/")
+            .headers(headers)
+            .param("id", "12")
+            .query_string("a=1&a=2&b=%20x")
+            .build();
+        assert_eq!(s.cookie("sessionid"), Some("abc"));
+        assert_eq!(s.cookie("theme"), Some("dark"));
+        assert_eq!(s.param::<i64>("id").unwrap(), 12);
+        assert!(matches!(s.param::<i64>("nope"), Err(ScopeError::MissingParam(_))));
+        assert!(matches!(s.param::<u8>("id").map(|_| ()), Ok(())));
+        assert_eq!(s.query_param("a"), Some("1"));
+        assert_eq!(s.query_param("b"), Some(" x"));
+    }
+}

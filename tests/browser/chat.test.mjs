@@ -1,0 +1,228 @@
+// Real-browser test of Estuary's chat pages: headless Chromium drives /chat/ and
+// /chat/{room}/ against a real `estuary serve` process.
+//
+//   cd tests/browser && npm ci && node --test
+//
+// ESTUARY_BIN overrides the server binary (default ../../target/debug/estuary).
+// CHROMIUM_BIN overrides the browser (default /usr/bin/chromium).
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as delay } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.ESTUARY_BIN
+  ? path.resolve(process.env.ESTUARY_BIN)
+  : path.resolve(HERE, '../../target/debug/estuary');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const WAIT = 15_000; // upper bound of any single wait in the browser
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when `promise` settles within `ms`; the timer never outlives the wait. */
+async function settlesWithin(promise, ms) {
+  const ac = new AbortController();
+  const timer = delay(ms, false, { signal: ac.signal }).catch(() => false);
+  try {
+    return await Promise.race([promise.then(() => true), timer]);
+  } finally {
+    ac.abort();
+  }
+}
+
+/** A running `estuary serve`; its output is kept (not printed) for failure messages. */
+class Server {
+  constructor(port) {
+    this.port = port;
+    this.base = `http://127.0.0.1:${port}`;
+    this.output = '';
+    this.proc = null;
+    this.exited = null;
+  }
+
+  async start() {
+    const proc = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    });
+    this.proc = proc;
+    const keep = (d) => { this.output = (this.output + d).slice(-8000); };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    this.exited = new Promise((resolve) => {
+      proc.on('error', (err) => { keep(`spawn error: ${err.message}\n`); resolve(-1); });
+      proc.on('exit', (code, signal) => resolve(code ?? signal));
+    });
+    let gone = false;
+    this.exited.then(() => { gone = true; });
+
+    // Poll GET /chat/ a bounded number of times; fail early if the process dies.
+    for (let i = 0; i < 150; i++) {
+      if (gone) break;
+      try {
+        const res = await fetch(`${this.base}/chat/`, { signal: AbortSignal.timeout(1000) });
+        await res.arrayBuffer();
+        if (res.ok) return;
+      } catch { /* not listening yet */ }
+      await delay(100);
+    }
+    await this.stop();
+    throw new Error(`estuary did not answer GET /chat/ on port ${this.port} (bin ${BIN})\n${this.output}`);
+  }
+
+  async stop() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    if (!(await settlesWithin(this.exited, 10_000))) {
+      proc.kill('SIGKILL');
+      await settlesWithin(this.exited, 5_000);
+      throw new Error(`estuary ignored SIGTERM for 10 s\n${this.output}`);
+    }
+  }
+}
+
+const statusIs = (page, state) =>
+  page.waitForFunction(
+    (s) => document.getElementById('status')?.dataset.state === s &&
+      document.getElementById('status').textContent.trim() === s,
+    state,
+    { timeout: WAIT },
+  );
+
+/** Waits until #log holds a .msg with this text and username. */
+const messageShown = (page, text, user) =>
+  page.waitForFunction(
+    ([t, u]) => [...document.querySelectorAll('#log > .msg')].some(
+      (el) => el.querySelector('.text')?.textContent === t &&
+        el.querySelector('.user')?.textContent === u,
+    ),
+    [text, user],
+    { timeout: WAIT },
+  );
+
+async function send(page, text) {
+  await page.waitForSelector('#send:not([disabled])', { timeout: WAIT });
+  await page.fill('#message', text);
+  await page.press('#message', 'Enter');
+}
+
+describe('chat pages in Chromium', { timeout: 120_000 }, () => {
+  let server;
+  let browser;
+  let a;
+  let b;
+
+  before(async () => {
+    server = new Server(await freePort());
+    await server.start();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+      timeout: 60_000,
+    });
+    // One context per user, so localStorage (the stored name) is not shared.
+    a = await (await browser.newContext()).newPage();
+    b = await (await browser.newContext()).newPage();
+    for (const p of [a, b]) {
+      p.setDefaultTimeout(WAIT);
+      p.on('pageerror', (err) => { server.output += `page error: ${err.message}\n`; });
+    }
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.stop().catch(() => {});
+    if (server?.proc && server.proc.exitCode === null && server.proc.signalCode === null) {
+      server.proc.kill('SIGKILL');
+    }
+  });
+
+  test('two pages in one room see each other\'s messages', async () => {
+    await a.goto(`${server.base}/chat/lobby/`);
+    await b.goto(`${server.base}/chat/lobby/`);
+    await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
+
+    await a.fill('#username', 'alice');
+    const text = `hello from alice ${Date.now()}`;
+    await send(a, text);
+
+    await messageShown(b, text, 'alice');
+    await messageShown(a, text, 'alice');
+    assert.equal(await a.inputValue('#message'), '', 'the input is cleared after sending');
+    assert.equal(await a.evaluate(() => localStorage.getItem('estuary.username')), 'alice');
+
+    // Markup in a message is shown as text, never parsed.
+    const markup = '<img src=x onerror="window.__pwned=1"><b>bold</b>';
+    await send(b, markup);
+    await messageShown(a, markup, 'Anonymous');
+    assert.equal(await a.evaluate(() => window.__pwned), undefined);
+    assert.equal(await a.locator('#log b').count(), 0);
+  });
+
+  test('the picker lists the room with its member count and rejects bad names', async () => {
+    const p = await (await browser.newContext()).newPage();
+    p.setDefaultTimeout(WAIT);
+    try {
+      await p.goto(`${server.base}/chat/`);
+      await p.waitForFunction(
+        () => {
+          const li = document.querySelector('#rooms li[data-room="lobby"]');
+          return li && li.dataset.members === '2' &&
+            li.querySelector('a')?.getAttribute('href') === '/chat/lobby/' &&
+            /^2\b/.test(li.querySelector('.count')?.textContent ?? '');
+        },
+        null,
+        { timeout: WAIT },
+      );
+
+      await p.fill('#room-name', 'not a room!');
+      await p.press('#room-name', 'Enter');
+      await p.waitForSelector('#room-error:not([hidden])', { timeout: WAIT });
+      assert.match(await p.textContent('#room-error'), /\S/);
+      assert.equal(new URL(p.url()).pathname, '/chat/');
+
+      await p.fill('#room-name', 'side_room-2');
+      await p.click('#room-form button[type="submit"]');
+      await p.waitForURL(`${server.base}/chat/side_room-2/`, { timeout: WAIT });
+      await statusIs(p, 'connected');
+    } finally {
+      await p.context().close();
+    }
+  });
+
+  test('pages reconnect after the server restarts on the same port', async () => {
+    await server.stop();
+    await Promise.all([statusIs(a, 'reconnecting'), statusIs(b, 'reconnecting')]);
+    await a.waitForFunction(() => /retrying in/.test(document.body.textContent), null, { timeout: WAIT });
+    assert.equal(await a.isDisabled('#send'), true, 'send is disabled while disconnected');
+
+    const restarted = new Server(server.port);
+    server = restarted;
+    await restarted.start();
+    await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
+
+    const text = `after restart ${Date.now()}`;
+    await send(a, text);
+    await messageShown(b, text, 'alice');
+    await messageShown(a, text, 'alice');
+  });
+});
