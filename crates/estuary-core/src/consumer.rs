@@ -83,7 +83,11 @@ pub trait Consumer: Send + 'static {
     }
 
     /// A channel-layer event arrived for this connection.
-    fn event(&mut self, ctx: &mut Context, event: Self::Event) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+    fn event(
+        &mut self,
+        ctx: &mut Context,
+        event: Self::Event,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
         let _ = (ctx, event);
         async { Ok(()) }
     }
@@ -164,7 +168,10 @@ impl Connect {
 
     /// Accept, selecting `protocol` from those the client offered.
     pub fn accept_subprotocol(protocol: impl Into<String>) -> Self {
-        Connect::Accept(Accept { subprotocol: Some(protocol.into()), headers: HeaderMap::new() })
+        Connect::Accept(Accept {
+            subprotocol: Some(protocol.into()),
+            headers: HeaderMap::new(),
+        })
     }
 
     /// Reject with 403 Forbidden, as Channels does.
@@ -174,7 +181,10 @@ impl Connect {
 
     /// Reject with `status` and a short `reason`.
     pub fn reject_with(status: StatusCode, reason: impl Into<String>) -> Self {
-        Connect::Reject(Reject { status, reason: reason.into() })
+        Connect::Reject(Reject {
+            status,
+            reason: reason.into(),
+        })
     }
 
     /// Adds a response header to an acceptance (ignored on a rejection, and for

@@ -34,7 +34,9 @@ pub enum SlowClientPolicy {
 
 impl Default for SlowClientPolicy {
     fn default() -> Self {
-        SlowClientPolicy::Disconnect { grace: Duration::from_secs(5) }
+        SlowClientPolicy::Disconnect {
+            grace: Duration::from_secs(5),
+        }
     }
 }
 
@@ -82,7 +84,16 @@ impl Context {
         policy: SlowClientPolicy,
         dropped: Arc<AtomicU64>,
     ) -> Self {
-        Self { scope, channel, layer, outbound, policy, groups: BTreeSet::new(), closing: false, dropped }
+        Self {
+            scope,
+            channel,
+            layer,
+            outbound,
+            policy,
+            groups: BTreeSet::new(),
+            closing: false,
+            dropped,
+        }
     }
 
     /// The connection's scope.
@@ -159,7 +170,10 @@ impl Context {
                 }
                 (SlowClientPolicy::Drop, item) => {
                     // A close is never dropped: wait for room like any reply.
-                    self.outbound.send(item).await.map_err(|_| ConsumerError::ConnectionClosed)
+                    self.outbound
+                        .send(item)
+                        .await
+                        .map_err(|_| ConsumerError::ConnectionClosed)
                 }
                 (SlowClientPolicy::Disconnect { grace }, item) => {
                     match tokio::time::timeout(grace, self.outbound.send(item)).await {
@@ -197,7 +211,11 @@ impl Context {
     }
 
     /// Sends `event` to one channel (Channels' `channel_layer.send`).
-    pub async fn send_to<T: Serialize + ?Sized>(&self, channel: &ChannelName, event: &T) -> Result<(), ConsumerError> {
+    pub async fn send_to<T: Serialize + ?Sized>(
+        &self,
+        channel: &ChannelName,
+        event: &T,
+    ) -> Result<(), ConsumerError> {
         let message = Message::encode(event)?;
         Ok(self.layer.send(channel, message).await?)
     }

@@ -68,7 +68,10 @@ pub enum ConsumerError {
 impl ConsumerError {
     /// An error that closes the connection with `code` and `reason`.
     pub fn close(code: CloseCode, reason: impl Into<String>) -> Self {
-        ConsumerError::Close { code, reason: reason.into() }
+        ConsumerError::Close {
+            code,
+            reason: reason.into(),
+        }
     }
 
     /// Wraps any error.

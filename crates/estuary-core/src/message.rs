@@ -226,7 +226,11 @@ mod tests {
             }
         }
         use serde::Serialize;
-        let msg = Message::encode(&M { kind: "t".into(), blob: vec![0, 1] }).unwrap();
+        let msg = Message::encode(&M {
+            kind: "t".into(),
+            blob: vec![0, 1],
+        })
+        .unwrap();
         // fixmap(2) "type" "t" "blob" bin8(2) 00 01
         assert_eq!(&msg.as_bytes()[..], b"\x82\xa4type\xa1t\xa4blob\xc4\x02\x00\x01");
         let back: M = msg.decode().unwrap();

@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(ChannelName::new("a!b!c"), Err(NameError::MisplacedBang));
         assert!(matches!(
             ChannelName::new("caf\u{e9}"),
-            Err(NameError::InvalidChar { found: '\u{e9}', at: 3 })
+            Err(NameError::InvalidChar {
+                found: '\u{e9}',
+                at: 3
+            })
         ));
         assert!(ChannelName::new("a b").is_err());
     }

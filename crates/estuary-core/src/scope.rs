@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use http::{HeaderMap, Extensions};
+use http::{Extensions, HeaderMap};
 use serde::de::DeserializeOwned;
 
 /// Why the query string or a route parameter could not be read.
@@ -48,7 +48,10 @@ pub struct User {
 impl User {
     /// A user with a stable identifier and a display name.
     pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { id: id.into(), name: name.into() }
+        Self {
+            id: id.into(),
+            name: name.into(),
+        }
     }
 
     /// The user's stable identifier.
@@ -132,9 +135,8 @@ impl Scope {
 
     /// The query string as decoded `(name, value)` pairs, in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
-        self.query_pairs.get_or_init(|| {
-            serde_urlencoded::from_str(&self.query_string).unwrap_or_default()
-        })
+        self.query_pairs
+            .get_or_init(|| serde_urlencoded::from_str(&self.query_string).unwrap_or_default())
     }
 
     /// The first value of query parameter `name`, if any.
@@ -382,7 +384,10 @@ mod tests {
         assert_eq!(p.token, None);
 
         let p: Params = Scope::builder("/").build().query().unwrap();
-        assert_eq!((p.llm.as_str(), p.character_id, p.chatmode), ("ernie", 1, ChatMode::Text));
+        assert_eq!(
+            (p.llm.as_str(), p.character_id, p.chatmode),
+            ("ernie", 1, ChatMode::Text)
+        );
     }
 
     #[test]

@@ -159,13 +159,19 @@ pub struct Session<C: Consumer> {
 
 impl<C: Consumer> std::fmt::Debug for Session<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
 enum Step {
     Continue,
-    Close { frame: Option<CloseFrame>, code: CloseCode, client_closed: bool },
+    Close {
+        frame: Option<CloseFrame>,
+        code: CloseCode,
+        client_closed: bool,
+    },
 }
 
 impl<C: Consumer> Session<C> {
@@ -182,13 +188,29 @@ impl<C: Consumer> Session<C> {
     ) -> Result<(Self, Accept), Reject> {
         let channel = layer.new_channel().await.map_err(|error| {
             tracing::error!(%error, "cannot make a channel for a new connection");
-            Reject { status: http::StatusCode::SERVICE_UNAVAILABLE, reason: "channel layer unavailable".into() }
+            Reject {
+                status: http::StatusCode::SERVICE_UNAVAILABLE,
+                reason: "channel layer unavailable".into(),
+            }
         })?;
         let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client, dropped.clone());
+        let mut ctx = Context::new(
+            Arc::new(scope),
+            channel,
+            layer,
+            tx,
+            config.slow_client,
+            dropped.clone(),
+        );
         let decision = consumer.connect(&mut ctx).await;
-        let mut session = Self { consumer, ctx, outbound: rx, config, dropped };
+        let mut session = Self {
+            consumer,
+            ctx,
+            outbound: rx,
+            config,
+            dropped,
+        };
         match decision {
             Ok(Connect::Accept(accept)) => Ok((session, accept)),
             Ok(Connect::Reject(reject)) => {
@@ -198,7 +220,10 @@ impl<C: Consumer> Session<C> {
             Err(error) => {
                 tracing::info!(path = session.ctx.scope().path(), %error, "connect failed; handshake rejected");
                 session.release().await;
-                Err(Reject { status: error.http_status(), reason: error.http_reason() })
+                Err(Reject {
+                    status: error.http_status(),
+                    reason: error.http_reason(),
+                })
             }
         }
     }
@@ -295,14 +320,22 @@ impl<C: Consumer> Session<C> {
                     }
                 }
             };
-            if let Step::Close { frame, code, client_closed } = step {
+            if let Step::Close {
+                frame,
+                code,
+                client_closed,
+            } = step
+            {
                 break (frame, code, client_closed);
             }
         };
 
         // Let in-flight sends finish before the close frame, unless the
         // transport is already gone or the client broke the protocol.
-        if frame.as_ref().is_some_and(|f| matches!(f.code(), CloseCode::GOING_AWAY | CloseCode::NORMAL)) {
+        if frame
+            .as_ref()
+            .is_some_and(|f| matches!(f.code(), CloseCode::GOING_AWAY | CloseCode::NORMAL))
+        {
             self.outbound.close();
             while let Ok(Outgoing::Message(m)) = self.outbound.try_recv() {
                 if transport.feed(m).await.is_err() {
@@ -317,7 +350,11 @@ impl<C: Consumer> Session<C> {
         }
         self.consumer.disconnect(&mut self.ctx, code).await;
         self.release().await;
-        Outcome { code, client_closed, dropped: self.dropped.load(Ordering::Relaxed) }
+        Outcome {
+            code,
+            client_closed,
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -351,28 +388,50 @@ where
         Err(error) => {
             let code = error.close_code();
             if matches!(error, ConsumerError::ConnectionClosed) {
-                return Step::Close { frame: None, code, client_closed: false };
+                return Step::Close {
+                    frame: None,
+                    code,
+                    client_closed: false,
+                };
             }
             tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
-            let frame = code.is_sendable().then(|| CloseFrame::new(code, error.close_reason()));
-            Step::Close { frame, code, client_closed: false }
+            let frame = code
+                .is_sendable()
+                .then(|| CloseFrame::new(code, error.close_reason()));
+            Step::Close {
+                frame,
+                code,
+                client_closed: false,
+            }
         }
     }
 }
 
 /// Writes `first` and whatever else is queued, then flushes once.
-async fn write_batch<T: Transport>(transport: &mut T, outbound: &mut mpsc::Receiver<Outgoing>, first: Outgoing) -> Step {
+async fn write_batch<T: Transport>(
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+) -> Step {
     let mut item = first;
     loop {
         match item {
             Outgoing::Close(frame) => {
                 let _ = transport.flush().await;
                 let code = frame.code();
-                return Step::Close { frame: Some(frame), code, client_closed: false };
+                return Step::Close {
+                    frame: Some(frame),
+                    code,
+                    client_closed: false,
+                };
             }
             Outgoing::Message(m) => {
                 if transport.feed(m).await.is_err() {
-                    return Step::Close { frame: None, code: CloseCode::ABNORMAL, client_closed: false };
+                    return Step::Close {
+                        frame: None,
+                        code: CloseCode::ABNORMAL,
+                        client_closed: false,
+                    };
                 }
             }
         }
@@ -383,7 +442,11 @@ async fn write_batch<T: Transport>(transport: &mut T, outbound: &mut mpsc::Recei
     }
     match transport.flush().await {
         Ok(()) => Step::Continue,
-        Err(_) => Step::Close { frame: None, code: CloseCode::ABNORMAL, client_closed: false },
+        Err(_) => Step::Close {
+            frame: None,
+            code: CloseCode::ABNORMAL,
+            client_closed: false,
+        },
     }
 }
 
@@ -411,7 +474,11 @@ struct Bucket {
 
 impl Bucket {
     fn new(limit: RateLimit, now: Instant) -> Self {
-        Self { limit, tokens: f64::from(limit.burst.max(1)), at: now }
+        Self {
+            limit,
+            tokens: f64::from(limit.burst.max(1)),
+            at: now,
+        }
     }
 
     fn take(&mut self, now: Instant) -> bool {

@@ -14,11 +14,24 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The object-safe twin of [`ChannelLayer`], implemented for every layer.
 trait DynChannelLayer: Send + Sync {
     fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>>;
-    fn send<'a>(&'a self, channel: &'a ChannelName, message: Message) -> BoxFuture<'a, Result<(), SendError>>;
+    fn send<'a>(&'a self, channel: &'a ChannelName, message: Message)
+    -> BoxFuture<'a, Result<(), SendError>>;
     fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>>;
-    fn group_add<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>>;
-    fn group_discard<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>>;
-    fn group_send<'a>(&'a self, group: &'a GroupName, message: Message) -> BoxFuture<'a, Result<GroupSendReport, LayerError>>;
+    fn group_add<'a>(
+        &'a self,
+        group: &'a GroupName,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), LayerError>>;
+    fn group_discard<'a>(
+        &'a self,
+        group: &'a GroupName,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), LayerError>>;
+    fn group_send<'a>(
+        &'a self,
+        group: &'a GroupName,
+        message: Message,
+    ) -> BoxFuture<'a, Result<GroupSendReport, LayerError>>;
     fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>>;
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()>;
     fn type_name(&self) -> &'static str;
@@ -28,19 +41,35 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>> {
         Box::pin(ChannelLayer::new_channel(self))
     }
-    fn send<'a>(&'a self, channel: &'a ChannelName, message: Message) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(ChannelLayer::send(self, channel, message))
     }
     fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>> {
         Box::pin(ChannelLayer::receive(self, channel))
     }
-    fn group_add<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>> {
+    fn group_add<'a>(
+        &'a self,
+        group: &'a GroupName,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), LayerError>> {
         Box::pin(ChannelLayer::group_add(self, group, channel))
     }
-    fn group_discard<'a>(&'a self, group: &'a GroupName, channel: &'a ChannelName) -> BoxFuture<'a, Result<(), LayerError>> {
+    fn group_discard<'a>(
+        &'a self,
+        group: &'a GroupName,
+        channel: &'a ChannelName,
+    ) -> BoxFuture<'a, Result<(), LayerError>> {
         Box::pin(ChannelLayer::group_discard(self, group, channel))
     }
-    fn group_send<'a>(&'a self, group: &'a GroupName, message: Message) -> BoxFuture<'a, Result<GroupSendReport, LayerError>> {
+    fn group_send<'a>(
+        &'a self,
+        group: &'a GroupName,
+        message: Message,
+    ) -> BoxFuture<'a, Result<GroupSendReport, LayerError>> {
         Box::pin(ChannelLayer::group_send(self, group, message))
     }
     fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
@@ -80,7 +109,9 @@ pub struct ChannelLayerHandle {
 impl ChannelLayerHandle {
     /// Wraps a layer.
     pub fn new<L: ChannelLayer>(layer: L) -> Self {
-        Self { inner: Arc::new(layer) }
+        Self {
+            inner: Arc::new(layer),
+        }
     }
 }
 
@@ -93,7 +124,9 @@ impl Default for ChannelLayerHandle {
 
 impl fmt::Debug for ChannelLayerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChannelLayerHandle").field(&self.inner.type_name()).finish()
+        f.debug_tuple("ChannelLayerHandle")
+            .field(&self.inner.type_name())
+            .finish()
     }
 }
 

@@ -171,7 +171,9 @@ impl Inner {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn groups_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
+    fn groups_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
         self.groups.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -235,7 +237,10 @@ impl ChannelLayer for InMemoryChannelLayer {
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
         let queue = self.inner.queue(channel);
-        let member = Member { added: Instant::now(), queue };
+        let member = Member {
+            added: Instant::now(),
+            queue,
+        };
         self.inner
             .groups_mut()
             .entry(group.clone())
@@ -288,7 +293,9 @@ impl ChannelLayer for InMemoryChannelLayer {
             }
         }
         if report.dropped > 0 {
-            self.inner.dropped.fetch_add(report.dropped as u64, Ordering::Relaxed);
+            self.inner
+                .dropped
+                .fetch_add(report.dropped as u64, Ordering::Relaxed);
             tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
         }
         Ok(report)
@@ -335,7 +342,10 @@ mod tests {
         let waiter = tokio::spawn(async move { l2.receive(&c2).await });
         tokio::task::yield_now().await;
         layer.close_channel(&ch).await;
-        let res = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(res, Err(LayerError::ChannelClosed(_))));
     }
 
@@ -346,7 +356,10 @@ mod tests {
         let ch = layer.new_channel().await.unwrap();
         layer.group_add(&g, &ch).await.unwrap();
         layer.close_channel(&ch).await;
-        assert_eq!(layer.group_send(&g, msg(1)).await.unwrap(), GroupSendReport::default());
+        assert_eq!(
+            layer.group_send(&g, msg(1)).await.unwrap(),
+            GroupSendReport::default()
+        );
         assert_eq!(layer.group_size(&g), 0);
     }
 
@@ -357,7 +370,11 @@ mod tests {
             let ch = ChannelName::new(&format!("w{i}")).unwrap();
             let _ = layer.send(&ch, msg(i)).await;
         }
-        assert!(layer.inner.channels().len() < 2100, "{}", layer.inner.channels().len());
+        assert!(
+            layer.inner.channels().len() < 2100,
+            "{}",
+            layer.inner.channels().len()
+        );
         let ch = ChannelName::new("w1").unwrap();
         layer.send(&ch, msg(1)).await.unwrap_or_else(|_| panic!("send"));
         let _ = n;

@@ -1,0 +1,44 @@
+//! Estuary's server: one port for WebSocket consumers and HTTP routes.
+//!
+//! * [`Router`]: WebSocket routes with Django's path converters, HTTP routes
+//!   from axum, the channel layer, and the WebSocket limits.
+//! * [`Server`]: HTTP/1.1 on TCP or a Unix socket, trusted proxies, handshake
+//!   timeout, and a graceful shutdown that closes WebSockets with 1001.
+//! * [`OriginLayer`]: handshake middleware, as a tower layer.
+//!
+//! ```no_run
+//! use estuary_core::{Consumer, ConsumerError, Context, NoEvent, WsMessage};
+//! use estuary_server::{Router, Server, shutdown_signal};
+//!
+//! struct Echo;
+//!
+//! impl Consumer for Echo {
+//!     type Event = NoEvent;
+//!     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+//!         ctx.send(msg).await
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let router = Router::new().websocket("ws/echo/", || Echo);
+//!     let server = Server::bind("127.0.0.1:8000".parse().unwrap()).await?;
+//!     server.serve(router.into_service(), shutdown_signal()).await
+//! }
+//! ```
+
+mod origin;
+mod proxy;
+mod route;
+mod router;
+mod server;
+mod settings;
+mod transport;
+
+pub use origin::{OriginLayer, OriginService};
+pub use proxy::{InvalidProxy, TrustedProxies};
+pub use route::{PathPattern, PatternError};
+pub use router::{ConnectionInfo, InMemoryConnection, Router, RouterService, Runtime};
+pub use server::{Server, ServerConfig, shutdown_signal};
+pub use settings::WsSettings;
+pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};

@@ -1,0 +1,238 @@
+//! `OriginLayer`: refuse WebSocket handshakes from other sites (Channels'
+//! `AllowedHostsOriginValidator`).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+
+/// A tower layer that answers 403 to WebSocket handshakes whose `Origin` is
+/// not allowed. Other requests pass untouched.
+///
+/// Patterns follow Django's `ALLOWED_HOSTS`: `example.com` (that host),
+/// `.example.com` (it and every subdomain), `*` (any origin, even none), and
+/// optionally a port (`localhost:8000`) or scheme (`https://example.com`).
+/// [`OriginLayer::same_host`] allows an origin whose host and port equal the
+/// request's `Host` header. A handshake without `Origin` is refused unless
+/// `*` is allowed.
+///
+/// ```
+/// use estuary_server::OriginLayer;
+///
+/// let layer = OriginLayer::new([".example.com", "localhost:8000"]);
+/// assert!(layer.allows(Some("https://chat.example.com"), None));
+/// assert!(layer.allows(Some("http://localhost:8000"), None));
+/// assert!(!layer.allows(Some("http://localhost:9000"), None));
+/// assert!(!layer.allows(Some("https://evil.com"), None));
+/// assert!(!layer.allows(None, None));
+/// ```
+#[derive(Debug, Clone)]
+pub struct OriginLayer {
+    rules: Arc<Rules>,
+}
+
+#[derive(Debug)]
+struct Rules {
+    patterns: Vec<Pattern>,
+    same_host: bool,
+}
+
+#[derive(Debug)]
+struct Pattern {
+    scheme: Option<String>,
+    host: String,
+    port: Option<String>,
+    any: bool,
+}
+
+struct Origin<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: Option<&'a str>,
+}
+
+fn parse_origin(origin: &str) -> Option<Origin<'_>> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = split_host_port(rest);
+    (!host.is_empty()).then_some(Origin { scheme, host, port })
+}
+
+fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(stripped) = s.strip_prefix('[') {
+        // [v6]:port
+        if let Some((h, rest)) = stripped.split_once(']') {
+            return (h, rest.strip_prefix(':'));
+        }
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (s, None),
+    }
+}
+
+impl Pattern {
+    fn parse(raw: &str) -> Self {
+        let raw = raw.trim().to_ascii_lowercase();
+        if raw == "*" {
+            return Self {
+                scheme: None,
+                host: String::new(),
+                port: None,
+                any: true,
+            };
+        }
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((s, r)) => (Some(s.to_owned()), r.to_owned()),
+            None => (None, raw),
+        };
+        let (host, port) = split_host_port(&rest);
+        Self {
+            scheme,
+            host: host.to_owned(),
+            port: port.map(str::to_owned),
+            any: false,
+        }
+    }
+
+    fn matches(&self, origin: &Origin<'_>) -> bool {
+        if self.any {
+            return true;
+        }
+        let host = origin.host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix('.') {
+            Some(domain) => host == domain || host.ends_with(&self.host),
+            None => host == self.host,
+        };
+        host_ok
+            && self
+                .scheme
+                .as_deref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(origin.scheme))
+            && self.port.as_deref().is_none_or(|p| Some(p) == origin.port)
+    }
+}
+
+impl OriginLayer {
+    /// Allows origins matching any of `patterns`.
+    pub fn new<I, S>(patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let patterns = patterns.into_iter().map(|p| Pattern::parse(p.as_ref())).collect();
+        Self {
+            rules: Arc::new(Rules {
+                patterns,
+                same_host: false,
+            }),
+        }
+    }
+
+    /// Allows only origins on the host (and port) the request was sent to.
+    pub fn same_host() -> Self {
+        Self {
+            rules: Arc::new(Rules {
+                patterns: Vec::new(),
+                same_host: true,
+            }),
+        }
+    }
+
+    /// True when a handshake with this `Origin` (and `Host`) header is allowed.
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        if self.rules.patterns.iter().any(|p| p.any) {
+            return true;
+        }
+        let Some(origin) = origin.and_then(parse_origin) else {
+            return false;
+        };
+        if self.rules.same_host {
+            if let Some(host) = host {
+                let (h, p) = split_host_port(host);
+                if h.eq_ignore_ascii_case(origin.host) && p == origin.port {
+                    return true;
+                }
+            }
+        }
+        self.rules.patterns.iter().any(|p| p.matches(&origin))
+    }
+
+    fn check(&self, headers: &HeaderMap) -> bool {
+        let get = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        };
+        self.allows(get(header::ORIGIN), get(header::HOST))
+    }
+}
+
+impl<S> tower::Layer<S> for OriginLayer {
+    type Service = OriginService<S>;
+
+    fn layer(&self, inner: S) -> OriginService<S> {
+        OriginService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`OriginLayer`].
+#[derive(Debug, Clone)]
+pub struct OriginService<S> {
+    inner: S,
+    layer: OriginLayer,
+}
+
+impl<S, B> tower::Service<Request<B>> for OriginService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let upgrade = req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
+        if upgrade && !self.layer.check(req.headers()) {
+            tracing::info!(origin = ?req.headers().get(header::ORIGIN), "WebSocket handshake refused: origin not allowed");
+            let mut response = Response::new(Body::from("origin not allowed\n"));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return Box::pin(async move { Ok(response) });
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let l = OriginLayer::new(["https://secure.example.org", "*.nope", "[::1]:8000"]);
+        assert!(l.allows(Some("https://secure.example.org"), None));
+        assert!(!l.allows(Some("http://secure.example.org"), None));
+        assert!(l.allows(Some("http://[::1]:8000"), None));
+        assert!(!l.allows(Some("null"), None));
+        assert!(OriginLayer::new(["*"]).allows(None, None));
+    }
+
+    #[test]
+    fn same_host() {
+        let l = OriginLayer::same_host();
+        assert!(l.allows(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000")));
+        assert!(!l.allows(Some("http://127.0.0.1:8001"), Some("127.0.0.1:8000")));
+        assert!(!l.allows(Some("http://evil.com"), Some("127.0.0.1:8000")));
+    }
+}

@@ -1,0 +1,269 @@
+//! WebSocket route patterns: Django's `path()` converters and `re_path()` regexes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+
+/// A route pattern could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// `<conv:name>` names a converter Django does not have.
+    #[error("unknown path converter {0:?} (use str, int, slug, uuid or path)")]
+    UnknownConverter(String),
+    /// A `<...>` or `{...}` is not closed, or a parameter name is not an identifier.
+    #[error("malformed parameter in pattern {0:?}")]
+    Malformed(String),
+    /// The regex did not compile.
+    #[error("invalid regex: {0}")]
+    Regex(String),
+    /// Two parameters share a name.
+    #[error("parameter {0:?} appears twice")]
+    Duplicate(String),
+}
+
+/// A compiled WebSocket route pattern.
+///
+/// Two forms, as in Django:
+///
+/// * [`PathPattern::path`]: `ws/chat/<str:room>/` with the converters `str`
+///   (`[^/]+`, the default for `<room>`), `int` (`[0-9]+`), `slug`
+///   (`[-a-zA-Z0-9_]+`), `uuid` (lowercase, dashed) and `path` (`.+`). The axum
+///   spelling `{room}` means `<str:room>` and `{*rest}` means `<path:rest>`.
+/// * [`PathPattern::regex`]: a `re_path` regex whose named groups
+///   (`(?P<room>\w+)`) become parameters.
+///
+/// Leading slashes are optional, and a trailing slash is tolerated either way:
+/// `ws/chat/<str:room>/` matches `/ws/chat/lobby/` and `/ws/chat/lobby`.
+///
+/// ```
+/// use estuary_server::PathPattern;
+///
+/// let p = PathPattern::path("ws/items/<int:id>/").unwrap();
+/// assert_eq!(p.matches("/ws/items/42"), Some(vec![("id".into(), "42".to_string())]));
+/// assert_eq!(p.matches("/ws/items/x/"), None);
+///
+/// let r = PathPattern::regex(r"^ws/chat/(?P<room>\w+)/$").unwrap();
+/// assert!(r.matches("/ws/chat/lobby/").is_some());
+/// ```
+#[derive(Clone)]
+pub struct PathPattern {
+    source: String,
+    regex: Regex,
+    names: Vec<Arc<str>>,
+}
+
+impl fmt::Debug for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PathPattern").field(&self.source).finish()
+    }
+}
+
+const UUID: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+fn converter(name: &str) -> Result<&'static str, PatternError> {
+    Ok(match name {
+        "str" => "[^/]+",
+        "int" => "[0-9]+",
+        "slug" => "[-a-zA-Z0-9_]+",
+        "uuid" => UUID,
+        "path" => ".+",
+        other => return Err(PatternError::UnknownConverter(other.to_owned())),
+    })
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl PathPattern {
+    /// Compiles a Django `path()` pattern (or its axum spelling).
+    pub fn path(pattern: &str) -> Result<Self, PatternError> {
+        let body = pattern.trim_start_matches('/');
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut re = String::from("^/");
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut rest = body;
+        while let Some(i) = rest.find(['<', '{']) {
+            re.push_str(&regex::escape(&rest[..i]));
+            let close = if rest.as_bytes()[i] == b'<' { '>' } else { '}' };
+            let end = rest[i..]
+                .find(close)
+                .ok_or_else(|| PatternError::Malformed(pattern.to_owned()))?
+                + i;
+            let inner = &rest[i + 1..end];
+            let (conv, name) = if close == '>' {
+                inner.split_once(':').unwrap_or(("str", inner))
+            } else if let Some(name) = inner.strip_prefix('*') {
+                ("path", name)
+            } else {
+                ("str", inner)
+            };
+            if !is_ident(name) {
+                return Err(PatternError::Malformed(pattern.to_owned()));
+            }
+            if names.iter().any(|n| &**n == name) {
+                return Err(PatternError::Duplicate(name.to_owned()));
+            }
+            re.push_str(&format!("(?P<{name}>{})", converter(conv)?));
+            names.push(Arc::from(name));
+            rest = &rest[end + 1..];
+        }
+        re.push_str(&regex::escape(rest));
+        re.push_str("/?$");
+        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        Ok(Self {
+            source: pattern.to_owned(),
+            regex,
+            names,
+        })
+    }
+
+    /// Compiles a Django `re_path()` regex. It is matched against the path
+    /// without its leading slash, like Django; `^` and `$` anchor as usual, and
+    /// a trailing slash is tolerated when the regex ends in `/$` or has none.
+    pub fn regex(pattern: &str) -> Result<Self, PatternError> {
+        let mut body = pattern.strip_prefix('^').unwrap_or(pattern).to_owned();
+        let anchored_end = body.ends_with('$') && !body.ends_with("\\$");
+        if anchored_end {
+            body.pop();
+            if body.ends_with('/') && !body.ends_with("\\/") {
+                body.pop();
+            }
+        }
+        let body = body.strip_prefix('/').unwrap_or(&body).to_owned();
+        let tail = if anchored_end { "/?$" } else { "" };
+        let re = format!("^/(?:{body}){tail}");
+        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        let names = regex.capture_names().flatten().map(Arc::from).collect();
+        Ok(Self {
+            source: pattern.to_owned(),
+            regex,
+            names,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Matches `path` (with its leading slash); returns the parameters in order.
+    pub fn matches(&self, path: &str) -> Option<Vec<(Arc<str>, String)>> {
+        let caps = self.regex.captures(path)?;
+        Some(
+            self.names
+                .iter()
+                .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned())))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &PathPattern, path: &str) -> Option<Vec<(String, String)>> {
+        p.matches(path)
+            .map(|v| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn every_converter() {
+        let p = PathPattern::path("a/<str:s>/<int:i>/<slug:g>/<uuid:u>/<path:rest>").unwrap();
+        let u = "0c6d7f5e-1b2a-4c3d-8e9f-0a1b2c3d4e5f";
+        assert_eq!(
+            m(&p, &format!("/a/x.y/42/my-slug_1/{u}/deep/er/path")),
+            Some(vec![
+                kv("s", "x.y"),
+                kv("i", "42"),
+                kv("g", "my-slug_1"),
+                kv("u", u),
+                kv("rest", "deep/er/path")
+            ])
+        );
+        assert_eq!(m(&p, &format!("/a/x/4a2/s/{u}/r")), None, "int refuses letters");
+        assert_eq!(m(&p, &format!("/a/x/1/s.s/{u}/r")), None, "slug refuses dots");
+        assert_eq!(
+            m(&p, "/a/x/1/s/0C6D7F5E-1B2A-4C3D-8E9F-0A1B2C3D4E5F/r"),
+            None,
+            "uuid is lowercase"
+        );
+        assert_eq!(m(&p, &format!("/a/x/y/1/s/{u}/r")), None, "str stops at a slash");
+    }
+
+    #[test]
+    fn default_converter_and_axum_spelling() {
+        let p = PathPattern::path("/ws/{session}").unwrap();
+        assert_eq!(m(&p, "/ws/abc"), Some(vec![kv("session", "abc")]));
+        let p = PathPattern::path("ws/<room>/").unwrap();
+        assert_eq!(m(&p, "/ws/r1/"), Some(vec![kv("room", "r1")]));
+        let p = PathPattern::path("files/{*rest}").unwrap();
+        assert_eq!(m(&p, "/files/a/b"), Some(vec![kv("rest", "a/b")]));
+    }
+
+    #[test]
+    fn trailing_slash_is_tolerated() {
+        for pattern in ["ws/chat/<str:room>/", "/ws/chat/<str:room>"] {
+            let p = PathPattern::path(pattern).unwrap();
+            assert!(p.matches("/ws/chat/lobby/").is_some(), "{pattern}");
+            assert!(p.matches("/ws/chat/lobby").is_some(), "{pattern}");
+            assert!(p.matches("/ws/chat/lobby//").is_none(), "{pattern}");
+            assert!(p.matches("/ws/chat/").is_none(), "{pattern}");
+        }
+        let root = PathPattern::path("/").unwrap();
+        assert!(root.matches("/").is_some());
+    }
+
+    #[test]
+    fn literal_parts_are_escaped() {
+        let p = PathPattern::path("v1.0/<int:n>").unwrap();
+        assert!(p.matches("/v1.0/3").is_some());
+        assert!(p.matches("/v1x0/3").is_none());
+    }
+
+    #[test]
+    fn regex_routes() {
+        let p = PathPattern::regex(r"^ws/chat/(?P<room>[A-Za-z0-9_-]{1,94})/$").unwrap();
+        assert_eq!(m(&p, "/ws/chat/lobby/"), Some(vec![kv("room", "lobby")]));
+        assert_eq!(m(&p, "/ws/chat/lobby"), Some(vec![kv("room", "lobby")]));
+        assert_eq!(m(&p, "/ws/chat/lob by/"), None);
+        assert_eq!(m(&p, "/xws/chat/lobby/"), None);
+        let open = PathPattern::regex(r"^stream/").unwrap();
+        assert!(
+            open.matches("/stream/anything").is_some(),
+            "no $: a prefix match, as in Django"
+        );
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert_eq!(
+            PathPattern::path("a/<float:x>").unwrap_err(),
+            PatternError::UnknownConverter("float".into())
+        );
+        assert!(matches!(
+            PathPattern::path("a/<int:x"),
+            Err(PatternError::Malformed(_))
+        ));
+        assert!(matches!(
+            PathPattern::path("a/<int:1x>"),
+            Err(PatternError::Malformed(_))
+        ));
+        assert!(matches!(
+            PathPattern::path("<a>/<a>"),
+            Err(PatternError::Duplicate(_))
+        ));
+        assert!(matches!(
+            PathPattern::regex("(unclosed"),
+            Err(PatternError::Regex(_))
+        ));
+    }
+}

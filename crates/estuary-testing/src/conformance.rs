@@ -1,0 +1,279 @@
+//! The conformance suite every [`ChannelLayer`] must pass.
+//!
+//! It checks the delivery contract written in `estuary_core::layer`: order,
+//! capacity, `Full` handing the message back, group sends skipping full
+//! members, discard, expiry, group expiry, flush, cancel-safe receive and
+//! per-channel capacities. Each check makes a fresh layer through your
+//! factory, so a shared backend must give each call its own key prefix.
+//!
+//! ```
+//! use estuary_core::InMemoryChannelLayer;
+//! use estuary_testing::conformance::{self, PausedClock};
+//!
+//! #[tokio::test(start_paused = true)]
+//! async fn in_memory_layer_conforms() {
+//!     conformance::run_all(|config| async move { InMemoryChannelLayer::new(config) }, PausedClock).await;
+//! }
+//! # fn main() {}
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use estuary_core::{ChannelLayer, ChannelName, GroupName, LayerConfig, Message, SendError};
+
+/// How the suite lets time pass for the expiry checks.
+pub trait Clock: Send + Sync {
+    /// Lets `by` pass for the layer.
+    fn advance(&self, by: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Tokio's paused clock (`start_paused = true`): time jumps, nothing waits.
+#[derive(Debug, Clone, Copy)]
+pub struct PausedClock;
+
+impl Clock for PausedClock {
+    async fn advance(&self, by: Duration) {
+        tokio::time::advance(by).await;
+    }
+}
+
+/// The wall clock, for layers whose expiry lives outside the process (Redis).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    async fn advance(&self, by: Duration) {
+        tokio::time::sleep(by).await;
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn msg(n: u64) -> Message {
+    Message::from_json(&serde_json::json!({"type": "test.message", "n": n})).expect("valid message")
+}
+
+fn n(message: &Message) -> u64 {
+    message.to_json()["n"].as_u64().expect("n")
+}
+
+async fn recv<L: ChannelLayer>(layer: &L, channel: &ChannelName) -> Message {
+    match tokio::time::timeout(WAIT, layer.receive(channel)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => panic!("receive on {channel} failed: {e}"),
+        Err(_) => panic!("nothing received on {channel} within {WAIT:?}"),
+    }
+}
+
+/// Asserts that `channel` has nothing to receive right now. A layer must
+/// answer at once when a message is stored; a short poll proves there is none.
+async fn assert_empty<L: ChannelLayer>(layer: &L, channel: &ChannelName) {
+    if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), layer.receive(channel)).await {
+        panic!("expected nothing on {channel}, got {m:?} (n = {})", n(&m));
+    }
+}
+
+fn group(name: &str) -> GroupName {
+    GroupName::new(name).expect("valid group")
+}
+
+/// Runs every check.
+pub async fn run_all<L, F, Fut, C>(make: F, clock: C)
+where
+    L: ChannelLayer,
+    F: Fn(LayerConfig) -> Fut,
+    Fut: Future<Output = L>,
+    C: Clock,
+{
+    new_channels_are_unique(make(LayerConfig::default()).await).await;
+    send_receive_in_order(make(LayerConfig::default()).await).await;
+    capacity_full_hands_message_back(make(LayerConfig::default().with_capacity(3)).await).await;
+    per_channel_capacity(
+        make(
+            LayerConfig::default()
+                .with_capacity(5)
+                .with_channel_capacity_glob("small.*", 1)
+                .expect("glob"),
+        )
+        .await,
+    )
+    .await;
+    group_send_reaches_members_only(make(LayerConfig::default()).await).await;
+    group_send_skips_full_members(make(LayerConfig::default().with_capacity(1)).await).await;
+    group_discard_stops_delivery(make(LayerConfig::default()).await).await;
+    receive_is_cancel_safe(make(LayerConfig::default()).await).await;
+    expired_messages_are_never_delivered(
+        make(LayerConfig::default().with_expiry(Duration::from_secs(2))).await,
+        &clock,
+    )
+    .await;
+    group_membership_expires(
+        make(LayerConfig::default().with_group_expiry(Duration::from_secs(2))).await,
+        &clock,
+    )
+    .await;
+    flush_removes_everything(make(LayerConfig::default()).await).await;
+}
+
+/// `new_channel` gives distinct process-specific names.
+pub async fn new_channels_are_unique<L: ChannelLayer>(layer: L) {
+    let a = layer.new_channel().await.expect("new_channel");
+    let b = layer.new_channel().await.expect("new_channel");
+    assert_ne!(a, b);
+    assert!(a.is_process_specific(), "{a} has no '!'");
+    assert_eq!(a.non_local_name(), b.non_local_name(), "one process, one prefix");
+}
+
+/// Messages from one sender arrive in order, on process-specific and plain channels.
+pub async fn send_receive_in_order<L: ChannelLayer>(layer: L) {
+    let mine = layer.new_channel().await.expect("new_channel");
+    let worker = ChannelName::new("conformance.worker").expect("name");
+    for channel in [&mine, &worker] {
+        for i in 0..10 {
+            layer.send(channel, msg(i)).await.expect("send");
+        }
+        for i in 0..10 {
+            assert_eq!(n(&recv(&layer, channel).await), i, "order on {channel}");
+        }
+        assert_empty(&layer, channel).await;
+    }
+}
+
+/// `send` to a full channel fails with `Full` and hands the message back.
+pub async fn capacity_full_hands_message_back<L: ChannelLayer>(layer: L) {
+    let ch = layer.new_channel().await.expect("new_channel");
+    for i in 0..3 {
+        layer.send(&ch, msg(i)).await.expect("send under capacity");
+    }
+    match layer.send(&ch, msg(99)).await {
+        Err(SendError::Full {
+            message, capacity, ..
+        }) => {
+            assert_eq!(n(&message), 99, "the refused message is handed back");
+            assert_eq!(capacity, 3);
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(n(&recv(&layer, &ch).await), 0);
+    layer.send(&ch, msg(3)).await.expect("room again after a receive");
+}
+
+/// Per-pattern capacities override the default.
+pub async fn per_channel_capacity<L: ChannelLayer>(layer: L) {
+    let small = ChannelName::new("small.queue").expect("name");
+    layer.send(&small, msg(0)).await.expect("send");
+    assert!(layer.send(&small, msg(1)).await.is_err_and(|e| e.is_full()));
+    let big = ChannelName::new("big.queue").expect("name");
+    for i in 0..5 {
+        layer.send(&big, msg(i)).await.expect("send");
+    }
+    assert!(layer.send(&big, msg(5)).await.is_err_and(|e| e.is_full()));
+}
+
+/// A group send reaches every member, once, and nobody else.
+pub async fn group_send_reaches_members_only<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_room");
+    let other = group("conformance_other");
+    let a = layer.new_channel().await.expect("new_channel");
+    let b = layer.new_channel().await.expect("new_channel");
+    let c = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &a).await.expect("group_add");
+    layer.group_add(&room, &b).await.expect("group_add");
+    layer
+        .group_add(&room, &b)
+        .await
+        .expect("adding twice is a renewal");
+    layer.group_add(&other, &c).await.expect("group_add");
+    let report = layer.group_send(&room, msg(7)).await.expect("group_send");
+    assert_eq!(report.dropped, 0);
+    for ch in [&a, &b] {
+        assert_eq!(n(&recv(&layer, ch).await), 7);
+        assert_empty(&layer, ch).await;
+    }
+    assert_empty(&layer, &c).await;
+    let empty = layer
+        .group_send(&group("conformance_nobody"), msg(1))
+        .await
+        .expect("group_send");
+    assert_eq!(empty.delivered, 0);
+}
+
+/// A full member is skipped and counted; the others still receive.
+pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_full");
+    let slow = layer.new_channel().await.expect("new_channel");
+    let fast = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &slow).await.expect("group_add");
+    layer.group_add(&room, &fast).await.expect("group_add");
+    layer.group_send(&room, msg(1)).await.expect("group_send");
+    assert_eq!(n(&recv(&layer, &fast).await), 1);
+    let report = layer.group_send(&room, msg(2)).await.expect("group_send");
+    assert_eq!(report.dropped, 1, "the slow member is full");
+    assert_eq!(n(&recv(&layer, &fast).await), 2);
+    assert_eq!(n(&recv(&layer, &slow).await), 1);
+    assert_empty(&layer, &slow).await;
+}
+
+/// After `group_discard`, the channel gets no group messages.
+pub async fn group_discard_stops_delivery<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_discard");
+    let a = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &a).await.expect("group_add");
+    layer.group_discard(&room, &a).await.expect("group_discard");
+    layer
+        .group_discard(&room, &a)
+        .await
+        .expect("discarding a non-member is fine");
+    layer.group_send(&room, msg(1)).await.expect("group_send");
+    assert_empty(&layer, &a).await;
+}
+
+/// A receive dropped before completion loses nothing.
+pub async fn receive_is_cancel_safe<L: ChannelLayer>(layer: L) {
+    let ch = layer.new_channel().await.expect("new_channel");
+    for _ in 0..3 {
+        let _ = tokio::time::timeout(Duration::from_millis(10), layer.receive(&ch)).await;
+    }
+    layer.send(&ch, msg(5)).await.expect("send");
+    assert_eq!(n(&recv(&layer, &ch).await), 5);
+}
+
+/// Messages older than the expiry are never delivered (layer expiry 2 s).
+pub async fn expired_messages_are_never_delivered<L: ChannelLayer, C: Clock>(layer: L, clock: &C) {
+    let ch = layer.new_channel().await.expect("new_channel");
+    let room = group("conformance_expiry");
+    layer.group_add(&room, &ch).await.expect("group_add");
+    layer.send(&ch, msg(1)).await.expect("send");
+    layer.group_send(&room, msg(2)).await.expect("group_send");
+    clock.advance(Duration::from_millis(3100)).await;
+    layer.send(&ch, msg(3)).await.expect("send");
+    assert_eq!(n(&recv(&layer, &ch).await), 3, "expired messages must be skipped");
+    assert_empty(&layer, &ch).await;
+}
+
+/// Memberships lapse after the group expiry (2 s) unless renewed.
+pub async fn group_membership_expires<L: ChannelLayer, C: Clock>(layer: L, clock: &C) {
+    let room = group("conformance_group_expiry");
+    let stale = layer.new_channel().await.expect("new_channel");
+    let renewed = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &stale).await.expect("group_add");
+    layer.group_add(&room, &renewed).await.expect("group_add");
+    clock.advance(Duration::from_millis(1500)).await;
+    layer.group_add(&room, &renewed).await.expect("renew");
+    clock.advance(Duration::from_millis(1500)).await;
+    layer.group_send(&room, msg(4)).await.expect("group_send");
+    assert_eq!(n(&recv(&layer, &renewed).await), 4);
+    assert_empty(&layer, &stale).await;
+}
+
+/// `flush` removes messages and groups.
+pub async fn flush_removes_everything<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_flush");
+    let ch = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &ch).await.expect("group_add");
+    layer.send(&ch, msg(1)).await.expect("send");
+    layer.flush().await.expect("flush");
+    layer.group_send(&room, msg(2)).await.expect("group_send");
+    assert_empty(&layer, &ch).await;
+}

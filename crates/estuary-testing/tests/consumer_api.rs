@@ -1,0 +1,241 @@
+//! The consumer API through the in-process Communicator.
+
+use estuary_core::{
+    ChannelLayer, ChannelName, CloseCode, Connect, Consumer, ConsumerError, Context, GroupName, Message,
+    WsMessage,
+};
+use estuary_server::Router;
+use estuary_testing::{Communicator, CommunicatorError};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+enum Event {
+    #[serde(rename = "chat.message")]
+    ChatMessage { message: String },
+    #[serde(rename = "whoami")]
+    WhoAmI,
+}
+
+/// Joins `room`, echoes group messages, reports disconnects.
+struct Room {
+    disconnects: mpsc::UnboundedSender<CloseCode>,
+}
+
+impl Consumer for Room {
+    type Event = Event;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        let room: String = ctx.scope().param("room")?;
+        if room == "forbidden" {
+            return Ok(Connect::reject());
+        }
+        ctx.group_add(&GroupName::new(&format!("room_{room}"))?).await?;
+        let reply = if ctx.scope().subprotocols().iter().any(|p| p == "chat.v2") {
+            Connect::accept_subprotocol("chat.v2")
+        } else {
+            Connect::accept()
+        };
+        ctx.send_text("welcome").await?;
+        Ok(reply)
+    }
+
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        match message.as_text() {
+            Some("boom") => Err(ConsumerError::other(std::io::Error::other("handler failed"))),
+            Some("close") => ctx.close(CloseCode::from(4001), "bye").await,
+            Some("channel") => {
+                let name = ctx.channel_name().to_string();
+                ctx.send_text(name).await
+            }
+            Some(text) => {
+                let room: String = ctx.scope().param("room")?;
+                let group = GroupName::new(&format!("room_{room}"))?;
+                ctx.group_send(
+                    &group,
+                    &Event::ChatMessage {
+                        message: text.to_owned(),
+                    },
+                )
+                .await?;
+                Ok(())
+            }
+            None => ctx.send(message).await,
+        }
+    }
+
+    async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+        match event {
+            Event::ChatMessage { message } => ctx.send_json(&serde_json::json!({"message": message})).await,
+            Event::WhoAmI => {
+                let name = ctx.channel_name().to_string();
+                ctx.send_text(format!("you are {name}")).await
+            }
+        }
+    }
+
+    async fn disconnect(&mut self, _ctx: &mut Context, code: CloseCode) {
+        let _ = self.disconnects.send(code);
+    }
+}
+
+fn app() -> (estuary_server::RouterService, mpsc::UnboundedReceiver<CloseCode>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let router = Router::new().websocket("ws/room/<slug:room>/", move || Room {
+        disconnects: tx.clone(),
+    });
+    (router.into_service(), rx)
+}
+
+#[tokio::test]
+async fn connect_send_receive_and_group_broadcast() {
+    let (app, _rx) = app();
+    let mut a = Communicator::new(app.clone(), "/ws/room/lobby/");
+    let mut b = Communicator::new(app.clone(), "/ws/room/lobby");
+    let mut other = Communicator::new(app, "/ws/room/kitchen/");
+    for c in [&mut a, &mut b, &mut other] {
+        c.connect().await.unwrap();
+        assert_eq!(
+            c.receive_text().await.unwrap(),
+            "welcome",
+            "sent during connect, delivered after"
+        );
+    }
+    a.send_text("hi").await.unwrap();
+    for c in [&mut a, &mut b] {
+        let v: serde_json::Value = c.receive_json().await.unwrap();
+        assert_eq!(v["message"], "hi");
+    }
+    other.assert_no_message().await;
+    a.send_binary(vec![1u8, 2, 3]).await.unwrap();
+    assert_eq!(a.receive().await.unwrap(), WsMessage::binary(vec![1u8, 2, 3]));
+}
+
+#[tokio::test]
+async fn handlers_run_in_order() {
+    let (app, _rx) = app();
+    let mut a = Communicator::new(app, "/ws/room/order/");
+    a.connect().await.unwrap();
+    a.receive_text().await.unwrap();
+    for i in 0..50 {
+        a.send_text(&format!("m{i}")).await.unwrap();
+    }
+    for i in 0..50 {
+        let v: serde_json::Value = a.receive_json().await.unwrap();
+        assert_eq!(v["message"], format!("m{i}"));
+    }
+}
+
+#[tokio::test]
+async fn subprotocol_selection() {
+    let (app, _rx) = app();
+    let mut c = Communicator::new(app, "/ws/room/p/")
+        .subprotocol("chat.v1")
+        .subprotocol("chat.v2");
+    assert_eq!(c.connect().await.unwrap().as_deref(), Some("chat.v2"));
+}
+
+#[tokio::test]
+async fn rejection_and_unknown_path() {
+    let (app, _rx) = app();
+    let mut c = Communicator::new(app.clone(), "/ws/room/forbidden/");
+    match c.connect().await {
+        Err(CommunicatorError::Rejected { status, .. }) => assert_eq!(status, StatusCode::FORBIDDEN),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let mut c = Communicator::new(app.clone(), "/ws/nowhere/");
+    match c.connect().await {
+        Err(CommunicatorError::Rejected { status, .. }) => assert_eq!(status, StatusCode::NOT_FOUND),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    let mut c = Communicator::new(app, "/ws/room/not.a.slug/");
+    assert!(matches!(
+        c.connect().await,
+        Err(CommunicatorError::Rejected {
+            status: StatusCode::NOT_FOUND,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn handler_error_closes_only_that_connection() {
+    let (app, mut disconnects) = app();
+    let mut bad = Communicator::new(app.clone(), "/ws/room/err/");
+    let mut good = Communicator::new(app, "/ws/room/err/");
+    bad.connect().await.unwrap();
+    good.connect().await.unwrap();
+    bad.receive_text().await.unwrap();
+    good.receive_text().await.unwrap();
+    bad.send_text("boom").await.unwrap();
+    assert_eq!(bad.receive_close().await.unwrap(), CloseCode::INTERNAL_ERROR);
+    assert_eq!(disconnects.recv().await, Some(CloseCode::INTERNAL_ERROR));
+    good.send_text("still here").await.unwrap();
+    let v: serde_json::Value = good.receive_json().await.unwrap();
+    assert_eq!(v["message"], "still here");
+}
+
+#[tokio::test]
+async fn consumer_close_with_code_runs_disconnect() {
+    let (app, mut disconnects) = app();
+    let mut c = Communicator::new(app, "/ws/room/x/");
+    c.connect().await.unwrap();
+    c.receive_text().await.unwrap();
+    c.send_text("close").await.unwrap();
+    assert_eq!(c.receive_close().await.unwrap(), CloseCode::from(4001));
+    assert_eq!(disconnects.recv().await, Some(CloseCode::from(4001)));
+}
+
+#[tokio::test]
+async fn client_disconnect_reaches_the_consumer_and_leaves_groups() {
+    let (app, mut disconnects) = app();
+    let layer = app.router().channel_layer().clone();
+    let c = {
+        let mut c = Communicator::new(app, "/ws/room/leaving/");
+        c.connect().await.unwrap();
+        c.receive_text().await.unwrap();
+        c
+    };
+    let outcome = c.disconnect_with(CloseCode::from(4000)).await.unwrap();
+    assert!(outcome.client_closed);
+    assert_eq!(disconnects.recv().await, Some(CloseCode::from(4000)));
+    let m = Message::from_json(&serde_json::json!({"type": "chat.message", "message": "x"})).unwrap();
+    let report = layer
+        .group_send(&GroupName::new("room_leaving").unwrap(), m)
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 0, "the group was left at disconnect");
+}
+
+#[tokio::test]
+async fn send_to_a_channel_name_and_unknown_event_types() {
+    let (app, _rx) = app();
+    let layer = app.router().channel_layer().clone();
+    let mut c = Communicator::new(app, "/ws/room/direct/");
+    c.connect().await.unwrap();
+    c.receive_text().await.unwrap();
+    c.send_text("channel").await.unwrap();
+    let name = ChannelName::new(&c.receive_text().await.unwrap()).unwrap();
+    let unknown = Message::from_json(&serde_json::json!({"type": "no.such.handler"})).unwrap();
+    layer.send(&name, unknown).await.unwrap();
+    let whoami = Message::from_json(&serde_json::json!({"type": "whoami"})).unwrap();
+    layer.send(&name, whoami).await.unwrap();
+    assert_eq!(
+        c.receive_text().await.unwrap(),
+        format!("you are {name}"),
+        "the unknown type was skipped, not fatal"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_going_away() {
+    let (app, mut disconnects) = app();
+    let mut c = Communicator::new(app, "/ws/room/bye/");
+    c.connect().await.unwrap();
+    c.receive_text().await.unwrap();
+    c.shutdown_token().cancel();
+    assert_eq!(c.receive_close().await.unwrap(), CloseCode::GOING_AWAY);
+    assert_eq!(disconnects.recv().await, Some(CloseCode::GOING_AWAY));
+}
