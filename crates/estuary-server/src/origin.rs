@@ -36,9 +36,10 @@ pub struct OriginLayer {
 struct Rules {
     patterns: Vec<Pattern>,
     same_host: bool,
+    allow_missing: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pattern {
     scheme: Option<String>,
     host: String,
@@ -126,6 +127,7 @@ impl OriginLayer {
             rules: Arc::new(Rules {
                 patterns,
                 same_host: false,
+                allow_missing: false,
             }),
         }
     }
@@ -136,7 +138,32 @@ impl OriginLayer {
             rules: Arc::new(Rules {
                 patterns: Vec::new(),
                 same_host: true,
+                allow_missing: false,
             }),
+        }
+    }
+
+    /// Also allows origins on the request's own host (and port).
+    pub fn or_same_host(self) -> Self {
+        self.modify(|r| r.same_host = true)
+    }
+
+    /// Lets handshakes without an `Origin` header through. Browsers always
+    /// send one, so this admits only non-browser clients (CLIs, backends),
+    /// which cross-site WebSocket hijacking cannot use anyway.
+    pub fn allow_missing_origin(self) -> Self {
+        self.modify(|r| r.allow_missing = true)
+    }
+
+    fn modify(self, f: impl FnOnce(&mut Rules)) -> Self {
+        let mut rules = Arc::try_unwrap(self.rules).unwrap_or_else(|shared| Rules {
+            patterns: shared.patterns.clone(),
+            same_host: shared.same_host,
+            allow_missing: shared.allow_missing,
+        });
+        f(&mut rules);
+        Self {
+            rules: Arc::new(rules),
         }
     }
 
@@ -145,7 +172,10 @@ impl OriginLayer {
         if self.rules.patterns.iter().any(|p| p.any) {
             return true;
         }
-        let Some(origin) = origin.and_then(parse_origin) else {
+        let Some(origin) = origin else {
+            return self.rules.allow_missing;
+        };
+        let Some(origin) = parse_origin(origin) else {
             return false;
         };
         if self.rules.same_host {
@@ -233,6 +263,14 @@ mod tests {
         let l = OriginLayer::same_host();
         assert!(l.allows(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000")));
         assert!(!l.allows(Some("http://127.0.0.1:8001"), Some("127.0.0.1:8000")));
+        assert!(!l.allows(Some("http://evil.com"), Some("127.0.0.1:8000")));
+        assert!(!l.allows(None, Some("127.0.0.1:8000")));
+        let l = OriginLayer::new(["example.com"])
+            .or_same_host()
+            .allow_missing_origin();
+        assert!(l.allows(None, Some("127.0.0.1:8000")));
+        assert!(l.allows(Some("http://example.com"), Some("127.0.0.1:8000")));
+        assert!(l.allows(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000")));
         assert!(!l.allows(Some("http://evil.com"), Some("127.0.0.1:8000")));
     }
 }

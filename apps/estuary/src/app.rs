@@ -1,0 +1,69 @@
+//! Builds the chat application and push API from the configuration.
+
+use std::time::Duration;
+
+use estuary::prelude::*;
+use estuary::server::{OriginLayer, RouterService, ServerConfig};
+use estuary::{InMemoryChannelLayer, LayerConfig};
+
+use crate::chat::ChatConsumer;
+use crate::config::{Bind, Config};
+use crate::push::{PushState, routes as push_routes};
+use crate::rooms::Rooms;
+
+/// The chat application: pages, WebSocket rooms and the push API.
+pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
+    let rooms = Rooms::default();
+    let push = PushState {
+        layer: layer.clone(),
+        rooms: rooms.clone(),
+        token: config.push_token.clone(),
+    };
+    Router::new()
+        .with_channel_layer(layer)
+        .with_settings(config.ws_settings())
+        .websocket("ws/chat/<str:room>/", move || ChatConsumer::new(rooms.clone()))
+        .merge(crate::pages::routes())
+        .merge(push_routes(push))
+}
+
+/// The in-memory channel layer with the configured settings.
+pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
+    let layer = LayerConfig::default()
+        .with_capacity(config.layer.capacity)
+        .with_expiry(Duration::from_secs(config.layer.expiry))
+        .with_group_expiry(Duration::from_secs(config.layer.group_expiry));
+    ChannelLayerHandle::new(InMemoryChannelLayer::new(layer))
+}
+
+/// The origin check: the server's own host, the configured origins, and
+/// clients that send no `Origin` (not browsers).
+pub fn origin_layer(config: &Config) -> OriginLayer {
+    OriginLayer::new(&config.allowed_origins)
+        .or_same_host()
+        .allow_missing_origin()
+}
+
+/// Serves `config` until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let layer = in_memory_layer(&config);
+    let service: RouterService = router(&config, layer).into_service();
+    let service = tower::Layer::layer(&origin_layer(&config), service);
+    let server_config = ServerConfig {
+        handshake_timeout: Duration::from_secs(config.server.handshake_timeout),
+        shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout),
+        trusted_proxies: config.trusted_proxies()?,
+    };
+    let server = match config.bind()? {
+        Bind::Tcp(addr) => Server::bind(addr).await?,
+        Bind::Unix(path) => Server::bind_unix(&path)?,
+    }
+    .with_config(server_config);
+    match server.local_addr() {
+        Some(addr) => tracing::info!("estuary listening on http://{addr}/chat/ (channel layer: in-memory)"),
+        None => tracing::info!(bind = %config.bind, "estuary listening (channel layer: in-memory)"),
+    }
+    server.serve(service, shutdown_signal()).await?;
+    tracing::info!("estuary stopped");
+    Ok(())
+}

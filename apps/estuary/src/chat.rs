@@ -1,0 +1,276 @@
+//! The chat room consumer: the protocol in `shared/spec/chat-protocol.md`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use estuary::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::rooms::Rooms;
+
+/// The longest room name: the group `chat_{room}` must stay under Django's
+/// 100-character limit so that rooms can be shared with a Django process.
+pub const MAX_ROOM_LEN: usize = 94;
+/// The longest message, in characters after trimming.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+/// The longest user name, in characters.
+pub const MAX_USERNAME_CHARS: usize = 50;
+
+/// True for a valid room name: one to 94 of `[A-Za-z0-9_-]`.
+pub fn valid_room(room: &str) -> bool {
+    (1..=MAX_ROOM_LEN).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The group of a room, as a Django consumer names it.
+pub fn room_group(room: &str) -> Result<GroupName, ConsumerError> {
+    Ok(GroupName::new(&format!("chat_{room}"))?)
+}
+
+/// Channel-layer events of a chat room. `chat.message` is what a Django
+/// tutorial consumer sends and handles (`chat_message`), so rooms can be
+/// shared with Django processes over Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ChatEvent {
+    /// A chat message for the room.
+    #[serde(rename = "chat.message")]
+    Message {
+        /// The text.
+        message: String,
+        /// Who sent it.
+        #[serde(default = "anonymous")]
+        username: String,
+        /// A unique id (absent from messages sent by Django code).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// When the server accepted it, in Unix milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts: Option<i64>,
+    },
+    /// A named member arrived.
+    #[serde(rename = "user.join")]
+    Join {
+        /// The member's name.
+        username: String,
+    },
+    /// A named member left.
+    #[serde(rename = "user.leave")]
+    Leave {
+        /// The member's name.
+        username: String,
+    },
+}
+
+fn anonymous() -> String {
+    "Anonymous".to_owned()
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Frames the server sends to chat clients.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Outgoing<'a> {
+    ChatMessage {
+        message: &'a str,
+        username: &'a str,
+        id: &'a str,
+        ts: i64,
+    },
+    ConnectionEstablished {
+        message: &'a str,
+    },
+    Error {
+        message: &'a str,
+    },
+    UserJoin {
+        username: &'a str,
+    },
+    UserLeave {
+        username: &'a str,
+    },
+}
+
+const INVALID_JSON: &str = "Invalid JSON format";
+const INVALID_MESSAGE: &str = "Invalid message";
+
+/// One chat connection.
+#[derive(Debug)]
+pub struct ChatConsumer {
+    rooms: Rooms,
+    room: Option<String>,
+    /// The member's name when known (authenticated, or `?username=`).
+    known_name: Option<String>,
+    authenticated: bool,
+}
+
+impl ChatConsumer {
+    /// A consumer that counts its room in `rooms`.
+    pub fn new(rooms: Rooms) -> Self {
+        Self {
+            rooms,
+            room: None,
+            known_name: None,
+            authenticated: false,
+        }
+    }
+
+    async fn error(ctx: &mut Context, message: &str) -> Result<(), ConsumerError> {
+        ctx.send_json(&Outgoing::Error { message }).await
+    }
+}
+
+fn clean_username(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    (!name.is_empty() && name.chars().count() <= MAX_USERNAME_CHARS).then(|| name.to_owned())
+}
+
+impl Consumer for ChatConsumer {
+    type Event = ChatEvent;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        let room: String = ctx.scope().param("room")?;
+        if !valid_room(&room) {
+            return Ok(Connect::reject_with(http_forbidden(), "invalid room name"));
+        }
+        if let Some(user) = ctx.scope().user() {
+            self.known_name = Some(user.name().to_owned());
+            self.authenticated = true;
+        } else {
+            self.known_name = ctx.scope().query_param("username").and_then(clean_username);
+        }
+        let group = room_group(&room)?;
+        ctx.group_add(&group).await?;
+        self.rooms.join(&room);
+        self.room = Some(room);
+        ctx.send_json(&Outgoing::ConnectionEstablished {
+            message: "Connected to chat room",
+        })
+        .await?;
+        if let Some(username) = self.known_name.clone() {
+            ctx.group_send(&group, &ChatEvent::Join { username }).await?;
+        }
+        Ok(Connect::accept())
+    }
+
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        let WsMessage::Text(text) = message else {
+            return Self::error(ctx, "Binary messages are not supported").await;
+        };
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Self::error(ctx, INVALID_JSON).await;
+        };
+        let body = match fields.get("message") {
+            Some(serde_json::Value::String(m)) => m.trim(),
+            _ => return Self::error(ctx, INVALID_MESSAGE).await,
+        };
+        let chars = body.chars().count();
+        if chars == 0 || chars > MAX_MESSAGE_CHARS {
+            return Self::error(ctx, INVALID_MESSAGE).await;
+        }
+        let username = if self.authenticated {
+            self.known_name.clone().unwrap_or_else(anonymous)
+        } else {
+            match fields.get("username") {
+                None | Some(serde_json::Value::Null) => anonymous(),
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() => anonymous(),
+                Some(serde_json::Value::String(s)) => match clean_username(s) {
+                    Some(name) => name,
+                    None => return Self::error(ctx, INVALID_MESSAGE).await,
+                },
+                Some(_) => return Self::error(ctx, INVALID_MESSAGE).await,
+            }
+        };
+        let Some(room) = &self.room else { return Ok(()) };
+        let event = ChatEvent::Message {
+            message: body.to_owned(),
+            username,
+            id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ts: Some(now_millis()),
+        };
+        ctx.group_send(&room_group(room)?, &event).await?;
+        Ok(())
+    }
+
+    async fn event(&mut self, ctx: &mut Context, event: ChatEvent) -> Result<(), ConsumerError> {
+        match event {
+            ChatEvent::Message {
+                message,
+                username,
+                id,
+                ts,
+            } => {
+                let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let ts = ts.unwrap_or_else(now_millis);
+                ctx.send_json(&Outgoing::ChatMessage {
+                    message: &message,
+                    username: &username,
+                    id: &id,
+                    ts,
+                })
+                .await
+            }
+            ChatEvent::Join { username } => ctx.send_json(&Outgoing::UserJoin { username: &username }).await,
+            ChatEvent::Leave { username } => {
+                ctx.send_json(&Outgoing::UserLeave { username: &username }).await
+            }
+        }
+    }
+
+    async fn disconnect(&mut self, ctx: &mut Context, _code: CloseCode) {
+        let Some(room) = self.room.take() else { return };
+        self.rooms.leave(&room);
+        if let (Some(username), Ok(group)) = (self.known_name.clone(), room_group(&room)) {
+            if let Err(error) = ctx.group_send(&group, &ChatEvent::Leave { username }).await {
+                tracing::warn!(%error, %room, "could not announce a leave");
+            }
+        }
+    }
+}
+
+fn http_forbidden() -> axum::http::StatusCode {
+    axum::http::StatusCode::FORBIDDEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(valid_room("lobby"));
+        assert!(valid_room("a-b_C9"));
+        assert!(valid_room(&"r".repeat(94)));
+        assert!(!valid_room(&"r".repeat(95)));
+        assert!(!valid_room(""));
+        assert!(!valid_room("a.b"));
+        assert!(!valid_room("caf\u{e9}"));
+    }
+
+    #[test]
+    fn django_shaped_event_decodes() {
+        let m = Message::from_json(
+            &serde_json::json!({"type": "chat.message", "message": "hi", "username": "dj"}),
+        )
+        .unwrap();
+        let ChatEvent::Message {
+            message,
+            username,
+            id,
+            ts,
+        } = m.decode().unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (message.as_str(), username.as_str(), id, ts),
+            ("hi", "dj", None, None)
+        );
+    }
+}

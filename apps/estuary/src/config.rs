@@ -1,0 +1,329 @@
+//! Configuration: defaults, then a TOML file, then `ESTUARY_*` variables and
+//! command-line flags (flags and variables win).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use estuary::server::TrustedProxies;
+use estuary::{RateLimit, SlowClientPolicy, WsSettings};
+use serde::Deserialize;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path (`unix:/run/estuary.sock`).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Bind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Bind::Unix(path.into()));
+        }
+        let addr = s
+            .parse()
+            .with_context(|| format!("invalid bind address {s:?} (use HOST:PORT or unix:PATH)"))?;
+        Ok(Bind::Tcp(addr))
+    }
+}
+
+/// The whole configuration of `estuary serve`, as read from a TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `HOST:PORT` or `unix:PATH` (default `127.0.0.1:8000`).
+    pub bind: String,
+    /// Origins allowed to open WebSockets besides the server's own host
+    /// (Django `ALLOWED_HOSTS` syntax; `["*"]` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// A bearer token required by the push API's POST routes.
+    pub push_token: Option<String>,
+    /// WebSocket limits.
+    pub websocket: WebSocketConfig,
+    /// Channel-layer settings.
+    pub layer: LayerSettings,
+    /// Timeouts.
+    pub server: ServerSettings,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest client message in bytes; larger closes with 1009.
+    pub max_message_size: usize,
+    /// Seconds between keepalive pings (0 disables them).
+    pub ping_interval: u64,
+    /// Seconds a silent client is kept after a ping.
+    pub ping_timeout: u64,
+    /// Outbound queue per connection, in messages.
+    pub outbound_capacity: usize,
+    /// `"disconnect"` (close 1013 after `slow_client_grace` seconds) or `"drop"`.
+    pub slow_client: String,
+    /// Seconds a send may wait for room before a slow client is closed.
+    pub slow_client_grace: u64,
+    /// Client messages per second allowed on average (0: no limit); past it, close 1008.
+    pub rate_limit: f64,
+    /// Client messages allowed in a burst.
+    pub rate_burst: u32,
+}
+
+/// `[layer]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerSettings {
+    /// Messages a channel holds.
+    pub capacity: usize,
+    /// Seconds a message lives.
+    pub expiry: u64,
+    /// Seconds a group membership lives.
+    pub group_expiry: u64,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Seconds for request headers and the consumer's connect.
+    pub handshake_timeout: u64,
+    /// Seconds shutdown waits for connections to close.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8000".into(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            push_token: None,
+            websocket: WebSocketConfig::default(),
+            layer: LayerSettings::default(),
+            server: ServerSettings::default(),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            ping_interval: 20,
+            ping_timeout: 20,
+            outbound_capacity: 64,
+            slow_client: "disconnect".into(),
+            slow_client_grace: 5,
+            rate_limit: 20.0,
+            rate_burst: 40,
+        }
+    }
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 100,
+            expiry: 60,
+            group_expiry: 86_400,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: 10,
+            shutdown_timeout: 10,
+        }
+    }
+}
+
+/// Flags of `estuary serve`; each also reads an `ESTUARY_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on: HOST:PORT or unix:PATH [default: 127.0.0.1:8000]
+    #[arg(long, env = "ESTUARY_BIND")]
+    pub bind: Option<String>,
+    /// A TOML configuration file.
+    #[arg(long, env = "ESTUARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Origins allowed besides the server's own host, comma-separated (* for any).
+    #[arg(long, env = "ESTUARY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Trusted reverse proxies, comma-separated IPs or CIDRs.
+    #[arg(long, env = "ESTUARY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Bearer token required by the push API.
+    #[arg(long, env = "ESTUARY_PUSH_TOKEN")]
+    pub push_token: Option<String>,
+    /// Largest client message in bytes.
+    #[arg(long, env = "ESTUARY_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Seconds between keepalive pings (0 disables).
+    #[arg(long, env = "ESTUARY_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
+    /// Client messages per second per connection (0: no limit).
+    #[arg(long, env = "ESTUARY_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Client message burst per connection.
+    #[arg(long, env = "ESTUARY_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Seconds shutdown waits for connections to close.
+    #[arg(long, env = "ESTUARY_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+impl Config {
+    /// Reads the file named by the flags (if any), then applies the flags.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let a = args.clone();
+        if let Some(v) = a.bind {
+            config.bind = v;
+        }
+        if let Some(v) = a.allowed_origins {
+            config.allowed_origins = v;
+        }
+        if let Some(v) = a.trusted_proxies {
+            config.trusted_proxies = v;
+        }
+        if let Some(v) = a.push_token {
+            config.push_token = Some(v).filter(|t| !t.is_empty());
+        }
+        if let Some(v) = a.max_message_size {
+            config.websocket.max_message_size = v;
+        }
+        if let Some(v) = a.ping_interval {
+            config.websocket.ping_interval = v;
+        }
+        if let Some(v) = a.rate_limit {
+            config.websocket.rate_limit = v;
+        }
+        if let Some(v) = a.rate_burst {
+            config.websocket.rate_burst = v;
+        }
+        if let Some(v) = a.shutdown_timeout {
+            config.server.shutdown_timeout = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind()?;
+        self.trusted_proxies()?;
+        if self.websocket.max_message_size < 128 {
+            bail!("websocket.max_message_size must be at least 128 bytes");
+        }
+        if !matches!(self.websocket.slow_client.as_str(), "disconnect" | "drop") {
+            bail!("websocket.slow_client must be \"disconnect\" or \"drop\"");
+        }
+        if self.websocket.outbound_capacity == 0 || self.layer.capacity == 0 {
+            bail!("queue capacities must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The parsed bind address.
+    pub fn bind(&self) -> anyhow::Result<Bind> {
+        self.bind.parse()
+    }
+
+    /// The parsed trusted proxies.
+    pub fn trusted_proxies(&self) -> anyhow::Result<TrustedProxies> {
+        Ok(TrustedProxies::new(&self.trusted_proxies)?)
+    }
+
+    /// The WebSocket settings for the router.
+    pub fn ws_settings(&self) -> WsSettings {
+        let w = &self.websocket;
+        let mut s = WsSettings {
+            max_message_size: w.max_message_size,
+            max_frame_size: w.max_message_size,
+            ..WsSettings::default()
+        };
+        s.session.outbound_capacity = w.outbound_capacity;
+        s.session.ping_interval = (w.ping_interval > 0).then(|| Duration::from_secs(w.ping_interval));
+        s.session.ping_timeout = Duration::from_secs(w.ping_timeout);
+        s.session.slow_client = if w.slow_client == "drop" {
+            SlowClientPolicy::Drop
+        } else {
+            SlowClientPolicy::Disconnect {
+                grace: Duration::from_secs(w.slow_client_grace),
+            }
+        };
+        s.session.rate_limit = (w.rate_limit > 0.0).then_some(RateLimit {
+            per_second: w.rate_limit,
+            burst: w.rate_burst.max(1),
+        });
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("estuary-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("estuary.toml");
+        std::fs::write(
+            &path,
+            "bind = \"0.0.0.0:9000\"\n[websocket]\nmax_message_size = 1024\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.bind().unwrap(), Bind::Tcp("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(c.websocket.max_message_size, 1024);
+        let args = ServeArgs {
+            config: Some(path),
+            bind: Some("unix:/tmp/x.sock".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Config::load(&args).unwrap().bind().unwrap(),
+            Bind::Unix("/tmp/x.sock".into())
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let args = ServeArgs {
+            bind: Some("nowhere".into()),
+            ..ServeArgs::default()
+        };
+        assert!(
+            Config::load(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid bind address")
+        );
+        let args = ServeArgs {
+            trusted_proxies: Some(vec!["10.0.0.0/99".into()]),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&args).is_err());
+        assert!(toml::from_str::<Config>("unknown = 1").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The `estuary` binary's application: the chat rooms, their pages and the
+//! HTTP push API, configured from a file, `ESTUARY_*` variables and flags.
+
+pub mod app;
+pub mod chat;
+pub mod config;
+pub mod pages;
+pub mod push;
+pub mod rooms;

@@ -1,0 +1,68 @@
+//! The chat pages, compiled into the binary: plain HTML, CSS and JavaScript.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::chat::valid_room;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const ROOM_HTML: &str = include_str!("../assets/room.html");
+const CHAT_CSS: &str = include_str!("../assets/chat.css");
+const CHAT_JS: &str = include_str!("../assets/chat.js");
+const ROOMS_JS: &str = include_str!("../assets/rooms.js");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
+}
+
+async fn room_page(Path(room): Path<String>) -> Response {
+    if valid_room(&room) {
+        asset(ROOM_HTML, "text/html; charset=utf-8")
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "no such room: room names are 1 to 94 of A-Z a-z 0-9 _ -\n",
+        )
+            .into_response()
+    }
+}
+
+async fn room_without_slash(Path(room): Path<String>) -> Response {
+    if valid_room(&room) {
+        Redirect::permanent(&format!("/chat/{room}/")).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+/// `/`, `/chat/`, `/chat/{room}/` and `/static/*`.
+pub fn routes() -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::temporary("/chat/") }))
+        .route("/chat", get(|| async { Redirect::permanent("/chat/") }))
+        .route(
+            "/chat/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route("/chat/{room}/", get(room_page))
+        .route("/chat/{room}", get(room_without_slash))
+        .route(
+            "/static/chat.css",
+            get(|| async { asset(CHAT_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/static/chat.js",
+            get(|| async { asset(CHAT_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/static/rooms.js",
+            get(|| async { asset(ROOMS_JS, "text/javascript; charset=utf-8") }),
+        )
+}

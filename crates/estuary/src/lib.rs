@@ -1,0 +1,74 @@
+//! # Estuary
+//!
+//! Django Channels in Rust: consumers behind URL routes, groups and channel
+//! layers, handshake middleware, an in-process test communicator, and a server
+//! that speaks HTTP and WebSocket on one port. Built on tokio, hyper, tower and
+//! axum.
+//!
+//! ```
+//! use estuary::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(tag = "type")]
+//! enum Event {
+//!     #[serde(rename = "chat.message")]
+//!     ChatMessage { message: String },
+//! }
+//!
+//! struct Chat;
+//!
+//! impl Consumer for Chat {
+//!     type Event = Event;
+//!
+//!     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+//!         ctx.group_add(&GroupName::new("lobby")?).await?;
+//!         Ok(Connect::accept())
+//!     }
+//!
+//!     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+//!         let message = msg.as_text().unwrap_or_default();
+//!         let event = serde_json::json!({"type": "chat.message", "message": message});
+//!         ctx.group_send(&GroupName::new("lobby")?, &event).await?;
+//!         Ok(())
+//!     }
+//!
+//!     async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+//!         let Event::ChatMessage { message } = event;
+//!         ctx.send_text(message).await
+//!     }
+//! }
+//!
+//! let router = Router::new().websocket("ws/chat/", || Chat);
+//! # let _ = router;
+//! ```
+//!
+//! Crates behind this facade: `estuary-core` (the model, no sockets),
+//! `estuary-server` (feature `server`, on by default) and `estuary-testing`
+//! (feature `testing`).
+
+pub use estuary_core::*;
+
+#[cfg(feature = "server")]
+pub use estuary_server::{
+    ConnectionInfo, OriginLayer, PathPattern, PatternError, Router, RouterService, Server, ServerConfig,
+    TrustedProxies, WsSettings, shutdown_signal,
+};
+
+/// The server crate, for everything not re-exported at the top.
+#[cfg(feature = "server")]
+pub use estuary_server as server;
+
+/// Test tools: [`Communicator`](testing::Communicator) and the layer
+/// conformance suite.
+#[cfg(feature = "testing")]
+pub use estuary_testing as testing;
+
+/// The names most applications need.
+pub mod prelude {
+    pub use estuary_core::{
+        ChannelLayer, ChannelLayerHandle, ChannelName, CloseCode, Connect, Consumer, ConsumerError, Context,
+        GroupName, Message, NoEvent, Scope, WsMessage,
+    };
+    #[cfg(feature = "server")]
+    pub use estuary_server::{Router, Server, shutdown_signal};
+}
