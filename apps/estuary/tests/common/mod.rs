@@ -1,0 +1,180 @@
+//! A real WebSocket client over TCP, and an in-process server to test against.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use estuary_app::config::Config;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// The chat application served on a free port, stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let layer = estuary_app::app::in_memory_layer(&config);
+        let service = estuary_app::app::router(&config, layer).into_service();
+        let service = tower::Layer::layer(&estuary_app::app::origin_layer(&config), service);
+        let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            server
+                .serve(service, async move { token.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A WebSocket client with timeouts on every receive.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server answered to a handshake it refused.
+#[derive(Debug)]
+pub struct Refused(pub u16);
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        Self::try_connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e:?}"))
+    }
+
+    pub async fn try_connect(url: &str) -> Result<Self, Refused> {
+        match tokio::time::timeout(WAIT, connect_async(url))
+            .await
+            .expect("handshake timed out")
+        {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Refused(resp.status().as_u16())),
+            Err(e) => panic!("handshake with {url} failed: {e}"),
+        }
+    }
+
+    /// Connects to a chat room and waits for the greeting.
+    pub async fn join(url: &str) -> Self {
+        let mut c = Self::connect(url).await;
+        let hello = c.recv_json().await;
+        assert_eq!(hello["type"], "connection_established", "{hello}");
+        c
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, v: &Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next data message (pings are answered by tungstenite).
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("nothing received in time");
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return m,
+                Some(Err(e)) => panic!("receive failed: {e}"),
+                None => panic!("connection ended"),
+            }
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Message::Text(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}")),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// Receives chat frames until one of type `kind` arrives.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv_json().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Waits for the close frame; returns its code (1006 if none came).
+    pub async fn recv_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no close in time");
+            match next {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(1005, |f: CloseFrame| u16::from(f.code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return 1006,
+            }
+        }
+    }
+
+    /// Asserts that nothing but pings arrives for a short while.
+    pub async fn assert_no_message(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected no message, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+}
