@@ -108,6 +108,10 @@ pub struct SessionConfig {
     pub ping_timeout: Duration,
     /// Rate limit on client messages; exceeding it closes with 1008.
     pub rate_limit: Option<RateLimit>,
+    /// How long one write to the client may stall (its TCP window closed)
+    /// before the client is taken as too slow and dropped with 1013
+    /// (default 10 s).
+    pub write_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -118,6 +122,7 @@ impl Default for SessionConfig {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
             rate_limit: None,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -251,6 +256,7 @@ impl<C: Consumer> Session<C> {
         let mut layer_pause: Option<Instant> = None;
         let layer = self.ctx.layer().clone();
         let channel = self.ctx.channel_name().clone();
+        let write_timeout = self.config.write_timeout;
 
         let (frame, code, client_closed) = loop {
             let step = tokio::select! {
@@ -259,7 +265,7 @@ impl<C: Consumer> Session<C> {
                     let frame = CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down");
                     Step::Close { frame: Some(frame), code: CloseCode::GOING_AWAY, client_closed: false }
                 }
-                Some(item) = self.outbound.recv() => write_batch(&mut transport, &mut self.outbound, item).await,
+                Some(item) = self.outbound.recv() => write_batch(&mut transport, &mut self.outbound, item, write_timeout).await,
                 inbound = transport.recv() => {
                     last_heard = Instant::now();
                     match inbound {
@@ -281,7 +287,7 @@ impl<C: Consumer> Session<C> {
                                 Step::Close { frame: Some(frame), code: CloseCode::POLICY_VIOLATION, client_closed: false }
                             } else {
                                 let fut = self.consumer.receive(&mut self.ctx, message);
-                                drive(fut, &mut transport, &mut self.outbound).await
+                                drive(fut, &mut transport, &mut self.outbound, write_timeout).await
                             }
                         }
                     }
@@ -294,7 +300,7 @@ impl<C: Consumer> Session<C> {
                                 Err(error) => self.consumer.undecodable_event(&mut self.ctx, message, error).await,
                             }
                         };
-                        drive(fut, &mut transport, &mut self.outbound).await
+                        drive(fut, &mut transport, &mut self.outbound, write_timeout).await
                     }
                     Err(LayerError::ChannelClosed(_)) => {
                         let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, "channel closed");
@@ -360,7 +366,12 @@ impl<C: Consumer> Session<C> {
 
 /// Runs a handler to completion while writing what it queues; then maps its
 /// result to the next step.
-async fn drive<T, F>(fut: F, transport: &mut T, outbound: &mut mpsc::Receiver<Outgoing>) -> Step
+async fn drive<T, F>(
+    fut: F,
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
+) -> Step
 where
     T: Transport,
     F: Future<Output = Result<(), ConsumerError>>,
@@ -372,7 +383,7 @@ where
             biased;
             result = &mut fut => break result,
             Some(item) = outbound.recv(), if pending.is_none() => {
-                if let step @ Step::Close { .. } = write_batch(transport, outbound, item).await {
+                if let step @ Step::Close { .. } = write_batch(transport, outbound, item, write_timeout).await {
                     // Stop writing; later sends from the handler fail fast.
                     outbound.close();
                     pending = Some(step);
@@ -407,8 +418,29 @@ where
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
+/// Writes `first` and whatever else is queued, then flushes once. A write
+/// that stalls past `limit` means the client stopped reading: close with 1013.
 async fn write_batch<T: Transport>(
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+    limit: Duration,
+) -> Step {
+    match tokio::time::timeout(limit, write_batch_inner(transport, outbound, first)).await {
+        Ok(step) => step,
+        Err(_) => {
+            tracing::info!("client stopped reading; closing it as too slow");
+            let frame = CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client too slow");
+            Step::Close {
+                frame: Some(frame),
+                code: CloseCode::TRY_AGAIN_LATER,
+                client_closed: false,
+            }
+        }
+    }
+}
+
+async fn write_batch_inner<T: Transport>(
     transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
     first: Outgoing,

@@ -239,3 +239,58 @@ async fn shutdown_closes_with_going_away() {
     assert_eq!(c.receive_close().await.unwrap(), CloseCode::GOING_AWAY);
     assert_eq!(disconnects.recv().await, Some(CloseCode::GOING_AWAY));
 }
+
+struct Burst;
+
+impl Consumer for Burst {
+    type Event = estuary_core::NoEvent;
+    async fn receive(&mut self, ctx: &mut Context, _message: WsMessage) -> Result<(), ConsumerError> {
+        // Sends without yielding: the queue (capacity 4) overflows at once.
+        for i in 0..20 {
+            ctx.send_text(format!("{i}")).await?;
+        }
+        ctx.send_text("done").await
+    }
+}
+
+#[tokio::test]
+async fn drop_policy_drops_and_counts_instead_of_disconnecting() {
+    let mut settings = estuary_server::WsSettings::default();
+    settings.session.outbound_capacity = 4;
+    settings.session.slow_client = estuary_core::SlowClientPolicy::Drop;
+    let app = Router::new()
+        .with_settings(settings)
+        .websocket("ws/burst/", || Burst)
+        .into_service();
+    let mut c = Communicator::new(app, "/ws/burst/");
+    c.connect().await.unwrap();
+    c.send_text("go").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(c.receive_text().await.unwrap());
+    }
+    assert_eq!(got, ["0", "1", "2", "3"], "the first messages fill the queue");
+    c.assert_no_message().await;
+    let outcome = c.disconnect().await.unwrap();
+    assert_eq!(
+        outcome.dropped, 17,
+        "16 numbers and the final 'done' were dropped and counted"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_policy_waits_for_room_instead_of_dropping() {
+    let mut settings = estuary_server::WsSettings::default();
+    settings.session.outbound_capacity = 4;
+    let app = Router::new()
+        .with_settings(settings)
+        .websocket("ws/burst/", || Burst)
+        .into_service();
+    let mut c = Communicator::new(app, "/ws/burst/");
+    c.connect().await.unwrap();
+    c.send_text("go").await.unwrap();
+    for i in 0..20 {
+        assert_eq!(c.receive_text().await.unwrap(), i.to_string());
+    }
+    assert_eq!(c.receive_text().await.unwrap(), "done");
+}

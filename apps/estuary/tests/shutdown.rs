@@ -1,0 +1,79 @@
+//! SIGTERM closes every WebSocket with 1001 and the process exits 0 in time.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-timeout",
+            "5",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start estuary");
+
+    // Wait for the "listening" log line (an event, bounded by a timeout).
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), ready_rx)
+        .await
+        .expect("server did not start")
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws/chat/lobby/");
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(Client::join(&url).await);
+    }
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for c in &mut clients {
+        assert_eq!(c.recv_close().await, 1001);
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

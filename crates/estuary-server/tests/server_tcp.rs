@@ -1,0 +1,261 @@
+//! The server over real sockets: limits, slow clients, keepalive, proxies,
+//! Unix sockets, handshake details.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_core::{
+    CloseCode, Connect, Consumer, ConsumerError, Context, NoEvent, RateLimit, SlowClientPolicy, WsMessage,
+};
+use estuary_server::{Router, Server, ServerConfig, TrustedProxies, WsSettings};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Mutex, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Reports its scope and ending; floods the client on "flood".
+struct Probe {
+    report: mpsc::UnboundedSender<String>,
+}
+
+impl Consumer for Probe {
+    type Event = NoEvent;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        let client = ctx
+            .scope()
+            .client()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let _ = self.report.send(format!("client={client}"));
+        if ctx.scope().subprotocols().iter().any(|p| p == "v2") {
+            return Ok(Connect::accept_subprotocol("v2").with_header("x-estuary", "yes"));
+        }
+        if ctx.scope().query_param("reject").is_some() {
+            return Ok(Connect::reject_with(http::StatusCode::UNAUTHORIZED, "no token"));
+        }
+        Ok(Connect::accept())
+    }
+
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        if message.as_text() == Some("flood") {
+            let chunk = "y".repeat(16 * 1024);
+            loop {
+                ctx.send_text(chunk.clone()).await?;
+            }
+        }
+        ctx.send(message).await
+    }
+
+    async fn disconnect(&mut self, _ctx: &mut Context, code: CloseCode) {
+        let _ = self.report.send(format!("disconnect={code}"));
+    }
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    reports: Arc<Mutex<mpsc::UnboundedReceiver<String>>>,
+}
+
+impl Running {
+    async fn next_report(&self, prefix: &str) -> String {
+        let mut rx = self.reports.lock().await;
+        loop {
+            let r = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("no report in time")
+                .expect("reports ended");
+            if r.starts_with(prefix) {
+                return r;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(settings: WsSettings, config: ServerConfig) -> Running {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let router = Router::new()
+        .with_settings(settings)
+        .websocket("ws/probe/", move || Probe { report: tx.clone() });
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .with_config(config);
+    let addr = server.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(server.serve(router.into_service(), async move { token.cancelled().await }));
+    Running {
+        addr,
+        stop,
+        reports: Arc::new(Mutex::new(rx)),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1013() {
+    let mut settings = WsSettings::default();
+    settings.session.outbound_capacity = 4;
+    settings.session.slow_client = SlowClientPolicy::Disconnect {
+        grace: Duration::from_millis(200),
+    };
+    settings.session.write_timeout = Duration::from_millis(300);
+    let server = start(settings, ServerConfig::default()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/probe/", server.addr))
+        .await
+        .unwrap();
+    ws.send(Message::text("flood")).await.unwrap();
+    // Never read: kernel buffers fill, then the outbound queue, then the grace runs out.
+    assert_eq!(server.next_report("disconnect=").await, "disconnect=1013");
+}
+
+#[tokio::test]
+async fn unresponsive_peers_are_dropped_by_keepalive() {
+    let mut settings = WsSettings::default();
+    settings.session.ping_interval = Some(Duration::from_millis(100));
+    settings.session.ping_timeout = Duration::from_millis(100);
+    let server = start(settings, ServerConfig::default()).await;
+    // A raw TCP client that completes the handshake and then never answers pings.
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/probe/", server.addr))
+        .await
+        .unwrap();
+    let raw = ws.into_inner();
+    assert_eq!(server.next_report("disconnect=").await, "disconnect=1006");
+    drop(raw);
+}
+
+#[tokio::test]
+async fn rate_limit_closes_with_1008() {
+    let mut settings = WsSettings::default();
+    settings.session.rate_limit = Some(RateLimit {
+        per_second: 0.5,
+        burst: 2,
+    });
+    let server = start(settings, ServerConfig::default()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/probe/", server.addr))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let _ = ws.send(Message::text("x")).await;
+    }
+    assert_eq!(server.next_report("disconnect=").await, "disconnect=1008");
+}
+
+#[tokio::test]
+async fn subprotocol_headers_and_rejection_status() {
+    let server = start(WsSettings::default(), ServerConfig::default()).await;
+    let mut req = format!("ws://{}/ws/probe/", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "v1, v2".parse().unwrap());
+    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "v2");
+    assert_eq!(resp.headers()["x-estuary"], "yes");
+
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/probe/?reject=1", server.addr))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 401);
+            assert_eq!(
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).trim(),
+                "no token"
+            );
+        }
+        other => panic!("expected an HTTP rejection, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    for (trusted, expected) in [
+        ("127.0.0.1", "client=203.0.113.7"),
+        ("10.0.0.0/8", "client=127.0.0.1"),
+    ] {
+        let config = ServerConfig {
+            trusted_proxies: TrustedProxies::new([trusted]).unwrap(),
+            ..ServerConfig::default()
+        };
+        let server = start(WsSettings::default(), config).await;
+        let mut req = format!("ws://{}/ws/probe/", server.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        let (_ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(
+            server.next_report("client=").await,
+            expected,
+            "trusting {trusted}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn echo_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("estuary-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let router = Router::new().websocket("ws/probe/", move || Probe { report: tx.clone() });
+    let server = Server::bind_unix(&path).unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(server.serve(router.into_service(), async move { token.cancelled().await }));
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/ws/probe/", stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("over unix")).await.unwrap();
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("over unix"));
+    stop.cancel();
+    let close = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    assert!(matches!(close, Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 1001));
+    drop(ws);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+#[tokio::test]
+async fn bad_handshakes_get_http_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(WsSettings::default(), ServerConfig::default()).await;
+    for (version, expected) in [("8", "426"), ("13", "101")] {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!(
+            "GET /ws/probe/ HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: {version}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with(&format!("HTTP/1.1 {expected}")), "{head}");
+        if expected == "101" {
+            assert!(
+                head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                "RFC 6455 sample accept key: {head}"
+            );
+        }
+    }
+}
