@@ -1,0 +1,117 @@
+//! Starts an example binary on a free port and talks to it over TCP.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running example; killed on drop.
+pub struct Example {
+    child: Child,
+    pub addr: String,
+}
+
+impl Example {
+    /// Starts `bin` (a `CARGO_BIN_EXE_*` path) on port 0 and waits for its
+    /// "listening on" line.
+    pub async fn start(bin: &str) -> Self {
+        let mut child = Command::new(bin)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start example");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
+            }
+        });
+        let addr = tokio::time::timeout(WAIT * 2, rx)
+            .await
+            .expect("example did not start")
+            .unwrap();
+        Self { child, addr }
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub async fn connect(url: &str) -> Ws {
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("timeout")
+        .expect("connect")
+        .0
+}
+
+/// The HTTP status a refused handshake got, and its body.
+pub async fn refused(url: &str) -> (u16, String) {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("timeout")
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => (
+            r.status().as_u16(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Ok(_) => panic!("handshake was accepted"),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+pub async fn recv(ws: &mut Ws) -> Message {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("nothing received in time")
+        {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return m,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    match recv(ws).await {
+        Message::Text(t) => serde_json::from_str(&t).expect("JSON"),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: &Value) {
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+pub async fn assert_no_message(ws: &mut Ws) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+        panic!("expected no message, got {m:?}");
+    }
+}
