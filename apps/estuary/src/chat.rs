@@ -67,7 +67,8 @@ fn anonymous() -> String {
     "Anonymous".to_owned()
 }
 
-fn now_millis() -> i64 {
+/// The current time in Unix milliseconds (the `ts` of chat messages).
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -11,7 +11,7 @@ use estuary::{GroupSendReport, SendError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::{ChatEvent, MAX_MESSAGE_CHARS, room_group, valid_room};
+use crate::chat::{ChatEvent, MAX_MESSAGE_CHARS, now_millis, room_group, valid_room};
 use crate::rooms::Rooms;
 
 /// What the push API handlers share.
@@ -25,11 +25,27 @@ pub struct PushState {
     pub token: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// An error answer of the push API: a status and `{"error": ...}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
-fn authorize(state: &PushState, headers: &HeaderMap) -> Result<(), Response> {
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+fn authorize(state: &PushState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.token else { return Ok(()) };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -54,7 +70,7 @@ fn report(r: GroupSendReport) -> Response {
         .into_response()
 }
 
-fn parse_body(body: &[u8]) -> Result<Message, Response> {
+fn parse_body(body: &[u8]) -> Result<Message, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
     Message::from_json(&value).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
@@ -65,21 +81,14 @@ async fn group_send(
     Path(group): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let group = match GroupName::new(&group) {
-        Ok(g) => g,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")),
-    };
-    let message = match parse_body(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let group = GroupName::new(&group)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")))?;
+    let message = parse_body(&body)?;
     match state.layer.group_send(&group, message).await {
-        Ok(r) => report(r),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(r) => Ok(report(r)),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }
 
@@ -88,25 +97,18 @@ async fn channel_send(
     Path(channel): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let channel = match ChannelName::new(&channel) {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid channel name: {e}")),
-    };
-    let message = match parse_body(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let channel = ChannelName::new(&channel)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid channel name: {e}")))?;
+    let message = parse_body(&body)?;
     match state.layer.send(&channel, message).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"delivered": 1}))).into_response(),
-        Err(SendError::Full { capacity, .. }) => error(
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({"delivered": 1}))).into_response()),
+        Err(SendError::Full { capacity, .. }) => Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             format!("channel is full ({capacity} messages)"),
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        )),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }
 
@@ -122,25 +124,20 @@ async fn room_post(
     Path(room): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
     if !valid_room(&room) {
-        return error(StatusCode::NOT_FOUND, "invalid room name");
+        return Err(error(StatusCode::NOT_FOUND, "invalid room name"));
     }
-    let post: RoomPost = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"message\": ...}}: {e}"),
-            );
-        }
-    };
+    let post: RoomPost = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"message\": ...}}: {e}"),
+        )
+    })?;
     let text = post.message.trim();
     if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid message");
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid message"));
     }
     let event = ChatEvent::Message {
         message: text.to_owned(),
@@ -149,18 +146,14 @@ async fn room_post(
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| "Server".into()),
         id: Some(uuid::Uuid::new_v4().simple().to_string()),
-        ts: Some(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        ),
+        ts: Some(now_millis()),
     };
-    let (Ok(group), Ok(message)) = (room_group(&room), Message::encode(&event)) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode");
-    };
+    let group = room_group(&room).map_err(|e| error(StatusCode::NOT_FOUND, e.to_string()))?;
+    let message =
+        Message::encode(&event).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match state.layer.group_send(&group, message).await {
-        Ok(r) => report(r),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(r) => Ok(report(r)),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }
 

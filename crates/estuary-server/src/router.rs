@@ -24,6 +24,9 @@ use crate::route::{PathPattern, PatternError};
 use crate::settings::WsSettings;
 use crate::transport::{AnyTransport, SocketTransport};
 
+/// Route parameters in the order the route names them.
+type RouteParams = Vec<(Arc<str>, String)>;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A consumer session that was accepted and waits for its transport.
@@ -44,7 +47,7 @@ trait Endpoint: Send + Sync {
         scope: Scope,
         layer: ChannelLayerHandle,
         config: SessionConfig,
-    ) -> BoxFuture<Result<(Box<dyn OpenSession>, Accept), Reject>>;
+    ) -> BoxFuture<Result<Accepted, Reject>>;
 }
 
 struct Factory<F>(F);
@@ -59,11 +62,14 @@ where
         scope: Scope,
         layer: ChannelLayerHandle,
         config: SessionConfig,
-    ) -> BoxFuture<Result<(Box<dyn OpenSession>, Accept), Reject>> {
+    ) -> BoxFuture<Result<Accepted, Reject>> {
         let consumer = (self.0)();
         Box::pin(async move {
             let (session, accept) = Session::open(consumer, scope, layer, config).await?;
-            Ok((Box::new(session) as Box<dyn OpenSession>, accept))
+            Ok(Accepted {
+                session: Box::new(session),
+                accept,
+            })
         })
     }
 }
@@ -257,7 +263,7 @@ impl Router {
         }
     }
 
-    fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, Vec<(Arc<str>, String)>)> {
+    fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {
         self.routes
             .iter()
             .find_map(|(p, e)| p.matches(path).map(|params| (e, params)))
@@ -363,10 +369,7 @@ impl RouterService {
             },
             None => opening.await,
         };
-        match opened {
-            Ok((session, accept)) => Ok(Accepted { session, accept }),
-            Err(reject) => Err(plain(reject.status, &reject.reason)),
-        }
+        opened.map_err(|reject| plain(reject.status, &reject.reason))
     }
 
     /// Opens an in-process connection (no socket) for the handshake `request`:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine, installing what it needs first:
+# formatting, lints, docs, unit/integration/doc tests, and the real-browser
+# test of the chat pages. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (Chromium, playwright-core)"
+scripts/install-browser.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "building binaries"
+cargo build --workspace --bins --quiet
+
+step "unit and integration tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+step "doc tests"
+cargo test --workspace --doc --quiet
+
+step "browser test (headless Chromium)"
+(cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" node --test)
