@@ -32,5 +32,8 @@ fi
 step "doc tests"
 cargo test --workspace --doc --quiet
 
+step "Autobahn conformance (echo example, cases 1-10)"
+scripts/autobahn.sh
+
 step "browser test (headless Chromium)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" node --test)
