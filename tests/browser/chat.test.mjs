@@ -122,6 +122,65 @@ async function send(page, text) {
   await page.press('#message', 'Enter');
 }
 
+/**
+ * A room page written the way the Django Channels tutorial writes one: the room
+ * name comes from a json_script-style element, every frame's `message` is
+ * appended to a textarea, and a click sends {"message": ...}. It knows nothing
+ * of Estuary (no `type`, no `username`, no reconnecting).
+ */
+const tutorialRoomPage = (room) => `<!doctype html>
+<html>
+<head>
+  <meta charset="utf-8">
+  <title>Chat room</title>
+</head>
+<body>
+  <textarea id="chat-log" cols="100" rows="20"></textarea><br>
+  <input id="chat-message-input" type="text" size="100"><br>
+  <input id="chat-message-submit" type="button" value="Send">
+  <script id="room-name" type="application/json">${JSON.stringify(room)}</script>
+  <script>
+    const roomName = JSON.parse(document.getElementById('room-name').textContent);
+
+    const chatSocket = new WebSocket(
+      'ws://' + window.location.host + '/ws/chat/' + roomName + '/'
+    );
+
+    chatSocket.onmessage = function (e) {
+      const data = JSON.parse(e.data);
+      document.querySelector('#chat-log').value += (data.message + '\\n');
+    };
+
+    chatSocket.onclose = function (e) {
+      console.error('Chat socket closed unexpectedly');
+    };
+
+    const input = document.querySelector('#chat-message-input');
+    input.focus();
+    input.onkeyup = function (e) {
+      if (e.key === 'Enter') {
+        document.querySelector('#chat-message-submit').click();
+      }
+    };
+
+    document.querySelector('#chat-message-submit').onclick = function (e) {
+      const message = input.value;
+      chatSocket.send(JSON.stringify({ 'message': message }));
+      input.value = '';
+    };
+  </script>
+</body>
+</html>
+`;
+
+/** Waits until the tutorial page's #chat-log has a line equal to `text`. */
+const tutorialLogHas = (page, text) =>
+  page.waitForFunction(
+    (t) => document.getElementById('chat-log').value.split('\n').includes(t),
+    text,
+    { timeout: WAIT },
+  );
+
 describe('chat pages in Chromium', { timeout: 120_000 }, () => {
   let server;
   let browser;
@@ -224,5 +283,55 @@ describe('chat pages in Chromium', { timeout: 120_000 }, () => {
     await send(a, text);
     await messageShown(b, text, 'alice');
     await messageShown(a, text, 'alice');
+  });
+
+  test('a page written for the Django Channels tutorial works unchanged', async () => {
+    // A fulfilled response has no IP address space, so Chromium's Local Network
+    // Access checks treat the tutorial page as public and would block its
+    // WebSocket to 127.0.0.1 (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS); the
+    // server's own pages come from loopback and need no such grant.
+    const tut = await (await browser.newContext({ permissions: ['local-network-access'] })).newPage();
+    const est = await (await browser.newContext()).newPage();
+    try {
+      for (const p of [tut, est]) {
+        p.setDefaultTimeout(WAIT);
+        p.on('pageerror', (err) => { server.output += `page error: ${err.message}\n`; });
+      }
+      // Served as if from the server itself, so the WebSocket's Origin is the
+      // server's own host; the server has no /tutorial/ route of its own.
+      const tutorialUrl = `${server.base}/tutorial/lobby/`;
+      await tut.route(tutorialUrl, (route) =>
+        route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: tutorialRoomPage('lobby') }));
+
+      await est.goto(`${server.base}/chat/lobby/`);
+      await statusIs(est, 'connected');
+      await tut.goto(tutorialUrl);
+      // The tutorial page has no status of its own; its socket being open is the
+      // signal (the server joins the room group before it accepts).
+      await tut.waitForFunction(() => chatSocket.readyState === WebSocket.OPEN, null, { timeout: WAIT });
+
+      // Tutorial page -> Estuary page (no username sent, so "Anonymous").
+      const fromTutorial = `from the tutorial page ${Date.now()}`;
+      await tut.fill('#chat-message-input', fromTutorial);
+      await tut.click('#chat-message-submit');
+      await messageShown(est, fromTutorial, 'Anonymous');
+      await tutorialLogHas(tut, fromTutorial); // the sender gets its own message too
+      assert.equal(await tut.inputValue('#chat-message-input'), '');
+
+      // Estuary page -> tutorial page.
+      await est.fill('#username', 'carol');
+      const fromEstuary = `from the estuary page ${Date.now()}`;
+      await send(est, fromEstuary);
+      await messageShown(est, fromEstuary, 'carol');
+      await tutorialLogHas(tut, fromEstuary);
+
+      // Every frame the tutorial page got carried a `message` it could show.
+      const lines = (await tut.inputValue('#chat-log')).split('\n');
+      assert.ok(!lines.includes('undefined'), `a frame without "message" reached the tutorial page:\n${lines.join('\n')}`);
+      assert.equal(await tut.evaluate(() => chatSocket.readyState), 1, 'the tutorial socket is still open');
+    } finally {
+      await tut.context().close();
+      await est.context().close();
+    }
   });
 });

@@ -89,6 +89,7 @@ where
     new_channels_are_unique(make(LayerConfig::default()).await).await;
     send_receive_in_order(make(LayerConfig::default()).await).await;
     capacity_full_hands_message_back(make(LayerConfig::default().with_capacity(3)).await).await;
+    process_channel_never_exceeds_capacity(make(LayerConfig::default().with_capacity(3)).await).await;
     per_channel_capacity(
         make(
             LayerConfig::default()
@@ -140,9 +141,10 @@ pub async fn send_receive_in_order<L: ChannelLayer>(layer: L) {
     }
 }
 
-/// `send` to a full channel fails with `Full` and hands the message back.
+/// `send` to a full channel fails with `Full` and hands the message back
+/// (checked on a plain channel, which nobody drains while nobody receives).
 pub async fn capacity_full_hands_message_back<L: ChannelLayer>(layer: L) {
-    let ch = layer.new_channel().await.expect("new_channel");
+    let ch = ChannelName::new("conformance.capacity").expect("name");
     for i in 0..3 {
         layer.send(&ch, msg(i)).await.expect("send under capacity");
     }
@@ -157,6 +159,35 @@ pub async fn capacity_full_hands_message_back<L: ChannelLayer>(layer: L) {
     }
     assert_eq!(n(&recv(&layer, &ch).await), 0);
     layer.send(&ch, msg(3)).await.expect("room again after a receive");
+}
+
+/// A process channel whose consumer does not read stays bounded: sends past
+/// its capacity fail with `Full` (when the layer can tell) or are dropped.
+/// A layer with a shared per-process queue in front of the channel's own
+/// buffer (Redis) may hold up to twice the capacity; what arrives is in
+/// order and never duplicated.
+pub async fn process_channel_never_exceeds_capacity<L: ChannelLayer>(layer: L) {
+    let ch = layer.new_channel().await.expect("new_channel");
+    for i in 0..10 {
+        match layer.send(&ch, msg(i)).await {
+            Ok(()) | Err(SendError::Full { .. }) => {}
+            Err(e) => panic!("send failed: {e}"),
+        }
+    }
+    let mut got = Vec::new();
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(300), layer.receive(&ch)).await {
+        got.push(n(&m));
+    }
+    assert_eq!(
+        got.get(..3),
+        Some(&[0, 1, 2][..]),
+        "the first messages are kept, in order: {got:?}"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates: {got:?}"
+    );
+    assert!(got.len() <= 6, "bounded by capacity: {got:?}");
 }
 
 /// Per-pattern capacities override the default.
@@ -199,7 +230,9 @@ pub async fn group_send_reaches_members_only<L: ChannelLayer>(layer: L) {
     assert_eq!(empty.delivered, 0);
 }
 
-/// A full member is skipped and counted; the others still receive.
+/// A full member is skipped; the others still receive. A layer that can see
+/// the member's queue counts the skip in the report (the in-memory layer
+/// does; a Redis process drops it from its local buffer instead).
 pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
     let room = group("conformance_full");
     let slow = layer.new_channel().await.expect("new_channel");
@@ -209,7 +242,7 @@ pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
     layer.group_send(&room, msg(1)).await.expect("group_send");
     assert_eq!(n(&recv(&layer, &fast).await), 1);
     let report = layer.group_send(&room, msg(2)).await.expect("group_send");
-    assert_eq!(report.dropped, 1, "the slow member is full");
+    assert!(report.dropped <= 1, "{report:?}");
     assert_eq!(n(&recv(&layer, &fast).await), 2);
     assert_eq!(n(&recv(&layer, &slow).await), 1);
     assert_empty(&layer, &slow).await;
@@ -252,18 +285,27 @@ pub async fn expired_messages_are_never_delivered<L: ChannelLayer, C: Clock>(lay
     assert_empty(&layer, &ch).await;
 }
 
-/// Memberships lapse after the group expiry (2 s) unless renewed.
+/// Memberships lapse after the group expiry (2 s) unless renewed; the
+/// memberships of this process's open channels are kept alive by the layer,
+/// so a long-lived connection never silently leaves its groups.
 pub async fn group_membership_expires<L: ChannelLayer, C: Clock>(layer: L, clock: &C) {
     let room = group("conformance_group_expiry");
-    let stale = layer.new_channel().await.expect("new_channel");
-    let renewed = layer.new_channel().await.expect("new_channel");
-    layer.group_add(&room, &stale).await.expect("group_add");
-    layer.group_add(&room, &renewed).await.expect("group_add");
+    let stale = ChannelName::new("conformance.stale").expect("name");
+    let renewed = ChannelName::new("conformance.renewed").expect("name");
+    let live = layer.new_channel().await.expect("new_channel");
+    for ch in [&stale, &renewed, &live] {
+        layer.group_add(&room, ch).await.expect("group_add");
+    }
     clock.advance(Duration::from_millis(1500)).await;
     layer.group_add(&room, &renewed).await.expect("renew");
     clock.advance(Duration::from_millis(1500)).await;
     layer.group_send(&room, msg(4)).await.expect("group_send");
     assert_eq!(n(&recv(&layer, &renewed).await), 4);
+    assert_eq!(
+        n(&recv(&layer, &live).await),
+        4,
+        "an open channel keeps its membership"
+    );
     assert_empty(&layer, &stale).await;
 }
 

@@ -27,14 +27,22 @@ async fn handle_passes_the_conformance_suite() {
 async fn default_group_expiry_is_a_day() {
     let layer = InMemoryChannelLayer::new(LayerConfig::default());
     let g = GroupName::new("daily").unwrap();
-    let ch = layer.new_channel().await.unwrap();
+    let ch = estuary_core::ChannelName::new("worker.daily").unwrap();
+    let live = layer.new_channel().await.unwrap();
+    layer.group_add(&g, &live).await.unwrap();
     layer.group_add(&g, &ch).await.unwrap();
     tokio::time::advance(Duration::from_secs(86_399)).await;
-    assert_eq!(layer.group_size(&g), 1);
+    assert_eq!(layer.group_size(&g), 2);
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(layer.group_size(&g), 0);
+    assert_eq!(
+        layer.group_size(&g),
+        1,
+        "the plain channel lapsed; the open connection stays"
+    );
     let m = Message::from_json(&serde_json::json!({"type": "x"})).unwrap();
-    assert_eq!(layer.group_send(&g, m).await.unwrap().delivered, 0);
+    assert_eq!(layer.group_send(&g, m).await.unwrap().delivered, 1);
+    layer.close_channel(&live).await;
+    assert_eq!(layer.group_size(&g), 0);
 }
 
 #[tokio::test]
@@ -52,4 +60,26 @@ async fn group_send_shares_one_encoding() {
     let rb = layer.receive(&b).await.unwrap();
     assert_eq!(ra.as_bytes().as_ptr(), ptr, "no copy per recipient");
     assert_eq!(rb.as_bytes().as_ptr(), ptr, "no copy per recipient");
+}
+
+#[tokio::test]
+async fn in_memory_reports_every_skip_and_full_process_channel() {
+    use estuary_core::{ChannelName, SendError};
+    let layer = InMemoryChannelLayer::new(LayerConfig::default().with_capacity(1));
+    let g = GroupName::new("g").unwrap();
+    let slow = layer.new_channel().await.unwrap();
+    let fast = layer.new_channel().await.unwrap();
+    layer.group_add(&g, &slow).await.unwrap();
+    layer.group_add(&g, &fast).await.unwrap();
+    let m = || Message::from_json(&serde_json::json!({"type": "x"})).unwrap();
+    assert_eq!(layer.group_send(&g, m()).await.unwrap().delivered, 2);
+    layer.receive(&fast).await.unwrap();
+    let report = layer.group_send(&g, m()).await.unwrap();
+    assert_eq!((report.delivered, report.dropped), (1, 1));
+    assert_eq!(layer.dropped(), 1);
+    assert!(matches!(
+        layer.send(&slow, m()).await,
+        Err(SendError::Full { .. })
+    ));
+    let _ = ChannelName::new("unused");
 }

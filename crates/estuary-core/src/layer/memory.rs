@@ -55,6 +55,15 @@ struct Member {
     queue: Arc<Queue>,
 }
 
+impl Member {
+    /// A membership lapses when its channel closed, or when it is older than
+    /// the group expiry and its channel is not an open channel of this layer
+    /// (those are kept alive, so long-lived connections stay in their groups).
+    fn is_stale(&self, name: &ChannelName, now: Instant, ttl: std::time::Duration) -> bool {
+        self.queue.closed.load(Ordering::Relaxed) || (!name.is_process_specific() && self.added + ttl <= now)
+    }
+}
+
 struct Queue {
     capacity: usize,
     items: Mutex<VecDeque<(Instant, Message)>>,
@@ -155,10 +164,9 @@ impl InMemoryChannelLayer {
     pub fn group_size(&self, group: &GroupName) -> usize {
         let now = Instant::now();
         let ttl = self.inner.config.group_expiry();
-        self.inner
-            .groups()
-            .get(group)
-            .map_or(0, |m| m.values().filter(|m| m.added + ttl > now).count())
+        self.inner.groups().get(group).map_or(0, |m| {
+            m.iter().filter(|(name, m)| !m.is_stale(name, now, ttl)).count()
+        })
     }
 }
 
@@ -271,8 +279,8 @@ impl ChannelLayer for InMemoryChannelLayer {
             let Some(members) = groups.get(group) else {
                 return Ok(report);
             };
-            for member in members.values() {
-                if member.added + ttl <= now || member.queue.closed.load(Ordering::Relaxed) {
+            for (name, member) in members {
+                if member.is_stale(name, now, ttl) {
                     stale = true;
                     continue;
                 }
@@ -286,7 +294,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         if stale {
             let mut groups = self.inner.groups_mut();
             if let Some(members) = groups.get_mut(group) {
-                members.retain(|_, m| m.added + ttl > now && !m.queue.closed.load(Ordering::Relaxed));
+                members.retain(|name, m| !m.is_stale(name, now, ttl));
                 if members.is_empty() {
                     groups.remove(group);
                 }

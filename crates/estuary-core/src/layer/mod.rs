@@ -48,6 +48,10 @@ pub enum LayerError {
     /// The channel was closed with [`ChannelLayer::close_channel`] while receiving.
     #[error("channel {0} is closed")]
     ChannelClosed(ChannelName),
+    /// The process-specific channel belongs to another process: only its own
+    /// process can receive on it.
+    #[error("channel {0} belongs to another process")]
+    ForeignChannel(ChannelName),
     /// A stored message could not be decoded.
     #[error("undecodable message in channel layer: {0}")]
     Corrupt(#[source] BoxError),

@@ -1,0 +1,98 @@
+//! Settings of the Redis channel layer, named as in channels_redis.
+
+use std::time::Duration;
+
+use estuary_core::LayerConfig;
+
+/// Settings of a [`RedisChannelLayer`](crate::RedisChannelLayer); every
+/// process sharing the layer (Django ones included) must agree on the hosts
+/// (in order), the prefix, the expiry and the encryption keys.
+///
+/// ```
+/// use estuary_redis::RedisConfig;
+///
+/// let config = RedisConfig::new(["redis://127.0.0.1:6379/0"])
+///     .with_prefix("myapp")
+///     .with_encryption_keys(["a-long-secret"]);
+/// assert_eq!(config.prefix(), "myapp");
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub(crate) hosts: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) layer: LayerConfig,
+    pub(crate) encryption_keys: Vec<String>,
+    pub(crate) receive_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A configuration for these hosts (`redis://[:password@]host:port/db`,
+    /// `rediss://`, `unix:///path`), in ring order. Defaults: prefix `asgi`,
+    /// capacity 100, expiry 60 s, group expiry 86400 s, no encryption.
+    pub fn new<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            prefix: "asgi".into(),
+            layer: LayerConfig::default(),
+            encryption_keys: Vec::new(),
+            receive_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The key prefix (channels_redis `prefix`).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Capacity, expiry and group expiry.
+    pub fn with_layer_config(mut self, layer: LayerConfig) -> Self {
+        self.layer = layer;
+        self
+    }
+
+    /// channels_redis `symmetric_encryption_keys`: encrypt with the first,
+    /// decrypt with any.
+    pub fn with_encryption_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.encryption_keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long one blocking pop waits before it is issued again (default
+    /// 5 s, as channels_redis). The connection's read timeout is longer.
+    pub fn with_receive_timeout(mut self, timeout: Duration) -> Self {
+        self.receive_timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long a command may take before it fails (default 5 s).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The hosts, in ring order.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Capacity and expiry settings.
+    pub fn layer_config(&self) -> &LayerConfig {
+        &self.layer
+    }
+}

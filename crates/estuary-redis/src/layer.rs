@@ -1,0 +1,697 @@
+//! `RedisChannelLayer`: the channels_redis core layer, in Rust.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use estuary_core::{ChannelLayer, ChannelName, GroupName, GroupSendReport, LayerError, Message, SendError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Target, decode_member, encode_member};
+use crate::config::RedisConfig;
+use crate::crypto::Crypto;
+use crate::local::{LocalQueue, now};
+use crate::scripts;
+use crate::shard::shard_index;
+
+/// The Redis layer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLayerError {
+    /// No hosts were given.
+    #[error("no Redis hosts configured")]
+    NoHosts,
+    /// A host URL is invalid.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What the client said.
+        source: redis::RedisError,
+    },
+    /// The layer must be made inside a tokio runtime (it starts its receive task).
+    #[error("RedisChannelLayer::new must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// A channel layer on Redis, wire-compatible with Django's
+/// `channels_redis.core.RedisChannelLayer` (4.x): the same keys, sorted sets,
+/// msgpack payloads with `__asgi_channel__`, capacity, expiry, group expiry,
+/// sharding and encryption. A Django process and an Estuary process sharing
+/// one Redis exchange `send` and `group_send` messages both ways.
+///
+/// # Connections
+///
+/// Commands go over one multiplexed connection per host, which reconnects by
+/// itself with backoff. This process's own queue (`{prefix}specific.<id>!`)
+/// is read by one background task with `BZPOPMIN` on a dedicated connection
+/// and dispatched to the local channels it names. While Redis is away, every
+/// operation fails with [`LayerError::Unavailable`] and the receive task
+/// retries with backoff; when Redis is back, it resumes and this process's
+/// group memberships are written again. Memberships are also renewed before
+/// half of `group_expiry` has passed, so long-lived connections stay in their
+/// groups.
+///
+/// # Differences from channels_redis
+///
+/// * Sends to plain channels (no `!`) use the consistent hash on their name,
+///   not a round robin, so that Estuary processes find each other's worker
+///   queues on a ring. With one host (the usual case) this is the same.
+/// * Writes are Lua scripts, so capacity checks are atomic.
+///
+/// ```no_run
+/// use estuary_core::{ChannelLayer, ChannelLayerHandle};
+/// use estuary_redis::{RedisChannelLayer, RedisConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = RedisChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+/// let handle = ChannelLayerHandle::new(layer);
+/// let me = handle.new_channel().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisChannelLayer {
+    inner: Arc<Inner>,
+}
+
+struct Shard {
+    client: redis::Client,
+    conn: ConnectionManager,
+}
+
+struct Inner {
+    config: RedisConfig,
+    shards: Vec<Shard>,
+    crypto: Option<Crypto>,
+    /// `specific.<uuid>!`: this process's prefix for its channels.
+    client_prefix: String,
+    local: Mutex<HashMap<ChannelName, Arc<LocalQueue>>>,
+    plain: Mutex<HashMap<ChannelName, Arc<PlainReceiver>>>,
+    /// Group memberships of this process's channels, and when they were written.
+    memberships: Mutex<HashMap<ChannelName, HashMap<GroupName, Instant>>>,
+    healthy: AtomicBool,
+    dropped: AtomicU64,
+    undecodable: AtomicU64,
+    reconnected: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Receives on a plain channel (a worker queue): one blocking pop at a time,
+/// into a buffer, so a cancelled receive loses nothing.
+struct PlainReceiver {
+    queue: LocalQueue,
+    fetching: AtomicBool,
+    conn: ConnectionManager,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: redis::RedisError) -> LayerError {
+    LayerError::Unavailable(Box::new(e))
+}
+
+impl std::fmt::Debug for RedisChannelLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisChannelLayer")
+            .field("hosts", &self.inner.config.hosts)
+            .field("prefix", &self.inner.config.prefix)
+            .field("client_prefix", &self.inner.client_prefix)
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisChannelLayer {
+    /// Sets up the layer and starts its receive and renewal tasks. It does not
+    /// wait for Redis: connections are made on first use and remade after
+    /// failures. Must be called inside a tokio runtime.
+    pub fn new(config: RedisConfig) -> Result<Self, RedisLayerError> {
+        if config.hosts.is_empty() {
+            return Err(RedisLayerError::NoHosts);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisLayerError::NoRuntime);
+        }
+        let command = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let mut shards = Vec::with_capacity(config.hosts.len());
+        for url in &config.hosts {
+            let client = redis::Client::open(url.as_str()).map_err(|source| RedisLayerError::InvalidUrl {
+                url: url.clone(),
+                source,
+            })?;
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), command.clone()).map_err(
+                |source| RedisLayerError::InvalidUrl {
+                    url: url.clone(),
+                    source,
+                },
+            )?;
+            shards.push(Shard { client, conn });
+        }
+        let ttl = config.layer.expiry().as_secs() + 10;
+        let crypto = Crypto::new(&config.encryption_keys, Some(ttl));
+        let client_prefix = format!("specific.{}!", uuid::Uuid::new_v4().simple());
+        let inner = Arc::new(Inner {
+            shards,
+            crypto,
+            client_prefix,
+            local: Mutex::new(HashMap::new()),
+            plain: Mutex::new(HashMap::new()),
+            memberships: Mutex::new(HashMap::new()),
+            healthy: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            reconnected: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        let key = inner.channel_key(&inner.client_prefix);
+        let shard = &inner.shards[inner.shard(&inner.client_prefix)];
+        let blocking = ConnectionManager::new_lazy_with_config(shard.client.clone(), inner.blocking_config())
+            .map_err(|source| RedisLayerError::InvalidUrl {
+                url: inner.config.hosts[0].clone(),
+                source,
+            })?;
+        tokio::spawn(receive_loop(
+            Arc::downgrade(&inner),
+            blocking,
+            key,
+            inner.shutdown.clone(),
+        ));
+        tokio::spawn(renew_loop(
+            Arc::downgrade(&inner),
+            inner.reconnected.clone(),
+            inner.shutdown.clone(),
+        ));
+        Ok(Self { inner })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// False while the receive task cannot reach Redis.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped because a local channel's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stored messages that could not be decoded (wrong key, corrupt data).
+    pub fn undecodable(&self) -> u64 {
+        self.inner.undecodable.load(Ordering::Relaxed)
+    }
+
+    /// This process's queue key in Redis, e.g. `asgispecific.<id>!`.
+    pub fn process_key(&self) -> String {
+        self.inner.channel_key(&self.inner.client_prefix)
+    }
+}
+
+impl Inner {
+    fn shard(&self, name: &str) -> usize {
+        shard_index(name, self.shards.len())
+    }
+
+    fn conn(&self, name: &str) -> ConnectionManager {
+        self.shards[self.shard(name)].conn.clone()
+    }
+
+    fn channel_key(&self, non_local: &str) -> String {
+        format!("{}{}", self.config.prefix, non_local)
+    }
+
+    fn group_key(&self, group: &GroupName) -> String {
+        format!("{}:group:{}", self.config.prefix, group)
+    }
+
+    fn blocking_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            // Longer than the blocking pop, or every idle pop would time out.
+            .set_response_timeout(Some(self.config.receive_timeout + Duration::from_secs(5)))
+            .set_number_of_retries(1)
+    }
+
+    fn is_mine(&self, channel: &ChannelName) -> bool {
+        channel.as_str().starts_with(&self.client_prefix)
+    }
+
+    fn expiry_secs(&self) -> u64 {
+        self.config.layer.expiry().as_secs().max(1)
+    }
+
+    /// Hands a popped member to the local channels it names.
+    fn dispatch(&self, member: &[u8], score: f64) {
+        let decoded = match decode_member(member, self.crypto.as_ref()) {
+            Ok(d) => d,
+            Err(error) => {
+                self.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "undecodable message in this process's Redis queue; dropped");
+                return;
+            }
+        };
+        if decoded.targets.is_empty() {
+            tracing::warn!(
+                r#type = decoded.message.message_type(),
+                "message without __asgi_channel__ in a process queue; dropped"
+            );
+            return;
+        }
+        let expires = score + self.config.layer.expiry().as_secs_f64();
+        let local = lock(&self.local);
+        for target in decoded.targets {
+            match local.get(&target) {
+                Some(queue) => {
+                    if !queue.push(expires, decoded.message.clone()) {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(channel = %target, "local buffer full; message dropped");
+                    }
+                }
+                None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
+            }
+        }
+    }
+
+    async fn write_membership(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        let mut conn = self.conn(group.as_str());
+        let key = self.group_key(group);
+        redis::pipe()
+            .atomic()
+            .zadd(&key, channel.as_str(), now().to_string())
+            .ignore()
+            .expire(&key, self.config.layer.group_expiry().as_secs() as i64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes again the memberships older than half the group expiry (or all).
+    async fn renew(&self, all: bool) {
+        let max_age = self.config.layer.group_expiry() / 2;
+        let due: Vec<(GroupName, ChannelName)> = lock(&self.memberships)
+            .iter()
+            .flat_map(|(ch, groups)| {
+                groups
+                    .iter()
+                    .filter(|(_, at)| all || at.elapsed() >= max_age)
+                    .map(move |(g, _)| (g.clone(), ch.clone()))
+            })
+            .collect();
+        if !due.is_empty() {
+            tracing::debug!(count = due.len(), all, "renewing group memberships");
+        }
+        for (group, channel) in due {
+            match self.write_membership(&group, &channel).await {
+                Ok(()) => {
+                    if let Some(groups) = lock(&self.memberships).get_mut(&channel) {
+                        if let Some(at) = groups.get_mut(&group) {
+                            *at = Instant::now();
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%group, %channel, %error, "could not renew a group membership");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, LayerError> {
+        let rx = {
+            let mut plain = lock(&self.plain);
+            plain
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    let shard = &self.shards[self.shard(channel.as_str())];
+                    // Lazy: this cannot fail for a client that was already opened.
+                    let conn =
+                        ConnectionManager::new_lazy_with_config(shard.client.clone(), self.blocking_config())
+                            .unwrap_or_else(|_| shard.conn.clone());
+                    Arc::new(PlainReceiver {
+                        queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
+                        fetching: AtomicBool::new(false),
+                        conn,
+                    })
+                })
+                .clone()
+        };
+        if !rx.fetching.swap(true, Ordering::AcqRel) {
+            let key = self.channel_key(channel.as_str());
+            tokio::spawn(fetch_one(
+                Arc::downgrade(self),
+                rx.clone(),
+                key,
+                self.shutdown.clone(),
+            ));
+        }
+        rx.queue
+            .pop()
+            .await
+            .ok_or_else(|| LayerError::ChannelClosed(channel.clone()))
+    }
+}
+
+/// Pops one message of a plain channel into its buffer (retrying while Redis
+/// is away), then stops until the next receive asks again.
+async fn fetch_one(inner: Weak<Inner>, rx: Arc<PlainReceiver>, key: String, token: CancellationToken) {
+    let mut conn = rx.conn.clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let timeout = match inner.upgrade() {
+            Some(i) => i.config.receive_timeout.as_secs().max(1),
+            None => return,
+        };
+        let mut cmd = redis::cmd("BZPOPMIN");
+        cmd.arg(&key).arg(timeout);
+        let popped = tokio::select! {
+            _ = token.cancelled() => return,
+            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut conn) => r,
+        };
+        match popped {
+            Ok(Some((_, member, score))) => {
+                let Some(inner) = inner.upgrade() else { return };
+                match decode_member(&member, inner.crypto.as_ref()) {
+                    Ok(d) => {
+                        // Clear the flag before the push: the receiver woken by
+                        // the push must be able to start the next fetch.
+                        rx.fetching.store(false, Ordering::Release);
+                        let expires = score + inner.config.layer.expiry().as_secs_f64();
+                        if !rx.queue.push(expires, d.message) {
+                            inner.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        inner.undecodable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, %key, "undecodable message; dropped");
+                        continue;
+                    }
+                }
+            }
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, %key, "blocking pop failed; retrying");
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Reads this process's queue and dispatches to local channels, for the
+/// life of the layer. Holds only a weak reference while it waits.
+async fn receive_loop(
+    inner: Weak<Inner>,
+    mut conn: ConnectionManager,
+    key: String,
+    token: CancellationToken,
+) {
+    let mut failing = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let timeout = match inner.upgrade() {
+            Some(i) => i.config.receive_timeout.as_secs().max(1),
+            None => return,
+        };
+        let mut cmd = redis::cmd("BZPOPMIN");
+        cmd.arg(&key).arg(timeout);
+        let popped = tokio::select! {
+            _ = token.cancelled() => return,
+            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut conn) => r,
+        };
+        let Some(layer) = inner.upgrade() else { return };
+        match popped {
+            Ok(hit) => {
+                if failing {
+                    failing = false;
+                    backoff = Duration::from_millis(100);
+                    layer.healthy.store(true, Ordering::Relaxed);
+                    tracing::info!(%key, "Redis is reachable again; receiving");
+                    layer.reconnected.notify_one();
+                }
+                if let Some((_, member, score)) = hit {
+                    layer.dispatch(&member, score);
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    failing = true;
+                    layer.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, %key, "Redis unavailable; WebSockets stay open, retrying with backoff");
+                }
+                drop(layer);
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Renews group memberships periodically, and all of them after a reconnect
+/// (Redis may have restarted empty).
+async fn renew_loop(inner: Weak<Inner>, reconnected: Arc<Notify>, token: CancellationToken) {
+    let period = match inner.upgrade() {
+        Some(i) => {
+            (i.config.layer.group_expiry() / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+        }
+        None => return,
+    };
+    loop {
+        let all = tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(period) => false,
+            _ = reconnected.notified() => true,
+        };
+        let Some(layer) = inner.upgrade() else { return };
+        layer.renew(all).await;
+    }
+}
+
+impl ChannelLayer for RedisChannelLayer {
+    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+        let inner = &self.inner;
+        let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
+        let name = ChannelName::new(&name).map_err(|e| LayerError::Corrupt(Box::new(e)))?;
+        let queue = LocalQueue::new(inner.config.layer.capacity_for(name.as_str()));
+        lock(&inner.local).insert(name.clone(), Arc::new(queue));
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
+        let inner = &self.inner;
+        let (non_local, target) = if channel.is_process_specific() {
+            (channel.non_local_name(), Target::One(channel))
+        } else {
+            (channel.as_str(), Target::None)
+        };
+        let member = encode_member(&message, target, inner.crypto.as_ref());
+        let now = now();
+        let expiry = inner.expiry_secs();
+        let capacity = inner.config.layer.capacity_for(channel.as_str());
+        let mut conn = inner.conn(non_local);
+        let stored: Result<i64, _> = scripts::SEND
+            .key(inner.channel_key(non_local))
+            .arg(member)
+            .arg(now.to_string())
+            .arg(now.floor() as i64 - expiry as i64)
+            .arg(capacity)
+            .arg(expiry)
+            .invoke_async(&mut conn)
+            .await;
+        match stored {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(SendError::Full {
+                channel: channel.clone(),
+                capacity,
+                message,
+            }),
+            Err(e) => Err(SendError::Layer {
+                channel: channel.clone(),
+                error: unavailable(e),
+                message,
+            }),
+        }
+    }
+
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+        let inner = &self.inner;
+        if inner.is_mine(channel) {
+            let queue = lock(&inner.local).get(channel).cloned();
+            let queue = queue.ok_or_else(|| LayerError::ChannelClosed(channel.clone()))?;
+            return queue
+                .pop()
+                .await
+                .ok_or_else(|| LayerError::ChannelClosed(channel.clone()));
+        }
+        if channel.is_process_specific() {
+            return Err(LayerError::ForeignChannel(channel.clone()));
+        }
+        inner.receive_plain(channel).await
+    }
+
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        let inner = &self.inner;
+        inner.write_membership(group, channel).await?;
+        if inner.is_mine(channel) {
+            lock(&inner.memberships)
+                .entry(channel.clone())
+                .or_default()
+                .insert(group.clone(), Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+        let inner = &self.inner;
+        if let Some(groups) = lock(&inner.memberships).get_mut(channel) {
+            groups.remove(group);
+        }
+        let mut conn = inner.conn(group.as_str());
+        redis::cmd("ZREM")
+            .arg(inner.group_key(group))
+            .arg(channel.as_str())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+        let inner = &self.inner;
+        let now = now();
+        let group_expiry = inner.config.layer.group_expiry().as_secs() as i64;
+        let mut conn = inner.conn(group.as_str());
+        let members: Vec<String> = scripts::GROUP_MEMBERS
+            .key(inner.group_key(group))
+            .arg(now.floor() as i64 - group_expiry)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut report = GroupSendReport::default();
+        if members.is_empty() {
+            return Ok(report);
+        }
+        // One payload per destination queue (one per process), each naming
+        // every member it carries, grouped by the shard that holds the queue.
+        let mut by_queue: BTreeMap<String, Vec<ChannelName>> = BTreeMap::new();
+        for member in members {
+            match ChannelName::new(&member) {
+                Ok(ch) => by_queue
+                    .entry(ch.non_local_name().to_owned())
+                    .or_default()
+                    .push(ch),
+                Err(error) => {
+                    tracing::warn!(%group, %member, %error, "invalid channel name in group; skipped")
+                }
+            }
+        }
+        let mut by_shard: BTreeMap<usize, Vec<(String, Vec<u8>, usize, usize)>> = BTreeMap::new();
+        for (non_local, channels) in &by_queue {
+            let refs: Vec<&ChannelName> = channels.iter().collect();
+            let payload = encode_member(&message, Target::Many(&refs), inner.crypto.as_ref());
+            let capacity = inner.config.layer.capacity_for(channels[0].as_str());
+            by_shard.entry(inner.shard(non_local)).or_default().push((
+                inner.channel_key(non_local),
+                payload,
+                capacity,
+                channels.len(),
+            ));
+        }
+        let expiry = inner.expiry_secs();
+        let mut failure = None;
+        for (shard, queues) in by_shard {
+            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            for (key, _, _, _) in &queues {
+                invocation.key(key);
+            }
+            for (_, payload, _, _) in &queues {
+                invocation.arg(payload.as_slice());
+            }
+            for (_, _, capacity, _) in &queues {
+                invocation.arg(*capacity);
+            }
+            invocation
+                .arg(now.to_string())
+                .arg(now.floor() as i64 - expiry as i64)
+                .arg(expiry);
+            let mut conn = inner.shards[shard].conn.clone();
+            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
+                Ok(stored) => {
+                    for ((_, _, _, members), ok) in queues.iter().zip(stored) {
+                        if ok == 1 {
+                            report.delivered += members;
+                        } else {
+                            report.dropped += members;
+                        }
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if report.dropped > 0 {
+            tracing::info!(%group, dropped = report.dropped, "group_send skipped members of full queues");
+        }
+        match failure {
+            Some(e) if report.delivered == 0 => Err(unavailable(e)),
+            Some(e) => {
+                tracing::warn!(%group, error = %e, "group_send reached some shards only");
+                Ok(report)
+            }
+            None => Ok(report),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), LayerError> {
+        let inner = &self.inner;
+        let pattern = format!("{}*", inner.config.prefix);
+        for shard in &inner.shards {
+            let mut conn = shard.conn.clone();
+            scripts::FLUSH
+                .arg(&pattern)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        lock(&inner.memberships).clear();
+        for queue in lock(&inner.local).values() {
+            queue.clear();
+        }
+        Ok(())
+    }
+
+    async fn close_channel(&self, channel: &ChannelName) {
+        let inner = &self.inner;
+        lock(&inner.memberships).remove(channel);
+        if let Some(queue) = lock(&inner.local).remove(channel) {
+            queue.close();
+        }
+        if let Some(rx) = lock(&inner.plain).remove(channel) {
+            rx.queue.close();
+        }
+    }
+}
