@@ -90,16 +90,21 @@ enum Outgoing<'a> {
     Error {
         message: &'a str,
     },
+    // `message` is an addition for pages written for the tutorial, which
+    // print `data.message` of every frame.
     UserJoin {
         username: &'a str,
+        message: &'a str,
     },
     UserLeave {
         username: &'a str,
+        message: &'a str,
     },
 }
 
 const INVALID_JSON: &str = "Invalid JSON format";
 const INVALID_MESSAGE: &str = "Invalid message";
+const UNDELIVERED: &str = "Message not delivered: the server cannot reach its channel layer; try again";
 
 /// One chat connection.
 #[derive(Debug)]
@@ -195,8 +200,16 @@ impl Consumer for ChatConsumer {
             id: Some(uuid::Uuid::new_v4().simple().to_string()),
             ts: Some(now_millis()),
         };
-        ctx.group_send(&room_group(room)?, &event).await?;
-        Ok(())
+        match ctx.group_send(&room_group(room)?, &event).await {
+            Ok(_) => Ok(()),
+            // The channel layer is unreachable (Redis down): tell the sender
+            // and keep the connection; the next message may get through.
+            Err(ConsumerError::Layer(error)) => {
+                tracing::warn!(%error, "chat message not delivered: channel layer unavailable");
+                Self::error(ctx, UNDELIVERED).await
+            }
+            Err(other) => Err(other),
+        }
     }
 
     async fn event(&mut self, ctx: &mut Context, event: ChatEvent) -> Result<(), ConsumerError> {
@@ -217,9 +230,21 @@ impl Consumer for ChatConsumer {
                 })
                 .await
             }
-            ChatEvent::Join { username } => ctx.send_json(&Outgoing::UserJoin { username: &username }).await,
+            ChatEvent::Join { username } => {
+                let message = format!("{username} joined the room");
+                ctx.send_json(&Outgoing::UserJoin {
+                    username: &username,
+                    message: &message,
+                })
+                .await
+            }
             ChatEvent::Leave { username } => {
-                ctx.send_json(&Outgoing::UserLeave { username: &username }).await
+                let message = format!("{username} left the room");
+                ctx.send_json(&Outgoing::UserLeave {
+                    username: &username,
+                    message: &message,
+                })
+                .await
             }
         }
     }

@@ -11,7 +11,7 @@ use estuary::{GroupSendReport, SendError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::{ChatEvent, MAX_MESSAGE_CHARS, now_millis, room_group, valid_room};
+use crate::chat::{ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, now_millis, room_group, valid_room};
 use crate::rooms::Rooms;
 
 /// What the push API handlers share.
@@ -70,6 +70,24 @@ fn report(r: GroupSendReport) -> Response {
         .into_response()
 }
 
+/// Refuses bodies not sent as `application/json`: a browser can POST other
+/// types across sites without a CORS preflight, JSON it cannot.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        ))
+    }
+}
+
 fn parse_body(body: &[u8]) -> Result<Message, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
@@ -83,6 +101,7 @@ async fn group_send(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    require_json(&headers)?;
     let group = GroupName::new(&group)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")))?;
     let message = parse_body(&body)?;
@@ -99,6 +118,7 @@ async fn channel_send(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    require_json(&headers)?;
     let channel = ChannelName::new(&channel)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid channel name: {e}")))?;
     let message = parse_body(&body)?;
@@ -126,6 +146,7 @@ async fn room_post(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    require_json(&headers)?;
     if !valid_room(&room) {
         return Err(error(StatusCode::NOT_FOUND, "invalid room name"));
     }
@@ -139,12 +160,14 @@ async fn room_post(
     if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid message"));
     }
+    let username = match post.username.as_deref().map(str::trim) {
+        None | Some("") => "Server".to_owned(),
+        Some(name) if name.chars().count() <= MAX_USERNAME_CHARS => name.to_owned(),
+        Some(_) => return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid username")),
+    };
     let event = ChatEvent::Message {
         message: text.to_owned(),
-        username: post
-            .username
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| "Server".into()),
+        username,
         id: Some(uuid::Uuid::new_v4().simple().to_string()),
         ts: Some(now_millis()),
     };

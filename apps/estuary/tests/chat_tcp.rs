@@ -42,12 +42,12 @@ async fn join_and_leave_events_for_named_members() {
     let dave = Client::join(&server.url("/ws/chat/presence/?username=dave")).await;
     assert_eq!(
         watcher.recv_json().await,
-        json!({"type": "user_join", "username": "dave"})
+        json!({"type": "user_join", "username": "dave", "message": "dave joined the room"})
     );
     dave.close().await;
     assert_eq!(
         watcher.recv_json().await,
-        json!({"type": "user_leave", "username": "dave"})
+        json!({"type": "user_leave", "username": "dave", "message": "dave left the room"})
     );
     // Anonymous members come and go silently.
     let anon = Client::join(&server.url("/ws/chat/presence/")).await;

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,7 +61,8 @@ pub struct Context {
     policy: SlowClientPolicy,
     groups: BTreeSet<GroupName>,
     closing: bool,
-    dropped: Arc<AtomicU64>,
+    dropped: u64,
+    released: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,7 +82,6 @@ impl Context {
         layer: ChannelLayerHandle,
         outbound: mpsc::Sender<Outgoing>,
         policy: SlowClientPolicy,
-        dropped: Arc<AtomicU64>,
     ) -> Self {
         Self {
             scope,
@@ -92,7 +91,8 @@ impl Context {
             policy,
             groups: BTreeSet::new(),
             closing: false,
-            dropped,
+            dropped: 0,
+            released: false,
         }
     }
 
@@ -150,12 +150,20 @@ impl Context {
     }
 
     /// Closes the connection with `code` and `reason` once the messages queued
-    /// before it are sent. Later sends fail; `disconnect` still runs.
+    /// before it are sent. Later sends fail; `disconnect` still runs. A code
+    /// that may not appear on the wire (1005, 1006, 1015, or outside
+    /// 1000–4999) is sent as 1000.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), ConsumerError> {
         if self.closing {
             return Ok(());
         }
         self.closing = true;
+        let code = if code.is_sendable() {
+            code
+        } else {
+            tracing::warn!(%code, "close code cannot be sent on the wire; sending 1000");
+            CloseCode::NORMAL
+        };
         self.enqueue(Outgoing::Close(CloseFrame::new(code, reason))).await
     }
 
@@ -165,7 +173,7 @@ impl Context {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(ConsumerError::ConnectionClosed),
             Err(mpsc::error::TrySendError::Full(item)) => match (self.policy, item) {
                 (SlowClientPolicy::Drop, Outgoing::Message(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped += 1;
                     Ok(())
                 }
                 (SlowClientPolicy::Drop, item) => {
@@ -195,8 +203,8 @@ impl Context {
 
     /// Removes this connection from `group`.
     pub async fn group_discard(&mut self, group: &GroupName) -> Result<(), ConsumerError> {
-        self.groups.remove(group);
         self.layer.group_discard(group, &self.channel).await?;
+        self.groups.remove(group);
         Ok(())
     }
 
@@ -220,12 +228,46 @@ impl Context {
         Ok(self.layer.send(channel, message).await?)
     }
 
-    /// Leaves every group joined through this context. Errors are logged.
-    pub(crate) async fn leave_all_groups(&mut self) {
+    /// Messages dropped for this client under [`SlowClientPolicy::Drop`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Leaves every group joined through this context and closes the
+    /// channel; errors are logged. Runs once.
+    pub(crate) async fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
         for group in std::mem::take(&mut self.groups) {
             if let Err(error) = self.layer.group_discard(&group, &self.channel).await {
                 tracing::warn!(%group, channel = %self.channel, %error, "group_discard failed at disconnect");
             }
         }
+        self.layer.close_channel(&self.channel).await;
+    }
+}
+
+impl Drop for Context {
+    /// A context dropped before its session finished (a handshake abandoned
+    /// mid-`connect`, a task that panicked) still leaves its groups and
+    /// closes its channel, on a spawned task.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(channel = %self.channel, "context dropped outside a runtime; groups not left");
+            return;
+        };
+        let layer = self.layer.clone();
+        let channel = self.channel.clone();
+        let groups = std::mem::take(&mut self.groups);
+        runtime.spawn(async move {
+            for group in groups {
+                let _ = layer.group_discard(&group, &channel).await;
+            }
+            layer.close_channel(&channel).await;
+        });
     }
 }

@@ -91,6 +91,7 @@ impl User {
 #[derive(Clone)]
 pub struct Scope {
     path: String,
+    raw_path: Option<String>,
     query_string: String,
     query_pairs: OnceLock<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -109,6 +110,7 @@ impl Scope {
         ScopeBuilder {
             scope: Scope {
                 path: path.into(),
+                raw_path: None,
                 query_string: String::new(),
                 query_pairs: OnceLock::new(),
                 headers: HeaderMap::new(),
@@ -123,9 +125,14 @@ impl Scope {
         }
     }
 
-    /// The request path, percent-decoding not applied (`/ws/chat/lobby/`).
+    /// The request path, percent-decoded (ASGI's `path`): `/ws/a b/` for `/ws/a%20b/`.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The path as received, still percent-encoded (ASGI's `raw_path`).
+    pub fn raw_path(&self) -> &str {
+        self.raw_path.as_deref().unwrap_or(&self.path)
     }
 
     /// The raw query string, without the `?`.
@@ -259,6 +266,12 @@ pub struct ScopeBuilder {
 }
 
 impl ScopeBuilder {
+    /// Sets the path as received, when it differs from the decoded path.
+    pub fn raw_path(mut self, raw: impl Into<String>) -> Self {
+        self.scope.raw_path = Some(raw.into());
+        self
+    }
+
     /// Sets the raw query string (without `?`).
     pub fn query_string(mut self, query: impl Into<String>) -> Self {
         self.scope.query_string = query.into();

@@ -342,11 +342,20 @@ impl RouterService {
         timeout: Option<Duration>,
     ) -> Result<Accepted, Response<Body>> {
         let router = &*self.inner;
-        let path = parts.uri.path().to_owned();
+        // Routes match the decoded path, as Django matches ASGI's `path`.
+        let raw_path = parts.uri.path();
+        let Ok(path) = percent_encoding::percent_decode_str(raw_path).decode_utf8() else {
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                "path is not valid UTF-8 once decoded",
+            ));
+        };
+        let path = path.into_owned();
         let Some((endpoint, params)) = router.find(&path) else {
             return Err(plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"));
         };
-        let mut builder = Scope::builder(path)
+        let mut builder = Scope::builder(path.clone())
+            .raw_path(raw_path)
             .query_string(parts.uri.query().unwrap_or_default())
             .headers(parts.headers.clone())
             .subprotocols(offered_subprotocols(&parts.headers))

@@ -53,8 +53,9 @@ impl WsSettings {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
             .write_buffer_size(self.write_buffer_size)
-            // Bounded by the outbound queue already; this is the hard stop.
-            .max_write_buffer_size(self.write_buffer_size.max(self.max_message_size) * 4)
+            // tungstenite's write buffer stays unbounded (its default): the
+            // outbound queue already bounds what a connection holds, and a
+            // cap here would refuse large outgoing messages outright.
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size.min(self.max_message_size)))
     }

@@ -115,6 +115,61 @@ where
     )
     .await;
     flush_removes_everything(make(LayerConfig::default()).await).await;
+    closed_channels_stay_closed(make(LayerConfig::default()).await).await;
+    one_order_per_group(make(LayerConfig::default()).await).await;
+}
+
+/// After `close_channel`, receiving fails with `ChannelClosed` and a later
+/// send does not bring the channel back.
+pub async fn closed_channels_stay_closed<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_closed");
+    let ch = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &ch).await.expect("group_add");
+    layer.close_channel(&ch).await;
+    let _ = layer.send(&ch, msg(1)).await;
+    let _ = layer.group_send(&room, msg(2)).await;
+    match tokio::time::timeout(WAIT, layer.receive(&ch)).await {
+        Ok(Err(estuary_core::LayerError::ChannelClosed(_))) => {}
+        other => panic!("expected ChannelClosed, got {other:?}"),
+    }
+}
+
+/// Concurrent group sends reach every member in one and the same order.
+pub async fn one_order_per_group<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_order");
+    let a = layer.new_channel().await.expect("new_channel");
+    let b = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &a).await.expect("group_add");
+    layer.group_add(&room, &b).await.expect("group_add");
+    let sender = |base: u64| {
+        let layer = &layer;
+        let room = &room;
+        async move {
+            for i in 0..25 {
+                layer.group_send(room, msg(base + i)).await.expect("group_send");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    tokio::join!(sender(0), sender(1000));
+    let mut seen_a = Vec::new();
+    let mut seen_b = Vec::new();
+    for _ in 0..50 {
+        seen_a.push(n(&recv(&layer, &a).await));
+        seen_b.push(n(&recv(&layer, &b).await));
+    }
+    assert_eq!(seen_a, seen_b, "members saw different orders");
+    for base in [0, 1000] {
+        let mine: Vec<u64> = seen_a
+            .iter()
+            .copied()
+            .filter(|v| (*v >= 1000) == (base == 1000))
+            .collect();
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "one sender's messages out of order: {mine:?}"
+        );
+    }
 }
 
 /// `new_channel` gives distinct process-specific names.

@@ -294,3 +294,91 @@ async fn disconnect_policy_waits_for_room_instead_of_dropping() {
     }
     assert_eq!(c.receive_text().await.unwrap(), "done");
 }
+
+/// Panics on "panic"; on "bye" sends a farewell then fails with a close code.
+struct Fragile {
+    disconnects: mpsc::UnboundedSender<CloseCode>,
+}
+
+impl Consumer for Fragile {
+    type Event = estuary_core::NoEvent;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        let name: String = ctx.scope().param("name")?;
+        ctx.send_text(name).await?;
+        Ok(Connect::accept())
+    }
+
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        match message.as_text() {
+            Some("panic") => panic!("a bug in a handler"),
+            _ => {
+                ctx.send_text("farewell").await?;
+                Err(ConsumerError::close(CloseCode::from(4001), "bye"))
+            }
+        }
+    }
+
+    async fn disconnect(&mut self, _ctx: &mut Context, code: CloseCode) {
+        let _ = self.disconnects.send(code);
+    }
+}
+
+fn fragile() -> (estuary_server::RouterService, mpsc::UnboundedReceiver<CloseCode>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .websocket("ws/<str:name>/", move || Fragile {
+            disconnects: tx.clone(),
+        })
+        .into_service();
+    (app, rx)
+}
+
+#[tokio::test]
+async fn a_panicking_handler_closes_with_1011_and_still_disconnects() {
+    let (app, mut disconnects) = fragile();
+    let mut c = Communicator::new(app, "/ws/x/");
+    c.connect().await.unwrap();
+    c.receive_text().await.unwrap();
+    c.send_text("panic").await.unwrap();
+    assert_eq!(c.receive_close().await.unwrap(), CloseCode::INTERNAL_ERROR);
+    assert_eq!(disconnects.recv().await, Some(CloseCode::INTERNAL_ERROR));
+}
+
+#[tokio::test]
+async fn messages_sent_before_a_close_error_are_delivered() {
+    let (app, _rx) = fragile();
+    let mut c = Communicator::new(app, "/ws/x/");
+    c.connect().await.unwrap();
+    c.receive_text().await.unwrap();
+    c.send_text("bye").await.unwrap();
+    assert_eq!(c.receive_text().await.unwrap(), "farewell");
+    assert_eq!(c.receive_close().await.unwrap(), CloseCode::from(4001));
+}
+
+#[tokio::test]
+async fn route_parameters_are_percent_decoded() {
+    let (app, _rx) = fragile();
+    let mut c = Communicator::new(app, "/ws/caf%C3%A9%20au%20lait/");
+    c.connect().await.unwrap();
+    assert_eq!(c.receive_text().await.unwrap(), "café au lait");
+}
+
+#[tokio::test]
+async fn a_rejected_handshake_leaves_its_groups_and_runs_disconnect() {
+    let (app, mut disconnects) = app();
+    let layer = app.router().channel_layer().clone();
+    let mut c = Communicator::new(app, "/ws/room/forbidden/");
+    assert!(c.connect().await.is_err());
+    assert_eq!(
+        disconnects.recv().await,
+        Some(CloseCode::ABNORMAL),
+        "as Channels: disconnect(1006)"
+    );
+    let m = Message::from_json(&serde_json::json!({"type": "chat.message", "message": "x"})).unwrap();
+    let report = layer
+        .group_send(&GroupName::new("room_forbidden").unwrap(), m)
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 0);
+}

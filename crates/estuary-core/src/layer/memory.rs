@@ -44,11 +44,15 @@ struct Inner {
     /// `specific.<uuid>!`: the prefix of every channel this layer makes.
     client_prefix: String,
     channels: Mutex<HashMap<ChannelName, Arc<Queue>>>,
-    groups: RwLock<HashMap<GroupName, HashMap<ChannelName, Member>>>,
+    /// Each group behind its own mutex: a group send pushes to every member
+    /// while holding it, so all members see one order per group.
+    groups: RwLock<HashMap<GroupName, Arc<Mutex<Members>>>>,
     /// Channel-map size after the last sweep of abandoned queues.
     swept_at: AtomicU64,
     dropped: AtomicU64,
 }
+
+type Members = HashMap<ChannelName, Member>;
 
 struct Member {
     added: Instant,
@@ -164,46 +168,74 @@ impl InMemoryChannelLayer {
     pub fn group_size(&self, group: &GroupName) -> usize {
         let now = Instant::now();
         let ttl = self.inner.config.group_expiry();
-        self.inner.groups().get(group).map_or(0, |m| {
-            m.iter().filter(|(name, m)| !m.is_stale(name, now, ttl)).count()
+        self.inner.group(group).map_or(0, |members| {
+            lock(&members)
+                .iter()
+                .filter(|(name, m)| !m.is_stale(name, now, ttl))
+                .count()
         })
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data behind these locks stays consistent even if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Inner {
     fn channels(&self) -> MutexGuard<'_, HashMap<ChannelName, Arc<Queue>>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.channels)
     }
 
-    fn groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
-        self.groups.read().unwrap_or_else(|e| e.into_inner())
+    fn group(&self, group: &GroupName) -> Option<Arc<Mutex<Members>>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group)
+            .cloned()
     }
 
-    fn groups_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupName, HashMap<ChannelName, Member>>> {
-        self.groups.write().unwrap_or_else(|e| e.into_inner())
+    fn group_or_insert(&self, group: &GroupName) -> Arc<Mutex<Members>> {
+        if let Some(members) = self.group(group) {
+            return members;
+        }
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        groups.entry(group.clone()).or_default().clone()
     }
 
-    fn queue(&self, channel: &ChannelName) -> Arc<Queue> {
+    /// Forgets `group` if it has no members left.
+    fn remove_if_empty(&self, group: &GroupName) {
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        if groups.get(group).is_some_and(|m| lock(m).is_empty()) {
+            groups.remove(group);
+        }
+    }
+
+    /// The queue of `channel`. This layer's own channels exist only between
+    /// `new_channel` and `close_channel`: for those, `None` unless `create`.
+    /// Any other name gets a queue on first use (a worker channel).
+    fn queue(&self, channel: &ChannelName, create: bool) -> Option<Arc<Queue>> {
         let mut channels = self.channels();
         if let Some(q) = channels.get(channel) {
-            return q.clone();
+            return Some(q.clone());
+        }
+        if !create && channel.as_str().starts_with(&self.client_prefix) {
+            return None;
         }
         let q = Arc::new(Queue::new(self.config.capacity_for(channel.as_str())));
         channels.insert(channel.clone(), q.clone());
         let len = channels.len() as u64;
         // Amortised cleanup: when the map has doubled since the last sweep,
-        // forget queues that hold nothing and nobody waits on. Channels made
-        // by `new_channel` are removed by `close_channel` instead.
+        // forget worker queues that hold nothing and nobody waits on.
         if len >= 2 * self.swept_at.load(Ordering::Relaxed).max(512) {
             let now = Instant::now();
+            let own = &self.client_prefix;
             channels.retain(|name, q| {
-                name.is_process_specific() || Arc::strong_count(q) > 1 || !q.is_abandoned(now)
+                name.as_str().starts_with(own.as_str()) || Arc::strong_count(q) > 1 || !q.is_abandoned(now)
             });
             self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
         }
-        q
+        Some(q)
     }
 }
 
@@ -211,12 +243,15 @@ impl ChannelLayer for InMemoryChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, LayerError> {
         let name = format!("{}{}", self.inner.client_prefix, uuid::Uuid::new_v4().simple());
         let name = ChannelName::new(&name).map_err(|e| LayerError::Corrupt(Box::new(e)))?;
-        self.inner.queue(&name);
+        self.inner.queue(&name, true);
         Ok(name)
     }
 
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
-        let queue = self.inner.queue(channel);
+        let Some(queue) = self.inner.queue(channel, false) else {
+            tracing::debug!(%channel, "send to a closed channel; dropped");
+            return Ok(());
+        };
         let now = Instant::now();
         queue
             .push(message, now + self.inner.config.expiry(), now)
@@ -228,7 +263,10 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
-        let queue = self.inner.queue(channel);
+        let queue = self
+            .inner
+            .queue(channel, false)
+            .ok_or_else(|| LayerError::ChannelClosed(channel.clone()))?;
         loop {
             let ready = queue.ready.notified();
             tokio::pin!(ready);
@@ -244,26 +282,25 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
-        let queue = self.inner.queue(channel);
-        let member = Member {
-            added: Instant::now(),
-            queue,
+        let Some(queue) = self.inner.queue(channel, false) else {
+            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
+            return Ok(());
         };
-        self.inner
-            .groups_mut()
-            .entry(group.clone())
-            .or_default()
-            .insert(channel.clone(), member);
+        let members = self.inner.group_or_insert(group);
+        lock(&members).insert(
+            channel.clone(),
+            Member {
+                added: Instant::now(),
+                queue,
+            },
+        );
         Ok(())
     }
 
     async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
-        let mut groups = self.inner.groups_mut();
-        if let Some(members) = groups.get_mut(group) {
-            members.remove(channel);
-            if members.is_empty() {
-                groups.remove(group);
-            }
+        if let Some(members) = self.inner.group(group) {
+            lock(&members).remove(channel);
+            self.inner.remove_if_empty(group);
         }
         Ok(())
     }
@@ -273,32 +310,23 @@ impl ChannelLayer for InMemoryChannelLayer {
         let expires = now + self.inner.config.expiry();
         let ttl = self.inner.config.group_expiry();
         let mut report = GroupSendReport::default();
-        let mut stale = false;
-        {
-            let groups = self.inner.groups();
-            let Some(members) = groups.get(group) else {
-                return Ok(report);
-            };
-            for (name, member) in members {
-                if member.is_stale(name, now, ttl) {
-                    stale = true;
-                    continue;
-                }
+        let Some(members) = self.inner.group(group) else {
+            return Ok(report);
+        };
+        let empty = {
+            let mut members = lock(&members);
+            members.retain(|name, m| !m.is_stale(name, now, ttl));
+            for member in members.values() {
                 // Cloning a Message clones a refcounted Bytes: one encoding for all.
                 match member.queue.push(message.clone(), expires, now) {
                     Ok(()) => report.delivered += 1,
                     Err(_) => report.dropped += 1,
                 }
             }
-        }
-        if stale {
-            let mut groups = self.inner.groups_mut();
-            if let Some(members) = groups.get_mut(group) {
-                members.retain(|name, m| !m.is_stale(name, now, ttl));
-                if members.is_empty() {
-                    groups.remove(group);
-                }
-            }
+            members.is_empty()
+        };
+        if empty {
+            self.inner.remove_if_empty(group);
         }
         if report.dropped > 0 {
             self.inner
@@ -310,11 +338,18 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn flush(&self) -> Result<(), LayerError> {
-        self.inner.groups_mut().clear();
-        let channels = std::mem::take(&mut *self.inner.channels());
-        for queue in channels.values() {
+        self.inner
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        // Open channels stay open (their receivers keep waiting); only
+        // messages go, and worker queues are forgotten.
+        let own = self.inner.client_prefix.clone();
+        self.inner.channels().retain(|name, queue| {
             queue.items().clear();
-        }
+            name.as_str().starts_with(&own)
+        });
         Ok(())
     }
 

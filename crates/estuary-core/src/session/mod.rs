@@ -6,14 +6,21 @@
 //! the channel layer's next event for this connection, the outbound queue,
 //! keepalive and shutdown.
 
+mod rate;
+mod transport;
+
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use rate::RateLimit;
+pub use transport::{Inbound, Transport, TransportError};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
@@ -21,80 +28,22 @@ use crate::context::{Context, Outgoing, SlowClientPolicy};
 use crate::error::ConsumerError;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, LayerError};
 use crate::scope::Scope;
-use crate::ws::WsMessage;
-
-/// What a transport read from the client.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A complete data message.
-    Message(WsMessage),
-    /// A pong (or any other sign of life that is not data).
-    Pong,
-    /// The client sent a close frame (`None`: one without a code).
-    Close(Option<CloseFrame>),
-}
-
-/// Why a transport failed. Each maps to the close code the session sends.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// A message or frame over the configured maximum size (1009).
-    #[error("message too big")]
-    TooBig,
-    /// A text message that is not valid UTF-8 (1007).
-    #[error("invalid UTF-8 in a text message")]
-    InvalidUtf8,
-    /// Any other WebSocket protocol violation (1002).
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    /// The connection is gone.
-    #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl TransportError {
-    /// The close code to answer this error with.
-    pub fn close_code(&self) -> CloseCode {
-        match self {
-            TransportError::TooBig => CloseCode::MESSAGE_TOO_BIG,
-            TransportError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            TransportError::Protocol(_) => CloseCode::PROTOCOL_ERROR,
-            TransportError::Io(_) => CloseCode::ABNORMAL,
-        }
-    }
-}
-
-/// A WebSocket connection as a session needs it. Implemented by the server
-/// over tokio-tungstenite and by the test communicator over in-process queues.
-pub trait Transport: Send {
-    /// The next message from the client; `None` when the connection ended
-    /// without a close frame. Must be cancel-safe.
-    fn recv(&mut self) -> impl Future<Output = Option<Result<Inbound, TransportError>>> + Send;
-
-    /// Queues `message` for the client; it may sit in a buffer until
-    /// [`flush`](Self::flush).
-    fn feed(&mut self, message: WsMessage) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Writes out everything fed so far.
-    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Sends a ping.
-    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Sends a close frame (when `frame` is `Some`) and completes the closing
-    /// handshake within the transport's own deadline.
-    fn close(&mut self, frame: Option<CloseFrame>) -> impl Future<Output = ()> + Send;
-}
-
-/// A per-connection rate limit on client messages: a token bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Messages per second allowed on average.
-    pub per_second: f64,
-    /// Messages allowed in a burst.
-    pub burst: u32,
-}
+use rate::Bucket;
 
 /// Settings of a session (the server fills them from its configuration).
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_core::{RateLimit, SessionConfig, SlowClientPolicy};
+///
+/// let config = SessionConfig {
+///     outbound_capacity: 128,
+///     slow_client: SlowClientPolicy::Drop,
+///     rate_limit: Some(RateLimit { per_second: 10.0, burst: 20 }),
+///     ..SessionConfig::default()
+/// };
+/// assert_eq!(config.ping_interval, Some(Duration::from_secs(20)));
+/// ```
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Capacity of the outbound queue, in messages (default 64).
@@ -140,6 +89,11 @@ pub struct Outcome {
 
 /// One consumer bound to one connection, from handshake to disconnect.
 ///
+/// Whatever happens — a rejected handshake, a handler that fails or
+/// panics, a client that vanishes, a shutdown, or the session being dropped
+/// unfinished — the connection's groups are left and its channel is closed,
+/// exactly once.
+///
 /// ```
 /// use estuary_core::{ChannelLayerHandle, Connect, NoEvent, Consumer, Scope, Session, SessionConfig};
 ///
@@ -159,7 +113,6 @@ pub struct Session<C: Consumer> {
     ctx: Context,
     outbound: mpsc::Receiver<Outgoing>,
     config: SessionConfig,
-    dropped: Arc<AtomicU64>,
 }
 
 impl<C: Consumer> std::fmt::Debug for Session<C> {
@@ -170,13 +123,43 @@ impl<C: Consumer> std::fmt::Debug for Session<C> {
     }
 }
 
+/// What the loop does next.
 enum Step {
     Continue,
-    Close {
-        frame: Option<CloseFrame>,
-        code: CloseCode,
-        client_closed: bool,
-    },
+    Close(Closing),
+}
+
+/// How the connection closes.
+struct Closing {
+    /// The close frame to send (`None`: the transport is gone or the client closed).
+    frame: Option<CloseFrame>,
+    /// The code handed to `disconnect`.
+    code: CloseCode,
+    client_closed: bool,
+    /// Whether messages still queued should be written before the close frame
+    /// (not when the transport failed or the client stopped reading).
+    drain: bool,
+}
+
+impl Closing {
+    fn server(code: CloseCode, reason: &str, drain: bool) -> Step {
+        let frame = code.is_sendable().then(|| CloseFrame::new(code, reason));
+        Step::Close(Closing {
+            frame,
+            code,
+            client_closed: false,
+            drain,
+        })
+    }
+
+    fn gone(code: CloseCode, client_closed: bool) -> Step {
+        Step::Close(Closing {
+            frame: None,
+            code,
+            client_closed,
+            drain: false,
+        })
+    }
 }
 
 impl<C: Consumer> Session<C> {
@@ -184,7 +167,8 @@ impl<C: Consumer> Session<C> {
     ///
     /// On acceptance returns the session (ready to [`run`](Self::run) once the
     /// handshake completes) and how to accept. On rejection the consumer's
-    /// groups and channel are released and the rejection is returned.
+    /// `disconnect` runs with 1006 (as Channels does), its groups and channel
+    /// are released, and the rejection is returned.
     pub async fn open(
         mut consumer: C,
         scope: Scope,
@@ -199,38 +183,37 @@ impl<C: Consumer> Session<C> {
             }
         })?;
         let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let mut ctx = Context::new(
-            Arc::new(scope),
-            channel,
-            layer,
-            tx,
-            config.slow_client,
-            dropped.clone(),
-        );
-        let decision = consumer.connect(&mut ctx).await;
+        let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
+        let decision = AssertUnwindSafe(consumer.connect(&mut ctx)).catch_unwind().await;
         let mut session = Self {
             consumer,
             ctx,
             outbound: rx,
             config,
-            dropped,
         };
-        match decision {
-            Ok(Connect::Accept(accept)) => Ok((session, accept)),
-            Ok(Connect::Reject(reject)) => {
-                session.release().await;
-                Err(reject)
-            }
-            Err(error) => {
+        let reject = match decision {
+            Ok(Ok(Connect::Accept(accept))) => return Ok((session, accept)),
+            Ok(Ok(Connect::Reject(reject))) => reject,
+            Ok(Err(error)) => {
                 tracing::info!(path = session.ctx.scope().path(), %error, "connect failed; handshake rejected");
-                session.release().await;
-                Err(Reject {
+                Reject {
                     status: error.http_status(),
                     reason: error.http_reason(),
-                })
+                }
             }
-        }
+            Err(_) => {
+                tracing::error!(
+                    path = session.ctx.scope().path(),
+                    "connect panicked; handshake rejected"
+                );
+                Reject {
+                    status: http::StatusCode::INTERNAL_SERVER_ERROR,
+                    reason: "internal error".into(),
+                }
+            }
+        };
+        session.finish(CloseCode::ABNORMAL).await;
+        Err(reject)
     }
 
     /// This connection's channel name.
@@ -238,56 +221,60 @@ impl<C: Consumer> Session<C> {
         self.ctx.channel_name()
     }
 
-    async fn release(&mut self) {
-        self.ctx.leave_all_groups().await;
-        self.ctx.layer().close_channel(self.ctx.channel_name()).await;
+    /// Runs `disconnect` (shielded from panics), then releases groups and channel.
+    async fn finish(&mut self, code: CloseCode) {
+        self.outbound.close();
+        if AssertUnwindSafe(self.consumer.disconnect(&mut self.ctx, code))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(channel = %self.ctx.channel_name(), "disconnect handler panicked");
+        }
+        self.ctx.release().await;
     }
 
     /// Runs the connection until it closes or `shutdown` is cancelled (then it
     /// sends what is queued, closes with 1001 and runs `disconnect`).
     pub async fn run<T: Transport>(mut self, mut transport: T, shutdown: CancellationToken) -> Outcome {
-        let mut keepalive = self.config.ping_interval.map(|every| {
+        let config = self.config.clone();
+        let mut keepalive = config.ping_interval.map(|every| {
             let mut t = tokio::time::interval_at(Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
         let mut last_heard = Instant::now();
-        let mut bucket = self.config.rate_limit.map(|r| Bucket::new(r, Instant::now()));
+        let mut ping_sent: Option<Instant> = None;
+        let mut bucket = config.rate_limit.map(|r| Bucket::new(r, Instant::now()));
         let mut layer_pause: Option<Instant> = None;
         let layer = self.ctx.layer().clone();
         let channel = self.ctx.channel_name().clone();
-        let write_timeout = self.config.write_timeout;
+        let limit = config.write_timeout;
 
-        let (frame, code, client_closed) = loop {
+        let closing = loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    let frame = CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down");
-                    Step::Close { frame: Some(frame), code: CloseCode::GOING_AWAY, client_closed: false }
-                }
-                Some(item) = self.outbound.recv() => write_batch(&mut transport, &mut self.outbound, item, write_timeout).await,
+                _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
+                Some(item) = self.outbound.recv() => write_batch(&mut transport, &mut self.outbound, item, limit).await,
                 inbound = transport.recv() => {
                     last_heard = Instant::now();
+                    ping_sent = None;
                     match inbound {
-                        None => Step::Close { frame: None, code: CloseCode::ABNORMAL, client_closed: true },
+                        None => Closing::gone(CloseCode::ABNORMAL, true),
                         Some(Ok(Inbound::Pong)) => Step::Continue,
                         Some(Ok(Inbound::Close(frame))) => {
-                            let code = frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code);
-                            Step::Close { frame: None, code, client_closed: true }
+                            Closing::gone(frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code), true)
                         }
                         Some(Err(error)) => {
                             tracing::debug!(%channel, %error, "closing on transport error");
-                            let code = error.close_code();
-                            let frame = code.is_sendable().then(|| CloseFrame::new(code, error.to_string()));
-                            Step::Close { frame, code, client_closed: false }
+                            Closing::server(error.close_code(), &error.to_string(), false)
                         }
                         Some(Ok(Inbound::Message(message))) => {
                             if bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
-                                let frame = CloseFrame::new(CloseCode::POLICY_VIOLATION, "rate limit exceeded");
-                                Step::Close { frame: Some(frame), code: CloseCode::POLICY_VIOLATION, client_closed: false }
+                                Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true)
                             } else {
                                 let fut = self.consumer.receive(&mut self.ctx, message);
-                                drive(fut, &mut transport, &mut self.outbound, write_timeout).await
+                                drive(fut, &mut transport, &mut self.outbound, limit, &shutdown).await
                             }
                         }
                     }
@@ -300,11 +287,10 @@ impl<C: Consumer> Session<C> {
                                 Err(error) => self.consumer.undecodable_event(&mut self.ctx, message, error).await,
                             }
                         };
-                        drive(fut, &mut transport, &mut self.outbound, write_timeout).await
+                        drive(fut, &mut transport, &mut self.outbound, limit, &shutdown).await
                     }
                     Err(LayerError::ChannelClosed(_)) => {
-                        let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, "channel closed");
-                        Step::Close { frame: Some(frame), code: CloseCode::INTERNAL_ERROR, client_closed: false }
+                        Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
                     }
                     Err(error) => {
                         // The backend is down: keep the socket, retry in a second.
@@ -314,68 +300,77 @@ impl<C: Consumer> Session<C> {
                     }
                 },
                 _ = sleep_until_opt(layer_pause) => { layer_pause = None; Step::Continue }
-                _ = tick_opt(keepalive.as_mut()) => {
-                    let interval = self.config.ping_interval.unwrap_or_default();
-                    if last_heard.elapsed() > interval + self.config.ping_timeout {
-                        tracing::debug!(%channel, "peer silent past the ping timeout; dropping");
-                        Step::Close { frame: None, code: CloseCode::ABNORMAL, client_closed: false }
-                    } else if transport.ping().await.is_err() {
-                        Step::Close { frame: None, code: CloseCode::ABNORMAL, client_closed: false }
-                    } else {
-                        Step::Continue
+                _ = tick_opt(keepalive.as_mut()) => match ping_sent {
+                    // Dead only when a ping went unanswered for the whole
+                    // timeout: a long handler does not make a client dead.
+                    Some(at) if at.elapsed() >= config.ping_timeout && last_heard < at => {
+                        tracing::debug!(%channel, "no answer to a ping within the timeout; dropping the peer");
+                        Closing::gone(CloseCode::ABNORMAL, false)
                     }
+                    Some(_) => Step::Continue,
+                    None => match tokio::time::timeout(limit, transport.ping()).await {
+                        Ok(Ok(())) => {
+                            ping_sent = Some(Instant::now());
+                            Step::Continue
+                        }
+                        _ => Closing::gone(CloseCode::ABNORMAL, false),
+                    },
                 }
             };
-            if let Step::Close {
-                frame,
-                code,
-                client_closed,
-            } = step
-            {
-                break (frame, code, client_closed);
+            if let Step::Close(closing) = step {
+                break closing;
             }
         };
 
-        // Let in-flight sends finish before the close frame, unless the
-        // transport is already gone or the client broke the protocol.
-        if frame
-            .as_ref()
-            .is_some_and(|f| matches!(f.code(), CloseCode::GOING_AWAY | CloseCode::NORMAL))
-        {
-            self.outbound.close();
-            while let Ok(Outgoing::Message(m)) = self.outbound.try_recv() {
-                if transport.feed(m).await.is_err() {
-                    break;
-                }
-            }
-            let _ = transport.flush().await;
-        }
+        let Closing {
+            frame,
+            code,
+            client_closed,
+            drain,
+        } = closing;
         self.outbound.close();
-        if code != CloseCode::ABNORMAL || frame.is_some() {
+        if drain {
+            // Let in-flight sends finish before the close frame.
+            let flushed = tokio::time::timeout(limit, async {
+                while let Ok(Outgoing::Message(m)) = self.outbound.try_recv() {
+                    if transport.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = transport.flush().await;
+            })
+            .await;
+            if flushed.is_err() {
+                tracing::debug!(%channel, "queued messages not written before close: client too slow");
+            }
+        }
+        if frame.is_some() || client_closed {
             transport.close(frame).await;
         }
-        self.consumer.disconnect(&mut self.ctx, code).await;
-        self.release().await;
+        self.finish(code).await;
         Outcome {
             code,
             client_closed,
-            dropped: self.dropped.load(Ordering::Relaxed),
+            dropped: self.ctx.dropped(),
         }
     }
 }
 
 /// Runs a handler to completion while writing what it queues; then maps its
-/// result to the next step.
+/// result to the next step. A panicking handler closes with 1011; a shutdown
+/// abandons the handler and closes with 1001.
 async fn drive<T, F>(
     fut: F,
     transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
-    write_timeout: Duration,
+    limit: Duration,
+    shutdown: &CancellationToken,
 ) -> Step
 where
     T: Transport,
     F: Future<Output = Result<(), ConsumerError>>,
 {
+    let fut = AssertUnwindSafe(fut).catch_unwind();
     tokio::pin!(fut);
     let mut pending: Option<Step> = None;
     let result = loop {
@@ -383,11 +378,14 @@ where
             biased;
             result = &mut fut => break result,
             Some(item) = outbound.recv(), if pending.is_none() => {
-                if let step @ Step::Close { .. } = write_batch(transport, outbound, item, write_timeout).await {
+                if let step @ Step::Close(_) = write_batch(transport, outbound, item, limit).await {
                     // Stop writing; later sends from the handler fail fast.
                     outbound.close();
                     pending = Some(step);
                 }
+            }
+            _ = shutdown.cancelled(), if pending.is_none() => {
+                return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
             }
         }
     };
@@ -395,25 +393,20 @@ where
         return step;
     }
     match result {
-        Ok(()) => Step::Continue,
-        Err(error) => {
+        Ok(Ok(())) => Step::Continue,
+        Ok(Err(ConsumerError::ConnectionClosed)) => Closing::gone(CloseCode::ABNORMAL, false),
+        Ok(Err(error)) => {
             let code = error.close_code();
-            if matches!(error, ConsumerError::ConnectionClosed) {
-                return Step::Close {
-                    frame: None,
-                    code,
-                    client_closed: false,
-                };
+            if !matches!(error, ConsumerError::Close { .. }) {
+                tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
             }
-            tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
-            let frame = code
-                .is_sendable()
-                .then(|| CloseFrame::new(code, error.close_reason()));
-            Step::Close {
-                frame,
-                code,
-                client_closed: false,
-            }
+            // Messages the handler queued before failing still go out.
+            let drain = !matches!(error, ConsumerError::SlowClient);
+            Closing::server(code, error.close_reason(), drain)
+        }
+        Err(_) => {
+            tracing::error!("consumer handler panicked; closing the connection with 1011");
+            Closing::server(CloseCode::INTERNAL_ERROR, "internal error", true)
         }
     }
 }
@@ -430,12 +423,7 @@ async fn write_batch<T: Transport>(
         Ok(step) => step,
         Err(_) => {
             tracing::info!("client stopped reading; closing it as too slow");
-            let frame = CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client too slow");
-            Step::Close {
-                frame: Some(frame),
-                code: CloseCode::TRY_AGAIN_LATER,
-                client_closed: false,
-            }
+            Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
         }
     }
 }
@@ -451,19 +439,16 @@ async fn write_batch_inner<T: Transport>(
             Outgoing::Close(frame) => {
                 let _ = transport.flush().await;
                 let code = frame.code();
-                return Step::Close {
+                return Step::Close(Closing {
                     frame: Some(frame),
                     code,
                     client_closed: false,
-                };
+                    drain: false,
+                });
             }
             Outgoing::Message(m) => {
                 if transport.feed(m).await.is_err() {
-                    return Step::Close {
-                        frame: None,
-                        code: CloseCode::ABNORMAL,
-                        client_closed: false,
-                    };
+                    return Closing::gone(CloseCode::ABNORMAL, false);
                 }
             }
         }
@@ -474,11 +459,7 @@ async fn write_batch_inner<T: Transport>(
     }
     match transport.flush().await {
         Ok(()) => Step::Continue,
-        Err(_) => Step::Close {
-            frame: None,
-            code: CloseCode::ABNORMAL,
-            client_closed: false,
-        },
+        Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
     }
 }
 
@@ -495,33 +476,5 @@ async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-struct Bucket {
-    limit: RateLimit,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(limit: RateLimit, now: Instant) -> Self {
-        Self {
-            limit,
-            tokens: f64::from(limit.burst.max(1)),
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.per_second;
-        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst.max(1)));
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
