@@ -7,8 +7,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack)"
 scripts/install-browser.sh
+scripts/install-interop.sh
+export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
+command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use estuary::prelude::*;
+use estuary::redis::{RedisChannelLayer, RedisConfig};
 use estuary::server::{OriginLayer, RouterService, ServerConfig};
 use estuary::{InMemoryChannelLayer, LayerConfig};
 
@@ -27,13 +28,46 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         .merge(push_routes(push))
 }
 
-/// The in-memory channel layer with the configured settings.
-pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
-    let layer = LayerConfig::default()
+fn layer_config(config: &Config) -> LayerConfig {
+    LayerConfig::default()
         .with_capacity(config.layer.capacity)
         .with_expiry(Duration::from_secs(config.layer.expiry))
-        .with_group_expiry(Duration::from_secs(config.layer.group_expiry));
-    ChannelLayerHandle::new(InMemoryChannelLayer::new(layer))
+        .with_group_expiry(Duration::from_secs(config.layer.group_expiry))
+}
+
+/// The in-memory channel layer with the configured settings.
+pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
+    ChannelLayerHandle::new(InMemoryChannelLayer::new(layer_config(config)))
+}
+
+/// The configured channel layer: Redis when hosts are given, else in-memory.
+/// Must be called inside the runtime (the Redis layer starts its tasks).
+pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
+    if config.layer.redis.is_empty() {
+        return Ok(in_memory_layer(config));
+    }
+    let redis = RedisConfig::new(config.layer.redis.clone())
+        .with_prefix(config.layer.prefix.clone())
+        .with_encryption_keys(config.layer.encryption_keys.clone())
+        .with_layer_config(layer_config(config));
+    Ok(ChannelLayerHandle::new(RedisChannelLayer::new(redis)?))
+}
+
+fn describe(config: &Config) -> String {
+    if config.layer.redis.is_empty() {
+        "in-memory".into()
+    } else {
+        let encrypted = if config.layer.encryption_keys.is_empty() {
+            ""
+        } else {
+            ", encrypted"
+        };
+        format!(
+            "redis {} (prefix {:?}{encrypted})",
+            config.layer.redis.join(","),
+            config.layer.prefix
+        )
+    }
 }
 
 /// The origin check: the server's own host, the configured origins, and
@@ -46,7 +80,7 @@ pub fn origin_layer(config: &Config) -> OriginLayer {
 
 /// Serves `config` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let layer = in_memory_layer(&config);
+    let layer = channel_layer(&config)?;
     let service: RouterService = router(&config, layer).into_service();
     let service = tower::Layer::layer(&origin_layer(&config), service);
     let server_config = ServerConfig {
@@ -60,8 +94,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     .with_config(server_config);
     match server.local_addr() {
-        Some(addr) => tracing::info!("estuary listening on http://{addr}/chat/ (channel layer: in-memory)"),
-        None => tracing::info!(bind = %config.bind, "estuary listening (channel layer: in-memory)"),
+        Some(addr) => tracing::info!(
+            "estuary listening on http://{addr}/chat/ (channel layer: {})",
+            describe(&config)
+        ),
+        None => {
+            tracing::info!(bind = %config.bind, "estuary listening (channel layer: {})", describe(&config))
+        }
     }
     server.serve(service, shutdown_signal()).await?;
     tracing::info!("estuary stopped");

@@ -79,6 +79,12 @@ pub struct WebSocketConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayerSettings {
+    /// Redis URLs of the channel layer, in ring order; empty: the in-memory layer.
+    pub redis: Vec<String>,
+    /// Key prefix in Redis (channels_redis `prefix`).
+    pub prefix: String,
+    /// channels_redis `symmetric_encryption_keys`.
+    pub encryption_keys: Vec<String>,
     /// Messages a channel holds.
     pub capacity: usize,
     /// Seconds a message lives.
@@ -129,6 +135,9 @@ impl Default for WebSocketConfig {
 impl Default for LayerSettings {
     fn default() -> Self {
         Self {
+            redis: Vec::new(),
+            prefix: "asgi".into(),
+            encryption_keys: Vec::new(),
             capacity: 100,
             expiry: 60,
             group_expiry: 86_400,
@@ -178,6 +187,28 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "ESTUARY_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
+    /// Channel layer: `memory`, or Redis URLs (comma-separated or repeated, in ring order).
+    #[arg(long, env = "ESTUARY_LAYER", value_delimiter = ',')]
+    pub layer: Option<Vec<String>>,
+    /// Redis key prefix (must match Django's CHANNEL_LAYERS prefix).
+    #[arg(long, env = "ESTUARY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// channels_redis symmetric encryption keys, comma-separated (first encrypts).
+    #[arg(
+        long = "encryption-key",
+        env = "ESTUARY_ENCRYPTION_KEYS",
+        value_delimiter = ','
+    )]
+    pub encryption_keys: Option<Vec<String>>,
+    /// Messages a channel holds.
+    #[arg(long, env = "ESTUARY_CAPACITY")]
+    pub capacity: Option<usize>,
+    /// Seconds a channel-layer message lives.
+    #[arg(long, env = "ESTUARY_EXPIRY")]
+    pub expiry: Option<u64>,
+    /// Seconds a group membership lives.
+    #[arg(long, env = "ESTUARY_GROUP_EXPIRY")]
+    pub group_expiry: Option<u64>,
 }
 
 impl Config {
@@ -220,6 +251,24 @@ impl Config {
         if let Some(v) = a.shutdown_timeout {
             config.server.shutdown_timeout = v;
         }
+        if let Some(v) = a.layer {
+            config.layer.redis = v.into_iter().filter(|u| !u.is_empty() && u != "memory").collect();
+        }
+        if let Some(v) = a.redis_prefix {
+            config.layer.prefix = v;
+        }
+        if let Some(v) = a.encryption_keys {
+            config.layer.encryption_keys = v.into_iter().filter(|k| !k.is_empty()).collect();
+        }
+        if let Some(v) = a.capacity {
+            config.layer.capacity = v;
+        }
+        if let Some(v) = a.expiry {
+            config.layer.expiry = v;
+        }
+        if let Some(v) = a.group_expiry {
+            config.layer.group_expiry = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -235,6 +284,16 @@ impl Config {
         }
         if self.websocket.outbound_capacity == 0 || self.layer.capacity == 0 {
             bail!("queue capacities must be at least 1");
+        }
+        if self.layer.expiry == 0 || self.layer.group_expiry == 0 {
+            bail!("layer.expiry and layer.group_expiry must be at least 1 second");
+        }
+        for url in &self.layer.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                bail!(
+                    "invalid channel layer {url:?}: use memory, redis://HOST:PORT/DB, rediss:// or unix://"
+                );
+            }
         }
         Ok(())
     }

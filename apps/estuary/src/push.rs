@@ -180,6 +180,20 @@ async fn room_post(
     }
 }
 
+/// `GET /healthz`: 200 when the channel layer is reachable, 503 when not
+/// (WebSockets stay open meanwhile).
+async fn health(State(state): State<PushState>) -> Response {
+    if state.layer.is_available() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "channel layer unavailable"})),
+        )
+            .into_response()
+    }
+}
+
 /// `GET /api/rooms`, `POST /api/groups/{group}/send`,
 /// `POST /api/channels/{channel}/send`, `POST /api/rooms/{room}/messages`,
 /// `GET /healthz`.
@@ -192,6 +206,6 @@ pub fn routes(state: PushState) -> axum::Router {
         .route("/api/groups/{group}/send", post(group_send))
         .route("/api/channels/{channel}/send", post(channel_send))
         .route("/api/rooms/{room}/messages", post(room_post))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .with_state(state)
 }

@@ -684,6 +684,10 @@ impl ChannelLayer for RedisChannelLayer {
         Ok(())
     }
 
+    fn is_available(&self) -> bool {
+        self.is_healthy()
+    }
+
     async fn close_channel(&self, channel: &ChannelName) {
         let inner = &self.inner;
         lock(&inner.memberships).remove(channel);

@@ -58,6 +58,10 @@ pub use estuary_server::{
 #[cfg(feature = "server")]
 pub use estuary_server as server;
 
+/// The Redis channel layer, wire-compatible with Django's channels_redis.
+#[cfg(feature = "redis")]
+pub use estuary_redis as redis;
+
 /// Test tools: [`Communicator`](testing::Communicator) and the layer
 /// conformance suite.
 #[cfg(feature = "testing")]

@@ -34,6 +34,7 @@ trait DynChannelLayer: Send + Sync {
     ) -> BoxFuture<'a, Result<GroupSendReport, LayerError>>;
     fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>>;
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()>;
+    fn is_available(&self) -> bool;
     fn type_name(&self) -> &'static str;
 }
 
@@ -77,6 +78,9 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     }
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()> {
         Box::pin(ChannelLayer::close_channel(self, channel))
+    }
+    fn is_available(&self) -> bool {
+        ChannelLayer::is_available(self)
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<L>()
@@ -154,5 +158,8 @@ impl ChannelLayer for ChannelLayerHandle {
     }
     async fn close_channel(&self, channel: &ChannelName) {
         self.inner.close_channel(channel).await
+    }
+    fn is_available(&self) -> bool {
+        self.inner.is_available()
     }
 }

@@ -173,6 +173,12 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// using the same prefix.
     fn flush(&self) -> impl Future<Output = Result<(), LayerError>> + Send;
 
+    /// False while the layer knows its backend is unreachable (for health
+    /// checks; operations then fail with [`LayerError::Unavailable`]).
+    fn is_available(&self) -> bool {
+        true
+    }
+
     /// Says that nobody will receive on `channel` again (its connection ended):
     /// the layer frees what it holds for it, and pending receives end with
     /// [`LayerError::ChannelClosed`]. Messages sent to it later expire unread.
