@@ -104,6 +104,15 @@ impl Drop for Inner {
     }
 }
 
+/// One process's copy of a group message: its queue key, the stored member,
+/// the queue's capacity, and how many group members it carries.
+struct QueuePayload {
+    key: String,
+    payload: Vec<u8>,
+    capacity: usize,
+    members: usize,
+}
+
 /// Receives on a plain channel (a worker queue): one blocking pop at a time,
 /// into a buffer, so a cancelled receive loses nothing.
 struct PlainReceiver {
@@ -610,30 +619,33 @@ impl ChannelLayer for RedisChannelLayer {
                 }
             }
         }
-        let mut by_shard: BTreeMap<usize, Vec<(String, Vec<u8>, usize, usize)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<usize, Vec<QueuePayload>> = BTreeMap::new();
         for (non_local, channels) in &by_queue {
             let refs: Vec<&ChannelName> = channels.iter().collect();
             let payload = encode_member(&message, Target::Many(&refs), inner.crypto.as_ref());
             let capacity = inner.config.layer.capacity_for(channels[0].as_str());
-            by_shard.entry(inner.shard(non_local)).or_default().push((
-                inner.channel_key(non_local),
-                payload,
-                capacity,
-                channels.len(),
-            ));
+            by_shard
+                .entry(inner.shard(non_local))
+                .or_default()
+                .push(QueuePayload {
+                    key: inner.channel_key(non_local),
+                    payload,
+                    capacity,
+                    members: channels.len(),
+                });
         }
         let expiry = inner.expiry_secs();
         let mut failure = None;
         for (shard, queues) in by_shard {
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for (key, _, _, _) in &queues {
-                invocation.key(key);
+            for q in &queues {
+                invocation.key(&q.key);
             }
-            for (_, payload, _, _) in &queues {
-                invocation.arg(payload.as_slice());
+            for q in &queues {
+                invocation.arg(q.payload.as_slice());
             }
-            for (_, _, capacity, _) in &queues {
-                invocation.arg(*capacity);
+            for q in &queues {
+                invocation.arg(q.capacity);
             }
             invocation
                 .arg(now.to_string())
@@ -642,11 +654,11 @@ impl ChannelLayer for RedisChannelLayer {
             let mut conn = inner.shards[shard].conn.clone();
             match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
                 Ok(stored) => {
-                    for ((_, _, _, members), ok) in queues.iter().zip(stored) {
+                    for (q, ok) in queues.iter().zip(stored) {
                         if ok == 1 {
-                            report.delivered += members;
+                            report.delivered += q.members;
                         } else {
-                            report.dropped += members;
+                            report.dropped += q.members;
                         }
                     }
                 }
