@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use estuary_core::{ChannelLayer, ChannelName, GroupName, GroupSendReport, LayerError, Message, SendError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Target, decode_member, encode_member};
@@ -94,7 +93,6 @@ struct Inner {
     healthy: AtomicBool,
     dropped: AtomicU64,
     undecodable: AtomicU64,
-    reconnected: Arc<Notify>,
     shutdown: CancellationToken,
 }
 
@@ -183,7 +181,6 @@ impl RedisChannelLayer {
             healthy: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
-            reconnected: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -200,11 +197,7 @@ impl RedisChannelLayer {
             key,
             inner.shutdown.clone(),
         ));
-        tokio::spawn(renew_loop(
-            Arc::downgrade(&inner),
-            inner.reconnected.clone(),
-            inner.shutdown.clone(),
-        ));
+        tokio::spawn(renew_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
         Ok(Self { inner })
     }
 
@@ -457,9 +450,11 @@ async fn receive_loop(
                 if failing {
                     failing = false;
                     backoff = Duration::from_millis(100);
+                    // Redis may have restarted empty: write every membership
+                    // of this process again before saying it is healthy.
+                    layer.renew(true).await;
                     layer.healthy.store(true, Ordering::Relaxed);
-                    tracing::info!(%key, "Redis is reachable again; receiving");
-                    layer.reconnected.notify_one();
+                    tracing::info!(%key, "Redis is reachable again; group memberships restored");
                 }
                 if let Some((_, member, score)) = hit {
                     layer.dispatch(&member, score);
@@ -482,9 +477,8 @@ async fn receive_loop(
     }
 }
 
-/// Renews group memberships periodically, and all of them after a reconnect
-/// (Redis may have restarted empty).
-async fn renew_loop(inner: Weak<Inner>, reconnected: Arc<Notify>, token: CancellationToken) {
+/// Renews group memberships older than half the group expiry, periodically.
+async fn renew_loop(inner: Weak<Inner>, token: CancellationToken) {
     let period = match inner.upgrade() {
         Some(i) => {
             (i.config.layer.group_expiry() / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
@@ -492,13 +486,12 @@ async fn renew_loop(inner: Weak<Inner>, reconnected: Arc<Notify>, token: Cancell
         None => return,
     };
     loop {
-        let all = tokio::select! {
+        tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(period) => false,
-            _ = reconnected.notified() => true,
-        };
+            _ = tokio::time::sleep(period) => {}
+        }
         let Some(layer) = inner.upgrade() else { return };
-        layer.renew(all).await;
+        layer.renew(false).await;
     }
 }
 

@@ -30,7 +30,7 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
-        let layer = estuary_app::app::in_memory_layer(&config);
+        let layer = estuary_app::app::channel_layer(&config).expect("channel layer");
         let service = estuary_app::app::router(&config, layer).into_service();
         let service = tower::Layer::layer(&estuary_app::app::origin_layer(&config), service);
         let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
@@ -50,6 +50,23 @@ impl TestServer {
             stop,
             task: Some(task),
         }
+    }
+
+    /// `GET path`; returns the status code.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,252 @@
+//! The chat application on the Redis layer: Django processes in the same
+//! rooms (through the real channels_redis), two Estuary processes sharing
+//! one Redis, and a Redis outage.
+
+#[path = "../../../tests/support/probe.rs"]
+mod probe;
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer};
+use estuary_app::config::Config;
+use probe::Probe;
+use serde_json::json;
+
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+
+fn prefix() -> String {
+    format!("estuarytest{}", uuid::Uuid::new_v4().simple())
+}
+
+fn redis_config(url: &str, prefix: &str, key: Option<&str>) -> Config {
+    let mut config = Config::default();
+    config.layer.redis = vec![url.to_owned()];
+    config.layer.prefix = prefix.to_owned();
+    config.layer.encryption_keys = key.map(|k| vec![k.to_owned()]).unwrap_or_default();
+    config
+}
+
+async fn django_and_estuary_share_a_room(key: Option<&str>) {
+    let prefix = prefix();
+    let server = TestServer::with_config(redis_config(SHARED_REDIS, &prefix, key)).await;
+    let probe = Probe::new(SHARED_REDIS, &prefix, key);
+    let mut alice = Client::join(&server.url("/ws/chat/lobby/")).await;
+    let mut bob = Client::join(&server.url("/ws/chat/lobby/")).await;
+
+    // Django → Estuary: a view's group_send reaches every client of the room.
+    let django = probe.clone();
+    tokio::task::spawn_blocking(move || {
+        django.group_send(
+            "chat_lobby",
+            &json!({"type": "chat.message", "message": "hi", "username": "django"}),
+        )
+    })
+    .await
+    .unwrap();
+    for c in [&mut alice, &mut bob] {
+        let m = c.recv_json().await;
+        assert_eq!(
+            (m["type"].as_str(), m["message"].as_str(), m["username"].as_str()),
+            (Some("chat_message"), Some("hi"), Some("django"))
+        );
+    }
+    // The spec's headline message has no username: it defaults.
+    let django = probe.clone();
+    tokio::task::spawn_blocking(move || {
+        django.group_send("chat_lobby", &json!({"type": "chat.message", "message": "bare"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(alice.recv_json().await["username"], "Anonymous");
+    bob.recv_json().await;
+
+    // Estuary → Django: a client's message reaches a Python consumer of the group.
+    let listening = probe.start(
+        "listen",
+        &["--group", "chat_lobby", "--count", "1", "--timeout", "20"],
+    );
+    alice
+        .send_json(&json!({"message": "hello", "username": "alice"}))
+        .await;
+    let (code, lines) = tokio::task::spawn_blocking(move || listening.finish())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(lines[0]["type"], "chat.message");
+    assert_eq!(lines[0]["message"], "hello");
+    assert_eq!(lines[0]["username"], "alice");
+    assert_eq!(
+        bob.recv_json().await["message"],
+        "hello",
+        "Estuary's own members get it once, through Redis"
+    );
+    bob.assert_no_message().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_and_estuary_share_a_room_plain() {
+    django_and_estuary_share_a_room(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_and_estuary_share_a_room_encrypted() {
+    django_and_estuary_share_a_room(Some("a shared secret")).await;
+}
+
+/// An `estuary serve` process; killed on drop.
+struct Estuary {
+    child: Child,
+    port: u16,
+}
+
+impl Estuary {
+    fn start(prefix: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--layer",
+                SHARED_REDIS,
+                "--redis-prefix",
+                prefix,
+            ])
+            .args(["--rate-limit", "0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start estuary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("estuary did not start");
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Estuary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_room_through_redis() {
+    let prefix = prefix();
+    let a = Estuary::start(&prefix);
+    let b = Estuary::start(&prefix);
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        clients.push(Client::join(&server.url("/ws/chat/lobby/")).await);
+    }
+    // Five senders on each process, two messages each.
+    let senders: Vec<usize> = (0..10).collect();
+    for &i in &senders {
+        for k in 0..2 {
+            clients[i]
+                .send_json(&json!({"message": format!("s{i}-k{k}"), "username": format!("u{i}")}))
+                .await;
+        }
+    }
+    let expected = senders.len() * 2;
+    let mut readers = Vec::new();
+    for mut client in clients {
+        readers.push(tokio::spawn(async move {
+            let mut got: HashMap<String, usize> = HashMap::new();
+            let mut last: HashMap<String, usize> = HashMap::new();
+            for _ in 0..expected {
+                let m = client.recv_type("chat_message").await;
+                let text = m["message"].as_str().unwrap().to_owned();
+                let (sender, k) = text.split_once("-k").unwrap();
+                let k: usize = k.parse().unwrap();
+                if let Some(prev) = last.insert(sender.to_owned(), k) {
+                    assert!(k > prev, "out of order for {sender}");
+                }
+                *got.entry(text).or_default() += 1;
+            }
+            client.assert_no_message().await;
+            assert_eq!(got.len(), expected, "lost messages");
+            assert!(got.values().all(|&n| n == 1), "duplicates");
+        }));
+    }
+    for r in readers {
+        r.await.expect("a client missed messages");
+    }
+}
+
+#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
+mod redis_server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_keeps_websockets_and_recovers() {
+    let mut redis = redis_server::RedisServer::start();
+    let port = redis.port;
+    let server = TestServer::with_config(redis_config(&redis.url(), "asgi", None)).await;
+    let mut a = Client::join(&server.url("/ws/chat/lobby/")).await;
+    let mut b = Client::join(&server.url("/ws/chat/lobby/")).await;
+    a.send_json(&json!({"message": "before"})).await;
+    assert_eq!(b.recv_json().await["message"], "before");
+    a.recv_json().await;
+    assert_eq!(server.get_status("/healthz").await, 200);
+
+    redis.stop();
+    // The WebSockets stay open; a send during the outage is an error frame.
+    a.send_json(&json!({"message": "during"})).await;
+    let e = a.recv_json().await;
+    assert_eq!(e["type"], "error", "{e}");
+    wait_for_status(&server, 503).await;
+    b.assert_no_message().await;
+
+    let _redis = redis_server::RedisServer::start_on(port);
+    wait_for_status(&server, 200).await;
+    a.send_json(&json!({"message": "after"})).await;
+    assert_eq!(
+        b.recv_json().await["message"],
+        "after",
+        "memberships were restored after the restart"
+    );
+    assert_eq!(a.recv_json().await["message"], "after");
+    server.stop().await;
+}
+
+/// Waits (bounded) until `/healthz` answers `status`.
+async fn wait_for_status(server: &TestServer, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if server.get_status("/healthz").await == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/healthz never answered {status}");
+    }
+}
