@@ -5,7 +5,7 @@ use std::time::Duration;
 use estuary::prelude::*;
 use estuary::redis::{RedisChannelLayer, RedisConfig};
 use estuary::server::{OriginLayer, RouterService, ServerConfig};
-use estuary::{InMemoryChannelLayer, LayerConfig};
+use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 
 use crate::chat::ChatConsumer;
 use crate::config::{Bind, Config};
@@ -28,8 +28,8 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         .merge(push_routes(push))
 }
 
-fn layer_config(config: &Config) -> LayerConfig {
-    LayerConfig::default()
+fn layer_config(config: &Config) -> ChannelLayerConfig {
+    ChannelLayerConfig::default()
         .with_capacity(config.layer.capacity)
         .with_expiry(Duration::from_secs(config.layer.expiry))
         .with_group_expiry(Duration::from_secs(config.layer.group_expiry))

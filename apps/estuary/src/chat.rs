@@ -204,7 +204,7 @@ impl Consumer for ChatConsumer {
             Ok(_) => Ok(()),
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
-            Err(ConsumerError::Layer(error)) => {
+            Err(ConsumerError::ChannelLayer(error)) => {
                 tracing::warn!(%error, "chat message not delivered: channel layer unavailable");
                 Self::error(ctx, UNDELIVERED).await
             }

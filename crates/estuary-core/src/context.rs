@@ -108,7 +108,7 @@ impl Context {
     }
 
     /// The channel layer, for anything the helpers below do not cover.
-    pub fn layer(&self) -> &ChannelLayerHandle {
+    pub fn channel_layer(&self) -> &ChannelLayerHandle {
         &self.layer
     }
 

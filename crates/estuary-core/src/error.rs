@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use crate::close::CloseCode;
-use crate::layer::{BoxError, LayerError, SendError};
+use crate::layer::{BoxError, ChannelLayerError, SendError};
 use crate::message::MessageError;
 use crate::names::NameError;
 use crate::scope::ScopeError;
@@ -44,7 +44,7 @@ pub enum ConsumerError {
     },
     /// A channel-layer operation failed.
     #[error(transparent)]
-    Layer(#[from] LayerError),
+    ChannelLayer(#[from] ChannelLayerError),
     /// A channel-layer send failed.
     #[error(transparent)]
     Send(#[from] SendError),
@@ -87,7 +87,7 @@ impl ConsumerError {
             ConsumerError::Close { code, .. } => *code,
             ConsumerError::Scope(_) | ConsumerError::Name(_) => CloseCode::POLICY_VIOLATION,
             ConsumerError::Json(_) => CloseCode::UNSUPPORTED_DATA,
-            ConsumerError::Layer(_)
+            ConsumerError::ChannelLayer(_)
             | ConsumerError::Send(_)
             | ConsumerError::Message(_)
             | ConsumerError::Other(_) => CloseCode::INTERNAL_ERROR,
@@ -112,7 +112,7 @@ impl ConsumerError {
                 StatusCode::BAD_REQUEST
             }
             ConsumerError::Close { .. } => StatusCode::FORBIDDEN,
-            ConsumerError::Layer(_) | ConsumerError::Send(_) | ConsumerError::SlowClient => {
+            ConsumerError::ChannelLayer(_) | ConsumerError::Send(_) | ConsumerError::SlowClient => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,7 +127,7 @@ impl ConsumerError {
             ConsumerError::Name(e) => e.to_string(),
             ConsumerError::Json(e) => format!("invalid JSON: {e}"),
             ConsumerError::Close { reason, .. } => reason.clone(),
-            ConsumerError::Layer(_) | ConsumerError::Send(_) => "channel layer unavailable".into(),
+            ConsumerError::ChannelLayer(_) | ConsumerError::Send(_) => "channel layer unavailable".into(),
             _ => "internal error".into(),
         }
     }

@@ -28,8 +28,8 @@ pub use consumer::{Accept, Connect, Consumer, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
 pub use layer::{
-    BoxError, ChannelLayer, ChannelLayerHandle, GroupSendReport, InMemoryChannelLayer, LayerConfig,
-    LayerError, SendError,
+    BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, GroupSendReport,
+    InMemoryChannelLayer, SendError,
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};

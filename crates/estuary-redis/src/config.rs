@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use estuary_core::LayerConfig;
+use estuary_core::ChannelLayerConfig;
 
 /// Settings of a [`RedisChannelLayer`](crate::RedisChannelLayer); every
 /// process sharing the layer (Django ones included) must agree on the hosts
@@ -20,7 +20,7 @@ use estuary_core::LayerConfig;
 pub struct RedisConfig {
     pub(crate) hosts: Vec<String>,
     pub(crate) prefix: String,
-    pub(crate) layer: LayerConfig,
+    pub(crate) layer: ChannelLayerConfig,
     pub(crate) encryption_keys: Vec<String>,
     pub(crate) receive_timeout: Duration,
     pub(crate) command_timeout: Duration,
@@ -38,7 +38,7 @@ impl RedisConfig {
         Self {
             hosts: hosts.into_iter().map(Into::into).collect(),
             prefix: "asgi".into(),
-            layer: LayerConfig::default(),
+            layer: ChannelLayerConfig::default(),
             encryption_keys: Vec::new(),
             receive_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
@@ -52,7 +52,7 @@ impl RedisConfig {
     }
 
     /// Capacity, expiry and group expiry.
-    pub fn with_layer_config(mut self, layer: LayerConfig) -> Self {
+    pub fn with_layer_config(mut self, layer: ChannelLayerConfig) -> Self {
         self.layer = layer;
         self
     }
@@ -92,7 +92,7 @@ impl RedisConfig {
     }
 
     /// Capacity and expiry settings.
-    pub fn layer_config(&self) -> &LayerConfig {
+    pub fn layer_config(&self) -> &ChannelLayerConfig {
         &self.layer
     }
 }

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use estuary_core::{ChannelLayer, ChannelName, GroupName, GroupSendReport, LayerError, Message, SendError};
+use estuary_core::{
+    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +49,7 @@ pub enum RedisLayerError {
 /// itself with backoff. This process's own queue (`{prefix}specific.<id>!`)
 /// is read by one background task with `BZPOPMIN` on a dedicated connection
 /// and dispatched to the local channels it names. While Redis is away, every
-/// operation fails with [`LayerError::Unavailable`] and the receive task
+/// operation fails with [`ChannelLayerError::Unavailable`] and the receive task
 /// retries with backoff; when Redis is back, it resumes and this process's
 /// group memberships are written again. Memberships are also renewed before
 /// half of `group_expiry` has passed, so long-lived connections stay in their
@@ -123,8 +125,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unavailable(e: redis::RedisError) -> LayerError {
-    LayerError::Unavailable(Box::new(e))
+fn unavailable(e: redis::RedisError) -> ChannelLayerError {
+    ChannelLayerError::Unavailable(Box::new(e))
 }
 
 impl std::fmt::Debug for RedisChannelLayer {
@@ -292,7 +294,11 @@ impl Inner {
         }
     }
 
-    async fn write_membership(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn write_membership(
+        &self,
+        group: &GroupName,
+        channel: &ChannelName,
+    ) -> Result<(), ChannelLayerError> {
         let mut conn = self.conn(group.as_str());
         let key = self.group_key(group);
         redis::pipe()
@@ -338,7 +344,7 @@ impl Inner {
         }
     }
 
-    async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, LayerError> {
+    async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         let rx = {
             let mut plain = lock(&self.plain);
             plain
@@ -369,7 +375,7 @@ impl Inner {
         rx.queue
             .pop()
             .await
-            .ok_or_else(|| LayerError::ChannelClosed(channel.clone()))
+            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))
     }
 }
 
@@ -496,10 +502,10 @@ async fn renew_loop(inner: Weak<Inner>, token: CancellationToken) {
 }
 
 impl ChannelLayer for RedisChannelLayer {
-    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let inner = &self.inner;
         let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
-        let name = ChannelName::new(&name).map_err(|e| LayerError::Corrupt(Box::new(e)))?;
+        let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
         let queue = LocalQueue::new(inner.config.layer.capacity_for(name.as_str()));
         lock(&inner.local).insert(name.clone(), Arc::new(queue));
         Ok(name)
@@ -533,7 +539,7 @@ impl ChannelLayer for RedisChannelLayer {
                 capacity,
                 message,
             }),
-            Err(e) => Err(SendError::Layer {
+            Err(e) => Err(SendError::Backend {
                 channel: channel.clone(),
                 error: unavailable(e),
                 message,
@@ -541,23 +547,23 @@ impl ChannelLayer for RedisChannelLayer {
         }
     }
 
-    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         let inner = &self.inner;
         if inner.is_mine(channel) {
             let queue = lock(&inner.local).get(channel).cloned();
-            let queue = queue.ok_or_else(|| LayerError::ChannelClosed(channel.clone()))?;
+            let queue = queue.ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
             return queue
                 .pop()
                 .await
-                .ok_or_else(|| LayerError::ChannelClosed(channel.clone()));
+                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()));
         }
         if channel.is_process_specific() {
-            return Err(LayerError::ForeignChannel(channel.clone()));
+            return Err(ChannelLayerError::ForeignChannel(channel.clone()));
         }
         inner.receive_plain(channel).await
     }
 
-    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
         inner.write_membership(group, channel).await?;
         if inner.is_mine(channel) {
@@ -569,7 +575,7 @@ impl ChannelLayer for RedisChannelLayer {
         Ok(())
     }
 
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
         if let Some(groups) = lock(&inner.memberships).get_mut(channel) {
             groups.remove(group);
@@ -583,7 +589,11 @@ impl ChannelLayer for RedisChannelLayer {
             .map_err(unavailable)
     }
 
-    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+    async fn group_send(
+        &self,
+        group: &GroupName,
+        message: Message,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
         let inner = &self.inner;
         let now = now();
         let group_expiry = inner.config.layer.group_expiry().as_secs() as i64;
@@ -671,7 +681,7 @@ impl ChannelLayer for RedisChannelLayer {
         }
     }
 
-    async fn flush(&self) -> Result<(), LayerError> {
+    async fn flush(&self) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
         let pattern = format!("{}*", inner.config.prefix);
         for shard in &inner.shards {

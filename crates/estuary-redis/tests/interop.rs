@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use estuary_core::{ChannelLayer, ChannelName, GroupName, LayerConfig, Message, SendError};
+use estuary_core::{ChannelLayer, ChannelLayerConfig, ChannelName, GroupName, Message, SendError};
 use estuary_redis::{RedisChannelLayer, RedisConfig};
 use probe::Probe;
 use serde_json::json;
@@ -21,7 +21,7 @@ fn setup(key: Option<&str>, capacity: usize) -> (RedisChannelLayer, Probe) {
     let prefix = common::unique_prefix();
     let mut config = RedisConfig::new([common::SHARED_REDIS])
         .with_prefix(prefix.clone())
-        .with_layer_config(LayerConfig::default().with_capacity(capacity));
+        .with_layer_config(ChannelLayerConfig::default().with_capacity(capacity));
     if let Some(key) = key {
         config = config.with_encryption_keys([key]);
     }

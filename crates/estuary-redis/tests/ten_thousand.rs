@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use estuary_core::{ChannelLayer, GroupName, LayerConfig, Message};
+use estuary_core::{ChannelLayer, ChannelLayerConfig, GroupName, Message};
 use estuary_redis::{RedisChannelLayer, RedisConfig};
 
 const MEMBERS: usize = 100;
@@ -20,7 +20,7 @@ async fn ten_thousand_group_messages_to_a_hundred_members() {
     let config = || {
         RedisConfig::new([common::SHARED_REDIS])
             .with_prefix(prefix.clone())
-            .with_layer_config(LayerConfig::default().with_capacity(20_000))
+            .with_layer_config(ChannelLayerConfig::default().with_capacity(20_000))
     };
     let processes = [
         RedisChannelLayer::new(config()).unwrap(),

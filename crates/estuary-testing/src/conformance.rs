@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use estuary_core::{ChannelLayer, ChannelName, GroupName, LayerConfig, Message, SendError};
+use estuary_core::{ChannelLayer, ChannelLayerConfig, ChannelName, GroupName, Message, SendError};
 
 /// How the suite lets time pass for the expiry checks.
 pub trait Clock: Send + Sync {
@@ -82,17 +82,17 @@ fn group(name: &str) -> GroupName {
 pub async fn run_all<L, F, Fut, C>(make: F, clock: C)
 where
     L: ChannelLayer,
-    F: Fn(LayerConfig) -> Fut,
+    F: Fn(ChannelLayerConfig) -> Fut,
     Fut: Future<Output = L>,
     C: Clock,
 {
-    new_channels_are_unique(make(LayerConfig::default()).await).await;
-    send_receive_in_order(make(LayerConfig::default()).await).await;
-    capacity_full_hands_message_back(make(LayerConfig::default().with_capacity(3)).await).await;
-    process_channel_never_exceeds_capacity(make(LayerConfig::default().with_capacity(3)).await).await;
+    new_channels_are_unique(make(ChannelLayerConfig::default()).await).await;
+    send_receive_in_order(make(ChannelLayerConfig::default()).await).await;
+    capacity_full_hands_message_back(make(ChannelLayerConfig::default().with_capacity(3)).await).await;
+    process_channel_never_exceeds_capacity(make(ChannelLayerConfig::default().with_capacity(3)).await).await;
     per_channel_capacity(
         make(
-            LayerConfig::default()
+            ChannelLayerConfig::default()
                 .with_capacity(5)
                 .with_channel_capacity_glob("small.*", 1)
                 .expect("glob"),
@@ -100,23 +100,23 @@ where
         .await,
     )
     .await;
-    group_send_reaches_members_only(make(LayerConfig::default()).await).await;
-    group_send_skips_full_members(make(LayerConfig::default().with_capacity(1)).await).await;
-    group_discard_stops_delivery(make(LayerConfig::default()).await).await;
-    receive_is_cancel_safe(make(LayerConfig::default()).await).await;
+    group_send_reaches_members_only(make(ChannelLayerConfig::default()).await).await;
+    group_send_skips_full_members(make(ChannelLayerConfig::default().with_capacity(1)).await).await;
+    group_discard_stops_delivery(make(ChannelLayerConfig::default()).await).await;
+    receive_is_cancel_safe(make(ChannelLayerConfig::default()).await).await;
     expired_messages_are_never_delivered(
-        make(LayerConfig::default().with_expiry(Duration::from_secs(2))).await,
+        make(ChannelLayerConfig::default().with_expiry(Duration::from_secs(2))).await,
         &clock,
     )
     .await;
     group_membership_expires(
-        make(LayerConfig::default().with_group_expiry(Duration::from_secs(2))).await,
+        make(ChannelLayerConfig::default().with_group_expiry(Duration::from_secs(2))).await,
         &clock,
     )
     .await;
-    flush_removes_everything(make(LayerConfig::default()).await).await;
-    closed_channels_stay_closed(make(LayerConfig::default()).await).await;
-    one_order_per_group(make(LayerConfig::default()).await).await;
+    flush_removes_everything(make(ChannelLayerConfig::default()).await).await;
+    closed_channels_stay_closed(make(ChannelLayerConfig::default()).await).await;
+    one_order_per_group(make(ChannelLayerConfig::default()).await).await;
 }
 
 /// After `close_channel`, receiving fails with `ChannelClosed` and a later
@@ -129,7 +129,7 @@ pub async fn closed_channels_stay_closed<L: ChannelLayer>(layer: L) {
     let _ = layer.send(&ch, msg(1)).await;
     let _ = layer.group_send(&room, msg(2)).await;
     match tokio::time::timeout(WAIT, layer.receive(&ch)).await {
-        Ok(Err(estuary_core::LayerError::ChannelClosed(_))) => {}
+        Ok(Err(estuary_core::ChannelLayerError::ChannelClosed(_))) => {}
         other => panic!("expected ChannelClosed, got {other:?}"),
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use estuary_core::{ChannelLayer, ChannelLayerHandle, GroupName, InMemoryChannelLayer, LayerConfig, Message};
+use estuary_core::{
+    ChannelLayer, ChannelLayerConfig, ChannelLayerHandle, GroupName, InMemoryChannelLayer, Message,
+};
 use estuary_testing::conformance::{self, PausedClock};
 
 #[tokio::test(start_paused = true)]
@@ -25,7 +27,7 @@ async fn handle_passes_the_conformance_suite() {
 
 #[tokio::test(start_paused = true)]
 async fn default_group_expiry_is_a_day() {
-    let layer = InMemoryChannelLayer::new(LayerConfig::default());
+    let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default());
     let g = GroupName::new("daily").unwrap();
     let ch = estuary_core::ChannelName::new("worker.daily").unwrap();
     let live = layer.new_channel().await.unwrap();
@@ -65,7 +67,7 @@ async fn group_send_shares_one_encoding() {
 #[tokio::test]
 async fn in_memory_reports_every_skip_and_full_process_channel() {
     use estuary_core::{ChannelName, SendError};
-    let layer = InMemoryChannelLayer::new(LayerConfig::default().with_capacity(1));
+    let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
     let g = GroupName::new("g").unwrap();
     let slow = layer.new_channel().await.unwrap();
     let fast = layer.new_channel().await.unwrap();

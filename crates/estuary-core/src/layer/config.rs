@@ -9,9 +9,9 @@ use regex::Regex;
 ///
 /// ```
 /// use std::time::Duration;
-/// use estuary_core::LayerConfig;
+/// use estuary_core::ChannelLayerConfig;
 ///
-/// let config = LayerConfig::default()
+/// let config = ChannelLayerConfig::default()
 ///     .with_capacity(200)
 ///     .with_channel_capacity_glob("http.request*", 10)
 ///     .unwrap();
@@ -20,14 +20,14 @@ use regex::Regex;
 /// assert_eq!(config.capacity_for("specific.a!b"), 200);
 /// ```
 #[derive(Debug, Clone)]
-pub struct LayerConfig {
+pub struct ChannelLayerConfig {
     capacity: usize,
     expiry: Duration,
     group_expiry: Duration,
     channel_capacity: Vec<(Regex, usize)>,
 }
 
-impl Default for LayerConfig {
+impl Default for ChannelLayerConfig {
     fn default() -> Self {
         Self {
             capacity: 100,
@@ -38,7 +38,7 @@ impl Default for LayerConfig {
     }
 }
 
-impl LayerConfig {
+impl ChannelLayerConfig {
     /// The most messages a channel holds before sends are refused (default 100).
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn globs_match_like_fnmatch() {
-        let c = LayerConfig::default()
+        let c = ChannelLayerConfig::default()
             .with_channel_capacity_glob("a?c", 1)
             .unwrap()
             .with_channel_capacity_glob("x[!0-9]*", 2)
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn regex_is_anchored_at_start_only() {
-        let c = LayerConfig::default().with_channel_capacity_regex(Regex::new("http").unwrap(), 5);
+        let c = ChannelLayerConfig::default().with_channel_capacity_regex(Regex::new("http").unwrap(), 5);
         assert_eq!(c.capacity_for("http.request"), 5);
         assert_eq!(c.capacity_for("xhttp"), 100);
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{ChannelLayer, GroupSendReport, LayerError, SendError};
+use super::{ChannelLayer, ChannelLayerError, GroupSendReport, SendError};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
@@ -13,33 +13,33 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe twin of [`ChannelLayer`], implemented for every layer.
 trait DynChannelLayer: Send + Sync {
-    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>>;
+    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, ChannelLayerError>>;
     fn send<'a>(&'a self, channel: &'a ChannelName, message: Message)
     -> BoxFuture<'a, Result<(), SendError>>;
-    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>>;
+    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, ChannelLayerError>>;
     fn group_add<'a>(
         &'a self,
         group: &'a GroupName,
         channel: &'a ChannelName,
-    ) -> BoxFuture<'a, Result<(), LayerError>>;
+    ) -> BoxFuture<'a, Result<(), ChannelLayerError>>;
     fn group_discard<'a>(
         &'a self,
         group: &'a GroupName,
         channel: &'a ChannelName,
-    ) -> BoxFuture<'a, Result<(), LayerError>>;
+    ) -> BoxFuture<'a, Result<(), ChannelLayerError>>;
     fn group_send<'a>(
         &'a self,
         group: &'a GroupName,
         message: Message,
-    ) -> BoxFuture<'a, Result<GroupSendReport, LayerError>>;
-    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>>;
+    ) -> BoxFuture<'a, Result<GroupSendReport, ChannelLayerError>>;
+    fn flush(&self) -> BoxFuture<'_, Result<(), ChannelLayerError>>;
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()>;
     fn is_available(&self) -> bool;
     fn type_name(&self) -> &'static str;
 }
 
 impl<L: ChannelLayer> DynChannelLayer for L {
-    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, LayerError>> {
+    fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, ChannelLayerError>> {
         Box::pin(ChannelLayer::new_channel(self))
     }
     fn send<'a>(
@@ -49,31 +49,31 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(ChannelLayer::send(self, channel, message))
     }
-    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, LayerError>> {
+    fn receive<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, Result<Message, ChannelLayerError>> {
         Box::pin(ChannelLayer::receive(self, channel))
     }
     fn group_add<'a>(
         &'a self,
         group: &'a GroupName,
         channel: &'a ChannelName,
-    ) -> BoxFuture<'a, Result<(), LayerError>> {
+    ) -> BoxFuture<'a, Result<(), ChannelLayerError>> {
         Box::pin(ChannelLayer::group_add(self, group, channel))
     }
     fn group_discard<'a>(
         &'a self,
         group: &'a GroupName,
         channel: &'a ChannelName,
-    ) -> BoxFuture<'a, Result<(), LayerError>> {
+    ) -> BoxFuture<'a, Result<(), ChannelLayerError>> {
         Box::pin(ChannelLayer::group_discard(self, group, channel))
     }
     fn group_send<'a>(
         &'a self,
         group: &'a GroupName,
         message: Message,
-    ) -> BoxFuture<'a, Result<GroupSendReport, LayerError>> {
+    ) -> BoxFuture<'a, Result<GroupSendReport, ChannelLayerError>> {
         Box::pin(ChannelLayer::group_send(self, group, message))
     }
-    fn flush(&self) -> BoxFuture<'_, Result<(), LayerError>> {
+    fn flush(&self) -> BoxFuture<'_, Result<(), ChannelLayerError>> {
         Box::pin(ChannelLayer::flush(self))
     }
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()> {
@@ -135,25 +135,29 @@ impl fmt::Debug for ChannelLayerHandle {
 }
 
 impl ChannelLayer for ChannelLayerHandle {
-    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         self.inner.new_channel().await
     }
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
         self.inner.send(channel, message).await
     }
-    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         self.inner.receive(channel).await
     }
-    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         self.inner.group_add(group, channel).await
     }
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         self.inner.group_discard(group, channel).await
     }
-    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+    async fn group_send(
+        &self,
+        group: &GroupName,
+        message: Message,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
         self.inner.group_send(group, message).await
     }
-    async fn flush(&self) -> Result<(), LayerError> {
+    async fn flush(&self) -> Result<(), ChannelLayerError> {
         self.inner.flush().await
     }
     async fn close_channel(&self, channel: &ChannelName) {

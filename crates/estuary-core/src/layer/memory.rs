@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ChannelLayer, GroupSendReport, LayerConfig, LayerError, SendError};
+use super::{ChannelLayer, ChannelLayerConfig, ChannelLayerError, GroupSendReport, SendError};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
@@ -21,10 +21,10 @@ use crate::names::{ChannelName, GroupName};
 /// recipient.
 ///
 /// ```
-/// use estuary_core::{ChannelLayer, ChannelName, InMemoryChannelLayer, LayerConfig, Message, SendError};
+/// use estuary_core::{ChannelLayer, ChannelName, InMemoryChannelLayer, ChannelLayerConfig, Message, SendError};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// let layer = InMemoryChannelLayer::new(LayerConfig::default().with_capacity(1));
+/// let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
 /// let worker = ChannelName::new("thumbnails").unwrap();
 /// let job = Message::from_json(&serde_json::json!({"type": "resize"})).unwrap();
 /// layer.send(&worker, job.clone()).await.unwrap();
@@ -40,7 +40,7 @@ pub struct InMemoryChannelLayer {
 }
 
 struct Inner {
-    config: LayerConfig,
+    config: ChannelLayerConfig,
     /// `specific.<uuid>!`: the prefix of every channel this layer makes.
     client_prefix: String,
     channels: Mutex<HashMap<ChannelName, Arc<Queue>>>,
@@ -126,7 +126,7 @@ impl Queue {
 
 impl Default for InMemoryChannelLayer {
     fn default() -> Self {
-        Self::new(LayerConfig::default())
+        Self::new(ChannelLayerConfig::default())
     }
 }
 
@@ -141,7 +141,7 @@ impl std::fmt::Debug for InMemoryChannelLayer {
 
 impl InMemoryChannelLayer {
     /// A layer with the given settings.
-    pub fn new(config: LayerConfig) -> Self {
+    pub fn new(config: ChannelLayerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -155,7 +155,7 @@ impl InMemoryChannelLayer {
     }
 
     /// The layer's settings.
-    pub fn config(&self) -> &LayerConfig {
+    pub fn config(&self) -> &ChannelLayerConfig {
         &self.inner.config
     }
 
@@ -240,9 +240,9 @@ impl Inner {
 }
 
 impl ChannelLayer for InMemoryChannelLayer {
-    async fn new_channel(&self) -> Result<ChannelName, LayerError> {
+    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let name = format!("{}{}", self.inner.client_prefix, uuid::Uuid::new_v4().simple());
-        let name = ChannelName::new(&name).map_err(|e| LayerError::Corrupt(Box::new(e)))?;
+        let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
         self.inner.queue(&name, true);
         Ok(name)
     }
@@ -262,11 +262,11 @@ impl ChannelLayer for InMemoryChannelLayer {
             })
     }
 
-    async fn receive(&self, channel: &ChannelName) -> Result<Message, LayerError> {
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         let queue = self
             .inner
             .queue(channel, false)
-            .ok_or_else(|| LayerError::ChannelClosed(channel.clone()))?;
+            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
         loop {
             let ready = queue.ready.notified();
             tokio::pin!(ready);
@@ -275,13 +275,13 @@ impl ChannelLayer for InMemoryChannelLayer {
                 return Ok(message);
             }
             if queue.closed.load(Ordering::Acquire) {
-                return Err(LayerError::ChannelClosed(channel.clone()));
+                return Err(ChannelLayerError::ChannelClosed(channel.clone()));
             }
             ready.await;
         }
     }
 
-    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let Some(queue) = self.inner.queue(channel, false) else {
             tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
             return Ok(());
@@ -297,7 +297,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(())
     }
 
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), LayerError> {
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         if let Some(members) = self.inner.group(group) {
             lock(&members).remove(channel);
             self.inner.remove_if_empty(group);
@@ -305,7 +305,11 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(())
     }
 
-    async fn group_send(&self, group: &GroupName, message: Message) -> Result<GroupSendReport, LayerError> {
+    async fn group_send(
+        &self,
+        group: &GroupName,
+        message: Message,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
         let now = Instant::now();
         let expires = now + self.inner.config.expiry();
         let ttl = self.inner.config.group_expiry();
@@ -337,7 +341,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(report)
     }
 
-    async fn flush(&self) -> Result<(), LayerError> {
+    async fn flush(&self) -> Result<(), ChannelLayerError> {
         self.inner
             .groups
             .write()
@@ -389,7 +393,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(res, Err(LayerError::ChannelClosed(_))));
+        assert!(matches!(res, Err(ChannelLayerError::ChannelClosed(_))));
     }
 
     #[tokio::test]
@@ -408,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_worker_queues_are_swept() {
-        let layer = InMemoryChannelLayer::new(LayerConfig::default().with_expiry(Duration::ZERO));
+        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_expiry(Duration::ZERO));
         for i in 0..5000 {
             let ch = ChannelName::new(&format!("w{i}")).unwrap();
             let _ = layer.send(&ch, msg(i)).await;

@@ -9,14 +9,14 @@
 //!   once. Layers never retry behind your back.
 //! * **Order.** Messages from one sender to one channel are received in the
 //!   order they were sent. Across senders there is no order.
-//! * **Capacity.** A channel holds at most [`LayerConfig::capacity_for`] unread
+//! * **Capacity.** A channel holds at most [`ChannelLayerConfig::capacity_for`] unread
 //!   messages. [`send`](ChannelLayer::send) to a full channel fails with
 //!   [`SendError::Full`] and hands the message back. [`group_send`](ChannelLayer::group_send)
 //!   skips full members, counts them in [`GroupSendReport::dropped`], and still
 //!   delivers to the others.
-//! * **Expiry.** A message not received within [`LayerConfig::expiry`] is
+//! * **Expiry.** A message not received within [`ChannelLayerConfig::expiry`] is
 //!   discarded and never delivered. A group membership lapses after
-//!   [`LayerConfig::group_expiry`] unless [`group_add`](ChannelLayer::group_add) renews it.
+//!   [`ChannelLayerConfig::group_expiry`] unless [`group_add`](ChannelLayer::group_add) renews it.
 //! * **Receive is cancel-safe.** Dropping a pending [`receive`](ChannelLayer::receive)
 //!   future loses no message: use it in `tokio::select!`.
 //! * **Names only.** A layer knows channel and group names and messages; it
@@ -28,7 +28,7 @@ mod memory;
 
 use std::future::Future;
 
-pub use config::LayerConfig;
+pub use config::ChannelLayerConfig;
 pub use handle::ChannelLayerHandle;
 pub use memory::InMemoryChannelLayer;
 
@@ -40,7 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A channel layer failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LayerError {
+pub enum ChannelLayerError {
     /// The backend (for example Redis) cannot be reached; the operation may
     /// succeed when it is back.
     #[error("channel layer backend unavailable: {0}")]
@@ -70,14 +70,14 @@ pub enum SendError {
         /// The message that was not sent.
         message: Message,
     },
-    /// The layer failed.
+    /// The channel layer failed (its backend is unreachable, for one).
     #[error("send to {channel} failed: {error}")]
-    Layer {
+    Backend {
         /// The destination channel.
         channel: ChannelName,
         /// What went wrong.
         #[source]
-        error: LayerError,
+        error: ChannelLayerError,
         /// The message that was not sent.
         message: Message,
     },
@@ -87,7 +87,7 @@ impl SendError {
     /// Takes back the message that was not sent.
     pub fn into_message(self) -> Message {
         match self {
-            SendError::Full { message, .. } | SendError::Layer { message, .. } => message,
+            SendError::Full { message, .. } | SendError::Backend { message, .. } => message,
         }
     }
 
@@ -133,7 +133,7 @@ pub struct GroupSendReport {
 pub trait ChannelLayer: Send + Sync + 'static {
     /// Makes a new process-specific channel name (`specific.<process>!<random>`),
     /// unique across every process sharing the layer.
-    fn new_channel(&self) -> impl Future<Output = Result<ChannelName, LayerError>> + Send;
+    fn new_channel(&self) -> impl Future<Output = Result<ChannelName, ChannelLayerError>> + Send;
 
     /// Sends `message` to `channel`. Fails with [`SendError::Full`] when the
     /// channel is at capacity; the error hands the message back.
@@ -145,43 +145,46 @@ pub trait ChannelLayer: Send + Sync + 'static {
 
     /// Waits for the next message on `channel`. Cancel-safe. Expired messages
     /// are skipped.
-    fn receive(&self, channel: &ChannelName) -> impl Future<Output = Result<Message, LayerError>> + Send;
+    fn receive(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<Message, ChannelLayerError>> + Send;
 
     /// Adds `channel` to `group`, or renews its membership.
     fn group_add(
         &self,
         group: &GroupName,
         channel: &ChannelName,
-    ) -> impl Future<Output = Result<(), LayerError>> + Send;
+    ) -> impl Future<Output = Result<(), ChannelLayerError>> + Send;
 
     /// Removes `channel` from `group`; removing a non-member is not an error.
     fn group_discard(
         &self,
         group: &GroupName,
         channel: &ChannelName,
-    ) -> impl Future<Output = Result<(), LayerError>> + Send;
+    ) -> impl Future<Output = Result<(), ChannelLayerError>> + Send;
 
     /// Sends `message` to every current member of `group`, skipping full ones.
     fn group_send(
         &self,
         group: &GroupName,
         message: Message,
-    ) -> impl Future<Output = Result<GroupSendReport, LayerError>> + Send;
+    ) -> impl Future<Output = Result<GroupSendReport, ChannelLayerError>> + Send;
 
     /// Removes every channel, message and group this layer stores (Channels'
     /// `flush`). Meant for tests; on a shared backend it affects every process
     /// using the same prefix.
-    fn flush(&self) -> impl Future<Output = Result<(), LayerError>> + Send;
+    fn flush(&self) -> impl Future<Output = Result<(), ChannelLayerError>> + Send;
 
     /// False while the layer knows its backend is unreachable (for health
-    /// checks; operations then fail with [`LayerError::Unavailable`]).
+    /// checks; operations then fail with [`ChannelLayerError::Unavailable`]).
     fn is_available(&self) -> bool {
         true
     }
 
     /// Says that nobody will receive on `channel` again (its connection ended):
     /// the layer frees what it holds for it, and pending receives end with
-    /// [`LayerError::ChannelClosed`]. Messages sent to it later expire unread.
+    /// [`ChannelLayerError::ChannelClosed`]. Messages sent to it later expire unread.
     fn close_channel(&self, channel: &ChannelName) -> impl Future<Output = ()> + Send {
         let _ = channel;
         async {}

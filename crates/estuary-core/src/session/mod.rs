@@ -26,7 +26,7 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
 use crate::error::ConsumerError;
-use crate::layer::{ChannelLayer, ChannelLayerHandle, LayerError};
+use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle};
 use crate::scope::Scope;
 use rate::Bucket;
 
@@ -247,7 +247,7 @@ impl<C: Consumer> Session<C> {
         let mut ping_sent: Option<Instant> = None;
         let mut bucket = config.rate_limit.map(|r| Bucket::new(r, Instant::now()));
         let mut layer_pause: Option<Instant> = None;
-        let layer = self.ctx.layer().clone();
+        let layer = self.ctx.channel_layer().clone();
         let channel = self.ctx.channel_name().clone();
         let limit = config.write_timeout;
 
@@ -289,7 +289,7 @@ impl<C: Consumer> Session<C> {
                         };
                         drive(fut, &mut transport, &mut self.outbound, limit, &shutdown).await
                     }
-                    Err(LayerError::ChannelClosed(_)) => {
+                    Err(ChannelLayerError::ChannelClosed(_)) => {
                         Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
                     }
                     Err(error) => {
