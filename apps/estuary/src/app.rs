@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use estuary::prelude::*;
-use estuary::redis::{RedisChannelLayer, RedisConfig};
+use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
 use estuary::server::{OriginLayer, RouterService, ServerConfig};
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 
@@ -50,7 +50,10 @@ pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
         .with_prefix(config.layer.prefix.clone())
         .with_encryption_keys(config.layer.encryption_keys.clone())
         .with_layer_config(layer_config(config));
-    Ok(ChannelLayerHandle::new(RedisChannelLayer::new(redis)?))
+    Ok(match config.layer.flavour.as_str() {
+        "pubsub" => ChannelLayerHandle::new(RedisPubSubChannelLayer::new(redis)?),
+        _ => ChannelLayerHandle::new(RedisChannelLayer::new(redis)?),
+    })
 }
 
 fn describe(config: &Config) -> String {

@@ -81,6 +81,9 @@ pub struct WebSocketConfig {
 pub struct LayerSettings {
     /// Redis URLs of the channel layer, in ring order; empty: the in-memory layer.
     pub redis: Vec<String>,
+    /// `core` (channels_redis's default `RedisChannelLayer`) or `pubsub`
+    /// (`RedisPubSubChannelLayer`); must match the Django side.
+    pub flavour: String,
     /// Key prefix in Redis (channels_redis `prefix`).
     pub prefix: String,
     /// channels_redis `symmetric_encryption_keys`.
@@ -136,6 +139,7 @@ impl Default for LayerSettings {
     fn default() -> Self {
         Self {
             redis: Vec::new(),
+            flavour: "core".into(),
             prefix: "asgi".into(),
             encryption_keys: Vec::new(),
             capacity: 100,
@@ -190,6 +194,9 @@ pub struct ServeArgs {
     /// Channel layer: `memory`, or Redis URLs (comma-separated or repeated, in ring order).
     #[arg(long, env = "ESTUARY_LAYER", value_delimiter = ',')]
     pub layer: Option<Vec<String>>,
+    /// Redis layer flavour: core or pubsub (must match Django's BACKEND).
+    #[arg(long, env = "ESTUARY_REDIS_FLAVOUR")]
+    pub redis_flavour: Option<String>,
     /// Redis key prefix (must match Django's CHANNEL_LAYERS prefix).
     #[arg(long, env = "ESTUARY_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
@@ -254,6 +261,9 @@ impl Config {
         if let Some(v) = a.layer {
             config.layer.redis = v.into_iter().filter(|u| !u.is_empty() && u != "memory").collect();
         }
+        if let Some(v) = a.redis_flavour {
+            config.layer.flavour = v;
+        }
         if let Some(v) = a.redis_prefix {
             config.layer.prefix = v;
         }
@@ -287,6 +297,9 @@ impl Config {
         }
         if self.layer.expiry == 0 || self.layer.group_expiry == 0 {
             bail!("layer.expiry and layer.group_expiry must be at least 1 second");
+        }
+        if !matches!(self.layer.flavour.as_str(), "core" | "pubsub") {
+            bail!("layer.flavour must be \"core\" or \"pubsub\"");
         }
         for url in &self.layer.redis {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {

@@ -31,10 +31,13 @@ fn redis_config(url: &str, prefix: &str, key: Option<&str>) -> Config {
     config
 }
 
-async fn django_and_estuary_share_a_room(key: Option<&str>) {
+async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     let prefix = prefix();
-    let server = TestServer::with_config(redis_config(SHARED_REDIS, &prefix, key)).await;
-    let probe = Probe::new(SHARED_REDIS, &prefix, key);
+    let mut config = redis_config(SHARED_REDIS, &prefix, key);
+    config.layer.flavour = flavour.to_owned();
+    let server = TestServer::with_config(config).await;
+    let mut probe = Probe::new(SHARED_REDIS, &prefix, key);
+    probe.layer_args.extend(["--layer".into(), flavour.into()]);
     let mut alice = Client::join(&server.url("/ws/chat/lobby/")).await;
     let mut bob = Client::join(&server.url("/ws/chat/lobby/")).await;
 
@@ -91,12 +94,17 @@ async fn django_and_estuary_share_a_room(key: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_and_estuary_share_a_room_plain() {
-    django_and_estuary_share_a_room(None).await;
+    django_and_estuary_share_a_room(None, "core").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_and_estuary_share_a_room_pubsub() {
+    django_and_estuary_share_a_room(None, "pubsub").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_and_estuary_share_a_room_encrypted() {
-    django_and_estuary_share_a_room(Some("a shared secret")).await;
+    django_and_estuary_share_a_room(Some("a shared secret"), "core").await;
 }
 
 /// An `estuary serve` process; killed on drop.

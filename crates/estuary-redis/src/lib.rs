@@ -11,9 +11,11 @@ mod config;
 mod crypto;
 mod layer;
 mod local;
+mod pubsub;
 mod scripts;
 mod shard;
 
 pub use config::RedisConfig;
 pub use layer::{RedisChannelLayer, RedisLayerError};
+pub use pubsub::RedisPubSubChannelLayer;
 pub use shard::shard_index;
