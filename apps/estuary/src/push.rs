@@ -45,6 +45,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Middleware on the POST routes: the bearer token, when one is configured.
+async fn require_token(
+    State(state): State<PushState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 fn authorize(state: &PushState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.token else { return Ok(()) };
     let given = headers
@@ -100,7 +112,6 @@ async fn group_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     require_json(&headers)?;
     let group = GroupName::new(&group)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")))?;
@@ -117,7 +128,6 @@ async fn channel_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     require_json(&headers)?;
     let channel = ChannelName::new(&channel)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid channel name: {e}")))?;
@@ -145,7 +155,6 @@ async fn room_post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     require_json(&headers)?;
     if !valid_room(&room) {
         return Err(error(StatusCode::NOT_FOUND, "invalid room name"));
@@ -198,14 +207,17 @@ async fn health(State(state): State<PushState>) -> Response {
 /// `POST /api/channels/{channel}/send`, `POST /api/rooms/{room}/messages`,
 /// `GET /healthz`.
 pub fn routes(state: PushState) -> axum::Router {
+    let pushes = axum::Router::new()
+        .route("/api/groups/{group}/send", post(group_send))
+        .route("/api/channels/{channel}/send", post(channel_send))
+        .route("/api/rooms/{room}/messages", post(room_post))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     axum::Router::new()
         .route(
             "/api/rooms",
             get(|State(s): State<PushState>| async move { Json(json!({"rooms": s.rooms.list()})) }),
         )
-        .route("/api/groups/{group}/send", post(group_send))
-        .route("/api/channels/{channel}/send", post(channel_send))
-        .route("/api/rooms/{room}/messages", post(room_post))
         .route("/healthz", get(health))
+        .merge(pushes)
         .with_state(state)
 }

@@ -235,12 +235,38 @@ async fn push_api_reaches_a_room() {
     assert!(status.starts_with("HTTP/1.1 422"), "{status}");
 }
 
-/// A minimal HTTP/1.1 POST; returns the status line.
+#[tokio::test]
+async fn push_api_checks_token_and_content_type() {
+    let mut config = Config::default();
+    config.push_token = Some("s3cret".into());
+    let server = TestServer::with_config(config).await;
+    let body = r#"{"message": "x"}"#;
+    let json = "content-type: application/json\r\n";
+    let status = http_request(server.addr, "/api/rooms/a/messages", json, body).await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    let auth = "content-type: application/json\r\nauthorization: Bearer s3cret\r\n";
+    let status = http_request(server.addr, "/api/rooms/a/messages", auth, body).await;
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    let form = "content-type: text/plain\r\nauthorization: Bearer s3cret\r\n";
+    let status = http_request(server.addr, "/api/rooms/a/messages", form, body).await;
+    assert!(
+        status.starts_with("HTTP/1.1 415"),
+        "a cross-site simple POST is refused: {status}"
+    );
+    assert_eq!(server.get_status("/api/rooms").await, 200, "reads need no token");
+}
+
+/// A minimal HTTP/1.1 POST with JSON; returns the status line.
 async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    http_request(addr, path, "content-type: application/json\r\n", body).await
+}
+
+/// A minimal HTTP/1.1 POST with extra header lines; returns the status line.
+async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

@@ -32,13 +32,15 @@ mod proxy;
 mod route;
 mod router;
 mod server;
+mod service;
 mod settings;
 mod transport;
 
 pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError};
-pub use router::{ConnectionInfo, InMemoryConnection, Router, RouterService, Runtime};
+pub use router::{ConnectionInfo, Router, Runtime};
 pub use server::{Server, ServerConfig, shutdown_signal};
+pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};

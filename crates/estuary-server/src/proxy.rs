@@ -21,10 +21,17 @@ use ipnet::IpNet;
 ///
 /// let direct = proxies.client("198.51.100.1:5000".parse().unwrap(), &headers);
 /// assert_eq!(direct.ip().to_string(), "198.51.100.1");
+///
+/// // nginx on the same host, talking to a Unix socket:
+/// let behind_unix: TrustedProxies = "unix".parse().unwrap();
+/// assert_eq!(behind_unix.client_of(None, &headers).unwrap().ip().to_string(), "10.1.2.3");
+/// assert_eq!(TrustedProxies::default().client_of(None, &headers), None);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    /// Trust peers on a Unix socket (entry `unix`): nginx in front of `--bind unix:...`.
+    unix: bool,
 }
 
 /// A trusted-proxy entry is neither an IP address nor a CIDR network.
@@ -42,15 +49,21 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// Trusts the given addresses and networks.
+    /// Trusts the given addresses and networks; the entry `unix` trusts
+    /// every peer on a Unix socket.
     pub fn new<I, S>(entries: I) -> Result<Self, InvalidProxy>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let mut nets = Vec::new();
+        let mut unix = false;
         for entry in entries {
             let entry = entry.as_ref();
+            if entry == "unix" {
+                unix = true;
+                continue;
+            }
             let net = match IpNet::from_str(entry) {
                 Ok(net) => net,
                 Err(_) => IpAddr::from_str(entry)
@@ -59,7 +72,7 @@ impl TrustedProxies {
             };
             nets.push(net);
         }
-        Ok(Self { nets })
+        Ok(Self { nets, unix })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -70,6 +83,16 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(&ip))
     }
 
+    /// The client's address for a connection from `peer` (`None`: a Unix
+    /// socket, trusted only with the `unix` entry).
+    pub fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<SocketAddr> {
+        match peer {
+            Some(peer) => Some(self.client(peer, headers)),
+            None if self.unix => self.forwarded(headers),
+            None => None,
+        }
+    }
+
     /// The client's address: walking `X-Forwarded-For` from the right, the
     /// first hop that is not a trusted proxy; else `X-Real-IP`; else the peer.
     /// Only when the peer itself is trusted.
@@ -77,6 +100,10 @@ impl TrustedProxies {
         if !self.trusts(peer.ip()) {
             return peer;
         }
+        self.forwarded(headers).unwrap_or(peer)
+    }
+
+    fn forwarded(&self, headers: &HeaderMap) -> Option<SocketAddr> {
         let forwarded: Vec<IpAddr> = headers
             .get_all("x-forwarded-for")
             .iter()
@@ -90,15 +117,12 @@ impl TrustedProxies {
             .find(|ip| !self.trusts(**ip))
             .or(forwarded.first())
         {
-            return SocketAddr::new(*ip, 0);
+            return Some(SocketAddr::new(*ip, 0));
         }
-        if let Some(ip) = headers
+        headers
             .get("x-real-ip")
             .and_then(|v| v.to_str().ok())
             .and_then(|s| IpAddr::from_str(s.trim()).ok())
-        {
-            return SocketAddr::new(ip, 0);
-        }
-        peer
+            .map(|ip| SocketAddr::new(ip, 0))
     }
 }

@@ -1,28 +1,18 @@
 //! One router for WebSocket consumers and HTTP routes on one port.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
-use axum::body::Body;
-use estuary_core::{
-    Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope, Session, SessionConfig, User,
-};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use estuary_core::{Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope, Session, SessionConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::route::{PathPattern, PatternError};
+use crate::service::RouterService;
 use crate::settings::WsSettings;
-use crate::transport::{AnyTransport, SocketTransport};
+use crate::transport::AnyTransport;
 
 /// Route parameters in the order the route names them.
 type RouteParams = Vec<(Arc<str>, String)>;
@@ -41,7 +31,7 @@ impl<C: Consumer> OpenSession for Session<C> {
 }
 
 /// Makes consumers for one route; erases the consumer type.
-trait Endpoint: Send + Sync {
+pub(crate) trait Endpoint: Send + Sync {
     fn open(
         &self,
         scope: Scope,
@@ -123,10 +113,10 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct Router {
     routes: Vec<(PathPattern, Arc<dyn Endpoint>)>,
-    http: axum::Router,
-    layer: ChannelLayerHandle,
-    settings: WsSettings,
-    runtime: Runtime,
+    pub(crate) http: axum::Router,
+    pub(crate) layer: ChannelLayerHandle,
+    pub(crate) settings: WsSettings,
+    pub(crate) runtime: Runtime,
 }
 
 impl std::fmt::Debug for Router {
@@ -258,31 +248,13 @@ impl Router {
 
     /// Freezes the router into a cloneable tower service.
     pub fn into_service(self) -> RouterService {
-        RouterService {
-            inner: Arc::new(self),
-        }
+        RouterService::new(self)
     }
 
-    fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {
+    pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {
         self.routes
             .iter()
             .find_map(|(p, e)| p.matches(path).map(|params| (e, params)))
-    }
-}
-
-/// A [`Router`] as a tower [`Service`](tower::Service) over HTTP requests.
-///
-/// Wrap it in tower layers ([`OriginLayer`](crate::OriginLayer), an
-/// authentication layer, `tower-http`) and hand it to a
-/// [`Server`](crate::Server).
-#[derive(Clone, Debug)]
-pub struct RouterService {
-    inner: Arc<Router>,
-}
-
-impl From<Router> for RouterService {
-    fn from(router: Router) -> Self {
-        router.into_service()
     }
 }
 
@@ -290,231 +262,4 @@ impl From<Router> for RouterService {
 pub(crate) struct Accepted {
     pub(crate) session: Box<dyn OpenSession>,
     pub(crate) accept: Accept,
-}
-
-fn plain(status: StatusCode, reason: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(format!("{reason}\n")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-                .unwrap_or(false)
-        })
-    };
-    method == Method::GET
-        && has_token(header::UPGRADE, "websocket")
-        && has_token(header::CONNECTION, "upgrade")
-}
-
-/// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
-fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-impl RouterService {
-    /// The router behind this service.
-    pub fn router(&self) -> &Router {
-        &self.inner
-    }
-
-    /// Routes a handshake and runs the consumer's `connect`. Used by the HTTP
-    /// path below and by in-process clients.
-    pub(crate) async fn open(
-        &self,
-        parts: &mut http::request::Parts,
-        info: ConnectionInfo,
-        timeout: Option<Duration>,
-    ) -> Result<Accepted, Response<Body>> {
-        let router = &*self.inner;
-        // Routes match the decoded path, as Django matches ASGI's `path`.
-        let raw_path = parts.uri.path();
-        let Ok(path) = percent_encoding::percent_decode_str(raw_path).decode_utf8() else {
-            return Err(plain(
-                StatusCode::BAD_REQUEST,
-                "path is not valid UTF-8 once decoded",
-            ));
-        };
-        let path = path.into_owned();
-        let Some((endpoint, params)) = router.find(&path) else {
-            return Err(plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"));
-        };
-        let mut builder = Scope::builder(path.clone())
-            .raw_path(raw_path)
-            .query_string(parts.uri.query().unwrap_or_default())
-            .headers(parts.headers.clone())
-            .subprotocols(offered_subprotocols(&parts.headers))
-            .user(parts.extensions.remove::<User>());
-        if let Some(client) = info.client {
-            builder = builder.client(client);
-        }
-        if let Some(local) = info.local {
-            builder = builder.server(local);
-        }
-        for (name, value) in params {
-            builder = builder.param(name, value);
-        }
-        let scope = builder.extensions(std::mem::take(&mut parts.extensions)).build();
-        let opening = endpoint.open(scope, router.layer.clone(), router.settings.session.clone());
-        let opened = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, opening).await {
-                Ok(opened) => opened,
-                Err(_) => return Err(plain(StatusCode::GATEWAY_TIMEOUT, "connect handler timed out")),
-            },
-            None => opening.await,
-        };
-        opened.map_err(|reject| plain(reject.status, &reject.reason))
-    }
-
-    /// Opens an in-process connection (no socket) for the handshake `request`:
-    /// what the test communicator uses. On acceptance the consumer runs on a
-    /// spawned task over a [`MemoryTransport`](crate::MemoryTransport); the
-    /// returned client ends talk to it. On rejection, the HTTP response the
-    /// server would have sent.
-    pub async fn open_in_memory(
-        &self,
-        request: Request<()>,
-        info: ConnectionInfo,
-        shutdown: CancellationToken,
-    ) -> Result<InMemoryConnection, Response<Body>> {
-        let (mut parts, ()) = request.into_parts();
-        let Accepted { session, accept } = self.open(&mut parts, info, None).await?;
-        let (transport, client) = crate::transport::MemoryTransport::pair();
-        let task = tokio::spawn(session.run(AnyTransport::Memory(transport), shutdown));
-        Ok(InMemoryConnection { client, accept, task })
-    }
-
-    async fn handle_upgrade(self, mut req: Request<Body>) -> Response<Body> {
-        let headers = req.headers();
-        if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-            let mut response = plain(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-            return response;
-        }
-        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-            return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-        };
-        let info = req
-            .extensions()
-            .get::<ConnectionInfo>()
-            .cloned()
-            .unwrap_or_default();
-        let runtime = req
-            .extensions()
-            .get::<Runtime>()
-            .cloned()
-            .unwrap_or_else(|| self.inner.runtime.clone());
-        let timeout = req.extensions().get::<HandshakeTimeout>().map(|t| t.0);
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let (mut parts, _body) = req.into_parts();
-        let offered = offered_subprotocols(&parts.headers);
-        let Accepted { session, accept } = match self.open(&mut parts, info, timeout).await {
-            Ok(accepted) => accepted,
-            Err(response) => return response,
-        };
-
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = response.headers_mut();
-        h.extend(accept.headers);
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        match HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-            Ok(v) => h.insert(header::SEC_WEBSOCKET_ACCEPT, v),
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"),
-        };
-        if let Some(protocol) = accept.subprotocol {
-            match HeaderValue::from_str(&protocol) {
-                Ok(v) if offered.contains(&protocol) => {
-                    h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-                }
-                _ => {
-                    tracing::error!(%protocol, "consumer selected a subprotocol the client did not offer; ignored")
-                }
-            }
-        }
-
-        let ws_config = self.inner.settings.tungstenite();
-        let close_timeout = self.inner.settings.close_timeout;
-        let shutdown = runtime.shutdown.clone();
-        runtime.tracker.spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(%error, "upgrade failed after accept");
-                    // Run the session over a dead transport so disconnect and cleanup happen.
-                    let (transport, client) = crate::transport::MemoryTransport::pair();
-                    drop(client);
-                    session
-                        .run(AnyTransport::Memory(transport), CancellationToken::new())
-                        .await;
-                    return;
-                }
-            };
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-            let transport = AnyTransport::Socket(SocketTransport::new(ws, close_timeout));
-            let outcome = session.run(transport, shutdown).await;
-            tracing::debug!(code = %outcome.code, client_closed = outcome.client_closed, "connection closed");
-        });
-        response
-    }
-}
-
-/// An accepted in-process connection; see [`RouterService::open_in_memory`].
-#[derive(Debug)]
-pub struct InMemoryConnection {
-    /// The client's ends of the transport.
-    pub client: crate::transport::MemoryClient,
-    /// How the consumer accepted.
-    pub accept: Accept,
-    /// The session's task; it yields how the connection ended.
-    pub task: tokio::task::JoinHandle<Outcome>,
-}
-
-/// How long a consumer's `connect` may take; the server sets it per request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HandshakeTimeout(pub(crate) Duration);
-
-impl<B> tower::Service<Request<B>> for RouterService
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = req.map(Body::new);
-        let this = self.clone();
-        Box::pin(async move {
-            if is_websocket_upgrade(req.headers(), req.method()) {
-                return Ok(this.handle_upgrade(req).await);
-            }
-            let mut http = this.inner.http.clone();
-            tower::Service::call(&mut http, req).await
-        })
-    }
 }

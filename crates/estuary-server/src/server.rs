@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::proxy::TrustedProxies;
-use crate::router::{ConnectionInfo, HandshakeTimeout, Runtime};
+use crate::router::{ConnectionInfo, Runtime};
+use crate::service::HandshakeTimeout;
 
 /// Server-wide settings.
 ///
@@ -241,7 +242,7 @@ impl<S> Conn<S> {
         let handshake_timeout = config.handshake_timeout;
         let proxies = config.trusted_proxies;
         let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let client = peer.map(|p| proxies.client(p, req.headers()));
+            let client = proxies.client_of(peer, req.headers());
             let ext = req.extensions_mut();
             ext.insert(ConnectionInfo { peer, client, local });
             ext.insert(runtime.clone());
