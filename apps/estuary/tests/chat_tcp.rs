@@ -237,8 +237,7 @@ async fn push_api_reaches_a_room() {
 
 #[tokio::test]
 async fn push_api_checks_token_and_content_type() {
-    let mut config = Config::default();
-    config.push_token = Some("s3cret".into());
+    let config = Config { push_token: Some("s3cret".into()), ..Config::default() };
     let server = TestServer::with_config(config).await;
     let body = r#"{"message": "x"}"#;
     let json = "content-type: application/json\r\n";
