@@ -3,24 +3,11 @@
 
 mod common;
 
+#[path = "../../tests/support/http.rs"]
+mod http;
+
 use common::{Example, assert_no_message, connect, recv_json, send_json};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn post(addr: &str, path: &str, body: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(common::WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
 
 #[tokio::test]
 async fn http_post_reaches_every_socket_and_requests_are_answered_privately() {
@@ -32,7 +19,7 @@ async fn http_post_reaches_every_socket_and_requests_are_answered_privately() {
         browsers.push(ws);
     }
 
-    let response = post(&example.addr, "/notify/sales", r#"{"total": 42}"#).await;
+    let response = http::post_json(example.addr.as_str(), "/notify/sales", r#"{"total": 42}"#).await;
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
     assert!(response.contains(r#""delivered":3"#), "{response}");
     for ws in &mut browsers {

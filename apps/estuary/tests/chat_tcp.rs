@@ -2,6 +2,9 @@
 
 mod common;
 
+#[path = "../../../tests/support/http.rs"]
+mod http;
+
 use common::{Client, TestServer};
 use estuary_app::config::Config;
 use futures_util::SinkExt;
@@ -237,7 +240,10 @@ async fn push_api_reaches_a_room() {
 
 #[tokio::test]
 async fn push_api_checks_token_and_content_type() {
-    let config = Config { push_token: Some("s3cret".into()), ..Config::default() };
+    let config = Config {
+        push_token: Some("s3cret".into()),
+        ..Config::default()
+    };
     let server = TestServer::with_config(config).await;
     let body = r#"{"message": "x"}"#;
     let json = "content-type: application/json\r\n";
@@ -255,24 +261,17 @@ async fn push_api_checks_token_and_content_type() {
     assert_eq!(server.get_status("/api/rooms").await, 200, "reads need no token");
 }
 
-/// A minimal HTTP/1.1 POST with JSON; returns the status line.
+/// A POST with JSON; returns the status line.
 async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
     http_request(addr, path, "content-type: application/json\r\n", body).await
 }
 
-/// A minimal HTTP/1.1 POST with extra header lines; returns the status line.
+/// A POST with extra header lines; returns the status line.
 async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &str, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(common::WAIT, s.read_to_string(&mut out))
+    http::post(addr, path, headers, body)
         .await
-        .unwrap()
-        .unwrap();
-    out.lines().next().unwrap_or_default().to_owned()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -8,7 +8,6 @@ mod probe;
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,37 +119,21 @@ impl Estuary {
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--layer",
-                SHARED_REDIS,
-                "--redis-prefix",
-                prefix,
-            ])
-            .args(["--rate-limit", "0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start estuary");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("estuary did not start");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
+        cmd.args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--layer",
+            SHARED_REDIS,
+            "--redis-prefix",
+            prefix,
+        ])
+        .args(["--rate-limit", "0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::inherit());
+        let (child, _) = process::spawn_ready(cmd, "listening", Duration::from_secs(30));
         Self { child, port }
     }
 
@@ -213,6 +196,8 @@ async fn two_processes_share_a_room_through_redis() {
 
 #[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
 mod redis_server;
+
+use redis_server::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_keeps_websockets_and_recovers() {

@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+#[path = "../../../tests/support/process.rs"]
+mod process;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,38 +21,19 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--shutdown-timeout",
-            "5",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start estuary");
-
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
+    cmd.args([
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--shutdown-timeout",
+        "5",
+    ])
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1")
+    .stderr(Stdio::inherit());
     // Wait for the "listening" log line (an event, bounded by a timeout).
-    let stdout = child.stdout.take().unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening") {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .expect("server did not start")
-        .unwrap();
+    let (mut child, _) = process::spawn_ready(cmd, "listening", Duration::from_secs(20));
     let url = format!("ws://127.0.0.1:{port}/ws/chat/lobby/");
     let mut clients = Vec::new();
     for _ in 0..5 {

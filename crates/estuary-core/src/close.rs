@@ -46,6 +46,15 @@ impl CloseCode {
     }
 
     /// True for codes an endpoint may put in a close frame on the wire.
+    ///
+    /// ```
+    /// use estuary_core::CloseCode;
+    ///
+    /// assert!(CloseCode::POLICY_VIOLATION.is_sendable());
+    /// assert!(CloseCode::from(4001).is_sendable());
+    /// assert!(!CloseCode::ABNORMAL.is_sendable()); // only reported locally
+    /// assert!(!CloseCode::from(999).is_sendable());
+    /// ```
     pub fn is_sendable(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
@@ -94,6 +103,13 @@ impl CloseFrame {
     pub const MAX_REASON_LEN: usize = 123;
 
     /// A close frame; a reason over 123 bytes is cut at a character boundary.
+    ///
+    /// ```
+    /// use estuary_core::{CloseCode, CloseFrame};
+    ///
+    /// let frame = CloseFrame::new(CloseCode::NORMAL, "x".repeat(200));
+    /// assert_eq!(frame.reason().len(), CloseFrame::MAX_REASON_LEN);
+    /// ```
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         let mut reason = reason.into();
         if reason.len() > Self::MAX_REASON_LEN {

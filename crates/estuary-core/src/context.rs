@@ -18,7 +18,24 @@ use crate::scope::Scope;
 use crate::ws::WsMessage;
 
 /// What to do when a client does not read fast enough and its bounded
-/// outbound queue is full.
+/// outbound queue is full. Set it in [`SessionConfig::slow_client`](crate::SessionConfig::slow_client).
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_core::{SessionConfig, SlowClientPolicy};
+///
+/// assert_eq!(
+///     SlowClientPolicy::default(),
+///     SlowClientPolicy::Disconnect { grace: Duration::from_secs(5) },
+/// );
+///
+/// // A live price feed: a stale update is worthless, so drop it and keep the client.
+/// let config = SessionConfig {
+///     slow_client: SlowClientPolicy::Drop,
+///     ..SessionConfig::default()
+/// };
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowClientPolicy {
     /// Wait up to `grace` for room; then close the connection with 1013
@@ -53,6 +70,48 @@ pub(crate) enum Outgoing {
 /// handler runs; see [`SlowClientPolicy`] for what happens when it is full.
 /// Groups joined with [`group_add`](Self::group_add) are left automatically
 /// when the connection ends.
+///
+/// There is no public constructor: the session makes one per connection and
+/// lends it to each [`Consumer`](crate::Consumer) handler.
+///
+/// ```
+/// use estuary_core::{
+///     ChannelLayerHandle, CloseCode, Connect, Consumer, ConsumerError, Context, GroupName,
+///     InMemoryChannelLayer, NoEvent, Scope, Session, SessionConfig, WsMessage,
+/// };
+///
+/// struct Lobby;
+///
+/// impl Consumer for Lobby {
+///     type Event = NoEvent;
+///
+///     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+///         ctx.group_add(&GroupName::new("lobby")?).await?;
+///         // Sent right after the handshake completes.
+///         ctx.send_json(&serde_json::json!({"type": "welcome"})).await?;
+///         Ok(Connect::accept())
+///     }
+///
+///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+///         if msg.as_text() == Some("bye") {
+///             return ctx.close(CloseCode::NORMAL, "goodbye").await;
+///         }
+///         ctx.send(msg).await
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::default();
+/// let scope = Scope::builder("/ws/lobby/").build();
+/// let handle = ChannelLayerHandle::new(layer.clone());
+/// let (session, _accept) = Session::open(Lobby, scope, handle, SessionConfig::default())
+///     .await
+///     .expect("accepted");
+/// // `connect` joined the group through its context.
+/// assert_eq!(layer.group_size(&GroupName::new("lobby").unwrap()), 1);
+/// # drop(session);
+/// # });
+/// ```
 pub struct Context {
     scope: Arc<Scope>,
     channel: ChannelName,

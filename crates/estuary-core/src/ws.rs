@@ -39,6 +39,13 @@ impl WsMessage {
     }
 
     /// A text message holding `value` as JSON.
+    ///
+    /// ```
+    /// use estuary_core::WsMessage;
+    ///
+    /// let m = WsMessage::json(&serde_json::json!({"type": "ping"})).unwrap();
+    /// assert_eq!(m.as_text(), Some(r#"{"type":"ping"}"#));
+    /// ```
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         Ok(WsMessage::Text(serde_json::to_string(value)?.into()))
     }
@@ -70,6 +77,14 @@ impl WsMessage {
     }
 
     /// Parses the payload (text or binary) as JSON (Channels' `receive_json`).
+    ///
+    /// ```
+    /// use estuary_core::WsMessage;
+    ///
+    /// let n: u32 = WsMessage::binary(b"42".to_vec()).parse_json().unwrap();
+    /// assert_eq!(n, 42);
+    /// assert!(WsMessage::text("not json").parse_json::<u32>().is_err());
+    /// ```
     pub fn parse_json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(self.as_bytes())
     }

@@ -30,6 +30,17 @@ impl RedisConfig {
     /// A configuration for these hosts (`redis://[:password@]host:port/db`,
     /// `rediss://`, `unix:///path`), in ring order. Defaults: prefix `asgi`,
     /// capacity 100, expiry 60 s, group expiry 86400 s, no encryption.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new(["redis://10.0.0.1:6379/0", "redis://10.0.0.2:6379/0"]);
+    /// assert_eq!(config.hosts().len(), 2);
+    /// assert_eq!(config.prefix(), "asgi");
+    /// assert_eq!(config.layer_config().capacity(), 100);
+    /// assert_eq!(config.layer_config().expiry(), Duration::from_secs(60));
+    /// ```
     pub fn new<I, S>(hosts: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -52,6 +63,19 @@ impl RedisConfig {
     }
 
     /// Capacity, expiry and group expiry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_core::ChannelLayerConfig;
+    /// use estuary_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new(["redis://127.0.0.1:6379/0"]).with_layer_config(
+    ///     ChannelLayerConfig::default()
+    ///         .with_capacity(1000)
+    ///         .with_expiry(Duration::from_secs(30)),
+    /// );
+    /// assert_eq!(config.layer_config().capacity(), 1000);
+    /// ```
     pub fn with_layer_config(mut self, layer: ChannelLayerConfig) -> Self {
         self.layer = layer;
         self

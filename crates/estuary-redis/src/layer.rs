@@ -379,24 +379,81 @@ impl Inner {
     }
 }
 
+/// One blocking-pop loop: its dedicated connection, key and backoff.
+struct Popper {
+    conn: ConnectionManager,
+    key: String,
+    token: CancellationToken,
+    backoff: Duration,
+}
+
+/// What one `BZPOPMIN` gave.
+enum Pop {
+    Hit { member: Vec<u8>, score: f64 },
+    Idle,
+    Failed(redis::RedisError),
+}
+
+impl Popper {
+    fn new(conn: ConnectionManager, key: String, token: CancellationToken) -> Self {
+        Self {
+            conn,
+            key,
+            token,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// One blocking pop of up to `timeout` seconds; `None` once the layer
+    /// shuts down.
+    async fn pop(&mut self, timeout: u64) -> Option<Pop> {
+        let mut cmd = redis::cmd("BZPOPMIN");
+        cmd.arg(&self.key).arg(timeout);
+        let popped = tokio::select! {
+            _ = self.token.cancelled() => return None,
+            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut self.conn) => r,
+        };
+        Some(match popped {
+            Ok(Some((_, member, score))) => {
+                self.backoff = Duration::from_millis(100);
+                Pop::Hit { member, score }
+            }
+            Ok(None) => {
+                self.backoff = Duration::from_millis(100);
+                Pop::Idle
+            }
+            Err(e) => Pop::Failed(e),
+        })
+    }
+
+    /// Waits out the backoff after a failure (doubling it, up to 5 s);
+    /// `false` once the layer shuts down.
+    async fn back_off(&mut self) -> bool {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = self.token.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+}
+
+fn pop_timeout(inner: &Weak<Inner>) -> Option<u64> {
+    inner.upgrade().map(|i| i.config.receive_timeout.as_secs().max(1))
+}
+
 /// Pops one message of a plain channel into its buffer (retrying while Redis
 /// is away), then stops until the next receive asks again.
 async fn fetch_one(inner: Weak<Inner>, rx: Arc<PlainReceiver>, key: String, token: CancellationToken) {
-    let mut conn = rx.conn.clone();
-    let mut backoff = Duration::from_millis(100);
+    let mut popper = Popper::new(rx.conn.clone(), key, token);
     loop {
-        let timeout = match inner.upgrade() {
-            Some(i) => i.config.receive_timeout.as_secs().max(1),
+        let Some(timeout) = pop_timeout(&inner) else {
+            return;
+        };
+        match popper.pop(timeout).await {
             None => return,
-        };
-        let mut cmd = redis::cmd("BZPOPMIN");
-        cmd.arg(&key).arg(timeout);
-        let popped = tokio::select! {
-            _ = token.cancelled() => return,
-            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut conn) => r,
-        };
-        match popped {
-            Ok(Some((_, member, score))) => {
+            Some(Pop::Idle) => continue,
+            Some(Pop::Hit { member, score }) => {
                 let Some(inner) = inner.upgrade() else { return };
                 match decode_member(&member, inner.crypto.as_ref()) {
                     Ok(d) => {
@@ -411,19 +468,15 @@ async fn fetch_one(inner: Weak<Inner>, rx: Arc<PlainReceiver>, key: String, toke
                     }
                     Err(error) => {
                         inner.undecodable.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, %key, "undecodable message; dropped");
-                        continue;
+                        tracing::warn!(%error, key = %popper.key, "undecodable message; dropped");
                     }
                 }
             }
-            Ok(None) => continue,
-            Err(error) => {
-                tracing::warn!(%error, %key, "blocking pop failed; retrying");
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+            Some(Pop::Failed(error)) => {
+                tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying");
+                if !popper.back_off().await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -431,53 +484,41 @@ async fn fetch_one(inner: Weak<Inner>, rx: Arc<PlainReceiver>, key: String, toke
 
 /// Reads this process's queue and dispatches to local channels, for the
 /// life of the layer. Holds only a weak reference while it waits.
-async fn receive_loop(
-    inner: Weak<Inner>,
-    mut conn: ConnectionManager,
-    key: String,
-    token: CancellationToken,
-) {
+async fn receive_loop(inner: Weak<Inner>, conn: ConnectionManager, key: String, token: CancellationToken) {
+    let mut popper = Popper::new(conn, key, token);
     let mut failing = false;
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let timeout = match inner.upgrade() {
-            Some(i) => i.config.receive_timeout.as_secs().max(1),
-            None => return,
+        let Some(timeout) = pop_timeout(&inner) else {
+            return;
         };
-        let mut cmd = redis::cmd("BZPOPMIN");
-        cmd.arg(&key).arg(timeout);
-        let popped = tokio::select! {
-            _ = token.cancelled() => return,
-            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut conn) => r,
+        let Some(popped) = popper.pop(timeout).await else {
+            return;
         };
         let Some(layer) = inner.upgrade() else { return };
         match popped {
-            Ok(hit) => {
+            Pop::Failed(error) => {
+                if !failing {
+                    failing = true;
+                    layer.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, key = %popper.key, "Redis unavailable; WebSockets stay open, retrying with backoff");
+                }
+                drop(layer);
+                if !popper.back_off().await {
+                    return;
+                }
+            }
+            hit_or_idle => {
                 if failing {
                     failing = false;
-                    backoff = Duration::from_millis(100);
                     // Redis may have restarted empty: write every membership
                     // of this process again before saying it is healthy.
                     layer.renew(true).await;
                     layer.healthy.store(true, Ordering::Relaxed);
-                    tracing::info!(%key, "Redis is reachable again; group memberships restored");
+                    tracing::info!(key = %popper.key, "Redis is reachable again; group memberships restored");
                 }
-                if let Some((_, member, score)) = hit {
+                if let Pop::Hit { member, score } = hit_or_idle {
                     layer.dispatch(&member, score);
                 }
-            }
-            Err(error) => {
-                if !failing {
-                    failing = true;
-                    layer.healthy.store(false, Ordering::Relaxed);
-                    tracing::error!(%error, %key, "Redis unavailable; WebSockets stay open, retrying with backoff");
-                }
-                drop(layer);
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -65,7 +65,35 @@ where
 }
 
 /// What the server knows about the connection a request arrived on. The
-/// server puts it in every request's extensions.
+/// server puts it in every request's extensions; HTTP handlers read it with
+/// axum's `Extension` extractor, consumers through [`Scope::client`] and
+/// [`Scope::server`].
+///
+/// ```
+/// use axum::{Extension, body::Body, routing::get};
+/// use estuary_server::{ConnectionInfo, Router};
+/// use http::Request;
+/// use http_body_util::BodyExt;
+/// use tower::ServiceExt;
+///
+/// async fn whoami(Extension(info): Extension<ConnectionInfo>) -> String {
+///     info.client.map_or("unknown".into(), |addr| addr.ip().to_string())
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let service = Router::new().route("/whoami", get(whoami)).into_service();
+///
+/// // The server inserts this itself; a test does it by hand.
+/// let mut request = Request::get("/whoami").body(Body::empty()).unwrap();
+/// request.extensions_mut().insert(ConnectionInfo {
+///     client: Some("203.0.113.7:51000".parse().unwrap()),
+///     ..ConnectionInfo::default()
+/// });
+/// let response = service.oneshot(request).await.unwrap();
+/// let body = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(&body[..], b"203.0.113.7");
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionInfo {
     /// The TCP peer (`None` over a Unix socket).
@@ -78,7 +106,24 @@ pub struct ConnectionInfo {
 
 /// Where accepted WebSockets run: the server's task tracker and shutdown
 /// token. The server puts it in every request's extensions; a router served
-/// some other way uses its own.
+/// some other way uses its own ([`Router::runtime`]). Clones share the same
+/// tracker and token.
+///
+/// ```
+/// use estuary_server::Router;
+///
+/// let router = Router::new();
+/// let runtime = router.runtime().clone();
+/// let service = router.into_service(); // serve it, e.g. with axum::serve
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // At shutdown: close every WebSocket with 1001, then wait for their tasks.
+/// runtime.shutdown.cancel();
+/// runtime.tracker.close();
+/// runtime.tracker.wait().await;
+/// assert!(service.router().runtime().shutdown.is_cancelled());
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
     /// Tracks every WebSocket task, for graceful shutdown.

@@ -26,7 +26,26 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 ///
 /// Wrap it in tower layers ([`OriginLayer`](crate::OriginLayer), an
 /// authentication layer, `tower-http`) and hand it to a
-/// [`Server`](crate::Server).
+/// [`Server`](crate::Server). Cloning it is cheap: clones share one router.
+///
+/// ```
+/// use axum::{body::Body, routing::get};
+/// use estuary_server::{Router, RouterService};
+/// use http::{Request, StatusCode};
+/// use tower::ServiceExt;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let service: RouterService = Router::new().route("/health", get(|| async { "ok" })).into();
+///
+/// let request = Request::get("/health").body(Body::empty()).unwrap();
+/// let response = service.clone().oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+///
+/// let request = Request::get("/missing").body(Body::empty()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct RouterService {
     inner: Arc<Router>,
@@ -233,6 +252,41 @@ impl RouterService {
 }
 
 /// An accepted in-process connection; see [`RouterService::open_in_memory`].
+///
+/// ```
+/// use estuary_core::{CloseCode, CloseFrame, Consumer, ConsumerError, Context, Inbound, NoEvent, WsMessage};
+/// use estuary_server::{ConnectionInfo, Router, ServerFrame};
+/// use http::Request;
+/// use tokio_util::sync::CancellationToken;
+///
+/// struct Echo;
+///
+/// impl Consumer for Echo {
+///     type Event = NoEvent;
+///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+///         ctx.send(msg).await
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let service = Router::new().websocket("ws/echo/", || Echo).into_service();
+/// let request = Request::get("/ws/echo/").body(()).unwrap();
+/// let mut conn = service
+///     .open_in_memory(request, ConnectionInfo::default(), CancellationToken::new())
+///     .await
+///     .expect("accepted");
+///
+/// conn.client.to_server.send(Inbound::Message(WsMessage::text("hi"))).await.unwrap();
+/// let reply = conn.client.from_server.recv().await;
+/// assert_eq!(reply, Some(ServerFrame::Message(WsMessage::text("hi"))));
+///
+/// let bye = CloseFrame::new(CloseCode::NORMAL, "");
+/// conn.client.to_server.send(Inbound::Close(Some(bye))).await.unwrap();
+/// let outcome = conn.task.await.unwrap();
+/// assert!(outcome.client_closed);
+/// assert_eq!(outcome.code, CloseCode::NORMAL);
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct InMemoryConnection {
     /// The client's ends of the transport.

@@ -135,6 +135,21 @@ impl Transport for SocketTransport {
 }
 
 /// What an in-process client sees from the server side of a [`MemoryTransport`].
+///
+/// ```
+/// use estuary_core::{CloseCode, CloseFrame, Transport};
+/// use estuary_server::{MemoryTransport, ServerFrame};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let (mut transport, mut client) = MemoryTransport::pair();
+/// transport.close(Some(CloseFrame::new(CloseCode::POLICY_VIOLATION, "rate limit"))).await;
+///
+/// match client.from_server.recv().await {
+///     Some(ServerFrame::Close(Some(frame))) => assert_eq!(frame.code(), CloseCode::POLICY_VIOLATION),
+///     other => panic!("expected a close frame, got {other:?}"),
+/// }
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerFrame {
     /// A data message.
@@ -166,6 +181,26 @@ pub struct MemoryClient {
 
 impl MemoryTransport {
     /// A transport and its client ends.
+    ///
+    /// ```
+    /// use estuary_core::{Inbound, Transport, WsMessage};
+    /// use estuary_server::{MemoryTransport, ServerFrame};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let (mut transport, mut client) = MemoryTransport::pair();
+    ///
+    /// client.to_server.send(Inbound::Message(WsMessage::text("ping"))).await.unwrap();
+    /// let got = transport.recv().await;
+    /// assert!(matches!(got, Some(Ok(Inbound::Message(m))) if m.as_text() == Some("ping")));
+    ///
+    /// // Fed messages reach the client only when flushed.
+    /// transport.feed(WsMessage::text("pong")).await.unwrap();
+    /// assert!(client.from_server.try_recv().is_err());
+    /// transport.flush().await.unwrap();
+    /// let sent = client.from_server.recv().await;
+    /// assert_eq!(sent, Some(ServerFrame::Message(WsMessage::text("pong"))));
+    /// # });
+    /// ```
     pub fn pair() -> (Self, MemoryClient) {
         let (to_server, from_client) = mpsc::channel(64);
         let (to_client, from_server) = mpsc::unbounded_channel();
@@ -219,6 +254,30 @@ impl Transport for MemoryTransport {
 
 /// Either transport, so that one router serves sockets and in-process clients
 /// without boxing every read and write.
+///
+/// A session run over a client that vanished without a close frame ends
+/// with 1006:
+///
+/// ```
+/// use estuary_core::{ChannelLayerHandle, CloseCode, Consumer, NoEvent, Scope, Session, SessionConfig};
+/// use estuary_server::{AnyTransport, MemoryTransport};
+/// use tokio_util::sync::CancellationToken;
+///
+/// struct Quiet;
+/// impl Consumer for Quiet { type Event = NoEvent; }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let scope = Scope::builder("/ws/quiet/").build();
+/// let layer = ChannelLayerHandle::default();
+/// let (session, _accept) = Session::open(Quiet, scope, layer, SessionConfig::default())
+///     .await
+///     .expect("accepted");
+/// let (transport, client) = MemoryTransport::pair();
+/// drop(client);
+/// let outcome = session.run(AnyTransport::Memory(transport), CancellationToken::new()).await;
+/// assert_eq!(outcome.code, CloseCode::ABNORMAL);
+/// # });
+/// ```
 #[derive(Debug)]
 // Both variants live inline in the connection's task; the in-process one is
 // for tests only, so its smaller size buys nothing.

@@ -1,6 +1,6 @@
 //! The conformance suite every [`ChannelLayer`] must pass.
 //!
-//! It checks the delivery contract written in `estuary_core::layer`: order,
+//! It checks the delivery contract written on `estuary_core::ChannelLayer`: order,
 //! capacity, `Full` handing the message back, group sends skipping full
 //! members, discard, expiry, group expiry, flush, cancel-safe receive and
 //! per-channel capacities. Each check makes a fresh layer through your

@@ -2,8 +2,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+#[path = "../../../tests/support/process.rs"]
+mod process;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -24,28 +26,10 @@ impl Example {
     /// Starts `bin` (a `CARGO_BIN_EXE_*` path) on port 0 and waits for its
     /// "listening on" line.
     pub async fn start(bin: &str) -> Self {
-        let mut child = Command::new(bin)
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start example");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-            }
-        });
-        let addr = tokio::time::timeout(WAIT * 2, rx)
-            .await
-            .expect("example did not start")
-            .unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("127.0.0.1:0").stderr(Stdio::inherit());
+        let (child, line) = process::spawn_ready(cmd, "listening on http://", WAIT * 2);
+        let addr = line.trim_start_matches("listening on http://").to_owned();
         Self { child, addr }
     }
 

@@ -14,7 +14,7 @@ use crate::names::{ChannelName, GroupName};
 /// A channel layer inside one process (Channels' `InMemoryChannelLayer`).
 ///
 /// Cloning it gives another handle to the same layer. It keeps the whole
-/// [delivery contract](super): per-channel capacity with `Full` handing the
+/// [delivery contract](crate::ChannelLayer): per-channel capacity with `Full` handing the
 /// message back, group sends that skip full members and count them, message
 /// expiry and group expiry on tokio's clock (so tests can pause time).
 /// A group send shares one encoded [`Message`] with every member: no copy per

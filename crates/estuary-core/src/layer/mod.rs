@@ -1,26 +1,6 @@
 //! The channel layer: how consumers and processes talk to each other.
 //!
-//! # The delivery contract
-//!
-//! Every [`ChannelLayer`] implementation keeps these promises; the conformance
-//! suite in `estuary-testing` checks them for each one.
-//!
-//! * **At most once.** A message is delivered to a channel's receiver at most
-//!   once. Layers never retry behind your back.
-//! * **Order.** Messages from one sender to one channel are received in the
-//!   order they were sent. Across senders there is no order.
-//! * **Capacity.** A channel holds at most [`ChannelLayerConfig::capacity_for`] unread
-//!   messages. [`send`](ChannelLayer::send) to a full channel fails with
-//!   [`SendError::Full`] and hands the message back. [`group_send`](ChannelLayer::group_send)
-//!   skips full members, counts them in [`GroupSendReport::dropped`], and still
-//!   delivers to the others.
-//! * **Expiry.** A message not received within [`ChannelLayerConfig::expiry`] is
-//!   discarded and never delivered. A group membership lapses after
-//!   [`ChannelLayerConfig::group_expiry`] unless [`group_add`](ChannelLayer::group_add) renews it.
-//! * **Receive is cancel-safe.** Dropping a pending [`receive`](ChannelLayer::receive)
-//!   future loses no message: use it in `tokio::select!`.
-//! * **Names only.** A layer knows channel and group names and messages; it
-//!   never sees a socket.
+//! The delivery contract every layer keeps is documented on [`ChannelLayer`].
 
 mod config;
 mod handle;
@@ -39,13 +19,30 @@ use crate::names::{ChannelName, GroupName};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A channel layer failed.
+///
+/// Only [`Unavailable`](Self::Unavailable) is worth retrying; a receive that
+/// fails with [`ChannelClosed`](Self::ChannelClosed) will never succeed again.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, ChannelLayerError, InMemoryChannelLayer};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::default();
+/// let me = layer.new_channel().await.unwrap();
+/// layer.close_channel(&me).await;
+///
+/// let err = layer.receive(&me).await.unwrap_err();
+/// assert!(matches!(err, ChannelLayerError::ChannelClosed(ref name) if *name == me));
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelLayerError {
     /// The backend (for example Redis) cannot be reached; the operation may
     /// succeed when it is back.
     #[error("channel layer backend unavailable: {0}")]
     Unavailable(#[source] BoxError),
-    /// The channel was closed with [`ChannelLayer::close_channel`] while receiving.
+    /// The channel was closed with [`ChannelLayer::close_channel`]: pending
+    /// and later receives on it fail with this.
     #[error("channel {0} is closed")]
     ChannelClosed(ChannelName),
     /// The process-specific channel belongs to another process: only its own
@@ -58,6 +55,27 @@ pub enum ChannelLayerError {
 }
 
 /// A [`ChannelLayer::send`] failed; the message is handed back.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, ChannelLayerConfig, ChannelName, InMemoryChannelLayer, Message};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
+/// let worker = ChannelName::new("emails").unwrap();
+/// let job = Message::from_json(&serde_json::json!({"type": "email.send"})).unwrap();
+/// layer.send(&worker, job.clone()).await.unwrap();
+///
+/// match layer.send(&worker, job).await {
+///     Ok(()) => unreachable!("the channel holds one message"),
+///     Err(e) if e.is_full() => {
+///         // Take the message back, to retry later or store elsewhere.
+///         let job = e.into_message();
+///         assert_eq!(job.message_type(), "email.send");
+///     }
+///     Err(e) => panic!("backend failed: {e}"),
+/// }
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The channel holds `capacity` unread messages already (Channels' `ChannelFull`).
@@ -98,6 +116,25 @@ impl SendError {
 }
 
 /// What a [`ChannelLayer::group_send`] did.
+///
+/// ```
+/// use estuary_core::{
+///     ChannelLayer, ChannelLayerConfig, GroupName, GroupSendReport, InMemoryChannelLayer, Message,
+/// };
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
+/// let room = GroupName::new("room").unwrap();
+/// let (a, b) = (layer.new_channel().await.unwrap(), layer.new_channel().await.unwrap());
+/// layer.group_add(&room, &a).await.unwrap();
+/// layer.group_add(&room, &b).await.unwrap();
+///
+/// let hello = Message::from_json(&serde_json::json!({"type": "hello"})).unwrap();
+/// layer.send(&a, hello.clone()).await.unwrap(); // `a` is now full
+/// let report = layer.group_send(&room, hello).await.unwrap();
+/// assert_eq!(report, GroupSendReport { delivered: 1, dropped: 1 });
+/// # });
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupSendReport {
     /// Members (or, for a layer that stores one queue per process, queues) the
@@ -109,9 +146,45 @@ pub struct GroupSendReport {
 
 /// A channel layer, with the verbs of Django Channels' `channel_layer`.
 ///
-/// See the [module documentation](self) for the delivery contract every
-/// implementation keeps. Implement this trait for a new backend; hold a
-/// [`ChannelLayerHandle`] to use one without naming its type.
+/// Implement this trait for a new backend; hold a [`ChannelLayerHandle`] to
+/// use one without naming its type.
+///
+/// # The delivery contract
+///
+/// Every implementation keeps these promises; the conformance suite in
+/// `estuary-testing` checks them for each one.
+///
+/// * **At most once.** A message is delivered to a channel's receiver at most
+///   once. Layers never retry behind your back.
+/// * **Order.** Messages from one sender to one channel are received in the
+///   order they were sent. Across senders there is no order. The
+///   [`InMemoryChannelLayer`] also gives each group one order: every member
+///   receives the group's messages in the same order.
+/// * **Capacity.** A channel holds at most [`ChannelLayerConfig::capacity_for`]
+///   unread messages. [`send`](ChannelLayer::send) to a full channel fails with
+///   [`SendError::Full`] and hands the message back.
+///   [`group_send`](ChannelLayer::group_send) skips full members, counts them
+///   in [`GroupSendReport::dropped`], and still delivers to the others.
+///   A layer that passes a process's messages through one shared queue (the
+///   Redis layer) may hold up to twice the capacity for a process-specific
+///   channel: the shared queue plus the channel's own buffer. When that buffer
+///   is full, the layer drops the message and counts it instead of returning
+///   `Full` (so does the Redis pub/sub layer, which stores nothing in Redis).
+/// * **Expiry.** A message not received within [`ChannelLayerConfig::expiry`]
+///   is discarded and never delivered. A group membership lapses after
+///   [`ChannelLayerConfig::group_expiry`] unless
+///   [`group_add`](ChannelLayer::group_add) renews it.
+/// * **Closing is final.** After [`close_channel`](ChannelLayer::close_channel),
+///   pending and later receives on the channel fail with
+///   [`ChannelLayerError::ChannelClosed`], and messages sent to it later are
+///   dropped or expire unread. The channel is never made again: a new
+///   connection gets a new name from [`new_channel`](ChannelLayer::new_channel).
+/// * **Receive is cancel-safe.** Dropping a pending [`receive`](ChannelLayer::receive)
+///   future loses no message: use it in `tokio::select!`.
+/// * **Names only.** A layer knows channel and group names and messages; it
+///   never sees a socket.
+///
+/// # Example
 ///
 /// ```
 /// use estuary_core::{ChannelLayer, GroupName, InMemoryChannelLayer, Message};
@@ -183,8 +256,24 @@ pub trait ChannelLayer: Send + Sync + 'static {
     }
 
     /// Says that nobody will receive on `channel` again (its connection ended):
-    /// the layer frees what it holds for it, and pending receives end with
-    /// [`ChannelLayerError::ChannelClosed`]. Messages sent to it later expire unread.
+    /// the layer frees what it holds for it, pending and later receives fail
+    /// with [`ChannelLayerError::ChannelClosed`], and messages sent to it later
+    /// are dropped or expire unread. The channel is never made again.
+    ///
+    /// ```
+    /// use estuary_core::{ChannelLayer, InMemoryChannelLayer, Message};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let layer = InMemoryChannelLayer::default();
+    /// let gone = layer.new_channel().await.unwrap();
+    /// layer.close_channel(&gone).await;
+    ///
+    /// // A late send is not an error for the sender; the message is dropped.
+    /// let late = Message::from_json(&serde_json::json!({"type": "late"})).unwrap();
+    /// assert!(layer.send(&gone, late).await.is_ok());
+    /// assert!(layer.receive(&gone).await.is_err());
+    /// # });
+    /// ```
     fn close_channel(&self, channel: &ChannelName) -> impl Future<Output = ()> + Send {
         let _ = channel;
         async {}

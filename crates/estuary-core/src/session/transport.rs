@@ -6,6 +6,25 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::ws::WsMessage;
 
 /// What a transport read from the client.
+///
+/// A client close without a code reaches [`Consumer::disconnect`](crate::Consumer::disconnect)
+/// as 1005 ([`CloseCode::NO_STATUS`]), as the session does here:
+///
+/// ```
+/// use estuary_core::{CloseCode, CloseFrame, Inbound, WsMessage};
+///
+/// fn client_close_code(inbound: &Inbound) -> Option<CloseCode> {
+///     match inbound {
+///         Inbound::Close(frame) => Some(frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code)),
+///         Inbound::Message(_) | Inbound::Pong => None,
+///     }
+/// }
+///
+/// let bye = Inbound::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "tab closed")));
+/// assert_eq!(client_close_code(&bye), Some(CloseCode::GOING_AWAY));
+/// assert_eq!(client_close_code(&Inbound::Close(None)), Some(CloseCode::NO_STATUS));
+/// assert_eq!(client_close_code(&Inbound::Message(WsMessage::text("hi"))), None);
+/// ```
 #[derive(Debug)]
 pub enum Inbound {
     /// A complete data message.
@@ -17,6 +36,17 @@ pub enum Inbound {
 }
 
 /// Why a transport failed. Each maps to the close code the session sends.
+///
+/// ```
+/// use estuary_core::{CloseCode, TransportError};
+///
+/// assert_eq!(TransportError::TooBig.close_code(), CloseCode::MESSAGE_TOO_BIG);
+/// assert_eq!(TransportError::InvalidUtf8.close_code(), CloseCode::INVALID_PAYLOAD);
+/// let reset = TransportError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+/// // 1006 is never sent: the connection is gone, so no close frame goes out.
+/// assert_eq!(reset.close_code(), CloseCode::ABNORMAL);
+/// assert!(!reset.close_code().is_sendable());
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// A message or frame over the configured maximum size (1009).
@@ -47,6 +77,72 @@ impl TransportError {
 
 /// A WebSocket connection as a session needs it. Implemented by the server
 /// over tokio-tungstenite and by the test communicator over in-process queues.
+///
+/// A transport that replays scripted client frames and records what the
+/// server sends, running an echo consumer through a [`Session`](crate::Session):
+///
+/// ```
+/// use std::collections::VecDeque;
+/// use std::sync::{Arc, Mutex};
+///
+/// use estuary_core::{
+///     ChannelLayerHandle, CloseCode, CloseFrame, Consumer, ConsumerError, Context, Inbound, NoEvent,
+///     Scope, Session, SessionConfig, Transport, TransportError, WsMessage,
+/// };
+///
+/// struct Script {
+///     inbound: VecDeque<Inbound>,
+///     sent: Arc<Mutex<Vec<WsMessage>>>,
+/// }
+///
+/// impl Transport for Script {
+///     async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
+///         self.inbound.pop_front().map(Ok)
+///     }
+///     async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
+///         self.sent.lock().unwrap().push(message);
+///         Ok(())
+///     }
+///     async fn flush(&mut self) -> Result<(), TransportError> {
+///         Ok(())
+///     }
+///     async fn ping(&mut self) -> Result<(), TransportError> {
+///         Ok(())
+///     }
+///     async fn close(&mut self, _frame: Option<CloseFrame>) {}
+/// }
+///
+/// struct Echo;
+///
+/// impl Consumer for Echo {
+///     type Event = NoEvent;
+///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+///         ctx.send(msg).await
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let sent = Arc::new(Mutex::new(Vec::new()));
+/// let script = Script {
+///     inbound: VecDeque::from([
+///         Inbound::Message(WsMessage::text("hi")),
+///         Inbound::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))),
+///     ]),
+///     sent: sent.clone(),
+/// };
+/// let scope = Scope::builder("/ws/echo/").build();
+/// let layer = ChannelLayerHandle::default();
+/// let (session, _accept) = Session::open(Echo, scope, layer, SessionConfig::default())
+///     .await
+///     .expect("accepted");
+/// let shutdown = tokio_util::sync::CancellationToken::new();
+/// let outcome = session.run(script, shutdown).await;
+///
+/// assert_eq!(*sent.lock().unwrap(), [WsMessage::text("hi")]);
+/// assert!(outcome.client_closed);
+/// assert_eq!(outcome.code, CloseCode::NORMAL);
+/// # });
+/// ```
 pub trait Transport: Send {
     /// The next message from the client; `None` when the connection ended
     /// without a close frame. Must be cancel-safe.

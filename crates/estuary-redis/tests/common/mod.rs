@@ -3,8 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+#[path = "../../../../tests/support/process.rs"]
+pub mod process;
 use std::time::Duration;
 
 /// The Redis every machine runs; tests use a unique prefix and never flush others' keys.
@@ -36,35 +38,19 @@ impl RedisServer {
 
     /// Starts redis-server on `port` (no persistence) and waits for "Ready to accept connections".
     pub fn start_on(port: u16) -> Self {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("redis-server did not start");
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stderr(Stdio::null());
+        let (child, _) = process::spawn_ready(cmd, "Ready to accept connections", Duration::from_secs(20));
         Self {
             child: Some(child),
             port,
