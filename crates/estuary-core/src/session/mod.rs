@@ -250,6 +250,11 @@ impl<C: Consumer> Session<C> {
         let layer = self.ctx.channel_layer().clone();
         let channel = self.ctx.channel_name().clone();
         let limit = config.write_timeout;
+        // One receive future lives across loop turns (receives are cancel-safe,
+        // but making a new one per turn would cost an allocation and a lookup
+        // for every frame); it is replaced only when it completes.
+        let receiving = layer.receive(&channel);
+        tokio::pin!(receiving);
 
         let closing = loop {
             let step = tokio::select! {
@@ -279,7 +284,9 @@ impl<C: Consumer> Session<C> {
                         }
                     }
                 }
-                received = layer.receive(&channel), if layer_pause.is_none() => match received {
+                received = &mut receiving, if layer_pause.is_none() => {
+                    receiving.set(layer.receive(&channel));
+                    match received {
                     Ok(message) => {
                         let fut = async {
                             match message.decode::<C::Event>() {
@@ -298,7 +305,7 @@ impl<C: Consumer> Session<C> {
                         layer_pause = Some(Instant::now() + Duration::from_secs(1));
                         Step::Continue
                     }
-                },
+                }},
                 _ = sleep_until_opt(layer_pause) => { layer_pause = None; Step::Continue }
                 _ = tick_opt(keepalive.as_mut()) => match ping_sent {
                     // Dead only when a ping went unanswered for the whole
