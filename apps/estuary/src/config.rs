@@ -170,11 +170,11 @@ pub struct ServeArgs {
     /// Origins allowed besides the server's own host, comma-separated (* for any).
     #[arg(long, env = "ESTUARY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
-    /// Trusted reverse proxies, comma-separated IPs or CIDRs.
+    /// Trusted reverse proxies, comma-separated IPs, CIDRs, or `unix` (peers on a Unix socket).
     #[arg(long, env = "ESTUARY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
     /// Bearer token required by the push API.
-    #[arg(long, env = "ESTUARY_PUSH_TOKEN")]
+    #[arg(long, env = "ESTUARY_PUSH_TOKEN", hide_env_values = true)]
     pub push_token: Option<String>,
     /// Largest client message in bytes.
     #[arg(long, env = "ESTUARY_MAX_MESSAGE_SIZE")]
@@ -309,6 +309,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A copy with the push token and encryption keys replaced, for printing.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        c.push_token = c.push_token.map(|_| "<redacted>".into());
+        c.layer.encryption_keys = c
+            .layer
+            .encryption_keys
+            .iter()
+            .map(|_| "<redacted>".into())
+            .collect();
+        c
     }
 
     /// The parsed bind address.

@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Serve the chat application and the push API.
     Serve(ServeArgs),
-    /// Print the effective configuration as TOML-like text and exit.
+    /// Print the effective configuration (secrets redacted) and exit.
     CheckConfig(ServeArgs),
 }
 
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => estuary_app::app::serve(Config::load(&args)?).await,
         Command::CheckConfig(args) => {
-            println!("{:#?}", Config::load(&args)?);
+            println!("{:#?}", Config::load(&args)?.redacted());
             Ok(())
         }
     }
