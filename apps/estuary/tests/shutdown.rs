@@ -20,6 +20,15 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+    stop_with("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_does_the_same() {
+    stop_with("-INT").await;
+}
+
+async fn stop_with(signal: &str) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
     cmd.args([

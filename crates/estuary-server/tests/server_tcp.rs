@@ -259,3 +259,25 @@ async fn bad_handshakes_get_http_errors() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_request_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = start(WsSettings::default(), config).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Half a request line, then silence.
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /ws/probe/ HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("the server never hung up");
+    // hyper answers 408 or just closes; either way the connection ends.
+    let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).to_string();
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
