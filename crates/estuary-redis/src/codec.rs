@@ -117,26 +117,23 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
     let mut targets = Vec::new();
     for _ in 0..len {
         let entry_start = body.len() - rd.len();
-        // Keys may be str or bin in msgpack from Python; str is what it writes.
-        let mut peek = rd;
-        let key = match rmp::decode::read_str_len(&mut peek) {
-            Ok(_) => read_str(&mut rd)?,
-            Err(_) => {
-                skip(&mut rd)?;
-                &[]
-            }
-        };
+        let key = read_str(&mut rd)?;
         if key == RESERVED_KEY.as_bytes() {
             let mut peek = rd;
-            match rmp::decode::read_array_len(&mut peek) {
-                Ok(_) => {
-                    let n =
-                        rmp::decode::read_array_len(&mut rd).map_err(|_| DecodeError::Malformed("array"))?;
-                    for _ in 0..n {
-                        targets.push(name(read_str(&mut rd)?)?);
-                    }
+            let names = match rmp::decode::read_array_len(&mut peek) {
+                Ok(n) => {
+                    rd = peek;
+                    (0..n).map(|_| read_str(&mut rd)).collect::<Result<Vec<_>, _>>()?
                 }
-                Err(_) => targets.push(name(read_str(&mut rd)?)?),
+                Err(_) => vec![read_str(&mut rd)?],
+            };
+            // A name Rust cannot hold (Python's `\w` admits Unicode after
+            // `!`) is skipped alone; the other targets still get the message.
+            for raw in names {
+                match name(raw) {
+                    Ok(n) => targets.push(n),
+                    Err(error) => tracing::warn!(%error, "skipping an invalid target channel name"),
+                }
             }
             cut = Some((entry_start, body.len() - rd.len()));
         } else {
@@ -272,5 +269,22 @@ mod tests {
         ));
         let d = decode_member(&member, None).unwrap();
         assert_eq!(d.targets[0].as_str(), "no!");
+    }
+
+    #[test]
+    fn one_bad_target_name_does_not_drop_the_others() {
+        // {"type": "x", "__asgi_channel__": ["a!b", "bad name!", "c!d"]}
+        let msg = Message::from_json(&serde_json::json!({"type": "x"})).unwrap();
+        let good = ChannelName::new("a!b").unwrap();
+        let mut body = encode_member(&msg, Target::Many(&[&good]), None);
+        // Rewrite the one-element array into three, the middle one invalid.
+        body.truncate(body.len() - 5); // drop "91 a3 a!b"
+
+        body.extend_from_slice(&hex("93 a3 612162 a9 626164206e616d6521 a3 632164"));
+        let d = decode_member(&body, None).unwrap();
+        assert_eq!(
+            d.targets.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            ["a!b", "c!d"]
+        );
     }
 }

@@ -45,6 +45,23 @@ impl Crypto {
 
     pub(crate) fn decrypt(&self, token: &[u8]) -> Result<Vec<u8>, DecryptError> {
         let token = std::str::from_utf8(token).map_err(|_| DecryptError)?;
+        // Refuse a token dated in the far future before the fernet crate adds
+        // the TTL to its timestamp (which would overflow on a crafted token).
+        let header = base64::engine::general_purpose::URL_SAFE
+            .decode(token.get(..12).ok_or(DecryptError)?)
+            .map_err(|_| DecryptError)?;
+        let stamp = u64::from_be_bytes(
+            header
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DecryptError)?,
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if header[0] != 0x80 || stamp > now.saturating_add(60) {
+            return Err(DecryptError);
+        }
         self.keys
             .iter()
             .find_map(|k| match self.ttl {
@@ -68,6 +85,13 @@ mod tests {
         assert_eq!(both.decrypt(&token).unwrap(), b"hello");
         let other = Crypto::new(&["other"], Some(70)).unwrap();
         assert!(other.decrypt(&token).is_err());
+        // A token stamped at u64::MAX is refused, not an overflow.
+        let mut forged = vec![0x80u8];
+        forged.extend_from_slice(&u64::MAX.to_be_bytes());
+        forged.extend_from_slice(&[0u8; 60]);
+        let forged = base64::engine::general_purpose::URL_SAFE.encode(forged);
+        assert!(both.decrypt(forged.as_bytes()).is_err());
+        assert!(both.decrypt(b"short").is_err());
         assert!(Crypto::new::<&str>(&[], None).is_none());
     }
 }

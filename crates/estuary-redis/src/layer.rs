@@ -32,6 +32,15 @@ pub enum RedisLayerError {
         /// What the client said.
         source: redis::RedisError,
     },
+    /// The prefix cannot start a channel name (the pub/sub layer names
+    /// channels `{prefix}specific.<id>`).
+    #[error("invalid prefix {prefix:?} for the pub/sub layer: {reason}")]
+    InvalidPrefix {
+        /// The prefix.
+        prefix: String,
+        /// Why it cannot start a channel name.
+        reason: String,
+    },
     /// The layer must be made inside a tokio runtime (it starts its receive task).
     #[error("RedisChannelLayer::new must be called inside a tokio runtime")]
     NoRuntime,
@@ -93,6 +102,9 @@ struct Inner {
     /// Group memberships of this process's channels, and when they were written.
     memberships: Mutex<HashMap<ChannelName, HashMap<GroupName, Instant>>>,
     healthy: AtomicBool,
+    /// Bits of the last score this process wrote: scores only move forward,
+    /// so one sender's messages keep their order even if the clock steps back.
+    last_score: AtomicU64,
     dropped: AtomicU64,
     undecodable: AtomicU64,
     shutdown: CancellationToken,
@@ -119,6 +131,8 @@ struct PlainReceiver {
     queue: LocalQueue,
     fetching: AtomicBool,
     conn: ConnectionManager,
+    /// Cancelled by `close_channel`: stops a fetch in flight.
+    token: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,6 +195,7 @@ impl RedisChannelLayer {
             plain: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
+            last_score: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -262,8 +277,39 @@ impl Inner {
         self.config.layer.expiry().as_secs().max(1)
     }
 
-    /// Hands a popped member to the local channels it names.
+    /// The score for a write now: the wall clock, but never below (or equal
+    /// to) the previous score of this process.
+    fn score(&self) -> f64 {
+        let mut last = self.last_score.load(Ordering::Relaxed);
+        loop {
+            let floor = f64::from_bits(last);
+            let next = now().max(floor + 1e-6);
+            match self.last_score.compare_exchange_weak(
+                last,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    /// Hands a popped member to the local channels it names. Nothing in a
+    /// stored member can stop the receive loop: a panic while decoding is
+    /// caught, logged and counted.
     fn dispatch(&self, member: &[u8], score: f64) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch_inner(member, score)
+        }));
+        if handled.is_err() {
+            self.undecodable.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("decoding a stored message panicked; message dropped");
+        }
+    }
+
+    fn dispatch_inner(&self, member: &[u8], score: f64) {
         let decoded = match decode_member(member, self.crypto.as_ref()) {
             Ok(d) => d,
             Err(error) => {
@@ -294,26 +340,33 @@ impl Inner {
         }
     }
 
-    async fn write_membership(
-        &self,
-        group: &GroupName,
-        channel: &ChannelName,
-    ) -> Result<(), ChannelLayerError> {
-        let mut conn = self.conn(group.as_str());
-        let key = self.group_key(group);
-        redis::pipe()
-            .atomic()
-            .zadd(&key, channel.as_str(), now().to_string())
-            .ignore()
-            .expire(&key, self.config.layer.group_expiry().as_secs() as i64)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+    /// Writes memberships (ZADD now + EXPIRE), one pipeline per shard.
+    async fn write_memberships(&self, due: &[(GroupName, ChannelName)]) -> Result<(), ChannelLayerError> {
+        let mut by_shard: BTreeMap<usize, redis::Pipeline> = BTreeMap::new();
+        let score = self.score().to_string();
+        let ttl = self.config.layer.group_expiry().as_secs() as i64;
+        for (group, channel) in due {
+            let key = self.group_key(group);
+            let pipe = by_shard.entry(self.shard(group.as_str())).or_insert_with(|| {
+                let mut p = redis::pipe();
+                p.atomic();
+                p
+            });
+            pipe.zadd(&key, channel.as_str(), &score)
+                .ignore()
+                .expire(&key, ttl)
+                .ignore();
+        }
+        for (shard, pipe) in by_shard {
+            let mut conn = self.shards[shard].conn.clone();
+            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
-    /// Writes again the memberships older than half the group expiry (or all).
-    async fn renew(&self, all: bool) {
+    /// Writes again the memberships older than half the group expiry (or
+    /// all of them). True when everything due was written.
+    async fn renew(&self, all: bool) -> bool {
         let max_age = self.config.layer.group_expiry() / 2;
         let due: Vec<(GroupName, ChannelName)> = lock(&self.memberships)
             .iter()
@@ -324,24 +377,34 @@ impl Inner {
                     .map(move |(g, _)| (g.clone(), ch.clone()))
             })
             .collect();
-        if !due.is_empty() {
-            tracing::debug!(count = due.len(), all, "renewing group memberships");
+        if due.is_empty() {
+            return true;
         }
-        for (group, channel) in due {
-            match self.write_membership(&group, &channel).await {
-                Ok(()) => {
-                    if let Some(groups) = lock(&self.memberships).get_mut(&channel) {
-                        if let Some(at) = groups.get_mut(&group) {
-                            *at = Instant::now();
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%group, %channel, %error, "could not renew a group membership");
-                    return;
+        tracing::debug!(count = due.len(), all, "renewing group memberships");
+        if let Err(error) = self.write_memberships(&due).await {
+            tracing::warn!(%error, "could not renew group memberships; will retry");
+            return false;
+        }
+        let mut gone = Vec::new();
+        {
+            let mut memberships = lock(&self.memberships);
+            for (group, channel) in due {
+                match memberships.get_mut(&channel).and_then(|g| g.get_mut(&group)) {
+                    Some(at) => *at = Instant::now(),
+                    // Discarded while we wrote it back: take it out again.
+                    None => gone.push((group, channel)),
                 }
             }
         }
+        for (group, channel) in gone {
+            let mut conn = self.conn(group.as_str());
+            let _ = redis::cmd("ZREM")
+                .arg(self.group_key(&group))
+                .arg(channel.as_str())
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+        true
     }
 
     async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
@@ -359,18 +422,16 @@ impl Inner {
                         queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
                         fetching: AtomicBool::new(false),
                         conn,
+                        token: self.shutdown.child_token(),
                     })
                 })
                 .clone()
         };
-        if !rx.fetching.swap(true, Ordering::AcqRel) {
+        // Fetch only for a receiver that finds nothing buffered, one pop at
+        // a time, so an idle worker takes no messages from its peers.
+        if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
             let key = self.channel_key(channel.as_str());
-            tokio::spawn(fetch_one(
-                Arc::downgrade(self),
-                rx.clone(),
-                key,
-                self.shutdown.clone(),
-            ));
+            tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
         }
         rx.queue
             .pop()
@@ -511,16 +572,39 @@ async fn receive_loop(inner: Weak<Inner>, conn: ConnectionManager, key: String, 
                 if failing {
                     failing = false;
                     // Redis may have restarted empty: write every membership
-                    // of this process again before saying it is healthy.
-                    layer.renew(true).await;
-                    layer.healthy.store(true, Ordering::Relaxed);
-                    tracing::info!(key = %popper.key, "Redis is reachable again; group memberships restored");
+                    // of this process again, beside the loop (which keeps
+                    // draining the queue), and say healthy once that is done.
+                    tokio::spawn(restore(
+                        Arc::downgrade(&layer),
+                        popper.key.clone(),
+                        popper.token.clone(),
+                    ));
                 }
                 if let Pop::Hit { member, score } = hit_or_idle {
                     layer.dispatch(&member, score);
                 }
             }
         }
+    }
+}
+
+/// After an outage: writes every membership again (retrying with backoff),
+/// then reports the layer healthy.
+async fn restore(inner: Weak<Inner>, key: String, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(layer) = inner.upgrade() else { return };
+        if layer.renew(true).await {
+            layer.healthy.store(true, Ordering::Relaxed);
+            tracing::info!(%key, "Redis is reachable again; group memberships restored");
+            return;
+        }
+        drop(layer);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -560,7 +644,7 @@ impl ChannelLayer for RedisChannelLayer {
             (channel.as_str(), Target::None)
         };
         let member = encode_member(&message, target, inner.crypto.as_ref());
-        let now = now();
+        let now = inner.score();
         let expiry = inner.expiry_secs();
         let capacity = inner.config.layer.capacity_for(channel.as_str());
         let mut conn = inner.conn(non_local);
@@ -606,7 +690,13 @@ impl ChannelLayer for RedisChannelLayer {
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
-        inner.write_membership(group, channel).await?;
+        if inner.is_mine(channel) && !lock(&inner.local).contains_key(channel) {
+            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
+            return Ok(());
+        }
+        inner
+            .write_memberships(&[(group.clone(), channel.clone())])
+            .await?;
         if inner.is_mine(channel) {
             lock(&inner.memberships)
                 .entry(channel.clone())
@@ -636,7 +726,7 @@ impl ChannelLayer for RedisChannelLayer {
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
         let inner = &self.inner;
-        let now = now();
+        let now = inner.score();
         let group_expiry = inner.config.layer.group_expiry().as_secs() as i64;
         let mut conn = inner.conn(group.as_str());
         let members: Vec<String> = scripts::GROUP_MEMBERS
@@ -680,6 +770,7 @@ impl ChannelLayer for RedisChannelLayer {
         }
         let expiry = inner.expiry_secs();
         let mut failure = None;
+        let mut shards_ok = 0;
         for (shard, queues) in by_shard {
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
             for q in &queues {
@@ -698,6 +789,7 @@ impl ChannelLayer for RedisChannelLayer {
             let mut conn = inner.shards[shard].conn.clone();
             match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
                 Ok(stored) => {
+                    shards_ok += 1;
                     for (q, ok) in queues.iter().zip(stored) {
                         if ok == 1 {
                             report.delivered += q.members;
@@ -706,14 +798,18 @@ impl ChannelLayer for RedisChannelLayer {
                         }
                     }
                 }
-                Err(e) => failure = Some(e),
+                Err(e) => {
+                    // Members on an unreachable shard are counted as dropped.
+                    report.dropped += queues.iter().map(|q| q.members).sum::<usize>();
+                    failure = Some(e);
+                }
             }
         }
         if report.dropped > 0 {
             tracing::info!(%group, dropped = report.dropped, "group_send skipped members of full queues");
         }
         match failure {
-            Some(e) if report.delivered == 0 => Err(unavailable(e)),
+            Some(e) if shards_ok == 0 => Err(unavailable(e)),
             Some(e) => {
                 tracing::warn!(%group, error = %e, "group_send reached some shards only");
                 Ok(report)
@@ -751,6 +847,7 @@ impl ChannelLayer for RedisChannelLayer {
             queue.close();
         }
         if let Some(rx) = lock(&inner.plain).remove(channel) {
+            rx.token.cancel();
             rx.queue.close();
         }
     }

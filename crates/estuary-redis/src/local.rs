@@ -40,8 +40,11 @@ impl LocalQueue {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Buffers a message; false (and nothing stored) when full.
+    /// Buffers a message; false (and nothing stored) when full or closed.
     pub(crate) fn push(&self, expires: f64, message: Message) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
         let mut items = self.items();
         let now = now();
         items.retain(|(at, _)| *at > now);
@@ -74,6 +77,11 @@ impl LocalQueue {
             }
             ready.await;
         }
+    }
+
+    /// True when nothing is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items().is_empty()
     }
 
     pub(crate) fn close(&self) {

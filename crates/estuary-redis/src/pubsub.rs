@@ -53,6 +53,7 @@ struct Shard {
     publish: ConnectionManager,
     /// The subscriber connection's command half while connected.
     sink: watch::Sender<Option<PubSubSink>>,
+    healthy: AtomicBool,
 }
 
 struct Inner {
@@ -63,7 +64,11 @@ struct Inner {
     local: Mutex<HashMap<ChannelName, Arc<LocalQueue>>>,
     /// Local members of each group.
     groups: Mutex<HashMap<GroupName, HashSet<ChannelName>>>,
-    healthy: AtomicBool,
+    /// `{prefix}__group__`, the start of every group's Redis channel.
+    group_prefix: String,
+    /// Serialises subscription changes, so a SUBSCRIBE and an UNSUBSCRIBE of
+    /// one name never cross.
+    subscriptions: tokio::sync::Mutex<()>,
     dropped: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -125,15 +130,24 @@ impl RedisPubSubChannelLayer {
             shards.push(Shard {
                 publish,
                 sink: watch::Sender::new(None),
+                healthy: AtomicBool::new(true),
             });
             clients.push(client);
+        }
+        // Channel names start with the prefix: it must be valid in one.
+        if let Err(error) = ChannelName::new(&format!("{}specific.x", config.prefix)) {
+            return Err(RedisLayerError::InvalidPrefix {
+                prefix: config.prefix.clone(),
+                reason: error.to_string(),
+            });
         }
         let inner = Arc::new(Inner {
             crypto: Crypto::new(&config.encryption_keys, None),
             shards,
             local: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
-            healthy: AtomicBool::new(true),
+            group_prefix: format!("{}__group__", config.prefix),
+            subscriptions: tokio::sync::Mutex::new(()),
             dropped: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             config,
@@ -149,9 +163,12 @@ impl RedisPubSubChannelLayer {
         Ok(Self { inner })
     }
 
-    /// False while a subscriber connection is down.
+    /// False while any subscriber connection is down.
     pub fn is_healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
+        self.inner
+            .shards
+            .iter()
+            .all(|s| s.healthy.load(Ordering::Relaxed))
     }
 
     /// Messages dropped because a local channel's buffer was full.
@@ -166,7 +183,7 @@ impl Inner {
     }
 
     fn group_channel(&self, group: &GroupName) -> String {
-        format!("{}__group__{}", self.config.prefix, group)
+        format!("{}{}", self.group_prefix, group)
     }
 
     /// Every Redis channel this process must be subscribed to on `shard`.
@@ -224,8 +241,7 @@ impl Inner {
             }
         };
         let expires = now() + self.config.layer.expiry().as_secs_f64();
-        let group_prefix = format!("{}__group__", self.config.prefix);
-        let targets: Vec<Arc<LocalQueue>> = match channel.strip_prefix(&group_prefix) {
+        let targets: Vec<Arc<LocalQueue>> = match channel.strip_prefix(&self.group_prefix) {
             Some(group) => {
                 let groups = lock(&self.groups);
                 let local = lock(&self.local);
@@ -256,37 +272,38 @@ async fn subscriber(inner: Weak<Inner>, shard: usize, client: redis::Client, tok
     loop {
         let connected = tokio::select! {
             _ = token.cancelled() => return,
-            c = client.get_async_pubsub() => c,
+            c = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()) => c,
         };
         match connected {
-            Ok(pubsub) => {
+            Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
                 let names = match inner.upgrade() {
                     Some(layer) => layer.subscriptions(shard),
                     None => return,
                 };
-                let mut ok = true;
-                for name in &names {
-                    if sink.subscribe(name).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-                if ok {
+                let subscribed = names.is_empty() || sink.subscribe(&names).await.is_ok();
+                if subscribed {
                     match inner.upgrade() {
                         Some(layer) => {
-                            layer.shards[shard].sink.send_replace(Some(sink));
-                            if !layer.healthy.swap(true, Ordering::Relaxed) {
+                            layer.shards[shard].sink.send_replace(Some(sink.clone()));
+                            if !layer.shards[shard].healthy.swap(true, Ordering::Relaxed) {
                                 tracing::info!(shard, "Redis pub/sub reconnected; subscriptions restored");
                             }
                         }
                         None => return,
                     }
                     backoff = Duration::from_millis(100);
+                    // A half-open TCP connection never ends the stream: ping it.
+                    let mut keepalive = tokio::time::interval(Duration::from_secs(10));
+                    keepalive.tick().await;
                     loop {
                         let next = tokio::select! {
                             _ = token.cancelled() => return,
                             m = stream.next() => m,
+                            _ = keepalive.tick() => {
+                                let ping = tokio::time::timeout(Duration::from_secs(5), sink.ping::<String>()).await;
+                                if matches!(ping, Ok(Ok(_))) { continue } else { break }
+                            }
                         };
                         let Some(msg) = next else { break };
                         let Some(layer) = inner.upgrade() else { return };
@@ -295,14 +312,18 @@ async fn subscriber(inner: Weak<Inner>, shard: usize, client: redis::Client, tok
                 }
                 if let Some(layer) = inner.upgrade() {
                     layer.shards[shard].sink.send_replace(None);
-                    layer.healthy.store(false, Ordering::Relaxed);
+                    layer.shards[shard].healthy.store(false, Ordering::Relaxed);
                 }
                 tracing::error!(shard, "Redis pub/sub connection lost; reconnecting");
             }
-            Err(error) => {
+            failed => {
                 if let Some(layer) = inner.upgrade() {
-                    layer.healthy.store(false, Ordering::Relaxed);
+                    layer.shards[shard].healthy.store(false, Ordering::Relaxed);
                 }
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connection timed out".to_owned(),
+                };
                 tracing::warn!(shard, %error, "cannot connect the Redis subscriber; retrying");
             }
         }
@@ -317,6 +338,7 @@ async fn subscriber(inner: Weak<Inner>, shard: usize, client: redis::Client, tok
 impl ChannelLayer for RedisPubSubChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let inner = &self.inner;
+        let _guard = inner.subscriptions.lock().await;
         let name = format!(
             "{}specific.{}",
             inner.config.prefix,
@@ -353,24 +375,32 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         let inner = &self.inner;
-        let existing = lock(&inner.local).get(channel).cloned();
-        let queue = match existing {
-            Some(q) => q,
-            None if channel
-                .as_str()
-                .starts_with(&format!("{}specific.", inner.config.prefix)) =>
-            {
+        let (queue, created) = {
+            let mut local = lock(&inner.local);
+            match local.get(channel) {
+                Some(q) => (q.clone(), false),
                 // A connection's channel that was closed (or never made here).
-                return Err(ChannelLayerError::ChannelClosed(channel.clone()));
-            }
-            None => {
-                // A worker channel: subscribe on first receive, as Python does.
-                let q = Arc::new(LocalQueue::new(inner.config.layer.capacity_for(channel.as_str())));
-                lock(&inner.local).insert(channel.clone(), q.clone());
-                inner.subscribe(channel.as_str()).await?;
-                q
+                None if channel
+                    .as_str()
+                    .starts_with(&format!("{}specific.", inner.config.prefix)) =>
+                {
+                    return Err(ChannelLayerError::ChannelClosed(channel.clone()));
+                }
+                None => {
+                    // A worker channel: subscribe on first receive, as Python does.
+                    let q = Arc::new(LocalQueue::new(inner.config.layer.capacity_for(channel.as_str())));
+                    local.insert(channel.clone(), q.clone());
+                    (q, true)
+                }
             }
         };
+        if created {
+            let _guard = inner.subscriptions.lock().await;
+            if let Err(error) = inner.subscribe(channel.as_str()).await {
+                lock(&inner.local).remove(channel);
+                return Err(error);
+            }
+        }
         queue
             .pop()
             .await
@@ -379,6 +409,7 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
+        let _guard = inner.subscriptions.lock().await;
         let first = {
             let mut groups = lock(&inner.groups);
             let members = groups.entry(group.clone()).or_default();
@@ -399,6 +430,7 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
+        let _guard = inner.subscriptions.lock().await;
         let last = {
             let mut groups = lock(&inner.groups);
             match groups.get_mut(group) {
@@ -442,6 +474,7 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn flush(&self) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
+        let _guard = inner.subscriptions.lock().await;
         let groups: Vec<GroupName> = lock(&inner.groups).drain().map(|(g, _)| g).collect();
         for group in groups {
             inner.unsubscribe(&inner.group_channel(&group)).await;
@@ -458,6 +491,7 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn close_channel(&self, channel: &ChannelName) {
         let inner = &self.inner;
+        let _guard = inner.subscriptions.lock().await;
         let removed = lock(&inner.local).remove(channel);
         if let Some(queue) = removed {
             queue.close();
