@@ -88,6 +88,22 @@ fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
         && has_token(header::CONNECTION, "upgrade")
 }
 
+/// A copy of `headers` that owns its bytes. hyper's header values are
+/// slices of its read buffer; a scope that kept them would keep that whole
+/// buffer alive for the life of the WebSocket.
+fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append(name, value);
+        }
+    }
+    out
+}
+
 /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
 fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -130,8 +146,8 @@ impl RouterService {
         let mut builder = Scope::builder(path.clone())
             .raw_path(raw_path)
             .query_string(parts.uri.query().unwrap_or_default())
-            .headers(parts.headers.clone())
             .subprotocols(offered_subprotocols(&parts.headers))
+            .headers(compact_headers(&parts.headers))
             .user(parts.extensions.remove::<User>());
         if let Some(client) = info.client {
             builder = builder.client(client);
