@@ -1,0 +1,208 @@
+//! The Redis layer's background work: the process queue's receive loop,
+//! on-demand pops of worker channels, membership renewal and restoration.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inner, PlainReceiver};
+use crate::codec::decode_member;
+
+/// One blocking-pop loop: its dedicated connection, key and backoff.
+struct Popper {
+    conn: ConnectionManager,
+    key: String,
+    token: CancellationToken,
+    backoff: Duration,
+}
+
+/// What one `BZPOPMIN` gave.
+enum Pop {
+    Hit { member: Vec<u8>, score: f64 },
+    Idle,
+    Failed(redis::RedisError),
+}
+
+impl Popper {
+    fn new(conn: ConnectionManager, key: String, token: CancellationToken) -> Self {
+        Self {
+            conn,
+            key,
+            token,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// One blocking pop of up to `timeout` seconds; `None` once the layer
+    /// shuts down.
+    async fn pop(&mut self, timeout: u64) -> Option<Pop> {
+        let mut cmd = redis::cmd("BZPOPMIN");
+        cmd.arg(&self.key).arg(timeout);
+        let popped = tokio::select! {
+            _ = self.token.cancelled() => return None,
+            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut self.conn) => r,
+        };
+        Some(match popped {
+            Ok(Some((_, member, score))) => {
+                self.backoff = Duration::from_millis(100);
+                Pop::Hit { member, score }
+            }
+            Ok(None) => {
+                self.backoff = Duration::from_millis(100);
+                Pop::Idle
+            }
+            Err(e) => Pop::Failed(e),
+        })
+    }
+
+    /// Waits out the backoff after a failure (doubling it, up to 5 s);
+    /// `false` once the layer shuts down.
+    async fn back_off(&mut self) -> bool {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = self.token.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+}
+
+fn pop_timeout(inner: &Weak<Inner>) -> Option<u64> {
+    inner.upgrade().map(|i| i.config.receive_timeout.as_secs().max(1))
+}
+
+/// Pops one message of a plain channel into its buffer (retrying while Redis
+/// is away), then stops until the next receive asks again.
+pub(super) async fn fetch_one(
+    inner: Weak<Inner>,
+    rx: Arc<PlainReceiver>,
+    key: String,
+    token: CancellationToken,
+) {
+    let mut popper = Popper::new(rx.conn.clone(), key, token);
+    loop {
+        let Some(timeout) = pop_timeout(&inner) else {
+            return;
+        };
+        match popper.pop(timeout).await {
+            None => return,
+            Some(Pop::Idle) => continue,
+            Some(Pop::Hit { member, score }) => {
+                let Some(inner) = inner.upgrade() else { return };
+                match decode_member(&member, inner.crypto.as_ref()) {
+                    Ok(d) => {
+                        // Clear the flag before the push: the receiver woken by
+                        // the push must be able to start the next fetch.
+                        rx.fetching.store(false, Ordering::Release);
+                        let expires = score + inner.config.layer.expiry().as_secs_f64();
+                        if !rx.queue.push(expires, d.message) {
+                            inner.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        inner.undecodable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, key = %popper.key, "undecodable message; dropped");
+                    }
+                }
+            }
+            Some(Pop::Failed(error)) => {
+                tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying");
+                if !popper.back_off().await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads this process's queue and dispatches to local channels, for the
+/// life of the layer. Holds only a weak reference while it waits.
+pub(super) async fn receive_loop(
+    inner: Weak<Inner>,
+    conn: ConnectionManager,
+    key: String,
+    token: CancellationToken,
+) {
+    let mut popper = Popper::new(conn, key, token);
+    let mut failing = false;
+    loop {
+        let Some(timeout) = pop_timeout(&inner) else {
+            return;
+        };
+        let Some(popped) = popper.pop(timeout).await else {
+            return;
+        };
+        let Some(layer) = inner.upgrade() else { return };
+        match popped {
+            Pop::Failed(error) => {
+                if !failing {
+                    failing = true;
+                    layer.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, key = %popper.key, "Redis unavailable; WebSockets stay open, retrying with backoff");
+                }
+                drop(layer);
+                if !popper.back_off().await {
+                    return;
+                }
+            }
+            hit_or_idle => {
+                if failing {
+                    failing = false;
+                    // Redis may have restarted empty: write every membership
+                    // of this process again, beside the loop (which keeps
+                    // draining the queue), and say healthy once that is done.
+                    tokio::spawn(restore(
+                        Arc::downgrade(&layer),
+                        popper.key.clone(),
+                        popper.token.clone(),
+                    ));
+                }
+                if let Pop::Hit { member, score } = hit_or_idle {
+                    layer.dispatch(&member, score);
+                }
+            }
+        }
+    }
+}
+
+/// After an outage: writes every membership again (retrying with backoff),
+/// then reports the layer healthy.
+async fn restore(inner: Weak<Inner>, key: String, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(layer) = inner.upgrade() else { return };
+        if layer.renew(true).await {
+            layer.healthy.store(true, Ordering::Relaxed);
+            tracing::info!(%key, "Redis is reachable again; group memberships restored");
+            return;
+        }
+        drop(layer);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Renews group memberships older than half the group expiry, periodically.
+pub(super) async fn renew_loop(inner: Weak<Inner>, token: CancellationToken) {
+    let period = match inner.upgrade() {
+        Some(i) => {
+            (i.config.layer.group_expiry() / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+        }
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let Some(layer) = inner.upgrade() else { return };
+        layer.renew(false).await;
+    }
+}
