@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use estuary_core::ChannelLayerConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::layer::RedisLayerError;
 
 /// Settings of a [`RedisChannelLayer`](crate::RedisChannelLayer); every
 /// process sharing the layer (Django ones included) must agree on the hosts
@@ -118,5 +121,45 @@ impl RedisConfig {
     /// Capacity and expiry settings.
     pub fn layer_config(&self) -> &ChannelLayerConfig {
         &self.layer
+    }
+}
+
+/// A host's client and its (lazily connected, self-healing) command connection.
+pub(crate) struct Host {
+    pub(crate) client: redis::Client,
+    pub(crate) commands: ConnectionManager,
+}
+
+impl RedisConfig {
+    /// Checks what every Redis layer needs (hosts, a runtime) and opens one
+    /// command connection per host, lazily: nothing waits for Redis here.
+    pub(crate) fn open_hosts(&self) -> Result<Vec<Host>, RedisLayerError> {
+        if self.hosts.is_empty() {
+            return Err(RedisLayerError::NoHosts);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisLayerError::NoRuntime);
+        }
+        let commands = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        self.hosts
+            .iter()
+            .map(|url| {
+                let invalid = |source| RedisLayerError::InvalidUrl {
+                    url: url.clone(),
+                    source,
+                };
+                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+                let commands = ConnectionManager::new_lazy_with_config(client.clone(), commands.clone())
+                    .map_err(|source| RedisLayerError::InvalidUrl {
+                        url: url.clone(),
+                        source,
+                    })?;
+                Ok(Host { client, commands })
+            })
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ use estuary_core::{
     ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
 };
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, PubSubSink};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -104,35 +104,15 @@ impl RedisPubSubChannelLayer {
     /// Sets up the layer and starts one subscriber task per host. Must be
     /// called inside a tokio runtime.
     pub fn new(config: RedisConfig) -> Result<Self, RedisLayerError> {
-        if config.hosts.is_empty() {
-            return Err(RedisLayerError::NoHosts);
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(RedisLayerError::NoRuntime);
-        }
-        let publish_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(2);
         let mut shards = Vec::new();
         let mut clients = Vec::new();
-        for url in &config.hosts {
-            let invalid = |source| RedisLayerError::InvalidUrl {
-                url: url.clone(),
-                source,
-            };
-            let client = redis::Client::open(url.as_str()).map_err(invalid)?;
-            let publish = ConnectionManager::new_lazy_with_config(client.clone(), publish_config.clone())
-                .map_err(|source| RedisLayerError::InvalidUrl {
-                    url: url.clone(),
-                    source,
-                })?;
+        for host in config.open_hosts()? {
             shards.push(Shard {
-                publish,
+                publish: host.commands,
                 sink: watch::Sender::new(None),
                 healthy: AtomicBool::new(true),
             });
-            clients.push(client);
+            clients.push(host.client);
         }
         // Channel names start with the prefix: it must be valid in one.
         if let Err(error) = ChannelName::new(&format!("{}specific.x", config.prefix)) {

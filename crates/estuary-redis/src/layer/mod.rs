@@ -163,31 +163,14 @@ impl RedisChannelLayer {
     /// wait for Redis: connections are made on first use and remade after
     /// failures. Must be called inside a tokio runtime.
     pub fn new(config: RedisConfig) -> Result<Self, RedisLayerError> {
-        if config.hosts.is_empty() {
-            return Err(RedisLayerError::NoHosts);
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(RedisLayerError::NoRuntime);
-        }
-        let command = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let mut shards = Vec::with_capacity(config.hosts.len());
-        for url in &config.hosts {
-            let client = redis::Client::open(url.as_str()).map_err(|source| RedisLayerError::InvalidUrl {
-                url: url.clone(),
-                source,
-            })?;
-            let conn = ConnectionManager::new_lazy_with_config(client.clone(), command.clone()).map_err(
-                |source| RedisLayerError::InvalidUrl {
-                    url: url.clone(),
-                    source,
-                },
-            )?;
-            shards.push(Shard { client, conn });
-        }
+        let shards: Vec<Shard> = config
+            .open_hosts()?
+            .into_iter()
+            .map(|h| Shard {
+                client: h.client,
+                conn: h.commands,
+            })
+            .collect();
         let ttl = config.layer.expiry().as_secs() + 10;
         let crypto = Crypto::new(&config.encryption_keys, Some(ttl));
         let client_prefix = format!("specific.{}!", uuid::Uuid::new_v4().simple());
