@@ -41,6 +41,11 @@ impl Consumer for Probe {
     }
 
     async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        if message.as_text() == Some("slow") {
+            // A handler busy for a while, like a model call.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            return ctx.send_text("done").await;
+        }
         if message.as_text() == Some("flood") {
             let chunk = "y".repeat(16 * 1024);
             loop {
@@ -280,4 +285,43 @@ async fn a_client_that_never_sends_its_request_is_dropped_after_the_handshake_ti
     // hyper answers 408 or just closes; either way the connection ends.
     let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).to_string();
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test]
+async fn keepalive_pings_continue_while_a_handler_is_busy() {
+    let mut settings = WsSettings::default();
+    settings.session.ping_interval = Some(Duration::from_millis(100));
+    settings.session.ping_timeout = Duration::from_millis(100);
+    let server = start(settings, ServerConfig::default()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/probe/", server.addr))
+        .await
+        .unwrap();
+    ws.send(Message::text("slow")).await.unwrap();
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no frame in time")
+        {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(t))) if t.as_str() == "done" => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        pings >= 2,
+        "only {pings} pings during a 600 ms handler at a 100 ms interval"
+    );
+    // And the connection is still healthy afterwards.
+    ws.send(Message::text("echo")).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("no echo") {
+            Some(Ok(Message::Ping(_))) => continue,
+            Some(Ok(m)) => {
+                assert_eq!(m, Message::text("echo"));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -279,7 +279,7 @@ impl<C: Consumer> Session<C> {
                                 Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true)
                             } else {
                                 let fut = self.consumer.receive(&mut self.ctx, message);
-                                drive(fut, &mut transport, &mut self.outbound, limit, &shutdown).await
+                                drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut()).await
                             }
                         }
                     }
@@ -294,7 +294,7 @@ impl<C: Consumer> Session<C> {
                                 Err(error) => self.consumer.undecodable_event(&mut self.ctx, message, error).await,
                             }
                         };
-                        drive(fut, &mut transport, &mut self.outbound, limit, &shutdown).await
+                        drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut()).await
                     }
                     Err(ChannelLayerError::ChannelClosed(_)) => {
                         Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
@@ -365,13 +365,16 @@ impl<C: Consumer> Session<C> {
 
 /// Runs a handler to completion while writing what it queues; then maps its
 /// result to the next step. A panicking handler closes with 1011; a shutdown
-/// abandons the handler and closes with 1001.
+/// abandons the handler and closes with 1001. Keepalive pings still go out
+/// while a long handler runs (so proxies see traffic); their answers are read
+/// once it returns, so they decide nothing about the peer being alive.
 async fn drive<T, F>(
     fut: F,
     transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
     limit: Duration,
     shutdown: &CancellationToken,
+    mut keepalive: Option<&mut tokio::time::Interval>,
 ) -> Step
 where
     T: Transport,
@@ -393,6 +396,12 @@ where
             }
             _ = shutdown.cancelled(), if pending.is_none() => {
                 return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
+            }
+            _ = tick_opt(keepalive.as_deref_mut()), if pending.is_none() => {
+                if !matches!(tokio::time::timeout(limit, transport.ping()).await, Ok(Ok(()))) {
+                    outbound.close();
+                    pending = Some(Closing::gone(CloseCode::ABNORMAL, false));
+                }
             }
         }
     };
