@@ -204,7 +204,8 @@ pub struct ServeArgs {
     #[arg(
         long = "encryption-key",
         env = "ESTUARY_ENCRYPTION_KEYS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub encryption_keys: Option<Vec<String>>,
     /// Messages a channel holds.
