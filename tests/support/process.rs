@@ -34,3 +34,12 @@ pub fn spawn_ready(mut cmd: Command, marker: &'static str, limit: Duration) -> (
         }
     }
 }
+
+/// A TCP port that was free a moment ago, for a program the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -114,11 +114,7 @@ struct Estuary {
 
 impl Estuary {
     fn start(prefix: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = process::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
         cmd.args([
             "serve",

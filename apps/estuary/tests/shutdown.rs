@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
     stop_with("-TERM").await;
@@ -29,7 +21,7 @@ async fn sigint_does_the_same() {
 }
 
 async fn stop_with(signal: &str) {
-    let port = free_port();
+    let port = process::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
     cmd.args([
         "serve",

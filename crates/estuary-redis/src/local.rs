@@ -9,6 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use estuary_core::Message;
 use tokio::sync::Notify;
 
+/// Locks a mutex; the data behind the layers' locks stays consistent even if
+/// a holder panicked, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Wall-clock seconds, as channels_redis scores messages.
 pub(crate) fn now() -> f64 {
     SystemTime::now()

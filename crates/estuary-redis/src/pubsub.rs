@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
 use crate::layer::RedisLayerError;
-use crate::local::{LocalQueue, now};
+use crate::local::{LocalQueue, lock, now};
 use crate::shard::shard_index;
 
 /// A channel layer on Redis pub/sub, wire-compatible with Django's
@@ -77,10 +77,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ChannelLayerError {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use estuary_core::{
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Target, decode_member, encode_member};
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
-use crate::local::{LocalQueue, now};
+use crate::local::{LocalQueue, lock, now};
 use crate::scripts;
 use crate::shard::shard_index;
 
@@ -137,10 +137,6 @@ struct PlainReceiver {
     conn: ConnectionManager,
     /// Cancelled by `close_channel`: stops a fetch in flight.
     token: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unavailable(e: redis::RedisError) -> ChannelLayerError {

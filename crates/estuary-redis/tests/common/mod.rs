@@ -23,17 +23,9 @@ pub struct RedisServer {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_on(process::free_port())
     }
 
     /// Starts redis-server on `port` (no persistence) and waits for "Ready to accept connections".
