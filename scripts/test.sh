@@ -7,9 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, the benchmark peers)"
 scripts/install-browser.sh
 scripts/install-interop.sh
+bench/peers/install.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 
@@ -37,6 +38,9 @@ cargo test --workspace --doc --quiet
 
 step "Autobahn conformance (echo example, cases 1-10)"
 scripts/autobahn.sh
+
+step "benchmark harness smoke run (every scenario, Estuary and every peer, tiny sizes)"
+bench/run.py --smoke --no-install
 
 step "browser test (headless Chromium)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" node --test)

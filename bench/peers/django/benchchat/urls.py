@@ -1,0 +1,3 @@
+"""HTTP routes: none, the benchmark only uses the WebSocket endpoint."""
+
+urlpatterns = []

@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""Estuary side by side: every scenario against Estuary and every peer, in one run.
+
+    bench/run.py                 # the full run: builds, installs the peers, 3 repetitions
+    bench/run.py --smoke         # every scenario at tiny sizes, once (part of the test suite)
+    bench/run.py --servers estuary-memory,node --scenarios fanout --reps 5
+
+Servers run pinned to one core (--server-cpu, default 0), the load generator
+and the raw fan-out reader to another (--loadgen-cpu, default 1). A Redis for
+the Redis variants is started privately on a free port, pinned with the
+server, and its CPU counts as the server's. Repetitions are interleaved
+(rep 1 of every server, then rep 2, ...) so that drift on a shared machine
+touches every server alike. Prints the median of each figure and the ratios
+to Estuary, writes target/bench/<stamp>/{results.json,report.md} and the
+servers' logs beside them.
+
+Standard library only: runs on the machine's python3.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = os.path.join(ROOT, "bench", "peers")
+
+SERVERS = ["estuary-memory", "estuary-redis", "naive-rust", "node", "django-memory", "django-redis"]
+SCENARIOS = ["fanout", "connect", "idle", "slow", "raw"]
+
+# Scenario sizes. Django's capacity is about 1/50 of the others': where a
+# scenario is open loop it runs Django at a smaller rate, and says so.
+FULL = {
+    "fanout": ["fanout", "--rooms", "10", "--clients", "100", "--senders", "1", "--window", "8",
+               "--size", "100", "--warmup", "2", "--duration", "10"],
+    "connect": ["connect", "--concurrency", "32", "--warmup", "1", "--duration", "5"],
+    "idle": ["idle", "--connections", "5000", "--rooms", "10"],
+    "slow": ["slow", "--rooms", "1", "--clients", "50", "--senders", "2", "--rate", "500",
+             "--size", "1000", "--slow-share", "0.1", "--warmup", "1", "--duration", "15"],
+    "raw": ["--sockets", "1000", "--seconds", "2"],
+}
+SMOKE = {
+    "fanout": ["fanout", "--rooms", "2", "--clients", "5", "--senders", "2", "--window", "4",
+               "--size", "100", "--warmup", "0.2", "--duration", "0.5", "--drain", "10"],
+    "connect": ["connect", "--concurrency", "2", "--warmup", "0.1", "--duration", "0.5"],
+    "idle": ["idle", "--connections", "20", "--rooms", "2"],
+    "slow": ["slow", "--rooms", "1", "--clients", "10", "--senders", "1", "--rate", "20",
+             "--size", "1000", "--slow-share", "0.2", "--warmup", "0.2", "--duration", "0.5",
+             "--drain", "10"],
+    "raw": ["--sockets", "10", "--seconds", "0.2"],
+}
+DJANGO_SLOW_RATE_DIVISOR = 20
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, limit=90.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {limit:.0f} s")
+
+
+def stop(proc, limit=15.0):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Redis:
+    """A private redis-server on a free port, pinned with the server."""
+
+    def __init__(self, cpu, logdir):
+        self.port = free_port()
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is required for the Redis variants (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), exe, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--logfile", os.path.join(logdir, f"redis-{self.port}.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Server:
+    """One server under test, started pinned and stopped after each run."""
+
+    def __init__(self, name, args, logdir, tag):
+        self.name = name
+        self.port = free_port()
+        self.redis = Redis(args.server_cpu, logdir) if name.endswith("-redis") else None
+        env = dict(os.environ)
+        cmd = ["taskset", "-c", str(args.server_cpu)]
+        bindir = os.path.join(ROOT, "target", args.profile)
+        if name.startswith("estuary"):
+            cmd += [os.path.join(bindir, "estuary"), "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
+            if self.redis:
+                cmd += ["--layer", self.redis.url, "--redis-prefix", f"bench{tag}"]
+            env.setdefault("RUST_LOG", "warn")
+        elif name == "naive-rust":
+            cmd += [os.path.join(bindir, "naive-broadcast"), "--bind", f"127.0.0.1:{self.port}"]
+        else:
+            cmd += [os.path.join(PEERS, "start.sh"), name, str(self.port)]
+            if self.redis:
+                env["BENCH_REDIS_URL"] = self.redis.url
+                env["BENCH_REDIS_PREFIX"] = f"bench{tag}"
+        self.log = open(os.path.join(logdir, f"{name}-{tag}.log"), "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            wait_port(self.port, self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def pids(self):
+        pids = [self.proc.pid]
+        if self.redis:
+            pids.append(self.redis.proc.pid)
+        return pids
+
+    def stop(self):
+        stop(self.proc)
+        if self.redis:
+            self.redis.stop()
+        self.log.close()
+
+
+def loadgen(args, server, scenario, sizes):
+    mode_args = list(sizes[scenario])
+    if scenario == "slow" and server.name.startswith("django"):
+        i = mode_args.index("--rate") + 1
+        mode_args[i] = str(float(mode_args[i]) / DJANGO_SLOW_RATE_DIVISOR)
+    sources = "8" if scenario in ("idle", "connect") else "1"
+    cmd = ["taskset", "-c", str(args.loadgen_cpu), os.path.join(ROOT, "target", args.profile, "estuary-loadgen"),
+           "--target", f"ws://127.0.0.1:{server.port}", "--sources", sources, "--json"]
+    for pid in server.pids:
+        cmd += ["--server-pid", str(pid)]
+    cmd += mode_args
+    return run_json(cmd, limit=600)
+
+
+def run_json(cmd, limit):
+    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT, env=env)
+    sys.stderr.write(indent(done.stderr))
+    if done.returncode != 0:
+        raise RuntimeError(f"{os.path.basename(cmd[3])} exited with {done.returncode}: {' / '.join(done.stderr.strip().splitlines()[-4:])}")
+    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError("no JSON report on standard output")
+    return json.loads(lines[-1])["report"]
+
+
+def indent(text):
+    return "".join("      " + l + "\n" for l in text.splitlines())
+
+
+def raw_fanout(args, sizes):
+    cmd = ["taskset", "-c", str(args.server_cpu), os.path.join(ROOT, "target", args.profile, "raw-fanout"),
+           "--reader-cpu", str(args.loadgen_cpu), "--json"] + sizes["raw"]
+    return run_json(cmd, limit=300)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def smoke_check(scenario, name, report):
+    """What a tiny run must show: the harness works end to end."""
+    if scenario in ("fanout", "slow"):
+        assert report["received"] > 0, "nothing was delivered"
+        assert report["lost"] == 0, f"{report['lost']} deliveries lost"
+        assert report["duplicated"] == 0, f"{report['duplicated']} deliveries duplicated"
+        assert report["window"]["server_cpu_seconds"] is not None, "the server's CPU was not read"
+    elif scenario == "connect":
+        assert report["handshakes"] > 0, "no handshake completed"
+    elif scenario == "idle":
+        assert report["connections"] == 20, "not every connection was held"
+        assert report["rss_after_kib"] is not None, "the server's memory was not read"
+    elif scenario == "raw":
+        assert all(r["frames"] > 0 for r in report["rows"]), "no frame written"
+
+
+def machine():
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "n/a"
+
+    model = "n/a"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    venv_pip = os.path.join(ROOT, "target", "bench-venv", "bin", "pip")
+    pip = out([venv_pip, "freeze"]) if os.path.exists(venv_pip) else ""
+    wanted = ("django=", "channels=", "channels-redis=", "daphne=", "twisted=")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "kernel": platform.release(),
+        "commit": out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+        "rustc": out(["rustc", "--version"]),
+        "node": out(["node", "--version"]),
+        "ws": read_json_version(os.path.join(PEERS, "node", "node_modules", "ws", "package.json")),
+        "python": platform.python_version(),
+        "redis": out(["redis-server", "--version"]).split(" ")[2] if shutil.which("redis-server") else "n/a",
+        "django_stack": ", ".join(l for l in pip.splitlines() if l.lower().startswith(wanted)),
+    }
+
+
+def read_json_version(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)["version"]
+    except (OSError, KeyError, ValueError):
+        return "n/a"
+
+
+def fmt(v, digits=0, suffix=""):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}{suffix}"
+    return f"{v:,.{digits}f}{suffix}"
+
+
+def ratio(v, base):
+    if v is None or not base:
+        return "-"
+    return f"{v / base:.2f}x"
+
+
+def table(results, args):
+    """Markdown tables of the medians, with ratios to Estuary (in-memory)."""
+    lines = []
+    reps = lambda s, n: results.get(s, {}).get(n, [])
+    med = lambda s, n, key: median([r.get(key) if not callable(key) else key(r) for r in reps(s, n)])
+    names = [n for n in args.servers]
+    if "fanout" in results:
+        base = med("fanout", "estuary-memory", "server_us_per_delivery")
+        lines += ["### Fan-out (closed loop)", "",
+                  "| server | server CPU per delivery | vs Estuary | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | server cores | loadgen cores |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for n in names:
+            if not reps("fanout", n):
+                continue
+            lost = sum(r["lost"] for r in reps("fanout", n))
+            bound = any(r["loadgen_bound"] for r in reps("fanout", n))
+            lines.append("| {} | {} us | {} | {} | {} | {} | {} | {} of {} | {} | {}{} |".format(
+                n, fmt(med("fanout", n, "server_us_per_delivery"), 2),
+                ratio(med("fanout", n, "server_us_per_delivery"), base),
+                fmt(med("fanout", n, "deliveries_per_second")),
+                us(med("fanout", n, lambda r: r["latency"]["p50_us"])),
+                us(med("fanout", n, lambda r: r["latency"]["p99_us"])),
+                us(med("fanout", n, lambda r: r["latency"]["p999_us"])),
+                fmt(lost), fmt(sum(r["expected"] for r in reps("fanout", n))),
+                fmt(med("fanout", n, lambda r: r["window"]["server_cpu_seconds"] / r["window"]["seconds"]), 2),
+                fmt(med("fanout", n, lambda r: r["window"]["loadgen_cpu_seconds"] / r["window"]["seconds"]), 2),
+                " (limit)" if bound else ""))
+        lines.append("")
+    if "raw" in results and results["raw"].get("raw"):
+        runs = results["raw"]["raw"]
+        lines += ["### The floor: raw frames to {} loopback sockets, one writer thread".format(runs[0]["sockets"]), "",
+                  "| frames per write | writer CPU per frame | reader CPU per frame | frames/s |", "|---|---|---|---|"]
+        for i, row in enumerate(runs[0]["rows"]):
+            pick = lambda key: median([r["rows"][i][key] for r in runs])
+            lines.append("| {} | {} us | {} us | {} |".format(
+                row["frames_per_write"], fmt(pick("writer_us_per_frame"), 2),
+                fmt(pick("reader_us_per_frame"), 2), fmt(pick("frames_per_second"))))
+        lines.append("")
+    if "connect" in results:
+        base = med("connect", "estuary-memory", "handshakes_per_second")
+        lines += ["### Connect (handshake, then close)", "",
+                  "| server | handshakes/s | vs Estuary | server CPU per connection | p50 | p99 | errors |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in names:
+            if not reps("connect", n):
+                continue
+            lines.append("| {} | {} | {} | {} us | {} | {} | {} |".format(
+                n, fmt(med("connect", n, "handshakes_per_second")),
+                ratio(med("connect", n, "handshakes_per_second"), base),
+                fmt(med("connect", n, "server_us_per_handshake"), 1),
+                us(med("connect", n, lambda r: r["latency"]["p50_us"])),
+                us(med("connect", n, lambda r: r["latency"]["p99_us"])),
+                fmt(sum(r["errors"] for r in reps("connect", n)))))
+        lines.append("")
+    if "idle" in results:
+        base = med("idle", "estuary-memory", "kib_per_connection")
+        lines += ["### Idle connections", "", "| server | KiB per connection (server RSS) | vs Estuary | seconds to open all |",
+                  "|---|---|---|---|"]
+        for n in names:
+            if not reps("idle", n):
+                continue
+            lines.append("| {} | {} | {} | {} |".format(
+                n, fmt(med("idle", n, "kib_per_connection"), 1), ratio(med("idle", n, "kib_per_connection"), base),
+                fmt(med("idle", n, "connect_seconds"), 1)))
+        lines.append("")
+    if "slow" in results:
+        lines += ["### Slow readers in a busy room (open loop)", "",
+                  "| server | healthy p50 | healthy p99 | healthy lost | slow members closed (code: count) | server RSS growth at peak |",
+                  "|---|---|---|---|---|---|"]
+        for n in names:
+            if not reps("slow", n):
+                continue
+            growth = med("slow", n, lambda r: (r["server_rss_peak_kib"] - r["server_rss_start_kib"]) / 1024
+                         if r["server_rss_peak_kib"] is not None else None)
+            closed = {}
+            for r in reps("slow", n):
+                for code, count in r["slow_closed"].items():
+                    closed[code] = closed.get(code, 0) + count
+            closed_s = ", ".join(f"{c}: {k}" for c, k in sorted(closed.items())) or "none"
+            rate = "" if not n.startswith("django") else f" (rate / {DJANGO_SLOW_RATE_DIVISOR})"
+            lines.append("| {}{} | {} | {} | {} | {} of {} | {} MiB |".format(
+                n, rate, us(med("slow", n, lambda r: r["latency"]["p50_us"])),
+                us(med("slow", n, lambda r: r["latency"]["p99_us"])),
+                fmt(sum(r["lost"] for r in reps("slow", n))), closed_s,
+                fmt(sum(r["slow_clients"] for r in reps("slow", n))), fmt(growth, 1)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def us(v):
+    if v is None:
+        return "-"
+    if v < 10_000:
+        return f"{v:.0f} us"
+    if v < 10_000_000:
+        return f"{v / 1e3:.1f} ms"
+    return f"{v / 1e6:.2f} s"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: " + ", ".join(SCENARIOS))
+    p.add_argument("--reps", type=int, default=3, help="repetitions of each run (medians are reported)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, debug build, checks each report")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--loadgen-cpu", type=int, default=1)
+    p.add_argument("--no-build", action="store_true", help="use the binaries as built")
+    p.add_argument("--no-install", action="store_true", help="do not (re)install the peers")
+    p.add_argument("--out", default=None, help="results folder (default target/bench/<stamp>)")
+    args = p.parse_args()
+    args.servers = [s for s in args.servers.split(",") if s]
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in args.servers:
+        if s not in SERVERS:
+            p.error(f"unknown server {s}")
+    for s in args.scenarios:
+        if s not in SCENARIOS:
+            p.error(f"unknown scenario {s}")
+    if args.smoke:
+        args.reps = 1
+    args.profile = "debug" if args.smoke else "release"
+    sizes = SMOKE if args.smoke else FULL
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 20000 if hard == resource.RLIM_INFINITY else min(hard, 20000)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join(ROOT, "target", "bench", ("smoke-" if args.smoke else "") + stamp)
+    os.makedirs(out, exist_ok=True)
+
+    if not args.no_build:
+        log("==> building the servers and the load generator")
+        cmd = ["cargo", "build", "--quiet", "-p", "estuary-app", "-p", "estuary-bench", "-p", "naive-broadcast"]
+        if not args.smoke:
+            cmd.append("--release")
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    peers = {s for s in args.servers if s.startswith(("django", "node"))}
+    if peers and not args.no_install:
+        log("==> installing the peers at pinned versions")
+        subprocess.run([os.path.join(PEERS, "install.sh")], check=True, cwd=ROOT)
+
+    results = {}
+    failures = []
+    passed = 0
+    info = machine()
+    log(f"==> machine: {info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, commit {info['commit']}")
+    for scenario in args.scenarios:
+        results[scenario] = {}
+        for rep in range(1, args.reps + 1):
+            names = ["raw"] if scenario == "raw" else args.servers
+            for name in names:
+                label = f"{scenario} / {name} / rep {rep}"
+                log(f"==> {label}")
+                try:
+                    if scenario == "raw":
+                        report = raw_fanout(args, sizes)
+                    else:
+                        server = Server(name, args, out, f"{scenario}{rep}{stamp.replace('-', '')}")
+                        try:
+                            report = loadgen(args, server, scenario, sizes)
+                        finally:
+                            server.stop()
+                    if args.smoke:
+                        smoke_check(scenario, name, report)
+                    results[scenario].setdefault(name, []).append(report)
+                    passed += 1
+                except (RuntimeError, AssertionError, subprocess.SubprocessError, OSError) as e:
+                    log(f"    FAILED: {e}")
+                    failures.append(f"{label}: {e}")
+
+    report = table(results, args)
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump({"machine": info, "smoke": args.smoke, "reps": args.reps, "sizes": sizes, "results": results,
+                   "failures": failures}, fh, indent=1)
+    header = "\n".join([
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
+        f"server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}.",
+        f"Versions: Estuary {info['commit']}, {info['rustc']}, Node {info['node']} + ws {info['ws']}, "
+        f"Python {info['python']} ({info['django_stack'] or 'Django stack not installed'}), Redis {info['redis']}.",
+        f"Medians of {args.reps} repetition(s), {info['date']}.", ""])
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write(header + "\n" + report + "\n")
+    print(header)
+    print(report)
+    log(f"==> results in {out}")
+    for f in failures:
+        log(f"FAILED {f}")
+    print(f"bench{' smoke' if args.smoke else ''}: {passed} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+//! Each scenario of the load generator at tiny sizes against the chat
+//! application served in-process over real TCP: the harness cannot rot.
+//! Figures are printed, never asserted; delivery counts are.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use estuary_app::config::Config;
+use estuary_bench::client::Target;
+use estuary_bench::fanout::{self, FanoutOptions, Load};
+use estuary_bench::{connect, idle};
+use tokio::task::LocalSet;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the chat application on a free port until `stop` is cancelled.
+async fn serve(stop: CancellationToken) -> SocketAddr {
+    let mut config = Config::default();
+    config.websocket.rate_limit = 0.0;
+    let layer = estuary_app::app::channel_layer(&config).expect("channel layer");
+    let service = estuary_app::app::router(&config, layer).into_service();
+    let service = tower::Layer::layer(&estuary_app::app::origin_layer(&config), service);
+    let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(service, stop.cancelled_owned()).await.unwrap() });
+    addr
+}
+
+fn target(addr: SocketAddr) -> Target {
+    Target::new(&format!("ws://{addr}"), "/ws/chat/{room}/", 1).unwrap()
+}
+
+fn tiny(pid: u32) -> FanoutOptions {
+    FanoutOptions {
+        rooms: 2,
+        clients: 5,
+        senders: 2,
+        load: Load::Closed { window: 4 },
+        size: 100,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(300),
+        drain: Duration::from_secs(10),
+        slow_share: 0.0,
+        slow_recv_buffer: 4096,
+        connect_concurrency: 8,
+        pids: vec![pid],
+        room_prefix: "smoke".into(),
+    }
+}
+
+async fn with_server<F, Fut>(f: F)
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let stop = CancellationToken::new();
+    let addr = serve(stop.clone()).await;
+    LocalSet::new().run_until(f(target(addr))).await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn fanout_counts_every_delivery() {
+    with_server(|t| async move {
+        let report = fanout::run(&t, &tiny(std::process::id())).await.unwrap();
+        println!("{}", serde_json::to_string(&report).unwrap());
+        assert!(report.received > 0);
+        assert_eq!(
+            report.expected,
+            report.sent * 5,
+            "every member owes every message"
+        );
+        assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
+        assert!(report.server_us_per_delivery.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_loop_with_slow_members() {
+    with_server(|t| async move {
+        let opts = FanoutOptions {
+            rooms: 1,
+            clients: 6,
+            senders: 1,
+            load: Load::Open { rate: 50.0 },
+            size: 1000,
+            slow_share: 0.4,
+            ..tiny(std::process::id())
+        };
+        let report = fanout::run(&t, &opts).await.unwrap();
+        println!("{}", serde_json::to_string(&report).unwrap());
+        assert_eq!(report.slow_clients, 2);
+        assert_eq!(report.expected, report.sent * 4, "slow members are owed nothing");
+        assert_eq!(report.lost, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_counts_handshakes() {
+    with_server(|t| async move {
+        let opts = connect::ConnectOptions {
+            concurrency: 2,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(300),
+            pids: vec![std::process::id()],
+            room: "smoke".into(),
+        };
+        let report = connect::run(&t, &opts).await.unwrap();
+        println!("{}", serde_json::to_string(&report).unwrap());
+        assert!(report.handshakes > 0);
+        assert_eq!(report.errors, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_holds_every_connection() {
+    with_server(|t| async move {
+        let opts = idle::IdleOptions {
+            connections: 20,
+            rooms: 3,
+            connect_concurrency: 4,
+            pids: vec![std::process::id()],
+            room_prefix: "smoke-idle".into(),
+        };
+        let report = idle::run(&t, &opts).await.unwrap();
+        println!("{}", serde_json::to_string(&report).unwrap());
+        assert_eq!(report.connections, 20);
+        assert!(report.kib_per_connection.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_an_error_not_a_hang() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t = target(addr);
+    let err = LocalSet::new()
+        .run_until(fanout::run(&t, &tiny(std::process::id())))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("connecting"), "{err:#}");
+}
