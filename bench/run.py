@@ -281,14 +281,14 @@ def table(results, args):
     if "fanout" in results:
         base = med("fanout", "estuary-memory", "server_us_per_delivery")
         lines += ["### Fan-out (closed loop)", "",
-                  "| server | server CPU per delivery | vs Estuary | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | server cores | loadgen cores |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| server | server CPU per delivery | vs Estuary | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | server cores | loadgen cores | TCP segments per delivery |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in names:
             if not reps("fanout", n):
                 continue
             lost = sum(r["lost"] for r in reps("fanout", n))
             bound = any(r["loadgen_bound"] for r in reps("fanout", n))
-            lines.append("| {} | {} us | {} | {} | {} | {} | {} | {} of {} | {} | {}{} |".format(
+            lines.append("| {} | {} us | {} | {} | {} | {} | {} | {} of {} | {} | {}{} | {} |".format(
                 n, fmt(med("fanout", n, "server_us_per_delivery"), 2),
                 ratio(med("fanout", n, "server_us_per_delivery"), base),
                 fmt(med("fanout", n, "deliveries_per_second")),
@@ -298,7 +298,9 @@ def table(results, args):
                 fmt(lost), fmt(sum(r["expected"] for r in reps("fanout", n))),
                 fmt(med("fanout", n, lambda r: r["window"]["server_cpu_seconds"] / r["window"]["seconds"]), 2),
                 fmt(med("fanout", n, lambda r: r["window"]["loadgen_cpu_seconds"] / r["window"]["seconds"]), 2),
-                " (limit)" if bound else ""))
+                " (limit)" if bound else "",
+                fmt(med("fanout", n, lambda r: r["window"]["tcp_segments"] / r["window_deliveries"]
+                        if r["window"].get("tcp_segments") is not None and r["window_deliveries"] else None), 2)))
         lines.append("")
     if "raw" in results and results["raw"].get("raw"):
         runs = results["raw"]["raw"]

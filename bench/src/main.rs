@@ -303,6 +303,12 @@ fn print_fanout(r: &FanoutReport) {
         opt(r.server_rss_end_kib),
     );
     eprintln!("loadgen: {}", cores(r.window.loadgen_cores(), r.loadgen_bound));
+    if let Some(segments) = r.window.tcp_segments.filter(|_| r.window_deliveries > 0) {
+        eprintln!(
+            "tcp: {:.2} segments sent per delivery (both ends, acks included)",
+            segments as f64 / r.window_deliveries as f64
+        );
+    }
     if r.latency.count > 0 && r.latency.p99_us > 1_000_000 {
         eprintln!(
             "note: p99 {} means messages queued for seconds",

@@ -44,6 +44,16 @@ pub fn tcp_mem_pages() -> Option<u64> {
     words.next()?.parse().ok()
 }
 
+/// TCP segments the machine has sent so far (`OutSegs` in `/proc/net/snmp`):
+/// both ends of every loopback connection, acknowledgements included.
+pub fn tcp_out_segments() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let i = names.split_ascii_whitespace().position(|n| n == "OutSegs")?;
+    values.split_ascii_whitespace().nth(i)?.parse().ok()
+}
+
 /// The CPU and memory of a set of processes (a server, and Redis behind it)
 /// and of the load generator itself, sampled at the start and end of a
 /// measurement window.
@@ -53,6 +63,7 @@ pub struct Watch {
     start: Instant,
     server_cpu: Option<f64>,
     own_cpu: Option<f64>,
+    segments: Option<u64>,
 }
 
 /// What a [`Watch`] saw over its window.
@@ -64,6 +75,9 @@ pub struct Usage {
     pub server_cpu_seconds: Option<f64>,
     /// CPU seconds the load generator used in the window.
     pub loadgen_cpu_seconds: Option<f64>,
+    /// TCP segments sent on the machine in the window (both directions of
+    /// loopback traffic, acknowledgements included).
+    pub tcp_segments: Option<u64>,
 }
 
 impl Usage {
@@ -86,6 +100,7 @@ impl Watch {
             start: Instant::now(),
             server_cpu: sum_cpu(pids),
             own_cpu: cpu_seconds(std::process::id()),
+            segments: tcp_out_segments(),
         }
     }
 
@@ -97,6 +112,9 @@ impl Watch {
             seconds,
             server_cpu_seconds: delta(self.server_cpu, sum_cpu(&self.pids)),
             loadgen_cpu_seconds: delta(self.own_cpu, cpu_seconds(std::process::id())),
+            tcp_segments: tcp_out_segments()
+                .zip(self.segments)
+                .map(|(after, before)| after.saturating_sub(before)),
         }
     }
 
@@ -141,6 +159,7 @@ mod tests {
         assert!(cpu_seconds(pid).is_some());
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(tcp_mem_pages().is_some());
+        assert!(tcp_out_segments().is_some());
     }
 
     #[test]

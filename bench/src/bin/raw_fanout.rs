@@ -36,6 +36,11 @@ struct Cli {
     /// Seconds per batch size.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Leave Nagle's algorithm on (no `TCP_NODELAY`), as axum's and hyper's
+    /// servers do by default: the kernel then coalesces small writes into
+    /// fewer segments while earlier ones are unacknowledged.
+    #[arg(long)]
+    nagle: bool,
     /// Pin the reader process to this CPU (with `taskset`).
     #[arg(long)]
     reader_cpu: Option<usize>,
@@ -86,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     let mut sockets = Vec::with_capacity(cli.sockets);
     for _ in 0..cli.sockets {
         let (s, _) = listener.accept().context("accepting the reader's sockets")?;
-        s.set_nodelay(true)?;
+        s.set_nodelay(!cli.nagle)?;
         sockets.push(s);
     }
     let one = frame(cli.frame);
@@ -123,9 +128,10 @@ fn main() -> anyhow::Result<()> {
     drop(sockets);
     let _ = reader.wait();
     eprintln!(
-        "raw fan-out: {} loopback sockets, {}-byte frames, one writer thread",
+        "raw fan-out: {} loopback sockets, {}-byte frames, one writer thread, {}",
         cli.sockets,
-        one.len()
+        one.len(),
+        if cli.nagle { "Nagle on" } else { "TCP_NODELAY" }
     );
     eprintln!("frames/write  frames/s      writer us/frame  reader us/frame");
     for r in &rows {
@@ -140,7 +146,7 @@ fn main() -> anyhow::Result<()> {
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"mode": "raw", "report": {"sockets": cli.sockets, "frame": one.len(), "rows": rows}})
+            serde_json::json!({"mode": "raw", "report": {"sockets": cli.sockets, "frame": one.len(), "nagle": cli.nagle, "rows": rows}})
         );
     }
     Ok(())
