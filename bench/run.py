@@ -191,9 +191,9 @@ def indent(text):
     return "".join("      " + l + "\n" for l in text.splitlines())
 
 
-def raw_fanout(args, sizes):
+def raw_fanout(args, sizes, nagle):
     cmd = ["taskset", "-c", str(args.server_cpu), os.path.join(ROOT, "target", args.profile, "raw-fanout"),
-           "--reader-cpu", str(args.loadgen_cpu), "--json"] + sizes["raw"]
+           "--reader-cpu", str(args.loadgen_cpu), "--json"] + sizes["raw"] + (["--nagle"] if nagle else [])
     return run_json(cmd, limit=300)
 
 
@@ -304,13 +304,16 @@ def table(results, args):
         lines.append("")
     if "raw" in results and results["raw"].get("raw"):
         runs = results["raw"]["raw"]
+        nagle = results["raw"].get("raw-nagle") or []
         lines += ["### The floor: raw frames to {} loopback sockets, one writer thread".format(runs[0]["sockets"]), "",
-                  "| frames per write | writer CPU per frame | reader CPU per frame | frames/s |", "|---|---|---|---|"]
+                  "| frames per write | writer CPU per frame | reader CPU per frame | frames/s | writer CPU per frame, Nagle on |",
+                  "|---|---|---|---|---|"]
         for i, row in enumerate(runs[0]["rows"]):
-            pick = lambda key: median([r["rows"][i][key] for r in runs])
-            lines.append("| {} | {} us | {} us | {} |".format(
-                row["frames_per_write"], fmt(pick("writer_us_per_frame"), 2),
-                fmt(pick("reader_us_per_frame"), 2), fmt(pick("frames_per_second"))))
+            pick = lambda rs, key: median([r["rows"][i][key] for r in rs]) if rs else None
+            lines.append("| {} | {} us | {} us | {} | {} |".format(
+                row["frames_per_write"], fmt(pick(runs, "writer_us_per_frame"), 2),
+                fmt(pick(runs, "reader_us_per_frame"), 2), fmt(pick(runs, "frames_per_second")),
+                fmt(pick(nagle, "writer_us_per_frame"), 2, " us")))
         lines.append("")
     if "connect" in results:
         base = med("connect", "estuary-memory", "handshakes_per_second")
@@ -425,13 +428,13 @@ def main():
     for scenario in args.scenarios:
         results[scenario] = {}
         for rep in range(1, args.reps + 1):
-            names = ["raw"] if scenario == "raw" else args.servers
+            names = ["raw", "raw-nagle"] if scenario == "raw" else args.servers
             for name in names:
                 label = f"{scenario} / {name} / rep {rep}"
                 log(f"==> {label}")
                 try:
                     if scenario == "raw":
-                        report = raw_fanout(args, sizes)
+                        report = raw_fanout(args, sizes, nagle=name == "raw-nagle")
                     else:
                         server = Server(name, args, out, f"{scenario}{rep}{stamp.replace('-', '')}")
                         try:
