@@ -18,6 +18,7 @@ Standard library only: runs on the machine's python3.
 """
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -85,7 +86,10 @@ def wait_port(port, proc, limit=90.0):
 
 
 def stop(proc, limit=15.0):
-    if proc is None or proc.poll() is not None:
+    if proc is None:
+        return
+    LIVE.discard(proc)
+    if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
@@ -93,6 +97,22 @@ def stop(proc, limit=15.0):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# Every process this script started and has not stopped yet: stopped at exit,
+# whatever ends the run (an error, Ctrl-C, SIGTERM from a CI timeout).
+LIVE = set()
+
+
+def start(cmd, **kw):
+    proc = subprocess.Popen(cmd, **kw)
+    LIVE.add(proc)
+    return proc
+
+
+def stop_all():
+    for proc in list(LIVE):
+        stop(proc, limit=5.0)
 
 
 class Redis:
@@ -103,11 +123,15 @@ class Redis:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is required for the Redis variants (apt-get install redis-server)")
-        self.proc = subprocess.Popen(
+        self.proc = start(
             ["taskset", "-c", str(cpu), exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--logfile", os.path.join(logdir, f"redis-{self.port}.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc)
+        try:
+            wait_port(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self):
@@ -123,7 +147,16 @@ class Server:
     def __init__(self, name, args, logdir, tag):
         self.name = name
         self.port = free_port()
+        self.proc = self.log = None
         self.redis = Redis(args.server_cpu, logdir) if name.endswith("-redis") else None
+        try:
+            self._start(args, logdir, tag)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, args, logdir, tag):
+        name = self.name
         env = dict(os.environ)
         cmd = ["taskset", "-c", str(args.server_cpu)]
         bindir = os.path.join(ROOT, "target", args.profile)
@@ -140,12 +173,8 @@ class Server:
                 env["BENCH_REDIS_URL"] = self.redis.url
                 env["BENCH_REDIS_PREFIX"] = f"bench{tag}"
         self.log = open(os.path.join(logdir, f"{name}-{tag}.log"), "w")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            wait_port(self.port, self.proc)
-        except Exception:
-            self.stop()
-            raise
+        self.proc = start(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_port(self.port, self.proc)
 
     @property
     def pids(self):
@@ -158,7 +187,8 @@ class Server:
         stop(self.proc)
         if self.redis:
             self.redis.stop()
-        self.log.close()
+        if self.log:
+            self.log.close()
 
 
 def loadgen(args, server, scenario, sizes):
@@ -208,12 +238,17 @@ def smoke_check(scenario, name, report):
         assert report["received"] > 0, "nothing was delivered"
         assert report["lost"] == 0, f"{report['lost']} deliveries lost"
         assert report["duplicated"] == 0, f"{report['duplicated']} deliveries duplicated"
+        assert report["foreign"] == 0, f"{report['foreign']} frames from nowhere"
+        assert report["closed_by_server"] == 0, f"{report['closed_by_server']} members closed"
+        assert report["stalls"] == 0, f"{report['stalls']} senders stalled"
         assert report["window"]["server_cpu_seconds"] is not None, "the server's CPU was not read"
     elif scenario == "connect":
         assert report["handshakes"] > 0, "no handshake completed"
+        assert report["errors"] == 0, f"{report['errors']} failed: {report['first_error']}"
     elif scenario == "idle":
         assert report["connections"] == 20, "not every connection was held"
-        assert report["rss_after_kib"] is not None, "the server's memory was not read"
+        assert report["closed_by_server"] == 0, "the server closed idle connections"
+        assert report["kib_per_connection"] is not None, "the server's memory was not read"
     elif scenario == "raw":
         assert all(r["frames"] > 0 for r in report["rows"]), "no frame written"
 
@@ -272,6 +307,29 @@ def ratio(v, base):
     return f"{v / base:.2f}x"
 
 
+def lat(key):
+    """A latency percentile of a report; None when the window had no sample."""
+    return lambda r: r["latency"][key] if r["latency"]["count"] else None
+
+
+def per(num, den):
+    """num / den of a report's fields (dotted paths); None when either is missing or den is 0."""
+    def get(r, path):
+        for k in path.split("."):
+            r = r.get(k) if isinstance(r, dict) else None
+        return r
+
+    def f(r):
+        a, b = get(r, num), get(r, den)
+        return a / b if a is not None and b else None
+    return f
+
+
+def base_of(name):
+    """The Estuary run a server is compared with: the same kind of layer."""
+    return "estuary-redis" if name.endswith("-redis") else "estuary-memory"
+
+
 def table(results, args):
     """Markdown tables of the medians, with ratios to Estuary (in-memory)."""
     lines = []
@@ -279,29 +337,36 @@ def table(results, args):
     med = lambda s, n, key: median([r.get(key) if not callable(key) else key(r) for r in reps(s, n)])
     names = [n for n in args.servers]
     if "fanout" in results:
-        base = med("fanout", "estuary-memory", "server_us_per_delivery")
         lines += ["### Fan-out (closed loop)", "",
-                  "| server | server CPU per delivery | vs Estuary | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | server cores | loadgen cores | TCP segments per delivery |",
+                  "| server | server CPU per delivery | vs Estuary | deliveries/s | p50 | p99 | p99.9 | lost (all runs) "
+                  "| server cores | loadgen cores | TCP segments per delivery |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in names:
             if not reps("fanout", n):
                 continue
-            lost = sum(r["lost"] for r in reps("fanout", n))
-            bound = any(r["loadgen_bound"] for r in reps("fanout", n))
-            lines.append("| {} | {} us | {} | {} | {} | {} | {} | {} of {} | {} | {}{} | {} |".format(
-                n, fmt(med("fanout", n, "server_us_per_delivery"), 2),
-                ratio(med("fanout", n, "server_us_per_delivery"), base),
+            runs = reps("fanout", n)
+            lost = sum(r["lost"] for r in runs)
+            notes = []
+            if any(r["loadgen_bound"] for r in runs):
+                notes.append("load generator was the limit")
+            if sum(r["stalls"] for r in runs):
+                notes.append(f"{sum(r['stalls'] for r in runs)} sender stalls")
+            if sum(r["closed_by_server"] for r in runs):
+                notes.append(f"{sum(r['closed_by_server'] for r in runs)} members closed")
+            lines.append("| {}{} | {} us | {} | {} | {} | {} | {} | {} of {} | {} | {} | {} |".format(
+                n, f" ({'; '.join(notes)})" if notes else "",
+                fmt(med("fanout", n, "server_us_per_delivery"), 2),
+                ratio(med("fanout", n, "server_us_per_delivery"), med("fanout", base_of(n), "server_us_per_delivery")),
                 fmt(med("fanout", n, "deliveries_per_second")),
-                us(med("fanout", n, lambda r: r["latency"]["p50_us"])),
-                us(med("fanout", n, lambda r: r["latency"]["p99_us"])),
-                us(med("fanout", n, lambda r: r["latency"]["p999_us"])),
-                fmt(lost), fmt(sum(r["expected"] for r in reps("fanout", n))),
-                fmt(med("fanout", n, lambda r: r["window"]["server_cpu_seconds"] / r["window"]["seconds"]), 2),
-                fmt(med("fanout", n, lambda r: r["window"]["loadgen_cpu_seconds"] / r["window"]["seconds"]), 2),
-                " (limit)" if bound else "",
-                fmt(med("fanout", n, lambda r: r["window"]["tcp_segments"] / r["window_deliveries"]
-                        if r["window"].get("tcp_segments") is not None and r["window_deliveries"] else None), 2)))
-        lines.append("")
+                us(med("fanout", n, lat("p50_us"))),
+                us(med("fanout", n, lat("p99_us"))),
+                us(med("fanout", n, lat("p999_us"))),
+                fmt(lost), fmt(sum(r["expected"] for r in runs)),
+                fmt(med("fanout", n, per("window.server_cpu_seconds", "window.seconds")), 2),
+                fmt(med("fanout", n, per("window.loadgen_cpu_seconds", "window.seconds")), 2),
+                fmt(med("fanout", n, per("window.tcp_segments", "window_deliveries")), 2)))
+        lines += ["", "Ratios compare in-memory servers with estuary-memory and Redis ones with estuary-redis. "
+                  "Redis variants count Redis's CPU as the server's; their TCP segments include server-Redis traffic.", ""]
     if "raw" in results and results["raw"].get("raw"):
         runs = results["raw"]["raw"]
         nagle = results["raw"].get("raw-nagle") or []
@@ -316,7 +381,6 @@ def table(results, args):
                 fmt(pick(nagle, "writer_us_per_frame"), 2, " us")))
         lines.append("")
     if "connect" in results:
-        base = med("connect", "estuary-memory", "handshakes_per_second")
         lines += ["### Connect (handshake, then close)", "",
                   "| server | handshakes/s | vs Estuary | server CPU per connection | p50 | p99 | errors |",
                   "|---|---|---|---|---|---|---|"]
@@ -325,22 +389,23 @@ def table(results, args):
                 continue
             lines.append("| {} | {} | {} | {} us | {} | {} | {} |".format(
                 n, fmt(med("connect", n, "handshakes_per_second")),
-                ratio(med("connect", n, "handshakes_per_second"), base),
+                ratio(med("connect", n, "handshakes_per_second"), med("connect", base_of(n), "handshakes_per_second")),
                 fmt(med("connect", n, "server_us_per_handshake"), 1),
-                us(med("connect", n, lambda r: r["latency"]["p50_us"])),
-                us(med("connect", n, lambda r: r["latency"]["p99_us"])),
+                us(med("connect", n, lat("p50_us"))),
+                us(med("connect", n, lat("p99_us"))),
                 fmt(sum(r["errors"] for r in reps("connect", n)))))
         lines.append("")
     if "idle" in results:
-        base = med("idle", "estuary-memory", "kib_per_connection")
-        lines += ["### Idle connections", "", "| server | KiB per connection (server RSS) | vs Estuary | seconds to open all |",
-                  "|---|---|---|---|"]
+        lines += ["### Idle connections", "",
+                  "| server | KiB per connection (server RSS) | vs Estuary | seconds to open all | closed by the server |",
+                  "|---|---|---|---|---|"]
         for n in names:
             if not reps("idle", n):
                 continue
-            lines.append("| {} | {} | {} | {} |".format(
-                n, fmt(med("idle", n, "kib_per_connection"), 1), ratio(med("idle", n, "kib_per_connection"), base),
-                fmt(med("idle", n, "connect_seconds"), 1)))
+            lines.append("| {} | {} | {} | {} | {} |".format(
+                n, fmt(med("idle", n, "kib_per_connection"), 1), ratio(med("idle", n, "kib_per_connection"), med("idle", base_of(n), "kib_per_connection")),
+                fmt(med("idle", n, "connect_seconds"), 1),
+                fmt(sum(r["closed_by_server"] for r in reps("idle", n)))))
         lines.append("")
     if "slow" in results:
         lines += ["### Slow readers in a busy room (open loop)", "",
@@ -350,7 +415,7 @@ def table(results, args):
             if not reps("slow", n):
                 continue
             growth = med("slow", n, lambda r: (r["server_rss_peak_kib"] - r["server_rss_start_kib"]) / 1024
-                         if r["server_rss_peak_kib"] is not None else None)
+                         if None not in (r["server_rss_peak_kib"], r["server_rss_start_kib"]) else None)
             closed = {}
             for r in reps("slow", n):
                 for code, count in r["slow_closed"].items():
@@ -358,8 +423,8 @@ def table(results, args):
             closed_s = ", ".join(f"{c}: {k}" for c, k in sorted(closed.items())) or "none"
             rate = "" if not n.startswith("django") else f" (rate / {DJANGO_SLOW_RATE_DIVISOR})"
             lines.append("| {}{} | {} | {} | {} | {} of {} | {} MiB |".format(
-                n, rate, us(med("slow", n, lambda r: r["latency"]["p50_us"])),
-                us(med("slow", n, lambda r: r["latency"]["p99_us"])),
+                n, rate, us(med("slow", n, lat("p50_us"))),
+                us(med("slow", n, lat("p99_us"))),
                 fmt(sum(r["lost"] for r in reps("slow", n))), closed_s,
                 fmt(sum(r["slow_clients"] for r in reps("slow", n))), fmt(growth, 1)))
         lines.append("")
@@ -445,14 +510,14 @@ def main():
                         smoke_check(scenario, name, report)
                     results[scenario].setdefault(name, []).append(report)
                     passed += 1
-                except (RuntimeError, AssertionError, subprocess.SubprocessError, OSError) as e:
+                except Exception as e:  # one failed run must not lose the others
                     log(f"    FAILED: {e}")
                     failures.append(f"{label}: {e}")
 
-    report = table(results, args)
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"machine": info, "smoke": args.smoke, "reps": args.reps, "sizes": sizes, "results": results,
                    "failures": failures}, fh, indent=1)
+    report = table(results, args)
     header = "\n".join([
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
         f"server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}.",
@@ -471,4 +536,6 @@ def main():
 
 
 if __name__ == "__main__":
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -23,6 +23,8 @@ pub struct Target {
     pub path: String,
     /// Source addresses to spread connections over (127.0.0.1, .2, ...).
     pub sources: u8,
+    /// The longest a connection may take to open (TCP and handshake).
+    pub connect_timeout: Duration,
 }
 
 impl Target {
@@ -43,6 +45,7 @@ impl Target {
             addr,
             path: path.to_owned(),
             sources: sources.max(1),
+            connect_timeout: CONNECT_TIMEOUT,
         })
     }
 
@@ -66,7 +69,22 @@ impl Target {
     /// handshake. `recv_buffer` sets a small kernel receive buffer (slow
     /// clients), so that a client that stops reading pushes back quickly.
     pub async fn connect(&self, room: &str, n: usize, recv_buffer: Option<u32>) -> anyhow::Result<Ws> {
-        let socket = TcpSocket::new_v4().or_else(|_| TcpSocket::new_v6())?;
+        match tokio::time::timeout(self.connect_timeout, self.open(room, n, recv_buffer)).await {
+            Ok(done) => done,
+            Err(_) => bail!(
+                "connecting to {} took over {:?} (connect and handshake)",
+                self.url(room),
+                self.connect_timeout
+            ),
+        }
+    }
+
+    async fn open(&self, room: &str, n: usize, recv_buffer: Option<u32>) -> anyhow::Result<Ws> {
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         if let Some(source) = self.source(n) {
             socket.bind(source)?;
         }
@@ -102,9 +120,19 @@ fn config() -> WebSocketConfig {
 /// Nanoseconds since the load generator started: the send time a message
 /// carries, compared with the receive time in the same process.
 pub fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    ns_at(Instant::now())
 }
+
+/// `at` as nanoseconds since the load generator started (0 if earlier).
+pub fn ns_at(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_nanos() as u64
+}
+
+/// The longest a TCP connect plus WebSocket handshake may take by default:
+/// a server that accepts and never answers must fail the run, not hang it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits for `f` to hold, checking every few milliseconds, for at most
 /// `limit`. The load generator polls its own counters: cheaper than a wake-up

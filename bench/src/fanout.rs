@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::client::{Target, Ws, now_ns, wait_until};
+use crate::client::{Target, Ws, now_ns, ns_at, wait_until};
 use crate::proc::{Usage, Watch, loadgen_bound, sum_rss};
 use crate::stats::{Latency, latency_histogram, record};
 
@@ -108,8 +108,8 @@ pub struct FanoutReport {
     /// Slow members the server had closed by the end, by close code (0: the
     /// connection ended without a close frame).
     pub slow_closed: BTreeMap<u16, u64>,
-    /// Closed-loop senders that waited 2 s for their own message and gave up
-    /// on the ones in flight.
+    /// Closed-loop senders that waited 10 s for their own message and gave
+    /// up on the ones in flight.
     pub stalls: u64,
     /// CPU and time of the measurement window.
     pub window: Usage,
@@ -164,6 +164,9 @@ struct Member {
     ready: bool,
 }
 
+/// The chat protocol's longest message.
+pub const MAX_SIZE: usize = 1000;
+
 /// A decoded message id.
 struct Id {
     room: usize,
@@ -182,8 +185,10 @@ fn parse_id(message: &str) -> Option<Id> {
     })
 }
 
-fn message_text(room: usize, sender: usize, seq: u64, size: usize) -> String {
-    let mut m = format!("{room}.{sender}.{seq}.{}.", now_ns());
+/// The text a sender sends: its id, stamped with `sent_ns` (the time the
+/// message was due, so that a sender held up by the server counts the wait).
+fn message_text(room: usize, sender: usize, seq: u64, sent_ns: u64, size: usize) -> String {
+    let mut m = format!("{room}.{sender}.{seq}.{sent_ns}.");
     while m.len() < size {
         m.push('x');
     }
@@ -313,12 +318,29 @@ struct Sender {
     stop: watch::Receiver<bool>,
 }
 
+/// How long a sender's write may block before the run fails: a server
+/// that stops reading a sender must not hang the load generator.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closed-loop sender waits for its own copy before it counts a
+/// stall and gives up on what is in flight (all of it lost, or hopeless).
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Sender {
-    async fn send(&mut self, seq: u64) -> Result<(), tungstenite::Error> {
+    async fn send(&mut self, seq: u64, sent_ns: u64) -> anyhow::Result<()> {
         self.account();
-        self.sink
-            .feed(Message::text(message_text(self.room, self.s, seq, self.size)))
+        let text = message_text(self.room, self.s, seq, sent_ns, self.size);
+        tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(Message::text(text)))
             .await
+            .context("the server did not read a sender's message for 10 s")??;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush())
+            .await
+            .context("the server did not read a sender's messages for 10 s")??;
+        Ok(())
     }
 
     fn account(&self) {
@@ -328,7 +350,7 @@ impl Sender {
             .set(self.run.expected.get() + self.run.readers[self.room]);
     }
 
-    async fn run(mut self) -> Result<(), tungstenite::Error> {
+    async fn run(mut self) -> anyhow::Result<()> {
         let i = self.run.sender_index(self.room, self.s);
         let mut seq = 0u64;
         match self.load {
@@ -339,31 +361,33 @@ impl Sender {
                 let in_flight = seq - self.run.acked[i].get().min(seq);
                 if in_flight < window as u64 {
                     for _ in in_flight..window as u64 {
-                        self.send(seq).await?;
+                        self.send(seq, now_ns()).await?;
                         seq += 1;
                     }
-                    self.sink.flush().await?;
+                    self.flush().await?;
                     continue;
                 }
                 let run = Rc::clone(&self.run);
                 tokio::select! {
                     _ = run.ack[i].notified() => {}
                     _ = self.stop.changed() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    _ = tokio::time::sleep(STALL_TIMEOUT) => {
                         // Our own copies stopped coming: count a stall and
                         // give up on what is in flight so the run goes on.
+                        // (Lost messages alone never stall a sender: a later
+                        // own copy acknowledges every earlier one.)
                         self.run.stalls.set(self.run.stalls.get() + 1);
                         self.run.acked[i].set(seq);
                     }
                 }
             },
             Load::Open { rate } => {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => {
-                            self.send(seq).await?;
-                            self.sink.flush().await?;
+                        due = tick.tick() => {
+                            self.send(seq, ns_at(due.into_std())).await?;
+                            self.flush().await?;
                             seq += 1;
                         }
                         _ = self.stop.changed() => break,
@@ -379,6 +403,15 @@ impl Sender {
 pub async fn run(target: &Target, opts: &FanoutOptions) -> anyhow::Result<FanoutReport> {
     if opts.senders == 0 || opts.senders > opts.clients {
         bail!("senders must be between 1 and the clients per room");
+    }
+    if !(0.0..=1.0).contains(&opts.slow_share) {
+        bail!("the slow share must be between 0 and 1");
+    }
+    if matches!(opts.load, Load::Open { rate } if !(rate > 0.0 && rate <= 1e6)) {
+        bail!("the rate must be above 0 and at most 1,000,000 messages per second per sender");
+    }
+    if opts.size > MAX_SIZE {
+        bail!("the chat protocol allows messages of at most {MAX_SIZE} characters");
     }
     let slow_per_room = ((opts.clients - opts.senders) as f64 * opts.slow_share).round() as usize;
     let rooms: Vec<String> = (0..opts.rooms)
@@ -526,8 +559,11 @@ pub async fn run(target: &Target, opts: &FanoutOptions) -> anyhow::Result<Fanout
     run.measuring.set(false);
     let _ = stop_tx.send(true);
     for t in sender_tasks {
-        if let Ok(Err(e)) = t.await {
-            eprintln!("a sender failed: {e}");
+        match tokio::time::timeout(WRITE_TIMEOUT + Duration::from_secs(1), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("a sender failed: {e:#}"),
+            Ok(Err(e)) => eprintln!("a sender task failed: {e}"),
+            Err(_) => eprintln!("a sender did not stop"),
         }
     }
     let mut last = run.received.get();
@@ -591,12 +627,12 @@ mod tests {
 
     #[test]
     fn message_ids_round_trip_at_the_requested_size() {
-        let text = message_text(3, 1, 42, 100);
+        let text = message_text(3, 1, 42, 7, 100);
         let frame: Frame<'_> = serde_json::from_str(&text).unwrap();
         let message = frame.message.unwrap();
         assert_eq!(message.len(), 100);
         let id = parse_id(message).unwrap();
-        assert_eq!((id.room, id.sender, id.seq), (3, 1, 42));
+        assert_eq!((id.room, id.sender, id.seq, id.sent_ns), (3, 1, 42, 7));
     }
 
     #[test]

@@ -141,22 +141,27 @@ fn room_prefix() -> String {
     format!("b{:x}{:x}r", t.as_millis() % 0xffff_ffff, std::process::id())
 }
 
-fn fanout_options(c: &Common, pids: &[u32]) -> FanoutOptions {
-    FanoutOptions {
+/// Seconds from the command line: finite and not negative.
+fn secs(v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("{v} is not a number of seconds"))
+}
+
+fn fanout_options(c: &Common, pids: &[u32]) -> anyhow::Result<FanoutOptions> {
+    Ok(FanoutOptions {
         rooms: 0,
         clients: 0,
         senders: 0,
         load: Load::Closed { window: 1 },
         size: c.size,
-        warmup: Duration::from_secs_f64(c.warmup),
-        duration: Duration::from_secs_f64(c.duration),
-        drain: Duration::from_secs_f64(c.drain),
+        warmup: secs(c.warmup)?,
+        duration: secs(c.duration)?,
+        drain: secs(c.drain)?,
         slow_share: 0.0,
         slow_recv_buffer: 4096,
         connect_concurrency: c.connect_concurrency,
         pids: pids.to_vec(),
         room_prefix: room_prefix(),
-    }
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -179,7 +184,7 @@ fn main() -> anyhow::Result<()> {
                         Some(rate) => Load::Open { rate },
                         None => Load::Closed { window: a.window },
                     },
-                    ..fanout_options(&a.common, &pids)
+                    ..fanout_options(&a.common, &pids)?
                 };
                 let r = fanout::run(&target, &opts).await?;
                 print_fanout(&r);
@@ -193,7 +198,7 @@ fn main() -> anyhow::Result<()> {
                     load: Load::Open { rate: a.rate },
                     slow_share: a.slow_share,
                     slow_recv_buffer: a.slow_recv_buffer,
-                    ..fanout_options(&a.common, &pids)
+                    ..fanout_options(&a.common, &pids)?
                 };
                 let r = fanout::run(&target, &opts).await?;
                 print_fanout(&r);
@@ -209,10 +214,11 @@ fn main() -> anyhow::Result<()> {
                 };
                 let r = idle::run(&target, &opts).await?;
                 eprintln!(
-                    "idle: {} connections in {} rooms (opened in {:.1} s)\nserver: {} per connection (RSS {} -> {} KiB); kernel TCP memory {} pages",
+                    "idle: {} connections in {} rooms (opened in {:.1} s), {} closed by the server\nserver: {} per connection (RSS {} -> {} KiB); kernel TCP memory {} pages",
                     r.connections,
                     r.rooms,
                     r.connect_seconds,
+                    r.closed_by_server,
                     r.kib_per_connection.map_or("n/a".into(), |k| format!("{k:.2} KiB")),
                     opt(r.rss_before_kib),
                     opt(r.rss_after_kib),
@@ -223,8 +229,8 @@ fn main() -> anyhow::Result<()> {
             Mode::Connect(a) => {
                 let opts = connect::ConnectOptions {
                     concurrency: a.concurrency,
-                    warmup: Duration::from_secs_f64(a.warmup),
-                    duration: Duration::from_secs_f64(a.duration),
+                    warmup: secs(a.warmup)?,
+                    duration: secs(a.duration)?,
                     pids: pids.clone(),
                     room: format!("{}0", room_prefix()),
                 };

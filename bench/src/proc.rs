@@ -127,10 +127,12 @@ impl Watch {
 /// True when the load generator kept its core busy (over 90 %) while the
 /// server did not: the load generator, not the server, set the rate. When
 /// both are saturated the server is the limit (it is pinned to one core).
+/// Unknown (false) when the server's CPU is not watched.
 pub fn loadgen_bound(window: &Usage) -> bool {
-    let loadgen = window.loadgen_cores().unwrap_or(0.0);
-    let server = window.server_cores().unwrap_or(0.0);
-    loadgen > 0.9 && server < 0.9
+    match (window.loadgen_cores(), window.server_cores()) {
+        (Some(loadgen), Some(server)) => loadgen > 0.9 && server < 0.9,
+        _ => false, // the server is not watched: nothing to compare with
+    }
 }
 
 /// Summed resident memory of `pids`, in KiB; `None` without pids or when one

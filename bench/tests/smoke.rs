@@ -128,7 +128,7 @@ async fn idle_holds_every_connection() {
         };
         let report = idle::run(&t, &opts).await.unwrap();
         println!("{}", serde_json::to_string(&report).unwrap());
-        assert_eq!(report.connections, 20);
+        assert_eq!((report.connections, report.closed_by_server), (20, 0));
         assert!(report.kib_per_connection.is_some());
     })
     .await;
@@ -146,4 +146,49 @@ async fn a_closed_port_is_an_error_not_a_hang() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("connecting"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_the_handshake_is_an_error_not_a_hang() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut t = target(listener.local_addr().unwrap());
+    t.connect_timeout = Duration::from_millis(200);
+    // Accept and hold every connection without a word.
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            open.push(s);
+        }
+    });
+    let err = LocalSet::new()
+        .run_until(fanout::run(&t, &tiny(std::process::id())))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("took over"), "{err:#}");
+    held.abort();
+}
+
+#[tokio::test]
+async fn options_out_of_range_are_refused() {
+    let t = target("127.0.0.1:9".parse().unwrap());
+    for opts in [
+        FanoutOptions {
+            slow_share: 1.5,
+            ..tiny(0)
+        },
+        FanoutOptions {
+            senders: 0,
+            ..tiny(0)
+        },
+        FanoutOptions {
+            load: Load::Open { rate: 0.0 },
+            ..tiny(0)
+        },
+        FanoutOptions {
+            size: 1001,
+            ..tiny(0)
+        },
+    ] {
+        assert!(LocalSet::new().run_until(fanout::run(&t, &opts)).await.is_err());
+    }
 }

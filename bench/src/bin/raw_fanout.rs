@@ -88,12 +88,7 @@ fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut reader = spawn_reader(addr, &cli)?;
-    let mut sockets = Vec::with_capacity(cli.sockets);
-    for _ in 0..cli.sockets {
-        let (s, _) = listener.accept().context("accepting the reader's sockets")?;
-        s.set_nodelay(!cli.nagle)?;
-        sockets.push(s);
-    }
+    let mut sockets = accept_all(&listener, &mut reader, cli.sockets, !cli.nagle)?;
     let one = frame(cli.frame);
     let mut rows = Vec::new();
     for &batch in &cli.batches {
@@ -103,6 +98,14 @@ fn main() -> anyhow::Result<()> {
             .cycle()
             .take(one.len() * batch.max(1))
             .collect();
+        // An untimed warm-up, so that the window neither starts cold nor
+        // charges the reader for the previous batch size's backlog.
+        let warm = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < warm {
+            for s in sockets.iter_mut() {
+                s.write_all(&buf)?;
+            }
+        }
         let (writer0, reader0) = (cpu_seconds(std::process::id()), cpu_seconds(reader.id()));
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(cli.seconds);
@@ -150,6 +153,42 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Accepts the reader's `n` connections, failing (not hanging) if the reader
+/// dies or does not connect within 30 s.
+fn accept_all(
+    listener: &TcpListener,
+    reader: &mut Child,
+    n: usize,
+    nodelay: bool,
+) -> anyhow::Result<Vec<TcpStream>> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sockets = Vec::with_capacity(n);
+    while sockets.len() < n {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                s.set_nodelay(nodelay)?;
+                sockets.push(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(status) = reader.try_wait()? {
+                    bail!(
+                        "the reader process exited ({status}) after {} connections",
+                        sockets.len()
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!("the reader connected {} of {n} sockets in 30 s", sockets.len());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e).context("accepting the reader's sockets"),
+        }
+    }
+    Ok(sockets)
 }
 
 fn spawn_reader(addr: SocketAddr, cli: &Cli) -> anyhow::Result<Child> {
