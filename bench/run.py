@@ -160,8 +160,9 @@ class Server:
         env = dict(os.environ)
         cmd = ["taskset", "-c", str(args.server_cpu)]
         bindir = os.path.join(ROOT, "target", args.profile)
-        if name.startswith("estuary"):
-            cmd += [os.path.join(bindir, "estuary"), "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
+        if name.startswith(("estuary", "baseline")):
+            exe = args.baseline if name.startswith("baseline") else os.path.join(bindir, "estuary")
+            cmd += [exe, "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
             if self.redis:
                 cmd += ["--layer", self.redis.url, "--redis-prefix", f"bench{tag}"]
             env.setdefault("RUST_LOG", "warn")
@@ -326,7 +327,8 @@ def per(num, den):
 
 
 def base_of(name):
-    """The Estuary run a server is compared with: the same kind of layer."""
+    """The run a server is compared with: Estuary on the same kind of layer
+    (a baseline build's row then reads as baseline / current)."""
     return "estuary-redis" if name.endswith("-redis") else "estuary-memory"
 
 
@@ -452,6 +454,9 @@ def main():
     p.add_argument("--no-build", action="store_true", help="use the binaries as built")
     p.add_argument("--no-install", action="store_true", help="do not (re)install the peers")
     p.add_argument("--out", default=None, help="results folder (default target/bench/<stamp>)")
+    p.add_argument("--baseline", default=None, metavar="PATH",
+                   help="another estuary binary (say, main's before a change), run as baseline-memory / "
+                        "baseline-redis beside each selected estuary-* server, interleaved with it")
     args = p.parse_args()
     args.servers = [s for s in args.servers.split(",") if s]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -461,6 +466,12 @@ def main():
     for s in args.scenarios:
         if s not in SCENARIOS:
             p.error(f"unknown scenario {s}")
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.access(args.baseline, os.X_OK):
+            p.error(f"{args.baseline} is not an executable")
+        args.servers = [t for s in args.servers
+                        for t in ([s, s.replace("estuary", "baseline")] if s.startswith("estuary") else [s])]
     if args.smoke:
         args.reps = 1
     args.profile = "debug" if args.smoke else "release"
