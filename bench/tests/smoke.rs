@@ -16,9 +16,7 @@ use tokio_util::sync::CancellationToken;
 async fn serve(stop: CancellationToken) -> SocketAddr {
     let mut config = Config::default();
     config.websocket.rate_limit = 0.0;
-    let layer = estuary_app::app::channel_layer(&config).expect("channel layer");
-    let service = estuary_app::app::router(&config, layer).into_service();
-    let service = tower::Layer::layer(&estuary_app::app::origin_layer(&config), service);
+    let service = estuary_app::app::service(&config).expect("the application");
     let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use estuary::prelude::*;
 use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
-use estuary::server::{OriginLayer, RouterService, ServerConfig};
+use estuary::server::{OriginLayer, OriginService, RouterService, ServerConfig};
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 
 use crate::chat::ChatConsumer;
@@ -81,11 +81,29 @@ pub fn origin_layer(config: &Config) -> OriginLayer {
         .allow_missing_origin()
 }
 
+/// The whole application as one service, ready for [`Server::serve`]: the
+/// configured channel layer, the routes and the origin check. Must be called
+/// inside the runtime (the Redis layer starts its tasks).
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use estuary::server::Server;
+/// use estuary_app::config::Config;
+///
+/// let service = estuary_app::app::service(&Config::default())?;
+/// let server = Server::bind("127.0.0.1:0".parse()?).await?;
+/// server.serve(service, std::future::pending::<()>()).await?;
+/// # Ok(()) }
+/// ```
+pub fn service(config: &Config) -> anyhow::Result<OriginService<RouterService>> {
+    let layer = channel_layer(config)?;
+    let service: RouterService = router(config, layer).into_service();
+    Ok(tower::Layer::layer(&origin_layer(config), service))
+}
+
 /// Serves `config` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let layer = channel_layer(&config)?;
-    let service: RouterService = router(&config, layer).into_service();
-    let service = tower::Layer::layer(&origin_layer(&config), service);
+    let service = service(&config)?;
     let server_config = ServerConfig {
         handshake_timeout: Duration::from_secs(config.server.handshake_timeout),
         shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout),

@@ -30,9 +30,7 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
-        let layer = estuary_app::app::channel_layer(&config).expect("channel layer");
-        let service = estuary_app::app::router(&config, layer).into_service();
-        let service = tower::Layer::layer(&estuary_app::app::origin_layer(&config), service);
+        let service = estuary_app::app::service(&config).expect("the application");
         let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
