@@ -9,8 +9,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use base64::Engine as _;
 use estuary_core::{Accept, Outcome, Scope, User};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -73,6 +74,14 @@ fn plain(status: StatusCode, reason: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// RFC 6455 4.1: the key is 16 bytes, base64-encoded (24 characters).
+fn valid_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16)
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
@@ -189,6 +198,10 @@ impl RouterService {
     }
 
     async fn handle_upgrade(self, mut req: Request<Body>) -> Response<Body> {
+        // RFC 6455 4.1: the opening handshake is an HTTP/1.1 (or later) GET.
+        if req.version() < Version::HTTP_11 {
+            return plain(StatusCode::BAD_REQUEST, "WebSocket upgrades need HTTP/1.1");
+        }
         let headers = req.headers();
         if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
             let mut response = plain(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
@@ -200,6 +213,11 @@ impl RouterService {
         let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
             return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
         };
+        // Checked before the consumer's `connect` runs: a malformed key is a
+        // broken client, and nothing of the application should run for it.
+        if !valid_websocket_key(key.as_bytes()) {
+            return plain(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key");
+        }
         let info = req
             .extensions()
             .get::<ConnectionInfo>()

@@ -245,11 +245,22 @@ async fn echo_over_a_unix_socket() {
 async fn bad_handshakes_get_http_errors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start(WsSettings::default(), ServerConfig::default()).await;
-    for (version, expected) in [("8", "426"), ("13", "101")] {
+    let sample_key = "dGhlIHNhbXBsZSBub25jZQ==";
+    for (http, key, version, expected) in [
+        ("HTTP/1.1", sample_key, "8", "426"),
+        // Not base64, not 16 bytes, or padded wrong: a broken client.
+        ("HTTP/1.1", "not a key", "13", "400"),
+        ("HTTP/1.1", "dGhlIHNhbXBsZSBub25j", "13", "400"),
+        ("HTTP/1.1", "dGhlIHNhbXBsZSBub25jZQ", "13", "400"),
+        ("HTTP/1.1", "dGhlIHNhbXBsZSBub25jZSE=", "13", "400"),
+        // RFC 6455 needs HTTP/1.1 at least.
+        ("HTTP/1.0", sample_key, "13", "400"),
+        ("HTTP/1.1", sample_key, "13", "101"),
+    ] {
         let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         let req = format!(
-            "GET /ws/probe/ HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: {version}\r\n\r\n"
+            "GET /ws/probe/ {http}\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-key: {key}\r\nsec-websocket-version: {version}\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut buf = [0u8; 256];
@@ -258,13 +269,23 @@ async fn bad_handshakes_get_http_errors() {
             .unwrap()
             .unwrap();
         let head = String::from_utf8_lossy(&buf[..n]);
-        assert!(head.starts_with(&format!("HTTP/1.1 {expected}")), "{head}");
+        let status = head.split_whitespace().nth(1).unwrap_or_default();
+        assert_eq!(status, expected, "{http} key {key:?} version {version}: {head}");
         if expected == "101" {
             assert!(
                 head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
                 "RFC 6455 sample accept key: {head}"
             );
         }
+    }
+    // The consumer's connect ran for the valid handshake only.
+    assert_eq!(server.next_report("client=").await, "client=127.0.0.1");
+    let mut reports = server.reports.lock().await;
+    while let Ok(report) = reports.try_recv() {
+        assert!(
+            !report.starts_with("client="),
+            "connect ran for a rejected handshake"
+        );
     }
 }
 
