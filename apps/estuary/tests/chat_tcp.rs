@@ -275,3 +275,23 @@ async fn http_request(addr: std::net::SocketAddr, path: &str, headers: &str, bod
         .unwrap_or_default()
         .to_owned()
 }
+
+#[tokio::test]
+async fn pages_forbid_framing_and_foreign_content() {
+    let server = TestServer::start().await;
+    for page in ["/chat/", "/chat/lobby/"] {
+        let response = server.get(page).await.to_ascii_lowercase();
+        assert!(response.starts_with("http/1.1 200"), "{page}: {response}");
+        assert!(response.contains("x-frame-options: deny"), "{page}");
+        assert!(response.contains("frame-ancestors 'none'"), "{page}");
+        assert!(response.contains("script-src 'self'"), "{page}");
+        assert!(response.contains("referrer-policy: same-origin"), "{page}");
+    }
+    let script = server.get("/static/chat.js").await.to_ascii_lowercase();
+    assert!(script.contains("x-content-type-options: nosniff"));
+    assert!(
+        !script.contains("content-security-policy"),
+        "scripts need no policy of their own"
+    );
+    server.stop().await;
+}

@@ -52,6 +52,16 @@ impl TestServer {
 
     /// `GET path`; returns the status code.
     pub async fn get_status(&self, path: &str) -> u16 {
+        self.get(path)
+            .await
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `GET path`; returns the whole response, head and body.
+    pub async fn get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(self.addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
@@ -61,10 +71,7 @@ impl TestServer {
             .await
             .unwrap()
             .unwrap();
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+        out
     }
 
     pub fn url(&self, path: &str) -> String {
