@@ -9,6 +9,7 @@ use crate::close::CloseCode;
 use crate::context::Context;
 use crate::error::ConsumerError;
 use crate::message::{Message, MessageError};
+use crate::throttle::Throttle;
 use crate::ws::WsMessage;
 
 /// The code that handles one WebSocket connection: Channels'
@@ -95,18 +96,32 @@ pub trait Consumer: Send + 'static {
     /// A channel-layer message did not decode into [`Consumer::Event`]. The
     /// default logs a warning and keeps the connection open: one bad producer
     /// must not disconnect a whole group. Return an error to close instead.
+    ///
+    /// The warning is throttled process-wide to one a second (with the count
+    /// of those held back): one bad group message reaches every member, and
+    /// must not log once per member.
     fn undecodable_event(
         &mut self,
         ctx: &mut Context,
         message: Message,
         error: MessageError,
     ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
-        tracing::warn!(
-            channel = %ctx.channel_name(),
-            r#type = message.message_type(),
-            %error,
-            "no handler for channel-layer message; dropped"
-        );
+        static UNDECODABLE: Throttle = Throttle::new(std::time::Duration::from_secs(1));
+        match UNDECODABLE.allow(std::time::Instant::now()) {
+            Some(held_back) => tracing::warn!(
+                channel = %ctx.channel_name(),
+                r#type = message.message_type(),
+                %error,
+                held_back,
+                "no handler for channel-layer message; dropped (held_back: how many more were not logged since the last warning)"
+            ),
+            None => tracing::debug!(
+                channel = %ctx.channel_name(),
+                r#type = message.message_type(),
+                %error,
+                "no handler for channel-layer message; dropped"
+            ),
+        }
         async { Ok(()) }
     }
 

@@ -21,6 +21,7 @@ mod message;
 mod names;
 mod scope;
 mod session;
+mod throttle;
 mod ws;
 
 pub use close::{CloseCode, CloseFrame};

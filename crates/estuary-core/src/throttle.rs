@@ -1,0 +1,67 @@
+//! A log line that cannot flood: at most one per interval, counting the rest.
+//!
+//! One bad group message reaches every member of its group; without this, a
+//! room of 1,000 members logs the same warning 1,000 times, and a producer
+//! that sends such messages in a loop fills the disk.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Lets one event through per `interval` and counts the ones it holds back.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub(crate) const fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::new(State {
+                last: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` when the event at `now` should be logged, `n` being how many
+    /// were held back since the last one logged; `None` to hold it back.
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                state.suppressed += 1;
+                None
+            }
+            _ => {
+                state.last = Some(now);
+                Some(std::mem::take(&mut state.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_per_interval_with_the_count_of_the_rest() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert_eq!(t.allow(start), Some(0));
+        for _ in 0..999 {
+            assert_eq!(t.allow(start + Duration::from_millis(10)), None);
+        }
+        assert_eq!(t.allow(start + Duration::from_secs(1)), Some(999));
+        assert_eq!(t.allow(start + Duration::from_millis(1500)), None);
+        assert_eq!(t.allow(start + Duration::from_secs(3)), Some(1));
+    }
+}
