@@ -76,3 +76,44 @@ async fn thousand_clients_in_ten_rooms() {
     drop(clients);
     server.stop().await;
 }
+
+/// Ten clients burst into one room, each within the default rate limit
+/// (a burst of 40): every reader gets all 400 messages, in each sender's
+/// order, although the server falls behind on the burst (flow control: no
+/// member's queue overflows into silent drops).
+#[tokio::test]
+async fn a_burst_from_ten_senders_reaches_every_reader_complete() {
+    let server = TestServer::start().await;
+    let url = server.url("/ws/chat/burst/");
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(Client::join(&url).await);
+    }
+    let mut senders = Vec::new();
+    for _ in 0..10 {
+        senders.push(Client::join(&url).await);
+    }
+    for (s, sender) in senders.iter_mut().enumerate() {
+        for i in 0..40 {
+            sender
+                .send_json(&json!({"message": format!("{s}:{i}"), "username": format!("s{s}")}))
+                .await;
+        }
+    }
+    for reader in readers.iter_mut() {
+        let mut next = [0usize; 10];
+        for _ in 0..400 {
+            let frame = reader.recv_type("chat_message").await;
+            let text = frame["message"].as_str().unwrap().to_owned();
+            let (s, i) = text.split_once(':').unwrap();
+            let (s, i): (usize, usize) = (s.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[s], "sender {s}'s messages out of order or missing");
+            next[s] += 1;
+        }
+        assert_eq!(next, [40; 10]);
+    }
+    for client in readers.into_iter().chain(senders) {
+        client.close().await;
+    }
+    server.stop().await;
+}

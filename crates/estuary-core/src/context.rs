@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
-use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport};
+use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport, ReceiverState};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 use crate::scope::Scope;
@@ -122,6 +122,9 @@ pub struct Context {
     closing: bool,
     dropped: u64,
     released: bool,
+    /// The outbound queue was found full and has not emptied since: the
+    /// channel is [`ReceiverState::Stalled`] for flow control.
+    stalled: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -152,6 +155,7 @@ impl Context {
             closing: false,
             dropped: 0,
             released: false,
+            stalled: false,
         }
     }
 
@@ -226,30 +230,56 @@ impl Context {
         self.enqueue(Outgoing::Close(CloseFrame::new(code, reason))).await
     }
 
+    /// The session marked the channel stalled (a handler waited, or a write
+    /// blocked): it is made live again once the outbound queue is empty.
+    pub(crate) fn mark_stalled(&mut self) {
+        self.stalled = true;
+    }
+
+    /// The client reads again (the session emptied the outbound queue): its
+    /// channel is live again for flow control.
+    pub(crate) fn keeping_up(&mut self) {
+        if std::mem::replace(&mut self.stalled, false) {
+            self.layer.set_receiver(&self.channel, ReceiverState::Live);
+        }
+    }
+
     async fn enqueue(&mut self, item: Outgoing) -> Result<(), ConsumerError> {
         match self.outbound.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(ConsumerError::ConnectionClosed),
-            Err(mpsc::error::TrySendError::Full(item)) => match (self.policy, item) {
-                (SlowClientPolicy::Drop, Outgoing::Message(_)) => {
-                    self.dropped += 1;
-                    Ok(())
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                // The client is not reading: group sends must not hold
+                // messages for it beyond its capacity (that is for members
+                // the server is behind on); its slow-client policy applies.
+                if !std::mem::replace(&mut self.stalled, true) {
+                    self.layer.set_receiver(&self.channel, ReceiverState::Stalled);
                 }
-                (SlowClientPolicy::Drop, item) => {
-                    // A close is never dropped: wait for room like any reply.
-                    self.outbound
-                        .send(item)
-                        .await
-                        .map_err(|_| ConsumerError::ConnectionClosed)
+                self.enqueue_full(item).await
+            }
+        }
+    }
+
+    async fn enqueue_full(&mut self, item: Outgoing) -> Result<(), ConsumerError> {
+        match (self.policy, item) {
+            (SlowClientPolicy::Drop, Outgoing::Message(_)) => {
+                self.dropped += 1;
+                Ok(())
+            }
+            (SlowClientPolicy::Drop, item) => {
+                // A close is never dropped: wait for room like any reply.
+                self.outbound
+                    .send(item)
+                    .await
+                    .map_err(|_| ConsumerError::ConnectionClosed)
+            }
+            (SlowClientPolicy::Disconnect { grace }, item) => {
+                match tokio::time::timeout(grace, self.outbound.send(item)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(ConsumerError::ConnectionClosed),
+                    Err(_) => Err(ConsumerError::SlowClient),
                 }
-                (SlowClientPolicy::Disconnect { grace }, item) => {
-                    match tokio::time::timeout(grace, self.outbound.send(item)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(_)) => Err(ConsumerError::ConnectionClosed),
-                        Err(_) => Err(ConsumerError::SlowClient),
-                    }
-                }
-            },
+            }
         }
     }
 

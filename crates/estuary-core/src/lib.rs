@@ -30,7 +30,7 @@ pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
 pub use layer::{
     BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, GroupSendReport,
-    InMemoryChannelLayer, SendError,
+    InMemoryChannelLayer, OVERFLOW_FACTOR, ReceiverState, SendError,
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};

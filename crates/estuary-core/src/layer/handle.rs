@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{ChannelLayer, ChannelLayerError, GroupSendReport, SendError};
+use super::{ChannelLayer, ChannelLayerError, GroupSendReport, ReceiverState, SendError};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
@@ -35,6 +35,9 @@ trait DynChannelLayer: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, Result<(), ChannelLayerError>>;
     fn close_channel<'a>(&'a self, channel: &'a ChannelName) -> BoxFuture<'a, ()>;
     fn is_available(&self) -> bool;
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState);
+    fn backlogged(&self) -> bool;
+    fn relieved(&self) -> BoxFuture<'_, ()>;
     fn type_name(&self) -> &'static str;
 }
 
@@ -81,6 +84,15 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     }
     fn is_available(&self) -> bool {
         ChannelLayer::is_available(self)
+    }
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        ChannelLayer::set_receiver(self, channel, state)
+    }
+    fn backlogged(&self) -> bool {
+        ChannelLayer::backlogged(self)
+    }
+    fn relieved(&self) -> BoxFuture<'_, ()> {
+        Box::pin(ChannelLayer::relieved(self))
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<L>()
@@ -165,5 +177,14 @@ impl ChannelLayer for ChannelLayerHandle {
     }
     fn is_available(&self) -> bool {
         self.inner.is_available()
+    }
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        self.inner.set_receiver(channel, state)
+    }
+    fn backlogged(&self) -> bool {
+        self.inner.backlogged()
+    }
+    async fn relieved(&self) {
+        self.inner.relieved().await
     }
 }

@@ -1,15 +1,19 @@
 //! The in-process channel layer, for development and single-process servers.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ChannelLayer, ChannelLayerConfig, ChannelLayerError, GroupSendReport, SendError};
+use super::{
+    ChannelLayer, ChannelLayerConfig, ChannelLayerError, GroupSendReport, OVERFLOW_FACTOR, ReceiverState,
+    SendError,
+};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
+use crate::throttle::Throttle;
 
 /// A channel layer inside one process (Channels' `InMemoryChannelLayer`).
 ///
@@ -50,6 +54,31 @@ struct Inner {
     /// Channel-map size after the last sweep of abandoned queues.
     swept_at: AtomicU64,
     dropped: AtomicU64,
+    backlog: Arc<Backlog>,
+}
+
+/// Flow control: how many live channels hold more than their capacity, and
+/// a wake-up for the sessions waiting for that to reach zero.
+#[derive(Default)]
+struct Backlog {
+    over: AtomicUsize,
+    relief: Notify,
+}
+
+impl Backlog {
+    /// Recounts `state` after its length or receiver changed.
+    fn update(&self, state: &mut QueueState, capacity: usize) {
+        let over = state.receiver == ReceiverState::Live && state.items.len() > capacity;
+        if over == state.counted {
+            return;
+        }
+        state.counted = over;
+        if over {
+            self.over.fetch_add(1, Ordering::AcqRel);
+        } else if self.over.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.relief.notify_waiters();
+        }
+    }
 }
 
 type Members = HashMap<ChannelName, Member>;
@@ -70,57 +99,106 @@ impl Member {
 
 struct Queue {
     capacity: usize,
-    items: Mutex<VecDeque<(Instant, Message)>>,
+    state: Mutex<QueueState>,
     ready: Notify,
     closed: AtomicBool,
+    backlog: Arc<Backlog>,
+}
+
+struct QueueState {
+    items: VecDeque<(Instant, Message)>,
+    receiver: ReceiverState,
+    /// Whether this queue is counted in the layer's backlog.
+    counted: bool,
+}
+
+/// Why a push failed; the message comes back.
+struct Rejected {
+    message: Message,
+    /// The receiver was live: the overflow limit was reached, not the capacity.
+    live: bool,
 }
 
 impl Queue {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, backlog: Arc<Backlog>) -> Self {
         Self {
             capacity,
-            items: Mutex::new(VecDeque::new()),
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                receiver: ReceiverState::Detached,
+                counted: false,
+            }),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            backlog,
         }
     }
 
-    fn items(&self) -> MutexGuard<'_, VecDeque<(Instant, Message)>> {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding this lock cannot leave the deque inconsistent.
-        self.items.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores `message` unless the queue is full (after dropping expired ones).
-    fn push(&self, message: Message, expires: Instant, now: Instant) -> Result<(), Message> {
-        let mut items = self.items();
-        while items.front().is_some_and(|(at, _)| *at <= now) {
-            items.pop_front();
+    /// Stores `message` unless the queue is full (after dropping expired
+    /// ones). A group send (`overflow`) to a live receiver may go past the
+    /// capacity, up to the overflow limit.
+    fn push(&self, message: Message, expires: Instant, now: Instant, overflow: bool) -> Result<(), Rejected> {
+        let mut state = self.state();
+        while state.items.front().is_some_and(|(at, _)| *at <= now) {
+            state.items.pop_front();
         }
-        if items.len() >= self.capacity {
-            return Err(message);
+        let live = state.receiver == ReceiverState::Live;
+        let limit = if overflow && live {
+            self.capacity.saturating_mul(OVERFLOW_FACTOR)
+        } else {
+            self.capacity
+        };
+        if state.items.len() >= limit {
+            self.backlog.update(&mut state, self.capacity);
+            return Err(Rejected {
+                message,
+                live: live && overflow,
+            });
         }
-        items.push_back((expires, message));
-        drop(items);
+        state.items.push_back((expires, message));
+        self.backlog.update(&mut state, self.capacity);
+        drop(state);
         self.ready.notify_one();
         Ok(())
     }
 
     fn pop(&self, now: Instant) -> Option<Message> {
-        let mut items = self.items();
-        while let Some((at, message)) = items.pop_front() {
+        let mut state = self.state();
+        let mut found = None;
+        while let Some((at, message)) = state.items.pop_front() {
             if at > now {
-                return Some(message);
+                found = Some(message);
+                break;
             }
         }
-        None
+        self.backlog.update(&mut state, self.capacity);
+        found
+    }
+
+    fn set_receiver(&self, receiver: ReceiverState) {
+        let mut state = self.state();
+        state.receiver = receiver;
+        self.backlog.update(&mut state, self.capacity);
+    }
+
+    fn clear(&self) {
+        let mut state = self.state();
+        state.items.clear();
+        self.backlog.update(&mut state, self.capacity);
     }
 
     fn is_abandoned(&self, now: Instant) -> bool {
-        let mut items = self.items();
-        while items.front().is_some_and(|(at, _)| *at <= now) {
-            items.pop_front();
+        let mut state = self.state();
+        while state.items.front().is_some_and(|(at, _)| *at <= now) {
+            state.items.pop_front();
         }
-        items.is_empty()
+        self.backlog.update(&mut state, self.capacity);
+        state.items.is_empty()
     }
 }
 
@@ -150,6 +228,7 @@ impl InMemoryChannelLayer {
                 groups: RwLock::new(HashMap::new()),
                 swept_at: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                backlog: Arc::default(),
             }),
         }
     }
@@ -222,7 +301,10 @@ impl Inner {
         if !create && channel.as_str().starts_with(&self.client_prefix) {
             return None;
         }
-        let q = Arc::new(Queue::new(self.config.capacity_for(channel.as_str())));
+        let q = Arc::new(Queue::new(
+            self.config.capacity_for(channel.as_str()),
+            self.backlog.clone(),
+        ));
         channels.insert(channel.clone(), q.clone());
         let len = channels.len() as u64;
         // Amortised cleanup: when the map has doubled since the last sweep,
@@ -254,11 +336,11 @@ impl ChannelLayer for InMemoryChannelLayer {
         };
         let now = Instant::now();
         queue
-            .push(message, now + self.inner.config.expiry(), now)
-            .map_err(|message| SendError::Full {
+            .push(message, now + self.inner.config.expiry(), now, false)
+            .map_err(|rejected| SendError::Full {
                 channel: channel.clone(),
                 capacity: queue.capacity,
-                message,
+                message: rejected.message,
             })
     }
 
@@ -314,6 +396,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         let expires = now + self.inner.config.expiry();
         let ttl = self.inner.config.group_expiry();
         let mut report = GroupSendReport::default();
+        let mut live_dropped = 0;
         let Some(members) = self.inner.group(group) else {
             return Ok(report);
         };
@@ -322,9 +405,12 @@ impl ChannelLayer for InMemoryChannelLayer {
             members.retain(|name, m| !m.is_stale(name, now, ttl));
             for member in members.values() {
                 // Cloning a Message clones a refcounted Bytes: one encoding for all.
-                match member.queue.push(message.clone(), expires, now) {
+                match member.queue.push(message.clone(), expires, now, true) {
                     Ok(()) => report.delivered += 1,
-                    Err(_) => report.dropped += 1,
+                    Err(rejected) => {
+                        report.dropped += 1;
+                        live_dropped += usize::from(rejected.live);
+                    }
                 }
             }
             members.is_empty()
@@ -337,6 +423,17 @@ impl ChannelLayer for InMemoryChannelLayer {
                 .dropped
                 .fetch_add(report.dropped as u64, Ordering::Relaxed);
             tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
+        }
+        if live_dropped > 0 {
+            static OVERFLOW: Throttle = Throttle::new(std::time::Duration::from_secs(1));
+            if let Some(held_back) = OVERFLOW.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    %group,
+                    members = live_dropped,
+                    held_back,
+                    "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
+                );
+            }
         }
         Ok(report)
     }
@@ -351,7 +448,7 @@ impl ChannelLayer for InMemoryChannelLayer {
         // messages go, and worker queues are forgotten.
         let own = self.inner.client_prefix.clone();
         self.inner.channels().retain(|name, queue| {
-            queue.items().clear();
+            queue.clear();
             name.as_str().starts_with(&own)
         });
         Ok(())
@@ -361,8 +458,32 @@ impl ChannelLayer for InMemoryChannelLayer {
         let removed = self.inner.channels().remove(channel);
         if let Some(queue) = removed {
             queue.closed.store(true, Ordering::Release);
-            queue.items().clear();
+            queue.set_receiver(ReceiverState::Detached);
+            queue.clear();
             queue.ready.notify_waiters();
+        }
+    }
+
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        if let Some(queue) = self.inner.channels().get(channel) {
+            queue.set_receiver(state);
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.inner.backlog.over.load(Ordering::Acquire) > 0
+    }
+
+    async fn relieved(&self) {
+        let backlog = &self.inner.backlog;
+        loop {
+            let relief = backlog.relief.notified();
+            tokio::pin!(relief);
+            relief.as_mut().enable();
+            if backlog.over.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            relief.await;
         }
     }
 }
@@ -408,6 +529,86 @@ mod tests {
             GroupSendReport::default()
         );
         assert_eq!(layer.group_size(&g), 0);
+    }
+
+    async fn member(layer: &InMemoryChannelLayer, g: &GroupName, state: ReceiverState) -> ChannelName {
+        let ch = layer.new_channel().await.unwrap();
+        layer.group_add(g, &ch).await.unwrap();
+        layer.set_receiver(&ch, state);
+        ch
+    }
+
+    #[tokio::test]
+    async fn a_live_member_behind_gets_everything_and_backlogs_the_layer() {
+        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(2));
+        let g = GroupName::new("g").unwrap();
+        let live = member(&layer, &g, ReceiverState::Live).await;
+        for i in 0..5 {
+            let report = layer.group_send(&g, msg(i)).await.unwrap();
+            assert_eq!(
+                report,
+                GroupSendReport {
+                    delivered: 1,
+                    dropped: 0
+                }
+            );
+        }
+        assert!(layer.backlogged(), "5 held for a capacity of 2");
+        // A direct send still obeys the capacity (Channels' ChannelFull).
+        assert!(layer.send(&live, msg(9)).await.unwrap_err().is_full());
+        for i in 0..3 {
+            assert_eq!(n(&layer.receive(&live).await.unwrap()), i);
+        }
+        assert!(!layer.backlogged(), "back at capacity");
+        tokio::time::timeout(Duration::from_secs(5), layer.relieved())
+            .await
+            .unwrap();
+        for i in 3..5 {
+            assert_eq!(n(&layer.receive(&live).await.unwrap()), i);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_overflow_limit_and_stalled_and_detached_members_drop_when_full() {
+        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(2));
+        let g = GroupName::new("g").unwrap();
+        member(&layer, &g, ReceiverState::Live).await;
+        member(&layer, &g, ReceiverState::Stalled).await;
+        member(&layer, &g, ReceiverState::Detached).await;
+        let mut delivered = 0;
+        for i in 0..10 {
+            delivered += layer.group_send(&g, msg(i)).await.unwrap().delivered;
+        }
+        // Live: 2 x 4 = 8; stalled and detached: their capacity, 2 each.
+        assert_eq!(delivered, 8 + 2 + 2);
+        assert_eq!(layer.dropped(), 30 - 12);
+        assert!(layer.backlogged());
+    }
+
+    #[tokio::test]
+    async fn stalling_or_closing_a_backlogged_channel_relieves_the_layer() {
+        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
+        let g = GroupName::new("g").unwrap();
+        let a = member(&layer, &g, ReceiverState::Live).await;
+        let b = member(&layer, &g, ReceiverState::Live).await;
+        for i in 0..3 {
+            layer.group_send(&g, msg(i)).await.unwrap();
+        }
+        let waiter = {
+            let layer = layer.clone();
+            tokio::spawn(async move { layer.relieved().await })
+        };
+        layer.set_receiver(&a, ReceiverState::Stalled);
+        assert!(layer.backlogged(), "b is still behind");
+        layer.close_channel(&b).await;
+        assert!(!layer.backlogged());
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        // Live again while still over capacity: backlogged again.
+        layer.set_receiver(&a, ReceiverState::Live);
+        assert!(layer.backlogged());
     }
 
     #[tokio::test]

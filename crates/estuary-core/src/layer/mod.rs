@@ -144,6 +144,33 @@ pub struct GroupSendReport {
     pub dropped: usize,
 }
 
+/// How many times its capacity a [`ReceiverState::Live`] channel may hold
+/// while the server catches up (see the flow-control rule on [`ChannelLayer`]).
+pub const OVERFLOW_FACTOR: usize = 4;
+
+/// How the receiver of a channel is doing, as its session tells the layer
+/// (see the flow-control rule on [`ChannelLayer`]).
+///
+/// ```
+/// use estuary_core::ReceiverState;
+///
+/// assert_eq!(ReceiverState::default(), ReceiverState::Detached);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReceiverState {
+    /// No session receives on it (a worker channel, or one whose connection
+    /// is still opening): a full channel is skipped by group sends.
+    #[default]
+    Detached,
+    /// A session receives on it and its client keeps up: when the channel is
+    /// full, group sends store beyond capacity and the layer is backlogged.
+    Live,
+    /// A session receives on it but its client stopped reading (the
+    /// session's outbound queue is full): a full channel is skipped, and the
+    /// session's slow-client policy deals with the client.
+    Stalled,
+}
+
 /// A channel layer, with the verbs of Django Channels' `channel_layer`.
 ///
 /// Implement this trait for a new backend; hold a [`ChannelLayerHandle`] to
@@ -170,6 +197,18 @@ pub struct GroupSendReport {
 ///   channel: the shared queue plus the channel's own buffer. When that buffer
 ///   is full, the layer drops the message and counts it instead of returning
 ///   `Full` (so does the Redis pub/sub layer, which stores nothing in Redis).
+/// * **Flow control** (optional; the [`InMemoryChannelLayer`] keeps it,
+///   other layers keep the plain capacity rule). A session tells the layer
+///   how its receiver is doing with [`set_receiver`](ChannelLayer::set_receiver).
+///   A group send to a [`ReceiverState::Live`] member that is merely behind
+///   (its connection reads, the server has not caught up) does not skip it:
+///   the layer stores up to [`OVERFLOW_FACTOR`] times the capacity and is
+///   [`backlogged`](ChannelLayer::backlogged) until every such member is back
+///   under capacity; sessions stop reading their clients meanwhile, so the
+///   producers slow down instead of messages being lost. A
+///   [`ReceiverState::Stalled`] member (its client stopped reading) and a
+///   [`ReceiverState::Detached`] one (no session) are skipped when full, as
+///   above; a member at the overflow limit too, counted and logged.
 /// * **Expiry.** A message not received within [`ChannelLayerConfig::expiry`]
 ///   is discarded and never delivered. A group membership lapses after
 ///   [`ChannelLayerConfig::group_expiry`] unless
@@ -237,7 +276,9 @@ pub trait ChannelLayer: Send + Sync + 'static {
         channel: &ChannelName,
     ) -> impl Future<Output = Result<(), ChannelLayerError>> + Send;
 
-    /// Sends `message` to every current member of `group`, skipping full ones.
+    /// Sends `message` to every current member of `group`, skipping full ones
+    /// (a live member that is merely behind is not full until the overflow
+    /// limit: see the flow-control rule above).
     fn group_send(
         &self,
         group: &GroupName,
@@ -276,6 +317,25 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// ```
     fn close_channel(&self, channel: &ChannelName) -> impl Future<Output = ()> + Send {
         let _ = channel;
+        async {}
+    }
+
+    /// Tells the layer how the receiver of `channel` is doing (flow control;
+    /// the default ignores it). Cheap: sessions call it on every change.
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        let _ = (channel, state);
+    }
+
+    /// True while a [`ReceiverState::Live`] channel holds more than its
+    /// capacity: sessions stop reading their clients until
+    /// [`relieved`](ChannelLayer::relieved). Always false by default.
+    fn backlogged(&self) -> bool {
+        false
+    }
+
+    /// Completes once the layer is not [`backlogged`](ChannelLayer::backlogged)
+    /// (at once when it is not).
+    fn relieved(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
 }

@@ -5,8 +5,24 @@
 //! handlers one at a time; its loop selects over the client's next message,
 //! the channel layer's next event for this connection, the outbound queue,
 //! keepalive and shutdown.
+//!
+//! Two rules keep the broadcast path cheap and lossless:
+//!
+//! - **Drain, then write once.** After a layer event's handler, the handlers
+//!   of the events the layer already holds for the connection run too (while
+//!   the outbound queue is under half full), and what they queued goes out in
+//!   one write: a backlog costs one system call and one TCP segment, not one
+//!   each, while a lone message still leaves at once. A write's deadline is
+//!   armed only when the write would block.
+//! - **Flow control.** The session tells the layer how its receiver is doing
+//!   ([`ReceiverState`]): live while its client keeps up, stalled while a
+//!   write blocks or a handler waits. While the layer is backlogged (a live
+//!   member holds more than its capacity), the session reads nothing from
+//!   its client, so producers slow down instead of members losing messages.
 
 mod rate;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 use std::future::Future;
@@ -26,7 +42,8 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
 use crate::error::ConsumerError;
-use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle};
+use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState};
+use crate::names::ChannelName;
 use crate::scope::Scope;
 use rate::Bucket;
 
@@ -250,18 +267,39 @@ impl<C: Consumer> Session<C> {
         let layer = self.ctx.channel_layer().clone();
         let channel = self.ctx.channel_name().clone();
         let limit = config.write_timeout;
+        let drain_limit = config.outbound_capacity / 2;
         // One receive future lives across loop turns (receives are cancel-safe,
         // but making a new one per turn would cost an allocation and a lookup
         // for every frame); it is replaced only when it completes.
         let receiving = layer.receive(&channel);
         tokio::pin!(receiving);
+        // From here on a session drains this channel: group sends may hold
+        // more than its capacity for it while the server catches up.
+        layer.set_receiver(&channel, ReceiverState::Live);
 
         let closing = loop {
+            // While some live channel is over capacity, read no client: the
+            // producers wait for the server instead of members losing
+            // messages (flow control, see `ChannelLayer`). Everything else
+            // (writing, layer messages, keepalive) goes on.
+            let backlogged = layer.backlogged();
+            if self.outbound.is_empty() {
+                self.ctx.keeping_up();
+            }
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                Some(item) = self.outbound.recv() => write_batch(&mut transport, &mut self.outbound, item, limit).await,
-                inbound = transport.recv() => {
+                Some(item) = self.outbound.recv() => {
+                    let flow = Flow { layer: &layer, channel: &channel };
+                    let (step, blocked) = write_batch(&mut transport, &mut self.outbound, item, limit, Some(&flow)).await;
+                    if blocked {
+                        self.ctx.mark_stalled();
+                    }
+                    step
+                }
+                // An async block: the relief future is made only when polled.
+                _ = async { layer.relieved().await }, if backlogged => Step::Continue,
+                inbound = transport.recv(), if !backlogged => {
                     last_heard = Instant::now();
                     ping_sent = None;
                     match inbound {
@@ -279,33 +317,40 @@ impl<C: Consumer> Session<C> {
                                 Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true)
                             } else {
                                 let fut = self.consumer.receive(&mut self.ctx, message);
-                                drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut()).await
+                                let flow = Flow { layer: &layer, channel: &channel };
+                                let (step, waited) = drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut(), flow).await;
+                                if waited {
+                                    self.ctx.mark_stalled();
+                                }
+                                step
                             }
                         }
                     }
                 }
                 received = &mut receiving, if layer_pause.is_none() => {
                     receiving.set(layer.receive(&channel));
-                    match received {
-                    Ok(message) => {
-                        let fut = async {
-                            match message.decode::<C::Event>() {
-                                Ok(event) => self.consumer.event(&mut self.ctx, event).await,
-                                Err(error) => self.consumer.undecodable_event(&mut self.ctx, message, error).await,
-                            }
-                        };
-                        drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut()).await
+                    let mut step = self
+                        .on_layer(received, &layer, &channel, &mut transport, &shutdown, keepalive.as_mut(), &mut layer_pause)
+                        .await;
+                    // Run the handlers of whatever else the layer already
+                    // holds for this connection before writing, so that a
+                    // backlog leaves in one write (one TCP segment, one
+                    // wake-up of the client) rather than one per message. A
+                    // lone message still leaves at once. Bounded by the room
+                    // left in the outbound queue, so that draining never
+                    // makes a handler wait for (or drop on) a full queue.
+                    while matches!(step, Step::Continue)
+                        && layer_pause.is_none()
+                        && self.outbound.len() < drain_limit
+                    {
+                        let Some(received) = (&mut receiving).now_or_never() else { break };
+                        receiving.set(layer.receive(&channel));
+                        step = self
+                            .on_layer(received, &layer, &channel, &mut transport, &shutdown, keepalive.as_mut(), &mut layer_pause)
+                            .await;
                     }
-                    Err(ChannelLayerError::ChannelClosed(_)) => {
-                        Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
-                    }
-                    Err(error) => {
-                        // The backend is down: keep the socket, retry in a second.
-                        tracing::warn!(%channel, %error, "channel layer receive failed; retrying");
-                        layer_pause = Some(Instant::now() + Duration::from_secs(1));
-                        Step::Continue
-                    }
-                }},
+                    step
+                }
                 _ = sleep_until_opt(layer_pause) => { layer_pause = None; Step::Continue }
                 _ = tick_opt(keepalive.as_mut()) => match ping_sent {
                     // Dead only when a ping went unanswered for the whole
@@ -363,13 +408,103 @@ impl<C: Consumer> Session<C> {
     }
 }
 
+impl<C: Consumer> Session<C> {
+    /// Handles one receive from the channel layer: runs the consumer's event
+    /// handler (or `undecodable_event`), or reacts to a layer failure.
+    #[allow(clippy::too_many_arguments)] // the loop's state, passed down once per message
+    async fn on_layer<T: Transport>(
+        &mut self,
+        received: Result<crate::Message, ChannelLayerError>,
+        layer: &ChannelLayerHandle,
+        channel: &ChannelName,
+        transport: &mut T,
+        shutdown: &CancellationToken,
+        keepalive: Option<&mut tokio::time::Interval>,
+        layer_pause: &mut Option<Instant>,
+    ) -> Step {
+        match received {
+            Ok(message) => {
+                let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
+                let fut = async {
+                    match message.decode::<C::Event>() {
+                        Ok(event) => consumer.event(ctx, event).await,
+                        Err(error) => consumer.undecodable_event(ctx, message, error).await,
+                    }
+                };
+                let limit = self.config.write_timeout;
+                let flow = Flow { layer, channel };
+                let (step, waited) = drive(
+                    fut,
+                    transport,
+                    &mut self.outbound,
+                    limit,
+                    shutdown,
+                    keepalive,
+                    flow,
+                )
+                .await;
+                if waited {
+                    self.ctx.mark_stalled();
+                }
+                step
+            }
+            Err(ChannelLayerError::ChannelClosed(_)) => {
+                Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
+            }
+            Err(error) => {
+                // The backend is down: keep the socket, retry in a second.
+                tracing::warn!(channel = %self.ctx.channel_name(), %error, "channel layer receive failed; retrying");
+                *layer_pause = Some(Instant::now() + Duration::from_secs(1));
+                Step::Continue
+            }
+        }
+    }
+}
+
+/// The connection's channel, for flow control while a handler waits.
+struct Flow<'a> {
+    layer: &'a ChannelLayerHandle,
+    channel: &'a ChannelName,
+}
+
 /// Runs a handler to completion while writing what it queues; then maps its
 /// result to the next step. A panicking handler closes with 1011; a shutdown
 /// abandons the handler and closes with 1001. Keepalive pings still go out
 /// while a long handler runs (so proxies see traffic); their answers are read
 /// once it returns, so they decide nothing about the peer being alive.
+///
+/// A handler that does not finish at once (it awaits I/O, a timer, a full
+/// outbound queue) leaves the channel undrained meanwhile: the channel is
+/// marked [`ReceiverState::Stalled`] so that it cannot hold the layer's flow
+/// control up, and `true` comes back so that the caller marks it live again
+/// once it has caught up.
 async fn drive<T, F>(
     fut: F,
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+    keepalive: Option<&mut tokio::time::Interval>,
+    flow: Flow<'_>,
+) -> (Step, bool)
+where
+    T: Transport,
+    F: Future<Output = Result<(), ConsumerError>>,
+{
+    let fut = AssertUnwindSafe(fut).catch_unwind();
+    tokio::pin!(fut);
+    if let Some(result) = (&mut fut).now_or_never() {
+        return (handler_step(result), false);
+    }
+    flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
+    (
+        wait_for_handler(fut, transport, outbound, limit, shutdown, keepalive).await,
+        true,
+    )
+}
+
+async fn wait_for_handler<T, F>(
+    mut fut: std::pin::Pin<&mut F>,
     transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
     limit: Duration,
@@ -378,17 +513,16 @@ async fn drive<T, F>(
 ) -> Step
 where
     T: Transport,
-    F: Future<Output = Result<(), ConsumerError>>,
+    F: Future<Output = std::thread::Result<Result<(), ConsumerError>>>,
 {
-    let fut = AssertUnwindSafe(fut).catch_unwind();
-    tokio::pin!(fut);
     let mut pending: Option<Step> = None;
     let result = loop {
         tokio::select! {
             biased;
             result = &mut fut => break result,
             Some(item) = outbound.recv(), if pending.is_none() => {
-                if let step @ Step::Close(_) = write_batch(transport, outbound, item, limit).await {
+                // The channel is already stalled while the handler waits.
+                if let (step @ Step::Close(_), _) = write_batch(transport, outbound, item, limit, None).await {
                     // Stop writing; later sends from the handler fail fast.
                     outbound.close();
                     pending = Some(step);
@@ -405,9 +539,11 @@ where
             }
         }
     };
-    if let Some(step) = pending {
-        return step;
-    }
+    pending.unwrap_or_else(|| handler_step(result))
+}
+
+/// The next step after a handler returned (or panicked).
+fn handler_step(result: std::thread::Result<Result<(), ConsumerError>>) -> Step {
     match result {
         Ok(Ok(())) => Step::Continue,
         Ok(Err(ConsumerError::ConnectionClosed)) => Closing::gone(CloseCode::ABNORMAL, false),
@@ -429,19 +565,36 @@ where
 
 /// Writes `first` and whatever else is queued, then flushes once. A write
 /// that stalls past `limit` means the client stopped reading: close with 1013.
+/// The deadline is armed only when the write cannot complete at once (the
+/// client's TCP window is full): the usual write costs no timer.
+///
+/// A write that blocks means the client is not keeping up: with `flow`, the
+/// channel is marked [`ReceiverState::Stalled`] before waiting (so that it
+/// cannot hold the layer's flow control up while the session is stuck here),
+/// and `true` comes back so that the caller marks it live again later.
 async fn write_batch<T: Transport>(
     transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
     first: Outgoing,
     limit: Duration,
-) -> Step {
-    match tokio::time::timeout(limit, write_batch_inner(transport, outbound, first)).await {
+    flow: Option<&Flow<'_>>,
+) -> (Step, bool) {
+    let write = write_batch_inner(transport, outbound, first);
+    tokio::pin!(write);
+    if let Some(step) = (&mut write).now_or_never() {
+        return (step, false);
+    }
+    if let Some(flow) = flow {
+        flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
+    }
+    let step = match tokio::time::timeout(limit, write).await {
         Ok(step) => step,
         Err(_) => {
             tracing::info!("client stopped reading; closing it as too slow");
             Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
         }
-    }
+    };
+    (step, flow.is_some())
 }
 
 async fn write_batch_inner<T: Transport>(

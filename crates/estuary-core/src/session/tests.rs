@@ -1,0 +1,252 @@
+//! How the session writes: batches, flushes and their order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::{ChannelLayer, Message, WsMessage};
+
+/// Records what the session writes, flush by flush; reads client frames
+/// from a queue the test feeds.
+struct Recorder {
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    fed: Vec<WsMessage>,
+    flushes: Arc<Mutex<Vec<Vec<WsMessage>>>>,
+}
+
+impl Transport for Recorder {
+    async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
+        self.inbound.recv().await.map(Ok)
+    }
+    async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
+        self.fed.push(message);
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        if !self.fed.is_empty() {
+            self.flushes.lock().unwrap().push(std::mem::take(&mut self.fed));
+        }
+        Ok(())
+    }
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+    async fn close(&mut self, _frame: Option<CloseFrame>) {}
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum Event {
+    #[serde(rename = "say")]
+    Say { n: u32 },
+}
+
+/// Sends one frame per event.
+struct Speaker;
+
+impl Consumer for Speaker {
+    type Event = Event;
+    async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+        let Event::Say { n } = event;
+        ctx.send(WsMessage::text(n.to_string())).await
+    }
+}
+
+fn say(n: u32) -> Message {
+    Message::from_json(&serde_json::json!({"type": "say", "n": n})).unwrap()
+}
+
+async fn run_with_backlog(backlog: u32, config: SessionConfig) -> Vec<Vec<WsMessage>> {
+    let layer = ChannelLayerHandle::default();
+    let (session, _) = Session::open(Speaker, Scope::builder("/ws/t").build(), layer.clone(), config)
+        .await
+        .expect("accepted");
+    let channel = session.channel_name().clone();
+    for n in 0..backlog {
+        layer.send(&channel, say(n)).await.unwrap();
+    }
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let flushes = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        inbound,
+        fed: Vec::new(),
+        flushes: flushes.clone(),
+    };
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    // Wait (bounded) until every frame was written, then close.
+    let written = {
+        let flushes = flushes.clone();
+        move || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>()
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while written() < backlog as usize {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every frame written");
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    std::mem::take(&mut *flushes.lock().unwrap())
+}
+
+fn texts(flushes: &[Vec<WsMessage>]) -> Vec<String> {
+    flushes
+        .iter()
+        .flatten()
+        .map(|m| m.as_text().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backlog_of_layer_messages_leaves_in_one_flush_in_order() {
+    let flushes = run_with_backlog(10, SessionConfig::default()).await;
+    assert_eq!(flushes.len(), 1, "one write for the whole backlog: {:?}", flushes);
+    assert_eq!(
+        texts(&flushes),
+        (0..10).map(|n| n.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn draining_stops_at_half_the_outbound_queue() {
+    let config = SessionConfig {
+        outbound_capacity: 8,
+        ..SessionConfig::default()
+    };
+    let flushes = run_with_backlog(20, config).await;
+    // Batches of at most half the queue (4) plus the message that started
+    // each, never a full queue; nothing lost, nothing reordered.
+    assert!(flushes.len() >= 4, "{flushes:?}");
+    assert!(flushes.iter().all(|f| f.len() <= 5), "{flushes:?}");
+    assert_eq!(
+        texts(&flushes),
+        (0..20).map(|n| n.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_lone_message_is_written_at_once() {
+    let flushes = run_with_backlog(1, SessionConfig::default()).await;
+    assert_eq!(texts(&flushes), ["0"]);
+}
+
+#[tokio::test]
+async fn a_live_session_behind_on_a_burst_loses_nothing() {
+    let layer = ChannelLayerHandle::default();
+    let (session, _) = Session::open(
+        Speaker,
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let channel = session.channel_name().clone();
+    let room = crate::GroupName::new("room").unwrap();
+    layer.group_add(&room, &channel).await.unwrap();
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let flushes = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        inbound,
+        fed: Vec::new(),
+        flushes: flushes.clone(),
+    };
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    let written = || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>();
+    let wait_for = |n: usize| {
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            while written() < n {
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // The session runs (and so is live) once it wrote a first message.
+    layer.group_send(&room, say(0)).await.unwrap();
+    wait_for(1).await.expect("first frame");
+    // A burst of 3 x the capacity (100) while the session cannot run: kept.
+    for n in 1..=300 {
+        let report = layer.group_send(&room, say(n)).await.unwrap();
+        assert_eq!(report.dropped, 0, "message {n} dropped");
+    }
+    assert!(layer.backlogged(), "the layer asks sessions to stop reading");
+    wait_for(301).await.expect("every frame written");
+    assert!(!layer.backlogged());
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let flushes = std::mem::take(&mut *flushes.lock().unwrap());
+    assert_eq!(
+        texts(&flushes),
+        (0..=300).map(|n| n.to_string()).collect::<Vec<_>>()
+    );
+}
+
+/// Waits on `HOLD` in its first event, like a handler calling a slow service.
+struct Waiter;
+
+static HOLD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+impl Consumer for Waiter {
+    type Event = Event;
+    async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+        let Event::Say { n } = event;
+        if n == 0 {
+            HOLD.notified().await;
+        }
+        ctx.send(WsMessage::text(n.to_string())).await
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_waits_does_not_hold_the_server_back() {
+    let layer = ChannelLayerHandle::default();
+    let (session, _) = Session::open(
+        Waiter,
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let channel = session.channel_name().clone();
+    let room = crate::GroupName::new("room").unwrap();
+    layer.group_add(&room, &channel).await.unwrap();
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let recorder = Recorder {
+        inbound,
+        fed: Vec::new(),
+        flushes: Arc::new(Mutex::new(Vec::new())),
+    };
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    layer.group_send(&room, say(0)).await.unwrap();
+    // The handler is now waiting: its channel no longer counts as live, so a
+    // burst past the capacity is dropped for it (counted) rather than making
+    // every session stop reading its client.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::task::yield_now().await;
+            let report = layer.group_send(&room, say(1)).await.unwrap();
+            if report.dropped > 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the waiting member's queue filled and dropped");
+    assert!(!layer.backlogged());
+    HOLD.notify_one();
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
