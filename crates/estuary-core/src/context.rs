@@ -230,6 +230,11 @@ impl Context {
         self.enqueue(Outgoing::Close(CloseFrame::new(code, reason))).await
     }
 
+    /// Whether the channel is marked stalled for flow control.
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
     /// The session marked the channel stalled (a handler waited, or a write
     /// blocked): it is made live again once the outbound queue is empty.
     pub(crate) fn mark_stalled(&mut self) {
@@ -345,6 +350,9 @@ impl Drop for Context {
         if self.released {
             return;
         }
+        // At once, runtime or not: an undrained channel must not hold the
+        // layer's flow control up.
+        self.layer.set_receiver(&self.channel, ReceiverState::Detached);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(channel = %self.channel, "context dropped outside a runtime; groups not left");
             return;

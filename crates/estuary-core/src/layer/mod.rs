@@ -204,8 +204,11 @@ pub enum ReceiverState {
 ///   (its connection reads, the server has not caught up) does not skip it:
 ///   the layer stores up to [`OVERFLOW_FACTOR`] times the capacity and is
 ///   [`backlogged`](ChannelLayer::backlogged) until every such member is back
-///   under capacity; sessions stop reading their clients meanwhile, so the
-///   producers slow down instead of messages being lost. A
+///   to half its capacity; sessions stop reading their clients meanwhile
+///   (all of them: the server as a whole is behind), so producers that are
+///   clients slow down instead of messages being lost. Producers that are not
+///   clients (an HTTP push, a background task) are not slowed: past the
+///   overflow limit their messages are dropped, counted and logged. A
 ///   [`ReceiverState::Stalled`] member (its client stopped reading) and a
 ///   [`ReceiverState::Detached`] one (no session) are skipped when full, as
 ///   above; a member at the overflow limit too, counted and logged.

@@ -283,6 +283,11 @@ impl<C: Consumer> Session<C> {
             // messages (flow control, see `ChannelLayer`). Everything else
             // (writing, layer messages, keepalive) goes on.
             let backlogged = layer.backlogged();
+            if backlogged {
+                // Not reading the client is our choice, not its silence:
+                // the dead-peer check must not count this time.
+                last_heard = Instant::now();
+            }
             if self.outbound.is_empty() {
                 self.ctx.keeping_up();
             }
@@ -290,7 +295,7 @@ impl<C: Consumer> Session<C> {
                 biased;
                 _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
                 Some(item) = self.outbound.recv() => {
-                    let flow = Flow { layer: &layer, channel: &channel };
+                    let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
                     let (step, blocked) = write_batch(&mut transport, &mut self.outbound, item, limit, Some(&flow)).await;
                     if blocked {
                         self.ctx.mark_stalled();
@@ -316,8 +321,8 @@ impl<C: Consumer> Session<C> {
                             if bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
                                 Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true)
                             } else {
+                                let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
                                 let fut = self.consumer.receive(&mut self.ctx, message);
-                                let flow = Flow { layer: &layer, channel: &channel };
                                 let (step, waited) = drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut(), flow).await;
                                 if waited {
                                     self.ctx.mark_stalled();
@@ -336,13 +341,18 @@ impl<C: Consumer> Session<C> {
                     // holds for this connection before writing, so that a
                     // backlog leaves in one write (one TCP segment, one
                     // wake-up of the client) rather than one per message. A
-                    // lone message still leaves at once. Bounded by the room
-                    // left in the outbound queue, so that draining never
-                    // makes a handler wait for (or drop on) a full queue.
+                    // lone message still leaves at once. Bounded in turns,
+                    // and by the outbound queue: a drained handler starts
+                    // with up to half the queue in use, so an event that
+                    // sends more than half the queue's capacity in frames
+                    // may meet the slow-client policy sooner.
+                    let mut turns = 0;
                     while matches!(step, Step::Continue)
                         && layer_pause.is_none()
                         && self.outbound.len() < drain_limit
+                        && turns < drain_limit
                     {
+                        turns += 1;
                         let Some(received) = (&mut receiving).now_or_never() else { break };
                         receiving.set(layer.receive(&channel));
                         step = self
@@ -380,6 +390,9 @@ impl<C: Consumer> Session<C> {
             client_closed,
             drain,
         } = closing;
+        // No longer drained: the channel must not hold the layer's flow
+        // control up while the connection closes and `disconnect` runs.
+        layer.set_receiver(&channel, ReceiverState::Detached);
         self.outbound.close();
         if drain {
             // Let in-flight sends finish before the close frame.
@@ -424,6 +437,7 @@ impl<C: Consumer> Session<C> {
     ) -> Step {
         match received {
             Ok(message) => {
+                let stalled = self.ctx.is_stalled();
                 let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
                 let fut = async {
                     match message.decode::<C::Event>() {
@@ -432,7 +446,11 @@ impl<C: Consumer> Session<C> {
                     }
                 };
                 let limit = self.config.write_timeout;
-                let flow = Flow { layer, channel };
+                let flow = Flow {
+                    layer,
+                    channel,
+                    stalled,
+                };
                 let (step, waited) = drive(
                     fut,
                     transport,
@@ -465,6 +483,16 @@ impl<C: Consumer> Session<C> {
 struct Flow<'a> {
     layer: &'a ChannelLayerHandle,
     channel: &'a ChannelName,
+    /// Already marked stalled: nothing to tell the layer again.
+    stalled: bool,
+}
+
+impl Flow<'_> {
+    fn stall(&self) {
+        if !self.stalled {
+            self.layer.set_receiver(self.channel, ReceiverState::Stalled);
+        }
+    }
 }
 
 /// Runs a handler to completion while writing what it queues; then maps its
@@ -493,7 +521,9 @@ where
 {
     let fut = AssertUnwindSafe(fut).catch_unwind();
     tokio::pin!(fut);
-    if let Some(result) = (&mut fut).now_or_never() {
+    // `unconstrained`: a task that used up tokio's cooperative budget would
+    // see every resource as pending, and take the handler for a waiting one.
+    if let Some(result) = tokio::task::unconstrained(&mut fut).now_or_never() {
         return (handler_step(result), false);
     }
     flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
@@ -581,11 +611,13 @@ async fn write_batch<T: Transport>(
 ) -> (Step, bool) {
     let write = write_batch_inner(transport, outbound, first);
     tokio::pin!(write);
-    if let Some(step) = (&mut write).now_or_never() {
+    // `unconstrained`: with tokio's cooperative budget used up, a socket
+    // write looks pending whatever the socket's state.
+    if let Some(step) = tokio::task::unconstrained(&mut write).now_or_never() {
         return (step, false);
     }
     if let Some(flow) = flow {
-        flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
+        flow.stall();
     }
     let step = match tokio::time::timeout(limit, write).await {
         Ok(step) => step,
