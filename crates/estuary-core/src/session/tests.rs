@@ -137,28 +137,63 @@ async fn a_lone_message_is_written_at_once() {
     assert_eq!(texts(&flushes), ["0"]);
 }
 
+/// A running session of `consumer` in the group "room", over a recorder.
+struct InRoom {
+    layer: ChannelLayerHandle,
+    room: crate::GroupName,
+    to_session: mpsc::UnboundedSender<Inbound>,
+    flushes: Arc<Mutex<Vec<Vec<WsMessage>>>>,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+impl InRoom {
+    async fn start<C: Consumer>(consumer: C) -> Self {
+        let layer = ChannelLayerHandle::default();
+        let (session, _) = Session::open(
+            consumer,
+            Scope::builder("/ws/t").build(),
+            layer.clone(),
+            SessionConfig::default(),
+        )
+        .await
+        .expect("accepted");
+        let room = crate::GroupName::new("room").unwrap();
+        layer.group_add(&room, session.channel_name()).await.unwrap();
+        let (to_session, inbound) = mpsc::unbounded_channel();
+        let flushes = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            inbound,
+            fed: Vec::new(),
+            flushes: flushes.clone(),
+        };
+        let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+        Self {
+            layer,
+            room,
+            to_session,
+            flushes,
+            task,
+        }
+    }
+
+    /// Closes from the client side and waits for the session to end.
+    async fn close(self) {
+        self.to_session.send(Inbound::Close(None)).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_live_session_behind_on_a_burst_loses_nothing() {
-    let layer = ChannelLayerHandle::default();
-    let (session, _) = Session::open(
-        Speaker,
-        Scope::builder("/ws/t").build(),
-        layer.clone(),
-        SessionConfig::default(),
-    )
-    .await
-    .expect("accepted");
-    let channel = session.channel_name().clone();
-    let room = crate::GroupName::new("room").unwrap();
-    layer.group_add(&room, &channel).await.unwrap();
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let flushes = Arc::new(Mutex::new(Vec::new()));
-    let recorder = Recorder {
-        inbound,
-        fed: Vec::new(),
-        flushes: flushes.clone(),
-    };
-    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    let in_room = InRoom::start(Speaker).await;
+    let (layer, room, flushes) = (
+        in_room.layer.clone(),
+        in_room.room.clone(),
+        in_room.flushes.clone(),
+    );
     let written = || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>();
     let wait_for = |n: usize| {
         tokio::time::timeout(Duration::from_secs(10), async move {
@@ -178,11 +213,7 @@ async fn a_live_session_behind_on_a_burst_loses_nothing() {
     assert!(layer.backlogged(), "the layer asks sessions to stop reading");
     wait_for(301).await.expect("every frame written");
     assert!(!layer.backlogged());
-    to_session.send(Inbound::Close(None)).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    in_room.close().await;
     let flushes = std::mem::take(&mut *flushes.lock().unwrap());
     assert_eq!(
         texts(&flushes),
@@ -208,25 +239,8 @@ impl Consumer for Waiter {
 
 #[tokio::test]
 async fn a_handler_that_waits_does_not_hold_the_server_back() {
-    let layer = ChannelLayerHandle::default();
-    let (session, _) = Session::open(
-        Waiter,
-        Scope::builder("/ws/t").build(),
-        layer.clone(),
-        SessionConfig::default(),
-    )
-    .await
-    .expect("accepted");
-    let channel = session.channel_name().clone();
-    let room = crate::GroupName::new("room").unwrap();
-    layer.group_add(&room, &channel).await.unwrap();
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let recorder = Recorder {
-        inbound,
-        fed: Vec::new(),
-        flushes: Arc::new(Mutex::new(Vec::new())),
-    };
-    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    let in_room = InRoom::start(Waiter).await;
+    let (layer, room) = (in_room.layer.clone(), in_room.room.clone());
     layer.group_send(&room, say(0)).await.unwrap();
     // The handler is now waiting: its channel no longer counts as live, so a
     // burst past the capacity is dropped for it (counted) rather than making
@@ -244,9 +258,5 @@ async fn a_handler_that_waits_does_not_hold_the_server_back() {
     .expect("the waiting member's queue filled and dropped");
     assert!(!layer.backlogged());
     HOLD.notify_one();
-    to_session.send(Inbound::Close(None)).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    in_room.close().await;
 }
