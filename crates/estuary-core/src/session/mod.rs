@@ -370,13 +370,19 @@ impl<C: Consumer> Session<C> {
                         Closing::gone(CloseCode::ABNORMAL, false)
                     }
                     Some(_) => Step::Continue,
-                    None => match tokio::time::timeout(limit, transport.ping()).await {
-                        Ok(Ok(())) => {
+                    None => {
+                        let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
+                        let (sent, blocked) = ping(&mut transport, limit, &flow).await;
+                        if blocked {
+                            self.ctx.mark_stalled();
+                        }
+                        if sent {
                             ping_sent = Some(Instant::now());
                             Step::Continue
+                        } else {
+                            Closing::gone(CloseCode::ABNORMAL, false)
                         }
-                        _ => Closing::gone(CloseCode::ABNORMAL, false),
-                    },
+                    }
                 }
             };
             if let Step::Close(closing) = step {
@@ -662,6 +668,20 @@ async fn write_batch_inner<T: Transport>(
         Ok(()) => Step::Continue,
         Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
     }
+}
+
+/// Sends a keepalive ping within `limit`; `(sent, blocked)`. A ping that
+/// blocks (the client's TCP window is closed) marks the channel stalled
+/// before waiting, as a blocked write does.
+async fn ping<T: Transport>(transport: &mut T, limit: Duration, flow: &Flow<'_>) -> (bool, bool) {
+    let ping = transport.ping();
+    tokio::pin!(ping);
+    if let Some(done) = tokio::task::unconstrained(&mut ping).now_or_never() {
+        return (done.is_ok(), false);
+    }
+    flow.stall();
+    let sent = matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(())));
+    (sent, true)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
