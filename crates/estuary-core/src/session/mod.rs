@@ -20,12 +20,13 @@
 //!   member holds more than its capacity), the session reads nothing from
 //!   its client, so producers slow down instead of members losing messages.
 
+mod drive;
 mod rate;
 #[cfg(test)]
 mod tests;
 mod transport;
+mod write;
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,13 +36,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use drive::{Flow, drive};
 pub use rate::RateLimit;
 pub use transport::{Inbound, Transport, TransportError};
+use write::{ping, write_batch};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
-use crate::error::ConsumerError;
 use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState};
 use crate::names::ChannelName;
 use crate::scope::Scope;
@@ -483,205 +485,6 @@ impl<C: Consumer> Session<C> {
             }
         }
     }
-}
-
-/// The connection's channel, for flow control while a handler waits.
-struct Flow<'a> {
-    layer: &'a ChannelLayerHandle,
-    channel: &'a ChannelName,
-    /// Already marked stalled: nothing to tell the layer again.
-    stalled: bool,
-}
-
-impl Flow<'_> {
-    fn stall(&self) {
-        if !self.stalled {
-            self.layer.set_receiver(self.channel, ReceiverState::Stalled);
-        }
-    }
-}
-
-/// Runs a handler to completion while writing what it queues; then maps its
-/// result to the next step. A panicking handler closes with 1011; a shutdown
-/// abandons the handler and closes with 1001. Keepalive pings still go out
-/// while a long handler runs (so proxies see traffic); their answers are read
-/// once it returns, so they decide nothing about the peer being alive.
-///
-/// A handler that does not finish at once (it awaits I/O, a timer, a full
-/// outbound queue) leaves the channel undrained meanwhile: the channel is
-/// marked [`ReceiverState::Stalled`] so that it cannot hold the layer's flow
-/// control up, and `true` comes back so that the caller marks it live again
-/// once it has caught up.
-async fn drive<T, F>(
-    fut: F,
-    transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
-    limit: Duration,
-    shutdown: &CancellationToken,
-    keepalive: Option<&mut tokio::time::Interval>,
-    flow: Flow<'_>,
-) -> (Step, bool)
-where
-    T: Transport,
-    F: Future<Output = Result<(), ConsumerError>>,
-{
-    let fut = AssertUnwindSafe(fut).catch_unwind();
-    tokio::pin!(fut);
-    // `unconstrained`: a task that used up tokio's cooperative budget would
-    // see every resource as pending, and take the handler for a waiting one.
-    if let Some(result) = tokio::task::unconstrained(&mut fut).now_or_never() {
-        return (handler_step(result), false);
-    }
-    flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
-    (
-        wait_for_handler(fut, transport, outbound, limit, shutdown, keepalive).await,
-        true,
-    )
-}
-
-async fn wait_for_handler<T, F>(
-    mut fut: std::pin::Pin<&mut F>,
-    transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
-    limit: Duration,
-    shutdown: &CancellationToken,
-    mut keepalive: Option<&mut tokio::time::Interval>,
-) -> Step
-where
-    T: Transport,
-    F: Future<Output = std::thread::Result<Result<(), ConsumerError>>>,
-{
-    let mut pending: Option<Step> = None;
-    let result = loop {
-        tokio::select! {
-            biased;
-            result = &mut fut => break result,
-            Some(item) = outbound.recv(), if pending.is_none() => {
-                // The channel is already stalled while the handler waits.
-                if let (step @ Step::Close(_), _) = write_batch(transport, outbound, item, limit, None).await {
-                    // Stop writing; later sends from the handler fail fast.
-                    outbound.close();
-                    pending = Some(step);
-                }
-            }
-            _ = shutdown.cancelled(), if pending.is_none() => {
-                return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
-            }
-            _ = tick_opt(keepalive.as_deref_mut()), if pending.is_none() => {
-                if !matches!(tokio::time::timeout(limit, transport.ping()).await, Ok(Ok(()))) {
-                    outbound.close();
-                    pending = Some(Closing::gone(CloseCode::ABNORMAL, false));
-                }
-            }
-        }
-    };
-    pending.unwrap_or_else(|| handler_step(result))
-}
-
-/// The next step after a handler returned (or panicked).
-fn handler_step(result: std::thread::Result<Result<(), ConsumerError>>) -> Step {
-    match result {
-        Ok(Ok(())) => Step::Continue,
-        Ok(Err(ConsumerError::ConnectionClosed)) => Closing::gone(CloseCode::ABNORMAL, false),
-        Ok(Err(error)) => {
-            let code = error.close_code();
-            if !matches!(error, ConsumerError::Close { .. }) {
-                tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
-            }
-            // Messages the handler queued before failing still go out.
-            let drain = !matches!(error, ConsumerError::SlowClient);
-            Closing::server(code, error.close_reason(), drain)
-        }
-        Err(_) => {
-            tracing::error!("consumer handler panicked; closing the connection with 1011");
-            Closing::server(CloseCode::INTERNAL_ERROR, "internal error", true)
-        }
-    }
-}
-
-/// Writes `first` and whatever else is queued, then flushes once. A write
-/// that stalls past `limit` means the client stopped reading: close with 1013.
-/// The deadline is armed only when the write cannot complete at once (the
-/// client's TCP window is full): the usual write costs no timer.
-///
-/// A write that blocks means the client is not keeping up: with `flow`, the
-/// channel is marked [`ReceiverState::Stalled`] before waiting (so that it
-/// cannot hold the layer's flow control up while the session is stuck here),
-/// and `true` comes back so that the caller marks it live again later.
-async fn write_batch<T: Transport>(
-    transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
-    first: Outgoing,
-    limit: Duration,
-    flow: Option<&Flow<'_>>,
-) -> (Step, bool) {
-    let write = write_batch_inner(transport, outbound, first);
-    tokio::pin!(write);
-    // `unconstrained`: with tokio's cooperative budget used up, a socket
-    // write looks pending whatever the socket's state.
-    if let Some(step) = tokio::task::unconstrained(&mut write).now_or_never() {
-        return (step, false);
-    }
-    if let Some(flow) = flow {
-        flow.stall();
-    }
-    let step = match tokio::time::timeout(limit, write).await {
-        Ok(step) => step,
-        Err(_) => {
-            tracing::info!("client stopped reading; closing it as too slow");
-            Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
-        }
-    };
-    (step, flow.is_some())
-}
-
-async fn write_batch_inner<T: Transport>(
-    transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
-    first: Outgoing,
-) -> Step {
-    let mut item = first;
-    loop {
-        match item {
-            Outgoing::Close(frame) => {
-                let _ = transport.flush().await;
-                let code = frame.code();
-                return Step::Close(Closing {
-                    frame: Some(frame),
-                    code,
-                    client_closed: false,
-                    drain: false,
-                });
-            }
-            Outgoing::Message(m) => {
-                if transport.feed(m).await.is_err() {
-                    return Closing::gone(CloseCode::ABNORMAL, false);
-                }
-            }
-        }
-        match outbound.try_recv() {
-            Ok(next) => item = next,
-            Err(_) => break,
-        }
-    }
-    match transport.flush().await {
-        Ok(()) => Step::Continue,
-        Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
-    }
-}
-
-/// Sends a keepalive ping within `limit`; `(sent, blocked)`. A ping that
-/// blocks (the client's TCP window is closed) marks the channel stalled
-/// before waiting, as a blocked write does.
-async fn ping<T: Transport>(transport: &mut T, limit: Duration, flow: &Flow<'_>) -> (bool, bool) {
-    let ping = transport.ping();
-    tokio::pin!(ping);
-    if let Some(done) = tokio::task::unconstrained(&mut ping).now_or_never() {
-        return (done.is_ok(), false);
-    }
-    flow.stall();
-    let sent = matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(())));
-    (sent, true)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

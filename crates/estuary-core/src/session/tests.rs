@@ -7,14 +7,31 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::{ChannelLayer, Message, WsMessage};
+use crate::{ChannelLayer, ConsumerError, Message, WsMessage};
 
 /// Records what the session writes, flush by flush; reads client frames
 /// from a queue the test feeds.
 struct Recorder {
     inbound: mpsc::UnboundedReceiver<Inbound>,
     fed: Vec<WsMessage>,
-    flushes: Arc<Mutex<Vec<Vec<WsMessage>>>>,
+    flushes: Flushes,
+}
+
+/// Everything written so far, flush by flush.
+type Flushes = Arc<Mutex<Vec<Vec<WsMessage>>>>;
+
+impl Recorder {
+    /// A recorder, the sender of its client frames, and its flushes.
+    fn new() -> (Self, mpsc::UnboundedSender<Inbound>, Flushes) {
+        let (to_session, inbound) = mpsc::unbounded_channel();
+        let flushes = Flushes::default();
+        let recorder = Recorder {
+            inbound,
+            fed: Vec::new(),
+            flushes: flushes.clone(),
+        };
+        (recorder, to_session, flushes)
+    }
 }
 
 impl Transport for Recorder {
@@ -68,13 +85,7 @@ async fn run_with_backlog(backlog: u32, config: SessionConfig) -> Vec<Vec<WsMess
     for n in 0..backlog {
         layer.send(&channel, say(n)).await.unwrap();
     }
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let flushes = Arc::new(Mutex::new(Vec::new()));
-    let recorder = Recorder {
-        inbound,
-        fed: Vec::new(),
-        flushes: flushes.clone(),
-    };
+    let (recorder, to_session, flushes) = Recorder::new();
     let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
     // Wait (bounded) until every frame was written, then close.
     let written = {
@@ -142,7 +153,7 @@ struct InRoom {
     layer: ChannelLayerHandle,
     room: crate::GroupName,
     to_session: mpsc::UnboundedSender<Inbound>,
-    flushes: Arc<Mutex<Vec<Vec<WsMessage>>>>,
+    flushes: Flushes,
     task: tokio::task::JoinHandle<Outcome>,
 }
 
@@ -159,13 +170,7 @@ impl InRoom {
         .expect("accepted");
         let room = crate::GroupName::new("room").unwrap();
         layer.group_add(&room, session.channel_name()).await.unwrap();
-        let (to_session, inbound) = mpsc::unbounded_channel();
-        let flushes = Arc::new(Mutex::new(Vec::new()));
-        let recorder = Recorder {
-            inbound,
-            fed: Vec::new(),
-            flushes: flushes.clone(),
-        };
+        let (recorder, to_session, flushes) = Recorder::new();
         let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
         Self {
             layer,

@@ -1,0 +1,132 @@
+//! Running a consumer's handler while its connection keeps being written
+//! to, and what the handler's result means for the connection.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::write::write_batch;
+use super::{Closing, Step, Transport, tick_opt};
+use crate::close::CloseCode;
+use crate::context::Outgoing;
+use crate::error::ConsumerError;
+use crate::layer::{ChannelLayer, ChannelLayerHandle, ReceiverState};
+use crate::names::ChannelName;
+
+/// The connection's channel, for flow control while a handler waits.
+pub(super) struct Flow<'a> {
+    pub(super) layer: &'a ChannelLayerHandle,
+    pub(super) channel: &'a ChannelName,
+    /// Already marked stalled: nothing to tell the layer again.
+    pub(super) stalled: bool,
+}
+
+impl Flow<'_> {
+    pub(super) fn stall(&self) {
+        if !self.stalled {
+            self.layer.set_receiver(self.channel, ReceiverState::Stalled);
+        }
+    }
+}
+
+/// Runs a handler to completion while writing what it queues; then maps its
+/// result to the next step. A panicking handler closes with 1011; a shutdown
+/// abandons the handler and closes with 1001. Keepalive pings still go out
+/// while a long handler runs (so proxies see traffic); their answers are read
+/// once it returns, so they decide nothing about the peer being alive.
+///
+/// A handler that does not finish at once (it awaits I/O, a timer, a full
+/// outbound queue) leaves the channel undrained meanwhile: the channel is
+/// marked [`ReceiverState::Stalled`] so that it cannot hold the layer's flow
+/// control up, and `true` comes back so that the caller marks it live again
+/// once it has caught up.
+pub(super) async fn drive<T, F>(
+    fut: F,
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+    keepalive: Option<&mut tokio::time::Interval>,
+    flow: Flow<'_>,
+) -> (Step, bool)
+where
+    T: Transport,
+    F: Future<Output = Result<(), ConsumerError>>,
+{
+    let fut = AssertUnwindSafe(fut).catch_unwind();
+    tokio::pin!(fut);
+    // `unconstrained`: a task that used up tokio's cooperative budget would
+    // see every resource as pending, and take the handler for a waiting one.
+    if let Some(result) = tokio::task::unconstrained(&mut fut).now_or_never() {
+        return (handler_step(result), false);
+    }
+    flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
+    (
+        wait_for_handler(fut, transport, outbound, limit, shutdown, keepalive).await,
+        true,
+    )
+}
+
+async fn wait_for_handler<T, F>(
+    mut fut: std::pin::Pin<&mut F>,
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+    mut keepalive: Option<&mut tokio::time::Interval>,
+) -> Step
+where
+    T: Transport,
+    F: Future<Output = std::thread::Result<Result<(), ConsumerError>>>,
+{
+    let mut pending: Option<Step> = None;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut fut => break result,
+            Some(item) = outbound.recv(), if pending.is_none() => {
+                // The channel is already stalled while the handler waits.
+                if let (step @ Step::Close(_), _) = write_batch(transport, outbound, item, limit, None).await {
+                    // Stop writing; later sends from the handler fail fast.
+                    outbound.close();
+                    pending = Some(step);
+                }
+            }
+            _ = shutdown.cancelled(), if pending.is_none() => {
+                return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
+            }
+            _ = tick_opt(keepalive.as_deref_mut()), if pending.is_none() => {
+                if !matches!(tokio::time::timeout(limit, transport.ping()).await, Ok(Ok(()))) {
+                    outbound.close();
+                    pending = Some(Closing::gone(CloseCode::ABNORMAL, false));
+                }
+            }
+        }
+    };
+    pending.unwrap_or_else(|| handler_step(result))
+}
+
+/// The next step after a handler returned (or panicked).
+fn handler_step(result: std::thread::Result<Result<(), ConsumerError>>) -> Step {
+    match result {
+        Ok(Ok(())) => Step::Continue,
+        Ok(Err(ConsumerError::ConnectionClosed)) => Closing::gone(CloseCode::ABNORMAL, false),
+        Ok(Err(error)) => {
+            let code = error.close_code();
+            if !matches!(error, ConsumerError::Close { .. }) {
+                tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
+            }
+            // Messages the handler queued before failing still go out.
+            let drain = !matches!(error, ConsumerError::SlowClient);
+            Closing::server(code, error.close_reason(), drain)
+        }
+        Err(_) => {
+            tracing::error!("consumer handler panicked; closing the connection with 1011");
+            Closing::server(CloseCode::INTERNAL_ERROR, "internal error", true)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Writing to the client: batches with one flush, pings, and the write
+//! deadline armed only when a write blocks.
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+
+use super::drive::Flow;
+use super::{Closing, Step, Transport};
+use crate::close::CloseCode;
+use crate::context::Outgoing;
+
+/// Writes `first` and whatever else is queued, then flushes once. A write
+/// that stalls past `limit` means the client stopped reading: close with 1013.
+/// The deadline is armed only when the write cannot complete at once (the
+/// client's TCP window is full): the usual write costs no timer.
+///
+/// A write that blocks means the client is not keeping up: with `flow`, the
+/// channel is marked [`ReceiverState::Stalled`] before waiting (so that it
+/// cannot hold the layer's flow control up while the session is stuck here),
+/// and `true` comes back so that the caller marks it live again later.
+pub(super) async fn write_batch<T: Transport>(
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+    limit: Duration,
+    flow: Option<&Flow<'_>>,
+) -> (Step, bool) {
+    let write = write_batch_inner(transport, outbound, first);
+    tokio::pin!(write);
+    // `unconstrained`: with tokio's cooperative budget used up, a socket
+    // write looks pending whatever the socket's state.
+    if let Some(step) = tokio::task::unconstrained(&mut write).now_or_never() {
+        return (step, false);
+    }
+    if let Some(flow) = flow {
+        flow.stall();
+    }
+    let step = match tokio::time::timeout(limit, write).await {
+        Ok(step) => step,
+        Err(_) => {
+            tracing::info!("client stopped reading; closing it as too slow");
+            Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+        }
+    };
+    (step, flow.is_some())
+}
+
+async fn write_batch_inner<T: Transport>(
+    transport: &mut T,
+    outbound: &mut mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+) -> Step {
+    let mut item = first;
+    loop {
+        match item {
+            Outgoing::Close(frame) => {
+                let _ = transport.flush().await;
+                let code = frame.code();
+                return Step::Close(Closing {
+                    frame: Some(frame),
+                    code,
+                    client_closed: false,
+                    drain: false,
+                });
+            }
+            Outgoing::Message(m) => {
+                if transport.feed(m).await.is_err() {
+                    return Closing::gone(CloseCode::ABNORMAL, false);
+                }
+            }
+        }
+        match outbound.try_recv() {
+            Ok(next) => item = next,
+            Err(_) => break,
+        }
+    }
+    match transport.flush().await {
+        Ok(()) => Step::Continue,
+        Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
+    }
+}
+
+/// Sends a keepalive ping within `limit`; `(sent, blocked)`. A ping that
+/// blocks (the client's TCP window is closed) marks the channel stalled
+/// before waiting, as a blocked write does.
+pub(super) async fn ping<T: Transport>(transport: &mut T, limit: Duration, flow: &Flow<'_>) -> (bool, bool) {
+    let ping = transport.ping();
+    tokio::pin!(ping);
+    if let Some(done) = tokio::task::unconstrained(&mut ping).now_or_never() {
+        return (done.is_ok(), false);
+    }
+    flow.stall();
+    let sent = matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(())));
+    (sent, true)
+}
