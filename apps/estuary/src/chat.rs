@@ -212,41 +212,21 @@ impl Consumer for ChatConsumer {
         }
     }
 
-    async fn event(&mut self, ctx: &mut Context, event: ChatEvent) -> Result<(), ConsumerError> {
-        match event {
-            ChatEvent::Message {
-                message,
-                username,
-                id,
-                ts,
-            } => {
-                let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-                let ts = ts.unwrap_or_else(now_millis);
-                ctx.send_json(&Outgoing::ChatMessage {
-                    message: &message,
-                    username: &username,
-                    id: &id,
-                    ts,
-                })
-                .await
-            }
-            ChatEvent::Join { username } => {
-                let message = format!("{username} joined the room");
-                ctx.send_json(&Outgoing::UserJoin {
-                    username: &username,
-                    message: &message,
-                })
-                .await
-            }
-            ChatEvent::Leave { username } => {
-                let message = format!("{username} left the room");
-                ctx.send_json(&Outgoing::UserLeave {
-                    username: &username,
-                    message: &message,
-                })
-                .await
+    /// Every chat event renders to the same frame for every member: made
+    /// once per group message and shared (an id and time filled in for a
+    /// Django-sent message are the same for the whole room).
+    fn render(event: &ChatEvent) -> Option<WsMessage> {
+        match frame(event) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::warn!(%error, "cannot render a chat event; each member renders its own");
+                None
             }
         }
+    }
+
+    async fn event(&mut self, ctx: &mut Context, event: ChatEvent) -> Result<(), ConsumerError> {
+        ctx.send(frame(&event)?).await
     }
 
     async fn disconnect(&mut self, ctx: &mut Context, _code: CloseCode) {
@@ -257,6 +237,41 @@ impl Consumer for ChatConsumer {
                 tracing::warn!(%error, %room, "could not announce a leave");
             }
         }
+    }
+}
+
+/// The frame a chat event becomes for the room's clients.
+fn frame(event: &ChatEvent) -> Result<WsMessage, serde_json::Error> {
+    match event {
+        ChatEvent::Message {
+            message,
+            username,
+            id,
+            ts,
+        } => {
+            let fresh;
+            let id = match id {
+                Some(id) => id.as_str(),
+                None => {
+                    fresh = uuid::Uuid::new_v4().simple().to_string();
+                    &fresh
+                }
+            };
+            WsMessage::json(&Outgoing::ChatMessage {
+                message,
+                username,
+                id,
+                ts: ts.unwrap_or_else(now_millis),
+            })
+        }
+        ChatEvent::Join { username } => WsMessage::json(&Outgoing::UserJoin {
+            username,
+            message: &format!("{username} joined the room"),
+        }),
+        ChatEvent::Leave { username } => WsMessage::json(&Outgoing::UserLeave {
+            username,
+            message: &format!("{username} left the room"),
+        }),
     }
 }
 

@@ -238,6 +238,45 @@ async fn push_api_reaches_a_room() {
     assert!(status.starts_with("HTTP/1.1 422"), "{status}");
 }
 
+/// A chat message from Django code carries no id or time: the server fills
+/// them in once for the room (the frame is rendered once per group message),
+/// so every member sees the same frame, byte for byte.
+#[tokio::test]
+async fn every_member_gets_the_same_frame_for_a_django_message() {
+    let server = TestServer::start().await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(Client::join(&server.url("/ws/chat/same/")).await);
+    }
+    let status = http_post(
+        server.addr,
+        "/api/groups/chat_same/send",
+        r#"{"type": "chat.message", "message": "caf\u00e9 \"quoted\"", "username": "django"}"#,
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    let mut frames = Vec::new();
+    for member in members.iter_mut() {
+        match member.recv().await {
+            Message::Text(text) => frames.push(text.as_str().to_owned()),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+    assert_eq!(frames[0], frames[1]);
+    assert_eq!(frames[0], frames[2]);
+    let frame: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+    assert_eq!(frame["message"], "caf\u{e9} \"quoted\"");
+    assert_eq!(
+        frame["id"].as_str().map(str::len),
+        Some(32),
+        "an id was filled in"
+    );
+    assert!(
+        frame["ts"].as_i64().is_some_and(|ts| ts > 0),
+        "a time was filled in"
+    );
+}
+
 #[tokio::test]
 async fn push_api_checks_token_and_content_type() {
     let config = Config {

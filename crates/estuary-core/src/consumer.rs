@@ -83,7 +83,64 @@ pub trait Consumer: Send + 'static {
         async { Ok(()) }
     }
 
-    /// A channel-layer event arrived for this connection.
+    /// The frame every member sends its client for `event`, when that frame
+    /// depends on the event alone (not on this member's state): return it
+    /// here and the session sends it in place of calling
+    /// [`event`](Consumer::event). The default returns `None`: every event
+    /// goes to `event`.
+    ///
+    /// A group send hands all of its members in a process one message; the
+    /// first member to handle it decodes it and calls `render`, and every
+    /// other member of this consumer type sends the same frame (a reference
+    /// count, no copy) without decoding or encoding anything. Over a layer
+    /// that delivers a copy per member (Redis), each copy is decoded and
+    /// rendered once. The frame is sent as [`Context::send`] sends (in order
+    /// with everything else, under the slow-client policy).
+    ///
+    /// `render` runs once per message, so what it puts in the frame (a fresh
+    /// id, a timestamp) is the same for every member.
+    ///
+    /// ```
+    /// use estuary_core::{Consumer, WsMessage};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// #[serde(tag = "type")]
+    /// enum Event {
+    ///     #[serde(rename = "chat.message")]
+    ///     ChatMessage { message: String },
+    ///     #[serde(rename = "chat.kick")]
+    ///     Kick { username: String },
+    /// }
+    ///
+    /// struct Chat;
+    ///
+    /// impl Consumer for Chat {
+    ///     type Event = Event;
+    ///
+    ///     fn render(event: &Event) -> Option<WsMessage> {
+    ///         match event {
+    ///             // The same JSON for everyone: rendered once per group message.
+    ///             Event::ChatMessage { message } => {
+    ///                 WsMessage::json(&serde_json::json!({"type": "chat", "message": message})).ok()
+    ///             }
+    ///             // Each member decides for itself: handled by `event`.
+    ///             Event::Kick { .. } => None,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let frame = Chat::render(&Event::ChatMessage { message: "hi".into() });
+    /// assert_eq!(frame, Some(WsMessage::text(r#"{"message":"hi","type":"chat"}"#)));
+    /// assert!(Chat::render(&Event::Kick { username: "ann".into() }).is_none());
+    /// ```
+    fn render(event: &Self::Event) -> Option<WsMessage> {
+        let _ = event;
+        None
+    }
+
+    /// A channel-layer event arrived for this connection (one that
+    /// [`render`](Consumer::render) did not render).
     fn event(
         &mut self,
         ctx: &mut Context,

@@ -1,10 +1,14 @@
 //! Channel-layer messages: a msgpack map with a `type`, encoded once.
 
+use std::any::TypeId;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::ws::WsMessage;
 
 /// Why a value cannot be a channel-layer message, or a message cannot be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +34,10 @@ pub enum MessageError {
 /// `"type"` field, exactly what Django Channels passes to `group_send`.
 ///
 /// The message is encoded once, when it is made, and then shared: cloning it
-/// clones a reference-counted [`Bytes`], so a group send hands every member the
-/// same allocation. Consumers decode it into their own serde type; msgpack
+/// bumps a reference count, so a group send hands every member the same
+/// allocation (and the frame a consumer renders from it once, see
+/// [`Consumer::render`](crate::Consumer::render)). Consumers decode it into
+/// their own serde type; msgpack
 /// keeps the difference between text and byte strings, so a message survives a
 /// round trip through a Python process unchanged.
 ///
@@ -48,11 +54,40 @@ pub enum MessageError {
 /// let back: ChatMessage = msg.decode().unwrap();
 /// assert_eq!(back.username, "ann");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Message {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     bytes: Bytes,
     /// Byte range of the `type` string inside `bytes`.
     type_at: (u32, u32),
+    /// What the first consumer to handle this message rendered from it, for
+    /// every other member of the same consumer type (see [`Message::rendered`]).
+    rendered: OnceLock<Rendered>,
+}
+
+/// A frame rendered once from a message, and by which consumer type.
+struct Rendered {
+    by: TypeId,
+    frame: Option<WsMessage>,
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.bytes == other.inner.bytes
+    }
+}
+
+impl Eq for Message {}
+
+/// How a consumer handles one message: with a frame rendered once for every
+/// member, with its own event handler, or as undecodable.
+pub(crate) enum Handling<E> {
+    Frame(WsMessage),
+    Event(E),
+    Undecodable(MessageError),
 }
 
 /// The key channel layers use to address a message inside a shared queue.
@@ -84,20 +119,26 @@ impl Message {
     /// Wraps msgpack bytes that hold a map with a string `type`, after checking them.
     pub fn from_msgpack(bytes: Bytes) -> Result<Self, MessageError> {
         let type_at = find_type(&bytes)?;
-        Ok(Self { bytes, type_at })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                bytes,
+                type_at,
+                rendered: OnceLock::new(),
+            }),
+        })
     }
 
     /// The message's `type` field, such as `"chat.message"`.
     pub fn message_type(&self) -> &str {
-        let (start, end) = self.type_at;
+        let (start, end) = self.inner.type_at;
         // The range was checked to be UTF-8 when the message was made.
-        std::str::from_utf8(&self.bytes[start as usize..end as usize]).unwrap_or_default()
+        std::str::from_utf8(&self.inner.bytes[start as usize..end as usize]).unwrap_or_default()
     }
 
     /// Decodes the message into a serde type: usually a consumer's event enum,
     /// tagged with `#[serde(tag = "type")]`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
-        rmp_serde::from_slice(&self.bytes).map_err(|source| MessageError::Decode {
+        rmp_serde::from_slice(&self.inner.bytes).map_err(|source| MessageError::Decode {
             type_name: self.message_type().to_owned(),
             source,
         })
@@ -106,7 +147,7 @@ impl Message {
     /// Decodes the message into a dynamic msgpack value.
     pub fn to_value(&self) -> rmpv::Value {
         // Checked to be a well-formed map when the message was made.
-        rmpv::decode::read_value(&mut &self.bytes[..]).unwrap_or(rmpv::Value::Nil)
+        rmpv::decode::read_value(&mut &self.inner.bytes[..]).unwrap_or(rmpv::Value::Nil)
     }
 
     /// Renders the message as JSON (byte strings become arrays of numbers).
@@ -116,12 +157,55 @@ impl Message {
 
     /// The encoded msgpack bytes.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.bytes
+        &self.inner.bytes
     }
 
     /// The encoded msgpack bytes, by value.
     pub fn into_bytes(self) -> Bytes {
-        self.bytes
+        self.inner.bytes.clone()
+    }
+
+    /// Decides how consumer type `K` handles this message: the first member
+    /// to ask decodes it and calls `render`; a frame it renders is kept with
+    /// the message and handed to every other member of type `K` (a group send
+    /// shares one message between them), which then neither decodes nor
+    /// renders. Members of another consumer type decode and render on their
+    /// own. A message that `render` declines is decoded by each member for
+    /// its own handler.
+    pub(crate) fn rendered<K: 'static, E: DeserializeOwned>(
+        &self,
+        render: fn(&E) -> Option<WsMessage>,
+    ) -> Handling<E> {
+        let by = TypeId::of::<K>();
+        let mut own = None;
+        let memo = self.inner.rendered.get_or_init(|| match self.decode::<E>() {
+            Ok(event) => {
+                let frame = render(&event);
+                if frame.is_none() {
+                    own = Some(Handling::Event(event));
+                }
+                Rendered { by, frame }
+            }
+            Err(error) => {
+                own = Some(Handling::Undecodable(error));
+                Rendered { by, frame: None }
+            }
+        });
+        if let Some(own) = own {
+            return own;
+        }
+        match &memo.frame {
+            Some(frame) if memo.by == by => Handling::Frame(frame.clone()),
+            _ => match self.decode::<E>() {
+                // Another consumer type rendered first: render for ourselves.
+                Ok(event) if memo.by != by => match render(&event) {
+                    Some(frame) => Handling::Frame(frame),
+                    None => Handling::Event(event),
+                },
+                Ok(event) => Handling::Event(event),
+                Err(error) => Handling::Undecodable(error),
+            },
+        }
     }
 }
 
@@ -129,7 +213,7 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("type", &self.message_type())
-            .field("len", &self.bytes.len())
+            .field("len", &self.inner.bytes.len())
             .finish()
     }
 }

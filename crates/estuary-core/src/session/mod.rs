@@ -45,6 +45,7 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
 use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState};
+use crate::message::Handling;
 use crate::names::ChannelName;
 use crate::scope::Scope;
 use rate::Bucket;
@@ -448,9 +449,10 @@ impl<C: Consumer> Session<C> {
                 let stalled = self.ctx.is_stalled();
                 let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
                 let fut = async {
-                    match message.decode::<C::Event>() {
-                        Ok(event) => consumer.event(ctx, event).await,
-                        Err(error) => consumer.undecodable_event(ctx, message, error).await,
+                    match message.rendered::<C, C::Event>(C::render) {
+                        Handling::Frame(frame) => ctx.send(frame).await,
+                        Handling::Event(event) => consumer.event(ctx, event).await,
+                        Handling::Undecodable(error) => consumer.undecodable_event(ctx, message, error).await,
                     }
                 };
                 let limit = self.config.write_timeout;
