@@ -11,6 +11,9 @@ use crate::names::{ChannelName, GroupName};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A pending receive from a channel, as a session holds it across turns.
+pub(crate) type Receiving<'a> = BoxFuture<'a, Result<Message, ChannelLayerError>>;
+
 /// The object-safe twin of [`ChannelLayer`], implemented for every layer.
 trait DynChannelLayer: Send + Sync {
     fn new_channel(&self) -> BoxFuture<'_, Result<ChannelName, ChannelLayerError>>;
@@ -128,6 +131,14 @@ impl ChannelLayerHandle {
         Self {
             inner: Arc::new(layer),
         }
+    }
+}
+
+impl ChannelLayerHandle {
+    /// [`receive`](ChannelLayer::receive) as a nameable future (one
+    /// allocation, as every call through the handle).
+    pub(crate) fn receiving<'a>(&'a self, channel: &'a ChannelName) -> Receiving<'a> {
+        self.inner.receive(channel)
     }
 }
 

@@ -10,6 +10,7 @@ use std::future::Future;
 
 pub use config::ChannelLayerConfig;
 pub use handle::ChannelLayerHandle;
+pub(crate) use handle::Receiving;
 pub use memory::InMemoryChannelLayer;
 
 use crate::message::Message;

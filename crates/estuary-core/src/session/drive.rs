@@ -3,14 +3,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::write::write_batch;
-use super::{Closing, Step, Transport, tick_opt};
+use super::{Closing, Conn, Step, Transport};
 use crate::close::CloseCode;
 use crate::context::Outgoing;
 use crate::error::ConsumerError;
@@ -46,11 +44,8 @@ impl Flow<'_> {
 /// once it has caught up.
 pub(super) async fn drive<T, F>(
     fut: F,
-    transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
-    limit: Duration,
-    shutdown: &CancellationToken,
-    keepalive: Option<&mut tokio::time::Interval>,
+    conn: &mut Conn<'_, T>,
     flow: Flow<'_>,
 ) -> (Step, bool)
 where
@@ -65,24 +60,20 @@ where
         return (handler_step(result), false);
     }
     flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
-    (
-        wait_for_handler(fut, transport, outbound, limit, shutdown, keepalive).await,
-        true,
-    )
+    (wait_for_handler(fut, outbound, conn).await, true)
 }
 
 async fn wait_for_handler<T, F>(
     mut fut: std::pin::Pin<&mut F>,
-    transport: &mut T,
     outbound: &mut mpsc::Receiver<Outgoing>,
-    limit: Duration,
-    shutdown: &CancellationToken,
-    mut keepalive: Option<&mut tokio::time::Interval>,
+    conn: &mut Conn<'_, T>,
 ) -> Step
 where
     T: Transport,
     F: Future<Output = std::thread::Result<Result<(), ConsumerError>>>,
 {
+    let limit = conn.write_timeout;
+    let shutdown = conn.shutdown;
     let mut pending: Option<Step> = None;
     let result = loop {
         tokio::select! {
@@ -90,7 +81,7 @@ where
             result = &mut fut => break result,
             Some(item) = outbound.recv(), if pending.is_none() => {
                 // The channel is already stalled while the handler waits.
-                if let (step @ Step::Close(_), _) = write_batch(transport, outbound, item, limit, None).await {
+                if let (step @ Step::Close(_), _) = write_batch(&mut conn.transport, outbound, item, limit, None).await {
                     // Stop writing; later sends from the handler fail fast.
                     outbound.close();
                     pending = Some(step);
@@ -99,8 +90,8 @@ where
             _ = shutdown.cancelled(), if pending.is_none() => {
                 return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
             }
-            _ = tick_opt(keepalive.as_deref_mut()), if pending.is_none() => {
-                if !matches!(tokio::time::timeout(limit, transport.ping()).await, Ok(Ok(()))) {
+            _ = conn.keepalive.tick(), if pending.is_none() => {
+                if !matches!(tokio::time::timeout(limit, conn.transport.ping()).await, Ok(Ok(()))) {
                     outbound.close();
                     pending = Some(Closing::gone(CloseCode::ABNORMAL, false));
                 }

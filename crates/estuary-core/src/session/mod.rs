@@ -21,6 +21,7 @@
 //!   its client, so producers slow down instead of members losing messages.
 
 mod drive;
+mod keepalive;
 mod rate;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use drive::{Flow, drive};
+use keepalive::{Due, Keepalive};
 pub use rate::RateLimit;
 pub use transport::{Inbound, Transport, TransportError};
 use write::{ping, write_batch};
@@ -44,7 +46,7 @@ use write::{ping, write_batch};
 use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
-use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState};
+use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState, Receiving};
 use crate::message::Handling;
 use crate::names::ChannelName;
 use crate::scope::Scope;
@@ -256,156 +258,241 @@ impl<C: Consumer> Session<C> {
 
     /// Runs the connection until it closes or `shutdown` is cancelled (then it
     /// sends what is queued, closes with 1001 and runs `disconnect`).
-    pub async fn run<T: Transport>(mut self, mut transport: T, shutdown: CancellationToken) -> Outcome {
-        let config = self.config.clone();
-        let mut keepalive = config.ping_interval.map(|every| {
-            let mut t = tokio::time::interval_at(Instant::now() + every, every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        let mut last_heard = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
-        let mut bucket = config.rate_limit.map(|r| Bucket::new(r, Instant::now()));
-        let mut layer_pause: Option<Instant> = None;
+    pub async fn run<T: Transport>(mut self, transport: T, shutdown: CancellationToken) -> Outcome {
         let layer = self.ctx.channel_layer().clone();
         let channel = self.ctx.channel_name().clone();
-        let limit = config.write_timeout;
-        let drain_limit = config.outbound_capacity / 2;
-        // One receive future lives across loop turns (receives are cancel-safe,
-        // but making a new one per turn would cost an allocation and a lookup
-        // for every frame); it is replaced only when it completes.
-        let receiving = layer.receive(&channel);
-        tokio::pin!(receiving);
+        let mut conn = Conn {
+            transport,
+            layer: &layer,
+            channel: &channel,
+            shutdown: &shutdown,
+            // One receive future lives across loop turns (receives are
+            // cancel-safe); it is replaced only when it completes.
+            receiving: layer.receiving(&channel),
+            layer_pause: None,
+            keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
+            bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
+            write_timeout: self.config.write_timeout,
+        };
         // From here on a session drains this channel: group sends may hold
         // more than its capacity for it while the server catches up.
         layer.set_receiver(&channel, ReceiverState::Live);
-
         let closing = loop {
-            // While some live channel is over capacity, read no client: the
-            // producers wait for the server instead of members losing
-            // messages (flow control, see `ChannelLayer`). Everything else
-            // (writing, layer messages, keepalive) goes on.
-            let backlogged = layer.backlogged();
-            if backlogged {
-                // Not reading the client is our choice, not its silence:
-                // the dead-peer check must not count this time.
-                last_heard = Instant::now();
-            }
-            if self.outbound.is_empty() {
-                self.ctx.keeping_up();
-            }
-            let step = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                Some(item) = self.outbound.recv() => {
-                    let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
-                    let (step, blocked) = write_batch(&mut transport, &mut self.outbound, item, limit, Some(&flow)).await;
-                    if blocked {
-                        self.ctx.mark_stalled();
-                    }
-                    step
-                }
-                // An async block: the relief future is made only when polled.
-                _ = async { layer.relieved().await }, if backlogged => Step::Continue,
-                inbound = transport.recv(), if !backlogged => {
-                    last_heard = Instant::now();
-                    ping_sent = None;
-                    match inbound {
-                        None => Closing::gone(CloseCode::ABNORMAL, true),
-                        Some(Ok(Inbound::Pong)) => Step::Continue,
-                        Some(Ok(Inbound::Close(frame))) => {
-                            Closing::gone(frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code), true)
-                        }
-                        Some(Err(error)) => {
-                            tracing::debug!(%channel, %error, "closing on transport error");
-                            Closing::server(error.close_code(), &error.to_string(), false)
-                        }
-                        Some(Ok(Inbound::Message(message))) => {
-                            if bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
-                                Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true)
-                            } else {
-                                let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
-                                let fut = self.consumer.receive(&mut self.ctx, message);
-                                let (step, waited) = drive(fut, &mut transport, &mut self.outbound, limit, &shutdown, keepalive.as_mut(), flow).await;
-                                if waited {
-                                    self.ctx.mark_stalled();
-                                }
-                                step
-                            }
-                        }
-                    }
-                }
-                received = &mut receiving, if layer_pause.is_none() => {
-                    receiving.set(layer.receive(&channel));
-                    let mut step = self
-                        .on_layer(received, &layer, &channel, &mut transport, &shutdown, keepalive.as_mut(), &mut layer_pause)
-                        .await;
-                    // Run the handlers of whatever else the layer already
-                    // holds for this connection before writing, so that a
-                    // backlog leaves in one write (one TCP segment, one
-                    // wake-up of the client) rather than one per message. A
-                    // lone message still leaves at once. Bounded in turns,
-                    // and by the outbound queue: a drained handler starts
-                    // with up to half the queue in use, so an event that
-                    // sends more than half the queue's capacity in frames
-                    // may meet the slow-client policy sooner.
-                    let mut turns = 0;
-                    while matches!(step, Step::Continue)
-                        && layer_pause.is_none()
-                        && self.outbound.len() < drain_limit
-                        && turns < drain_limit
-                    {
-                        turns += 1;
-                        let Some(received) = (&mut receiving).now_or_never() else { break };
-                        receiving.set(layer.receive(&channel));
-                        step = self
-                            .on_layer(received, &layer, &channel, &mut transport, &shutdown, keepalive.as_mut(), &mut layer_pause)
-                            .await;
-                    }
-                    step
-                }
-                _ = sleep_until_opt(layer_pause) => { layer_pause = None; Step::Continue }
-                _ = tick_opt(keepalive.as_mut()) => match ping_sent {
-                    // Dead only when a ping went unanswered for the whole
-                    // timeout: a long handler does not make a client dead.
-                    Some(at) if at.elapsed() >= config.ping_timeout && last_heard < at => {
-                        tracing::debug!(%channel, "no answer to a ping within the timeout; dropping the peer");
-                        Closing::gone(CloseCode::ABNORMAL, false)
-                    }
-                    Some(_) => Step::Continue,
-                    None => {
-                        let flow = Flow { layer: &layer, channel: &channel, stalled: self.ctx.is_stalled() };
-                        let (sent, blocked) = ping(&mut transport, limit, &flow).await;
-                        if blocked {
-                            self.ctx.mark_stalled();
-                        }
-                        if sent {
-                            ping_sent = Some(Instant::now());
-                            Step::Continue
-                        } else {
-                            Closing::gone(CloseCode::ABNORMAL, false)
-                        }
-                    }
-                }
-            };
-            if let Step::Close(closing) = step {
+            if let Step::Close(closing) = self.turn(&mut conn).await {
                 break closing;
             }
         };
+        self.close(conn, closing).await
+    }
 
+    /// One turn of the loop: waits for the first thing to do, and does it.
+    async fn turn<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
+        // While some live channel is over capacity, read no client: the
+        // producers wait for the server instead of members losing messages
+        // (flow control, see `ChannelLayer`). Everything else (writing, layer
+        // messages, keepalive) goes on.
+        let backlogged = conn.layer.backlogged();
+        if backlogged {
+            conn.keepalive.excuse();
+        }
+        if self.outbound.is_empty() {
+            self.ctx.keeping_up();
+        }
+        let layer = conn.layer;
+        tokio::select! {
+            biased;
+            _ = conn.shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
+            Some(item) = self.outbound.recv() => self.write_out(conn, item).await,
+            // An async block: the relief future is made only when polled.
+            _ = async { layer.relieved().await }, if backlogged => Step::Continue,
+            inbound = conn.transport.recv(), if !backlogged => self.on_client(conn, inbound).await,
+            received = &mut conn.receiving, if conn.layer_pause.is_none() => self.on_layer(conn, received).await,
+            _ = sleep_until_opt(conn.layer_pause) => {
+                conn.layer_pause = None;
+                Step::Continue
+            }
+            _ = conn.keepalive.tick() => self.on_keepalive(conn).await,
+        }
+    }
+
+    /// The flow-control view of this connection's channel.
+    fn flow<'a, T>(&self, conn: &Conn<'a, T>) -> Flow<'a> {
+        Flow {
+            layer: conn.layer,
+            channel: conn.channel,
+            stalled: self.ctx.is_stalled(),
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, in one flush.
+    async fn write_out<T: Transport>(&mut self, conn: &mut Conn<'_, T>, first: Outgoing) -> Step {
+        let flow = self.flow(conn);
+        let (step, blocked) = write_batch(
+            &mut conn.transport,
+            &mut self.outbound,
+            first,
+            conn.write_timeout,
+            Some(&flow),
+        )
+        .await;
+        if blocked {
+            self.ctx.mark_stalled();
+        }
+        step
+    }
+
+    /// Something came from the client: a message (rate-limited, then handed
+    /// to `receive`), a pong, a close, an error, or the end of the stream.
+    async fn on_client<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        inbound: Option<Result<Inbound, TransportError>>,
+    ) -> Step {
+        conn.keepalive.heard();
+        let message = match inbound {
+            None => return Closing::gone(CloseCode::ABNORMAL, true),
+            Some(Ok(Inbound::Pong)) => return Step::Continue,
+            Some(Ok(Inbound::Close(frame))) => {
+                return Closing::gone(
+                    frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code),
+                    true,
+                );
+            }
+            Some(Err(error)) => {
+                tracing::debug!(channel = %conn.channel, %error, "closing on transport error");
+                return Closing::server(error.close_code(), &error.to_string(), false);
+            }
+            Some(Ok(Inbound::Message(message))) => message,
+        };
+        if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+            return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
+        }
+        let flow = self.flow(conn);
+        let fut = self.consumer.receive(&mut self.ctx, message);
+        let (step, waited) = drive(fut, &mut self.outbound, conn, flow).await;
+        if waited {
+            self.ctx.mark_stalled();
+        }
+        step
+    }
+
+    /// The layer delivered a message (or failed). Handles it, then the
+    /// messages the layer already holds for this connection, before
+    /// writing: a backlog leaves in one write (one TCP segment, one wake-up
+    /// of the client) rather than one per message, while a lone message
+    /// still leaves at once. Bounded in turns, and by the outbound queue: a
+    /// drained handler starts with up to half the queue in use, so an event
+    /// that sends more than half the queue's capacity in frames may meet the
+    /// slow-client policy sooner.
+    async fn on_layer<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        received: Result<crate::Message, ChannelLayerError>,
+    ) -> Step {
+        conn.receiving = conn.layer.receiving(conn.channel);
+        let mut step = self.handle_layer(conn, received).await;
+        let drain_limit = self.config.outbound_capacity / 2;
+        let mut turns = 0;
+        while matches!(step, Step::Continue)
+            && conn.layer_pause.is_none()
+            && self.outbound.len() < drain_limit
+            && turns < drain_limit
+        {
+            turns += 1;
+            let Some(received) = (&mut conn.receiving).now_or_never() else {
+                break;
+            };
+            conn.receiving = conn.layer.receiving(conn.channel);
+            step = self.handle_layer(conn, received).await;
+        }
+        step
+    }
+
+    /// Handles one receive from the channel layer: sends the frame rendered
+    /// for it, or runs the consumer's event handler (or `undecodable_event`),
+    /// or reacts to a layer failure.
+    async fn handle_layer<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        received: Result<crate::Message, ChannelLayerError>,
+    ) -> Step {
+        match received {
+            Ok(message) => {
+                let flow = self.flow(conn);
+                let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
+                let fut = async {
+                    match message.rendered::<C, C::Event>(C::render) {
+                        Handling::Frame(frame) => ctx.send(frame).await,
+                        Handling::Event(event) => consumer.event(ctx, event).await,
+                        Handling::Undecodable(error) => consumer.undecodable_event(ctx, message, error).await,
+                    }
+                };
+                let (step, waited) = drive(fut, &mut self.outbound, conn, flow).await;
+                if waited {
+                    self.ctx.mark_stalled();
+                }
+                step
+            }
+            Err(ChannelLayerError::ChannelClosed(_)) => {
+                Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
+            }
+            Err(error) => {
+                // The backend is down: keep the socket, retry in a second.
+                tracing::warn!(channel = %conn.channel, %error, "channel layer receive failed; retrying");
+                conn.layer_pause = Some(Instant::now() + Duration::from_secs(1));
+                Step::Continue
+            }
+        }
+    }
+
+    /// A keepalive tick: ping, or give up on a peer that never answered.
+    async fn on_keepalive<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
+        match conn.keepalive.due() {
+            Due::Dead => {
+                tracing::debug!(channel = %conn.channel, "no answer to a ping within the timeout; dropping the peer");
+                Closing::gone(CloseCode::ABNORMAL, false)
+            }
+            Due::Waiting => Step::Continue,
+            Due::Ping => {
+                let flow = self.flow(conn);
+                let (sent, blocked) = ping(&mut conn.transport, conn.write_timeout, &flow).await;
+                if blocked {
+                    self.ctx.mark_stalled();
+                }
+                if sent {
+                    conn.keepalive.pinged();
+                    Step::Continue
+                } else {
+                    Closing::gone(CloseCode::ABNORMAL, false)
+                }
+            }
+        }
+    }
+
+    /// Closes the connection as `closing` says: detaches the channel, writes
+    /// what is queued (when asked to), sends the close frame, and runs
+    /// `disconnect`.
+    async fn close<T: Transport>(mut self, conn: Conn<'_, T>, closing: Closing) -> Outcome {
         let Closing {
             frame,
             code,
             client_closed,
             drain,
         } = closing;
+        let Conn {
+            mut transport,
+            layer,
+            channel,
+            write_timeout,
+            ..
+        } = conn;
         // No longer drained: the channel must not hold the layer's flow
         // control up while the connection closes and `disconnect` runs.
-        layer.set_receiver(&channel, ReceiverState::Detached);
+        layer.set_receiver(channel, ReceiverState::Detached);
         self.outbound.close();
         if drain {
             // Let in-flight sends finish before the close frame.
-            let flushed = tokio::time::timeout(limit, async {
+            let flushed = tokio::time::timeout(write_timeout, async {
                 while let Ok(Outgoing::Message(m)) = self.outbound.try_recv() {
                     if transport.feed(m).await.is_err() {
                         return;
@@ -430,77 +517,24 @@ impl<C: Consumer> Session<C> {
     }
 }
 
-impl<C: Consumer> Session<C> {
-    /// Handles one receive from the channel layer: runs the consumer's event
-    /// handler (or `undecodable_event`), or reacts to a layer failure.
-    #[allow(clippy::too_many_arguments)] // the loop's state, passed down once per message
-    async fn on_layer<T: Transport>(
-        &mut self,
-        received: Result<crate::Message, ChannelLayerError>,
-        layer: &ChannelLayerHandle,
-        channel: &ChannelName,
-        transport: &mut T,
-        shutdown: &CancellationToken,
-        keepalive: Option<&mut tokio::time::Interval>,
-        layer_pause: &mut Option<Instant>,
-    ) -> Step {
-        match received {
-            Ok(message) => {
-                let stalled = self.ctx.is_stalled();
-                let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
-                let fut = async {
-                    match message.rendered::<C, C::Event>(C::render) {
-                        Handling::Frame(frame) => ctx.send(frame).await,
-                        Handling::Event(event) => consumer.event(ctx, event).await,
-                        Handling::Undecodable(error) => consumer.undecodable_event(ctx, message, error).await,
-                    }
-                };
-                let limit = self.config.write_timeout;
-                let flow = Flow {
-                    layer,
-                    channel,
-                    stalled,
-                };
-                let (step, waited) = drive(
-                    fut,
-                    transport,
-                    &mut self.outbound,
-                    limit,
-                    shutdown,
-                    keepalive,
-                    flow,
-                )
-                .await;
-                if waited {
-                    self.ctx.mark_stalled();
-                }
-                step
-            }
-            Err(ChannelLayerError::ChannelClosed(_)) => {
-                Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
-            }
-            Err(error) => {
-                // The backend is down: keep the socket, retry in a second.
-                tracing::warn!(channel = %self.ctx.channel_name(), %error, "channel layer receive failed; retrying");
-                *layer_pause = Some(Instant::now() + Duration::from_secs(1));
-                Step::Continue
-            }
-        }
-    }
+/// What the session loop holds while a connection runs, besides the session.
+struct Conn<'a, T> {
+    transport: T,
+    layer: &'a ChannelLayerHandle,
+    channel: &'a ChannelName,
+    shutdown: &'a CancellationToken,
+    /// The next receive from the layer for this channel.
+    receiving: Receiving<'a>,
+    /// The layer failed: no receive until then.
+    layer_pause: Option<Instant>,
+    keepalive: Keepalive,
+    bucket: Option<Bucket>,
+    write_timeout: Duration,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tick_opt(interval: Option<&mut tokio::time::Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
         None => std::future::pending().await,
     }
 }
