@@ -278,41 +278,38 @@ impl<C: Consumer> Session<C> {
         // more than its capacity for it while the server catches up.
         layer.set_receiver(&channel, ReceiverState::Live);
         let closing = loop {
-            if let Step::Close(closing) = self.turn(&mut conn).await {
+            // While some live channel is over capacity, read no client: the
+            // producers wait for the server instead of members losing
+            // messages (flow control, see `ChannelLayer`). Everything else
+            // (writing, layer messages, keepalive) goes on.
+            let backlogged = layer.backlogged();
+            if backlogged {
+                conn.keepalive.excuse();
+            }
+            if self.outbound.is_empty() {
+                self.ctx.keeping_up();
+            }
+            // Inline rather than a method per turn: a turn's future would be
+            // built (and moved, all of its size) on every wake-up.
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
+                Some(item) = self.outbound.recv() => self.write_out(&mut conn, item).await,
+                // An async block: the relief future is made only when polled.
+                _ = async { layer.relieved().await }, if backlogged => Step::Continue,
+                inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
+                received = &mut conn.receiving, if conn.layer_pause.is_none() => self.on_layer(&mut conn, received).await,
+                _ = sleep_until_opt(conn.layer_pause) => {
+                    conn.layer_pause = None;
+                    Step::Continue
+                }
+                _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
+            };
+            if let Step::Close(closing) = step {
                 break closing;
             }
         };
         self.close(conn, closing).await
-    }
-
-    /// One turn of the loop: waits for the first thing to do, and does it.
-    async fn turn<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
-        // While some live channel is over capacity, read no client: the
-        // producers wait for the server instead of members losing messages
-        // (flow control, see `ChannelLayer`). Everything else (writing, layer
-        // messages, keepalive) goes on.
-        let backlogged = conn.layer.backlogged();
-        if backlogged {
-            conn.keepalive.excuse();
-        }
-        if self.outbound.is_empty() {
-            self.ctx.keeping_up();
-        }
-        let layer = conn.layer;
-        tokio::select! {
-            biased;
-            _ = conn.shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-            Some(item) = self.outbound.recv() => self.write_out(conn, item).await,
-            // An async block: the relief future is made only when polled.
-            _ = async { layer.relieved().await }, if backlogged => Step::Continue,
-            inbound = conn.transport.recv(), if !backlogged => self.on_client(conn, inbound).await,
-            received = &mut conn.receiving, if conn.layer_pause.is_none() => self.on_layer(conn, received).await,
-            _ = sleep_until_opt(conn.layer_pause) => {
-                conn.layer_pause = None;
-                Step::Continue
-            }
-            _ = conn.keepalive.tick() => self.on_keepalive(conn).await,
-        }
     }
 
     /// The flow-control view of this connection's channel.
