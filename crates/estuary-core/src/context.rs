@@ -260,7 +260,10 @@ impl Context {
                 if !std::mem::replace(&mut self.stalled, true) {
                     self.layer.set_receiver(&self.channel, ReceiverState::Stalled);
                 }
-                self.enqueue_full(item).await
+                // Boxed: only a full queue needs the waiting state (a
+                // deadline, a place in line), and every handler that sends
+                // would otherwise carry it.
+                Box::pin(self.enqueue_full(item)).await
             }
         }
     }

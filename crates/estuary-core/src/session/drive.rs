@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -42,8 +43,12 @@ impl Flow<'_> {
 /// marked [`ReceiverState::Stalled`] so that it cannot hold the layer's flow
 /// control up, and `true` comes back so that the caller marks it live again
 /// once it has caught up.
+///
+/// The handler comes pinned in the caller's frame: taken by value, it would
+/// be stored twice in this future (as the argument and as the pinned local),
+/// and every connection's future would carry both.
 pub(super) async fn drive<T, F>(
-    fut: F,
+    fut: Pin<&mut F>,
     outbound: &mut mpsc::Receiver<Outgoing>,
     conn: &mut Conn<'_, T>,
     flow: Flow<'_>,
@@ -52,15 +57,20 @@ where
     T: Transport,
     F: Future<Output = Result<(), ConsumerError>>,
 {
-    let fut = AssertUnwindSafe(fut).catch_unwind();
-    tokio::pin!(fut);
+    let mut fut = AssertUnwindSafe(fut).catch_unwind();
     // `unconstrained`: a task that used up tokio's cooperative budget would
     // see every resource as pending, and take the handler for a waiting one.
     if let Some(result) = tokio::task::unconstrained(&mut fut).now_or_never() {
         return (handler_step(result), false);
     }
     flow.layer.set_receiver(flow.channel, ReceiverState::Stalled);
-    (wait_for_handler(fut, outbound, conn).await, true)
+    // Boxed: its state (deadlines, writes, pings) is needed only while a
+    // handler waits, and would otherwise make every idle connection's
+    // future larger.
+    (
+        Box::pin(wait_for_handler(Pin::new(&mut fut), outbound, conn)).await,
+        true,
+    )
 }
 
 async fn wait_for_handler<T, F>(

@@ -309,7 +309,9 @@ impl<C: Consumer> Session<C> {
                 break closing;
             }
         };
-        self.close(conn, closing).await
+        // Boxed: closing happens once, and its state (the drain's deadline,
+        // `disconnect`, leaving groups) need not size the running future.
+        Box::pin(self.close(conn, closing)).await
     }
 
     /// The flow-control view of this connection's channel.
@@ -365,8 +367,10 @@ impl<C: Consumer> Session<C> {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
         }
         let flow = self.flow(conn);
-        let fut = self.consumer.receive(&mut self.ctx, message);
-        let (step, waited) = drive(fut, &mut self.outbound, conn, flow).await;
+        let (step, waited) = {
+            let fut = std::pin::pin!(self.consumer.receive(&mut self.ctx, message));
+            drive(fut, &mut self.outbound, conn, flow).await
+        };
         if waited {
             self.ctx.mark_stalled();
         }
@@ -416,15 +420,19 @@ impl<C: Consumer> Session<C> {
         match received {
             Ok(message) => {
                 let flow = self.flow(conn);
-                let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
-                let fut = async {
-                    match message.rendered::<C, C::Event>(C::render) {
-                        Handling::Frame(frame) => ctx.send(frame).await,
-                        Handling::Event(event) => consumer.event(ctx, event).await,
-                        Handling::Undecodable(error) => consumer.undecodable_event(ctx, message, error).await,
-                    }
+                let (step, waited) = {
+                    let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
+                    let fut = std::pin::pin!(async {
+                        match message.rendered::<C, C::Event>(C::render) {
+                            Handling::Frame(frame) => ctx.send(frame).await,
+                            Handling::Event(event) => consumer.event(ctx, event).await,
+                            Handling::Undecodable(error) => {
+                                consumer.undecodable_event(ctx, message, error).await
+                            }
+                        }
+                    });
+                    drive(fut, &mut self.outbound, conn, flow).await
                 };
-                let (step, waited) = drive(fut, &mut self.outbound, conn, flow).await;
                 if waited {
                     self.ctx.mark_stalled();
                 }
@@ -452,7 +460,9 @@ impl<C: Consumer> Session<C> {
             Due::Waiting => Step::Continue,
             Due::Ping => {
                 let flow = self.flow(conn);
-                let (sent, blocked) = ping(&mut conn.transport, conn.write_timeout, &flow).await;
+                // Boxed: a ping every interval need not size every idle
+                // connection's future for its deadline.
+                let (sent, blocked) = Box::pin(ping(&mut conn.transport, conn.write_timeout, &flow)).await;
                 if blocked {
                     self.ctx.mark_stalled();
                 }
@@ -531,7 +541,9 @@ struct Conn<'a, T> {
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        // Boxed: a paused layer is rare, and the timer would otherwise
+        // size every connection's future.
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
         None => std::future::pending().await,
     }
 }

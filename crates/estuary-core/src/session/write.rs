@@ -37,7 +37,8 @@ pub(super) async fn write_batch<T: Transport>(
     if let Some(flow) = flow {
         flow.stall();
     }
-    let step = match tokio::time::timeout(limit, write).await {
+    // Boxed: the deadline is needed only by a write that blocked.
+    let step = match Box::pin(tokio::time::timeout(limit, write)).await {
         Ok(step) => step,
         Err(_) => {
             tracing::info!("client stopped reading; closing it as too slow");
