@@ -73,6 +73,10 @@ pub struct WebSocketConfig {
     pub rate_limit: f64,
     /// Client messages allowed in a burst.
     pub rate_burst: u32,
+    /// Bytes read from a client's socket at a time. Each connection keeps a
+    /// buffer this large, so it weighs on idle memory; messages larger than
+    /// it take several reads.
+    pub read_buffer_size: usize,
 }
 
 /// `[layer]`
@@ -131,6 +135,7 @@ impl Default for WebSocketConfig {
             slow_client_grace: 5,
             rate_limit: 20.0,
             rate_burst: 40,
+            read_buffer_size: 1024,
         }
     }
 }
@@ -182,6 +187,9 @@ pub struct ServeArgs {
     /// Seconds between keepalive pings (0 disables).
     #[arg(long, env = "ESTUARY_PING_INTERVAL")]
     pub ping_interval: Option<u64>,
+    /// Bytes read from a client's socket at a time (each connection keeps a buffer this large).
+    #[arg(long, env = "ESTUARY_READ_BUFFER_SIZE")]
+    pub read_buffer_size: Option<usize>,
     /// Client messages per second per connection (0: no limit).
     #[arg(long, env = "ESTUARY_RATE_LIMIT")]
     pub rate_limit: Option<f64>,
@@ -250,6 +258,9 @@ impl Config {
         if let Some(v) = a.ping_interval {
             config.websocket.ping_interval = v;
         }
+        if let Some(v) = a.read_buffer_size {
+            config.websocket.read_buffer_size = v;
+        }
         if let Some(v) = a.rate_limit {
             config.websocket.rate_limit = v;
         }
@@ -289,6 +300,9 @@ impl Config {
         self.trusted_proxies()?;
         if self.websocket.max_message_size < 128 {
             bail!("websocket.max_message_size must be at least 128 bytes");
+        }
+        if !(256..=1024 * 1024).contains(&self.websocket.read_buffer_size) {
+            bail!("websocket.read_buffer_size must be between 256 bytes and 1 MiB");
         }
         if !matches!(self.websocket.slow_client.as_str(), "disconnect" | "drop") {
             bail!("websocket.slow_client must be \"disconnect\" or \"drop\"");
@@ -341,6 +355,7 @@ impl Config {
         let mut s = WsSettings {
             max_message_size: w.max_message_size,
             max_frame_size: w.max_message_size,
+            read_buffer_size: w.read_buffer_size,
             ..WsSettings::default()
         };
         s.session.outbound_capacity = w.outbound_capacity;

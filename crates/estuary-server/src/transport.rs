@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Error as WsError, Message, Utf8Bytes,
 ///
 /// Why tokio-tungstenite: it passes the Autobahn suite cleanly, its reads are
 /// cancel-safe (the session `select!`s on them), payloads are `Bytes`, and with
-/// a small read buffer (4 KiB instead of its 128 KiB default, which it
+/// a small read buffer (1 KiB instead of its 128 KiB default, which it
 /// zero-fills and keeps) an idle connection costs a few KiB. Its buffers never
 /// shrink after a large message, which is why the message and frame limits are
 /// kept low by default. See `docs/ARCHITECTURE.md`.
