@@ -7,13 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport, ReceiverState};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
+use crate::outbound::{OutboundSender, TrySendError};
 use crate::scope::Scope;
 use crate::ws::WsMessage;
 
@@ -116,7 +116,7 @@ pub struct Context {
     scope: Arc<Scope>,
     channel: ChannelName,
     layer: ChannelLayerHandle,
-    outbound: mpsc::Sender<Outgoing>,
+    outbound: OutboundSender,
     policy: SlowClientPolicy,
     groups: BTreeSet<GroupName>,
     closing: bool,
@@ -142,7 +142,7 @@ impl Context {
         scope: Arc<Scope>,
         channel: ChannelName,
         layer: ChannelLayerHandle,
-        outbound: mpsc::Sender<Outgoing>,
+        outbound: OutboundSender,
         policy: SlowClientPolicy,
     ) -> Self {
         Self {
@@ -252,8 +252,8 @@ impl Context {
     async fn enqueue(&mut self, item: Outgoing) -> Result<(), ConsumerError> {
         match self.outbound.try_send(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConsumerError::ConnectionClosed),
-            Err(mpsc::error::TrySendError::Full(item)) => {
+            Err(TrySendError::Closed) => Err(ConsumerError::ConnectionClosed),
+            Err(TrySendError::Full(item)) => {
                 // The client is not reading: group sends must not hold
                 // messages for it beyond its capacity (that is for members
                 // the server is behind on); its slow-client policy applies.

@@ -19,6 +19,7 @@ mod error;
 pub mod layer;
 mod message;
 mod names;
+mod outbound;
 mod scope;
 mod session;
 mod throttle;

@@ -6,15 +6,14 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 
 use super::write::write_batch;
 use super::{Closing, Conn, Step, Transport};
 use crate::close::CloseCode;
-use crate::context::Outgoing;
 use crate::error::ConsumerError;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, ReceiverState};
 use crate::names::ChannelName;
+use crate::outbound::OutboundReceiver;
 
 /// The connection's channel, for flow control while a handler waits.
 pub(super) struct Flow<'a> {
@@ -49,7 +48,7 @@ impl Flow<'_> {
 /// and every connection's future would carry both.
 pub(super) async fn drive<T, F>(
     fut: Pin<&mut F>,
-    outbound: &mut mpsc::Receiver<Outgoing>,
+    outbound: &mut OutboundReceiver,
     conn: &mut Conn<'_, T>,
     flow: Flow<'_>,
 ) -> (Step, bool)
@@ -75,7 +74,7 @@ where
 
 async fn wait_for_handler<T, F>(
     mut fut: std::pin::Pin<&mut F>,
-    outbound: &mut mpsc::Receiver<Outgoing>,
+    outbound: &mut OutboundReceiver,
     conn: &mut Conn<'_, T>,
 ) -> Step
 where

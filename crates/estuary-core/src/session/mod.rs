@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +48,7 @@ use crate::context::{Context, Outgoing, SlowClientPolicy};
 use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState, Receiving};
 use crate::message::Handling;
 use crate::names::ChannelName;
+use crate::outbound::{OutboundReceiver, outbound};
 use crate::scope::Scope;
 use rate::Bucket;
 
@@ -133,7 +133,7 @@ pub struct Outcome {
 pub struct Session<C: Consumer> {
     consumer: C,
     ctx: Context,
-    outbound: mpsc::Receiver<Outgoing>,
+    outbound: OutboundReceiver,
     config: SessionConfig,
 }
 
@@ -204,7 +204,7 @@ impl<C: Consumer> Session<C> {
                 reason: "channel layer unavailable".into(),
             }
         })?;
-        let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
+        let (tx, rx) = outbound(config.outbound_capacity);
         let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
         let decision = AssertUnwindSafe(consumer.connect(&mut ctx)).catch_unwind().await;
         let mut session = Self {
@@ -500,7 +500,7 @@ impl<C: Consumer> Session<C> {
         if drain {
             // Let in-flight sends finish before the close frame.
             let flushed = tokio::time::timeout(write_timeout, async {
-                while let Ok(Outgoing::Message(m)) = self.outbound.try_recv() {
+                while let Some(Outgoing::Message(m)) = self.outbound.try_recv() {
                     if transport.feed(m).await.is_err() {
                         return;
                     }

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 
 use super::drive::Flow;
 use super::{Closing, Step, Transport};
 use crate::close::CloseCode;
 use crate::context::Outgoing;
+use crate::outbound::OutboundReceiver;
 
 /// Writes `first` and whatever else is queued, then flushes once. A write
 /// that stalls past `limit` means the client stopped reading: close with 1013.
@@ -22,7 +22,7 @@ use crate::context::Outgoing;
 /// and `true` comes back so that the caller marks it live again later.
 pub(super) async fn write_batch<T: Transport>(
     transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
+    outbound: &mut OutboundReceiver,
     first: Outgoing,
     limit: Duration,
     flow: Option<&Flow<'_>>,
@@ -50,7 +50,7 @@ pub(super) async fn write_batch<T: Transport>(
 
 async fn write_batch_inner<T: Transport>(
     transport: &mut T,
-    outbound: &mut mpsc::Receiver<Outgoing>,
+    outbound: &mut OutboundReceiver,
     first: Outgoing,
 ) -> Step {
     let mut item = first;
@@ -73,8 +73,8 @@ async fn write_batch_inner<T: Transport>(
             }
         }
         match outbound.try_recv() {
-            Ok(next) => item = next,
-            Err(_) => break,
+            Some(next) => item = next,
+            None => break,
         }
     }
     match transport.flush().await {

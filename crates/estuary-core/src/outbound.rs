@@ -1,0 +1,312 @@
+//! A connection's outbound queue: what its handlers send, waiting to be
+//! written.
+//!
+//! The sending side (the [`Context`](crate::Context)) and the receiving side
+//! (the session) always live in one task, so the queue is a plain bounded
+//! `VecDeque` behind an uncontended lock rather than a channel: nothing is
+//! allocated until the first message (an idle connection holds a handful of
+//! slots, not a channel's first block of 32), a send wakes the session only
+//! when it is waiting for this queue, and taking a message costs no permit.
+//!
+//! Contract, as the session relies on it: at most `capacity` messages are
+//! held; messages come out in the order they went in; after
+//! [`OutboundReceiver::close`] sends fail and what is queued can still be
+//! taken.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use crate::context::Outgoing;
+
+/// Slots kept after the queue empties; a burst may grow it further, and the
+/// excess is given back once it is empty again.
+const KEEP: usize = 8;
+
+struct State {
+    queue: VecDeque<Outgoing>,
+    closed: bool,
+    /// The session, waiting for a message.
+    receiver: Option<Waker>,
+    /// A handler, waiting for room.
+    sender: Option<Waker>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (every
+        // critical section is a single push, pop or flag change).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A bounded queue of `capacity` messages (at least one).
+pub(crate) fn outbound(capacity: usize) -> (OutboundSender, OutboundReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            closed: false,
+            receiver: None,
+            sender: None,
+        }),
+        capacity: capacity.max(1),
+    });
+    (
+        OutboundSender {
+            shared: shared.clone(),
+        },
+        OutboundReceiver { shared },
+    )
+}
+
+/// Why a message was not queued; the message comes back.
+#[derive(Debug)]
+pub(crate) enum TrySendError {
+    Full(Outgoing),
+    Closed,
+}
+
+/// The sending side, held by the connection's [`Context`](crate::Context).
+pub(crate) struct OutboundSender {
+    shared: Arc<Shared>,
+}
+
+impl OutboundSender {
+    /// Queues `item` if there is room.
+    pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), TrySendError> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(TrySendError::Closed);
+        }
+        if state.queue.len() >= self.shared.capacity {
+            return Err(TrySendError::Full(item));
+        }
+        state.queue.push_back(item);
+        if let Some(waker) = state.receiver.take() {
+            drop(state);
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room; `Err` once the queue is closed.
+    pub(crate) async fn send(&self, item: Outgoing) -> Result<(), ()> {
+        let mut item = Some(item);
+        std::future::poll_fn(|cx| {
+            let Some(next) = item.take() else {
+                return Poll::Ready(Err(()));
+            };
+            match self.try_send(next) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TrySendError::Closed) => Poll::Ready(Err(())),
+                Err(TrySendError::Full(back)) => {
+                    item = Some(back);
+                    let mut state = self.shared.lock();
+                    // Room may have been made between the two locks.
+                    if state.queue.len() < self.shared.capacity || state.closed {
+                        cx.waker().wake_by_ref();
+                    } else {
+                        state.sender = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The receiving side, held by the session.
+pub(crate) struct OutboundReceiver {
+    shared: Arc<Shared>,
+}
+
+impl OutboundReceiver {
+    /// Takes the next message, if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
+        let mut state = self.shared.lock();
+        let (item, sender) = take(&mut state);
+        drop(state);
+        if let Some(waker) = sender {
+            waker.wake();
+        }
+        item
+    }
+
+    /// Waits for the next message; `None` once the queue is closed and
+    /// empty. Cancel-safe: a message is taken only when this completes.
+    pub(crate) fn recv(&mut self) -> Recv<'_> {
+        Recv { rx: self }
+    }
+
+    /// Messages queued.
+    pub(crate) fn len(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses further sends (a handler waiting for room gets an error);
+    /// what is queued can still be taken.
+    pub(crate) fn close(&mut self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        if let Some(waker) = state.sender.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+}
+
+/// Pops the next message; with it, the waker of a handler waiting for room.
+fn take(state: &mut State) -> (Option<Outgoing>, Option<Waker>) {
+    let Some(item) = state.queue.pop_front() else {
+        return (None, None);
+    };
+    if state.queue.is_empty() && state.queue.capacity() > KEEP {
+        state.queue.shrink_to(KEEP);
+    }
+    (Some(item), state.sender.take())
+}
+
+/// [`OutboundReceiver::recv`]. While it waits, a send wakes its task; once
+/// it is dropped, sends wake nobody (the session looks at the queue on its
+/// own before it waits again), so a handler running inside the session's
+/// turn costs no extra wake-up.
+pub(crate) struct Recv<'a> {
+    rx: &'a mut OutboundReceiver,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<Outgoing>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
+        let mut state = self.rx.shared.lock();
+        let (item, sender) = take(&mut state);
+        if item.is_none() {
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            match &mut state.receiver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        drop(state);
+        if let Some(waker) = sender {
+            waker.wake();
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Recv<'_> {
+    fn drop(&mut self) {
+        self.rx.shared.lock().receiver = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::WsMessage;
+    use futures_util::FutureExt;
+
+    fn text(s: &'static str) -> Outgoing {
+        Outgoing::Message(WsMessage::text(s))
+    }
+
+    fn unwrap_text(item: Option<Outgoing>) -> String {
+        match item {
+            Some(Outgoing::Message(m)) => m.as_text().unwrap_or_default().to_owned(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bounded_and_in_order() {
+        let (tx, mut rx) = outbound(2);
+        tx.try_send(text("a")).unwrap();
+        tx.try_send(text("b")).unwrap();
+        assert!(matches!(tx.try_send(text("c")), Err(TrySendError::Full(_))));
+        assert_eq!(rx.len(), 2);
+        assert_eq!(unwrap_text(rx.try_recv()), "a");
+        assert_eq!(unwrap_text(rx.recv().now_or_never().flatten()), "b");
+        assert!(rx.is_empty());
+        assert!(rx.recv().now_or_never().is_none(), "an empty queue waits");
+    }
+
+    #[test]
+    fn closing_refuses_sends_and_keeps_what_is_queued() {
+        let (tx, mut rx) = outbound(4);
+        tx.try_send(text("kept")).unwrap();
+        rx.close();
+        assert!(matches!(tx.try_send(text("late")), Err(TrySendError::Closed)));
+        assert_eq!(unwrap_text(rx.try_recv()), "kept");
+        assert!(
+            matches!(rx.recv().now_or_never(), Some(None)),
+            "closed and empty: the end"
+        );
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_a_burst() {
+        let (tx, mut rx) = outbound(64);
+        for _ in 0..64 {
+            tx.try_send(text("x")).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert!(rx.shared.lock().queue.capacity() <= KEEP);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_and_a_waiting_receiver_gets_the_message() {
+        let (tx, mut rx) = outbound(1);
+        tx.try_send(text("first")).unwrap();
+        let sender = async {
+            tx.send(text("second")).await.unwrap();
+            tx.send(text("third")).await.unwrap();
+        };
+        let receiver = async {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(unwrap_text(rx.recv().await));
+            }
+            got
+        };
+        let ((), got) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(sender, receiver)
+        })
+        .await
+        .expect("no deadlock");
+        assert_eq!(got, ["first", "second", "third"]);
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_a_waiting_sender_with_an_error() {
+        let (tx, mut rx) = outbound(1);
+        tx.try_send(text("full")).unwrap();
+        let sender = tx.send(text("waits"));
+        let closer = async {
+            tokio::task::yield_now().await;
+            rx.close();
+        };
+        let (sent, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(sender, closer)
+        })
+        .await
+        .expect("the sender is woken");
+        assert!(sent.is_err());
+    }
+}
