@@ -4,6 +4,7 @@
     bench/run.py                 # the full run: builds, installs the peers, 3 repetitions
     bench/run.py --smoke         # every scenario at tiny sizes, once (part of the test suite)
     bench/run.py --servers estuary-memory,node --scenarios fanout --reps 5
+    bench/run.py --scenarios open  # the open-loop ladder (not in the default run)
 
 Servers run pinned to one core (--server-cpu, default 0), the load generator
 and the raw fan-out reader to another (--loadgen-cpu, default 1). A Redis for
@@ -37,6 +38,8 @@ PEERS = os.path.join(ROOT, "bench", "peers")
 
 SERVERS = ["estuary-memory", "estuary-redis", "naive-rust", "node", "django-memory", "django-redis"]
 SCENARIOS = ["fanout", "connect", "idle", "slow", "raw"]
+# Scenarios run only when asked for (--scenarios): longer, and read apart.
+EXTRA_SCENARIOS = ["open"]
 
 # Scenario sizes. Django's capacity is about 1/50 of the others': where a
 # scenario is open loop it runs Django at a smaller rate, and says so.
@@ -48,7 +51,17 @@ FULL = {
     "slow": ["slow", "--rooms", "1", "--clients", "50", "--senders", "2", "--rate", "500",
              "--size", "1000", "--slow-share", "0.1", "--warmup", "1", "--duration", "15"],
     "raw": ["--sockets", "1000", "--seconds", "2"],
+    # The open-loop ladder: 10 rooms x 100 members, one sender per room at
+    # each rate in turn (messages per second per sender; x1000 = deliveries
+    # per second), a fresh server for each step, up to the first step that
+    # loses a delivery or whose p99 reaches 100 ms.
+    "open": ["fanout", "--rooms", "10", "--clients", "100", "--senders", "1", "--size", "100",
+             "--warmup", "2", "--duration", "5"],
 }
+OPEN_RATES = [50, 100, 150, 200, 300, 400, 500, 600, 700, 800]
+OPEN_RATES_DJANGO = [0.5, 1, 2, 3, 4, 5]
+OPEN_P99_LIMIT_US = 100_000
+OPEN_AT = 100  # the rate whose p99 the issue asks about: 100,000 deliveries/s
 SMOKE = {
     "fanout": ["fanout", "--rooms", "2", "--clients", "5", "--senders", "2", "--window", "4",
                "--size", "100", "--warmup", "0.2", "--duration", "0.5", "--drain", "10"],
@@ -58,7 +71,10 @@ SMOKE = {
              "--size", "1000", "--slow-share", "0.2", "--warmup", "0.2", "--duration", "0.5",
              "--drain", "10"],
     "raw": ["--sockets", "10", "--seconds", "0.2"],
+    "open": ["fanout", "--rooms", "2", "--clients", "5", "--senders", "1", "--size", "100",
+             "--warmup", "0.2", "--duration", "0.5", "--drain", "10"],
 }
+OPEN_RATES_SMOKE = [5, 10]
 DJANGO_SLOW_RATE_DIVISOR = 20
 
 
@@ -192,8 +208,8 @@ class Server:
             self.log.close()
 
 
-def loadgen(args, server, scenario, sizes):
-    mode_args = list(sizes[scenario])
+def loadgen(args, server, scenario, sizes, extra=()):
+    mode_args = list(sizes[scenario]) + list(extra)
     if scenario == "slow" and server.name.startswith("django"):
         i = mode_args.index("--rate") + 1
         mode_args[i] = str(float(mode_args[i]) / DJANGO_SLOW_RATE_DIVISOR)
@@ -204,6 +220,29 @@ def loadgen(args, server, scenario, sizes):
         cmd += ["--server-pid", str(pid)]
     cmd += mode_args
     return run_json(cmd, limit=600)
+
+
+def open_ladder(args, name, out, sizes, tag):
+    """The open-loop ladder for one server: each rate on a fresh server, up
+    to the first step that fails; the steps' reports, each with its rate and
+    verdict."""
+    rates = OPEN_RATES_SMOKE if args.smoke else (OPEN_RATES_DJANGO if name.startswith("django") else OPEN_RATES)
+    steps = []
+    for rate in rates:
+        server = Server(name, args, out, f"{tag}r{rate}")
+        try:
+            report = loadgen(args, server, "open", sizes, ["--rate", str(rate)])
+        finally:
+            server.stop()
+        p99 = report["latency"]["p99_us"] if report["latency"]["count"] else None
+        report["rate"] = rate
+        report["passed"] = (report["lost"] == 0 and report["closed_by_server"] == 0
+                            and p99 is not None and p99 < OPEN_P99_LIMIT_US)
+        log(f"      open loop at {rate} msg/s per sender: {'pass' if report['passed'] else 'FAIL'}")
+        steps.append(report)
+        if not report["passed"]:
+            break
+    return {"steps": steps}
 
 
 def run_json(cmd, limit):
@@ -252,6 +291,9 @@ def smoke_check(scenario, name, report):
         assert report["kib_per_connection"] is not None, "the server's memory was not read"
     elif scenario == "raw":
         assert all(r["frames"] > 0 for r in report["rows"]), "no frame written"
+    elif scenario == "open":
+        assert report["steps"] and report["steps"][0]["received"] > 0, "nothing was delivered"
+        assert report["steps"][0]["passed"], "the lowest open-loop rate failed"
 
 
 def machine():
@@ -409,6 +451,43 @@ def table(results, args):
                 fmt(med("idle", n, "connect_seconds"), 1),
                 fmt(sum(r["closed_by_server"] for r in reps("idle", n)))))
         lines.append("")
+    if "open" in results:
+        lines += ["### Open loop: the highest rate with nothing lost and p99 under 100 ms", "",
+                  "| server | highest passing deliveries/s | vs Estuary | p99 there | p99 at 100,000/s | lost at 100,000/s "
+                  "| first failing step |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in names:
+            ladders = reps("open", n)
+            if not ladders:
+                continue
+            def best(ladder):
+                ok = [st for st in ladder["steps"] if st["passed"]]
+                return ok[-1] if ok else None
+            def at(ladder):
+                return next((st for st in ladder["steps"] if st["rate"] == OPEN_AT), None)
+            top = lambda key: median([key(best(l)) if best(l) else None for l in ladders])
+            top_rate = median([best(l)["deliveries_per_second"] if best(l) else 0 for l in ladders])
+            failing = []
+            for l in ladders:
+                last = l["steps"][-1]
+                if not last["passed"]:
+                    p99 = last["latency"]["p99_us"] if last["latency"]["count"] else None
+                    bound = " (load generator was the limit)" if last.get("loadgen_bound") else ""
+                    failing.append(f"{last['rate'] * 1000:,.0f}/s "
+                                   f"offered: lost {last['lost']:,}, p99 {us(p99)}{bound}")
+                else:
+                    failing.append("none (top of the ladder)")
+            base = median([best(l)["deliveries_per_second"] if best(l) else 0
+                           for l in reps("open", base_of(n))]) if reps("open", base_of(n)) else None
+            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+                n, fmt(top_rate), ratio(top_rate, base),
+                us(top(lambda st: st["latency"]["p99_us"])),
+                us(median([at(l)["latency"]["p99_us"] if at(l) and at(l)["latency"]["count"] else None for l in ladders])),
+                fmt(median([at(l)["lost"] if at(l) else None for l in ladders])),
+                "; ".join(sorted(set(failing)))))
+        lines += ["", "Offered load: messages per second per sender x 10 rooms x 100 members. Each step is a fresh "
+                  "server; the ladder stops at the first failing step. Django's ladder runs at 1/100 of the "
+                  "others' rates. Medians over repetitions.", ""]
     if "slow" in results:
         lines += ["### Slow readers in a busy room (open loop)", "",
                   "| server | healthy p50 | healthy p99 | healthy lost | slow members closed (code: count) | server RSS growth at peak |",
@@ -446,7 +525,9 @@ def us(v):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: " + ", ".join(SCENARIOS))
+    p.add_argument("--scenarios", default=None,
+                   help="comma-separated, from: " + ", ".join(SCENARIOS + EXTRA_SCENARIOS)
+                        + " (default: all but " + ", ".join(EXTRA_SCENARIOS) + "; all with --smoke)")
     p.add_argument("--reps", type=int, default=3, help="repetitions of each run (medians are reported)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, debug build, checks each report")
     p.add_argument("--server-cpu", type=int, default=0)
@@ -464,12 +545,14 @@ def main():
                    help="run the baseline before the build under test in each pair (to see order effects)")
     args = p.parse_args()
     args.servers = [s for s in args.servers.split(",") if s]
+    if args.scenarios is None:
+        args.scenarios = ",".join(SCENARIOS + (EXTRA_SCENARIOS if args.smoke else []))
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for s in args.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s}")
     for s in args.scenarios:
-        if s not in SCENARIOS:
+        if s not in SCENARIOS + EXTRA_SCENARIOS:
             p.error(f"unknown scenario {s}")
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
@@ -520,6 +603,8 @@ def main():
                 try:
                     if scenario == "raw":
                         report = raw_fanout(args, sizes, nagle=name == "raw-nagle")
+                    elif scenario == "open":
+                        report = open_ladder(args, name, out, sizes, f"open{rep}{stamp.replace('-', '')}")
                     else:
                         server = Server(name, args, out, f"{scenario}{rep}{stamp.replace('-', '')}")
                         try:

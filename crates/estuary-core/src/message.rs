@@ -71,7 +71,7 @@ struct Inner {
 /// A frame rendered once from a message, and by which consumer type.
 struct Rendered {
     by: TypeId,
-    frame: Option<WsMessage>,
+    frame: WsMessage,
 }
 
 impl PartialEq for Message {
@@ -165,46 +165,38 @@ impl Message {
         self.inner.bytes.clone()
     }
 
-    /// Decides how consumer type `K` handles this message: the first member
-    /// to ask decodes it and calls `render`; a frame it renders is kept with
-    /// the message and handed to every other member of type `K` (a group send
-    /// shares one message between them), which then neither decodes nor
-    /// renders. Members of another consumer type decode and render on their
-    /// own. A message that `render` declines is decoded by each member for
-    /// its own handler.
+    /// Decides how consumer type `K` handles this message. The first member
+    /// of type `K` to render a frame from it keeps the frame with the
+    /// message; every other member of type `K` (a group send shares one
+    /// message between them) takes that frame and neither decodes nor
+    /// renders. One frame is kept per message: members of a second rendering
+    /// type in the same group render on their own. A message that `render`
+    /// declines is decoded by each member for its own handler, and takes no
+    /// place.
     pub(crate) fn rendered<K: 'static, E: DeserializeOwned>(
         &self,
         render: fn(&E) -> Option<WsMessage>,
     ) -> Handling<E> {
         let by = TypeId::of::<K>();
-        let mut own = None;
-        let memo = self.inner.rendered.get_or_init(|| match self.decode::<E>() {
-            Ok(event) => {
-                let frame = render(&event);
-                if frame.is_none() {
-                    own = Some(Handling::Event(event));
-                }
-                Rendered { by, frame }
-            }
-            Err(error) => {
-                own = Some(Handling::Undecodable(error));
-                Rendered { by, frame: None }
-            }
-        });
-        if let Some(own) = own {
-            return own;
+        let kept = |memo: &Rendered| (memo.by == by).then(|| memo.frame.clone());
+        if let Some(frame) = self.inner.rendered.get().and_then(kept) {
+            return Handling::Frame(frame);
         }
-        match &memo.frame {
-            Some(frame) if memo.by == by => Handling::Frame(frame.clone()),
-            _ => match self.decode::<E>() {
-                // Another consumer type rendered first: render for ourselves.
-                Ok(event) if memo.by != by => match render(&event) {
-                    Some(frame) => Handling::Frame(frame),
-                    None => Handling::Event(event),
-                },
-                Ok(event) => Handling::Event(event),
-                Err(error) => Handling::Undecodable(error),
-            },
+        let event = match self.decode::<E>() {
+            Ok(event) => event,
+            Err(error) => return Handling::Undecodable(error),
+        };
+        let Some(frame) = render(&event) else {
+            return Handling::Event(event);
+        };
+        match self.inner.rendered.set(Rendered {
+            by,
+            frame: frame.clone(),
+        }) {
+            Ok(()) => Handling::Frame(frame),
+            // Another member rendered it meanwhile (on another thread):
+            // send its frame, so that every member sends the same bytes.
+            Err(_) => Handling::Frame(self.inner.rendered.get().and_then(kept).unwrap_or(frame)),
         }
     }
 }

@@ -213,3 +213,117 @@ async fn a_rendered_frame_is_the_bytes_the_per_member_path_sends() {
         "rendered once per group message, shared by the 3 members"
     );
 }
+
+/// Joins group `g`, reports how its connection ended.
+struct Member {
+    ended: tokio::sync::mpsc::UnboundedSender<estuary_core::CloseCode>,
+}
+
+impl Consumer for Member {
+    type Event = Note;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        ctx.group_add(&GroupName::new("g")?).await?;
+        ctx.send_text("ready").await?;
+        Ok(Connect::accept())
+    }
+
+    fn render(note: &Note) -> Option<WsMessage> {
+        Some(note_frame(note))
+    }
+
+    async fn disconnect(&mut self, _ctx: &mut Context, code: estuary_core::CloseCode) {
+        let _ = self.ended.send(code);
+    }
+}
+
+/// A member that stops reading in a busy room is closed by the slow-client
+/// policy (1013), and never holds the room up: the producer respects the
+/// layer's flow control (it waits while a live member is backlogged), the
+/// healthy members get every message in order, and only the slow one's
+/// messages are dropped, counted by the layer.
+#[tokio::test]
+async fn a_slow_reader_is_closed_while_its_room_keeps_flowing() {
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let layer = InMemoryChannelLayer::default();
+    let handle = ChannelLayerHandle::new(layer.clone());
+    let mut settings = estuary_server::WsSettings::default();
+    // Short deadlines: the test waits for them, so they set its length.
+    settings.session.write_timeout = Duration::from_millis(300);
+    settings.session.slow_client = estuary_core::SlowClientPolicy::Disconnect {
+        grace: Duration::from_millis(300),
+    };
+    let router = Router::new()
+        .with_settings(settings)
+        .with_channel_layer(handle.clone())
+        .websocket("ws/member/", move || Member {
+            ended: ended_tx.clone(),
+        });
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(server.serve(router.into_service(), async move { token.cancelled().await }));
+
+    // The slow reader: a 4 KiB receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/member/"), tcp)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut slow).await, "ready");
+
+    // 13 MB for each member: more than the kernel buffers (the server's send
+    // buffer grows to 4 MiB here), so the slow reader's writes block.
+    const MESSAGES: u32 = 800;
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (mut client, _) = join(addr, "/ws/member/").await;
+        readers.push(tokio::spawn(async move {
+            for n in 0..MESSAGES {
+                let frame: serde_json::Value = serde_json::from_str(&next_text(&mut client).await).unwrap();
+                assert_eq!(frame["n"], n, "a healthy member lost or reordered a message");
+            }
+            // Kept open: the first connection to end must be the slow one.
+            client
+        }));
+    }
+    let group = GroupName::new("g").unwrap();
+    let text = "x".repeat(16_000);
+    for n in 0..MESSAGES {
+        // A producer in a session would stop reading its client here.
+        while handle.backlogged() {
+            tokio::time::timeout(WAIT, handle.relieved())
+                .await
+                .expect("the backlog clears: the slow reader must not hold the room");
+        }
+        let message = Message::encode(&Note {
+            text: text.clone(),
+            n,
+        })
+        .unwrap();
+        handle.group_send(&group, message).await.unwrap();
+    }
+    let mut healthy = Vec::new();
+    for reader in readers {
+        healthy.push(
+            tokio::time::timeout(WAIT, reader)
+                .await
+                .expect("healthy members got every message in time")
+                .unwrap(),
+        );
+    }
+    let code = tokio::time::timeout(WAIT, ended.recv())
+        .await
+        .expect("the slow reader was closed")
+        .unwrap();
+    assert_eq!(code, estuary_core::CloseCode::TRY_AGAIN_LATER);
+    println!(
+        "slow reader closed with {code}; the layer dropped {} of its messages",
+        layer.dropped()
+    );
+    assert!(ended.try_recv().is_err(), "only the slow reader was closed");
+    drop((healthy, slow));
+    stop.cancel();
+}
