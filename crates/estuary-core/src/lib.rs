@@ -30,8 +30,8 @@ pub use consumer::{Accept, Connect, Consumer, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
 pub use layer::{
-    BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, GroupSendReport,
-    InMemoryChannelLayer, OVERFLOW_FACTOR, ReceiverState, SendError,
+    BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, ChannelReceiver,
+    GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, ReceiverState, SendError,
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};

@@ -117,6 +117,7 @@ where
     flush_removes_everything(make(ChannelLayerConfig::default()).await).await;
     closed_channels_stay_closed(make(ChannelLayerConfig::default()).await).await;
     one_order_per_group(make(ChannelLayerConfig::default()).await).await;
+    a_bound_receiver_receives_as_receive_does(make(ChannelLayerConfig::default()).await).await;
 }
 
 /// After `close_channel`, receiving fails with `ChannelClosed` and a later
@@ -132,6 +133,44 @@ pub async fn closed_channels_stay_closed<L: ChannelLayer>(layer: L) {
         Ok(Err(estuary_core::ChannelLayerError::ChannelClosed(_))) => {}
         other => panic!("expected ChannelClosed, got {other:?}"),
     }
+}
+
+/// A receiver bound with `ChannelLayer::receiver` gets what `receive` would,
+/// in order, loses nothing when a pending poll is abandoned, and fails with
+/// `ChannelClosed` once the channel is closed, waking a pending poll.
+pub async fn a_bound_receiver_receives_as_receive_does<L: ChannelLayer>(layer: L) {
+    let room = group("conformance_bound");
+    let ch = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &ch).await.expect("group_add");
+    let mut receiver = layer.receiver(&ch);
+    // Abandoned polls (cancel safety).
+    for _ in 0..3 {
+        let poll = std::future::poll_fn(|cx| receiver.poll_receive(cx));
+        let _ = tokio::time::timeout(Duration::from_millis(10), poll).await;
+    }
+    for i in 0..5 {
+        layer.send(&ch, msg(i)).await.expect("send");
+    }
+    layer.group_send(&room, msg(5)).await.expect("group_send");
+    for i in 0..6 {
+        let got = tokio::time::timeout(WAIT, std::future::poll_fn(|cx| receiver.poll_receive(cx)))
+            .await
+            .expect("a message in time")
+            .expect("a message");
+        assert_eq!(n(&got), i, "order through the bound receiver");
+    }
+    let pending = std::future::poll_fn(|cx| receiver.poll_receive(cx));
+    let close = async {
+        tokio::task::yield_now().await;
+        layer.close_channel(&ch).await;
+    };
+    let (received, ()) = tokio::time::timeout(WAIT, async { tokio::join!(pending, close) })
+        .await
+        .expect("closing wakes a pending receive");
+    assert!(
+        matches!(received, Err(estuary_core::ChannelLayerError::ChannelClosed(_))),
+        "expected ChannelClosed, got {received:?}"
+    );
 }
 
 /// Concurrent group sends reach every member in one and the same order.

@@ -5,14 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{ChannelLayer, ChannelLayerError, GroupSendReport, ReceiverState, SendError};
+use super::{ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, ReceiverState, SendError};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A pending receive from a channel, as a session holds it across turns.
-pub(crate) type Receiving<'a> = BoxFuture<'a, Result<Message, ChannelLayerError>>;
 
 /// The object-safe twin of [`ChannelLayer`], implemented for every layer.
 trait DynChannelLayer: Send + Sync {
@@ -41,6 +38,7 @@ trait DynChannelLayer: Send + Sync {
     fn set_receiver(&self, channel: &ChannelName, state: ReceiverState);
     fn backlogged(&self) -> bool;
     fn relieved(&self) -> BoxFuture<'_, ()>;
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a>;
     fn type_name(&self) -> &'static str;
 }
 
@@ -97,6 +95,9 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     fn relieved(&self) -> BoxFuture<'_, ()> {
         Box::pin(ChannelLayer::relieved(self))
     }
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        ChannelLayer::receiver(self, channel)
+    }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<L>()
     }
@@ -131,14 +132,6 @@ impl ChannelLayerHandle {
         Self {
             inner: Arc::new(layer),
         }
-    }
-}
-
-impl ChannelLayerHandle {
-    /// [`receive`](ChannelLayer::receive) as a nameable future (one
-    /// allocation, as every call through the handle).
-    pub(crate) fn receiving<'a>(&'a self, channel: &'a ChannelName) -> Receiving<'a> {
-        self.inner.receive(channel)
     }
 }
 
@@ -197,5 +190,8 @@ impl ChannelLayer for ChannelLayerHandle {
     }
     async fn relieved(&self) {
         self.inner.relieved().await
+    }
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        self.inner.receiver(channel)
     }
 }

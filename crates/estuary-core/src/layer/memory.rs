@@ -3,13 +3,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    ChannelLayer, ChannelLayerConfig, ChannelLayerError, GroupSendReport, OVERFLOW_FACTOR, ReceiverState,
-    SendError,
+    ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelReceiver, GroupSendReport, OVERFLOW_FACTOR,
+    ReceiverState, SendError,
 };
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
@@ -112,6 +113,8 @@ struct Queue {
 
 struct QueueState {
     items: VecDeque<(Instant, Message)>,
+    /// The bound receiver waiting for a message ([`ChannelLayer::receiver`]).
+    waiting: Option<Waker>,
     receiver: ReceiverState,
     /// Whether this queue is counted in the layer's backlog.
     counted: bool,
@@ -130,6 +133,7 @@ impl Queue {
             capacity,
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
+                waiting: None,
                 receiver: ReceiverState::Detached,
                 counted: false,
             }),
@@ -167,13 +171,21 @@ impl Queue {
         }
         state.items.push_back((expires, message));
         self.backlog.update(&mut state, self.capacity);
+        let waiting = state.waiting.take();
         drop(state);
-        self.ready.notify_one();
+        match waiting {
+            Some(receiver) => receiver.wake(),
+            None => self.ready.notify_one(),
+        }
         Ok(())
     }
 
     fn pop(&self, now: Instant) -> Option<Message> {
         let mut state = self.state();
+        self.pop_locked(&mut state, now)
+    }
+
+    fn pop_locked(&self, state: &mut QueueState, now: Instant) -> Option<Message> {
         let mut found = None;
         while let Some((at, message)) = state.items.pop_front() {
             if at > now {
@@ -181,7 +193,7 @@ impl Queue {
                 break;
             }
         }
-        self.backlog.update(&mut state, self.capacity);
+        self.backlog.update(state, self.capacity);
         found
     }
 
@@ -466,6 +478,10 @@ impl ChannelLayer for InMemoryChannelLayer {
             queue.set_receiver(ReceiverState::Detached);
             queue.clear();
             queue.ready.notify_waiters();
+            let waiting = queue.state().waiting.take();
+            if let Some(receiver) = waiting {
+                receiver.wake();
+            }
         }
     }
 
@@ -479,6 +495,13 @@ impl ChannelLayer for InMemoryChannelLayer {
         self.inner.backlog.over.load(Ordering::Acquire) > 0
     }
 
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        Box::new(QueueReceiver {
+            queue: self.inner.queue(channel, false),
+            channel,
+        })
+    }
+
     async fn relieved(&self) {
         let backlog = &self.inner.backlog;
         loop {
@@ -490,6 +513,35 @@ impl ChannelLayer for InMemoryChannelLayer {
             }
             relief.await;
         }
+    }
+}
+
+/// A session's hold on its channel's queue: a message costs one lock, not a
+/// lookup in the channel map, a boxed future and a `Notify` registration.
+struct QueueReceiver<'a> {
+    /// `None`: the channel was closed before the receiver was made.
+    queue: Option<Arc<Queue>>,
+    channel: &'a ChannelName,
+}
+
+impl ChannelReceiver for QueueReceiver<'_> {
+    fn poll_receive(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Message, ChannelLayerError>> {
+        let Some(queue) = &self.queue else {
+            return Poll::Ready(Err(ChannelLayerError::ChannelClosed(self.channel.clone())));
+        };
+        let mut state = queue.state();
+        if let Some(message) = queue.pop_locked(&mut state, Instant::now()) {
+            return Poll::Ready(Ok(message));
+        }
+        // Checked under the lock that `close_channel` takes after setting it.
+        if queue.closed.load(Ordering::Acquire) {
+            return Poll::Ready(Err(ChannelLayerError::ChannelClosed(self.channel.clone())));
+        }
+        match &mut state.waiting {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 

@@ -7,10 +7,11 @@ mod handle;
 mod memory;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 pub use config::ChannelLayerConfig;
 pub use handle::ChannelLayerHandle;
-pub(crate) use handle::Receiving;
 pub use memory::InMemoryChannelLayer;
 
 use crate::message::Message;
@@ -341,5 +342,63 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// (at once when it is not).
     fn relieved(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// A receiver bound to `channel`, for a caller that receives on it for a
+    /// long time (a session, for its connection's life): the same messages
+    /// and errors as [`receive`](ChannelLayer::receive), under the same
+    /// contract, without finding the channel again for every message. The
+    /// default receives through `receive`; the in-memory layer hands out the
+    /// channel's queue itself.
+    ///
+    /// ```
+    /// use estuary_core::{ChannelLayer, InMemoryChannelLayer, Message};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let layer = InMemoryChannelLayer::default();
+    /// let me = layer.new_channel().await.unwrap();
+    /// let mut receiver = layer.receiver(&me);
+    /// layer.send(&me, Message::from_json(&serde_json::json!({"type": "hello"})).unwrap()).await.unwrap();
+    /// let got = std::future::poll_fn(|cx| receiver.poll_receive(cx)).await.unwrap();
+    /// assert_eq!(got.message_type(), "hello");
+    /// # });
+    /// ```
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        Box::new(ReceiveLoop {
+            layer: self,
+            channel,
+            pending: None,
+        })
+    }
+}
+
+/// A receiver bound to one channel (see [`ChannelLayer::receiver`]).
+pub trait ChannelReceiver: Send {
+    /// The next message on the channel, or the channel's failure. Pending
+    /// until there is one, with `cx`'s waker registered. Cancel-safe: a
+    /// message is taken only when this returns it.
+    fn poll_receive(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Message, ChannelLayerError>>;
+}
+
+type ReceiveFuture<'a> = Pin<Box<dyn Future<Output = Result<Message, ChannelLayerError>> + Send + 'a>>;
+
+/// The default [`ChannelReceiver`]: one [`ChannelLayer::receive`] after another.
+struct ReceiveLoop<'a, L: ?Sized> {
+    layer: &'a L,
+    channel: &'a ChannelName,
+    pending: Option<ReceiveFuture<'a>>,
+}
+
+impl<L: ChannelLayer + ?Sized> ChannelReceiver for ReceiveLoop<'_, L> {
+    fn poll_receive(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Message, ChannelLayerError>> {
+        let (layer, channel) = (self.layer, self.channel);
+        let pending = self
+            .pending
+            .get_or_insert_with(|| Box::pin(layer.receive(channel)));
+        let received = pending.as_mut().poll(cx);
+        if received.is_ready() {
+            self.pending = None;
+        }
+        received
     }
 }

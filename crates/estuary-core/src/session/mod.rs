@@ -45,7 +45,7 @@ use write::{ping, write_batch};
 use crate::close::{CloseCode, CloseFrame};
 use crate::consumer::{Accept, Connect, Consumer, Reject};
 use crate::context::{Context, Outgoing, SlowClientPolicy};
-use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ReceiverState, Receiving};
+use crate::layer::{ChannelLayer, ChannelLayerError, ChannelLayerHandle, ChannelReceiver, ReceiverState};
 use crate::message::Handling;
 use crate::names::ChannelName;
 use crate::outbound::{OutboundReceiver, outbound};
@@ -266,9 +266,8 @@ impl<C: Consumer> Session<C> {
             layer: &layer,
             channel: &channel,
             shutdown: &shutdown,
-            // One receive future lives across loop turns (receives are
-            // cancel-safe); it is replaced only when it completes.
-            receiving: layer.receiving(&channel),
+            // Bound once: a message costs no lookup of the channel.
+            receiver: layer.receiver(&channel),
             layer_pause: None,
             keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
             bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
@@ -298,7 +297,9 @@ impl<C: Consumer> Session<C> {
                 // An async block: the relief future is made only when polled.
                 _ = async { layer.relieved().await }, if backlogged => Step::Continue,
                 inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
-                received = &mut conn.receiving, if conn.layer_pause.is_none() => self.on_layer(&mut conn, received).await,
+                received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                    self.on_layer(&mut conn, received).await
+                }
                 _ = sleep_until_opt(conn.layer_pause) => {
                     conn.layer_pause = None;
                     Step::Continue
@@ -390,7 +391,6 @@ impl<C: Consumer> Session<C> {
         conn: &mut Conn<'_, T>,
         received: Result<crate::Message, ChannelLayerError>,
     ) -> Step {
-        conn.receiving = conn.layer.receiving(conn.channel);
         let mut step = self.handle_layer(conn, received).await;
         let drain_limit = self.config.outbound_capacity / 2;
         let mut turns = 0;
@@ -400,10 +400,14 @@ impl<C: Consumer> Session<C> {
             && turns < drain_limit
         {
             turns += 1;
-            let Some(received) = (&mut conn.receiving).now_or_never() else {
+            // A no-op waker: the loop polls the receiver again, with its
+            // own, before it waits.
+            let ready = conn
+                .receiver
+                .poll_receive(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            let std::task::Poll::Ready(received) = ready else {
                 break;
             };
-            conn.receiving = conn.layer.receiving(conn.channel);
             step = self.handle_layer(conn, received).await;
         }
         step
@@ -530,8 +534,8 @@ struct Conn<'a, T> {
     layer: &'a ChannelLayerHandle,
     channel: &'a ChannelName,
     shutdown: &'a CancellationToken,
-    /// The next receive from the layer for this channel.
-    receiving: Receiving<'a>,
+    /// This connection's channel, bound once.
+    receiver: Box<dyn ChannelReceiver + 'a>,
     /// The layer failed: no receive until then.
     layer_pause: Option<Instant>,
     keepalive: Keepalive,
