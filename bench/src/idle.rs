@@ -63,39 +63,43 @@ pub async fn run(target: &Target, opts: &IdleOptions) -> anyhow::Result<IdleRepo
     let started = std::time::Instant::now();
     let rooms = opts.rooms.max(1);
     let room_name = |r: usize| format!("{}{r}", opts.room_prefix);
-    let conns: Vec<anyhow::Result<(usize, Ws)>> = futures_util::stream::iter(0..opts.connections)
+    // Every member reads from the moment it is open (so that it answers the
+    // server's keepalive pings however long opening the others takes); it
+    // counts once when it sees its room's probe, and once if the server ends
+    // its connection.
+    let seen = Rc::new(Cell::new(0usize));
+    let closed = Rc::new(Cell::new(0usize));
+    let opened: Vec<anyhow::Result<usize>> = futures_util::stream::iter(0..opts.connections)
         .map(|n| {
             let room = room_name(n % rooms);
-            async move { Ok((n % rooms, target.connect(&room, n, None).await?)) }
+            let (seen, closed) = (Rc::clone(&seen), Rc::clone(&closed));
+            async move {
+                let mut ws = target.connect(&room, n, None).await?;
+                tokio::task::spawn_local(async move {
+                    let mut counted = false;
+                    loop {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(t))) if !counted && t.as_str().contains("idle-probe") => {
+                                counted = true;
+                                seen.set(seen.get() + 1);
+                            }
+                            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                            Some(Ok(_)) => {}
+                        }
+                    }
+                    closed.set(closed.get() + 1);
+                });
+                Ok(n % rooms)
+            }
         })
         .buffer_unordered(opts.connect_concurrency.max(1))
         .collect()
         .await;
     let connect_seconds = started.elapsed().as_secs_f64();
-
-    // Every member reads; it counts once when it sees its room's probe, and
-    // once if the server ends its connection.
-    let seen = Rc::new(Cell::new(0usize));
-    let closed = Rc::new(Cell::new(0usize));
     let mut held = 0;
-    for conn in conns {
-        let (_, mut ws) = conn.context("opening the idle connections")?;
+    for conn in opened {
+        conn.context("opening the idle connections")?;
         held += 1;
-        let (seen, closed) = (Rc::clone(&seen), Rc::clone(&closed));
-        tokio::task::spawn_local(async move {
-            let mut counted = false;
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) if !counted && t.as_str().contains("idle-probe") => {
-                        counted = true;
-                        seen.set(seen.get() + 1);
-                    }
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                    Some(Ok(_)) => {}
-                }
-            }
-            closed.set(closed.get() + 1);
-        });
     }
 
     // Barrier: a prober per room (extra connections, closed before the
