@@ -58,6 +58,26 @@ impl Popper {
         })
     }
 
+    /// After a hit: takes up to `count` more messages that are already
+    /// waiting, in one round trip (`ZPOPMIN`), so that a backlog reaches the
+    /// local channels together and each session writes it in one go. A
+    /// failure takes nothing (the messages stay for the next blocking pop).
+    async fn pop_more(&mut self, count: usize) -> Vec<(Vec<u8>, f64)> {
+        let mut cmd = redis::cmd("ZPOPMIN");
+        cmd.arg(&self.key).arg(count);
+        let popped = tokio::select! {
+            _ = self.token.cancelled() => return Vec::new(),
+            r = cmd.query_async::<redis::Value>(&mut self.conn) => r,
+        };
+        match popped {
+            Ok(value) => member_score_pairs(value),
+            Err(error) => {
+                tracing::debug!(%error, key = %self.key, "ZPOPMIN after a hit failed; the messages stay queued");
+                Vec::new()
+            }
+        }
+    }
+
     /// Waits out the backoff after a failure (doubling it, up to 5 s);
     /// `false` once the layer shuts down.
     async fn back_off(&mut self) -> bool {
@@ -68,6 +88,47 @@ impl Popper {
             _ = tokio::time::sleep(wait) => true,
         }
     }
+}
+
+/// Messages taken per round trip after a blocking pop's hit.
+const BATCH: usize = 32;
+
+/// `ZPOPMIN key count`'s answer as (member, score) pairs: a flat array of
+/// member, score (RESP2) or an array of pairs (RESP3). An answer of any
+/// other shape (never seen) is dropped with a warning: the messages in it
+/// were already taken from Redis.
+fn member_score_pairs(value: redis::Value) -> Vec<(Vec<u8>, f64)> {
+    use redis::Value;
+    fn score(v: &Value) -> Option<f64> {
+        match v {
+            Value::Double(d) => Some(*d),
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            Value::SimpleString(s) => s.parse().ok(),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::new();
+    let mut flat = items.into_iter();
+    while let Some(item) = flat.next() {
+        let pair = match item {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let s = pair.pop();
+                let m = pair.pop();
+                m.zip(s)
+            }
+            member => flat.next().map(|s| (member, s)),
+        };
+        let Some((Value::BulkString(member), Some(score))) = pair.map(|(m, s)| (m, score(&s))) else {
+            tracing::warn!("unexpected ZPOPMIN answer; the rest of this batch is dropped");
+            break;
+        };
+        pairs.push((member, score));
+    }
+    pairs
 }
 
 fn pop_timeout(inner: &Weak<Inner>) -> Option<u64> {
@@ -162,7 +223,15 @@ pub(super) async fn receive_loop(
                     ));
                 }
                 if let Pop::Hit { member, score } = hit_or_idle {
+                    // Without the layer held: it must be free to go while
+                    // this waits on Redis.
+                    drop(layer);
+                    let more = popper.pop_more(BATCH).await;
+                    let Some(layer) = inner.upgrade() else { return };
                     layer.dispatch(&member, score);
+                    for (member, score) in more {
+                        layer.dispatch(&member, score);
+                    }
                 }
             }
         }
@@ -204,5 +273,32 @@ pub(super) async fn renew_loop(inner: Weak<Inner>, token: CancellationToken) {
         }
         let Some(layer) = inner.upgrade() else { return };
         layer.renew(false).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_score_pairs;
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn zpopmin_answers_in_both_protocols() {
+        let resp2 = Value::Array(vec![bulk("a"), bulk("1.5"), bulk("b"), bulk("2")]);
+        let resp3 = Value::Array(vec![
+            Value::Array(vec![bulk("a"), Value::Double(1.5)]),
+            Value::Array(vec![bulk("b"), Value::Double(2.0)]),
+        ]);
+        let expected = vec![(b"a".to_vec(), 1.5), (b"b".to_vec(), 2.0)];
+        assert_eq!(member_score_pairs(resp2), expected);
+        assert_eq!(member_score_pairs(resp3), expected);
+        assert!(member_score_pairs(Value::Array(vec![])).is_empty());
+        assert!(member_score_pairs(Value::Nil).is_empty());
+        // A malformed tail keeps what came before it.
+        let odd = Value::Array(vec![bulk("a"), bulk("1"), bulk("b")]);
+        assert_eq!(member_score_pairs(odd), vec![(b"a".to_vec(), 1.0)]);
     }
 }
