@@ -495,7 +495,18 @@ impl ChannelLayer for InMemoryChannelLayer {
         self.inner.backlog.over.load(Ordering::Acquire) > 0
     }
 
+    /// A process-specific channel has one receiver (its connection) and one
+    /// queue for its life: the receiver holds that queue. A plain (worker)
+    /// channel may have several receivers and its queue may be replaced
+    /// (after `flush`), so it is received through `receive`.
     fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        if !channel.is_process_specific() {
+            return Box::new(super::ReceiveLoop {
+                layer: self,
+                channel,
+                pending: None,
+            });
+        }
         Box::new(QueueReceiver {
             queue: self.inner.queue(channel, false),
             channel,
@@ -522,6 +533,15 @@ struct QueueReceiver<'a> {
     /// `None`: the channel was closed before the receiver was made.
     queue: Option<Arc<Queue>>,
     channel: &'a ChannelName,
+}
+
+impl Drop for QueueReceiver<'_> {
+    fn drop(&mut self) {
+        // A stored waker would take the next push's wake-up from `receive`.
+        if let Some(queue) = &self.queue {
+            queue.state().waiting = None;
+        }
+    }
 }
 
 impl ChannelReceiver for QueueReceiver<'_> {

@@ -380,13 +380,14 @@ pub trait ChannelReceiver: Send {
     fn poll_receive(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Message, ChannelLayerError>>;
 }
 
-type ReceiveFuture<'a> = Pin<Box<dyn Future<Output = Result<Message, ChannelLayerError>> + Send + 'a>>;
+pub(crate) type ReceiveFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Message, ChannelLayerError>> + Send + 'a>>;
 
 /// The default [`ChannelReceiver`]: one [`ChannelLayer::receive`] after another.
-struct ReceiveLoop<'a, L: ?Sized> {
-    layer: &'a L,
-    channel: &'a ChannelName,
-    pending: Option<ReceiveFuture<'a>>,
+pub(crate) struct ReceiveLoop<'a, L: ?Sized> {
+    pub(crate) layer: &'a L,
+    pub(crate) channel: &'a ChannelName,
+    pub(crate) pending: Option<ReceiveFuture<'a>>,
 }
 
 impl<L: ChannelLayer + ?Sized> ChannelReceiver for ReceiveLoop<'_, L> {

@@ -50,9 +50,13 @@ impl Keepalive {
     }
 
     /// The session is not reading the peer (flow control): its silence
-    /// meanwhile is the server's choice, not a sign of death.
+    /// meanwhile is the server's choice, not a sign of death. An
+    /// outstanding ping is forgotten too (its answer may be unread), so that
+    /// the next tick pings afresh; otherwise a peer that died meanwhile
+    /// would never be found dead.
     pub(super) fn excuse(&mut self) {
         self.last_heard = Instant::now();
+        self.ping_sent = None;
     }
 
     /// Completes at the next tick; never when pings are disabled.
@@ -77,5 +81,44 @@ impl Keepalive {
     /// A ping went out.
     pub(super) fn pinged(&mut self) {
         self.ping_sent = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_ping_makes_the_peer_dead_and_an_excuse_starts_afresh() {
+        let second = Duration::from_secs(1);
+        let mut k = Keepalive::new(Some(second), second);
+        assert!(matches!(k.due(), Due::Ping));
+        // Pings go out at ticks, after the connection was last heard.
+        tokio::time::advance(second / 10).await;
+        k.pinged();
+        tokio::time::advance(second / 2).await;
+        assert!(matches!(k.due(), Due::Waiting));
+        tokio::time::advance(second).await;
+        assert!(matches!(k.due(), Due::Dead), "no answer within the timeout");
+
+        let mut k = Keepalive::new(Some(second), second);
+        tokio::time::advance(second / 10).await;
+        k.pinged();
+        tokio::time::advance(second / 2).await;
+        // Reading paused by flow control: the ping's answer may be unread.
+        k.excuse();
+        assert!(matches!(k.due(), Due::Ping), "a fresh ping, not a wait forever");
+        tokio::time::advance(second / 10).await;
+        k.pinged();
+        tokio::time::advance(2 * second).await;
+        assert!(
+            matches!(k.due(), Due::Dead),
+            "a peer that died meanwhile is found"
+        );
+
+        let mut k = Keepalive::new(Some(second), second);
+        k.pinged();
+        k.heard();
+        assert!(matches!(k.due(), Due::Ping));
     }
 }

@@ -398,6 +398,10 @@ impl<C: Consumer> Session<C> {
             && conn.layer_pause.is_none()
             && self.outbound.len() < drain_limit
             && turns < drain_limit
+            // After `ctx.close`, the close goes out next: no later message
+            // is handled first (a rendered one would fail as sent after the
+            // close, and turn a clean close into an abnormal one).
+            && !self.ctx.is_closing()
         {
             turns += 1;
             // A no-op waker: the loop polls the receiver again, with its

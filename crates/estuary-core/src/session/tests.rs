@@ -265,3 +265,57 @@ async fn a_handler_that_waits_does_not_hold_the_server_back() {
     HOLD.notify_one();
     in_room.close().await;
 }
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum KickEvent {
+    #[serde(rename = "say")]
+    Say { n: u32 },
+    #[serde(rename = "kick")]
+    Kick,
+}
+
+/// Renders what it says; closes with 4000 on a kick.
+struct Kicker;
+
+impl Consumer for Kicker {
+    type Event = KickEvent;
+    fn render(event: &KickEvent) -> Option<WsMessage> {
+        match event {
+            KickEvent::Say { n } => Some(WsMessage::text(n.to_string())),
+            KickEvent::Kick => None,
+        }
+    }
+    async fn event(&mut self, ctx: &mut Context, _kick: KickEvent) -> Result<(), ConsumerError> {
+        ctx.close(CloseCode::from(4000), "kicked").await
+    }
+}
+
+/// A rendered frame held behind a `ctx.close` is not sent, and the close
+/// keeps its code (it did not turn into an abnormal 1006).
+#[tokio::test]
+async fn a_rendered_frame_after_a_close_is_not_sent() {
+    let layer = ChannelLayerHandle::default();
+    let (session, _) = Session::open(
+        Kicker,
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let channel = session.channel_name().clone();
+    layer.send(&channel, say(0)).await.unwrap();
+    let kick = Message::from_json(&serde_json::json!({"type": "kick"})).unwrap();
+    layer.send(&channel, kick).await.unwrap();
+    layer.send(&channel, say(1)).await.unwrap();
+    let (recorder, _to_session, flushes) = Recorder::new();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        session.run(recorder, CancellationToken::new()),
+    )
+    .await
+    .expect("the session ends after its close");
+    assert_eq!(outcome.code, CloseCode::from(4000));
+    assert_eq!(texts(&flushes.lock().unwrap()), ["0"]);
+}

@@ -60,8 +60,10 @@ impl Popper {
 
     /// After a hit: takes up to `count` more messages that are already
     /// waiting, in one round trip (`ZPOPMIN`), so that a backlog reaches the
-    /// local channels together and each session writes it in one go. A
-    /// failure takes nothing (the messages stay for the next blocking pop).
+    /// local channels together and each session writes it in one go (the
+    /// hit waits for that round trip). A command that fails is logged; if
+    /// Redis ran it and only the reply was lost, the messages it took are
+    /// lost, as with any pop (delivery is at most once).
     async fn pop_more(&mut self, count: usize) -> Vec<(Vec<u8>, f64)> {
         let mut cmd = redis::cmd("ZPOPMIN");
         cmd.arg(&self.key).arg(count);
@@ -72,7 +74,11 @@ impl Popper {
         match popped {
             Ok(value) => member_score_pairs(value),
             Err(error) => {
-                tracing::debug!(%error, key = %self.key, "ZPOPMIN after a hit failed; the messages stay queued");
+                tracing::warn!(
+                    %error,
+                    key = %self.key,
+                    "ZPOPMIN after a hit failed; if Redis ran it, up to {count} messages were lost with the reply"
+                );
                 Vec::new()
             }
         }
