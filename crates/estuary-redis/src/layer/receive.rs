@@ -60,8 +60,8 @@ impl Popper {
 
     /// After a hit: takes up to `count` more messages that are already
     /// waiting, in one round trip (`ZPOPMIN`), so that a backlog reaches the
-    /// local channels together and each session writes it in one go (the
-    /// hit waits for that round trip). A command that fails is logged; if
+    /// local channels together and each session writes it in one go. A
+    /// command that fails is logged; if
     /// Redis ran it and only the reply was lost, the messages it took are
     /// lost, as with any pop (delivery is at most once).
     async fn pop_more(&mut self, count: usize) -> Vec<(Vec<u8>, f64)> {
@@ -229,14 +229,20 @@ pub(super) async fn receive_loop(
                     ));
                 }
                 if let Pop::Hit { member, score } = hit_or_idle {
+                    // Each popped message is dispatched as soon as its reply
+                    // is in: nothing popped waits on another round trip
+                    // (a `flush` or a capacity check meanwhile would not see
+                    // it). Then what else is waiting comes in one batch.
+                    layer.dispatch(&member, score);
                     // Without the layer held: it must be free to go while
                     // this waits on Redis.
                     drop(layer);
                     let more = popper.pop_more(BATCH).await;
-                    let Some(layer) = inner.upgrade() else { return };
-                    layer.dispatch(&member, score);
-                    for (member, score) in more {
-                        layer.dispatch(&member, score);
+                    if !more.is_empty() {
+                        let Some(layer) = inner.upgrade() else { return };
+                        for (member, score) in more {
+                            layer.dispatch(&member, score);
+                        }
                     }
                 }
             }
