@@ -22,6 +22,7 @@ mod names;
 mod outbound;
 mod scope;
 mod session;
+mod sync;
 mod throttle;
 mod ws;
 

@@ -32,6 +32,13 @@ fn note_frame(note: &Note) -> WsMessage {
     WsMessage::json(&serde_json::json!({"kind": "note", "text": note.text, "n": note.n})).expect("JSON")
 }
 
+/// Every test consumer's `connect`: join group `g`, say "ready".
+async fn join_group(ctx: &mut Context) -> Result<Connect, ConsumerError> {
+    ctx.group_add(&GroupName::new("g")?).await?;
+    ctx.send_text("ready").await?;
+    Ok(Connect::accept())
+}
+
 /// How many times `Rendered::render` ran (only the rendering test uses it).
 static RENDERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -42,9 +49,7 @@ impl Consumer for Rendered {
     type Event = Note;
 
     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        ctx.group_add(&GroupName::new("g")?).await?;
-        ctx.send_text("ready").await?;
-        Ok(Connect::accept())
+        join_group(ctx).await
     }
 
     fn render(note: &Note) -> Option<WsMessage> {
@@ -60,9 +65,7 @@ impl Consumer for PerMember {
     type Event = Note;
 
     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        ctx.group_add(&GroupName::new("g")?).await?;
-        ctx.send_text("ready").await?;
-        Ok(Connect::accept())
+        join_group(ctx).await
     }
 
     async fn event(&mut self, ctx: &mut Context, note: Note) -> Result<(), ConsumerError> {
@@ -223,9 +226,7 @@ impl Consumer for Member {
     type Event = Note;
 
     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        ctx.group_add(&GroupName::new("g")?).await?;
-        ctx.send_text("ready").await?;
-        Ok(Connect::accept())
+        join_group(ctx).await
     }
 
     fn render(note: &Note) -> Option<WsMessage> {

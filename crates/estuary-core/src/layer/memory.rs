@@ -14,6 +14,7 @@ use super::{
 };
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
+use crate::sync::lock;
 use crate::throttle::Throttle;
 
 /// A channel layer inside one process (Channels' `InMemoryChannelLayer`).
@@ -144,8 +145,7 @@ impl Queue {
     }
 
     fn state(&self) -> MutexGuard<'_, QueueState> {
-        // A panic while holding this lock cannot leave the deque inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Stores `message` unless the queue is full (after dropping expired
@@ -271,11 +271,6 @@ impl InMemoryChannelLayer {
                 .count()
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The data behind these locks stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inner {
@@ -566,142 +561,4 @@ impl ChannelReceiver for QueueReceiver<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn msg(n: u32) -> Message {
-        Message::from_json(&serde_json::json!({"type": "t", "n": n})).unwrap()
-    }
-
-    fn n(m: &Message) -> u64 {
-        m.to_json()["n"].as_u64().unwrap()
-    }
-
-    #[tokio::test]
-    async fn closed_channel_ends_receive() {
-        let layer = InMemoryChannelLayer::default();
-        let ch = layer.new_channel().await.unwrap();
-        let l2 = layer.clone();
-        let c2 = ch.clone();
-        let waiter = tokio::spawn(async move { l2.receive(&c2).await });
-        tokio::task::yield_now().await;
-        layer.close_channel(&ch).await;
-        let res = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(matches!(res, Err(ChannelLayerError::ChannelClosed(_))));
-    }
-
-    #[tokio::test]
-    async fn closed_members_are_pruned_from_groups() {
-        let layer = InMemoryChannelLayer::default();
-        let g = GroupName::new("g").unwrap();
-        let ch = layer.new_channel().await.unwrap();
-        layer.group_add(&g, &ch).await.unwrap();
-        layer.close_channel(&ch).await;
-        assert_eq!(
-            layer.group_send(&g, msg(1)).await.unwrap(),
-            GroupSendReport::default()
-        );
-        assert_eq!(layer.group_size(&g), 0);
-    }
-
-    async fn member(layer: &InMemoryChannelLayer, g: &GroupName, state: ReceiverState) -> ChannelName {
-        let ch = layer.new_channel().await.unwrap();
-        layer.group_add(g, &ch).await.unwrap();
-        layer.set_receiver(&ch, state);
-        ch
-    }
-
-    #[tokio::test]
-    async fn a_live_member_behind_gets_everything_and_backlogs_the_layer() {
-        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(2));
-        let g = GroupName::new("g").unwrap();
-        let live = member(&layer, &g, ReceiverState::Live).await;
-        for i in 0..5 {
-            let report = layer.group_send(&g, msg(i)).await.unwrap();
-            assert_eq!(
-                report,
-                GroupSendReport {
-                    delivered: 1,
-                    dropped: 0
-                }
-            );
-        }
-        assert!(layer.backlogged(), "5 held for a capacity of 2");
-        // A direct send still obeys the capacity (Channels' ChannelFull).
-        assert!(layer.send(&live, msg(9)).await.unwrap_err().is_full());
-        for i in 0..3 {
-            assert_eq!(n(&layer.receive(&live).await.unwrap()), i);
-        }
-        assert!(layer.backlogged(), "at capacity, not yet back to half of it");
-        assert_eq!(n(&layer.receive(&live).await.unwrap()), 3);
-        assert!(!layer.backlogged(), "back to half the capacity");
-        tokio::time::timeout(Duration::from_secs(5), layer.relieved())
-            .await
-            .unwrap();
-        assert_eq!(n(&layer.receive(&live).await.unwrap()), 4);
-    }
-
-    #[tokio::test]
-    async fn the_overflow_limit_and_stalled_and_detached_members_drop_when_full() {
-        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(2));
-        let g = GroupName::new("g").unwrap();
-        member(&layer, &g, ReceiverState::Live).await;
-        member(&layer, &g, ReceiverState::Stalled).await;
-        member(&layer, &g, ReceiverState::Detached).await;
-        let mut delivered = 0;
-        for i in 0..10 {
-            delivered += layer.group_send(&g, msg(i)).await.unwrap().delivered;
-        }
-        // Live: 2 x 4 = 8; stalled and detached: their capacity, 2 each.
-        assert_eq!(delivered, 8 + 2 + 2);
-        assert_eq!(layer.dropped(), 30 - 12);
-        assert!(layer.backlogged());
-    }
-
-    #[tokio::test]
-    async fn stalling_or_closing_a_backlogged_channel_relieves_the_layer() {
-        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
-        let g = GroupName::new("g").unwrap();
-        let a = member(&layer, &g, ReceiverState::Live).await;
-        let b = member(&layer, &g, ReceiverState::Live).await;
-        for i in 0..3 {
-            layer.group_send(&g, msg(i)).await.unwrap();
-        }
-        let waiter = {
-            let layer = layer.clone();
-            tokio::spawn(async move { layer.relieved().await })
-        };
-        layer.set_receiver(&a, ReceiverState::Stalled);
-        assert!(layer.backlogged(), "b is still behind");
-        layer.close_channel(&b).await;
-        assert!(!layer.backlogged());
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        // Live again while still over capacity: backlogged again.
-        layer.set_receiver(&a, ReceiverState::Live);
-        assert!(layer.backlogged());
-    }
-
-    #[tokio::test]
-    async fn abandoned_worker_queues_are_swept() {
-        let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_expiry(Duration::ZERO));
-        for i in 0..5000 {
-            let ch = ChannelName::new(&format!("w{i}")).unwrap();
-            let _ = layer.send(&ch, msg(i)).await;
-        }
-        assert!(
-            layer.inner.channels().len() < 2100,
-            "{}",
-            layer.inner.channels().len()
-        );
-        let ch = ChannelName::new("w1").unwrap();
-        layer.send(&ch, msg(1)).await.unwrap_or_else(|_| panic!("send"));
-        let _ = n;
-    }
-}
+mod tests;
