@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use estuary::prelude::*;
 use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
-use estuary::server::{OriginLayer, OriginService, RouterService, ServerConfig};
+use estuary::server::{AllowedHostsService, OriginLayer, OriginService, RouterService, ServerConfig};
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
+use tower::Layer as _;
 
 use crate::chat::ChatConsumer;
 use crate::config::{Bind, Config};
-use crate::push::{PushState, routes as push_routes};
+use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
 
 /// The chat application: pages, WebSocket rooms and the push API.
@@ -18,7 +19,7 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     let push = PushState {
         layer: layer.clone(),
         rooms: rooms.clone(),
-        token: config.push_token.clone(),
+        access: PushAccess::from_config(config),
     };
     Router::new()
         .with_channel_layer(layer)
@@ -73,16 +74,21 @@ fn describe(config: &Config) -> String {
     }
 }
 
-/// The origin check: the server's own host, the configured origins, and
-/// clients that send no `Origin` (not browsers).
-pub fn origin_layer(config: &Config) -> OriginLayer {
-    OriginLayer::new(&config.allowed_origins)
-        .or_same_host()
-        .allow_missing_origin()
+/// The origin check: origins on the allowed hosts, the configured origins,
+/// and clients that send no `Origin` (not browsers).
+pub fn origin_layer(config: &Config) -> anyhow::Result<OriginLayer> {
+    Ok(OriginLayer::new(&config.allowed_origins)
+        .or_allowed_hosts(&config.allowed_hosts()?)
+        .allow_missing_origin())
 }
 
+/// The whole application as one service: the allowed-hosts check around the
+/// origin check around the router.
+pub type AppService = AllowedHostsService<OriginService<RouterService>>;
+
 /// The whole application as one service, ready for [`Server::serve`]: the
-/// configured channel layer, the routes and the origin check. Must be called
+/// configured channel layer, the routes, the origin check and the allowed
+/// hosts. Must be called
 /// inside the runtime (the Redis layer starts its tasks).
 ///
 /// ```no_run
@@ -95,15 +101,18 @@ pub fn origin_layer(config: &Config) -> OriginLayer {
 /// server.serve(service, std::future::pending::<()>()).await?;
 /// # Ok(()) }
 /// ```
-pub fn service(config: &Config) -> anyhow::Result<OriginService<RouterService>> {
+pub fn service(config: &Config) -> anyhow::Result<AppService> {
+    let hosts = config.allowed_hosts()?;
+    let origins = origin_layer(config)?;
     let layer = channel_layer(config)?;
     let service: RouterService = router(config, layer).into_service();
-    Ok(tower::Layer::layer(&origin_layer(config), service))
+    Ok(hosts.layer().layer(origins.layer(service)))
 }
 
 /// Serves `config` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let service = service(&config)?;
+    warn_about_openings(&config)?;
     let server_config = ServerConfig {
         handshake_timeout: Duration::from_secs(config.server.handshake_timeout),
         shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout),
@@ -125,5 +134,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     server.serve(service, shutdown_signal()).await?;
     tracing::info!("estuary stopped");
+    Ok(())
+}
+
+/// Says at startup what the configuration leaves open.
+fn warn_about_openings(config: &Config) -> anyhow::Result<()> {
+    let hosts = config.allowed_hosts()?;
+    if hosts.allows_any() {
+        tracing::warn!(
+            "allowed_hosts is \"*\": any Host is answered and any origin may open WebSockets; \
+             only safe behind a proxy that checks Host"
+        );
+    } else {
+        tracing::info!(hosts = ?hosts.patterns(), "answering to these hosts only (allowed_hosts)");
+    }
+    match PushAccess::from_config(config) {
+        PushAccess::Insecure => tracing::warn!(
+            "push API open to anyone who reaches this port (push_insecure); set push_token instead"
+        ),
+        PushAccess::Closed => tracing::info!(
+            "push API closed: POST /api/... answers 403 until push_token (or push_insecure) is set"
+        ),
+        PushAccess::Token(_) => {}
+    }
     Ok(())
 }

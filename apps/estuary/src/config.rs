@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use estuary::server::TrustedProxies;
+use estuary::server::{AllowedHosts, TrustedProxies};
 use estuary::{RateLimit, SlowClientPolicy, WsSettings};
 use serde::Deserialize;
 
@@ -38,13 +38,22 @@ impl std::str::FromStr for Bind {
 pub struct Config {
     /// `HOST:PORT` or `unix:PATH` (default `127.0.0.1:8000`).
     pub bind: String,
-    /// Origins allowed to open WebSockets besides the server's own host
+    /// Host names the server answers to (Django's `ALLOWED_HOSTS`): requests
+    /// with another `Host` get 400. Empty: the loopback names when bound to
+    /// a loopback address, else the server refuses to start. `["*"]` allows
+    /// any (only behind a proxy that checks `Host`).
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to open WebSockets besides those on `allowed_hosts`
     /// (Django `ALLOWED_HOSTS` syntax; `["*"]` allows any).
     pub allowed_origins: Vec<String>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs).
     pub trusted_proxies: Vec<String>,
-    /// A bearer token required by the push API's POST routes.
+    /// The bearer token the push API's POST routes require. Without one,
+    /// they answer 403 unless `push_insecure` is set.
     pub push_token: Option<String>,
+    /// Opens the push API's POST routes to anyone who can reach the port
+    /// (Centrifugo's `api_insecure`): only for a network you trust.
+    pub push_insecure: bool,
     /// WebSocket limits.
     pub websocket: WebSocketConfig,
     /// Channel-layer settings.
@@ -114,9 +123,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8000".into(),
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             push_token: None,
+            push_insecure: false,
             websocket: WebSocketConfig::default(),
             layer: LayerSettings::default(),
             server: ServerSettings::default(),
@@ -172,15 +183,22 @@ pub struct ServeArgs {
     /// A TOML configuration file.
     #[arg(long, env = "ESTUARY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Origins allowed besides the server's own host, comma-separated (* for any).
+    /// Host names the server answers to, comma-separated (Django's ALLOWED_HOSTS; * for any)
+    /// [default: the loopback names when bound to loopback]
+    #[arg(long, env = "ESTUARY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins allowed besides those on the allowed hosts, comma-separated (* for any).
     #[arg(long, env = "ESTUARY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
     /// Trusted reverse proxies, comma-separated IPs, CIDRs, or `unix` (peers on a Unix socket).
     #[arg(long, env = "ESTUARY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
-    /// Bearer token required by the push API.
+    /// Bearer token required by the push API (without one it answers 403).
     #[arg(long, env = "ESTUARY_PUSH_TOKEN", hide_env_values = true)]
     pub push_token: Option<String>,
+    /// Open the push API to anyone who reaches the port, without a token.
+    #[arg(long, env = "ESTUARY_PUSH_INSECURE")]
+    pub push_insecure: bool,
     /// Largest client message in bytes.
     #[arg(long, env = "ESTUARY_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
@@ -243,6 +261,12 @@ impl Config {
         if let Some(v) = a.bind {
             config.bind = v;
         }
+        if let Some(v) = a.allowed_hosts {
+            config.allowed_hosts = v.into_iter().filter(|h| !h.trim().is_empty()).collect();
+        }
+        if a.push_insecure {
+            config.push_insecure = true;
+        }
         if let Some(v) = a.allowed_origins {
             config.allowed_origins = v;
         }
@@ -297,6 +321,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.bind()?;
+        self.allowed_hosts()?;
         self.trusted_proxies()?;
         if self.websocket.max_message_size < 128 {
             bail!("websocket.max_message_size must be at least 128 bytes");
@@ -344,6 +369,26 @@ impl Config {
         self.bind.parse()
     }
 
+    /// The host names the server answers to: `allowed_hosts`, or the
+    /// loopback names when it is empty and the server is bound to a
+    /// loopback address. An error when it is empty and the server is
+    /// reachable from elsewhere (any other address, or a Unix socket behind
+    /// a proxy), as Django refuses to run without `ALLOWED_HOSTS`.
+    pub fn allowed_hosts(&self) -> anyhow::Result<AllowedHosts> {
+        if !self.allowed_hosts.is_empty() {
+            return Ok(AllowedHosts::new(&self.allowed_hosts));
+        }
+        match self.bind()? {
+            Bind::Tcp(addr) if addr.ip().is_loopback() => Ok(AllowedHosts::loopback()),
+            _ => bail!(
+                "allowed_hosts must be set when bound to {}: list the host names clients use \
+                 (--allowed-hosts chat.example.com or ESTUARY_ALLOWED_HOSTS), or \"*\" when a \
+                 proxy in front checks Host",
+                self.bind
+            ),
+        }
+    }
+
     /// The parsed trusted proxies.
     pub fn trusted_proxies(&self) -> anyhow::Result<TrustedProxies> {
         Ok(TrustedProxies::new(&self.trusted_proxies)?)
@@ -387,7 +432,7 @@ mod tests {
         let path = dir.join("estuary.toml");
         std::fs::write(
             &path,
-            "bind = \"0.0.0.0:9000\"\n[websocket]\nmax_message_size = 1024\n",
+            "bind = \"0.0.0.0:9000\"\nallowed_hosts = [\"chat.example.com\"]\n[websocket]\nmax_message_size = 1024\n",
         )
         .unwrap();
         let args = ServeArgs {

@@ -21,8 +21,31 @@ pub struct PushState {
     pub layer: ChannelLayerHandle,
     /// Room occupancy.
     pub rooms: Rooms,
-    /// A bearer token required on pushes, if set.
-    pub token: Option<String>,
+    /// Who may push.
+    pub access: PushAccess,
+}
+
+/// Who may call the push API's POST routes. Closed unless configured:
+/// a push reaches every member of a room, so it is never open by accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAccess {
+    /// Nobody: 403 (no token configured, and not declared open).
+    Closed,
+    /// Callers sending `Authorization: Bearer <token>`; others get 401.
+    Token(String),
+    /// Anyone who reaches the port (`push_insecure`).
+    Insecure,
+}
+
+impl PushAccess {
+    /// From `push_token` and `push_insecure`; a token wins over `push_insecure`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        match (&config.push_token, config.push_insecure) {
+            (Some(token), _) => Self::Token(token.clone()),
+            (None, true) => Self::Insecure,
+            (None, false) => Self::Closed,
+        }
+    }
 }
 
 /// An error answer of the push API: a status and `{"error": ...}`.
@@ -41,7 +64,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.message}))).into_response()
+        let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -58,7 +88,16 @@ async fn require_token(
 }
 
 fn authorize(state: &PushState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.token else { return Ok(()) };
+    let token = match &state.access {
+        PushAccess::Insecure => return Ok(()),
+        PushAccess::Closed => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "the push API is closed: the operator must set push_token (or push_insecure)",
+            ));
+        }
+        PushAccess::Token(token) => token,
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

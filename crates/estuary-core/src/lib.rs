@@ -38,6 +38,7 @@ pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
 pub use scope::{Scope, ScopeBuilder, ScopeError, User, empty_as_none};
 pub use session::{Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError};
+pub use throttle::Throttle;
 pub use ws::WsMessage;
 
 pub use bytes::Bytes;

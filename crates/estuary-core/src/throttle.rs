@@ -7,9 +7,23 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Lets one event through per `interval` and counts the ones it holds back.
+/// Lets one event through per `interval` and counts the ones it holds back:
+/// for log lines an outsider can trigger (a refused handshake, a bad
+/// message), so that an attack cannot fill the disk.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use estuary_core::Throttle;
+///
+/// static REFUSED: Throttle = Throttle::new(Duration::from_secs(1));
+///
+/// let now = Instant::now();
+/// assert_eq!(REFUSED.allow(now), Some(0)); // log it
+/// assert_eq!(REFUSED.allow(now), None); // hold it back
+/// assert_eq!(REFUSED.allow(now + Duration::from_secs(1)), Some(1)); // log, "1 more"
+/// ```
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     interval: Duration,
     state: Mutex<State>,
 }
@@ -21,7 +35,8 @@ struct State {
 }
 
 impl Throttle {
-    pub(crate) const fn new(interval: Duration) -> Self {
+    /// At most one event per `interval`.
+    pub const fn new(interval: Duration) -> Self {
         Self {
             interval,
             state: Mutex::new(State {
@@ -33,7 +48,7 @@ impl Throttle {
 
     /// `Some(n)` when the event at `now` should be logged, `n` being how many
     /// were held back since the last one logged; `None` to hold it back.
-    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
+    pub fn allow(&self, now: Instant) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.last {
             Some(last) if now.saturating_duration_since(last) < self.interval => {

@@ -4,7 +4,8 @@
 //!   from axum, the channel layer, and the WebSocket limits.
 //! * [`Server`]: HTTP/1.1 on TCP or a Unix socket, trusted proxies, handshake
 //!   timeout, and a graceful shutdown that closes WebSockets with 1001.
-//! * [`OriginLayer`]: handshake middleware, as a tower layer.
+//! * [`AllowedHosts`]: the `Host` names the server answers to, and
+//!   [`OriginLayer`]: handshake middleware, as tower layers.
 //!
 //! ```no_run
 //! use estuary_core::{Consumer, ConsumerError, Context, NoEvent, WsMessage};
@@ -27,6 +28,7 @@
 //! }
 //! ```
 
+mod hosts;
 mod origin;
 mod proxy;
 mod route;
@@ -34,8 +36,10 @@ mod router;
 mod server;
 mod service;
 mod settings;
+mod throttle;
 mod transport;
 
+pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError};

@@ -7,15 +7,21 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 
+use crate::AllowedHosts;
+
 /// A tower layer that answers 403 to WebSocket handshakes whose `Origin` is
 /// not allowed. Other requests pass untouched.
 ///
 /// Patterns follow Django's `ALLOWED_HOSTS`: `example.com` (that host),
 /// `.example.com` (it and every subdomain), `*` (any origin, even none), and
 /// optionally a port (`localhost:8000`) or scheme (`https://example.com`).
-/// [`OriginLayer::same_host`] allows an origin whose host and port equal the
-/// request's `Host` header. A handshake without `Origin` is refused unless
-/// `*` is allowed.
+/// [`OriginLayer::or_allowed_hosts`] also allows origins on the server's
+/// [`AllowedHosts`] (Channels' `AllowedHostsOriginValidator`), the usual
+/// choice. [`OriginLayer::same_host`] allows an origin whose host and port
+/// equal the request's `Host` header; it trusts that header, so put an
+/// [`AllowedHosts`] layer in front of it (else a DNS-rebinding page passes).
+/// A handshake without `Origin` is refused unless `*` is allowed or
+/// [`OriginLayer::allow_missing_origin`] says otherwise.
 ///
 /// ```
 /// use estuary_server::OriginLayer;
@@ -32,10 +38,11 @@ pub struct OriginLayer {
     rules: Arc<Rules>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rules {
     patterns: Vec<Pattern>,
     same_host: bool,
+    allowed_hosts: Option<AllowedHosts>,
     allow_missing: bool,
 }
 
@@ -127,6 +134,7 @@ impl OriginLayer {
             rules: Arc::new(Rules {
                 patterns,
                 same_host: false,
+                allowed_hosts: None,
                 allow_missing: false,
             }),
         }
@@ -138,6 +146,7 @@ impl OriginLayer {
             rules: Arc::new(Rules {
                 patterns: Vec::new(),
                 same_host: true,
+                allowed_hosts: None,
                 allow_missing: false,
             }),
         }
@@ -148,6 +157,25 @@ impl OriginLayer {
         self.modify(|r| r.same_host = true)
     }
 
+    /// Also allows origins whose host is one of `hosts`, on any port and
+    /// scheme, as Channels' `AllowedHostsOriginValidator` does with
+    /// `ALLOWED_HOSTS`. With `*` among them, any origin is allowed.
+    ///
+    /// ```
+    /// use estuary_server::{AllowedHosts, OriginLayer};
+    ///
+    /// let layer = OriginLayer::new(["https://app.example.com"])
+    ///     .or_allowed_hosts(&AllowedHosts::loopback());
+    /// assert!(layer.allows(Some("http://localhost:8000"), None));
+    /// assert!(layer.allows(Some("https://app.example.com"), None));
+    /// // The request's Host is not trusted: a rebinding page's origin is refused.
+    /// assert!(!layer.allows(Some("http://rebind.test:8000"), Some("rebind.test:8000")));
+    /// ```
+    pub fn or_allowed_hosts(self, hosts: &AllowedHosts) -> Self {
+        let hosts = hosts.clone();
+        self.modify(|r| r.allowed_hosts = Some(hosts))
+    }
+
     /// Lets handshakes without an `Origin` header through. Browsers always
     /// send one, so this admits only non-browser clients (CLIs, backends),
     /// which cross-site WebSocket hijacking cannot use anyway.
@@ -156,11 +184,7 @@ impl OriginLayer {
     }
 
     fn modify(self, f: impl FnOnce(&mut Rules)) -> Self {
-        let mut rules = Arc::try_unwrap(self.rules).unwrap_or_else(|shared| Rules {
-            patterns: shared.patterns.clone(),
-            same_host: shared.same_host,
-            allow_missing: shared.allow_missing,
-        });
+        let mut rules = Arc::try_unwrap(self.rules).unwrap_or_else(|shared| (*shared).clone());
         f(&mut rules);
         Self {
             rules: Arc::new(rules),
@@ -169,7 +193,13 @@ impl OriginLayer {
 
     /// True when a handshake with this `Origin` (and `Host`) header is allowed.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        if self.rules.patterns.iter().any(|p| p.any) {
+        if self.rules.patterns.iter().any(|p| p.any)
+            || self
+                .rules
+                .allowed_hosts
+                .as_ref()
+                .is_some_and(AllowedHosts::allows_any)
+        {
             return true;
         }
         let Some(origin) = origin else {
@@ -178,6 +208,16 @@ impl OriginLayer {
         let Some(origin) = parse_origin(origin) else {
             return false;
         };
+        if let Some(hosts) = &self.rules.allowed_hosts {
+            let allowed = if origin.host.contains(':') {
+                hosts.allows_name(&format!("[{}]", origin.host))
+            } else {
+                hosts.allows_name(origin.host)
+            };
+            if allowed {
+                return true;
+            }
+        }
         if self.rules.same_host {
             if let Some(host) = host {
                 let (h, p) = split_host_port(host);
@@ -272,5 +312,17 @@ mod tests {
         assert!(l.allows(Some("http://example.com"), Some("127.0.0.1:8000")));
         assert!(l.allows(Some("http://127.0.0.1:8000"), Some("127.0.0.1:8000")));
         assert!(!l.allows(Some("http://evil.com"), Some("127.0.0.1:8000")));
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let l = OriginLayer::new(Vec::<String>::new()).or_allowed_hosts(&AllowedHosts::loopback());
+        assert!(l.allows(Some("http://127.0.0.1:8000"), None));
+        assert!(l.allows(Some("http://[::1]:8000"), None));
+        assert!(l.allows(Some("https://app.localhost"), None));
+        assert!(!l.allows(Some("http://127.0.0.1.evil.test"), Some("127.0.0.1.evil.test")));
+        assert!(!l.allows(None, None));
+        let any = OriginLayer::new(Vec::<String>::new()).or_allowed_hosts(&AllowedHosts::any());
+        assert!(any.allows(Some("http://wherever.test"), None));
     }
 }

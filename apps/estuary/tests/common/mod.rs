@@ -25,8 +25,14 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The default configuration, with the push API open (tests that check
+    /// its closed default use [`TestServer::with_config`]).
     pub async fn start() -> Self {
-        Self::with_config(Config::default()).await
+        Self::with_config(Config {
+            push_insecure: true,
+            ..Config::default()
+        })
+        .await
     }
 
     pub async fn with_config(config: Config) -> Self {
@@ -64,7 +70,10 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            self.addr
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         tokio::time::timeout(WAIT, s.read_to_string(&mut out))

@@ -1,0 +1,184 @@
+//! Safe defaults of `estuary serve`: only the allowed hosts are answered
+//! (DNS rebinding), the origin check trusts that list and not the request's
+//! `Host`, and the push API is closed until the operator opens it.
+
+#[path = "../../../tests/support/http.rs"]
+mod http;
+
+mod common;
+
+use common::{Client, TestServer, WAIT};
+use estuary_app::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `head` (request line and headers, no final blank line) and returns
+/// the status code of the answer.
+async fn status_of(addr: std::net::SocketAddr, head: &str) -> u16 {
+    status_with_body(addr, head, "").await
+}
+
+async fn status_with_body(addr: std::net::SocketAddr, head: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}\r\nconnection: close\r\n\r\n{body}").as_bytes())
+        .await
+        .unwrap();
+    // Read the head only: a 101 leaves the connection open.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+const UPGRADE: &str = "upgrade: websocket\r\nconnection: Upgrade\r\n\
+    sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13";
+
+/// DNS rebinding: a page on rebind.test, whose name now points at 127.0.0.1,
+/// sends requests with its own name as `Host` and as `Origin`. Before the
+/// check, the same-host origin rule trusted that `Host`: the socket opened.
+#[tokio::test]
+async fn a_rebinding_page_is_refused_on_every_route() {
+    let server = TestServer::start().await;
+    let port = server.addr.port();
+    let evil = format!("host: rebind.test:{port}\r\norigin: http://rebind.test:{port}");
+    let handshake = format!("GET /ws/chat/lobby/ HTTP/1.1\r\n{evil}\r\n{UPGRADE}");
+    assert_eq!(status_of(server.addr, &handshake).await, 400);
+    let page = format!("GET /chat/ HTTP/1.1\r\n{evil}");
+    assert_eq!(status_of(server.addr, &page).await, 400);
+    let push = format!(
+        "POST /api/rooms/lobby/messages HTTP/1.1\r\n{evil}\r\ncontent-type: application/json\r\ncontent-length: 17"
+    );
+    assert_eq!(
+        status_with_body(server.addr, &push, r#"{"message": "x"}"#).await,
+        400
+    );
+    // No Host at all (HTTP/1.1 requires one) is refused too.
+    assert_eq!(status_of(server.addr, "GET /chat/ HTTP/1.1").await, 400);
+
+    // The loopback names are answered, on this port or through a proxy's.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        let page = format!("GET /chat/ HTTP/1.1\r\nhost: {host}");
+        assert_eq!(status_of(server.addr, &page).await, 200, "{host}");
+    }
+    // And a healthy client is unaffected.
+    Client::join(&server.url("/ws/chat/lobby/")).await;
+}
+
+/// The origin check uses the allowed hosts, not the request's `Host`: an
+/// origin on an allowed host passes on any port, another is refused even
+/// when it equals `Host`.
+#[tokio::test]
+async fn origins_are_checked_against_the_allowed_hosts() {
+    let config = Config {
+        allowed_hosts: vec!["127.0.0.1".into(), "chat.example.com".into()],
+        ..Config::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let port = server.addr.port();
+    let handshake = |host: &str, origin: &str| {
+        format!("GET /ws/chat/lobby/ HTTP/1.1\r\nhost: {host}\r\norigin: {origin}\r\n{UPGRADE}")
+    };
+    let local = format!("127.0.0.1:{port}");
+    for (host, origin, expected) in [
+        (local.as_str(), "https://chat.example.com", 101),
+        (local.as_str(), "http://127.0.0.1:3000", 101),
+        ("chat.example.com", "https://chat.example.com", 101),
+        ("chat.example.com", "https://evil.example", 403),
+        (local.as_str(), "http://localhost:8000", 403),
+    ] {
+        let status = status_of(server.addr, &handshake(host, origin)).await;
+        assert_eq!(status, expected, "Host {host}, Origin {origin}");
+    }
+}
+
+#[tokio::test]
+async fn the_push_api_is_closed_by_default() {
+    let server = TestServer::with_config(Config::default()).await;
+    let mut member = Client::join(&server.url("/ws/chat/news/")).await;
+    let answer = http::post_json(server.addr, "/api/rooms/news/messages", r#"{"message": "x"}"#).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("push_token"),
+        "the answer says what to set: {answer}"
+    );
+    let answer = http::post_json(
+        server.addr,
+        "/api/groups/chat_news/send",
+        r#"{"type": "chat.message", "message": "x"}"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let answer = http::post_json(server.addr, "/api/channels/specific.x!y/send", r#"{"type": "x"}"#).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // Reads stay open, and nothing reached the room: the member's next
+    // message is its own.
+    assert_eq!(server.get_status("/api/rooms").await, 200);
+    assert_eq!(server.get_status("/healthz").await, 200);
+    member
+        .send_json(&serde_json::json!({"message": "mine", "username": "m"}))
+        .await;
+    assert_eq!(member.recv_type("chat_message").await["message"], "mine");
+}
+
+#[tokio::test]
+async fn a_wrong_token_gets_401_with_a_challenge() {
+    let config = Config {
+        push_token: Some("s3cret".into()),
+        push_insecure: true,
+        ..Config::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let answer = http::post_json(server.addr, "/api/rooms/a/messages", r#"{"message": "x"}"#).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "a token wins over push_insecure: {answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{answer}"
+    );
+    let answer = http::post(
+        server.addr,
+        "/api/rooms/a/messages",
+        "content-type: application/json\r\nauthorization: Bearer s3cre\r\n",
+        r#"{"message": "x"}"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[test]
+fn a_public_bind_needs_allowed_hosts() {
+    use estuary_app::config::ServeArgs;
+    for bind in ["0.0.0.0:8000", "192.0.2.1:8000", "unix:/tmp/estuary-test.sock"] {
+        let args = ServeArgs {
+            bind: Some(bind.into()),
+            ..ServeArgs::default()
+        };
+        let error = Config::load(&args).unwrap_err().to_string();
+        assert!(error.contains("allowed_hosts"), "{bind}: {error}");
+        let args = ServeArgs {
+            bind: Some(bind.into()),
+            allowed_hosts: Some(vec!["chat.example.com".into()]),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&args).is_ok(), "{bind}");
+    }
+}
