@@ -179,6 +179,11 @@ class Server:
         if name.startswith(("estuary", "baseline")):
             exe = args.baseline if name.startswith("baseline") else os.path.join(bindir, "estuary")
             cmd += [exe, "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
+            # Every load-generator client comes from 127.0.0.1: the
+            # per-address limits (absent from the peers) are off. Set as
+            # variables, which older builds given as --baseline ignore.
+            env.update(ESTUARY_MAX_CONNECTIONS_PER_IP="0", ESTUARY_HANDSHAKE_RATE="0",
+                       ESTUARY_RATE_LIMIT_PER_IP="0")
             if self.redis:
                 cmd += ["--layer", self.redis.url, "--redis-prefix", f"bench{tag}"]
             env.setdefault("RUST_LOG", "warn")

@@ -14,12 +14,18 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves the chat application on a free port until `stop` is cancelled.
 async fn serve(stop: CancellationToken) -> SocketAddr {
+    // A load generator's clients all come from 127.0.0.1: the per-address
+    // limits are off, as `bench/run.py` sets them.
     let mut config = Config::default();
     config.websocket.rate_limit = 0.0;
+    config.websocket.rate_limit_per_ip = 0.0;
+    config.server.handshake_rate = 0.0;
+    config.server.max_connections_per_ip = 0;
     let service = estuary_app::app::service(&config).expect("the application");
     let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .with_config(config.server_config().unwrap());
     let addr = server.local_addr().unwrap();
     tokio::spawn(async move { server.serve(service, stop.cancelled_owned()).await.unwrap() });
     addr

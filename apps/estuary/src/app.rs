@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use estuary::prelude::*;
 use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
-use estuary::server::{AllowedHostsService, OriginLayer, OriginService, RouterService, ServerConfig};
+use estuary::server::{AllowedHostsService, OriginLayer, OriginService, RouterService};
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 use tower::Layer as _;
 
@@ -20,6 +20,7 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         layer: layer.clone(),
         rooms: rooms.clone(),
         access: PushAccess::from_config(config),
+        max_body: config.websocket.max_event_size,
     };
     Router::new()
         .with_channel_layer(layer)
@@ -113,11 +114,7 @@ pub fn service(config: &Config) -> anyhow::Result<AppService> {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let service = service(&config)?;
     warn_about_openings(&config)?;
-    let server_config = ServerConfig {
-        handshake_timeout: Duration::from_secs(config.server.handshake_timeout),
-        shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout),
-        trusted_proxies: config.trusted_proxies()?,
-    };
+    let server_config = config.server_config()?;
     let server = match config.bind()? {
         Bind::Tcp(addr) => Server::bind(addr).await?,
         Bind::Unix(path) => Server::bind_unix(&path)?,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use estuary::server::{AllowedHosts, TrustedProxies};
-use estuary::{RateLimit, SlowClientPolicy, WsSettings};
+use estuary::server::{AllowedHosts, ServerConfig, TrustedProxies};
+use estuary::{AddressRateLimiter, RateLimit, SlowClientPolicy, WsSettings};
 use serde::Deserialize;
 
 /// Where to listen.
@@ -86,6 +86,23 @@ pub struct WebSocketConfig {
     /// buffer this large, so it weighs on idle memory; messages larger than
     /// it take several reads.
     pub read_buffer_size: usize,
+    /// Bytes a connection's outbound queue may hold (besides
+    /// `outbound_capacity` messages); past it the client counts as slow.
+    pub outbound_bytes: usize,
+    /// Client messages per second per client address, over all its
+    /// connections (0: no limit); past it, close 1008.
+    pub rate_limit_per_ip: f64,
+    /// Burst of `rate_limit_per_ip`.
+    pub rate_burst_per_ip: u32,
+    /// Pings and pongs a client may send per second (0: no limit); past
+    /// it, close 1008.
+    pub control_rate_limit: f64,
+    /// Largest event from the channel layer or the push API, in bytes:
+    /// larger layer events are dropped (counted and logged), larger pushes
+    /// get 413.
+    pub max_event_size: usize,
+    /// Groups one connection may be in.
+    pub max_groups: usize,
 }
 
 /// `[layer]`
@@ -117,6 +134,20 @@ pub struct ServerSettings {
     pub handshake_timeout: u64,
     /// Seconds shutdown waits for connections to close.
     pub shutdown_timeout: u64,
+    /// Connections open at once (0: the open-file limit less 256).
+    pub max_connections: usize,
+    /// Connections open at once per client address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// WebSocket handshakes per second per client address (0: no limit).
+    pub handshake_rate: f64,
+    /// Burst of `handshake_rate`.
+    pub handshake_burst: u32,
+    /// Largest request head in bytes (at least 8192); past it, 431.
+    pub max_header_size: usize,
+    /// Most header fields in a request; past it, 431.
+    pub max_headers: usize,
+    /// Seconds a request body may take to arrive; past it, 408.
+    pub body_timeout: u64,
 }
 
 impl Default for Config {
@@ -147,6 +178,12 @@ impl Default for WebSocketConfig {
             rate_limit: 20.0,
             rate_burst: 40,
             read_buffer_size: 1024,
+            outbound_bytes: 1024 * 1024,
+            rate_limit_per_ip: 200.0,
+            rate_burst_per_ip: 400,
+            control_rate_limit: 5.0,
+            max_event_size: 1024 * 1024,
+            max_groups: 100,
         }
     }
 }
@@ -170,6 +207,13 @@ impl Default for ServerSettings {
         Self {
             handshake_timeout: 10,
             shutdown_timeout: 10,
+            max_connections: 0,
+            max_connections_per_ip: 1_000,
+            handshake_rate: 50.0,
+            handshake_burst: 200,
+            max_header_size: 16 * 1024,
+            max_headers: 64,
+            body_timeout: 10,
         }
     }
 }
@@ -214,6 +258,21 @@ pub struct ServeArgs {
     /// Client message burst per connection.
     #[arg(long, env = "ESTUARY_RATE_BURST")]
     pub rate_burst: Option<u32>,
+    /// Client messages per second per client address, over all its connections (0: no limit).
+    #[arg(long, env = "ESTUARY_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<f64>,
+    /// Connections open at once (0: the open-file limit less 256).
+    #[arg(long, env = "ESTUARY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections open at once per client address (0: no limit).
+    #[arg(long, env = "ESTUARY_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// WebSocket handshakes per second per client address (0: no limit).
+    #[arg(long, env = "ESTUARY_HANDSHAKE_RATE")]
+    pub handshake_rate: Option<f64>,
+    /// Largest event from the channel layer or the push API, in bytes.
+    #[arg(long, env = "ESTUARY_MAX_EVENT_SIZE")]
+    pub max_event_size: Option<usize>,
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "ESTUARY_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -291,6 +350,21 @@ impl Config {
         if let Some(v) = a.rate_burst {
             config.websocket.rate_burst = v;
         }
+        if let Some(v) = a.rate_limit_per_ip {
+            config.websocket.rate_limit_per_ip = v;
+        }
+        if let Some(v) = a.max_connections {
+            config.server.max_connections = v;
+        }
+        if let Some(v) = a.max_connections_per_ip {
+            config.server.max_connections_per_ip = v;
+        }
+        if let Some(v) = a.handshake_rate {
+            config.server.handshake_rate = v;
+        }
+        if let Some(v) = a.max_event_size {
+            config.websocket.max_event_size = v;
+        }
         if let Some(v) = a.shutdown_timeout {
             config.server.shutdown_timeout = v;
         }
@@ -328,6 +402,25 @@ impl Config {
         }
         if !(256..=1024 * 1024).contains(&self.websocket.read_buffer_size) {
             bail!("websocket.read_buffer_size must be between 256 bytes and 1 MiB");
+        }
+        if !(8192..=1024 * 1024).contains(&self.server.max_header_size) {
+            bail!("server.max_header_size must be between 8192 bytes and 1 MiB");
+        }
+        if self.server.max_headers == 0 || self.server.body_timeout == 0 {
+            bail!("server.max_headers and server.body_timeout must be at least 1");
+        }
+        if self.websocket.max_event_size < 1024 || self.websocket.outbound_bytes < 1024 {
+            bail!("websocket.max_event_size and websocket.outbound_bytes must be at least 1024 bytes");
+        }
+        for (name, rate) in [
+            ("websocket.rate_limit", self.websocket.rate_limit),
+            ("websocket.rate_limit_per_ip", self.websocket.rate_limit_per_ip),
+            ("websocket.control_rate_limit", self.websocket.control_rate_limit),
+            ("server.handshake_rate", self.server.handshake_rate),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                bail!("{name} must be a number of at least 0 (0: no limit)");
+            }
         }
         if !matches!(self.websocket.slow_client.as_str(), "disconnect" | "drop") {
             bail!("websocket.slow_client must be \"disconnect\" or \"drop\"");
@@ -417,7 +510,43 @@ impl Config {
             per_second: w.rate_limit,
             burst: w.rate_burst.max(1),
         });
+        s.session.address_rate_limit = (w.rate_limit_per_ip > 0.0).then(|| {
+            AddressRateLimiter::new(RateLimit {
+                per_second: w.rate_limit_per_ip,
+                burst: w.rate_burst_per_ip.max(1),
+            })
+        });
+        s.session.control_rate_limit = (w.control_rate_limit > 0.0).then_some(RateLimit {
+            per_second: w.control_rate_limit,
+            burst: (w.control_rate_limit * 4.0).ceil().max(1.0) as u32,
+        });
+        s.session.outbound_bytes = w.outbound_bytes;
+        s.session.max_event_size = w.max_event_size;
+        s.session.max_groups = w.max_groups.max(1);
         s
+    }
+
+    /// The server-wide settings (timeouts, proxies, connection limits).
+    pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let v = &self.server;
+        let defaults = ServerConfig::default();
+        Ok(ServerConfig {
+            handshake_timeout: Duration::from_secs(v.handshake_timeout),
+            shutdown_timeout: Duration::from_secs(v.shutdown_timeout),
+            trusted_proxies: self.trusted_proxies()?,
+            max_connections: match v.max_connections {
+                0 => defaults.max_connections,
+                n => Some(n),
+            },
+            max_connections_per_ip: (v.max_connections_per_ip > 0).then_some(v.max_connections_per_ip),
+            handshake_rate: (v.handshake_rate > 0.0).then_some(RateLimit {
+                per_second: v.handshake_rate,
+                burst: v.handshake_burst.max(1),
+            }),
+            max_header_size: v.max_header_size,
+            max_headers: v.max_headers,
+            body_timeout: Duration::from_secs(v.body_timeout),
+        })
     }
 }
 

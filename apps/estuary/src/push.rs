@@ -23,6 +23,9 @@ pub struct PushState {
     pub rooms: Rooms,
     /// Who may push.
     pub access: PushAccess,
+    /// Largest body accepted, in bytes (`websocket.max_event_size`); larger
+    /// gets 413.
+    pub max_body: usize,
 }
 
 /// Who may call the push API's POST routes. Closed unless configured:
@@ -139,6 +142,27 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Reads a body of at most `limit` bytes: 413 past it, 408 when it does not
+/// arrive within the server's body timeout, 400 when the client broke off.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(cause) = source {
+            if cause.is::<estuary::BodyTimeout>() {
+                return error(StatusCode::REQUEST_TIMEOUT, "request body not received in time");
+            }
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {limit} bytes (max_event_size)"),
+                );
+            }
+            source = cause.source();
+        }
+        error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"))
+    })
+}
+
 fn parse_body(body: &[u8]) -> Result<Message, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
@@ -149,9 +173,10 @@ async fn group_send(
     State(state): State<PushState>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
+    let body = read_body(body, state.max_body).await?;
     let group = GroupName::new(&group)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")))?;
     let message = parse_body(&body)?;
@@ -165,9 +190,10 @@ async fn channel_send(
     State(state): State<PushState>,
     Path(channel): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
+    let body = read_body(body, state.max_body).await?;
     let channel = ChannelName::new(&channel)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid channel name: {e}")))?;
     let message = parse_body(&body)?;
@@ -192,9 +218,10 @@ async fn room_post(
     State(state): State<PushState>,
     Path(room): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
+    let body = read_body(body, state.max_body).await?;
     if !valid_room(&room) {
         return Err(error(StatusCode::NOT_FOUND, "invalid room name"));
     }

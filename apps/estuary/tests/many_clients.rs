@@ -15,7 +15,7 @@ const MESSAGES_PER_SENDER: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_clients_in_ten_rooms() {
-    let server = TestServer::start().await;
+    let server = TestServer::crowded().await;
 
     // Connect everyone (in parallel per room) and wait for every greeting, so
     // each member has joined its group before anything is sent.
@@ -83,7 +83,7 @@ async fn thousand_clients_in_ten_rooms() {
 /// member's queue overflows into silent drops).
 #[tokio::test]
 async fn a_burst_from_ten_senders_reaches_every_reader_complete() {
-    let server = TestServer::start().await;
+    let server = TestServer::crowded().await;
     let url = server.url("/ws/chat/burst/");
     let mut readers = Vec::new();
     for _ in 0..3 {

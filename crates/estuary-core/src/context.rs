@@ -63,6 +63,16 @@ pub(crate) enum Outgoing {
     Close(CloseFrame),
 }
 
+impl Outgoing {
+    /// Payload bytes, for the outbound queue's byte budget.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Outgoing::Message(m) => m.len(),
+            Outgoing::Close(_) => 0,
+        }
+    }
+}
+
 /// The connection as one consumer's handlers see it (Channels' `self`):
 /// the scope, its own channel name, the channel layer, and the client.
 ///
@@ -119,6 +129,7 @@ pub struct Context {
     outbound: OutboundSender,
     policy: SlowClientPolicy,
     groups: BTreeSet<GroupName>,
+    max_groups: usize,
     closing: bool,
     dropped: u64,
     released: bool,
@@ -152,6 +163,7 @@ impl Context {
             outbound,
             policy,
             groups: BTreeSet::new(),
+            max_groups: usize::MAX,
             closing: false,
             dropped: 0,
             released: false,
@@ -291,8 +303,19 @@ impl Context {
         }
     }
 
-    /// Adds this connection to `group` (or renews its membership).
+    pub(crate) fn set_max_groups(&mut self, max: usize) {
+        self.max_groups = max;
+    }
+
+    /// Adds this connection to `group` (or renews its membership). Fails
+    /// with [`ConsumerError::TooManyGroups`] (close 1008) when the
+    /// connection is already in [`SessionConfig::max_groups`](crate::SessionConfig::max_groups) others.
     pub async fn group_add(&mut self, group: &GroupName) -> Result<(), ConsumerError> {
+        if self.groups.len() >= self.max_groups && !self.groups.contains(group) {
+            return Err(ConsumerError::TooManyGroups {
+                limit: self.max_groups,
+            });
+        }
         self.layer.group_add(group, &self.channel).await?;
         self.groups.insert(group.clone());
         Ok(())

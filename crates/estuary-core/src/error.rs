@@ -42,6 +42,13 @@ pub enum ConsumerError {
         /// The reason to send.
         reason: String,
     },
+    /// The connection is already in as many groups as it may be
+    /// ([`SessionConfig::max_groups`](crate::SessionConfig::max_groups); close 1008).
+    #[error("too many groups: a connection may be in {limit}")]
+    TooManyGroups {
+        /// The limit.
+        limit: usize,
+    },
     /// A channel-layer operation failed.
     #[error(transparent)]
     ChannelLayer(#[from] ChannelLayerError),
@@ -85,7 +92,9 @@ impl ConsumerError {
             ConsumerError::SlowClient => CloseCode::TRY_AGAIN_LATER,
             ConsumerError::ConnectionClosed => CloseCode::ABNORMAL,
             ConsumerError::Close { code, .. } => *code,
-            ConsumerError::Scope(_) | ConsumerError::Name(_) => CloseCode::POLICY_VIOLATION,
+            ConsumerError::Scope(_) | ConsumerError::Name(_) | ConsumerError::TooManyGroups { .. } => {
+                CloseCode::POLICY_VIOLATION
+            }
             ConsumerError::Json(_) => CloseCode::UNSUPPORTED_DATA,
             ConsumerError::ChannelLayer(_)
             | ConsumerError::Send(_)
@@ -100,6 +109,7 @@ impl ConsumerError {
             ConsumerError::SlowClient => "client too slow",
             ConsumerError::Close { reason, .. } => reason,
             ConsumerError::Scope(_) | ConsumerError::Name(_) => "invalid request",
+            ConsumerError::TooManyGroups { .. } => "too many groups",
             ConsumerError::Json(_) => "invalid JSON",
             _ => "internal error",
         }
@@ -111,7 +121,7 @@ impl ConsumerError {
             ConsumerError::Scope(_) | ConsumerError::Name(_) | ConsumerError::Json(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ConsumerError::Close { .. } => StatusCode::FORBIDDEN,
+            ConsumerError::Close { .. } | ConsumerError::TooManyGroups { .. } => StatusCode::FORBIDDEN,
             ConsumerError::ChannelLayer(_) | ConsumerError::Send(_) | ConsumerError::SlowClient => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -127,6 +137,7 @@ impl ConsumerError {
             ConsumerError::Name(e) => e.to_string(),
             ConsumerError::Json(e) => format!("invalid JSON: {e}"),
             ConsumerError::Close { reason, .. } => reason.clone(),
+            ConsumerError::TooManyGroups { .. } => "too many groups".into(),
             ConsumerError::ChannelLayer(_) | ConsumerError::Send(_) => "channel layer unavailable".into(),
             _ => "internal error".into(),
         }

@@ -37,7 +37,10 @@ pub use layer::{
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
 pub use scope::{Scope, ScopeBuilder, ScopeError, User, empty_as_none};
-pub use session::{Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError};
+pub use session::{
+    AddressRateLimiter, Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError,
+    address_key,
+};
 pub use throttle::Throttle;
 pub use ws::WsMessage;
 

@@ -9,7 +9,8 @@
 //! when it is waiting for this queue, and taking a message costs no permit.
 //!
 //! Contract, as the session relies on it: at most `capacity` messages are
-//! held; messages come out in the order they went in; after
+//! held, and at most `bytes` bytes of payload unless a single larger
+//! message is alone in the queue; messages come out in the order they went in; after
 //! [`OutboundReceiver::close`] sends fail and what is queued can still be
 //! taken.
 
@@ -27,6 +28,8 @@ const KEEP: usize = 8;
 
 struct State {
     queue: VecDeque<Outgoing>,
+    /// Payload bytes queued.
+    bytes: usize,
     closed: bool,
     /// The session, waiting for a message.
     receiver: Option<Waker>,
@@ -37,24 +40,33 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
+    byte_capacity: usize,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
     }
+
+    /// True when `size` more bytes fit (one message always fits an empty queue).
+    fn has_room(&self, state: &State, size: usize) -> bool {
+        state.queue.len() < self.capacity
+            && (state.queue.is_empty() || state.bytes.saturating_add(size) <= self.byte_capacity)
+    }
 }
 
-/// A bounded queue of `capacity` messages (at least one).
-pub(crate) fn outbound(capacity: usize) -> (OutboundSender, OutboundReceiver) {
+/// A bounded queue of `capacity` messages (at least one) and `bytes` bytes.
+pub(crate) fn outbound(capacity: usize, bytes: usize) -> (OutboundSender, OutboundReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            bytes: 0,
             closed: false,
             receiver: None,
             sender: None,
         }),
         capacity: capacity.max(1),
+        byte_capacity: bytes,
     });
     (
         OutboundSender {
@@ -83,9 +95,11 @@ impl OutboundSender {
         if state.closed {
             return Err(TrySendError::Closed);
         }
-        if state.queue.len() >= self.shared.capacity {
+        let size = item.size();
+        if !self.shared.has_room(&state, size) {
             return Err(TrySendError::Full(item));
         }
+        state.bytes += size;
         state.queue.push_back(item);
         if let Some(waker) = state.receiver.take() {
             drop(state);
@@ -105,10 +119,11 @@ impl OutboundSender {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(TrySendError::Closed) => Poll::Ready(Err(())),
                 Err(TrySendError::Full(back)) => {
+                    let size = back.size();
                     item = Some(back);
                     let mut state = self.shared.lock();
                     // Room may have been made between the two locks.
-                    if state.queue.len() < self.shared.capacity || state.closed {
+                    if self.shared.has_room(&state, size) || state.closed {
                         cx.waker().wake_by_ref();
                     } else {
                         state.sender = Some(cx.waker().clone());
@@ -171,6 +186,7 @@ fn take(state: &mut State) -> (Option<Outgoing>, Option<Waker>) {
     let Some(item) = state.queue.pop_front() else {
         return (None, None);
     };
+    state.bytes -= item.size();
     if state.queue.is_empty() && state.queue.capacity() > KEEP {
         state.queue.shrink_to(KEEP);
     }
@@ -234,7 +250,7 @@ mod tests {
 
     #[test]
     fn bounded_and_in_order() {
-        let (tx, mut rx) = outbound(2);
+        let (tx, mut rx) = outbound(2, usize::MAX);
         tx.try_send(text("a")).unwrap();
         tx.try_send(text("b")).unwrap();
         assert!(matches!(tx.try_send(text("c")), Err(TrySendError::Full(_))));
@@ -246,8 +262,26 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_budget_bounds_the_queue_but_never_a_lone_message() {
+        let (tx, mut rx) = outbound(64, 4);
+        tx.try_send(text("ab")).unwrap();
+        tx.try_send(text("cd")).unwrap();
+        assert!(
+            matches!(tx.try_send(text("e")), Err(TrySendError::Full(_))),
+            "4 bytes held"
+        );
+        assert_eq!(unwrap_text(rx.try_recv()), "ab");
+        tx.try_send(text("ef")).unwrap();
+        while rx.try_recv().is_some() {}
+        tx.try_send(text("larger than the budget")).unwrap();
+        assert!(matches!(tx.try_send(text("x")), Err(TrySendError::Full(_))));
+        assert_eq!(unwrap_text(rx.try_recv()), "larger than the budget");
+        assert_eq!(rx.shared.lock().bytes, 0);
+    }
+
+    #[test]
     fn closing_refuses_sends_and_keeps_what_is_queued() {
-        let (tx, mut rx) = outbound(4);
+        let (tx, mut rx) = outbound(4, usize::MAX);
         tx.try_send(text("kept")).unwrap();
         rx.close();
         assert!(matches!(tx.try_send(text("late")), Err(TrySendError::Closed)));
@@ -260,7 +294,7 @@ mod tests {
 
     #[test]
     fn an_emptied_queue_gives_back_a_burst() {
-        let (tx, mut rx) = outbound(64);
+        let (tx, mut rx) = outbound(64, usize::MAX);
         for _ in 0..64 {
             tx.try_send(text("x")).unwrap();
         }
@@ -270,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_sender_gets_room_and_a_waiting_receiver_gets_the_message() {
-        let (tx, mut rx) = outbound(1);
+        let (tx, mut rx) = outbound(1, usize::MAX);
         tx.try_send(text("first")).unwrap();
         let sender = async {
             tx.send(text("second")).await.unwrap();
@@ -293,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_wakes_a_waiting_sender_with_an_error() {
-        let (tx, mut rx) = outbound(1);
+        let (tx, mut rx) = outbound(1, usize::MAX);
         tx.try_send(text("full")).unwrap();
         let sender = tx.send(text("waits"));
         let closer = async {

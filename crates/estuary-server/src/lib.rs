@@ -28,7 +28,9 @@
 //! }
 //! ```
 
+mod body;
 mod hosts;
+mod limits;
 mod origin;
 mod proxy;
 mod route;
@@ -39,7 +41,9 @@ mod settings;
 mod throttle;
 mod transport;
 
+pub use body::BodyTimeout;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
+pub use limits::ServerStats;
 pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError};

@@ -75,7 +75,12 @@ impl TrustedProxies {
         Ok(Self { nets, unix })
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// True when peers on a Unix socket are trusted (the `unix` entry).
+    pub(crate) fn trusts_unix(&self) -> bool {
+        self.unix
+    }
+
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,

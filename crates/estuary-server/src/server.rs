@@ -17,11 +17,26 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::body::TimedBody;
+use crate::limits::{ServerStats, Slots, open_file_limit};
 use crate::proxy::TrustedProxies;
 use crate::router::{ConnectionInfo, Runtime};
 use crate::service::HandshakeTimeout;
+use estuary_core::{AddressRateLimiter, RateLimit};
 
-/// Server-wide settings.
+/// Server-wide settings. The defaults are safe for a public server: every
+/// limit is on, and each refusal is a clear HTTP status, counted in
+/// [`ServerStats`].
+///
+/// | limit | default | past it |
+/// |---|---|---|
+/// | `max_connections` | the open-file limit less 256 | `503`, closed |
+/// | `max_connections_per_ip` | 1,000 | `429`, closed |
+/// | `handshake_rate` | 50/s per address, bursts of 200 | `429` + `Retry-After` |
+/// | `max_header_size` | 16 KiB | `431` |
+/// | `max_headers` | 64 | `431` |
+/// | `body_timeout` | 10 s | the body fails with [`BodyTimeout`](crate::BodyTimeout) |
+/// | `handshake_timeout` | 10 s | connection closed (headers), `504` (`connect`) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,6 +44,7 @@ use crate::service::HandshakeTimeout;
 ///
 /// let config = ServerConfig { shutdown_timeout: Duration::from_secs(5), ..ServerConfig::default() };
 /// assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+/// assert_eq!(config.max_header_size, 16 * 1024);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -40,7 +56,35 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Connections open at once, HTTP and WebSocket (`None`: no limit). A
+    /// connection past it is answered `503` and closed. Default: the
+    /// process's open-file limit less 256 (kept for the channel layer, logs
+    /// and the listener), so that the server refuses cleanly instead of
+    /// failing `accept` and every file it opens.
+    pub max_connections: Option<usize>,
+    /// Connections open at once per client address (IPv6 per /64; `None`:
+    /// no limit; default 1,000). Counted on the TCP peer, or, for peers
+    /// that are trusted proxies, per WebSocket on the client address the
+    /// proxy reports. Past it: `429`.
+    pub max_connections_per_ip: Option<usize>,
+    /// WebSocket handshakes per second per client address (default 50, in
+    /// bursts of 200; `None`: no limit). Past it: `429` with `Retry-After`.
+    pub handshake_rate: Option<RateLimit>,
+    /// Largest request head (request line and headers) in bytes; past it
+    /// `431` (default 16 KiB; at least 8 KiB). nginx's default is 8 KiB
+    /// per header line.
+    pub max_header_size: usize,
+    /// Most header fields in a request (default 64); past it `431`.
+    pub max_headers: usize,
+    /// How long a request body may take to arrive in full, from the moment
+    /// a handler starts reading it (default 10 s). Past it the body fails
+    /// with [`BodyTimeout`](crate::BodyTimeout).
+    pub body_timeout: Duration,
 }
+
+/// File descriptors kept free below the open-file limit by the default
+/// [`ServerConfig::max_connections`].
+const RESERVED_FILES: usize = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -48,9 +92,25 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::default(),
+            max_connections: Some(
+                open_file_limit()
+                    .map_or(10_000, |n| n.saturating_sub(RESERVED_FILES))
+                    .max(1),
+            ),
+            max_connections_per_ip: Some(1_000),
+            handshake_rate: Some(RateLimit {
+                per_second: 50.0,
+                burst: 200,
+            }),
+            max_header_size: 16 * 1024,
+            max_headers: 64,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// The smallest head limit hyper accepts.
+const MIN_HEADER_SIZE: usize = 8 * 1024;
 
 enum Listener {
     Tcp(TcpListener),
@@ -73,6 +133,7 @@ enum Listener {
 pub struct Server {
     listener: Listener,
     config: ServerConfig,
+    stats: ServerStats,
 }
 
 impl std::fmt::Debug for Server {
@@ -94,6 +155,7 @@ impl Server {
         Self {
             listener: Listener::Tcp(listener),
             config: ServerConfig::default(),
+            stats: ServerStats::default(),
         }
     }
 
@@ -107,6 +169,7 @@ impl Server {
         Ok(Self {
             listener: Listener::Unix(listener, path.to_owned()),
             config: ServerConfig::default(),
+            stats: ServerStats::default(),
         })
     }
 
@@ -114,6 +177,12 @@ impl Server {
     pub fn with_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
         self
+    }
+
+    /// The server's counters (open connections, refusals); clones share
+    /// them, so take one before [`serve`](Self::serve).
+    pub fn stats(&self) -> ServerStats {
+        self.stats.clone()
     }
 
     /// The bound TCP address (`None` for a Unix socket).
@@ -128,17 +197,21 @@ impl Server {
     /// WebSocket with 1001 (after the messages already queued for it), lets
     /// HTTP requests in flight finish, and returns once all is closed or
     /// [`ServerConfig::shutdown_timeout`] has passed.
+    ///
+    /// Request bodies reach `service` as [`axum::body::Body`], failing with
+    /// [`BodyTimeout`](crate::BodyTimeout) past [`ServerConfig::body_timeout`].
     pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()> + Send) -> io::Result<()>
     where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: tower::Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+        B: http_body::Body<Data = Bytes> + Default + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let runtime = Runtime::default();
         let connections = TaskTracker::new();
         let local = self.local_addr();
+        let handshakes = self.config.handshake_rate.map(AddressRateLimiter::new);
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -147,10 +220,20 @@ impl Server {
             };
             match accepted {
                 Ok((io, peer)) => {
+                    let slots = match self.admit(peer) {
+                        Ok(slots) => slots,
+                        Err(refusal) => {
+                            connections.spawn(refuse(io, refusal));
+                            continue;
+                        }
+                    };
                     let conn = Conn {
                         service: service.clone(),
                         runtime: runtime.clone(),
                         config: self.config.clone(),
+                        stats: self.stats.clone(),
+                        handshakes: handshakes.clone(),
+                        slots,
                         peer,
                         local,
                     };
@@ -194,6 +277,78 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The slots a new connection from `peer` takes, or why it is refused.
+    fn admit(&self, peer: Option<SocketAddr>) -> Result<Slots, Refusal> {
+        let Some(total) = self.stats.open(self.config.max_connections) else {
+            refused_log(&TOTAL_REFUSED, peer, "max_connections");
+            return Err(Refusal::Busy);
+        };
+        let mut slots = vec![std::sync::Arc::new(total)];
+        // A trusted proxy carries many clients: those are counted per
+        // WebSocket on the address it reports (see `Conn::run`).
+        if let (Some(peer), Some(max)) = (peer, self.config.max_connections_per_ip) {
+            if !self.config.trusted_proxies.trusts(peer.ip()) {
+                let Some(slot) = self.stats.open_for(peer.ip(), max) else {
+                    refused_log(&PER_IP_REFUSED, Some(peer), "max_connections_per_ip");
+                    return Err(Refusal::TooMany);
+                };
+                slots.push(std::sync::Arc::new(slot));
+            }
+        }
+        Ok(Slots(slots))
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// `max_connections`: 503.
+    Busy,
+    /// `max_connections_per_ip`: 429.
+    TooMany,
+}
+
+static TOTAL_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
+static PER_IP_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
+static HANDSHAKES_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
+
+fn refused_log(throttle: &estuary_core::Throttle, peer: Option<SocketAddr>, limit: &'static str) {
+    if let Some(held_back) = throttle.allow(std::time::Instant::now()) {
+        tracing::warn!(?peer, limit, held_back, "connection refused: limit reached");
+    }
+}
+
+/// Answers a refused connection with a minimal response and closes it,
+/// without reading its request (bounded: a peer that does not read gets
+/// dropped after a second).
+async fn refuse(io: Io, refusal: Refusal) {
+    use tokio::io::AsyncWriteExt;
+    let response: &[u8] = match refusal {
+        Refusal::Busy => {
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n\
+              retry-after: 5\r\nconnection: close\r\n\r\nserver at capacity.\n"
+        }
+        Refusal::TooMany => {
+            b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 37\r\n\
+              retry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n"
+        }
+    };
+    let write = async move {
+        match io {
+            Io::Tcp(mut s) => {
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            }
+            Io::Unix(mut s) => {
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
 enum Io {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
@@ -217,6 +372,9 @@ struct Conn<S> {
     service: S,
     runtime: Runtime,
     config: ServerConfig,
+    stats: ServerStats,
+    handshakes: Option<AddressRateLimiter>,
+    slots: Slots,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
 }
@@ -225,33 +383,53 @@ impl<S> Conn<S> {
     async fn run<I, B>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: tower::Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+        B: http_body::Body<Data = Bytes> + Default + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Conn {
             service,
             runtime,
             config,
+            stats,
+            handshakes,
+            slots,
             peer,
             local,
         } = self;
         let shutdown = runtime.shutdown.clone();
         let handshake_timeout = config.handshake_timeout;
+        let body_timeout = config.body_timeout;
+        let per_ip = config.max_connections_per_ip;
         let proxies = config.trusted_proxies;
-        let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let proxied =
+            peer.is_some_and(|p| proxies.trusts(p.ip())) || (peer.is_none() && proxies.trusts_unix());
+        let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
             let client = proxies.client_of(peer, req.headers());
+            let upgrade = req.headers().contains_key(http::header::SEC_WEBSOCKET_KEY);
+            let mut slots = slots.clone();
+            if upgrade {
+                if let Some(refused) =
+                    admit_handshake(&handshakes, &stats, client, proxied, per_ip, &mut slots)
+                {
+                    return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
+                }
+            }
             let ext = req.extensions_mut();
             ext.insert(ConnectionInfo { peer, client, local });
             ext.insert(runtime.clone());
             ext.insert(HandshakeTimeout(handshake_timeout));
-            service.clone().oneshot(req)
+            ext.insert(slots);
+            futures_util::future::Either::Right(service.clone().oneshot(req))
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(handshake_timeout)
+            .max_buf_size(config.max_header_size.max(MIN_HEADER_SIZE))
+            .max_headers(config.max_headers)
             .serve_connection(TokioIo::new(io), hyper_service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -266,6 +444,45 @@ impl<S> Conn<S> {
             tracing::debug!(%error, ?peer, "HTTP connection ended with an error");
         }
     }
+}
+
+/// The handshake rate and, behind a trusted proxy, the per-address count
+/// of WebSockets. `Some(response)` refuses the handshake; else the slot
+/// taken joins `slots`.
+fn admit_handshake<B: Default>(
+    handshakes: &Option<AddressRateLimiter>,
+    stats: &ServerStats,
+    client: Option<SocketAddr>,
+    proxied: bool,
+    per_ip: Option<usize>,
+    slots: &mut Slots,
+) -> Option<Response<B>> {
+    let ip = client.map(|c| c.ip())?;
+    if handshakes.as_ref().is_some_and(|limiter| !limiter.check(ip)) {
+        stats.count_handshake_refused();
+        refused_log(&HANDSHAKES_REFUSED, client, "handshake_rate");
+        return Some(too_many("1"));
+    }
+    if let (true, Some(max)) = (proxied, per_ip) {
+        match stats.open_for(ip, max) {
+            Some(slot) => slots.0.push(std::sync::Arc::new(slot)),
+            None => {
+                refused_log(&PER_IP_REFUSED, client, "max_connections_per_ip");
+                return Some(too_many("5"));
+            }
+        }
+    }
+    None
+}
+
+fn too_many<B: Default>(retry_after: &'static str) -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static(retry_after),
+    );
+    response
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

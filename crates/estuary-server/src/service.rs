@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::Slots;
 use crate::router::{Accepted, ConnectionInfo, Router, Runtime};
 use crate::transport::{AnyTransport, SocketTransport};
 
@@ -229,6 +230,9 @@ impl RouterService {
             .cloned()
             .unwrap_or_else(|| self.inner.runtime.clone());
         let timeout = req.extensions().get::<HandshakeTimeout>().map(|t| t.0);
+        // The connection's slots in the server's limits: the WebSocket holds
+        // them after the HTTP connection that carried it is done.
+        let slots = req.extensions_mut().remove::<Slots>();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, _body) = req.into_parts();
         let offered = offered_subprotocols(&parts.headers);
@@ -262,6 +266,7 @@ impl RouterService {
         let close_timeout = self.inner.settings.close_timeout;
         let shutdown = runtime.shutdown.clone();
         runtime.tracker.spawn(async move {
+            let _slots = slots;
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(error) => {

@@ -50,8 +50,8 @@ pub use estuary_core::*;
 
 #[cfg(feature = "server")]
 pub use estuary_server::{
-    ConnectionInfo, OriginLayer, PathPattern, PatternError, Router, RouterService, Server, ServerConfig,
-    TrustedProxies, WsSettings, shutdown_signal,
+    AllowedHosts, BodyTimeout, ConnectionInfo, OriginLayer, PathPattern, PatternError, Router, RouterService,
+    Server, ServerConfig, ServerStats, TrustedProxies, WsSettings, shutdown_signal,
 };
 
 /// The server crate, for everything not re-exported at the top.

@@ -25,6 +25,19 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Many clients from this one address, as a load test makes: the
+    /// per-address limits off.
+    pub async fn crowded() -> Self {
+        let mut config = Config {
+            push_insecure: true,
+            ..Config::default()
+        };
+        config.server.handshake_rate = 0.0;
+        config.server.max_connections_per_ip = 0;
+        config.websocket.rate_limit_per_ip = 0.0;
+        Self::with_config(config).await
+    }
+
     /// The default configuration, with the push API open (tests that check
     /// its closed default use [`TestServer::with_config`]).
     pub async fn start() -> Self {
@@ -39,7 +52,8 @@ impl TestServer {
         let service = estuary_app::app::service(&config).expect("the application");
         let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
             .await
-            .unwrap();
+            .unwrap()
+            .with_config(config.server_config().expect("server settings"));
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();

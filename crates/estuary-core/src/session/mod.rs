@@ -22,6 +22,8 @@
 
 mod drive;
 mod keepalive;
+#[cfg(test)]
+mod limit_tests;
 mod rate;
 #[cfg(test)]
 mod tests;
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use drive::{Flow, drive};
 use keepalive::{Due, Keepalive};
-pub use rate::RateLimit;
+pub use rate::{AddressRateLimiter, RateLimit, address_key};
 pub use transport::{Inbound, Transport, TransportError};
 use write::{ping, write_batch};
 
@@ -83,6 +85,25 @@ pub struct SessionConfig {
     /// before the client is taken as too slow and dropped with 1013
     /// (default 10 s).
     pub write_timeout: Duration,
+    /// Bytes the outbound queue may hold besides its message count (default
+    /// 1 MiB): past it the queue counts as full and the slow-client policy
+    /// applies. A single larger message is still sent when the queue is
+    /// empty.
+    pub outbound_bytes: usize,
+    /// Client messages per second per client address, shared by all of that
+    /// address's connections (a connection over it closes with 1008).
+    pub address_rate_limit: Option<AddressRateLimiter>,
+    /// Pings and pongs a client may send per second (default 5, burst 20);
+    /// past it the connection closes with 1008. Each ping costs the server
+    /// a pong.
+    pub control_rate_limit: Option<RateLimit>,
+    /// Largest channel-layer message handed to this connection, in bytes
+    /// (default 1 MiB). Larger ones are dropped, counted in
+    /// [`Outcome::oversized`] and logged (at most once a second).
+    pub max_event_size: usize,
+    /// Groups one connection may be in at once (default 100); past it,
+    /// [`Context::group_add`] fails with [`ConsumerError::TooManyGroups`](crate::ConsumerError::TooManyGroups).
+    pub max_groups: usize,
 }
 
 impl Default for SessionConfig {
@@ -94,6 +115,14 @@ impl Default for SessionConfig {
             ping_timeout: Duration::from_secs(20),
             rate_limit: None,
             write_timeout: Duration::from_secs(10),
+            outbound_bytes: 1024 * 1024,
+            address_rate_limit: None,
+            control_rate_limit: Some(RateLimit {
+                per_second: 5.0,
+                burst: 20,
+            }),
+            max_event_size: 1024 * 1024,
+            max_groups: 100,
         }
     }
 }
@@ -107,6 +136,9 @@ pub struct Outcome {
     pub client_closed: bool,
     /// Messages dropped for this client under [`SlowClientPolicy::Drop`].
     pub dropped: u64,
+    /// Channel-layer messages dropped for being larger than
+    /// [`SessionConfig::max_event_size`].
+    pub oversized: u64,
 }
 
 /// One consumer bound to one connection, from handshake to disconnect.
@@ -204,8 +236,9 @@ impl<C: Consumer> Session<C> {
                 reason: "channel layer unavailable".into(),
             }
         })?;
-        let (tx, rx) = outbound(config.outbound_capacity);
+        let (tx, rx) = outbound(config.outbound_capacity, config.outbound_bytes);
         let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
+        ctx.set_max_groups(config.max_groups);
         let decision = AssertUnwindSafe(consumer.connect(&mut ctx)).catch_unwind().await;
         let mut session = Self {
             consumer,
@@ -271,6 +304,16 @@ impl<C: Consumer> Session<C> {
             layer_pause: None,
             keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
             bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
+            control: self
+                .config
+                .control_rate_limit
+                .map(|r| Bucket::new(r, Instant::now())),
+            address: self
+                .config
+                .address_rate_limit
+                .clone()
+                .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
+            oversized: 0,
             write_timeout: self.config.write_timeout,
         };
         // From here on a session drains this channel: group sends may hold
@@ -351,7 +394,12 @@ impl<C: Consumer> Session<C> {
         conn.keepalive.heard();
         let message = match inbound {
             None => return Closing::gone(CloseCode::ABNORMAL, true),
-            Some(Ok(Inbound::Pong)) => return Step::Continue,
+            Some(Ok(Inbound::Pong)) => {
+                if conn.control.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+                    return Closing::server(CloseCode::POLICY_VIOLATION, "control frame rate exceeded", true);
+                }
+                return Step::Continue;
+            }
             Some(Ok(Inbound::Close(frame))) => {
                 return Closing::gone(
                     frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code),
@@ -366,6 +414,13 @@ impl<C: Consumer> Session<C> {
         };
         if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
+        }
+        if conn.address.as_ref().is_some_and(|(l, ip)| !l.check(*ip)) {
+            return Closing::server(
+                CloseCode::POLICY_VIOLATION,
+                "rate limit exceeded (per address)",
+                true,
+            );
         }
         let flow = self.flow(conn);
         let (step, waited) = {
@@ -426,6 +481,11 @@ impl<C: Consumer> Session<C> {
         received: Result<crate::Message, ChannelLayerError>,
     ) -> Step {
         match received {
+            Ok(message) if message.as_bytes().len() > self.config.max_event_size => {
+                conn.oversized += 1;
+                oversized_event(conn.channel, message.message_type(), message.as_bytes().len());
+                Step::Continue
+            }
             Ok(message) => {
                 let flow = self.flow(conn);
                 let (step, waited) = {
@@ -528,6 +588,7 @@ impl<C: Consumer> Session<C> {
             code,
             client_closed,
             dropped: self.ctx.dropped(),
+            oversized: conn.oversized,
         }
     }
 }
@@ -544,7 +605,27 @@ struct Conn<'a, T> {
     layer_pause: Option<Instant>,
     keepalive: Keepalive,
     bucket: Option<Bucket>,
+    /// Pings and pongs from the client.
+    control: Option<Bucket>,
+    /// The limit shared by the client's address, and that address.
+    address: Option<(AddressRateLimiter, std::net::IpAddr)>,
+    /// Layer messages dropped for their size.
+    oversized: u64,
     write_timeout: Duration,
+}
+
+/// Logs a dropped oversized layer message, at most once a second.
+fn oversized_event(channel: &ChannelName, kind: &str, size: usize) {
+    static THROTTLE: crate::Throttle = crate::Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = THROTTLE.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            %channel,
+            kind,
+            size,
+            held_back,
+            "channel-layer message larger than max_event_size dropped"
+        );
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
