@@ -192,7 +192,12 @@ pub(super) async fn fetch_one(
                 }
             }
             Some(Pop::Failed(error)) => {
-                tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying");
+                match inner.upgrade() {
+                    // A worker queue is shared with other processes: it is
+                    // not ours to take back, only to report (throttled).
+                    Some(layer) if is_wrong_type(&error) => layer.warn_poisoned(&popper.key, 0),
+                    _ => tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying"),
+                }
                 if !popper.back_off().await {
                     return;
                 }
