@@ -27,6 +27,7 @@ pub struct RedisConfig {
     pub(crate) encryption_keys: Vec<String>,
     pub(crate) receive_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    pub(crate) membership_check: Duration,
 }
 
 impl RedisConfig {
@@ -56,6 +57,7 @@ impl RedisConfig {
             encryption_keys: Vec::new(),
             receive_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
+            membership_check: Duration::from_secs(2),
         }
     }
 
@@ -106,6 +108,33 @@ impl RedisConfig {
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
+    }
+
+    /// How often the core layer checks that this process's group memberships
+    /// are still in Redis (default 2 s, at least 100 ms). A group key that
+    /// was evicted, deleted or lost in a restart is found within this
+    /// interval and this process's memberships in it are written again at
+    /// once, so its members miss group sends for at most this long plus one
+    /// round trip. Each check costs one script call per host, covering every
+    /// group this process has members in.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new(["redis://127.0.0.1:6379/0"]);
+    /// assert_eq!(config.membership_check(), Duration::from_secs(2));
+    /// let config = config.with_membership_check(Duration::from_millis(500));
+    /// assert_eq!(config.membership_check(), Duration::from_millis(500));
+    /// ```
+    pub fn with_membership_check(mut self, interval: Duration) -> Self {
+        self.membership_check = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How often memberships are checked (see [`with_membership_check`](Self::with_membership_check)).
+    pub fn membership_check(&self) -> Duration {
+        self.membership_check
     }
 
     /// The hosts, in ring order.

@@ -9,6 +9,7 @@
 mod codec;
 mod config;
 mod crypto;
+mod faults;
 mod layer;
 mod local;
 mod pubsub;
@@ -16,6 +17,7 @@ mod scripts;
 mod shard;
 
 pub use config::RedisConfig;
+pub use faults::{NotRestored, WrongType};
 pub use layer::{RedisChannelLayer, RedisLayerError};
 pub use pubsub::RedisPubSubChannelLayer;
 pub use shard::shard_index;

@@ -1,6 +1,11 @@
 //! Lua scripts, run with EVALSHA (loaded on first use). Each keeps one
 //! operation atomic in one round trip; the keys, members, scores and TTLs
 //! they leave are exactly those channels_redis leaves.
+//!
+//! A key that holds another type than a sorted set (someone wrote over it)
+//! would abort a whole script with `WRONGTYPE`, and with it every other
+//! key the script serves: each script checks `TYPE` first and reports such a
+//! key instead of touching it.
 
 use std::sync::LazyLock;
 
@@ -8,10 +13,14 @@ use redis::Script;
 
 /// `send`: prune expired members, refuse when at capacity, add, refresh TTL.
 /// KEYS: queue. ARGV: member, now, prune-up-to, capacity, expiry.
-/// Returns 1 when stored, 0 when full.
+/// Returns 1 when stored, 0 when full, -1 when the key holds another type.
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+  return -1
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[4]) then
   return 0
@@ -25,7 +34,8 @@ return 1
 
 /// `group_send` to the queues of one shard: for each key, prune, then add
 /// unless at capacity. KEYS: queues (n). ARGV: members (n), capacities (n),
-/// now, prune-up-to, expiry. Returns a list of 1 (stored) or 0 (full).
+/// now, prune-up-to, expiry. Returns a list of 1 (stored), 0 (full) or -1
+/// (the key holds another type: skipped, the other keys are still served).
 pub(crate) static GROUP_SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -33,13 +43,18 @@ local n = #KEYS
 local now, prune, expiry = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
 local stored = {}
 for i = 1, n do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, prune)
-  if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
-    redis.call('ZADD', KEYS[i], now, ARGV[i])
-    redis.call('EXPIRE', KEYS[i], expiry)
-    stored[i] = 1
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'zset' and t ~= 'none' then
+    stored[i] = -1
   else
-    stored[i] = 0
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, prune)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
+      redis.call('ZADD', KEYS[i], now, ARGV[i])
+      redis.call('EXPIRE', KEYS[i], expiry)
+      stored[i] = 1
+    else
+      stored[i] = 0
+    end
   end
 end
 return stored
@@ -48,12 +63,58 @@ return stored
 });
 
 /// The live members of a group: prune memberships past the group expiry,
-/// then list. KEYS: group. ARGV: prune-up-to.
+/// then list. KEYS: group. ARGV: prune-up-to. A group key of another type
+/// is a `WRONGTYPE` error naming no member.
 pub(crate) static GROUP_MEMBERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE group key holds a ' .. t)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
+",
+    )
+});
+
+/// Whether this process's memberships are still in their groups: for each
+/// group key, whether one member this process wrote there is still in it.
+/// KEYS: groups (n). ARGV: one member of ours for each. Returns a list of
+/// 1 (there), 0 (gone: the key was evicted, deleted or Redis restarted
+/// empty) or -1 (the key holds another type).
+pub(crate) static MEMBERSHIPS_PRESENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local present = {}
+for i = 1, #KEYS do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t == 'zset' then
+    present[i] = redis.call('ZSCORE', KEYS[i], ARGV[i]) and 1 or 0
+  elseif t == 'none' then
+    present[i] = 0
+  else
+    present[i] = -1
+  end
+end
+return present
+",
+    )
+});
+
+/// This process's own queue holds another type: nobody else writes there
+/// (its name carries this process's random id), so it is taken back.
+/// KEYS: queue. Returns 1 when it was deleted, 0 when it was a sorted set
+/// (or absent) after all.
+pub(crate) static RECLAIM_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 ",
     )
 });

@@ -14,13 +14,16 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Target, decode_member, encode_member};
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
+use crate::faults::{NotRestored, Throttle, WrongType, layer_error};
 use crate::local::{LocalQueue, lock, now};
 use crate::scripts;
 use crate::shard::shard_index;
 
+mod memberships;
 mod receive;
 
-use receive::{fetch_one, receive_loop, renew_loop};
+use memberships::membership_loop;
+use receive::{fetch_one, receive_loop};
 
 /// The Redis layer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +64,40 @@ pub enum RedisLayerError {
 /// Commands go over one multiplexed connection per host, which reconnects by
 /// itself with backoff. This process's own queue (`{prefix}specific.<id>!`)
 /// is read by one background task with `BZPOPMIN` on a dedicated connection
-/// and dispatched to the local channels it names. While Redis is away, every
-/// operation fails with [`ChannelLayerError::Unavailable`] and the receive task
-/// retries with backoff; when Redis is back, it resumes and this process's
-/// group memberships are written again. Memberships are also renewed before
-/// half of `group_expiry` has passed, so long-lived connections stay in their
-/// groups.
+/// and dispatched to the local channels it names. Memberships are renewed
+/// before half of `group_expiry` has passed, so long-lived connections stay
+/// in their groups.
+///
+/// # Faults, and what they cost
+///
+/// No fault in Redis loses messages without the caller or the counters
+/// saying so:
+///
+/// * **Redis away.** [`send`](ChannelLayer::send) and
+///   [`group_send`](ChannelLayer::group_send) fail with
+///   [`ChannelLayerError::Unavailable`] and are counted in
+///   [`failed_sends`](Self::failed_sends); [`is_healthy`](Self::is_healthy)
+///   (and `is_available`) is false. The receive task retries at most 500 ms
+///   apart; when Redis is back (possibly empty), it writes every group
+///   membership of this process again *before* it reports healthy, and
+///   `group_send` from this process fails until then rather than miss this
+///   process's members. Healthy again typically within one second of Redis
+///   being back.
+/// * **A group key lost** (evicted, deleted, Redis restarted without this
+///   process noticing). Every [`RedisConfig::membership_check`] (default 2 s)
+///   the layer checks that each group it has members in still holds one of
+///   them, and writes its memberships of a group that lost them at once
+///   (counted in [`memberships_repaired`](Self::memberships_repaired)). The
+///   bound: this process's members miss group sends for at most the check
+///   interval plus one round trip.
+/// * **A key of the wrong type** (someone wrote a string over a queue or a
+///   group). Only that key is affected: `group_send` delivers to every other
+///   member and counts the poisoned queue's members in
+///   [`GroupSendReport::dropped`] and in [`poisoned`](Self::poisoned), with a
+///   warning naming the key (at most one every 10 s); `send` to it fails with
+///   [`ChannelLayerError::Corrupt`] (a [`WrongType`] naming the key), as do
+///   `group_send` and `group_add` on a poisoned group key. This process's own
+///   queue, if poisoned, is deleted and used again (nobody else writes there).
 ///
 /// # Differences from channels_redis
 ///
@@ -105,12 +136,24 @@ struct Inner {
     plain: Mutex<HashMap<ChannelName, Arc<PlainReceiver>>>,
     /// Group memberships of this process's channels, and when they were written.
     memberships: Mutex<HashMap<ChannelName, HashMap<GroupName, Instant>>>,
-    healthy: AtomicBool,
+    /// The number of the current or last outage, times two, plus one while
+    /// healthy: the receive loop starts an outage, the restoration of that
+    /// outage (and no older one) ends it.
+    health: AtomicU64,
     /// Bits of the last score this process wrote: scores only move forward,
     /// so one sender's messages keep their order even if the clock steps back.
     last_score: AtomicU64,
     dropped: AtomicU64,
     undecodable: AtomicU64,
+    /// Members skipped because their queue key held another type.
+    poisoned: AtomicU64,
+    /// Sends and group sends that failed (or reached only some hosts)
+    /// because Redis could not be reached.
+    failed_sends: AtomicU64,
+    /// Memberships written back after their group key lost them.
+    repaired: AtomicU64,
+    poison_warning: Throttle,
+    renew_warning: Throttle,
     shutdown: CancellationToken,
 }
 
@@ -177,10 +220,15 @@ impl RedisChannelLayer {
             local: Mutex::new(HashMap::new()),
             plain: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
-            healthy: AtomicBool::new(true),
+            health: AtomicU64::new(1),
             last_score: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
+            poisoned: AtomicU64::new(0),
+            failed_sends: AtomicU64::new(0),
+            repaired: AtomicU64::new(0),
+            poison_warning: Throttle::new(Duration::from_secs(10)),
+            renew_warning: Throttle::new(Duration::from_secs(10)),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -197,7 +245,7 @@ impl RedisChannelLayer {
             key,
             inner.shutdown.clone(),
         ));
-        tokio::spawn(renew_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
+        tokio::spawn(membership_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
         Ok(Self { inner })
     }
 
@@ -206,9 +254,30 @@ impl RedisChannelLayer {
         &self.inner.config
     }
 
-    /// False while the receive task cannot reach Redis.
+    /// False while the receive task cannot reach Redis, and after Redis is
+    /// back until this process's group memberships are written again.
     pub fn is_healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
+        self.inner.is_healthy()
+    }
+
+    /// Sends and group sends that failed because Redis could not be
+    /// reached (each returned an error, or for a group send reaching only
+    /// some hosts, counted the others' members as dropped).
+    pub fn failed_sends(&self) -> u64 {
+        self.inner.failed_sends.load(Ordering::Relaxed)
+    }
+
+    /// Members skipped by sends and group sends because their queue key in
+    /// Redis held another type than a sorted set (someone wrote over it).
+    pub fn poisoned(&self) -> u64 {
+        self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Memberships of this process written back because their group key had
+    /// lost them (eviction, `DEL`, a restart); see
+    /// [`RedisConfig::membership_check`].
+    pub fn memberships_repaired(&self) -> u64 {
+        self.inner.repaired.load(Ordering::Relaxed)
     }
 
     /// Messages dropped because a local channel's buffer was full.
@@ -250,6 +319,59 @@ impl Inner {
             // Longer than the blocking pop, or every idle pop would time out.
             .set_response_timeout(Some(self.config.receive_timeout + Duration::from_secs(5)))
             .set_number_of_retries(1)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.health.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// The number of the current (or last) outage.
+    fn outage(&self) -> u64 {
+        self.health.load(Ordering::Acquire) >> 1
+    }
+
+    /// Starts a new outage: unhealthy until it is restored. Returns its number.
+    fn mark_down(&self) -> u64 {
+        let previous = self
+            .health
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(((h >> 1).wrapping_add(1)) << 1)
+            })
+            .unwrap_or_else(|h| h);
+        (previous >> 1).wrapping_add(1)
+    }
+
+    /// Ends outage `outage` (healthy again) unless a newer one began.
+    fn mark_restored(&self, outage: u64) -> bool {
+        self.health
+            .compare_exchange(
+                outage << 1,
+                (outage << 1) | 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Counts `members` skipped because `key` holds another type, and warns
+    /// (throttled) naming the key.
+    fn warn_poisoned(&self, key: &str, members: usize) {
+        self.poisoned.fetch_add(members as u64, Ordering::Relaxed);
+        if let Some(held_back) = self.poison_warning.allow() {
+            tracing::warn!(
+                %key,
+                members,
+                held_back,
+                "Redis key holds another type than a sorted set (written over?); its members are skipped"
+            );
+        }
+    }
+
+    /// Counts a send that Redis could not take, when that was unavailability.
+    fn count_failure(&self, error: &ChannelLayerError) {
+        if matches!(error, ChannelLayerError::Unavailable(_)) {
+            self.failed_sends.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn is_mine(&self, channel: &ChannelName) -> bool {
@@ -323,73 +445,6 @@ impl Inner {
         }
     }
 
-    /// Writes memberships (ZADD now + EXPIRE), one pipeline per shard.
-    async fn write_memberships(&self, due: &[(GroupName, ChannelName)]) -> Result<(), ChannelLayerError> {
-        let mut by_shard: BTreeMap<usize, redis::Pipeline> = BTreeMap::new();
-        let score = self.score().to_string();
-        let ttl = self.config.layer.group_expiry().as_secs() as i64;
-        for (group, channel) in due {
-            let key = self.group_key(group);
-            let pipe = by_shard.entry(self.shard(group.as_str())).or_insert_with(|| {
-                let mut p = redis::pipe();
-                p.atomic();
-                p
-            });
-            pipe.zadd(&key, channel.as_str(), &score)
-                .ignore()
-                .expire(&key, ttl)
-                .ignore();
-        }
-        for (shard, pipe) in by_shard {
-            let mut conn = self.shards[shard].conn.clone();
-            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
-        }
-        Ok(())
-    }
-
-    /// Writes again the memberships older than half the group expiry (or
-    /// all of them). True when everything due was written.
-    async fn renew(&self, all: bool) -> bool {
-        let max_age = self.config.layer.group_expiry() / 2;
-        let due: Vec<(GroupName, ChannelName)> = lock(&self.memberships)
-            .iter()
-            .flat_map(|(ch, groups)| {
-                groups
-                    .iter()
-                    .filter(|(_, at)| all || at.elapsed() >= max_age)
-                    .map(move |(g, _)| (g.clone(), ch.clone()))
-            })
-            .collect();
-        if due.is_empty() {
-            return true;
-        }
-        tracing::debug!(count = due.len(), all, "renewing group memberships");
-        if let Err(error) = self.write_memberships(&due).await {
-            tracing::warn!(%error, "could not renew group memberships; will retry");
-            return false;
-        }
-        let mut gone = Vec::new();
-        {
-            let mut memberships = lock(&self.memberships);
-            for (group, channel) in due {
-                match memberships.get_mut(&channel).and_then(|g| g.get_mut(&group)) {
-                    Some(at) => *at = Instant::now(),
-                    // Discarded while we wrote it back: take it out again.
-                    None => gone.push((group, channel)),
-                }
-            }
-        }
-        for (group, channel) in gone {
-            let mut conn = self.conn(group.as_str());
-            let _ = redis::cmd("ZREM")
-                .arg(self.group_key(&group))
-                .arg(channel.as_str())
-                .query_async::<()>(&mut conn)
-                .await;
-        }
-        true
-    }
-
     async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
         let rx = {
             let mut plain = lock(&self.plain);
@@ -445,8 +500,9 @@ impl ChannelLayer for RedisChannelLayer {
         let expiry = inner.expiry_secs();
         let capacity = inner.config.layer.capacity_for(channel.as_str());
         let mut conn = inner.conn(non_local);
+        let key = inner.channel_key(non_local);
         let stored: Result<i64, _> = scripts::SEND
-            .key(inner.channel_key(non_local))
+            .key(&key)
             .arg(member)
             .arg(now.to_string())
             .arg(now.floor() as i64 - expiry as i64)
@@ -456,16 +512,28 @@ impl ChannelLayer for RedisChannelLayer {
             .await;
         match stored {
             Ok(1) => Ok(()),
+            Ok(-1) => {
+                inner.warn_poisoned(&key, 1);
+                Err(SendError::Backend {
+                    channel: channel.clone(),
+                    error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
+                    message,
+                })
+            }
             Ok(_) => Err(SendError::Full {
                 channel: channel.clone(),
                 capacity,
                 message,
             }),
-            Err(e) => Err(SendError::Backend {
-                channel: channel.clone(),
-                error: unavailable(e),
-                message,
-            }),
+            Err(e) => {
+                let error = layer_error(e, &key);
+                inner.count_failure(&error);
+                Err(SendError::Backend {
+                    channel: channel.clone(),
+                    error,
+                    message,
+                })
+            }
         }
     }
 
@@ -509,12 +577,13 @@ impl ChannelLayer for RedisChannelLayer {
             groups.remove(group);
         }
         let mut conn = inner.conn(group.as_str());
+        let key = inner.group_key(group);
         redis::cmd("ZREM")
-            .arg(inner.group_key(group))
+            .arg(&key)
             .arg(channel.as_str())
             .query_async::<()>(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(|e| layer_error(e, &key))
     }
 
     async fn group_send(
@@ -523,15 +592,27 @@ impl ChannelLayer for RedisChannelLayer {
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
         let inner = &self.inner;
+        if !inner.is_healthy() {
+            // Redis is away, or back without this process's memberships yet:
+            // a send now would miss this process's members without a word.
+            let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
+            inner.count_failure(&error);
+            return Err(error);
+        }
         let now = inner.score();
         let group_expiry = inner.config.layer.group_expiry().as_secs() as i64;
         let mut conn = inner.conn(group.as_str());
+        let group_key = inner.group_key(group);
         let members: Vec<String> = scripts::GROUP_MEMBERS
-            .key(inner.group_key(group))
+            .key(&group_key)
             .arg(now.floor() as i64 - group_expiry)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                let error = layer_error(e, &group_key);
+                inner.count_failure(&error);
+                error
+            })?;
         let mut report = GroupSendReport::default();
         if members.is_empty() {
             return Ok(report);
@@ -587,11 +668,14 @@ impl ChannelLayer for RedisChannelLayer {
             match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
                 Ok(stored) => {
                     shards_ok += 1;
-                    for (q, ok) in queues.iter().zip(stored) {
-                        if ok == 1 {
-                            report.delivered += q.members;
-                        } else {
-                            report.dropped += q.members;
+                    for (q, stored) in queues.iter().zip(stored) {
+                        match stored {
+                            1 => report.delivered += q.members,
+                            -1 => {
+                                report.dropped += q.members;
+                                inner.warn_poisoned(&q.key, q.members);
+                            }
+                            _ => report.dropped += q.members,
                         }
                     }
                 }
@@ -603,7 +687,10 @@ impl ChannelLayer for RedisChannelLayer {
             }
         }
         if report.dropped > 0 {
-            tracing::info!(%group, dropped = report.dropped, "group_send skipped members of full queues");
+            tracing::info!(%group, dropped = report.dropped, "group_send skipped members");
+        }
+        if failure.is_some() {
+            inner.failed_sends.fetch_add(1, Ordering::Relaxed);
         }
         match failure {
             Some(e) if shards_ok == 0 => Err(unavailable(e)),

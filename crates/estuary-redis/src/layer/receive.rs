@@ -1,5 +1,5 @@
-//! The Redis layer's background work: the process queue's receive loop,
-//! on-demand pops of worker channels, membership renewal and restoration.
+//! The Redis layer's background work: the process queue's receive loop and
+//! on-demand pops of worker channels.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -8,8 +8,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
+use crate::faults::is_wrong_type;
+use crate::scripts;
 
 /// One blocking-pop loop: its dedicated connection, key and backoff.
 struct Popper {
@@ -58,6 +61,17 @@ impl Popper {
         })
     }
 
+    /// Whether Redis answers on this connection; `None` once the layer
+    /// shuts down.
+    async fn ping(&mut self) -> Option<bool> {
+        let cmd = redis::cmd("PING");
+        let answered = tokio::select! {
+            _ = self.token.cancelled() => return None,
+            r = cmd.query_async::<()>(&mut self.conn) => r,
+        };
+        Some(answered.is_ok())
+    }
+
     /// After a hit: takes up to `count` more messages that are already
     /// waiting, in one round trip (`ZPOPMIN`), so that a backlog reaches the
     /// local channels together and each session writes it in one go. A
@@ -84,11 +98,12 @@ impl Popper {
         }
     }
 
-    /// Waits out the backoff after a failure (doubling it, up to 5 s);
+    /// Waits out the backoff after a failure (doubling it, up to
+    /// [`MAX_BACKOFF`], so that Redis back is noticed within that);
     /// `false` once the layer shuts down.
     async fn back_off(&mut self) -> bool {
         let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         tokio::select! {
             _ = self.token.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
@@ -177,7 +192,12 @@ pub(super) async fn fetch_one(
                 }
             }
             Some(Pop::Failed(error)) => {
-                tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying");
+                match inner.upgrade() {
+                    // A worker queue is shared with other processes: it is
+                    // not ours to take back, only to report (throttled).
+                    Some(layer) if is_wrong_type(&error) => layer.warn_poisoned(&popper.key, 0),
+                    _ => tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying"),
+                }
                 if !popper.back_off().await {
                     return;
                 }
@@ -197,6 +217,32 @@ pub(super) async fn receive_loop(
     let mut popper = Popper::new(conn, key, token);
     let mut failing = false;
     loop {
+        if failing {
+            // A blocking pop on an idle queue answers only after its
+            // timeout: a PING says at once whether Redis is back.
+            match popper.ping().await {
+                None => return,
+                Some(true) => {
+                    failing = false;
+                    let Some(layer) = inner.upgrade() else { return };
+                    // Redis may have restarted empty: write every membership
+                    // of this process again, beside the loop (which keeps
+                    // draining the queue), and say healthy once that is done.
+                    tokio::spawn(restore(
+                        Arc::downgrade(&layer),
+                        layer.outage(),
+                        popper.key.clone(),
+                        popper.token.clone(),
+                    ));
+                }
+                Some(false) => {
+                    if !popper.back_off().await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let Some(timeout) = pop_timeout(&inner) else {
             return;
         };
@@ -205,10 +251,30 @@ pub(super) async fn receive_loop(
         };
         let Some(layer) = inner.upgrade() else { return };
         match popped {
+            Pop::Failed(error) if is_wrong_type(&error) => {
+                // Someone wrote over this process's queue. Its name carries
+                // this process's random id, so nobody else has a claim on it:
+                // take it back, or nothing would reach this process again.
+                let mut conn = layer.conn(&layer.client_prefix);
+                let reclaimed = scripts::RECLAIM_QUEUE
+                    .key(&popper.key)
+                    .invoke_async::<i64>(&mut conn)
+                    .await;
+                tracing::error!(
+                    key = %popper.key,
+                    ?reclaimed,
+                    "this process's queue held another type than a sorted set; deleted it"
+                );
+                layer.poisoned.fetch_add(1, Ordering::Relaxed);
+                drop(layer);
+                if !popper.back_off().await {
+                    return;
+                }
+            }
             Pop::Failed(error) => {
                 if !failing {
                     failing = true;
-                    layer.healthy.store(false, Ordering::Relaxed);
+                    layer.mark_down();
                     tracing::error!(%error, key = %popper.key, "Redis unavailable; WebSockets stay open, retrying with backoff");
                 }
                 drop(layer);
@@ -217,17 +283,6 @@ pub(super) async fn receive_loop(
                 }
             }
             hit_or_idle => {
-                if failing {
-                    failing = false;
-                    // Redis may have restarted empty: write every membership
-                    // of this process again, beside the loop (which keeps
-                    // draining the queue), and say healthy once that is done.
-                    tokio::spawn(restore(
-                        Arc::downgrade(&layer),
-                        popper.key.clone(),
-                        popper.token.clone(),
-                    ));
-                }
                 if let Pop::Hit { member, score } = hit_or_idle {
                     // Each popped message is dispatched as soon as its reply
                     // is in: nothing popped waits on another round trip
@@ -247,44 +302,6 @@ pub(super) async fn receive_loop(
                 }
             }
         }
-    }
-}
-
-/// After an outage: writes every membership again (retrying with backoff),
-/// then reports the layer healthy.
-async fn restore(inner: Weak<Inner>, key: String, token: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let Some(layer) = inner.upgrade() else { return };
-        if layer.renew(true).await {
-            layer.healthy.store(true, Ordering::Relaxed);
-            tracing::info!(%key, "Redis is reachable again; group memberships restored");
-            return;
-        }
-        drop(layer);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Renews group memberships older than half the group expiry, periodically.
-pub(super) async fn renew_loop(inner: Weak<Inner>, token: CancellationToken) {
-    let period = match inner.upgrade() {
-        Some(i) => {
-            (i.config.layer.group_expiry() / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
-        }
-        None => return,
-    };
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let Some(layer) = inner.upgrade() else { return };
-        layer.renew(false).await;
     }
 }
 

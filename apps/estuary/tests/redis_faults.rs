@@ -1,0 +1,193 @@
+//! The chat application while its Redis is killed and restarted under load:
+//! the WebSockets stay open, senders are told their messages were not
+//! delivered, `/healthz` answers 503 meanwhile and 200 within two seconds of
+//! Redis being back, and the same sockets receive the room's messages again
+//! without reconnecting.
+
+mod common;
+
+#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer};
+use estuary_app::config::Config;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Longest any step may take before the test fails.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn redis_config(url: &str) -> Config {
+    let mut config = Config::default();
+    config.layer.redis = vec![url.to_owned()];
+    config.layer.prefix = "asgi".to_owned();
+    // The load below is faster than a person types.
+    config.websocket.rate_limit = 0.0;
+    config
+}
+
+/// Reads a socket until it receives the chat message `until`; returns how
+/// many chat messages came before it. Fails if the socket ends.
+async fn read_until(
+    mut stream: impl StreamExt<Item = Result<Message, impl std::fmt::Debug>> + Unpin,
+    until: &str,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut count = 0;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{until:?} never arrived"));
+        let text = match next {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => panic!("socket closed by the server: {frame:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket failed: {e:?}"),
+            None => panic!("socket ended"),
+        };
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        if v["type"] == "chat_message" {
+            if v["message"] == until {
+                return count;
+            }
+            count += 1;
+        }
+    }
+}
+
+/// Polls until `counter` exceeds `above`.
+async fn wait_above(counter: &AtomicUsize, above: usize, what: &str) {
+    let start = Instant::now();
+    while counter.load(Ordering::Relaxed) <= above {
+        assert!(start.elapsed() < LIMIT, "{what}: never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `/healthz` until it answers `status`; returns how long that took.
+async fn wait_for_status(server: &TestServer, status: u16) -> Duration {
+    let start = Instant::now();
+    while server.get_status("/healthz").await != status {
+        assert!(start.elapsed() < LIMIT, "/healthz never answered {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load() {
+    let mut redis = redis_server::RedisServer::start();
+    let port = redis.port;
+    let server = TestServer::with_config(redis_config(&redis.url())).await;
+    let url = server.url("/ws/chat/lobby/");
+
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let client = Client::join(&url).await;
+        readers.push(tokio::spawn(async move {
+            let (_sink, stream) = client.ws.split();
+            read_until(stream, "after").await
+        }));
+    }
+
+    // The load: one client sends every 5 ms; its own socket tells what
+    // became of each message (its echo from the room, or an error frame).
+    let sender = Client::join(&url).await;
+    let (mut sink, mut stream) = sender.ws.split();
+    let echoes = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut k = 0u64;
+            while !stop.is_cancelled() {
+                let m = json!({"message": format!("load-{k}"), "username": "load"});
+                sink.send(Message::text(m.to_string()))
+                    .await
+                    .expect("the sender's socket stays open");
+                k += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sink.send(Message::text(json!({"message": "after"}).to_string()))
+                .await
+                .expect("the sender's socket stays open");
+            (sink, k)
+        })
+    };
+    let outcomes = {
+        let (echoes, errors) = (echoes.clone(), errors.clone());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + LIMIT * 2;
+            loop {
+                let next = tokio::time::timeout_at(deadline, stream.next())
+                    .await
+                    .expect("the sender's socket went quiet");
+                let text = match next {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(frame))) => panic!("sender closed by the server: {frame:?}"),
+                    Some(Ok(_)) => continue,
+                    other => panic!("sender's socket failed: {other:?}"),
+                };
+                let v: Value = serde_json::from_str(&text).expect("JSON");
+                match v["type"].as_str() {
+                    Some("chat_message") if v["message"] == "after" => return stream,
+                    Some("chat_message") => echoes.fetch_add(1, Ordering::Relaxed),
+                    Some("error") => errors.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+            }
+        })
+    };
+
+    wait_above(&echoes, 20, "load flowing before the outage").await;
+    assert_eq!(server.get_status("/healthz").await, 200);
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+
+    redis.stop();
+    let unhealthy = wait_for_status(&server, 503).await;
+    println!("/healthz answered 503 {unhealthy:?} after Redis was killed");
+    let errors_then = errors.load(Ordering::Relaxed);
+    wait_above(&errors, errors_then + 5, "senders told of undelivered messages").await;
+
+    let _redis = redis_server::RedisServer::start_on(port);
+    let healthy = wait_for_status(&server, 200).await;
+    println!("/healthz answered 200 {healthy:?} after Redis was back");
+    assert!(
+        healthy < Duration::from_secs(3),
+        "healthy {healthy:?} after Redis was back (bound: 2 s + slack)"
+    );
+    // Messages flow again, to the same sockets, without anyone rejoining.
+    let echoes_then = echoes.load(Ordering::Relaxed);
+    wait_above(&echoes, echoes_then + 20, "load flowing after the restart").await;
+    stop.cancel();
+    let (_sink, sent) = load.await.expect("load");
+    let _stream = tokio::time::timeout(LIMIT, outcomes)
+        .await
+        .expect("the sender never got its last message")
+        .expect("outcomes");
+    let (echoed, refused) = (echoes.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    println!("{sent} messages sent: {echoed} delivered to the room, {refused} refused with an error frame");
+    assert_eq!(
+        echoed + refused,
+        sent as usize,
+        "every message was delivered or refused"
+    );
+    for reader in readers {
+        let got = tokio::time::timeout(LIMIT, reader)
+            .await
+            .expect("a reader never got the last message")
+            .expect("a reader's socket failed");
+        assert_eq!(
+            got, echoed,
+            "a reader got other messages than the sender's echoes"
+        );
+    }
+    server.stop().await;
+}

@@ -1,0 +1,251 @@
+//! Faults in Redis never lose messages silently: a key written over affects
+//! only itself, a lost group key is written back within the membership
+//! check, and a restart of Redis is reported to senders and recovered from
+//! (memberships first, then healthy) within two seconds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use estuary_core::{ChannelLayer, ChannelLayerError, ChannelName, GroupName, Message, SendError};
+use estuary_redis::{RedisChannelLayer, RedisConfig};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn msg(n: u64) -> Message {
+    Message::from_json(&json!({"type": "fault.test", "n": n})).expect("message")
+}
+
+fn layer(url: &str, prefix: &str) -> RedisChannelLayer {
+    RedisChannelLayer::new(RedisConfig::new([url]).with_prefix(prefix)).expect("layer")
+}
+
+async fn recv(layer: &RedisChannelLayer, channel: &ChannelName) -> u64 {
+    let m = tokio::time::timeout(WAIT, layer.receive(channel))
+        .await
+        .expect("nothing received in time")
+        .expect("receive");
+    m.to_json()["n"].as_u64().expect("n")
+}
+
+async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection")
+}
+
+/// Polls `ready` every 20 ms until it holds or `limit` passes; returns how long it took.
+async fn wait_until<F: FnMut() -> bool>(limit: Duration, what: &str, mut ready: F) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_member_affects_only_itself() {
+    let prefix = common::unique_prefix();
+    let (a, b) = (
+        layer(common::SHARED_REDIS, &prefix),
+        layer(common::SHARED_REDIS, &prefix),
+    );
+    let room = GroupName::new("room").unwrap();
+    let (ca, cb) = (a.new_channel().await.unwrap(), b.new_channel().await.unwrap());
+    // A member of a third process whose queue someone wrote over.
+    let poisoned = ChannelName::new("specific.deadbeef!x").unwrap();
+    for ch in [&ca, &cb, &poisoned] {
+        a.group_add(&room, ch).await.unwrap();
+    }
+    let poisoned_key = format!("{prefix}specific.deadbeef!");
+    let mut conn = redis(common::SHARED_REDIS).await;
+    redis::cmd("SET")
+        .arg(&poisoned_key)
+        .arg("not a queue")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+
+    let report = a.group_send(&room, msg(1)).await.expect("group_send");
+    assert_eq!((report.delivered, report.dropped), (2, 1), "{report:?}");
+    assert_eq!(recv(&a, &ca).await, 1);
+    assert_eq!(recv(&b, &cb).await, 1);
+    assert_eq!(a.poisoned(), 1);
+
+    // A send to the poisoned channel itself: corrupt, not unavailable.
+    let err = a.send(&poisoned, msg(2)).await.expect_err("poisoned");
+    match &err {
+        SendError::Backend {
+            error: ChannelLayerError::Corrupt(e),
+            ..
+        } => assert!(e.to_string().contains(&poisoned_key), "{e}"),
+        other => panic!("wrong error kind: {other:?}"),
+    }
+    assert_eq!(a.poisoned(), 2);
+    assert_eq!(a.failed_sends(), 0, "nothing was unavailable");
+
+    // A poisoned group key: the group send says so, with the right kind.
+    let other = GroupName::new("other").unwrap();
+    redis::cmd("SET")
+        .arg(format!("{prefix}:group:other"))
+        .arg("not a group")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    let err = a.group_send(&other, msg(3)).await.expect_err("poisoned group");
+    assert!(matches!(err, ChannelLayerError::Corrupt(_)), "{err:?}");
+    let err = a.group_add(&other, &ca).await.expect_err("poisoned group");
+    assert!(matches!(err, ChannelLayerError::Corrupt(_)), "{err:?}");
+
+    // The room still works.
+    let report = b.group_send(&room, msg(4)).await.expect("group_send");
+    assert_eq!((report.delivered, report.dropped), (2, 1));
+    assert_eq!(recv(&a, &ca).await, 4);
+    assert_eq!(recv(&b, &cb).await, 4);
+    let _: () = redis::cmd("DEL")
+        .arg(&poisoned_key)
+        .arg(format!("{prefix}:group:other"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_process_queue_is_taken_back() {
+    let prefix = common::unique_prefix();
+    let config = RedisConfig::new([common::SHARED_REDIS])
+        .with_prefix(&prefix)
+        .with_receive_timeout(Duration::from_secs(1));
+    let a = RedisChannelLayer::new(config).expect("layer");
+    let ca = a.new_channel().await.unwrap();
+    let mut conn = redis(common::SHARED_REDIS).await;
+    redis::cmd("SET")
+        .arg(a.process_key())
+        .arg("not a queue")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    // Sends fail (corrupt) until the receive loop takes its queue back.
+    let start = Instant::now();
+    loop {
+        match a.send(&ca, msg(1)).await {
+            Ok(()) => break,
+            Err(SendError::Backend {
+                error: ChannelLayerError::Corrupt(_),
+                ..
+            }) => {}
+            Err(e) => panic!("wrong error: {e:?}"),
+        }
+        assert!(start.elapsed() < WAIT, "the queue was never taken back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recv(&a, &ca).await, 1);
+    assert!(a.poisoned() >= 1);
+    assert!(a.is_healthy());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_key_is_written_again_within_the_check() {
+    let prefix = common::unique_prefix();
+    let a = layer(common::SHARED_REDIS, &prefix);
+    let check = a.config().membership_check();
+    let room = GroupName::new("room").unwrap();
+    let ca = a.new_channel().await.unwrap();
+    let cb = a.new_channel().await.unwrap();
+    a.group_add(&room, &ca).await.unwrap();
+    a.group_add(&room, &cb).await.unwrap();
+    assert_eq!(a.group_send(&room, msg(0)).await.unwrap().delivered, 2);
+    assert_eq!(recv(&a, &ca).await, 0);
+    assert_eq!(recv(&a, &cb).await, 0);
+
+    // Eviction, or someone's DEL.
+    let mut conn = redis(common::SHARED_REDIS).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:group:room"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    // Deliveries resume within the check interval plus a round trip.
+    let mut n = 1;
+    loop {
+        let report = a.group_send(&room, msg(n)).await.expect("group_send");
+        if report.delivered == 2 {
+            break;
+        }
+        assert_eq!(report.delivered, 0, "all or nothing: {report:?}");
+        assert!(
+            deleted.elapsed() < check + Duration::from_secs(2),
+            "memberships not written back within {check:?} (+2 s slack)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+    }
+    let took = deleted.elapsed();
+    println!("deliveries resumed {took:?} after the group key was deleted (check every {check:?})");
+    assert_eq!(recv(&a, &ca).await, n);
+    assert_eq!(recv(&a, &cb).await, n);
+    assert_eq!(a.memberships_repaired(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_reported_and_recovered_from_quickly() {
+    let mut server = common::RedisServer::start();
+    let (url, port) = (server.url(), server.port);
+    let a = layer(&url, "asgi");
+    let room = GroupName::new("room").unwrap();
+    let ca = a.new_channel().await.unwrap();
+    a.group_add(&room, &ca).await.unwrap();
+    assert_eq!(a.group_send(&room, msg(0)).await.unwrap().delivered, 1);
+    assert_eq!(recv(&a, &ca).await, 0);
+    assert!(a.is_available());
+
+    server.stop();
+    wait_until(WAIT, "unavailable after Redis stopped", || !a.is_available()).await;
+    // Sends fail, with an error, and are counted.
+    let err = a.send(&ca, msg(1)).await.expect_err("Redis is down");
+    assert!(
+        matches!(
+            err,
+            SendError::Backend {
+                error: ChannelLayerError::Unavailable(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = a.group_send(&room, msg(2)).await.expect_err("Redis is down");
+    assert!(matches!(err, ChannelLayerError::Unavailable(_)), "{err:?}");
+    assert_eq!(a.failed_sends(), 2);
+
+    // Back, empty, on the same port.
+    let _server = common::RedisServer::start_on(port);
+    let back = Instant::now();
+    let mut conn = redis(&url).await;
+    let took = wait_until(Duration::from_secs(5), "healthy after the restart", || {
+        a.is_healthy()
+    })
+    .await;
+    println!("healthy {took:?} after Redis was back");
+    // Memberships were written before the layer said healthy.
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg("asgi:group:room")
+        .arg(ca.as_str())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(score.is_some(), "healthy before the memberships were written");
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "healthy only {:?} after Redis was back (bound 2 s + slack)",
+        back.elapsed()
+    );
+    // The existing member gets group sends without joining again.
+    let report = a.group_send(&room, msg(3)).await.expect("group_send");
+    assert_eq!(report.delivered, 1);
+    assert_eq!(recv(&a, &ca).await, 3);
+}
