@@ -32,7 +32,7 @@ pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
 pub use layer::{
     BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, ChannelReceiver,
-    GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, ReceiverState, SendError,
+    GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, REAP_INTERVAL, ReceiverState, SendError,
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};

@@ -17,6 +17,9 @@ use crate::names::{ChannelName, GroupName};
 use crate::sync::lock;
 use crate::throttle::Throttle;
 
+/// The longest pause between two runs of the in-memory layer's reaper.
+pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A channel layer inside one process (Channels' `InMemoryChannelLayer`).
 ///
 /// Cloning it gives another handle to the same layer. It keeps the whole
@@ -25,6 +28,15 @@ use crate::throttle::Throttle;
 /// expiry and group expiry on tokio's clock (so tests can pause time).
 /// A group send shares one encoded [`Message`] with every member: no copy per
 /// recipient.
+///
+/// Expired messages are reclaimed without anyone touching their queue: made
+/// inside a tokio runtime, the layer runs a reaper task (until the last
+/// handle is dropped) that, every [`REAP_INTERVAL`] at most (a quarter of
+/// the expiry if that is shorter), drops expired messages, forgets worker
+/// queues left empty with no one receiving, and lapsed group memberships.
+/// A message is thus held at most `expiry` plus that interval. Made outside
+/// a runtime, the layer reclaims only as queues are used and as the channel
+/// map grows.
 ///
 /// ```
 /// use estuary_core::{ChannelLayer, ChannelName, InMemoryChannelLayer, ChannelLayerConfig, Message, SendError};
@@ -235,8 +247,19 @@ impl std::fmt::Debug for InMemoryChannelLayer {
 }
 
 impl InMemoryChannelLayer {
-    /// A layer with the given settings.
+    /// A layer with the given settings (inside a tokio runtime, with its
+    /// reaper task).
     pub fn new(config: ChannelLayerConfig) -> Self {
+        let layer = Self::without_reaper(config);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let every =
+                (layer.inner.config.expiry() / 4).clamp(std::time::Duration::from_millis(10), REAP_INTERVAL);
+            runtime.spawn(reap(Arc::downgrade(&layer.inner), every));
+        }
+        layer
+    }
+
+    fn without_reaper(config: ChannelLayerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -253,6 +276,16 @@ impl InMemoryChannelLayer {
     /// The layer's settings.
     pub fn config(&self) -> &ChannelLayerConfig {
         &self.inner.config
+    }
+
+    /// Messages held in all queues now (expired ones included until they
+    /// are reclaimed).
+    pub fn queued(&self) -> usize {
+        self.inner
+            .channels()
+            .values()
+            .map(|q| q.state().items.len())
+            .sum()
     }
 
     /// How many messages group sends have dropped for full members, in all.
@@ -330,6 +363,53 @@ impl Inner {
             self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
         }
         Some(q)
+    }
+}
+
+/// The reaper: reclaims expired messages, abandoned worker queues and
+/// lapsed memberships every `every`, until the layer is dropped.
+async fn reap(layer: std::sync::Weak<Inner>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = layer.upgrade() else { return };
+        inner.reap(Instant::now());
+    }
+}
+
+impl Inner {
+    fn reap(&self, now: Instant) {
+        {
+            let own = &self.client_prefix;
+            let mut channels = self.channels();
+            // `is_abandoned` drops the expired messages of every queue it
+            // looks at; this layer's own channels stay until closed.
+            channels.retain(|name, q| {
+                let empty = q.is_abandoned(now);
+                name.as_str().starts_with(own.as_str()) || Arc::strong_count(q) > 1 || !empty
+            });
+            self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
+        }
+        let ttl = self.config.group_expiry();
+        let groups: Vec<(GroupName, Arc<Mutex<Members>>)> = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(g, m)| (g.clone(), m.clone()))
+            .collect();
+        for (group, members) in groups {
+            let empty = {
+                let mut members = lock(&members);
+                members.retain(|name, m| !m.is_stale(name, now, ttl));
+                members.is_empty()
+            };
+            if empty {
+                self.remove_if_empty(&group);
+            }
+        }
     }
 }
 

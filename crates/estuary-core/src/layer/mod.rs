@@ -12,7 +12,7 @@ use std::task::Poll;
 
 pub use config::ChannelLayerConfig;
 pub use handle::ChannelLayerHandle;
-pub use memory::InMemoryChannelLayer;
+pub use memory::{InMemoryChannelLayer, REAP_INTERVAL};
 
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
