@@ -35,6 +35,7 @@ fn layer_config(config: &Config) -> ChannelLayerConfig {
         .with_capacity(config.layer.capacity)
         .with_expiry(Duration::from_secs(config.layer.expiry))
         .with_group_expiry(Duration::from_secs(config.layer.group_expiry))
+        .with_max_channels(config.layer.max_channels.max(1))
 }
 
 /// The in-memory channel layer with the configured settings.

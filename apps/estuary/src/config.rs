@@ -124,6 +124,9 @@ pub struct LayerSettings {
     pub expiry: u64,
     /// Seconds a group membership lives.
     pub group_expiry: u64,
+    /// Channels the in-memory layer holds at most; past it, a push to a new
+    /// channel gets 429 (Redis layers leave this to Redis's maxmemory).
+    pub max_channels: usize,
 }
 
 /// `[server]`
@@ -198,6 +201,7 @@ impl Default for LayerSettings {
             capacity: 100,
             expiry: 60,
             group_expiry: 86_400,
+            max_channels: 100_000,
         }
     }
 }

@@ -98,12 +98,28 @@ fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
         && has_token(header::CONNECTION, "upgrade")
 }
 
-/// A copy of `headers` that owns its bytes. hyper's header values are
-/// slices of its read buffer; a scope that kept them would keep that whole
-/// buffer alive for the life of the WebSocket.
+/// Headers that served the handshake and mean nothing to a consumer
+/// afterwards: the scope does not keep them.
+const HANDSHAKE_ONLY: [header::HeaderName; 6] = [
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+    header::UPGRADE,
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+];
+
+/// A copy of `headers` that owns its bytes, without the handshake-only
+/// ones. hyper's header values are slices of its read buffer; a scope that
+/// kept them would keep that whole buffer alive for the life of the
+/// WebSocket. What is kept is bounded by the server's head limit
+/// ([`ServerConfig::max_header_size`](crate::ServerConfig::max_header_size)).
 fn compact_headers(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
+        if HANDSHAKE_ONLY.contains(name) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(name.as_str().as_bytes()),
             HeaderValue::from_bytes(value.as_bytes()),

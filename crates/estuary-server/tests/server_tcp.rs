@@ -34,6 +34,9 @@ impl Consumer for Probe {
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let _ = self.report.send(format!("client={client}"));
+        let mut names: Vec<&str> = ctx.scope().headers().keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        let _ = self.report.send(format!("headers={}", names.join(",")));
         if ctx.scope().subprotocols().iter().any(|p| p == "v2") {
             return Ok(Connect::accept_subprotocol("v2").with_header("x-estuary", "yes"));
         }
@@ -184,6 +187,24 @@ async fn subprotocol_headers_and_rejection_status() {
         }
         other => panic!("expected an HTTP rejection, got {other}"),
     }
+}
+
+/// The scope keeps what a consumer can use (cookies, origin, agent), not
+/// the handshake's own headers.
+#[tokio::test]
+async fn the_scope_keeps_no_handshake_only_headers() {
+    let server = start(WsSettings::default(), ServerConfig::default()).await;
+    let mut req = format!("ws://{}/ws/probe/", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cookie", "sessionid=abc".parse().unwrap());
+    req.headers_mut().insert("user-agent", "test".parse().unwrap());
+    let (_ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        server.next_report("headers=").await,
+        "headers=cookie,host,user-agent"
+    );
 }
 
 #[tokio::test]

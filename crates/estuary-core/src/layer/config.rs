@@ -25,6 +25,7 @@ pub struct ChannelLayerConfig {
     expiry: Duration,
     group_expiry: Duration,
     channel_capacity: Vec<(Regex, usize)>,
+    max_channels: usize,
 }
 
 impl Default for ChannelLayerConfig {
@@ -34,6 +35,7 @@ impl Default for ChannelLayerConfig {
             expiry: Duration::from_secs(60),
             group_expiry: Duration::from_secs(86_400),
             channel_capacity: Vec::new(),
+            max_channels: 100_000,
         }
     }
 }
@@ -72,6 +74,25 @@ impl ChannelLayerConfig {
     /// Sets the message expiry.
     pub fn with_expiry(mut self, expiry: Duration) -> Self {
         self.expiry = expiry;
+        self
+    }
+
+    /// The most channels a layer that keeps them in memory holds (default
+    /// 100,000). Sends, receives and group adds that would make a new
+    /// channel past it fail with
+    /// [`ChannelLayerError::TooManyChannels`](crate::ChannelLayerError::TooManyChannels):
+    /// callers (a push API, say) cannot grow the layer without bound by
+    /// naming new channels. The in-memory layer counts every channel;
+    /// the connections' own channels are never refused (the server's
+    /// connection limit bounds them). Redis layers leave the bound to
+    /// Redis's `maxmemory`.
+    pub fn max_channels(&self) -> usize {
+        self.max_channels
+    }
+
+    /// Sets [`max_channels`](Self::max_channels).
+    pub fn with_max_channels(mut self, max: usize) -> Self {
+        self.max_channels = max;
         self
     }
 

@@ -336,15 +336,27 @@ impl Inner {
     }
 
     /// The queue of `channel`. This layer's own channels exist only between
-    /// `new_channel` and `close_channel`: for those, `None` unless `create`.
-    /// Any other name gets a queue on first use (a worker channel).
-    fn queue(&self, channel: &ChannelName, create: bool) -> Option<Arc<Queue>> {
+    /// `new_channel` and `close_channel`: for those, `Closed` unless
+    /// `create`. Any other name gets a queue on first use (a worker
+    /// channel), unless the layer holds `max_channels` already.
+    fn queue(&self, channel: &ChannelName, create: bool) -> Result<Arc<Queue>, Missing> {
         let mut channels = self.channels();
         if let Some(q) = channels.get(channel) {
-            return Some(q.clone());
+            return Ok(q.clone());
         }
-        if !create && channel.as_str().starts_with(&self.client_prefix) {
-            return None;
+        let own = channel.as_str().starts_with(&self.client_prefix);
+        if !create && own {
+            return Err(Missing::Closed);
+        }
+        if !own && channels.len() >= self.config.max_channels() {
+            let now = Instant::now();
+            let prefix = &self.client_prefix;
+            channels.retain(|name, q| {
+                name.as_str().starts_with(prefix.as_str()) || Arc::strong_count(q) > 1 || !q.is_abandoned(now)
+            });
+            if channels.len() >= self.config.max_channels() {
+                return Err(Missing::TooMany(self.config.max_channels()));
+            }
         }
         let q = Arc::new(Queue::new(
             self.config.capacity_for(channel.as_str()),
@@ -362,8 +374,16 @@ impl Inner {
             });
             self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
         }
-        Some(q)
+        Ok(q)
     }
+}
+
+/// Why [`Inner::queue`] gave no queue.
+enum Missing {
+    /// One of this layer's own channels, closed (or never made).
+    Closed,
+    /// A new channel past `max_channels`.
+    TooMany(usize),
 }
 
 /// The reaper: reclaims expired messages, abandoned worker queues and
@@ -417,14 +437,25 @@ impl ChannelLayer for InMemoryChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let name = format!("{}{}", self.inner.client_prefix, uuid::Uuid::new_v4().simple());
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        self.inner.queue(&name, true);
+        // Own channels are never refused (the connection limit bounds them).
+        let _ = self.inner.queue(&name, true);
         Ok(name)
     }
 
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
-        let Some(queue) = self.inner.queue(channel, false) else {
-            tracing::debug!(%channel, "send to a closed channel; dropped");
-            return Ok(());
+        let queue = match self.inner.queue(channel, false) {
+            Ok(queue) => queue,
+            Err(Missing::Closed) => {
+                tracing::debug!(%channel, "send to a closed channel; dropped");
+                return Ok(());
+            }
+            Err(Missing::TooMany(limit)) => {
+                return Err(SendError::Backend {
+                    channel: channel.clone(),
+                    error: ChannelLayerError::TooManyChannels { limit },
+                    message,
+                });
+            }
         };
         let now = Instant::now();
         queue
@@ -440,7 +471,10 @@ impl ChannelLayer for InMemoryChannelLayer {
         let queue = self
             .inner
             .queue(channel, false)
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
+            .map_err(|missing| match missing {
+                Missing::Closed => ChannelLayerError::ChannelClosed(channel.clone()),
+                Missing::TooMany(limit) => ChannelLayerError::TooManyChannels { limit },
+            })?;
         loop {
             let ready = queue.ready.notified();
             tokio::pin!(ready);
@@ -456,9 +490,13 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
-        let Some(queue) = self.inner.queue(channel, false) else {
-            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
-            return Ok(());
+        let queue = match self.inner.queue(channel, false) {
+            Ok(queue) => queue,
+            Err(Missing::Closed) => {
+                tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
+                return Ok(());
+            }
+            Err(Missing::TooMany(limit)) => return Err(ChannelLayerError::TooManyChannels { limit }),
         };
         let members = self.inner.group_or_insert(group);
         lock(&members).insert(
@@ -583,7 +621,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             });
         }
         Box::new(QueueReceiver {
-            queue: self.inner.queue(channel, false),
+            queue: self.inner.queue(channel, false).ok(),
             channel,
         })
     }

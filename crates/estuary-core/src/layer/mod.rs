@@ -54,6 +54,14 @@ pub enum ChannelLayerError {
     /// A stored message could not be decoded.
     #[error("undecodable message in channel layer: {0}")]
     Corrupt(#[source] BoxError),
+    /// The layer holds as many channels as it may
+    /// ([`ChannelLayerConfig::max_channels`]): a send, receive or group add
+    /// that would make another one is refused.
+    #[error("too many channels: the layer holds {limit}")]
+    TooManyChannels {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A [`ChannelLayer::send`] failed; the message is handed back.

@@ -174,3 +174,58 @@ async fn the_reaper_keeps_live_channels_and_stops_with_the_layer() {
     tokio::time::sleep(REAP_INTERVAL * 2).await;
     assert!(weak.upgrade().is_none(), "the reaper holds no strong reference");
 }
+
+#[tokio::test]
+async fn callers_cannot_create_channels_past_the_limit() {
+    let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_max_channels(3));
+    let own = layer.new_channel().await.unwrap();
+    for n in 0..2 {
+        layer
+            .send(&ChannelName::new(&format!("w{n}")).unwrap(), msg(n))
+            .await
+            .unwrap();
+    }
+    let err = layer
+        .send(&ChannelName::new("w2").unwrap(), msg(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SendError::Backend {
+                error: ChannelLayerError::TooManyChannels { limit: 3 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(n(&err.into_message()), 2, "the message comes back");
+    let group = GroupName::new("g").unwrap();
+    assert!(matches!(
+        layer.group_add(&group, &ChannelName::new("w3").unwrap()).await,
+        Err(ChannelLayerError::TooManyChannels { .. })
+    ));
+    // Existing channels still work, and the connections' own are never refused.
+    layer
+        .send(&ChannelName::new("w0").unwrap(), msg(9))
+        .await
+        .unwrap();
+    let another = layer.new_channel().await.unwrap();
+    layer.send(&another, msg(1)).await.unwrap();
+    layer.send(&own, msg(1)).await.unwrap();
+    // Own channels count: with four held, a drained worker queue is not
+    // enough; once a connection closes too, the slot is free again.
+    let w1 = ChannelName::new("w1").unwrap();
+    layer.receive(&w1).await.unwrap();
+    assert!(
+        layer
+            .send(&ChannelName::new("w2").unwrap(), msg(2))
+            .await
+            .is_err()
+    );
+    layer.close_channel(&another).await;
+    layer
+        .send(&ChannelName::new("w2").unwrap(), msg(2))
+        .await
+        .unwrap();
+}
