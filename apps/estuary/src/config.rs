@@ -277,6 +277,12 @@ pub struct ServeArgs {
     /// Largest event from the channel layer or the push API, in bytes.
     #[arg(long, env = "ESTUARY_MAX_EVENT_SIZE")]
     pub max_event_size: Option<usize>,
+    /// Seconds for a client's request headers and the consumer's connect.
+    #[arg(long, env = "ESTUARY_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds a request body may take to arrive (past it, 408).
+    #[arg(long, env = "ESTUARY_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "ESTUARY_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -369,6 +375,12 @@ impl Config {
         if let Some(v) = a.max_event_size {
             config.websocket.max_event_size = v;
         }
+        if let Some(v) = a.handshake_timeout {
+            config.server.handshake_timeout = v;
+        }
+        if let Some(v) = a.body_timeout {
+            config.server.body_timeout = v;
+        }
         if let Some(v) = a.shutdown_timeout {
             config.server.shutdown_timeout = v;
         }
@@ -410,8 +422,9 @@ impl Config {
         if !(8192..=1024 * 1024).contains(&self.server.max_header_size) {
             bail!("server.max_header_size must be between 8192 bytes and 1 MiB");
         }
-        if self.server.max_headers == 0 || self.server.body_timeout == 0 {
-            bail!("server.max_headers and server.body_timeout must be at least 1");
+        if self.server.max_headers == 0 || self.server.body_timeout == 0 || self.server.handshake_timeout == 0
+        {
+            bail!("server.max_headers, server.body_timeout and server.handshake_timeout must be at least 1");
         }
         if self.websocket.max_event_size < 1024 || self.websocket.outbound_bytes < 1024 {
             bail!("websocket.max_event_size and websocket.outbound_bytes must be at least 1024 bytes");

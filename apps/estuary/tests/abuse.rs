@@ -178,8 +178,8 @@ async fn too_many_header_fields_get_431() {
 /// MB held). Now the body must arrive within `body_timeout`: 408.
 #[tokio::test]
 async fn a_trickling_push_body_gets_408() {
-    let server = Served::start(&["--push-insecure"]);
-    let config_timeout = 10;
+    let server = Served::start(&["--push-insecure", "--body-timeout", "1"]);
+    let config_timeout = 1;
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
     let head = format!(
         "POST /api/rooms/a/messages HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\n\
@@ -349,4 +349,162 @@ async fn garbage_instead_of_http_is_answered_400() {
     ));
     server.report("garbage");
     server.healthy().await;
+}
+
+/// 3,000 TCP connections that never send a request, from one address: the
+/// first 1,000 (the per-address cap) are held until the handshake timeout,
+/// the rest refused with 429 at once; a client from another address is
+/// served meanwhile.
+#[tokio::test]
+async fn thousands_of_silent_connections_are_capped_and_timed_out() {
+    let server = Served::start(&[]);
+    let mut silent = Vec::new();
+    for _ in 0..3000 {
+        silent.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    let mut member = join_from(&server, "/ws/chat/healthy/", [127, 0, 0, 3]).await;
+    member
+        .send_json(&json!({"message": "served", "username": "m"}))
+        .await;
+    assert_eq!(member.recv_type("chat_message").await["message"], "served");
+    let (mut refused, mut timed_out) = (0, 0);
+    for mut s in silent {
+        let mut out = Vec::new();
+        // Every one ends: a 429 at once, or closed at the handshake timeout.
+        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .expect("closed by the server")
+            .ok();
+        if out.starts_with(b"HTTP/1.1 429") {
+            refused += 1;
+        } else {
+            timed_out += 1;
+        }
+    }
+    println!("silent connections: {refused} refused with 429, {timed_out} closed at the handshake timeout");
+    assert_eq!((refused, timed_out), (2000, 1000));
+    server.report("silent connections");
+    server.healthy().await;
+}
+
+/// Slowloris: headers a byte at a time never finish within the handshake
+/// timeout, so the connection is closed then.
+#[tokio::test]
+async fn slowloris_headers_are_cut_off_at_the_handshake_timeout() {
+    let server = Served::start(&["--handshake-timeout", "1"]);
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"GET /chat/ HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..100 {
+        // One header byte every 100 ms: the head never completes.
+        if s.write_all(b"x").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                // hyper may answer 408 before closing.
+                assert!(
+                    buf[..n].starts_with(b"HTTP/1.1 408"),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "still open after 10 s of trickled headers");
+    println!("slowloris: closed after {:.1} s", started.elapsed().as_secs_f64());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.report("slowloris");
+    server.healthy().await;
+}
+
+/// A member that stops reading while its room is busy is closed with 1013;
+/// the others get every message, and memory stays bounded.
+#[tokio::test]
+async fn a_member_that_stops_reading_in_a_busy_room_is_closed_with_1013() {
+    let server = Served::start(&["--push-insecure", "--rate-limit", "0", "--rate-limit-per-ip", "0"]);
+    // A stalled reader: a tiny receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr()).await.unwrap();
+    let (stalled, _) = tokio_tungstenite::client_async(
+        server.url("/ws/chat/busy/"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let mut stalled = Client { ws: stalled };
+    let mut healthy = Client::join(&server.url("/ws/chat/busy/")).await;
+    // 14 MB for each member: more than the kernel buffers of the stalled
+    // one's connection take.
+    let text = "z".repeat(1000);
+    let sends = 14_000;
+    let sender = tokio::spawn({
+        let url = server.url("/ws/chat/busy/");
+        let text = text.clone();
+        async move {
+            use futures_util::StreamExt;
+            let c = Client::join(&url).await;
+            // The sender is a member too: it reads the room, or it would
+            // be a stalled reader itself.
+            let (mut tx, mut rx) = c.ws.split();
+            let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+            for _ in 0..sends {
+                tx.send(Message::text(
+                    json!({"message": text, "username": "s"}).to_string(),
+                ))
+                .await
+                .unwrap();
+            }
+            (tx, reader)
+        }
+    });
+    let mut got = 0;
+    let mut longest_gap = Duration::ZERO;
+    let mut last = std::time::Instant::now();
+    while got < sends {
+        use futures_util::StreamExt;
+        let next = tokio::time::timeout(Duration::from_secs(30), healthy.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("the healthy member starved after {got} messages"));
+        let Some(Ok(Message::Text(text))) = next else {
+            continue;
+        };
+        longest_gap = longest_gap.max(last.elapsed());
+        last = std::time::Instant::now();
+        if text.contains("chat_message") {
+            got += 1;
+        }
+    }
+    println!("stalled member: the healthy one got all {sends}; longest gap {longest_gap:?}");
+    let _sender = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("the sender finished")
+        .unwrap();
+    // The stalled member's socket still holds megabytes ahead of the close
+    // frame; reading them takes no time, the write deadline (10 s) does.
+    let code = tokio::time::timeout(Duration::from_secs(30), async {
+        use futures_util::StreamExt;
+        loop {
+            match stalled.ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stalled member is closed");
+    assert_eq!(code, Some(1013));
+    server.report("stalled member in a busy room");
 }

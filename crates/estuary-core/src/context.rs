@@ -348,7 +348,12 @@ impl Context {
         Ok(self.layer.send(channel, message).await?)
     }
 
-    /// Messages dropped for this client under [`SlowClientPolicy::Drop`].
+    pub(crate) fn count_dropped(&mut self, count: u64) {
+        self.dropped += count;
+    }
+
+    /// Messages dropped for this client under [`SlowClientPolicy::Drop`]
+    /// (its own sends, and group messages its channel had no room for).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

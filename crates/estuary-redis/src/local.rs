@@ -27,22 +27,43 @@ pub(crate) fn now() -> f64 {
 #[derive(Debug)]
 pub(crate) struct LocalQueue {
     capacity: usize,
-    items: Mutex<VecDeque<(f64, Message)>>,
+    items: Mutex<Buffer>,
     ready: Notify,
     closed: AtomicBool,
+    /// Whether messages dropped for want of room are reported to the
+    /// receiver (a connection's own channel), or only counted (a worker's).
+    reports_loss: bool,
+}
+
+#[derive(Debug, Default)]
+struct Buffer {
+    items: VecDeque<(f64, Message)>,
+    /// Messages dropped since the receiver was last told.
+    lost: u64,
 }
 
 impl LocalQueue {
+    /// A worker channel's buffer: drops are counted by the caller only.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            items: Mutex::new(VecDeque::new()),
+            items: Mutex::new(Buffer::default()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            reports_loss: false,
         }
     }
 
-    fn items(&self) -> std::sync::MutexGuard<'_, VecDeque<(f64, Message)>> {
+    /// A connection's own channel: [`pop`](Self::pop) reports drops, so
+    /// that its session tells the client (`ChannelLayerError::Lost`).
+    pub(crate) fn reporting(capacity: usize) -> Self {
+        Self {
+            reports_loss: true,
+            ..Self::new(capacity)
+        }
+    }
+
+    fn items(&self) -> std::sync::MutexGuard<'_, Buffer> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -51,30 +72,41 @@ impl LocalQueue {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
-        let mut items = self.items();
+        let mut buffer = self.items();
         let now = now();
-        items.retain(|(at, _)| *at > now);
-        if items.len() >= self.capacity {
+        buffer.items.retain(|(at, _)| *at > now);
+        if buffer.items.len() >= self.capacity {
+            if self.reports_loss {
+                buffer.lost += 1;
+                drop(buffer);
+                self.ready.notify_one();
+            }
             return false;
         }
-        items.push_back((expires, message));
-        drop(items);
+        buffer.items.push_back((expires, message));
+        drop(buffer);
         self.ready.notify_one();
         true
     }
 
-    /// Waits for the next unexpired message; `None` once closed. Cancel-safe.
-    pub(crate) async fn pop(&self) -> Option<Message> {
+    /// Waits for the next unexpired message, or `Err(n)` when `n` messages
+    /// were dropped for want of room since the last report (own channels
+    /// only, ahead of what is still buffered); `None` once closed.
+    /// Cancel-safe.
+    pub(crate) async fn pop(&self) -> Option<Result<Message, u64>> {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             {
                 let now = now();
-                let mut items = self.items();
-                while let Some((at, message)) = items.pop_front() {
+                let mut buffer = self.items();
+                if buffer.lost > 0 {
+                    return Some(Err(std::mem::take(&mut buffer.lost)));
+                }
+                while let Some((at, message)) = buffer.items.pop_front() {
                     if at > now {
-                        return Some(message);
+                        return Some(Ok(message));
                     }
                 }
             }
@@ -87,12 +119,12 @@ impl LocalQueue {
 
     /// True when nothing is buffered.
     pub(crate) fn is_empty(&self) -> bool {
-        self.items().is_empty()
+        self.items().items.is_empty()
     }
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.items().clear();
+        self.items().items.clear();
         self.ready.notify_waiters();
     }
 }
@@ -100,6 +132,8 @@ impl LocalQueue {
 impl LocalQueue {
     /// Drops every buffered message (for `flush`).
     pub(crate) fn clear(&self) {
-        self.items().clear();
+        let mut buffer = self.items();
+        buffer.items.clear();
+        buffer.lost = 0;
     }
 }

@@ -321,7 +321,9 @@ impl ChannelLayer for RedisPubSubChannelLayer {
             uuid::Uuid::new_v4().simple()
         );
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        let queue = Arc::new(LocalQueue::new(inner.config.layer.capacity_for(name.as_str())));
+        let queue = Arc::new(LocalQueue::reporting(
+            inner.config.layer.capacity_for(name.as_str()),
+        ));
         lock(&inner.local).insert(name.clone(), queue);
         if let Err(error) = inner.subscribe(name.as_str()).await {
             lock(&inner.local).remove(&name);
@@ -380,7 +382,8 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         queue
             .pop()
             .await
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))
+            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+            .map_err(|count| ChannelLayerError::Lost { count })
     }
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {

@@ -249,3 +249,38 @@ async fn a_restart_is_reported_and_recovered_from_quickly() {
     assert_eq!(report.delivered, 1);
     assert_eq!(recv(&a, &ca).await, 3);
 }
+
+/// Messages for a connection's channel that its local buffer had no room
+/// for (its session fell behind) are reported on its next receive, ahead
+/// of what is still buffered: the session closes 1013 instead of the
+/// client missing them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_local_buffer_reports_its_losses_to_the_receiver() {
+    let prefix = common::unique_prefix();
+    let layer = RedisChannelLayer::new(
+        RedisConfig::new([common::SHARED_REDIS])
+            .with_prefix(&prefix)
+            .with_layer_config(estuary_core::ChannelLayerConfig::default().with_capacity(5)),
+    )
+    .expect("layer");
+    let me = layer.new_channel().await.unwrap();
+    let room = GroupName::new("room").unwrap();
+    layer.group_add(&room, &me).await.unwrap();
+    // One at a time, each popped into the local buffer before the next:
+    // the buffer holds 5, the rest are dropped there.
+    for n in 0..12 {
+        layer.group_send(&room, msg(n)).await.unwrap();
+        wait_until(WAIT, "the receive loop takes the message", || {
+            layer.dropped() + 5 >= n + 1
+        })
+        .await;
+    }
+    match tokio::time::timeout(WAIT, layer.receive(&me))
+        .await
+        .expect("in time")
+    {
+        Err(ChannelLayerError::Lost { count }) => assert_eq!(count, 7),
+        other => panic!("expected the loss first, got {other:?}"),
+    }
+    assert_eq!(recv(&layer, &me).await, 0, "then what was buffered, in order");
+}

@@ -131,6 +131,9 @@ struct QueueState {
     receiver: ReceiverState,
     /// Whether this queue is counted in the layer's backlog.
     counted: bool,
+    /// Group messages dropped because the queue was full, not yet reported
+    /// to the bound receiver.
+    lost: u64,
 }
 
 /// Why a push failed; the message comes back.
@@ -149,6 +152,7 @@ impl Queue {
                 waiting: None,
                 receiver: ReceiverState::Detached,
                 counted: false,
+                lost: 0,
             }),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
@@ -176,6 +180,15 @@ impl Queue {
         };
         if state.items.len() >= limit {
             self.backlog.update(&mut state, self.capacity);
+            if overflow {
+                // A group message this channel will never see: its session
+                // is told (see `QueueReceiver`), so the loss is not silent.
+                state.lost += 1;
+                if let Some(receiver) = state.waiting.take() {
+                    drop(state);
+                    receiver.wake();
+                }
+            }
             return Err(Rejected {
                 message,
                 live: live && overflow,
@@ -663,6 +676,10 @@ impl ChannelReceiver for QueueReceiver<'_> {
             return Poll::Ready(Err(ChannelLayerError::ChannelClosed(self.channel.clone())));
         };
         let mut state = queue.state();
+        if state.lost > 0 {
+            let count = std::mem::take(&mut state.lost);
+            return Poll::Ready(Err(ChannelLayerError::Lost { count }));
+        }
         if let Some(message) = queue.pop_locked(&mut state, Instant::now()) {
             return Poll::Ready(Ok(message));
         }

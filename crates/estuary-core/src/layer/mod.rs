@@ -54,6 +54,19 @@ pub enum ChannelLayerError {
     /// A stored message could not be decoded.
     #[error("undecodable message in channel layer: {0}")]
     Corrupt(#[source] BoxError),
+    /// Messages for this process-specific channel (a connection's own) were
+    /// dropped because it was full: its consumer fell behind. Reported once
+    /// per loss, ahead of the messages still queued, by the receiver of the
+    /// channel (the in-memory layer's bound [`ChannelLayer::receiver`]; the
+    /// Redis layers' `receive`, which their receivers loop over): the
+    /// session then applies its slow-client policy (close 1013, or count
+    /// the loss), so that no loss goes unnoticed. Worker channels never
+    /// report it (their drops are counted by the layer).
+    #[error("{count} messages for this channel were dropped: it was full")]
+    Lost {
+        /// Messages dropped since the last report.
+        count: u64,
+    },
     /// The layer holds as many channels as it may
     /// ([`ChannelLayerConfig::max_channels`]): a send, receive or group add
     /// that would make another one is refused.

@@ -509,6 +509,19 @@ impl<C: Consumer> Session<C> {
             Err(ChannelLayerError::ChannelClosed(_)) => {
                 Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
             }
+            // Group messages for this client were dropped while it was not
+            // reading: never silently. Disconnect tells the client (1013),
+            // which then knows to reload; Drop counts them.
+            Err(ChannelLayerError::Lost { count }) => match self.config.slow_client {
+                SlowClientPolicy::Disconnect { .. } => {
+                    tracing::debug!(channel = %conn.channel, count, "client too slow: group messages lost; closing");
+                    Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+                }
+                SlowClientPolicy::Drop => {
+                    self.ctx.count_dropped(count);
+                    Step::Continue
+                }
+            },
             Err(error) => {
                 // The backend is down: keep the socket, retry in a second.
                 tracing::warn!(channel = %conn.channel, %error, "channel layer receive failed; retrying");

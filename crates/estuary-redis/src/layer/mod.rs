@@ -474,7 +474,8 @@ impl Inner {
         rx.queue
             .pop()
             .await
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))
+            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+            .map_err(|count| ChannelLayerError::Lost { count })
     }
 }
 
@@ -483,7 +484,7 @@ impl ChannelLayer for RedisChannelLayer {
         let inner = &self.inner;
         let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        let queue = LocalQueue::new(inner.config.layer.capacity_for(name.as_str()));
+        let queue = LocalQueue::reporting(inner.config.layer.capacity_for(name.as_str()));
         lock(&inner.local).insert(name.clone(), Arc::new(queue));
         Ok(name)
     }
@@ -545,7 +546,8 @@ impl ChannelLayer for RedisChannelLayer {
             return queue
                 .pop()
                 .await
-                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()));
+                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+                .map_err(|count| ChannelLayerError::Lost { count });
         }
         if channel.is_process_specific() {
             return Err(ChannelLayerError::ForeignChannel(channel.clone()));

@@ -229,3 +229,34 @@ async fn callers_cannot_create_channels_past_the_limit() {
         .await
         .unwrap();
 }
+
+/// Group messages a full channel had no room for are reported to its bound
+/// receiver (once, ahead of what is still queued), so its session can tell
+/// the client instead of losing them silently.
+#[tokio::test]
+async fn a_bound_receiver_is_told_of_group_messages_lost_for_it() {
+    let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
+    let me = layer.new_channel().await.unwrap();
+    let group = GroupName::new("g").unwrap();
+    layer.group_add(&group, &me).await.unwrap();
+    for n in 0..3 {
+        layer.group_send(&group, msg(n)).await.unwrap();
+    }
+    let mut receiver = layer.receiver(&me);
+    let next = |r: &mut Box<dyn ChannelReceiver + '_>| {
+        futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| r.poll_receive(cx)))
+    };
+    assert!(matches!(
+        next(&mut receiver),
+        Some(Err(ChannelLayerError::Lost { count: 2 }))
+    ));
+    assert_eq!(n(&next(&mut receiver).unwrap().unwrap()), 0);
+    assert!(
+        next(&mut receiver).is_none(),
+        "reported once, then nothing queued"
+    );
+    // A direct send that does not fit is refused to its sender: not a loss.
+    layer.send(&me, msg(5)).await.unwrap();
+    assert!(layer.send(&me, msg(6)).await.is_err());
+    assert_eq!(n(&next(&mut receiver).unwrap().unwrap()), 5);
+}
