@@ -20,13 +20,15 @@ ESTUARY_PUSH_TOKEN="$TOKEN" NO_COLOR=1 target/debug/estuary serve --bind "127.0.
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
 status=0
-target/schemathesis-venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/openapi.json" \
+# From target/: schemathesis keeps its cache of failing cases in the current
+# folder (.schemathesis/), and replays them first on the next run.
+(cd target && schemathesis-venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/openapi.json" \
   --wait-for-schema 30 \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
   --max-examples "${1:-200}" \
   --generation-database none \
-  --no-color || status=$?
+  --no-color) || status=$?
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "schemathesis: the server is no longer running; its log:" >&2
   tail -n 40 "$LOG" >&2
