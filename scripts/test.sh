@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs first:
-# formatting, lints, docs, unit/integration/doc tests, and the real-browser
-# test of the chat pages. CI runs exactly this (.ci/run).
+# formatting, lints, docs, unit/integration/doc tests, the push API's contract
+# (schemathesis), and the real-browser test of the chat pages. CI runs exactly
+# this (.ci/run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack, the benchmark peers)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers)"
 scripts/install-browser.sh
 scripts/install-interop.sh
+scripts/install-schemathesis.sh
 bench/peers/install.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
@@ -35,6 +37,9 @@ fi
 
 step "doc tests"
 cargo test --workspace --doc --quiet
+
+step "push API contract (schemathesis against apps/estuary/openapi.json)"
+scripts/schemathesis.sh
 
 step "Autobahn conformance (echo example, cases 1-10)"
 scripts/autobahn.sh

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use estuary::prelude::*;
 use estuary::{GroupSendReport, SendError};
 use serde::Deserialize;
@@ -269,21 +269,52 @@ async fn health(State(state): State<PushState>) -> Response {
     }
 }
 
-/// `GET /api/rooms`, `POST /api/groups/{group}/send`,
+/// The push API's OpenAPI 3.0 document (`apps/estuary/openapi.json`),
+/// served at `GET /api/openapi.json`. Written by hand; the `openapi` test and
+/// schemathesis (in `scripts/test.sh`) keep it true.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every route this module serves, as `(method, path)` in axum's path
+/// syntax (which is OpenAPI's). [`routes`] mounts exactly these, so a route
+/// cannot be served without being listed here, and the `openapi` test checks
+/// that this list and the document's operations are the same.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/rooms"),
+    ("POST", "/api/rooms/{room}/messages"),
+    ("POST", "/api/groups/{group}/send"),
+    ("POST", "/api/channels/{channel}/send"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/healthz"),
+];
+
+/// The handler of one entry of [`ROUTES`]; POST routes need the token.
+fn endpoint(method: &str, path: &str, state: &PushState) -> MethodRouter<PushState> {
+    let push = |route: MethodRouter<PushState>| {
+        route.route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+    };
+    match (method, path) {
+        ("GET", "/api/rooms") => {
+            get(|State(s): State<PushState>| async move { Json(json!({"rooms": s.rooms.list()})) })
+        }
+        ("POST", "/api/rooms/{room}/messages") => push(post(room_post)),
+        ("POST", "/api/groups/{group}/send") => push(post(group_send)),
+        ("POST", "/api/channels/{channel}/send") => push(post(channel_send)),
+        ("GET", "/api/openapi.json") => {
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) })
+        }
+        ("GET", "/healthz") => get(health),
+        _ => unreachable!("ROUTES lists {method} {path} but no handler serves it"),
+    }
+}
+
+/// The routes of [`ROUTES`]: `GET /api/rooms`, `POST /api/groups/{group}/send`,
 /// `POST /api/channels/{channel}/send`, `POST /api/rooms/{room}/messages`,
-/// `GET /healthz`.
+/// `GET /api/openapi.json`, `GET /healthz`.
 pub fn routes(state: PushState) -> axum::Router {
-    let pushes = axum::Router::new()
-        .route("/api/groups/{group}/send", post(group_send))
-        .route("/api/channels/{channel}/send", post(channel_send))
-        .route("/api/rooms/{room}/messages", post(room_post))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    axum::Router::new()
-        .route(
-            "/api/rooms",
-            get(|State(s): State<PushState>| async move { Json(json!({"rooms": s.rooms.list()})) }),
-        )
-        .route("/healthz", get(health))
-        .merge(pushes)
+    ROUTES
+        .iter()
+        .fold(axum::Router::new(), |router, &(method, path)| {
+            router.route(path, endpoint(method, path, &state))
+        })
         .with_state(state)
 }
