@@ -203,6 +203,13 @@ async fn channel_send(
             StatusCode::TOO_MANY_REQUESTS,
             format!("channel is full ({capacity} messages)"),
         )),
+        Err(SendError::Backend {
+            error: estuary::ChannelLayerError::TooManyChannels { limit },
+            ..
+        }) => Err(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many channels: the layer holds {limit} (layer.max_channels)"),
+        )),
         Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }

@@ -20,7 +20,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use estuary_core::{ChannelLayer, ChannelLayerConfig, ChannelName, GroupName, Message, SendError};
+use estuary_core::{
+    ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelName, GroupName, Message, SendError,
+};
 
 /// How the suite lets time pass for the expiry checks.
 pub trait Clock: Send + Sync {
@@ -256,7 +258,8 @@ pub async fn capacity_full_hands_message_back<L: ChannelLayer>(layer: L) {
 }
 
 /// A process channel whose consumer does not read stays bounded: sends past
-/// its capacity fail with `Full` (when the layer can tell) or are dropped.
+/// its capacity fail with `Full` (when the layer can tell) or are dropped,
+/// and then reported to the receiver as `Lost`.
 /// A layer with a shared per-process queue in front of the channel's own
 /// buffer (Redis) may hold up to twice the capacity; what arrives is in
 /// order and never duplicated.
@@ -269,8 +272,14 @@ pub async fn process_channel_never_exceeds_capacity<L: ChannelLayer>(layer: L) {
         }
     }
     let mut got = Vec::new();
-    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(300), layer.receive(&ch)).await {
-        got.push(n(&m));
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), layer.receive(&ch)).await {
+            Ok(Ok(m)) => got.push(n(&m)),
+            // A layer that dropped messages for the channel says so once,
+            // ahead of what it still holds.
+            Ok(Err(ChannelLayerError::Lost { count })) => assert!(count > 0),
+            _ => break,
+        }
     }
     assert_eq!(
         got.get(..3),
@@ -326,7 +335,8 @@ pub async fn group_send_reaches_members_only<L: ChannelLayer>(layer: L) {
 
 /// A full member is skipped; the others still receive. A layer that can see
 /// the member's queue counts the skip in the report (the in-memory layer
-/// does; a Redis process drops it from its local buffer instead).
+/// does; a Redis process drops it from its local buffer instead). Either
+/// way the skipped member is told: its next receive is `Lost`.
 pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
     let room = group("conformance_full");
     let slow = layer.new_channel().await.expect("new_channel");
@@ -338,6 +348,10 @@ pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
     let report = layer.group_send(&room, msg(2)).await.expect("group_send");
     assert!(report.dropped <= 1, "{report:?}");
     assert_eq!(n(&recv(&layer, &fast).await), 2);
+    match tokio::time::timeout(WAIT, layer.receive(&slow)).await {
+        Ok(Err(ChannelLayerError::Lost { count: 1 })) => {}
+        other => panic!("the skipped member is told of its loss first, got {other:?}"),
+    }
     assert_eq!(n(&recv(&layer, &slow).await), 1);
     assert_empty(&layer, &slow).await;
 }

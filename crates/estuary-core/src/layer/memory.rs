@@ -118,6 +118,8 @@ impl Member {
 
 struct Queue {
     capacity: usize,
+    /// A connection's own channel: losses are reported to its receiver.
+    reports_loss: bool,
     state: Mutex<QueueState>,
     ready: Notify,
     closed: AtomicBool,
@@ -144,9 +146,10 @@ struct Rejected {
 }
 
 impl Queue {
-    fn new(capacity: usize, backlog: Arc<Backlog>) -> Self {
+    fn new(capacity: usize, backlog: Arc<Backlog>, reports_loss: bool) -> Self {
         Self {
             capacity,
+            reports_loss,
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 waiting: None,
@@ -180,13 +183,16 @@ impl Queue {
         };
         if state.items.len() >= limit {
             self.backlog.update(&mut state, self.capacity);
-            if overflow {
-                // A group message this channel will never see: its session
-                // is told (see `QueueReceiver`), so the loss is not silent.
+            if overflow && self.reports_loss {
+                // A group message this connection will never see: its
+                // session is told (`ChannelLayerError::Lost`), so the loss
+                // is not silent.
                 state.lost += 1;
-                if let Some(receiver) = state.waiting.take() {
-                    drop(state);
-                    receiver.wake();
+                let waiting = state.waiting.take();
+                drop(state);
+                match waiting {
+                    Some(receiver) => receiver.wake(),
+                    None => self.ready.notify_one(),
                 }
             }
             return Err(Rejected {
@@ -374,6 +380,7 @@ impl Inner {
         let q = Arc::new(Queue::new(
             self.config.capacity_for(channel.as_str()),
             self.backlog.clone(),
+            channel.is_process_specific(),
         ));
         channels.insert(channel.clone(), q.clone());
         let len = channels.len() as u64;
@@ -492,8 +499,15 @@ impl ChannelLayer for InMemoryChannelLayer {
             let ready = queue.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            if let Some(message) = queue.pop(Instant::now()) {
-                return Ok(message);
+            {
+                let mut state = queue.state();
+                if state.lost > 0 {
+                    let count = std::mem::take(&mut state.lost);
+                    return Err(ChannelLayerError::Lost { count });
+                }
+                if let Some(message) = queue.pop_locked(&mut state, Instant::now()) {
+                    return Ok(message);
+                }
             }
             if queue.closed.load(Ordering::Acquire) {
                 return Err(ChannelLayerError::ChannelClosed(channel.clone()));

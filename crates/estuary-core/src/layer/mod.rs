@@ -56,12 +56,11 @@ pub enum ChannelLayerError {
     Corrupt(#[source] BoxError),
     /// Messages for this process-specific channel (a connection's own) were
     /// dropped because it was full: its consumer fell behind. Reported once
-    /// per loss, ahead of the messages still queued, by the receiver of the
-    /// channel (the in-memory layer's bound [`ChannelLayer::receiver`]; the
-    /// Redis layers' `receive`, which their receivers loop over): the
-    /// session then applies its slow-client policy (close 1013, or count
-    /// the loss), so that no loss goes unnoticed. Worker channels never
-    /// report it (their drops are counted by the layer).
+    /// per loss, ahead of the messages still queued, by
+    /// [`ChannelLayer::receive`] and [`ChannelLayer::receiver`] on that
+    /// channel: the session then applies its slow-client policy (close
+    /// 1013, or count the loss), so that no loss goes unnoticed. Worker
+    /// channels never report it (their drops are counted by the layer).
     #[error("{count} messages for this channel were dropped: it was full")]
     Lost {
         /// Messages dropped since the last report.
