@@ -245,3 +245,30 @@ pub fn server(data: &[u8]) -> u64 {
     }
     trail.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(seed: &str) -> String {
+        let data = std::fs::read(crate::driver::crate_dir().join("corpus/http-server").join(seed)).unwrap();
+        let h = harness();
+        let (answer, _) = h.runtime.block_on(exchange(h.addr, &data));
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// The seeds reach deep: the handshake is accepted and the chat consumer
+    /// answers frames; the push API takes the token; a bad room is refused.
+    #[test]
+    fn seeds_reach_the_application() {
+        let upgraded = answer("seed-upgrade-then-frames");
+        assert!(upgraded.starts_with("HTTP/1.1 101"), "{upgraded}");
+        assert!(upgraded.contains("connection_established"), "{upgraded}");
+        assert!(upgraded.contains("Invalid JSON format"), "{upgraded}");
+        let pushed = answer("seed-push");
+        assert!(pushed.starts_with("HTTP/1.1 2"), "{pushed}");
+        assert!(answer("seed-push-no-token").starts_with("HTTP/1.1 401"));
+        assert!(answer("seed-evil-host").starts_with("HTTP/1.1 400"));
+        assert!(answer("seed-evil-origin").starts_with("HTTP/1.1 403"));
+    }
+}
