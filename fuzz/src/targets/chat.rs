@@ -42,16 +42,21 @@ pub fn run(data: &[u8]) -> u64 {
         trail.note("msgpack message");
         match message.decode::<ChatEvent>() {
             Ok(event) => {
-                trail.note("msgpack event");
+                trail.note(("msgpack event", kind(&event)));
                 check_event(&event);
             }
             Err(e) => {
+                trail.note("msgpack not an event");
                 let _ = e.to_string();
             }
         }
     }
-    if let Ok(event) = serde_json::from_slice::<ChatEvent>(data) {
-        trail.note("json event");
+    let json = serde_json::from_slice::<ChatEvent>(data);
+    if let Err(e) = &json {
+        trail.note(("json", e.classify() as u8));
+    }
+    if let Ok(event) = json {
+        trail.note(("json event", kind(&event)));
         check_event(&event);
         // What the push API does with a JSON body.
         let value = serde_json::to_value(&event).expect("an event is JSON");
