@@ -270,3 +270,39 @@ pub fn repro(target: &'static Target, file: &Path) -> anyhow::Result<Result<u64,
     let input = std::fs::read(file)?;
     Ok(run_one(target, &input))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panics_on_two_bangs(data: &[u8]) -> u64 {
+        assert!(data.iter().filter(|b| **b == b'!').count() < 2, "two bangs");
+        data.len() as u64
+    }
+
+    static SELF_TEST: Target = Target {
+        name: "driver-self-test",
+        about: "a target with a planted bug",
+        run: panics_on_two_bangs,
+        dictionary: &[b"!"],
+        max_len: 16,
+    };
+
+    /// The driver finds a planted bug, saves the input and says how to replay it.
+    #[test]
+    fn a_planted_panic_is_found_saved_and_reproduced() {
+        install_panic_hook();
+        let crash = fuzz(&SELF_TEST, Duration::from_secs(10), 5).expect_err("the bug is found");
+        assert!(crash.message.contains("two bangs"), "{}", crash.message);
+        let saved = crash.saved.clone().expect("the input is saved");
+        assert_eq!(std::fs::read(&saved).unwrap(), crash.input);
+        assert!(
+            crash
+                .to_string()
+                .contains("cargo run -p estuary-fuzz -- repro driver-self-test")
+        );
+        let replayed = repro(&SELF_TEST, &saved).unwrap();
+        assert!(replayed.is_err());
+        let _ = std::fs::remove_dir_all(saved.parent().unwrap());
+    }
+}
