@@ -35,6 +35,11 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+step "fuzzing (every target, bounded time)"
+# 15 s per target (seven targets: under two minutes); the seed is printed, and
+# a panic saves its input under fuzz/artifacts/ with the command to replay it.
+cargo run --quiet -p estuary-fuzz -- all --seconds 15
+
 step "doc tests"
 cargo test --workspace --doc --quiet
 

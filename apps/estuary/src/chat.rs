@@ -137,6 +137,51 @@ fn clean_username(raw: &str) -> Option<String> {
     (!name.is_empty() && name.chars().count() <= MAX_USERNAME_CHARS).then(|| name.to_owned())
 }
 
+/// A chat message from a client, checked: the text and the name it goes
+/// out under.
+#[doc(hidden)] // Public for the fuzz harness (`fuzz/`), not an API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessage {
+    /// The text, trimmed: 1 to [`MAX_MESSAGE_CHARS`] characters.
+    pub message: String,
+    /// The sender's name: the authenticated name, the one given, or `Anonymous`.
+    pub username: String,
+}
+
+/// Reads a client's text frame (the protocol's "Client to server"); the
+/// error is the text of the error frame to answer with. `authenticated_as`
+/// is the authenticated member's name, which wins over the frame's.
+#[doc(hidden)] // Public for the fuzz harness (`fuzz/`), not an API.
+pub fn parse_client_message(
+    text: &str,
+    authenticated_as: Option<String>,
+) -> Result<ClientMessage, &'static str> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Err(INVALID_JSON);
+    };
+    let body = match fields.get("message") {
+        Some(serde_json::Value::String(m)) => m.trim(),
+        _ => return Err(INVALID_MESSAGE),
+    };
+    let chars = body.chars().count();
+    if chars == 0 || chars > MAX_MESSAGE_CHARS {
+        return Err(INVALID_MESSAGE);
+    }
+    let username = match authenticated_as {
+        Some(name) => name,
+        None => match fields.get("username") {
+            None | Some(serde_json::Value::Null) => anonymous(),
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => anonymous(),
+            Some(serde_json::Value::String(s)) => clean_username(s).ok_or(INVALID_MESSAGE)?,
+            Some(_) => return Err(INVALID_MESSAGE),
+        },
+    };
+    Ok(ClientMessage {
+        message: body.to_owned(),
+        username,
+    })
+}
+
 impl Consumer for ChatConsumer {
     type Event = ChatEvent;
 
@@ -169,33 +214,16 @@ impl Consumer for ChatConsumer {
         let WsMessage::Text(text) = message else {
             return Self::error(ctx, "Binary messages are not supported").await;
         };
-        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return Self::error(ctx, INVALID_JSON).await;
-        };
-        let body = match fields.get("message") {
-            Some(serde_json::Value::String(m)) => m.trim(),
-            _ => return Self::error(ctx, INVALID_MESSAGE).await,
-        };
-        let chars = body.chars().count();
-        if chars == 0 || chars > MAX_MESSAGE_CHARS {
-            return Self::error(ctx, INVALID_MESSAGE).await;
-        }
-        let username = if self.authenticated {
-            self.known_name.clone().unwrap_or_else(anonymous)
-        } else {
-            match fields.get("username") {
-                None | Some(serde_json::Value::Null) => anonymous(),
-                Some(serde_json::Value::String(s)) if s.trim().is_empty() => anonymous(),
-                Some(serde_json::Value::String(s)) => match clean_username(s) {
-                    Some(name) => name,
-                    None => return Self::error(ctx, INVALID_MESSAGE).await,
-                },
-                Some(_) => return Self::error(ctx, INVALID_MESSAGE).await,
-            }
+        let authenticated_as = self
+            .authenticated
+            .then(|| self.known_name.clone().unwrap_or_else(anonymous));
+        let ClientMessage { message, username } = match parse_client_message(&text, authenticated_as) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Self::error(ctx, reason).await,
         };
         let Some(room) = &self.room else { return Ok(()) };
         let event = ChatEvent::Message {
-            message: body.to_owned(),
+            message,
             username,
             id: Some(uuid::Uuid::new_v4().simple().to_string()),
             ts: Some(now_millis()),

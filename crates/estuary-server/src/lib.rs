@@ -52,3 +52,33 @@ pub use server::{Server, ServerConfig, shutdown_signal};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};
+
+/// The handshake's pure checks, reachable from the fuzz harness (`fuzz/`).
+///
+/// Not part of the API: it exists so that the harness can call the checks
+/// every upgrade request goes through with hostile input, without a socket,
+/// and may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderMap, Method};
+
+    /// RFC 6455's `Sec-WebSocket-Key` check (16 bytes, base64).
+    pub fn valid_websocket_key(key: &[u8]) -> bool {
+        crate::service::valid_websocket_key(key)
+    }
+
+    /// True when a request asks for a WebSocket upgrade.
+    pub fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
+        crate::service::is_websocket_upgrade(headers, method)
+    }
+
+    /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
+    pub fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+        crate::service::offered_subprotocols(headers)
+    }
+
+    /// The copy of the headers a scope keeps.
+    pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+        crate::service::compact_headers(headers)
+    }
+}

@@ -78,14 +78,14 @@ fn plain(status: StatusCode, reason: &str) -> Response<Body> {
 }
 
 /// RFC 6455 4.1: the key is 16 bytes, base64-encoded (24 characters).
-fn valid_websocket_key(key: &[u8]) -> bool {
+pub(crate) fn valid_websocket_key(key: &[u8]) -> bool {
     key.len() == 24
         && base64::engine::general_purpose::STANDARD
             .decode(key)
             .is_ok_and(|nonce| nonce.len() == 16)
 }
 
-fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap, method: &Method) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -114,7 +114,7 @@ const HANDSHAKE_ONLY: [header::HeaderName; 6] = [
 /// kept them would keep that whole buffer alive for the life of the
 /// WebSocket. What is kept is bounded by the server's head limit
 /// ([`ServerConfig::max_header_size`](crate::ServerConfig::max_header_size)).
-fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         if HANDSHAKE_ONLY.contains(name) {
@@ -131,7 +131,7 @@ fn compact_headers(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
-fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()

@@ -211,11 +211,6 @@ impl Queue {
         Ok(())
     }
 
-    fn pop(&self, now: Instant) -> Option<Message> {
-        let mut state = self.state();
-        self.pop_locked(&mut state, now)
-    }
-
     fn pop_locked(&self, state: &mut QueueState, now: Instant) -> Option<Message> {
         let mut found = None;
         while let Some((at, message)) = state.items.pop_front() {

@@ -1,0 +1,153 @@
+//! The chat protocol: a client's text frame (`parse_client_message`), and a
+//! `ChatEvent` from the channel layer, as msgpack (what Redis carries, also
+//! from Django processes) and as JSON (what the push API takes), rendered to
+//! the frame that members receive.
+//!
+//! Input: the bytes, read each way.
+
+use bytes::Bytes;
+use estuary_app::chat::{
+    ChatConsumer, ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, parse_client_message,
+};
+use estuary_core::{Consumer, Message, WsMessage};
+
+use crate::{Trail, text};
+
+/// Runs one input.
+pub fn run(data: &[u8]) -> u64 {
+    let mut trail = Trail::new();
+    let frame = text(data);
+    for authenticated in [None, Some("alice".to_owned())] {
+        let is_auth = authenticated.is_some();
+        match parse_client_message(&frame, authenticated) {
+            Ok(m) => {
+                trail.note("client message");
+                let chars = m.message.chars().count();
+                assert!(
+                    (1..=MAX_MESSAGE_CHARS).contains(&chars),
+                    "{chars} characters accepted"
+                );
+                assert_eq!(m.message.trim(), m.message, "the message is trimmed");
+                assert!(!m.username.trim().is_empty());
+                assert!(m.username.chars().count() <= MAX_USERNAME_CHARS);
+                if is_auth {
+                    assert_eq!(m.username, "alice", "the authenticated name wins");
+                }
+            }
+            Err(reason) => trail.note(reason),
+        }
+    }
+
+    if let Ok(message) = Message::from_msgpack(Bytes::copy_from_slice(data)) {
+        trail.note("msgpack message");
+        match message.decode::<ChatEvent>() {
+            Ok(event) => {
+                trail.note(("msgpack event", kind(&event)));
+                check_event(&event);
+            }
+            Err(e) => {
+                trail.note("msgpack not an event");
+                let _ = e.to_string();
+            }
+        }
+    }
+    let json = serde_json::from_slice::<ChatEvent>(data);
+    if let Err(e) = &json {
+        trail.note(("json", e.classify() as u8));
+    }
+    if let Ok(event) = json {
+        trail.note(("json event", kind(&event)));
+        check_event(&event);
+        // What the push API does with a JSON body.
+        let value = serde_json::to_value(&event).expect("an event is JSON");
+        let message = Message::from_json(&value).expect("an event is a message");
+        assert_eq!(
+            message.decode::<ChatEvent>().map(|e| kind(&e)).ok(),
+            Some(kind(&event))
+        );
+    }
+    trail.finish()
+}
+
+fn kind(event: &ChatEvent) -> &'static str {
+    match event {
+        ChatEvent::Message { .. } => "chat_message",
+        ChatEvent::Join { .. } => "user_join",
+        ChatEvent::Leave { .. } => "user_leave",
+    }
+}
+
+/// Re-encoding is stable, and the rendered frame is the protocol's JSON.
+fn check_event(event: &ChatEvent) {
+    let once = Message::encode(event).expect("an event encodes");
+    let back: ChatEvent = once.decode().expect("an encoded event decodes");
+    let twice = Message::encode(&back).expect("an event encodes");
+    assert_eq!(
+        once.as_bytes(),
+        twice.as_bytes(),
+        "decode-then-encode is not stable for {event:?}"
+    );
+
+    let frame = ChatConsumer::render(event).expect("every chat event renders");
+    let WsMessage::Text(text) = frame else {
+        panic!("a chat frame is text")
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).expect("a chat frame is JSON");
+    assert_eq!(json["type"], kind(event), "{text}");
+    match event {
+        ChatEvent::Message {
+            message, username, ..
+        } => {
+            assert_eq!(json["message"], message.as_str());
+            assert_eq!(json["username"], username.as_str());
+            assert!(json["ts"].is_i64() && json["id"].is_string(), "{text}");
+        }
+        ChatEvent::Join { username } | ChatEvent::Leave { username } => {
+            assert_eq!(json["username"], username.as_str());
+        }
+    }
+}
+
+/// Tokens of chat frames, in JSON and msgpack.
+pub const DICTIONARY: &[&[u8]] = &[
+    b"\"message\"",
+    b"\"username\"",
+    b"\"type\"",
+    b"\"chat.message\"",
+    b"\"user.join\"",
+    b"\"user.leave\"",
+    b"\"id\"",
+    b"\"ts\"",
+    b"null",
+    b"true",
+    b"1e400",
+    b"-9223372036854775809",
+    b"9223372036854775807",
+    b"\\u0000",
+    b"\\ud800",
+    b"\\u00e9",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"  ",
+    b"\t",
+    b"\xa4type",
+    b"\xacchat.message",
+    b"\xa7message",
+    b"\xa8username",
+    b"\xa2id",
+    b"\xa2ts",
+    b"\xa9user.join",
+    b"\xaauser.leave",
+    b"\xc0",
+    b"\xd3\x80\x00\x00\x00\x00\x00\x00\x00",
+    b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+    b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00",
+    b"\xc4\x02\x00\x01",
+    b"\x82",
+    b"\x83",
+    b"\x84",
+];
