@@ -166,7 +166,8 @@ async fn handshakes_padded_with_headers_are_refused_and_memory_stays_flat() {
 #[tokio::test]
 async fn too_many_header_fields_get_431() {
     let server = Served::start(&[]);
-    let many: String = (0..100).map(|i| format!("x-{i}: y\r\n")).collect();
+    // 80 fields: under hyper's own ceiling of 100, over Estuary's 64.
+    let many: String = (0..80).map(|i| format!("x-{i}: y\r\n")).collect();
     assert_eq!(
         status_of(server.addr(), upgrade(server.port, &many).as_bytes()).await,
         431

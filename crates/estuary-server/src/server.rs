@@ -311,6 +311,24 @@ enum Refusal {
 
 static TOTAL_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
 static PER_IP_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
+static UNTRUSTED_FORWARDING: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(60));
+
+/// A peer that is not a trusted proxy sent `X-Forwarded-For`: either a
+/// client lying about its address (ignored), or a proxy the operator forgot
+/// to trust, whose clients then all count as one address in every
+/// per-address limit. Said once a minute.
+fn untrusted_forwarding(peer: Option<SocketAddr>) {
+    if let Some(held_back) = UNTRUSTED_FORWARDING.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            ?peer,
+            held_back,
+            "X-Forwarded-For from a peer not in trusted_proxies: ignored; if this is your reverse \
+             proxy, add it to trusted_proxies, or all its clients count as one address in the \
+             per-address limits"
+        );
+    }
+}
+
 static HANDSHAKES_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
 
 fn refused_log(throttle: &estuary_core::Throttle, peer: Option<SocketAddr>, limit: &'static str) {
@@ -409,6 +427,9 @@ impl<S> Conn<S> {
         let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
             let client = proxies.client_of(peer, req.headers());
+            if !proxied && req.headers().contains_key("x-forwarded-for") {
+                untrusted_forwarding(peer);
+            }
             let upgrade = req.headers().contains_key(http::header::SEC_WEBSOCKET_KEY);
             let mut slots = slots.clone();
             if upgrade {
