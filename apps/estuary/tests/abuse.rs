@@ -509,3 +509,49 @@ async fn a_member_that_stops_reading_in_a_busy_room_is_closed_with_1013() {
     assert_eq!(code, Some(1013));
     server.report("stalled member in a busy room");
 }
+
+/// Past `max_connections` in all, a new connection is answered 503 and
+/// closed at once (from any address); one given back makes room again.
+#[tokio::test]
+async fn connections_past_the_total_get_503() {
+    let server = Served::start(&["--max-connections", "10"]);
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        held.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    let mut member = Client::join(&server.url("/ws/chat/healthy/")).await;
+    for from in [[127, 0, 0, 1], [127, 0, 0, 4]] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let mut s = socket.connect(server.addr()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        assert!(
+            out.starts_with(b"HTTP/1.1 503"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    drop(held.pop());
+    let reached = tokio::time::timeout(WAIT, async {
+        while status_of(
+            server.addr(),
+            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+        )
+        .await
+            != 200
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "a slot was given back");
+    member
+        .send_json(&json!({"message": "fine", "username": "m"}))
+        .await;
+    assert_eq!(member.recv_type("chat_message").await["message"], "fine");
+    server.report("total cap");
+}
