@@ -239,3 +239,63 @@ async fn wait_for_status(server: &TestServer, status: u16) {
         assert!(Instant::now() < deadline, "/healthz never answered {status}");
     }
 }
+
+/// A sender whose every message awaits a group send through Redis still
+/// takes its own deliveries: its channel's buffer (here 20) never
+/// overflows, so it is not closed for falling behind, and every member gets
+/// every message. (With client input read before deliveries, the sender's
+/// own channel overflowed and it was closed with 1013.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_sender_through_redis_keeps_up_with_its_own_room() {
+    use futures_util::{SinkExt, StreamExt};
+    let prefix = prefix();
+    let mut config = redis_config(SHARED_REDIS, &prefix, None);
+    config.layer.capacity = 20;
+    config.websocket.rate_limit = 0.0;
+    config.websocket.rate_limit_per_ip = 0.0;
+    let server = TestServer::with_config(config).await;
+    let url = server.url("/ws/chat/fast/");
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(Client::join(&url).await);
+    }
+    let sender = Client::join(&url).await;
+    let (mut tx, mut rx) = sender.ws.split();
+    const SENDS: usize = 1000;
+    let reading = tokio::spawn(async move {
+        let mut own = 0;
+        while own < SENDS {
+            match tokio::time::timeout(common::WAIT, rx.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) if t.contains("\"burst\"") => {
+                    own += 1
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f)))) => {
+                    return Err(format!("closed: {f:?}"));
+                }
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("after {own}: {other:?}")),
+            }
+        }
+        Ok(own)
+    });
+    for _ in 0..SENDS {
+        tx.send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"message": "burst", "username": "s"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        reading.await.unwrap(),
+        Ok(SENDS),
+        "the sender got its own messages"
+    );
+    for member in &mut members {
+        let mut got = 0;
+        while got < SENDS {
+            if member.recv_type("chat_message").await["message"] == "burst" {
+                got += 1;
+            }
+        }
+    }
+}

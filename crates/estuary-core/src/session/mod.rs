@@ -339,10 +339,15 @@ impl<C: Consumer> Session<C> {
                 Some(item) = self.outbound.recv() => self.write_out(&mut conn, item).await,
                 // An async block: the relief future is made only when polled.
                 _ = async { layer.relieved().await }, if backlogged => Step::Continue,
-                inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
+                // Deliveries before more client input: a busy sender (its
+                // handler awaiting each group send) would otherwise read
+                // message after message while its own channel overflows.
+                // The drain takes what is queued, so the client's turn
+                // comes as soon as the channel is empty.
                 received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
                     self.on_layer(&mut conn, received).await
                 }
+                inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
                 _ = sleep_until_opt(conn.layer_pause) => {
                     conn.layer_pause = None;
                     Step::Continue
