@@ -314,6 +314,7 @@ impl<C: Consumer> Session<C> {
                 .clone()
                 .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
             oversized: 0,
+            client_turns: 0,
             write_timeout: self.config.write_timeout,
         };
         // From here on a session drains this channel: group sends may hold
@@ -331,28 +332,39 @@ impl<C: Consumer> Session<C> {
             if self.outbound.is_empty() {
                 self.ctx.keeping_up();
             }
-            // Inline rather than a method per turn: a turn's future would be
-            // built (and moved, all of its size) on every wake-up.
-            let step = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                Some(item) = self.outbound.recv() => self.write_out(&mut conn, item).await,
-                // An async block: the relief future is made only when polled.
-                _ = async { layer.relieved().await }, if backlogged => Step::Continue,
-                // Deliveries before more client input: a busy sender (its
-                // handler awaiting each group send) would otherwise read
-                // message after message while its own channel overflows.
-                // The drain takes what is queued, so the client's turn
-                // comes as soon as the channel is empty.
-                received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
-                    self.on_layer(&mut conn, received).await
-                }
-                inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
-                _ = sleep_until_opt(conn.layer_pause) => {
-                    conn.layer_pause = None;
-                    Step::Continue
-                }
-                _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
+            // Client input goes first (a burst of it then reaches the layer
+            // together, and its deliveries come back together), but a busy
+            // sender (its handler awaiting each group send) must not read
+            // message after message while its own channel overflows: after
+            // `CLIENT_TURNS` client messages in a row, what the layer holds
+            // is taken first.
+            let forced = if conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none() {
+                conn.client_turns = 0;
+                std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
+            } else {
+                None
+            };
+            let step = match forced {
+                Some(received) => self.on_layer(&mut conn, received).await,
+                // Inline rather than a method per turn: a turn's future
+                // would be built (and moved, all of its size) on every
+                // wake-up.
+                None => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
+                    Some(item) = self.outbound.recv() => self.write_out(&mut conn, item).await,
+                    // An async block: the relief future is made only when polled.
+                    _ = async { layer.relieved().await }, if backlogged => Step::Continue,
+                    inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
+                    received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                        self.on_layer(&mut conn, received).await
+                    }
+                    _ = sleep_until_opt(conn.layer_pause) => {
+                        conn.layer_pause = None;
+                        Step::Continue
+                    }
+                    _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
+                },
             };
             if let Step::Close(closing) = step {
                 break closing;
@@ -417,6 +429,7 @@ impl<C: Consumer> Session<C> {
             }
             Some(Ok(Inbound::Message(message))) => message,
         };
+        conn.client_turns = conn.client_turns.saturating_add(1);
         if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
         }
@@ -451,6 +464,7 @@ impl<C: Consumer> Session<C> {
         conn: &mut Conn<'_, T>,
         received: Result<crate::Message, ChannelLayerError>,
     ) -> Step {
+        conn.client_turns = 0;
         let mut step = self.handle_layer(conn, received).await;
         let drain_limit = self.config.outbound_capacity / 2;
         let mut turns = 0;
@@ -629,8 +643,14 @@ struct Conn<'a, T> {
     address: Option<(AddressRateLimiter, std::net::IpAddr)>,
     /// Layer messages dropped for their size.
     oversized: u64,
+    /// Client messages handled since the layer's last turn.
+    client_turns: u8,
     write_timeout: Duration,
 }
+
+/// Client messages a session handles in a row, while its channel holds
+/// deliveries, before it takes those first.
+const CLIENT_TURNS: u8 = 8;
 
 /// Logs a dropped oversized layer message, at most once a second.
 fn oversized_event(channel: &ChannelName, kind: &str, size: usize) {
