@@ -253,6 +253,9 @@ pub struct ServeArgs {
     /// Seconds between keepalive pings (0 disables).
     #[arg(long, env = "ESTUARY_PING_INTERVAL")]
     pub ping_interval: Option<u64>,
+    /// Seconds a client may stay silent after a ping before it is dropped.
+    #[arg(long, env = "ESTUARY_PING_TIMEOUT")]
+    pub ping_timeout: Option<u64>,
     /// Bytes read from a client's socket at a time (each connection keeps a buffer this large).
     #[arg(long, env = "ESTUARY_READ_BUFFER_SIZE")]
     pub read_buffer_size: Option<usize>,
@@ -350,6 +353,9 @@ impl Config {
         }
         if let Some(v) = a.ping_interval {
             config.websocket.ping_interval = v;
+        }
+        if let Some(v) = a.ping_timeout {
+            config.websocket.ping_timeout = v;
         }
         if let Some(v) = a.read_buffer_size {
             config.websocket.read_buffer_size = v;

@@ -555,3 +555,31 @@ async fn connections_past_the_total_get_503() {
     assert_eq!(member.recv_type("chat_message").await["message"], "fine");
     server.report("total cap");
 }
+
+/// A peer that stops answering pings (here: a raw socket after the
+/// handshake, which never reads, so nothing answers) is dropped once the
+/// ping timeout has passed; its room goes on.
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_dropped() {
+    let server = Served::start(&["--ping-interval", "1", "--ping-timeout", "1"]);
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(upgrade(server.port, "").as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[9..12], b"101");
+    let started = std::time::Instant::now();
+    // Read raw bytes (pings, never answered) until the server closes.
+    let mut sink = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut sink))
+        .await
+        .expect("the silent peer is dropped")
+        .ok();
+    let after = started.elapsed();
+    println!("silent peer: dropped after {:.1} s", after.as_secs_f64());
+    assert!(
+        after >= Duration::from_secs(1),
+        "not before a ping went unanswered"
+    );
+    server.report("silent peer");
+    server.healthy().await;
+}

@@ -182,3 +182,32 @@ fn a_public_bind_needs_allowed_hosts() {
         assert!(Config::load(&args).is_ok(), "{bind}");
     }
 }
+
+/// With the channel layer unreachable, a push is refused with 503 (and
+/// `/healthz` says so), never accepted and lost.
+#[tokio::test]
+async fn a_push_while_the_layer_is_down_gets_503() {
+    let mut config = Config {
+        push_insecure: true,
+        ..Config::default()
+    };
+    // A port where nothing listens.
+    config.layer.redis = vec![format!("redis://127.0.0.1:{}/0", free_port())];
+    let server = TestServer::with_config(config).await;
+    let answer = http::post_json(
+        server.addr,
+        "/api/groups/chat_x/send",
+        r#"{"type": "chat.message", "message": "x"}"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert_eq!(server.get_status("/healthz").await, 503);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
