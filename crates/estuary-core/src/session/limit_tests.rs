@@ -195,10 +195,9 @@ async fn groups_per_connection_are_bounded() {
             .await
             .is_ok()
     );
-    let reject = Session::open(Echo { join: 3 }, scope(), layer.clone(), config)
-        .await
-        .err()
-        .expect("the third group is refused");
+    let Err(reject) = Session::open(Echo { join: 3 }, scope(), layer.clone(), config).await else {
+        panic!("the third group is refused");
+    };
     assert_eq!(reject.status, http::StatusCode::FORBIDDEN);
     assert_eq!(reject.reason, "too many groups");
     // What was joined before the refusal is left again.
