@@ -255,6 +255,31 @@ async fn postgres_db_sessions() {
 }
 
 #[tokio::test]
+async fn postgres_reconnects_after_the_server_drops_the_connection() {
+    let db = PgDatabase::create().await;
+    let project = Project::new("db", |_| format!("postgres:{}", db.name));
+    let cookies = project.probe(&["prepare"]);
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
+    let sessions = DjangoSessions::connect(DjangoConfig::new(SECRET, url.parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        user_of(&sessions, &cookies["alice"]).await.as_deref(),
+        Some("alice")
+    );
+    // The server ends every connection to the project's database (a restart, a failover).
+    pg_admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ))
+    .await;
+    assert_eq!(
+        user_of(&sessions, &cookies["alice"]).await.as_deref(),
+        Some("alice")
+    );
+}
+
+#[tokio::test]
 async fn postgres_signed_cookie_sessions() {
     let db = PgDatabase::create().await;
     let project = Project::new("signed_cookies", |_| format!("postgres:{}", db.name));
