@@ -1,6 +1,7 @@
 //! The targets, one file per kind of input.
 
 pub mod chat;
+pub mod django;
 pub mod http;
 pub mod names;
 pub mod query;
@@ -45,6 +46,13 @@ pub const ALL: &[Target] = &[
         run: stored::run,
         dictionary: stored::DICTIONARY,
         max_len: 4096,
+    },
+    Target {
+        name: "django",
+        about: "Django session cookies, signed values and session data (estuary-django)",
+        run: django::run,
+        dictionary: django::DICTIONARY,
+        max_len: 2048,
     },
     Target {
         name: "http-checks",
