@@ -39,6 +39,9 @@ impl CloseCode {
     pub const INTERNAL_ERROR: Self = Self(1011);
     /// 1013: try again later: the server is overloaded, or the client too slow.
     pub const TRY_AGAIN_LATER: Self = Self(1013);
+    /// 4401: the user's credential expired while connected (a JWT's `exp`
+    /// passed): authenticate again, then reconnect.
+    pub const CREDENTIALS_EXPIRED: Self = Self(4401);
 
     /// The numeric code.
     pub const fn as_u16(self) -> u16 {

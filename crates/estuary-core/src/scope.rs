@@ -31,18 +31,28 @@ pub enum ScopeError {
 }
 
 /// The authenticated user of a connection, as an authentication middleware
-/// puts it in the scope (Channels' `scope["user"]`).
+/// puts it in the scope (Channels' `scope["user"]`): an identifier, a
+/// display name, attributes or claims a consumer can read (a JWT's claims,
+/// a Django user's `is_staff` and `email`), and when the credential expires.
+///
+/// A connection whose user's credential expires is closed by its session
+/// with [`CloseCode::CREDENTIALS_EXPIRED`](crate::CloseCode::CREDENTIALS_EXPIRED)
+/// (4401).
 ///
 /// ```
 /// use estuary_core::User;
 ///
-/// let user = User::new("42", "alice");
+/// let user = User::new("42", "alice").with_attribute("is_staff", true);
 /// assert_eq!(user.name(), "alice");
+/// assert_eq!(user.attribute("is_staff"), Some(&serde_json::json!(true)));
+/// assert!(user.expires_at().is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     id: String,
     name: String,
+    attributes: serde_json::Map<String, serde_json::Value>,
+    expires_at: Option<std::time::SystemTime>,
 }
 
 impl User {
@@ -51,7 +61,42 @@ impl User {
         Self {
             id: id.into(),
             name: name.into(),
+            attributes: serde_json::Map::new(),
+            expires_at: None,
         }
+    }
+
+    /// Adds an attribute (a claim).
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets every attribute at once.
+    pub fn with_attributes(mut self, attributes: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Sets when the credential expires (a JWT's `exp`).
+    pub fn with_expiry(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// An attribute (a claim), if present.
+    pub fn attribute(&self, key: &str) -> Option<&serde_json::Value> {
+        self.attributes.get(key)
+    }
+
+    /// Every attribute.
+    pub fn attributes(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.attributes
+    }
+
+    /// When the credential expires, if it does.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.expires_at
     }
 
     /// The user's stable identifier.

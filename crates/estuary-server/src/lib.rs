@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+mod auth;
 mod body;
 mod hosts;
 mod limits;
@@ -41,6 +42,7 @@ mod settings;
 mod throttle;
 mod transport;
 
+pub use auth::{AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator, Handshake};
 pub use body::BodyTimeout;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use limits::ServerStats;

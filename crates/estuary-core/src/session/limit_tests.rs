@@ -210,3 +210,31 @@ async fn groups_per_connection_are_bounded() {
         .unwrap();
     assert_eq!(report.delivered, 1, "only the accepted connection is in g0");
 }
+
+/// A user whose credential expires while connected is closed with 4401.
+#[tokio::test(start_paused = true)]
+async fn an_expired_credential_closes_with_4401() {
+    let layer = ChannelLayerHandle::default();
+    let user =
+        crate::User::new("1", "alice").with_expiry(std::time::SystemTime::now() + Duration::from_secs(60));
+    let scope = Scope::builder("/ws/t").user(Some(user)).build();
+    // No keepalive: this transport never answers pings.
+    let config = SessionConfig {
+        ping_interval: None,
+        ..SessionConfig::default()
+    };
+    let (session, _) = Session::open(Echo { join: 0 }, scope, layer, config)
+        .await
+        .expect("accepted");
+    let (_to_session, inbound) = mpsc::unbounded_channel();
+    let (tx, _written) = mpsc::unbounded_channel();
+    let started = tokio::time::Instant::now();
+    let outcome = session
+        .run(Fed { inbound, written: tx }, CancellationToken::new())
+        .await;
+    assert_eq!(outcome.code, CloseCode::CREDENTIALS_EXPIRED);
+    assert!(
+        started.elapsed() >= Duration::from_secs(59),
+        "not before it expired"
+    );
+}

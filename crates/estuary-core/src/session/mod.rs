@@ -315,6 +315,12 @@ impl<C: Consumer> Session<C> {
                 .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
             oversized: 0,
             client_turns: 0,
+            credential_deadline: self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
+                let left = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                Instant::now() + left
+            }),
             write_timeout: self.config.write_timeout,
         };
         // From here on a session drains this channel: group sends may hold
@@ -364,6 +370,10 @@ impl<C: Consumer> Session<C> {
                         Step::Continue
                     }
                     _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
+                    _ = sleep_until_opt(conn.credential_deadline) => {
+                        tracing::debug!(channel = %conn.channel, "credentials expired; closing");
+                        Closing::server(CloseCode::CREDENTIALS_EXPIRED, "credentials expired", true)
+                    }
                 },
             };
             if let Step::Close(closing) = step {
@@ -645,6 +655,8 @@ struct Conn<'a, T> {
     oversized: u64,
     /// Client messages handled since the layer's last turn.
     client_turns: u8,
+    /// When the user's credential expires (a JWT's `exp`).
+    credential_deadline: Option<Instant>,
     write_timeout: Duration,
 }
 

@@ -1,0 +1,310 @@
+//! Who is connecting: an [`Authenticator`] reads a WebSocket handshake and
+//! says who the user is; [`AuthLayer`] puts that user in the scope
+//! (Channels' `AuthMiddlewareStack`), and refuses the handshake where
+//! authentication is required.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use estuary_core::User;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+
+use crate::router::ConnectionInfo;
+
+/// The boxed future an [`Authenticator`] returns.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<User>, AuthError>> + Send + 'a>>;
+
+/// What an [`Authenticator`] sees of a WebSocket handshake.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake<'a> {
+    /// The request's URI (path and query string).
+    pub uri: &'a Uri,
+    /// The request's headers (`Cookie`, `Authorization`, `Origin`, ...).
+    pub headers: &'a HeaderMap,
+    /// The client's address, after trusted-proxy resolution.
+    pub client: Option<SocketAddr>,
+}
+
+impl Handshake<'_> {
+    /// The value of the query-string parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.uri.query()?;
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| (k == name).then_some(v))
+    }
+
+    /// The value of the cookie `name` (the last one, if sent twice).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+            .next_back()
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub fn bearer_token(&self) -> Option<&str> {
+        self.headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+    }
+}
+
+/// Why authentication could not be decided (not: the credential is bad,
+/// which is `Ok(None)`, an anonymous user).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The credential was presented and refused, with the status to answer
+    /// (401 or 403) and a reason for the client.
+    #[error("{reason}")]
+    Refused {
+        /// The HTTP status of the refusal.
+        status: StatusCode,
+        /// Why, for the client.
+        reason: String,
+    },
+    /// The check could not be made (the session database is down): the
+    /// handshake gets 503, never an anonymous user by mistake.
+    #[error("authentication unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads a WebSocket handshake and says who the user is.
+///
+/// Contract: `Ok(Some(user))` for a valid credential; `Ok(None)` for none, or
+/// one that is not valid (expired, forged, a user who is inactive), which is
+/// an anonymous visitor, as Django has; `Err(AuthError::Refused)` to refuse
+/// the handshake outright whatever the route's policy; and
+/// `Err(AuthError::Unavailable)` when the check cannot be made (503). Set
+/// [`User::with_expiry`] when the credential expires: the connection is
+/// then closed with 4401 at that moment.
+///
+/// ```
+/// use estuary_core::User;
+/// use estuary_server::{AuthFuture, Authenticator, Handshake};
+///
+/// /// `?token=letmein` is alice.
+/// struct Fixed;
+///
+/// impl Authenticator for Fixed {
+///     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+///         let user = (handshake.query_param("token").as_deref() == Some("letmein"))
+///             .then(|| User::new("1", "alice"));
+///         Box::pin(async move { Ok(user) })
+///     }
+/// }
+/// ```
+pub trait Authenticator: Send + Sync + 'static {
+    /// Decides who is connecting.
+    fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a>;
+}
+
+/// Whether a route needs an authenticated user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// Anonymous visitors are let in with no user (Django's
+    /// `AnonymousUser`); the consumer decides.
+    Optional,
+    /// Without a valid credential the handshake gets 401 before the upgrade.
+    Required,
+}
+
+/// The tower layer that runs an [`Authenticator`] on every WebSocket
+/// handshake and puts the user in the scope ([`Scope::user`](estuary_core::Scope::user)).
+/// Plain HTTP requests pass untouched. The policy is [`AuthPolicy::Optional`]
+/// unless set; paths can be given their own with [`AuthLayer::require_under`].
+///
+/// ```
+/// use estuary_core::User;
+/// use estuary_server::{AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
+///
+/// struct Nobody;
+/// impl Authenticator for Nobody {
+///     fn authenticate<'a>(&'a self, _: Handshake<'a>) -> AuthFuture<'a> {
+///         Box::pin(async { Ok(None::<User>) })
+///     }
+/// }
+///
+/// let layer = AuthLayer::new(Nobody).require_under("/ws/private/");
+/// assert_eq!(layer.policy_for("/ws/private/room/"), AuthPolicy::Required);
+/// assert_eq!(layer.policy_for("/ws/chat/lobby/"), AuthPolicy::Optional);
+/// ```
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<dyn Authenticator>,
+    default: AuthPolicy,
+    required_under: Arc<[String]>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("default", &self.default)
+            .field("required_under", &self.required_under)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthLayer {
+    /// Authentication by `authenticator`, optional everywhere.
+    pub fn new(authenticator: impl Authenticator) -> Self {
+        Self {
+            authenticator: Arc::new(authenticator),
+            default: AuthPolicy::Optional,
+            required_under: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Sets the policy of every route not named by `require_under`.
+    pub fn with_policy(mut self, policy: AuthPolicy) -> Self {
+        self.default = policy;
+        self
+    }
+
+    /// Requires authentication for paths starting with `prefix`.
+    pub fn require_under(mut self, prefix: impl Into<String>) -> Self {
+        let mut prefixes = self.required_under.to_vec();
+        prefixes.push(prefix.into());
+        self.required_under = prefixes.into();
+        self
+    }
+
+    /// The policy of a request path.
+    pub fn policy_for(&self, path: &str) -> AuthPolicy {
+        if self.required_under.iter().any(|p| path.starts_with(p.as_str())) {
+            AuthPolicy::Required
+        } else {
+            self.default
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!("{reason}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl<S, B> tower::Service<Request<B>> for AuthService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !req.headers().contains_key(header::SEC_WEBSOCKET_KEY) {
+            return Box::pin(self.inner.call(req));
+        }
+        // The ready inner service is taken; a clone stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let client = req.extensions().get::<ConnectionInfo>().and_then(|i| i.client);
+            let handshake = Handshake {
+                uri: req.uri(),
+                headers: req.headers(),
+                client,
+            };
+            let decided = layer.authenticator.authenticate(handshake).await;
+            match decided {
+                Ok(Some(user)) => {
+                    req.extensions_mut().insert(user);
+                }
+                Ok(None) if layer.policy_for(req.uri().path()) == AuthPolicy::Required => {
+                    let mut response = refusal(StatusCode::UNAUTHORIZED, "authentication required");
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return Ok(response);
+                }
+                Ok(None) => {}
+                Err(AuthError::Refused { status, reason }) => return Ok(refusal(status, &reason)),
+                Err(AuthError::Unavailable(error)) => {
+                    tracing::warn!(%error, "handshake refused: authentication unavailable");
+                    return Ok(refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "authentication unavailable",
+                    ));
+                }
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Handshake<'a> {
+        Handshake {
+            uri,
+            headers,
+            client: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_read_from_query_cookie_and_header() {
+        let uri: Uri = "/ws/chat/a/?token=a%20b&x=1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; sessionid=\"abc\"; sessionid=def".parse().unwrap(),
+        );
+        headers.insert(header::AUTHORIZATION, "Bearer t0k".parse().unwrap());
+        let h = handshake(&uri, &headers);
+        assert_eq!(h.query_param("token").as_deref(), Some("a b"));
+        assert_eq!(h.query_param("missing"), None);
+        assert_eq!(h.cookie("sessionid").as_deref(), Some("def"), "the last one wins");
+        assert_eq!(h.bearer_token(), Some("t0k"));
+        let bare = HeaderMap::new();
+        assert_eq!(handshake(&uri, &bare).cookie("sessionid"), None);
+        assert_eq!(handshake(&uri, &bare).bearer_token(), None);
+    }
+}
