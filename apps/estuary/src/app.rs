@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use estuary::prelude::*;
 use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
-use estuary::server::{AllowedHostsService, OriginLayer, OriginService, RouterService};
+use estuary::server::{AllowedHostsService, AuthService, OriginLayer, OriginService, RouterService};
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 use tower::Layer as _;
 
+use crate::auth::AppAuth;
 use crate::chat::ChatConsumer;
 use crate::config::{Bind, Config};
 use crate::push::{PushAccess, PushState, routes as push_routes};
@@ -85,8 +86,8 @@ pub fn origin_layer(config: &Config) -> anyhow::Result<OriginLayer> {
 }
 
 /// The whole application as one service: the allowed-hosts check around the
-/// origin check around the router.
-pub type AppService = AllowedHostsService<OriginService<RouterService>>;
+/// origin check around authentication around the router.
+pub type AppService = AllowedHostsService<OriginService<AuthService<RouterService>>>;
 
 /// The whole application as one service, ready for [`Server::serve`]: the
 /// configured channel layer, the routes, the origin check and the allowed
@@ -104,16 +105,29 @@ pub type AppService = AllowedHostsService<OriginService<RouterService>>;
 /// # Ok(()) }
 /// ```
 pub fn service(config: &Config) -> anyhow::Result<AppService> {
+    Ok(service_with_auth(config)?.0)
+}
+
+/// [`service`], and the authenticator in it (to connect it at startup
+/// with [`AppAuth::ready`]).
+pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth)> {
     let hosts = config.allowed_hosts()?;
     let origins = origin_layer(config)?;
+    let auth = AppAuth::from_config(config)?;
     let layer = channel_layer(config)?;
     let service: RouterService = router(config, layer).into_service();
-    Ok(hosts.layer().layer(origins.layer(service)))
+    Ok((
+        hosts
+            .layer()
+            .layer(origins.layer(auth.layer(config).layer(service))),
+        auth,
+    ))
 }
 
 /// Serves `config` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let service = service(&config)?;
+    let (service, auth) = service_with_auth(&config)?;
+    auth.ready().await?;
     warn_about_openings(&config)?;
     let server_config = config.server_config()?;
     let server = match config.bind()? {

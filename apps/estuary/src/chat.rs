@@ -104,6 +104,7 @@ enum Outgoing<'a> {
 
 const INVALID_JSON: &str = "Invalid JSON format";
 const INVALID_MESSAGE: &str = "Invalid message";
+const SPOOFED: &str = "username does not match the signed-in user";
 const UNDELIVERED: &str = "Message not delivered: the server cannot reach its channel layer; try again";
 
 /// One chat connection.
@@ -168,7 +169,14 @@ pub fn parse_client_message(
         return Err(INVALID_MESSAGE);
     }
     let username = match authenticated_as {
-        Some(name) => name,
+        // A signed-in member writes under its own name: another one in the
+        // frame is refused, not silently replaced.
+        Some(name) => match fields.get("username") {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.trim() != name => {
+                return Err(SPOOFED);
+            }
+            _ => name,
+        },
         None => match fields.get("username") {
             None | Some(serde_json::Value::Null) => anonymous(),
             Some(serde_json::Value::String(s)) if s.trim().is_empty() => anonymous(),
@@ -191,6 +199,11 @@ impl Consumer for ChatConsumer {
             return Ok(Connect::reject_with(http_forbidden(), "invalid room name"));
         }
         if let Some(user) = ctx.scope().user() {
+            // `?username=` naming someone else is a spoof: refused.
+            let claimed = ctx.scope().query_param("username").and_then(clean_username);
+            if claimed.is_some_and(|c| c != user.name()) {
+                return Ok(Connect::reject_with(http_forbidden(), SPOOFED));
+            }
             self.known_name = Some(user.name().to_owned());
             self.authenticated = true;
         } else {

@@ -60,6 +60,99 @@ pub struct Config {
     pub layer: LayerSettings,
     /// Timeouts.
     pub server: ServerSettings,
+    /// Who is connecting: Django's sessions.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Every WebSocket route needs an authenticated user (401 without one);
+    /// otherwise anonymous visitors connect without a user, as in Django.
+    pub required: bool,
+    /// Reads Django's session cookie (`[auth.django]`).
+    pub django: Option<DjangoSettings>,
+}
+
+/// `[auth.django]`: the Django project whose logged-in users are the
+/// WebSocket's users. Its values are the project's settings of the same
+/// names.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DjangoSettings {
+    /// `SECRET_KEY`.
+    pub secret_key: String,
+    /// `SECRET_KEY_FALLBACKS`.
+    #[serde(default)]
+    pub secret_key_fallbacks: Vec<String>,
+    /// `DATABASES["default"]` as a URL: `postgres://user@host/db` or
+    /// `sqlite:///path/db.sqlite3` (opened read-only). Use a read-only role.
+    pub database: String,
+    /// `SESSION_ENGINE`: `"db"` (default) or `"signed_cookies"`.
+    #[serde(default = "default_engine")]
+    pub session_engine: String,
+    /// `SESSION_COOKIE_NAME` (default `sessionid`).
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// `SESSION_COOKIE_AGE` in seconds, for `signed_cookies` (default two weeks).
+    #[serde(default = "default_cookie_age")]
+    pub cookie_age: u64,
+    /// `AUTH_USER_MODEL`'s table (default `auth_user`).
+    #[serde(default = "default_user_table")]
+    pub user_table: String,
+}
+
+fn default_engine() -> String {
+    "db".into()
+}
+
+fn default_cookie_name() -> String {
+    "sessionid".into()
+}
+
+fn default_cookie_age() -> u64 {
+    1_209_600
+}
+
+fn default_user_table() -> String {
+    "auth_user".into()
+}
+
+impl std::fmt::Debug for DjangoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DjangoSettings")
+            .field("secret_key", &"<redacted>")
+            .field("secret_key_fallbacks", &self.secret_key_fallbacks.len())
+            .field("database", &self.database)
+            .field("session_engine", &self.session_engine)
+            .field("cookie_name", &self.cookie_name)
+            .field("cookie_age", &self.cookie_age)
+            .field("user_table", &self.user_table)
+            .finish()
+    }
+}
+
+impl DjangoSettings {
+    /// As `estuary-django`'s configuration.
+    pub fn django_config(&self) -> anyhow::Result<estuary_django::DjangoConfig> {
+        let database: estuary_django::DatabaseUrl = self
+            .database
+            .parse()
+            .map_err(|e| anyhow::anyhow!("auth.django.database: {e}"))?;
+        let mut config = estuary_django::DjangoConfig::new(self.secret_key.clone(), database);
+        config.secret_key_fallbacks = self.secret_key_fallbacks.clone();
+        config.cookie_name = self.cookie_name.clone();
+        config.engine = match self.session_engine.as_str() {
+            "db" => estuary_django::SessionEngine::Db,
+            "signed_cookies" => estuary_django::SessionEngine::SignedCookies {
+                max_age: Duration::from_secs(self.cookie_age),
+            },
+            other => bail!("auth.django.session_engine must be \"db\" or \"signed_cookies\", not {other:?}"),
+        };
+        config.user_model.table = self.user_table.clone();
+        Ok(config)
+    }
 }
 
 /// `[websocket]`
@@ -165,6 +258,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             layer: LayerSettings::default(),
             server: ServerSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -265,6 +359,15 @@ pub struct ServeArgs {
     /// Client message burst per connection.
     #[arg(long, env = "ESTUARY_RATE_BURST")]
     pub rate_burst: Option<u32>,
+    /// Every WebSocket route needs an authenticated user (401 without one).
+    #[arg(long, env = "ESTUARY_AUTH_REQUIRED")]
+    pub auth_required: bool,
+    /// The Django project's SECRET_KEY: its logged-in users become the WebSocket's users.
+    #[arg(long, env = "ESTUARY_DJANGO_SECRET_KEY", hide_env_values = true)]
+    pub django_secret_key: Option<String>,
+    /// The Django project's database URL (postgres://... or sqlite:///...), with --django-secret-key.
+    #[arg(long, env = "ESTUARY_DJANGO_DATABASE")]
+    pub django_database: Option<String>,
     /// Client messages per second per client address, over all its connections (0: no limit).
     #[arg(long, env = "ESTUARY_RATE_LIMIT_PER_IP")]
     pub rate_limit_per_ip: Option<f64>,
@@ -366,6 +469,27 @@ impl Config {
         if let Some(v) = a.rate_burst {
             config.websocket.rate_burst = v;
         }
+        if a.auth_required {
+            config.auth.required = true;
+        }
+        match (a.django_secret_key, a.django_database) {
+            (Some(secret_key), Some(database)) => {
+                let mut django = config.auth.django.take().unwrap_or(DjangoSettings {
+                    secret_key: String::new(),
+                    secret_key_fallbacks: Vec::new(),
+                    database: String::new(),
+                    session_engine: default_engine(),
+                    cookie_name: default_cookie_name(),
+                    cookie_age: default_cookie_age(),
+                    user_table: default_user_table(),
+                });
+                django.secret_key = secret_key;
+                django.database = database;
+                config.auth.django = Some(django);
+            }
+            (None, None) => {}
+            _ => bail!("--django-secret-key and --django-database go together"),
+        }
         if let Some(v) = a.rate_limit_per_ip {
             config.websocket.rate_limit_per_ip = v;
         }
@@ -417,6 +541,12 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.bind()?;
+        if let Some(django) = &self.auth.django {
+            django.django_config()?;
+        }
+        if self.auth.required && self.auth.django.is_none() {
+            bail!("auth.required needs a way to authenticate: configure [auth.django]");
+        }
         self.allowed_hosts()?;
         self.trusted_proxies()?;
         if self.websocket.max_message_size < 128 {
@@ -471,6 +601,10 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         c.push_token = c.push_token.map(|_| "<redacted>".into());
+        if let Some(django) = &mut c.auth.django {
+            django.secret_key = "<redacted>".into();
+            django.secret_key_fallbacks = vec!["<redacted>".into(); django.secret_key_fallbacks.len()];
+        }
         c.layer.encryption_keys = c
             .layer
             .encryption_keys

@@ -2,6 +2,7 @@
 //! HTTP push API, configured from a file, `ESTUARY_*` variables and flags.
 
 pub mod app;
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod pages;

@@ -30,6 +30,7 @@
 //! The parsing functions ([`signing`], [`cookie_value`], [`SessionAuth`]) are pure
 //! and total, for fuzzing.
 
+mod authenticator;
 mod config;
 mod cookie;
 mod database;

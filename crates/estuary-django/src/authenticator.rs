@@ -1,0 +1,54 @@
+//! [`DjangoSessions`] as an [`Authenticator`](estuary_server::Authenticator):
+//! the user Django logged in is the WebSocket's user.
+
+use estuary_core::User;
+use estuary_server::{AuthError, AuthFuture, Authenticator, Handshake};
+use http::header;
+
+use crate::{DjangoSessions, DjangoUser};
+
+impl DjangoUser {
+    /// As the scope's [`User`]: the id, the username as the name, and
+    /// `is_staff`, `is_superuser` and the configured attribute columns
+    /// (first name, last name, email) as attributes.
+    pub fn into_user(self) -> User {
+        let mut attributes = self.attributes;
+        attributes.insert("is_staff".into(), self.is_staff.into());
+        attributes.insert("is_superuser".into(), self.is_superuser.into());
+        User::new(self.id, self.username).with_attributes(attributes)
+    }
+}
+
+/// Reads the session cookie of the handshake (every `Cookie` header) the way
+/// Django does. A database failure is [`AuthError::Unavailable`] (the
+/// handshake gets 503, never an anonymous user by mistake).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions};
+/// use estuary_server::{AuthLayer, Router};
+/// use tower::Layer;
+///
+/// let config = DjangoConfig::new("the project's SECRET_KEY", "postgres://estuary@127.0.0.1/app".parse()?);
+/// let sessions = DjangoSessions::connect(config).await?;
+/// let service = AuthLayer::new(sessions).layer(Router::new().into_service());
+/// # let _ = service;
+/// # Ok(()) }
+/// ```
+impl Authenticator for DjangoSessions {
+    fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+        let cookies: Vec<&str> = handshake
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let cookie_header = cookies.join("; ");
+        Box::pin(async move {
+            match self.user_from_cookie_header(&cookie_header).await {
+                Ok(user) => Ok(user.map(DjangoUser::into_user)),
+                Err(error) => Err(AuthError::Unavailable(Box::new(error))),
+            }
+        })
+    }
+}
