@@ -16,7 +16,7 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Why a token was not accepted. It is logged at debug level and never
 /// told to the client, which sees an anonymous user (or 401 on a required
 /// route).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtRejection {
     /// Longer than [`MAX_TOKEN_LEN`].
