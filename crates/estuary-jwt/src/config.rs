@@ -36,6 +36,14 @@ impl JwtAlgorithm {
         }
     }
 
+    /// The algorithm of a header's `alg` name, if it is one of these
+    /// (exactly: `"none"`, `"hs256"` and `"HS384"` are not).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::HS256, Self::RS256, Self::ES256]
+            .into_iter()
+            .find(|a| a.as_str() == name)
+    }
+
     pub(crate) fn from_header(alg: jsonwebtoken::Algorithm) -> Option<Self> {
         match alg {
             jsonwebtoken::Algorithm::HS256 => Some(Self::HS256),

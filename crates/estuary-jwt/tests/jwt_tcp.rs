@@ -7,30 +7,23 @@
 //! file picks keys by `kid`; a token that expires while connected closes
 //! the socket with 4401.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, WsMessage};
 use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
 use estuary_server::{AuthLayer, Router, Server};
 use futures_util::StreamExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
+mod common;
+use common::*;
+
 const WAIT: Duration = Duration::from_secs(10);
-const SECRET: &[u8] = b"estuary-jwt test secret, 32 bytes+";
-const AUD: &str = "estuary-chat";
-const ISS: &str = "https://auth.test/";
-
-const RSA1: &[u8] = include_bytes!("keys/rsa1.pem");
-const RSA1_PUB: &[u8] = include_bytes!("keys/rsa1.pub.pem");
-const RSA2: &[u8] = include_bytes!("keys/rsa2.pem");
-const EC1: &[u8] = include_bytes!("keys/ec1.pem");
-const EC1_PUB: &[u8] = include_bytes!("keys/ec1.pub.pem");
-
 /// Greets with the scope's user: "user=<name> id=<id>" or "user=anonymous".
 struct WhoAmI;
 
@@ -60,81 +53,6 @@ async fn serve(config: JwtConfig) -> (std::net::SocketAddr, CancellationToken) {
     let token = stop.clone();
     tokio::spawn(server.serve(service, async move { token.cancelled().await }));
     (addr, stop)
-}
-
-/// HS256 with the secret, RS256 with `rsa1`, ES256 with `ec1`; leeway 0 so
-/// that expiry is exact.
-fn main_config() -> JwtConfig {
-    JwtConfig::new()
-        .hmac_secret(SECRET.to_vec())
-        .unwrap()
-        .rsa_pem(RSA1_PUB, None)
-        .unwrap()
-        .ec_pem(EC1_PUB, None)
-        .unwrap()
-        .audience(AUD)
-        .issuer(ISS)
-        .leeway(Duration::ZERO)
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn claims() -> serde_json::Value {
-    json!({
-        "sub": "42", "name": "alice", "aud": [AUD, "other"], "iss": ISS,
-        "iat": now(), "nbf": now() - 10, "exp": now() + 600,
-    })
-}
-
-fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
-    claims[key] = value;
-    claims
-}
-
-fn without(mut claims: serde_json::Value, key: &str) -> serde_json::Value {
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
-
-fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &serde_json::Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
-fn hs(claims: &serde_json::Value) -> String {
-    sign(Algorithm::HS256, None, &EncodingKey::from_secret(SECRET), claims)
-}
-
-fn rs(pem: &[u8], kid: Option<&str>, claims: &serde_json::Value) -> String {
-    sign(
-        Algorithm::RS256,
-        kid,
-        &EncodingKey::from_rsa_pem(pem).unwrap(),
-        claims,
-    )
-}
-
-fn es(kid: Option<&str>, claims: &serde_json::Value) -> String {
-    sign(
-        Algorithm::ES256,
-        kid,
-        &EncodingKey::from_ec_pem(EC1).unwrap(),
-        claims,
-    )
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// `alg: none`, no signature.
-fn unsigned(claims: &serde_json::Value) -> String {
-    let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
-    format!("{header}.{}.", b64(claims.to_string().as_bytes()))
 }
 
 #[derive(Debug, Clone, Copy)]
