@@ -195,4 +195,18 @@ mod tests {
         .unwrap();
         assert_eq!((skipped.len(), skipped.skipped()), (0, 2));
     }
+
+    #[test]
+    fn a_point_off_the_curve_loads_but_verifies_nothing() {
+        let zero = "A".repeat(43);
+        let doc = format!(r#"{{"keys": [{{"kty": "EC", "crv": "P-256", "x": "{zero}", "y": "{zero}"}}]}}"#);
+        let config = crate::JwtConfig::new()
+            .jwks_json(&doc)
+            .unwrap()
+            .require_exp(false);
+        let jwt = crate::JwtAuthenticator::new(config).unwrap();
+        // {"alg":"ES256"}.{"sub":"1"}.<64 bytes>
+        let token = format!("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.{}", "A".repeat(86));
+        assert_eq!(jwt.check(&token).err(), Some(crate::JwtRejection::BadSignature));
+    }
 }

@@ -21,9 +21,13 @@ use crate::{Trail, text};
 const SECRET: &[u8] = b"fuzz-jwt-secret";
 const RSA_PUB: &[u8] = include_bytes!("../../../crates/estuary-jwt/tests/keys/rsa1.pub.pem");
 const EC_PUB: &[u8] = include_bytes!("../../../crates/estuary-jwt/tests/keys/ec1.pub.pem");
-/// A header and claims with every check's claim, signed with nothing: the
-/// fixed token checked against keys from a fuzzed JWKS.
-const RS256_SHAPE: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
+/// Tokens of the right shape for RS256 (kid `k1`) and ES256, signed with
+/// nothing: checked against the keys of a fuzzed JWKS, so that odd key
+/// material (a tiny exponent, a point off the curve) meets the verifier.
+const KEYLESS_SHAPES: [&str; 2] = [
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiIxIn0.AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn-AgYKDhIWGh4iJiouMjY6PkJGSk5SVlpeYmZqbnJ2en6ChoqOkpaanqKmqq6ytrq-wsbKztLW2t7i5uru8vb6_wMHCw8TFxsfIycrLzM3Oz9DR0tPU1dbX2Nna29zd3t_g4eLj5OXm5-jp6uvs7e7v8PHy8_T19vf4-fr7_P3-_w",
+    "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4_QA",
+];
 
 fn authenticator() -> &'static JwtAuthenticator {
     static JWT: OnceLock<JwtAuthenticator> = OnceLock::new();
@@ -116,7 +120,12 @@ pub fn run(data: &[u8]) -> u64 {
                 .jwks_json(&raw)
                 .expect("a JWKS that parses loads");
             if let Ok(from_jwks) = JwtAuthenticator::new(config) {
-                let _ = check(&mut trail, &from_jwks, RS256_SHAPE);
+                for token in KEYLESS_SHAPES {
+                    assert!(
+                        check(&mut trail, &from_jwks, token).is_none(),
+                        "an unsigned token is refused"
+                    );
+                }
             }
         }
         Err(e) => trail.note(e.to_string()),
