@@ -293,9 +293,44 @@ def http():
     write("http-server", "upgrade-bad-utf8", upgrade.encode() + mask(b'{"message": "\xff"}'))
 
 
+def jwt():
+    """Tokens as the `jwt` target checks them (its secret and audience),
+    claims and headers that it signs itself, and JWKS documents."""
+    import hmac
+    import json
+
+    secret = b"fuzz-jwt-secret"  # fuzz/src/targets/jwt.rs: SECRET
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def token(header, claims, key=secret):
+        message = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        sig = hmac.new(key, message.encode(), hashlib.sha256).digest()
+        return message + "." + b64(sig)
+
+    good = {"sub": "1", "name": "alice", "aud": "fuzz", "iss": "https://fuzz.test/", "exp": 4102444800}
+    write("jwt", "token-valid", token({"alg": "HS256", "typ": "JWT"}, good))
+    write("jwt", "token-kid", token({"alg": "HS256", "kid": "rsa"}, dict(good, aud=["x", "fuzz"])))
+    write("jwt", "token-expired", token({"alg": "HS256"}, dict(good, exp=1)))
+    write("jwt", "token-none", b64(b'{"alg":"none"}') + "." + b64(json.dumps(good).encode()) + ".")
+    write("jwt", "token-wrong-key", token({"alg": "HS256"}, good, b"another secret"))
+    write("jwt", "claims-valid", json.dumps(dict(good, preferred_username="al", roles=["a", "b"])))
+    write("jwt", "claims-odd-numbers", '{"sub": 7, "aud": "fuzz", "iss": "https://fuzz.test/", '
+          '"exp": 1e400, "nbf": -1, "iat": 18446744073709551616}')
+    write("jwt", "claims-nested", json.dumps(dict(good, sub="", name={"a": [[[]]]}, nbf=4102444800)))
+    write("jwt", "header-kid", '{"alg": "HS256", "kid": "ec", "typ": "JWT", "crit": ["exp"]}')
+    write("jwt", "header-odd-alg", '{"alg": "RS256", "kid": 5}')
+    jwks = open(os.path.join(HERE, "..", "crates", "estuary-jwt", "tests", "keys", "jwks.json")).read()
+    write("jwt", "jwks-test-keys", jwks)
+    write("jwt", "jwks-odd", '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "EC", "crv": "P-256", '
+          '"x": "' + "A" * 43 + '", "y": "' + "A" * 43 + '", "kid": "k1"}, {"kty": "RSA", "use": "enc"}]}')
+
+
 routes()
 queries()
 chat()
 names()
 stored()
 http()
+jwt()

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod django;
 pub mod http;
+pub mod jwt;
 pub mod names;
 pub mod query;
 pub mod route;
@@ -52,6 +53,13 @@ pub const ALL: &[Target] = &[
         about: "Django session cookies, signed values and session data (estuary-django)",
         run: django::run,
         dictionary: django::DICTIONARY,
+        max_len: 2048,
+    },
+    Target {
+        name: "jwt",
+        about: "JWTs (header, claims, signature) and JWKS documents (estuary-jwt)",
+        run: jwt::run,
+        dictionary: jwt::DICTIONARY,
         max_len: 2048,
     },
     Target {

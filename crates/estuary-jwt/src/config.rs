@@ -1,0 +1,310 @@
+//! What a [`JwtAuthenticator`](crate::JwtAuthenticator) accepts: algorithms,
+//! keys, audience, issuer, leeway, where the token is read and how claims
+//! become a user.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::jwks::{JwksError, parse_jwks};
+
+/// The leeway allowed on `exp` and `nbf` unless set: 30 seconds of clock
+/// skew between the issuer and this server.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The largest leeway accepted; a larger one is clamped to it.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A signature algorithm a token may use. `none` and the algorithms not
+/// listed here are not representable, so never accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256, with a shared secret.
+    HS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, with an RSA public key.
+    RS256,
+    /// ECDSA on P-256 with SHA-256, with an EC public key.
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// The name in a token's header (`"HS256"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+        }
+    }
+
+    /// The algorithm of a header's `alg` name, if it is one of these
+    /// (exactly: `"none"`, `"hs256"` and `"HS384"` are not).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::HS256, Self::RS256, Self::ES256]
+            .into_iter()
+            .find(|a| a.as_str() == name)
+    }
+
+    pub(crate) fn from_header(alg: jsonwebtoken::Algorithm) -> Option<Self> {
+        match alg {
+            jsonwebtoken::Algorithm::HS256 => Some(Self::HS256),
+            jsonwebtoken::Algorithm::RS256 => Some(Self::RS256),
+            jsonwebtoken::Algorithm::ES256 => Some(Self::ES256),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::HS256 => jsonwebtoken::Algorithm::HS256,
+            Self::RS256 => jsonwebtoken::Algorithm::RS256,
+            Self::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+/// Where a token is read from in a handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// The query-string parameter of this name (`?token=`).
+    Query(String),
+    /// The cookie of this name.
+    Cookie(String),
+}
+
+/// A verification key, with the algorithm it serves (its type decides it:
+/// a secret is HS256 only, an RSA key RS256 only, an EC key ES256 only).
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub(crate) kid: Option<String>,
+    pub(crate) algorithm: JwtAlgorithm,
+    pub(crate) key: jsonwebtoken::DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a [`JwtConfig`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    /// A PEM public key could not be read.
+    #[error("invalid {algorithm:?} public key (PEM): {source}")]
+    InvalidPem {
+        /// The algorithm the key was given for.
+        algorithm: JwtAlgorithm,
+        /// The parser's error.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A JWKS document could not be read.
+    #[error("invalid JWKS: {0}")]
+    Jwks(#[from] JwksError),
+    /// The JWKS file could not be opened.
+    #[error("cannot read the JWKS file {path}: {source}")]
+    JwksFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HMAC secret was empty.
+    #[error("the HMAC secret is empty")]
+    EmptySecret,
+    /// No key is configured for any allowed algorithm.
+    #[error("no key for any allowed algorithm")]
+    NoKeys,
+    /// No token source is configured.
+    #[error("no token source configured")]
+    NoSources,
+}
+
+/// The settings of a [`JwtAuthenticator`](crate::JwtAuthenticator).
+///
+/// Defaults: the algorithms are those of the keys given (narrow them with
+/// [`JwtConfig::algorithms`]); no audience or issuer required; `exp`
+/// required; leeway [`DEFAULT_LEEWAY`] (30 s); the token read from
+/// `Authorization: Bearer`, then `?token=`, then the cookie `token` (the
+/// first one present is the one checked); the user's id from `sub`, the
+/// name from `name`, then `preferred_username`, then `sub`.
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_jwt::{JwtAlgorithm, JwtConfig, TokenSource};
+///
+/// let config = JwtConfig::new()
+///     .hmac_secret(b"a long random secret".to_vec())?
+///     .algorithms([JwtAlgorithm::HS256])
+///     .audience("chat")
+///     .issuer("https://auth.example.com/")
+///     .leeway(Duration::from_secs(10))
+///     .sources([TokenSource::Query("token".into()), TokenSource::Header]);
+/// # Ok::<(), estuary_jwt::JwtConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub(crate) keys: Vec<Key>,
+    pub(crate) algorithms: Option<Vec<JwtAlgorithm>>,
+    pub(crate) audience: Option<Vec<String>>,
+    pub(crate) issuer: Option<Vec<String>>,
+    pub(crate) leeway: Duration,
+    pub(crate) require_exp: bool,
+    pub(crate) sources: Vec<TokenSource>,
+    pub(crate) id_claim: String,
+    pub(crate) name_claims: Vec<String>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JwtConfig {
+    /// A configuration with no keys yet, and the defaults above.
+    pub fn new() -> Self {
+        Self {
+            keys: Vec::new(),
+            algorithms: None,
+            audience: None,
+            issuer: None,
+            leeway: DEFAULT_LEEWAY,
+            require_exp: true,
+            sources: vec![
+                TokenSource::Header,
+                TokenSource::Query("token".into()),
+                TokenSource::Cookie("token".into()),
+            ],
+            id_claim: "sub".into(),
+            name_claims: vec!["name".into(), "preferred_username".into(), "sub".into()],
+        }
+    }
+
+    /// Adds an HMAC secret, for HS256 tokens.
+    pub fn hmac_secret(mut self, secret: impl Into<Vec<u8>>) -> Result<Self, JwtConfigError> {
+        let secret = secret.into();
+        if secret.is_empty() {
+            return Err(JwtConfigError::EmptySecret);
+        }
+        self.keys.push(Key {
+            kid: None,
+            algorithm: JwtAlgorithm::HS256,
+            key: jsonwebtoken::DecodingKey::from_secret(&secret),
+        });
+        Ok(self)
+    }
+
+    /// Adds an RSA public key (PEM, `BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC
+    /// KEY`), for RS256 tokens; `kid` names it for tokens that name theirs.
+    pub fn rsa_pem(self, pem: &[u8], kid: Option<&str>) -> Result<Self, JwtConfigError> {
+        let key =
+            jsonwebtoken::DecodingKey::from_rsa_pem(pem).map_err(|source| JwtConfigError::InvalidPem {
+                algorithm: JwtAlgorithm::RS256,
+                source,
+            })?;
+        Ok(self.with_key(kid, JwtAlgorithm::RS256, key))
+    }
+
+    /// Adds an EC P-256 public key (PEM, `BEGIN PUBLIC KEY`), for ES256
+    /// tokens; `kid` names it for tokens that name theirs.
+    pub fn ec_pem(self, pem: &[u8], kid: Option<&str>) -> Result<Self, JwtConfigError> {
+        let key =
+            jsonwebtoken::DecodingKey::from_ec_pem(pem).map_err(|source| JwtConfigError::InvalidPem {
+                algorithm: JwtAlgorithm::ES256,
+                source,
+            })?;
+        Ok(self.with_key(kid, JwtAlgorithm::ES256, key))
+    }
+
+    /// Adds the keys of a JWKS document (see [`parse_jwks`] for what is
+    /// read and what is skipped).
+    pub fn jwks_json(mut self, json: &str) -> Result<Self, JwtConfigError> {
+        self.keys.extend(parse_jwks(json)?.keys);
+        Ok(self)
+    }
+
+    /// Adds the keys of a JWKS file, read now (not watched).
+    pub fn jwks_file(self, path: impl AsRef<Path>) -> Result<Self, JwtConfigError> {
+        let path = path.as_ref();
+        let json = std::fs::read_to_string(path).map_err(|source| JwtConfigError::JwksFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.jwks_json(&json)
+    }
+
+    fn with_key(
+        mut self,
+        kid: Option<&str>,
+        algorithm: JwtAlgorithm,
+        key: jsonwebtoken::DecodingKey,
+    ) -> Self {
+        self.keys.push(Key {
+            kid: kid.map(str::to_owned),
+            algorithm,
+            key,
+        });
+        self
+    }
+
+    /// The algorithms a token may use (each still needs a key of its type).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = JwtAlgorithm>) -> Self {
+        self.algorithms = Some(algorithms.into_iter().collect());
+        self
+    }
+
+    /// Requires the token's `aud` (a string, or an array) to hold this
+    /// audience; call again to accept another.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience.get_or_insert_with(Vec::new).push(audience.into());
+        self
+    }
+
+    /// Requires the token's `iss` to be this issuer; call again to accept
+    /// another.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer.get_or_insert_with(Vec::new).push(issuer.into());
+        self
+    }
+
+    /// The clock skew allowed on `exp` and `nbf` (whole seconds; at most
+    /// [`MAX_LEEWAY`]).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.min(MAX_LEEWAY);
+        self
+    }
+
+    /// Whether a token without `exp` is refused (the default) or accepted
+    /// as never expiring.
+    pub fn require_exp(mut self, required: bool) -> Self {
+        self.require_exp = required;
+        self
+    }
+
+    /// Where the token is looked for, in order; the first one present is
+    /// the one checked.
+    pub fn sources(mut self, sources: impl IntoIterator<Item = TokenSource>) -> Self {
+        self.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// The claim that holds the user's id (default `sub`).
+    pub fn id_claim(mut self, claim: impl Into<String>) -> Self {
+        self.id_claim = claim.into();
+        self
+    }
+
+    /// The claims tried, in order, for the user's display name (default
+    /// `name`, `preferred_username`, `sub`); the id is the last resort.
+    pub fn name_claims(mut self, claims: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.name_claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+}

@@ -1,0 +1,38 @@
+//! JWT authentication for Estuary: a [`JwtAuthenticator`] reads a JSON Web
+//! Token from a WebSocket handshake (`Authorization: Bearer`, a `?token=`
+//! query parameter or a cookie), checks it (HS256, RS256 or ES256; `exp`,
+//! `nbf`, `aud`, `iss`), and makes its claims the scope's
+//! [`User`](estuary_core::User). Put it behind
+//! [`AuthLayer`](estuary_server::AuthLayer), which decides per route
+//! whether an anonymous visitor is let in.
+//!
+//! Keys come from configuration (an HMAC secret, RSA or EC public keys as
+//! PEM) or a JWKS file ([`parse_jwks`]). The signatures are checked by the
+//! `jsonwebtoken` crate on its pure-Rust (RustCrypto) backend.
+//!
+//! ```
+//! use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
+//! use estuary_server::AuthLayer;
+//!
+//! let config = JwtConfig::new()
+//!     .hmac_secret(b"a long random secret".to_vec())?
+//!     .algorithms([JwtAlgorithm::HS256])
+//!     .audience("chat");
+//! let jwt = JwtAuthenticator::new(config)?;
+//! assert!(jwt.validate("not.a.token").is_none());
+//! let layer = AuthLayer::new(jwt).require_under("/ws/private/");
+//! # Ok::<(), estuary_jwt::JwtConfigError>(())
+//! ```
+//!
+//! A token that is absent or not valid makes an anonymous visitor, never an
+//! error: on a required route the handshake gets 401, and why the token was
+//! refused is logged at debug level only. A user authenticated by a token
+//! with `exp` is disconnected with close code 4401 once it expires.
+
+mod authenticator;
+mod config;
+mod jwks;
+
+pub use authenticator::{JwtAuthenticator, JwtRejection, MAX_TOKEN_LEN};
+pub use config::{DEFAULT_LEEWAY, JwtAlgorithm, JwtConfig, JwtConfigError, MAX_LEEWAY, TokenSource};
+pub use jwks::{Jwks, JwksError, MIN_RSA_BITS, parse_jwks};

@@ -1,0 +1,293 @@
+//! JWT authentication over real TCP: tokens minted here (HS256 with a
+//! secret, RS256 and ES256 with the fixed test keys in `tests/keys/`) are
+//! sent in the `Authorization` header, the `?token=` query parameter and
+//! the `token` cookie to a router behind `AuthLayer::new(JwtAuthenticator)`.
+//! A valid token is the scope's user; every invalid one is an anonymous
+//! visitor (greeted on the optional route, 401 on the required one); a JWKS
+//! file picks keys by `kid`; a token that expires while connected closes
+//! the socket with 4401.
+
+use std::time::Duration;
+
+use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, WsMessage};
+use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
+use estuary_server::{AuthLayer, Router, Server};
+use futures_util::StreamExt;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+
+mod common;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Greets with the scope's user: "user=<name> id=<id>" or "user=anonymous".
+struct WhoAmI;
+
+impl Consumer for WhoAmI {
+    type Event = NoEvent;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        let who = ctx
+            .scope()
+            .user()
+            .map_or("anonymous".to_owned(), |u| format!("{} id={}", u.name(), u.id()));
+        ctx.send(WsMessage::text(format!("user={who}"))).await?;
+        Ok(Connect::accept())
+    }
+}
+
+async fn serve(config: JwtConfig) -> (std::net::SocketAddr, CancellationToken) {
+    let router = Router::new()
+        .websocket("ws/open/", || WhoAmI)
+        .websocket("ws/private/", || WhoAmI);
+    let service = AuthLayer::new(JwtAuthenticator::new(config).expect("valid config"))
+        .require_under("/ws/private/")
+        .layer(router.into_service());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(server.serve(service, async move { token.cancelled().await }));
+    (addr, stop)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Header,
+    Query,
+    Cookie,
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    via: Via,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16>
+{
+    let url = match (token, via) {
+        (Some(t), Via::Query) => format!("ws://{addr}{path}?token={t}"),
+        _ => format!("ws://{addr}{path}"),
+    };
+    let mut request = url.into_client_request().unwrap();
+    match (token, via) {
+        (Some(t), Via::Header) => {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        (Some(t), Via::Cookie) => {
+            request
+                .headers_mut()
+                .insert("cookie", format!("theme=dark; token={t}").parse().unwrap());
+        }
+        _ => {}
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn greeting(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    via: Via,
+) -> Result<String, u16> {
+    let mut ws = connect(addr, path, token, via).await?;
+    match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("greeting in time")
+    {
+        Some(Ok(Message::Text(t))) => Ok(t.as_str().to_owned()),
+        other => panic!("expected a greeting, got {other:?}"),
+    }
+}
+
+const ALICE: &str = "user=alice id=42";
+const ANONYMOUS: &str = "user=anonymous";
+
+/// Each token, in each place, on the optional route (greeting) and the
+/// required one (greeting, or 401 when anonymous).
+async fn check_table(addr: std::net::SocketAddr, table: &[(&str, Option<String>, bool)]) {
+    for (case, token, accepted) in table {
+        for via in [Via::Header, Via::Query, Via::Cookie] {
+            let open = greeting(addr, "/ws/open/", token.as_deref(), via).await;
+            let private = greeting(addr, "/ws/private/", token.as_deref(), via).await;
+            if *accepted {
+                assert_eq!(open.as_deref(), Ok(ALICE), "{case} via {via:?} (optional route)");
+                assert_eq!(
+                    private.as_deref(),
+                    Ok(ALICE),
+                    "{case} via {via:?} (required route)"
+                );
+            } else {
+                assert_eq!(
+                    open.as_deref(),
+                    Ok(ANONYMOUS),
+                    "{case} via {via:?} (optional route)"
+                );
+                assert_eq!(private, Err(401), "{case} via {via:?} (required route)");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn valid_tokens_are_the_user_and_invalid_ones_anonymous_in_header_query_and_cookie() {
+    let (addr, _stop) = serve(main_config()).await;
+    let c = claims();
+    let other_secret = EncodingKey::from_secret(b"not the configured secret");
+    let mut tampered = hs(&c);
+    tampered.pop();
+    tampered.push(if tampered.ends_with('A') { 'B' } else { 'A' });
+    let table = [
+        ("valid HS256", Some(hs(&c)), true),
+        ("valid RS256", Some(rs(RSA1, None, &c)), true),
+        ("valid ES256", Some(es(None, &c)), true),
+        (
+            "valid, aud a string",
+            Some(hs(&with(c.clone(), "aud", json!(AUD)))),
+            true,
+        ),
+        (
+            "expired",
+            Some(hs(&with(c.clone(), "exp", json!(now() - 60)))),
+            false,
+        ),
+        (
+            "not yet valid",
+            Some(hs(&with(c.clone(), "nbf", json!(now() + 600)))),
+            false,
+        ),
+        (
+            "wrong signature (other secret)",
+            Some(sign(Algorithm::HS256, None, &other_secret, &c)),
+            false,
+        ),
+        ("wrong signature (other RSA key)", Some(rs(RSA2, None, &c)), false),
+        ("tampered signature", Some(tampered), false),
+        (
+            "wrong audience",
+            Some(hs(&with(c.clone(), "aud", json!("elsewhere")))),
+            false,
+        ),
+        ("no audience", Some(hs(&without(c.clone(), "aud"))), false),
+        (
+            "wrong issuer",
+            Some(hs(&with(c.clone(), "iss", json!("https://evil.test/")))),
+            false,
+        ),
+        ("no exp", Some(hs(&without(c.clone(), "exp"))), false),
+        ("alg none", Some(unsigned(&c)), false),
+        (
+            "HS384 (not allowed)",
+            Some(sign(
+                Algorithm::HS384,
+                None,
+                &EncodingKey::from_secret(SECRET),
+                &c,
+            )),
+            false,
+        ),
+        ("garbage", Some("not-a-jwt".to_owned()), false),
+        ("missing", None, false),
+    ];
+    check_table(addr, &table).await;
+}
+
+#[tokio::test]
+async fn an_hs256_token_is_refused_where_only_rs256_is_configured() {
+    // Algorithm confusion: the attacker signs HS256 with the RSA public
+    // key's PEM as the HMAC secret.
+    let config = JwtConfig::new()
+        .rsa_pem(RSA1_PUB, None)
+        .unwrap()
+        .algorithms([JwtAlgorithm::RS256])
+        .audience(AUD)
+        .issuer(ISS);
+    let (addr, _stop) = serve(config).await;
+    let c = claims();
+    let table = [
+        ("valid RS256", Some(rs(RSA1, None, &c)), true),
+        (
+            "HS256 signed with the public key",
+            Some(sign(
+                Algorithm::HS256,
+                None,
+                &EncodingKey::from_secret(RSA1_PUB),
+                &c,
+            )),
+            false,
+        ),
+        ("ES256", Some(es(None, &c)), false),
+        ("alg none", Some(unsigned(&c)), false),
+    ];
+    check_table(addr, &table).await;
+}
+
+#[tokio::test]
+async fn a_jwks_file_picks_the_key_by_kid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/jwks.json");
+    let config = JwtConfig::new()
+        .jwks_file(path)
+        .unwrap()
+        .audience(AUD)
+        .issuer(ISS);
+    let (addr, _stop) = serve(config).await;
+    let c = claims();
+    let table = [
+        (
+            "rsa-two signed by rsa2",
+            Some(rs(RSA2, Some("rsa-two"), &c)),
+            true,
+        ),
+        (
+            "rsa-one signed by rsa1",
+            Some(rs(RSA1, Some("rsa-one"), &c)),
+            true,
+        ),
+        (
+            "no kid, signed by rsa2 (each RSA key tried)",
+            Some(rs(RSA2, None, &c)),
+            true,
+        ),
+        ("ec-one signed by ec1", Some(es(Some("ec-one"), &c)), true),
+        (
+            "rsa-two's kid, signed by rsa1",
+            Some(rs(RSA1, Some("rsa-two"), &c)),
+            false,
+        ),
+        ("an unknown kid", Some(rs(RSA1, Some("rsa-three"), &c)), false),
+        ("HS256 (no secret in a JWKS)", Some(hs(&c)), false),
+    ];
+    check_table(addr, &table).await;
+}
+
+#[tokio::test]
+async fn a_token_that_expires_while_connected_closes_with_4401() {
+    let (addr, _stop) = serve(main_config()).await;
+    let token = hs(&with(claims(), "exp", json!(now() + 2)));
+    let mut ws = connect(addr, "/ws/private/", Some(&token), Via::Header)
+        .await
+        .unwrap();
+    let code = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(frame)) = ws.next().await {
+            match frame {
+                Message::Text(t) => assert_eq!(t.as_str(), ALICE),
+                Message::Close(close) => return close.map(|c| u16::from(c.code)),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 10 s");
+    assert_eq!(code, Some(4401));
+}
