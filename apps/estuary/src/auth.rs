@@ -1,5 +1,5 @@
-//! Who is connecting, as configured in `[auth]`: Django's sessions, or
-//! nobody (every visitor anonymous).
+//! Who is connecting, as configured in `[auth]`: a JWT, then Django's
+//! session, or nobody (every visitor anonymous).
 
 use std::sync::Arc;
 
@@ -19,10 +19,20 @@ pub struct AppAuth {
     inner: Arc<Inner>,
 }
 
-/// `None`: no authentication configured, every visitor anonymous.
-#[derive(Debug)]
+/// Nothing configured: every visitor anonymous.
 struct Inner {
+    /// Tried first: a token in the handshake decides.
+    jwt: Option<estuary_jwt::JwtAuthenticator>,
     django: Option<Django>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("jwt", &self.jwt.is_some())
+            .field("django", &self.django)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -41,8 +51,12 @@ impl AppAuth {
             }),
             None => None,
         };
+        let jwt = match &config.auth.jwt {
+            Some(jwt) => Some(estuary_jwt::JwtAuthenticator::new(jwt.jwt_config()?)?),
+            None => None,
+        };
         Ok(Self {
-            inner: Arc::new(Inner { django }),
+            inner: Arc::new(Inner { jwt, django }),
         })
     }
 
@@ -71,15 +85,22 @@ impl AppAuth {
 
 impl Authenticator for AppAuth {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
-        match &self.inner.django {
-            None => Box::pin(async { Ok(None::<User>) }),
-            Some(Django { config, sessions }) => Box::pin(async move {
-                let sessions = sessions
-                    .get_or_try_init(|| DjangoSessions::connect(config.clone()))
-                    .await
-                    .map_err(|e| AuthError::Unavailable(Box::new(e)))?;
-                sessions.authenticate(handshake).await
-            }),
-        }
+        Box::pin(async move {
+            if let Some(jwt) = &self.inner.jwt {
+                if let Some(user) = jwt.authenticate(handshake).await? {
+                    return Ok(Some(user));
+                }
+            }
+            match &self.inner.django {
+                None => Ok(None::<User>),
+                Some(Django { config, sessions }) => {
+                    let sessions = sessions
+                        .get_or_try_init(|| DjangoSessions::connect(config.clone()))
+                        .await
+                        .map_err(|e| AuthError::Unavailable(Box::new(e)))?;
+                    sessions.authenticate(handshake).await
+                }
+            }
+        })
     }
 }

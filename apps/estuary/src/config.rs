@@ -73,6 +73,86 @@ pub struct AuthSettings {
     pub required: bool,
     /// Reads Django's session cookie (`[auth.django]`).
     pub django: Option<DjangoSettings>,
+    /// Reads a JWT (`[auth.jwt]`); tried before Django's session.
+    pub jwt: Option<JwtSettings>,
+}
+
+/// `[auth.jwt]`: JSON Web Tokens from `Authorization: Bearer`, `?token=` or
+/// a `token` cookie (the first present is the one checked).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// An HS256 secret.
+    pub hmac_secret: Option<String>,
+    /// A PEM file with an RSA public key (RS256).
+    pub rsa_public_key_file: Option<PathBuf>,
+    /// A PEM file with a P-256 public key (ES256).
+    pub ec_public_key_file: Option<PathBuf>,
+    /// A JWKS file (keys chosen by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// The `aud` a token must carry, if set.
+    pub audience: Option<String>,
+    /// The `iss` a token must carry, if set.
+    pub issuer: Option<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf` (default 30).
+    pub leeway: Option<u64>,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("hmac_secret", &self.hmac_secret.as_ref().map(|_| "<redacted>"))
+            .field("rsa_public_key_file", &self.rsa_public_key_file)
+            .field("ec_public_key_file", &self.ec_public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl JwtSettings {
+    /// As `estuary-jwt`'s configuration (reads the key files).
+    pub fn jwt_config(&self) -> anyhow::Result<estuary_jwt::JwtConfig> {
+        let mut config = estuary_jwt::JwtConfig::new();
+        let mut keys = 0;
+        if let Some(secret) = &self.hmac_secret {
+            config = config.hmac_secret(secret.clone().into_bytes())?;
+            keys += 1;
+        }
+        if let Some(path) = &self.rsa_public_key_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("auth.jwt.rsa_public_key_file {}", path.display()))?;
+            config = config.rsa_pem(&pem, None)?;
+            keys += 1;
+        }
+        if let Some(path) = &self.ec_public_key_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("auth.jwt.ec_public_key_file {}", path.display()))?;
+            config = config.ec_pem(&pem, None)?;
+            keys += 1;
+        }
+        if let Some(path) = &self.jwks_file {
+            config = config.jwks_file(path)?;
+            keys += 1;
+        }
+        if keys == 0 {
+            bail!(
+                "[auth.jwt] needs a key: hmac_secret, rsa_public_key_file, ec_public_key_file or jwks_file"
+            );
+        }
+        if let Some(audience) = &self.audience {
+            config = config.audience(audience.clone());
+        }
+        if let Some(issuer) = &self.issuer {
+            config = config.issuer(issuer.clone());
+        }
+        if let Some(leeway) = self.leeway {
+            config = config.leeway(Duration::from_secs(leeway));
+        }
+        Ok(config)
+    }
 }
 
 /// `[auth.django]`: the Django project whose logged-in users are the
@@ -544,8 +624,11 @@ impl Config {
         if let Some(django) = &self.auth.django {
             django.django_config()?;
         }
-        if self.auth.required && self.auth.django.is_none() {
-            bail!("auth.required needs a way to authenticate: configure [auth.django]");
+        if let Some(jwt) = &self.auth.jwt {
+            jwt.jwt_config()?;
+        }
+        if self.auth.required && self.auth.django.is_none() && self.auth.jwt.is_none() {
+            bail!("auth.required needs a way to authenticate: configure [auth.django] or [auth.jwt]");
         }
         self.allowed_hosts()?;
         self.trusted_proxies()?;
@@ -601,6 +684,9 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         c.push_token = c.push_token.map(|_| "<redacted>".into());
+        if let Some(jwt) = &mut c.auth.jwt {
+            jwt.hmac_secret = jwt.hmac_secret.as_ref().map(|_| "<redacted>".into());
+        }
         if let Some(django) = &mut c.auth.django {
             django.secret_key = "<redacted>".into();
             django.secret_key_fallbacks = vec!["<redacted>".into(); django.secret_key_fallbacks.len()];
