@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use estuary::User;
 use estuary::server::{AuthError, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
+use estuary::{Recheck, User};
 use estuary_django::{DjangoConfig, DjangoSessions};
 use tokio::sync::OnceCell;
 
@@ -39,6 +39,8 @@ impl std::fmt::Debug for Inner {
 struct Django {
     config: DjangoConfig,
     sessions: OnceCell<DjangoSessions>,
+    /// How often an open connection's session is checked again.
+    recheck_every: Option<std::time::Duration>,
 }
 
 impl AppAuth {
@@ -48,6 +50,8 @@ impl AppAuth {
             Some(django) => Some(Django {
                 config: django.django_config()?,
                 sessions: OnceCell::new(),
+                recheck_every: (django.recheck_every > 0)
+                    .then(|| std::time::Duration::from_secs(django.recheck_every)),
             }),
             None => None,
         };
@@ -62,7 +66,7 @@ impl AppAuth {
 
     /// Connects to Django's database now (a no-op without `[auth.django]`).
     pub async fn ready(&self) -> anyhow::Result<()> {
-        if let Some(Django { config, sessions }) = &self.inner.django {
+        if let Some(Django { config, sessions, .. }) = &self.inner.django {
             sessions
                 .get_or_try_init(|| DjangoSessions::connect(config.clone()))
                 .await
@@ -84,6 +88,46 @@ impl AppAuth {
 }
 
 impl Authenticator for AppAuth {
+    /// A Django user's session is read again every `recheck_every`: a
+    /// logout, a changed password or a deactivated user closes the socket
+    /// with 4401. A JWT user needs none (its expiry closes it).
+    fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &User) -> Option<Recheck> {
+        let django = self.inner.django.as_ref()?;
+        let every = django.recheck_every?;
+        if let Some(jwt) = &self.inner.jwt {
+            if jwt
+                .token_from(&handshake)
+                .and_then(|t| jwt.validate(&t))
+                .is_some()
+            {
+                return None;
+            }
+        }
+        let cookies: Vec<&str> = handshake
+            .headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let cookie_header = cookies.join("; ");
+        let id = user.id().to_owned();
+        Some(Recheck::new(every, move || {
+            let auth = self.clone();
+            let cookie_header = cookie_header.clone();
+            let id = id.clone();
+            async move {
+                let Some(Django { sessions, .. }) = &auth.inner.django else {
+                    return Ok(false);
+                };
+                let Some(sessions) = sessions.get() else {
+                    return Ok(true);
+                };
+                let user = sessions.user_from_cookie_header(&cookie_header).await?;
+                Ok(user.is_some_and(|u| u.id == id))
+            }
+        }))
+    }
+
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         Box::pin(async move {
             if let Some(jwt) = &self.inner.jwt {
@@ -93,7 +137,7 @@ impl Authenticator for AppAuth {
             }
             match &self.inner.django {
                 None => Ok(None::<User>),
-                Some(Django { config, sessions }) => {
+                Some(Django { config, sessions, .. }) => {
                     let sessions = sessions
                         .get_or_try_init(|| DjangoSessions::connect(config.clone()))
                         .await

@@ -181,6 +181,15 @@ pub struct DjangoSettings {
     /// `AUTH_USER_MODEL`'s table (default `auth_user`).
     #[serde(default = "default_user_table")]
     pub user_table: String,
+    /// Seconds between checks that an open connection's session is still
+    /// valid (a logout, a changed password or a deactivated user then
+    /// closes it with 4401); 0 checks at the handshake only (default 60).
+    #[serde(default = "default_recheck_every")]
+    pub recheck_every: u64,
+}
+
+fn default_recheck_every() -> u64 {
+    60
 }
 
 fn default_engine() -> String {
@@ -209,6 +218,7 @@ impl std::fmt::Debug for DjangoSettings {
             .field("cookie_name", &self.cookie_name)
             .field("cookie_age", &self.cookie_age)
             .field("user_table", &self.user_table)
+            .field("recheck_every", &self.recheck_every)
             .finish()
     }
 }
@@ -562,6 +572,7 @@ impl Config {
                     cookie_name: default_cookie_name(),
                     cookie_age: default_cookie_age(),
                     user_table: default_user_table(),
+                    recheck_every: default_recheck_every(),
                 });
                 django.secret_key = secret_key;
                 django.database = database;

@@ -88,6 +88,7 @@ impl Project {
             cookie_name: "sessionid".into(),
             cookie_age: 3600,
             user_table: "auth_user".into(),
+            recheck_every: 1,
         });
         config
     }
@@ -222,4 +223,31 @@ async fn where_auth_is_required_anonymous_handshakes_get_401() {
     join_with(&server, "/ws/chat/lobby/", cookies["alice"].as_str())
         .await
         .expect("alice gets in");
+}
+
+/// A password change, a deactivation and an expired session close the open
+/// sockets of those users (4401) at the next recheck, as they log them out
+/// of the site; another user's socket stays open.
+#[tokio::test]
+async fn a_password_change_logs_the_open_socket_out() {
+    let project = Project::new();
+    let cookies = project.probe(&["prepare"]);
+    let server = TestServer::with_config(project.config(false)).await;
+    let mut alice = join_with(&server, "/ws/chat/lobby/", cookies["alice"].as_str())
+        .await
+        .unwrap();
+    let mut open = Vec::new();
+    for name in ["frank", "dave", "carol"] {
+        open.push(
+            join_with(&server, "/ws/chat/lobby/", cookies[name].as_str())
+                .await
+                .unwrap(),
+        );
+    }
+    project.probe(&["mutate", &cookies.to_string()]);
+    for client in &mut open {
+        assert_eq!(client.recv_close().await, 4401);
+    }
+    alice.send_json(&json!({"message": "still here"})).await;
+    assert_eq!(alice.recv_type("chat_message").await["message"], "still here");
 }

@@ -36,7 +36,7 @@ pub use layer::{
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
-pub use scope::{Scope, ScopeBuilder, ScopeError, User, empty_as_none};
+pub use scope::{Recheck, RecheckFuture, Scope, ScopeBuilder, ScopeError, User, empty_as_none};
 pub use session::{
     AddressRateLimiter, Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError,
     address_key,

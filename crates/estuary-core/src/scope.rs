@@ -110,6 +110,63 @@ impl User {
     }
 }
 
+/// A check, repeated while the connection is open, that its user is still
+/// signed in (the session not logged out, the password not changed). An
+/// authentication middleware puts it in the scope's extensions; the
+/// session runs it every [`Recheck::every`] and closes the connection with
+/// [`CloseCode::CREDENTIALS_EXPIRED`](crate::CloseCode::CREDENTIALS_EXPIRED)
+/// (4401) when it answers `Ok(false)`. An `Err` (the check could not be
+/// made) keeps the connection and tries again at the next interval.
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_core::Recheck;
+///
+/// let recheck = Recheck::new(Duration::from_secs(60), || async { Ok(true) });
+/// assert_eq!(recheck.every(), Duration::from_secs(60));
+/// ```
+#[derive(Clone)]
+pub struct Recheck {
+    every: std::time::Duration,
+    check: Arc<dyn Fn() -> RecheckFuture + Send + Sync>,
+}
+
+/// What a [`Recheck`] returns: still signed in, or why it could not tell.
+pub type RecheckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, crate::BoxError>> + Send>>;
+
+impl Recheck {
+    /// Runs `check` every `every` (at least one second).
+    pub fn new<F, Fut>(every: std::time::Duration, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<bool, crate::BoxError>> + Send + 'static,
+    {
+        Self {
+            every: every.max(std::time::Duration::from_secs(1)),
+            check: Arc::new(move || Box::pin(check())),
+        }
+    }
+
+    /// How often the check runs.
+    pub fn every(&self) -> std::time::Duration {
+        self.every
+    }
+
+    /// Runs the check once.
+    pub fn check(&self) -> RecheckFuture {
+        (self.check)()
+    }
+}
+
+impl fmt::Debug for Recheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recheck")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything known about a WebSocket connection when it opens: Channels'
 /// `scope` dict as a struct.
 ///

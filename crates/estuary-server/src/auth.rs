@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use estuary_core::User;
+use estuary_core::{Recheck, User};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
 
 use crate::router::ConnectionInfo;
@@ -93,7 +93,7 @@ pub enum AuthError {
 /// then closed with 4401 at that moment.
 ///
 /// ```
-/// use estuary_core::User;
+/// use estuary_core::{Recheck, User};
 /// use estuary_server::{AuthFuture, Authenticator, Handshake};
 ///
 /// /// `?token=letmein` is alice.
@@ -110,6 +110,15 @@ pub enum AuthError {
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides who is connecting.
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a>;
+
+    /// A check to repeat while `user`'s connection is open (its session
+    /// still valid: not logged out, the password not changed), put in the
+    /// scope for the session to run. `None` (the default): checked at the
+    /// handshake only.
+    fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &User) -> Option<Recheck> {
+        let _ = (handshake, user);
+        None
+    }
 }
 
 /// Whether a route needs an authenticated user.
@@ -128,7 +137,7 @@ pub enum AuthPolicy {
 /// unless set; paths can be given their own with [`AuthLayer::require_under`].
 ///
 /// ```
-/// use estuary_core::User;
+/// use estuary_core::{Recheck, User};
 /// use estuary_server::{AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
 ///
 /// struct Nobody;
@@ -253,6 +262,9 @@ where
             let decided = layer.authenticator.authenticate(handshake).await;
             match decided {
                 Ok(Some(user)) => {
+                    if let Some(recheck) = layer.authenticator.clone().recheck(handshake, &user) {
+                        req.extensions_mut().insert(recheck);
+                    }
                     req.extensions_mut().insert(user);
                 }
                 Ok(None) if layer.policy_for(req.uri().path()) == AuthPolicy::Required => {
