@@ -147,6 +147,15 @@ impl Postgres {
         Ok((statement, kind))
     }
 
+    /// Drops `conn` from the slot (if it is still the one there), so that the
+    /// next lookup connects afresh even before the client notices the close.
+    async fn forget(&self, conn: &Arc<Conn>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, conn)) {
+            *slot = None;
+        }
+    }
+
     /// Runs `query` on the live connection; if the connection turned out to be broken,
     /// reconnects once and retries.
     async fn with_retry<T, F, Fut>(&self, operation: &'static str, query: F) -> Result<T, DjangoError>
@@ -160,8 +169,9 @@ impl Postgres {
             let outcome = tokio::time::timeout(QUERY_TIMEOUT, query(conn.clone())).await;
             match outcome {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if conn.client.is_closed() && !retried => {
+                Ok(Err(e)) if broken(&conn, &e) && !retried => {
                     tracing::warn!(error = %e, "the Django PostgreSQL connection broke; reconnecting");
+                    self.forget(&conn).await;
                     retried = true;
                 }
                 Ok(Err(e)) => return Err(DjangoError::db(BACKEND, operation, e)),
@@ -247,4 +257,21 @@ impl Postgres {
         })
         .await
     }
+}
+
+/// Whether `error` means the connection is gone: the client saw it close, or
+/// the server said it is terminating the session (an administrator, a
+/// shutdown, a failover), which can arrive before the close itself.
+fn broken(conn: &Conn, error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    conn.client.is_closed()
+        || error.is_closed()
+        || error.code().is_some_and(|code| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code)
+        })
 }
