@@ -219,16 +219,6 @@ pub struct AuthService<S> {
     layer: AuthLayer,
 }
 
-fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(format!("{reason}\n")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 impl<S, B> tower::Service<Request<B>> for AuthService<S>
 where
     S: tower::Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
@@ -268,17 +258,20 @@ where
                     req.extensions_mut().insert(user);
                 }
                 Ok(None) if layer.policy_for(req.uri().path()) == AuthPolicy::Required => {
-                    let mut response = refusal(StatusCode::UNAUTHORIZED, "authentication required");
+                    let mut response =
+                        crate::service::plain(StatusCode::UNAUTHORIZED, "authentication required");
                     response
                         .headers_mut()
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                     return Ok(response);
                 }
                 Ok(None) => {}
-                Err(AuthError::Refused { status, reason }) => return Ok(refusal(status, &reason)),
+                Err(AuthError::Refused { status, reason }) => {
+                    return Ok(crate::service::plain(status, &reason));
+                }
                 Err(AuthError::Unavailable(error)) => {
                     tracing::warn!(%error, "handshake refused: authentication unavailable");
-                    return Ok(refusal(
+                    return Ok(crate::service::plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "authentication unavailable",
                     ));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 
 /// The host names this server answers to, as Django's `ALLOWED_HOSTS`.
 ///
@@ -213,13 +213,9 @@ where
         let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
         if !self.hosts.allows_any() && !host.is_some_and(|h| self.hosts.allows(h)) {
             crate::throttle::refused_host(host);
-            let mut response = Response::new(Body::from(
-                "Invalid Host header: add it to allowed_hosts if this server should answer to it\n",
-            ));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
+            let response = crate::service::plain(
+                StatusCode::BAD_REQUEST,
+                "Invalid Host header: add it to allowed_hosts if this server should answer to it",
             );
             return Box::pin(async move { Ok(response) });
         }

@@ -67,7 +67,7 @@ impl From<Router> for RouterService {
     }
 }
 
-fn plain(status: StatusCode, reason: &str) -> Response<Body> {
+pub(crate) fn plain(status: StatusCode, reason: &str) -> Response<Body> {
     let mut response = Response::new(Body::from(format!("{reason}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(
