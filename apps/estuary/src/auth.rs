@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use estuary::server::{AuthError, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
+use estuary::server::{Admission, AuthError, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
 use estuary::{Recheck, User};
 use estuary_django::{DjangoConfig, DjangoSessions};
 use tokio::sync::OnceCell;
@@ -131,12 +131,13 @@ impl Authenticator for AppAuth {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         Box::pin(async move {
             if let Some(jwt) = &self.inner.jwt {
-                if let Some(user) = jwt.authenticate(handshake).await? {
-                    return Ok(Some(user));
+                let admission = jwt.authenticate(handshake).await?;
+                if admission.user.is_some() {
+                    return Ok(admission);
                 }
             }
             match &self.inner.django {
-                None => Ok(None::<User>),
+                None => Ok(Admission::anonymous()),
                 Some(Django { config, sessions, .. }) => {
                     let sessions = sessions
                         .get_or_try_init(|| DjangoSessions::connect(config.clone()))

@@ -203,6 +203,8 @@ pub struct Scope {
     subprotocols: Vec<String>,
     params: Vec<(Arc<str>, String)>,
     user: Option<User>,
+    data: serde_json::Map<String, serde_json::Value>,
+    initial_groups: Vec<crate::GroupName>,
     extensions: Extensions,
 }
 
@@ -222,6 +224,8 @@ impl Scope {
                 subprotocols: Vec::new(),
                 params: Vec::new(),
                 user: None,
+                data: serde_json::Map::new(),
+                initial_groups: Vec::new(),
                 extensions: Extensions::new(),
             },
         }
@@ -338,6 +342,31 @@ impl Scope {
         self.user.as_ref()
     }
 
+    /// Data the handshake middleware attached to the connection (a connect
+    /// callback's `data`: a tenant, permissions), as Channels middleware
+    /// adds keys to `scope`. Empty unless set.
+    ///
+    /// ```
+    /// use estuary_core::Scope;
+    ///
+    /// let mut data = serde_json::Map::new();
+    /// data.insert("tenant".into(), "acme".into());
+    /// let scope = Scope::builder("/ws/").data(data).build();
+    /// assert_eq!(scope.data()["tenant"], "acme");
+    /// ```
+    pub fn data(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.data
+    }
+
+    /// The groups the handshake middleware put this connection in (a
+    /// connect callback's `groups`). The session joins them before the
+    /// consumer's `connect` runs, as Channels joins a consumer's `groups`
+    /// attribute, and leaves them when the connection ends; they count
+    /// against [`SessionConfig::max_groups`](crate::SessionConfig::max_groups).
+    pub fn initial_groups(&self) -> &[crate::GroupName] {
+        &self.initial_groups
+    }
+
     /// Typed values that middleware attached to the handshake request.
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
@@ -357,6 +386,8 @@ impl fmt::Debug for Scope {
             .field("client", &self.client)
             .field("params", &self.params)
             .field("user", &self.user)
+            .field("data", &self.data)
+            .field("initial_groups", &self.initial_groups)
             .finish_non_exhaustive()
     }
 }
@@ -413,6 +444,19 @@ impl ScopeBuilder {
     /// Sets the authenticated user.
     pub fn user(mut self, user: Option<User>) -> Self {
         self.scope.user = user;
+        self
+    }
+
+    /// Sets the data middleware attached (see [`Scope::data`]).
+    pub fn data(mut self, data: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.scope.data = data;
+        self
+    }
+
+    /// Sets the groups the connection joins before `connect` (see
+    /// [`Scope::initial_groups`]).
+    pub fn initial_groups(mut self, groups: Vec<crate::GroupName>) -> Self {
+        self.scope.initial_groups = groups;
         self
     }
 

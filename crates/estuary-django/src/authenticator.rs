@@ -46,7 +46,7 @@ impl Authenticator for DjangoSessions {
         let cookie_header = cookies.join("; ");
         Box::pin(async move {
             match self.user_from_cookie_header(&cookie_header).await {
-                Ok(user) => Ok(user.map(DjangoUser::into_user)),
+                Ok(user) => Ok(user.map(DjangoUser::into_user).into()),
                 Err(error) => Err(AuthError::Unavailable(Box::new(error))),
             }
         })

@@ -304,6 +304,6 @@ impl Authenticator for JwtAuthenticator {
         let user = self
             .token_from(&handshake)
             .and_then(|token| self.validate(&token));
-        Box::pin(async move { Ok(user) })
+        Box::pin(async move { Ok(user.into()) })
     }
 }

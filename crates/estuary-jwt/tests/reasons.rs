@@ -177,12 +177,15 @@ async fn authenticate_is_anonymous_for_no_token_and_a_bad_one() {
         headers: &headers,
         client: None,
     };
-    assert!(jwt.authenticate(handshake).await.unwrap().is_none());
+    assert!(jwt.authenticate(handshake).await.unwrap().user.is_none());
     let good: http::Uri = format!("/ws/?token={}", hs(&claims())).parse().unwrap();
     let handshake = Handshake {
         uri: &good,
         headers: &headers,
         client: None,
     };
-    assert_eq!(jwt.authenticate(handshake).await.unwrap().unwrap().id(), "42");
+    assert_eq!(
+        jwt.authenticate(handshake).await.unwrap().user.unwrap().id(),
+        "42"
+    );
 }

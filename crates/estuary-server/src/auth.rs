@@ -1,7 +1,8 @@
 //! Who is connecting: an [`Authenticator`] reads a WebSocket handshake and
-//! says who the user is; [`AuthLayer`] puts that user in the scope
-//! (Channels' `AuthMiddlewareStack`), and refuses the handshake where
-//! authentication is required.
+//! says who the user is (and, if it likes, which groups the connection
+//! joins and what data its scope carries: an [`Admission`]); [`AuthLayer`]
+//! puts that in the scope (Channels' `AuthMiddlewareStack`), and refuses
+//! the handshake where authentication is required.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,13 +11,77 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use estuary_core::{Recheck, User};
+use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
 
 use crate::router::ConnectionInfo;
 
 /// The boxed future an [`Authenticator`] returns.
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<User>, AuthError>> + Send + 'a>>;
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Admission, AuthError>> + Send + 'a>>;
+
+/// What an [`Authenticator`] decided for a handshake it lets in: the user
+/// (`None`: an anonymous visitor), the groups the connection joins before
+/// the consumer's `connect` runs ([`Scope::initial_groups`](estuary_core::Scope::initial_groups)),
+/// and data for its scope ([`Scope::data`](estuary_core::Scope::data)).
+/// An authenticator that only says who the user is converts its answer
+/// with `.into()`.
+///
+/// ```
+/// use estuary_core::{GroupName, User};
+/// use estuary_server::Admission;
+///
+/// let admission = Admission::from(User::new("42", "alice"))
+///     .join(GroupName::new("user.42").unwrap())
+///     .with_data("tenant", "acme");
+/// assert_eq!(admission.user.as_ref().map(User::name), Some("alice"));
+/// assert!(Admission::from(None::<User>).user.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admission {
+    /// Who is connecting; `None` for an anonymous visitor.
+    pub user: Option<User>,
+    /// Groups the connection joins before `connect`, and leaves at the end.
+    pub groups: Vec<GroupName>,
+    /// Data put in the scope for the consumer to read.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Admission {
+    /// An anonymous visitor, in no group, with no data.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Adds a group to join.
+    pub fn join(mut self, group: GroupName) -> Self {
+        self.groups.push(group);
+        self
+    }
+
+    /// Adds an entry to the scope's data.
+    pub fn with_data(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
+    }
+}
+
+impl From<User> for Admission {
+    fn from(user: User) -> Self {
+        Self {
+            user: Some(user),
+            ..Self::default()
+        }
+    }
+}
+
+impl From<Option<User>> for Admission {
+    fn from(user: Option<User>) -> Self {
+        Self {
+            user,
+            ..Self::default()
+        }
+    }
+}
 
 /// What an [`Authenticator`] sees of a WebSocket handshake.
 #[derive(Debug, Clone, Copy)]
@@ -63,8 +128,8 @@ impl Handshake<'_> {
     }
 }
 
-/// Why authentication could not be decided (not: the credential is bad,
-/// which is `Ok(None)`, an anonymous user).
+/// Why a handshake is not let in (not: the credential is bad, which is an
+/// anonymous [`Admission`]), or why that could not be decided.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The credential was presented and refused, with the status to answer
@@ -76,24 +141,45 @@ pub enum AuthError {
         /// Why, for the client.
         reason: String,
     },
-    /// The check could not be made (the session database is down): the
-    /// handshake gets 503, never an anonymous user by mistake.
+    /// Refused with a close code: the handshake completes and the
+    /// connection is closed at once with `code` and `reason`, before any
+    /// consumer runs. A browser's `CloseEvent` shows the code (a refused
+    /// handshake's HTTP status is hidden from page scripts), so a client
+    /// can tell "log in again" from "try later".
+    #[error("{reason} (close code {code})")]
+    Closed {
+        /// The close code (an application code, 4000-4999, or 1008).
+        code: CloseCode,
+        /// Why, for the client (at most 123 bytes are sent).
+        reason: String,
+    },
+    /// The check could not be made (the session database is down, the
+    /// backend did not answer in time): the handshake gets 503, never an
+    /// anonymous user by mistake.
     #[error("authentication unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The authentication backend answered something that is not an answer
+    /// (a connect callback's malformed reply): the handshake gets 502 and
+    /// the operator a log line with the detail.
+    #[error("bad answer from the authentication backend: {0}")]
+    BadAnswer(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Reads a WebSocket handshake and says who the user is.
 ///
-/// Contract: `Ok(Some(user))` for a valid credential; `Ok(None)` for none, or
-/// one that is not valid (expired, forged, a user who is inactive), which is
-/// an anonymous visitor, as Django has; `Err(AuthError::Refused)` to refuse
-/// the handshake outright whatever the route's policy; and
-/// `Err(AuthError::Unavailable)` when the check cannot be made (503). Set
+/// Contract: an [`Admission`] with the user for a valid credential; one
+/// without a user for none, or one that is not valid (expired, forged, a
+/// user who is inactive), which is an anonymous visitor, as Django has
+/// (refused with 401 where the route requires a user);
+/// `Err(AuthError::Refused)` or `Err(AuthError::Closed)` to refuse the
+/// handshake outright whatever the route's policy;
+/// `Err(AuthError::Unavailable)` when the check cannot be made (503); and
+/// `Err(AuthError::BadAnswer)` when a backend answered nonsense (502). Set
 /// [`User::with_expiry`] when the credential expires: the connection is
 /// then closed with 4401 at that moment.
 ///
 /// ```
-/// use estuary_core::{Recheck, User};
+/// use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
 /// use estuary_server::{AuthFuture, Authenticator, Handshake};
 ///
 /// /// `?token=letmein` is alice.
@@ -103,7 +189,7 @@ pub enum AuthError {
 ///     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
 ///         let user = (handshake.query_param("token").as_deref() == Some("letmein"))
 ///             .then(|| User::new("1", "alice"));
-///         Box::pin(async move { Ok(user) })
+///         Box::pin(async move { Ok(user.into()) })
 ///     }
 /// }
 /// ```
@@ -137,13 +223,13 @@ pub enum AuthPolicy {
 /// unless set; paths can be given their own with [`AuthLayer::require_under`].
 ///
 /// ```
-/// use estuary_core::{Recheck, User};
-/// use estuary_server::{AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
+/// use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
+/// use estuary_server::{Admission, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
 ///
 /// struct Nobody;
 /// impl Authenticator for Nobody {
 ///     fn authenticate<'a>(&'a self, _: Handshake<'a>) -> AuthFuture<'a> {
-///         Box::pin(async { Ok(None::<User>) })
+///         Box::pin(async { Ok(Admission::anonymous()) })
 ///     }
 /// }
 ///
@@ -251,13 +337,10 @@ where
             };
             let decided = layer.authenticator.authenticate(handshake).await;
             match decided {
-                Ok(Some(user)) => {
-                    if let Some(recheck) = layer.authenticator.clone().recheck(handshake, &user) {
-                        req.extensions_mut().insert(recheck);
-                    }
-                    req.extensions_mut().insert(user);
-                }
-                Ok(None) if layer.policy_for(req.uri().path()) == AuthPolicy::Required => {
+                Ok(admission)
+                    if admission.user.is_none()
+                        && layer.policy_for(req.uri().path()) == AuthPolicy::Required =>
+                {
                     let mut response =
                         crate::service::plain(StatusCode::UNAUTHORIZED, "authentication required");
                     response
@@ -265,15 +348,32 @@ where
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                     return Ok(response);
                 }
-                Ok(None) => {}
+                Ok(admission) => {
+                    if let Some(user) = &admission.user
+                        && let Some(recheck) = layer.authenticator.clone().recheck(handshake, user)
+                    {
+                        req.extensions_mut().insert(recheck);
+                    }
+                    req.extensions_mut().insert(admission);
+                }
                 Err(AuthError::Refused { status, reason }) => {
                     return Ok(crate::service::plain(status, &reason));
+                }
+                Err(AuthError::Closed { code, reason }) => {
+                    return Ok(crate::service::close_at_once(req, CloseFrame::new(code, reason)));
                 }
                 Err(AuthError::Unavailable(error)) => {
                     tracing::warn!(%error, "handshake refused: authentication unavailable");
                     return Ok(crate::service::plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "authentication unavailable",
+                    ));
+                }
+                Err(AuthError::BadAnswer(error)) => {
+                    tracing::error!(%error, "handshake refused: bad answer from the authentication backend");
+                    return Ok(crate::service::plain(
+                        StatusCode::BAD_GATEWAY,
+                        "authentication backend failed",
                     ));
                 }
             }

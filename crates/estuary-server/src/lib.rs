@@ -42,7 +42,9 @@ mod settings;
 mod throttle;
 mod transport;
 
-pub use auth::{AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator, Handshake};
+pub use auth::{
+    Admission, AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator, Handshake,
+};
 pub use body::BodyTimeout;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use limits::ServerStats;

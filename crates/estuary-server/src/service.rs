@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use base64::Engine as _;
-use estuary_core::{Accept, Outcome, Scope, User};
+use estuary_core::{Accept, Outcome, Scope};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -142,6 +142,91 @@ pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Checks that `req` is a WebSocket opening handshake this server speaks
+/// (HTTP/1.1 or later, version 13, a well-formed key): its key, or the
+/// refusal to answer. Checked before anything of the application runs: a
+/// malformed handshake is a broken client.
+pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<HeaderValue, Box<Response<Body>>> {
+    // RFC 6455 4.1: the opening handshake is an HTTP/1.1 (or later) GET.
+    if req.version() < Version::HTTP_11 {
+        return Err(Box::new(plain(
+            StatusCode::BAD_REQUEST,
+            "WebSocket upgrades need HTTP/1.1",
+        )));
+    }
+    let headers = req.headers();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(Box::new(response));
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        None => Err(Box::new(plain(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key",
+        ))),
+        Some(key) if !valid_websocket_key(key.as_bytes()) => Err(Box::new(plain(
+            StatusCode::BAD_REQUEST,
+            "invalid Sec-WebSocket-Key",
+        ))),
+        Some(key) => Ok(key.clone()),
+    }
+}
+
+/// The `101 Switching Protocols` answer to a handshake with `key` (checked
+/// by [`check_upgrade`]).
+pub(crate) fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    // Base64 of a digest: always a valid header value.
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// How long a connection closed at once waits for the client's close frame.
+const CLOSE_AT_ONCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Completes the handshake `req` and closes the connection at once with
+/// `frame`, running nothing of the application: how a handshake is refused
+/// with a close code a browser can read (it cannot read a refused
+/// handshake's HTTP status). The connection keeps its slots in the
+/// server's limits until it is closed, and the server's shutdown waits for
+/// it.
+pub(crate) fn close_at_once<B>(mut req: Request<B>, frame: estuary_core::CloseFrame) -> Response<Body> {
+    let key = match check_upgrade(&req) {
+        Ok(key) => key,
+        Err(refusal) => return *refusal,
+    };
+    let slots = req.extensions_mut().remove::<Slots>();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let closing = async move {
+        let _slots = slots;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // Nothing the client sends is wanted: small limits bound what it
+        // can make the server hold meanwhile.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(4096))
+            .max_frame_size(Some(4096));
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let mut transport = SocketTransport::new(ws, CLOSE_AT_ONCE_TIMEOUT);
+        estuary_core::Transport::close(&mut transport, Some(frame)).await;
+    };
+    match req.extensions().get::<Runtime>() {
+        Some(runtime) => drop(runtime.tracker.spawn(closing)),
+        None => drop(tokio::spawn(closing)),
+    }
+    switching_protocols(&key)
+}
+
 impl RouterService {
     /// The router behind this service.
     pub fn router(&self) -> &Router {
@@ -173,8 +258,13 @@ impl RouterService {
             .raw_path(raw_path)
             .query_string(parts.uri.query().unwrap_or_default())
             .subprotocols(offered_subprotocols(&parts.headers))
-            .headers(compact_headers(&parts.headers))
-            .user(parts.extensions.remove::<User>());
+            .headers(compact_headers(&parts.headers));
+        if let Some(admission) = parts.extensions.remove::<crate::Admission>() {
+            builder = builder
+                .user(admission.user)
+                .initial_groups(admission.groups)
+                .data(admission.data);
+        }
         if let Some(client) = info.client {
             builder = builder.client(client);
         }
@@ -215,26 +305,10 @@ impl RouterService {
     }
 
     async fn handle_upgrade(self, mut req: Request<Body>) -> Response<Body> {
-        // RFC 6455 4.1: the opening handshake is an HTTP/1.1 (or later) GET.
-        if req.version() < Version::HTTP_11 {
-            return plain(StatusCode::BAD_REQUEST, "WebSocket upgrades need HTTP/1.1");
-        }
-        let headers = req.headers();
-        if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-            let mut response = plain(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-            return response;
-        }
-        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-            return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+        let key = match check_upgrade(&req) {
+            Ok(key) => key,
+            Err(refusal) => return *refusal,
         };
-        // Checked before the consumer's `connect` runs: a malformed key is a
-        // broken client, and nothing of the application should run for it.
-        if !valid_websocket_key(key.as_bytes()) {
-            return plain(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key");
-        }
         let info = req
             .extensions()
             .get::<ConnectionInfo>()
@@ -257,16 +331,9 @@ impl RouterService {
             Err(response) => return response,
         };
 
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let mut response = switching_protocols(&key);
         let h = response.headers_mut();
         h.extend(accept.headers);
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        match HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-            Ok(v) => h.insert(header::SEC_WEBSOCKET_ACCEPT, v),
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"),
-        };
         if let Some(protocol) = accept.subprotocol {
             match HeaderValue::from_str(&protocol) {
                 Ok(v) if offered.contains(&protocol) => {

@@ -1,12 +1,17 @@
 //! Authentication over real TCP: the user an `Authenticator` finds is the
-//! scope's user; required routes refuse anonymous handshakes with 401;
-//! refusals and an unavailable check get their statuses; a credential that
-//! expires while connected closes the socket with 4401.
+//! scope's user, its groups are joined before `connect` and its data is the
+//! scope's; required routes refuse anonymous handshakes with 401; refusals,
+//! an unavailable check and a bad backend answer get their statuses; a
+//! refusal with a close code completes the handshake and closes with it; a
+//! credential that expires while connected closes the socket with 4401.
 
 use std::time::{Duration, SystemTime};
 
-use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, User, WsMessage};
-use estuary_server::{AuthError, AuthFuture, AuthLayer, Authenticator, Handshake, Router, Server};
+use estuary_core::{
+    ChannelLayer, ChannelLayerHandle, CloseCode, Connect, Consumer, ConsumerError, Context, GroupName,
+    Message as LayerMessage, User, WsMessage,
+};
+use estuary_server::{Admission, AuthError, AuthFuture, AuthLayer, Authenticator, Handshake, Router, Server};
 use futures_util::StreamExt;
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,27 +20,47 @@ use tower::Layer;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Greets with the scope's user: "user=<name>" or "user=anonymous".
+/// Greets with the scope's user: "user=<name>" or "user=anonymous", then
+/// its groups and data when it has some; relays layer events' `text`.
 struct WhoAmI;
 
+#[derive(serde::Deserialize)]
+struct Relay {
+    text: String,
+}
+
 impl Consumer for WhoAmI {
-    type Event = NoEvent;
+    type Event = Relay;
 
     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        let name = ctx.scope().user().map_or("anonymous".to_owned(), |u| {
+        let scope = ctx.scope();
+        let mut greeting = scope.user().map_or("user=anonymous".to_owned(), |u| {
             format!(
-                "{} staff={}",
+                "user={} staff={}",
                 u.name(),
                 u.attribute("staff").unwrap_or(&false.into())
             )
         });
-        ctx.send(WsMessage::text(format!("user={name}"))).await?;
+        if !scope.initial_groups().is_empty() {
+            let groups: Vec<&str> = scope.initial_groups().iter().map(|g| g.as_str()).collect();
+            greeting += &format!(" groups={}", groups.join(","));
+        }
+        if !scope.data().is_empty() {
+            greeting += &format!(" data={}", serde_json::Value::Object(scope.data().clone()));
+        }
+        ctx.send(WsMessage::text(greeting)).await?;
         Ok(Connect::accept())
+    }
+
+    async fn event(&mut self, ctx: &mut Context, event: Relay) -> Result<(), ConsumerError> {
+        ctx.send_text(event.text).await
     }
 }
 
-/// `?token=`: `alice` (staff), `brief` (expires in a second), `banned`
-/// (refused 403), `down` (unavailable); anything else is anonymous.
+/// `?token=`: `alice` (staff), `brief` (expires in a second), `member`
+/// (in groups `news` and `user.3`, data `tenant`), `guest` (anonymous, in
+/// `news`), `banned` (refused 403), `log-in-again` (closed 4403), `down`
+/// (unavailable), `nonsense` (a bad answer); anything else is anonymous.
 struct Tokens;
 
 impl Authenticator for Tokens {
@@ -45,25 +70,41 @@ impl Authenticator for Tokens {
             .or_else(|| handshake.bearer_token().map(str::to_owned));
         Box::pin(async move {
             match token.as_deref() {
-                Some("alice") => Ok(Some(User::new("1", "alice").with_attribute("staff", true))),
-                Some("brief") => Ok(Some(
-                    User::new("2", "brief").with_expiry(SystemTime::now() + Duration::from_secs(1)),
-                )),
+                Some("alice") => Ok(User::new("1", "alice").with_attribute("staff", true).into()),
+                Some("brief") => Ok(User::new("2", "brief")
+                    .with_expiry(SystemTime::now() + Duration::from_secs(1))
+                    .into()),
+                Some("member") => Ok(Admission::from(User::new("3", "member"))
+                    .join(GroupName::new("news").unwrap())
+                    .join(GroupName::new("user.3").unwrap())
+                    .with_data("tenant", "acme")),
+                Some("guest") => Ok(Admission::anonymous().join(GroupName::new("news").unwrap())),
+                Some("log-in-again") => Err(AuthError::Closed {
+                    code: CloseCode::from(4403),
+                    reason: "log in again".into(),
+                }),
+                Some("nonsense") => Err(AuthError::BadAnswer("the backend said 'maybe'".into())),
                 Some("banned") => Err(AuthError::Refused {
                     status: StatusCode::FORBIDDEN,
                     reason: "banned".into(),
                 }),
                 Some("down") => Err(AuthError::Unavailable("session store down".into())),
-                _ => Ok(None),
+                _ => Ok(Admission::anonymous()),
             }
         })
     }
 }
 
 async fn serve() -> (std::net::SocketAddr, CancellationToken) {
+    let (addr, stop, _) = serve_with_layer().await;
+    (addr, stop)
+}
+
+async fn serve_with_layer() -> (std::net::SocketAddr, CancellationToken, ChannelLayerHandle) {
     let router = Router::new()
         .websocket("ws/open/", || WhoAmI)
         .websocket("ws/private/", || WhoAmI);
+    let layer = router.channel_layer().clone();
     let service = AuthLayer::new(Tokens)
         .require_under("/ws/private/")
         .layer(router.into_service());
@@ -72,7 +113,7 @@ async fn serve() -> (std::net::SocketAddr, CancellationToken) {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(server.serve(service, async move { token.cancelled().await }));
-    (addr, stop)
+    (addr, stop, layer)
 }
 
 async fn greeting(url: String) -> Result<String, u16> {
@@ -110,6 +151,93 @@ async fn the_authenticated_user_is_the_scopes_and_required_routes_refuse_anonymo
     assert_eq!(greeting(url("/ws/private/?token=forged")).await, Err(401));
     assert_eq!(greeting(url("/ws/open/?token=banned")).await, Err(403));
     assert_eq!(greeting(url("/ws/open/?token=down")).await, Err(503));
+    assert_eq!(greeting(url("/ws/open/?token=nonsense")).await, Err(502));
+}
+
+async fn next_text(
+    ws: &mut (impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> String {
+    match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a message in time")
+    {
+        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scopes() {
+    let (addr, _stop, layer) = serve_with_layer().await;
+    let (mut member, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/open/?token=member"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut member).await,
+        r#"user=member staff=false groups=news,user.3 data={"tenant":"acme"}"#
+    );
+    // Required routes need a user: a guest's groups do not let it in.
+    assert_eq!(
+        greeting(format!("ws://{addr}/ws/private/?token=guest")).await,
+        Err(401)
+    );
+    let (mut guest, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/open/?token=guest"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut guest).await, "user=anonymous groups=news");
+
+    let send = |group: &str, text: &str| {
+        let layer = layer.clone();
+        let group = GroupName::new(group).unwrap();
+        let message = LayerMessage::from_json(&serde_json::json!({"type": "relay", "text": text})).unwrap();
+        async move { layer.group_send(&group, message).await.unwrap().delivered }
+    };
+    assert_eq!(send("user.3", "for member only").await, 1);
+    assert_eq!(send("news", "for everyone").await, 2);
+    assert_eq!(next_text(&mut member).await, "for member only");
+    assert_eq!(next_text(&mut member).await, "for everyone");
+    assert_eq!(next_text(&mut guest).await, "for everyone");
+
+    // The groups are left with the connection: once its close completes,
+    // a send to its own group reaches nobody (within a deadline: the
+    // server leaves the groups just after the closing handshake).
+    member.close(None).await.unwrap();
+    while let Some(Ok(_)) = tokio::time::timeout(WAIT, member.next())
+        .await
+        .expect("closed in time")
+    {}
+    tokio::time::timeout(WAIT, async {
+        while send("user.3", "after the member left").await != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the member's groups are left when it goes");
+}
+
+#[tokio::test]
+async fn a_refusal_with_a_close_code_completes_the_handshake_and_closes_with_it() {
+    let (addr, _stop) = serve().await;
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/open/?token=log-in-again"))
+            .await
+            .expect("the handshake completes");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let close = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("closed in time");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4403);
+            assert_eq!(frame.reason.as_str(), "log in again");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // The closing handshake completes: the stream ends.
+    assert!(matches!(
+        tokio::time::timeout(WAIT, ws.next()).await.expect("ends in time"),
+        None | Some(Err(_))
+    ));
 }
 
 #[tokio::test]

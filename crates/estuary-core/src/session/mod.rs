@@ -237,8 +237,22 @@ impl<C: Consumer> Session<C> {
             }
         })?;
         let (tx, rx) = outbound(config.outbound_capacity, config.outbound_bytes);
+        // Nothing is allocated for the usual empty list.
+        let initial_groups = scope.initial_groups().to_vec();
         let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
         ctx.set_max_groups(config.max_groups);
+        // The groups the handshake middleware chose (Channels' `groups`
+        // attribute) are joined before `connect`, which can rely on them.
+        for group in &initial_groups {
+            if let Err(error) = ctx.group_add(group).await {
+                tracing::info!(%group, %error, "cannot join the handshake's groups; handshake rejected");
+                ctx.release().await;
+                return Err(Reject {
+                    status: error.http_status(),
+                    reason: error.http_reason(),
+                });
+            }
+        }
         let decision = AssertUnwindSafe(consumer.connect(&mut ctx)).catch_unwind().await;
         let mut session = Self {
             consumer,
