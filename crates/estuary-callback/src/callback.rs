@@ -1,0 +1,357 @@
+//! The connect callback: the handshake POSTed to the application, its
+//! answer turned into an admission or a refusal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use estuary_core::{Recheck, User};
+use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake};
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+
+use crate::answer::{AnswerError, Decision, MAX_ANSWER_SIZE, parse_answer};
+use crate::config::{CallbackConfig, SIGNATURE_HEADER};
+
+/// Why the application's answer could not be had or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    /// The application could not be reached (refused, reset, DNS).
+    #[error("cannot reach the connect callback {url}: {source}")]
+    Unreachable {
+        /// The callback URL.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No answer within the timeout.
+    #[error("no answer from the connect callback {url} within {after:?}")]
+    Timeout {
+        /// The callback URL.
+        url: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The application failed (a 5xx status).
+    #[error("the connect callback {url} failed with {status}")]
+    Failed {
+        /// The callback URL.
+        url: String,
+        /// Its status.
+        status: StatusCode,
+    },
+    /// A status that is no answer (not 200, not 5xx), with a hint.
+    #[error("the connect callback {url} answered {status}: {hint}")]
+    Status {
+        /// The callback URL.
+        url: String,
+        /// Its status.
+        status: StatusCode,
+        /// What it likely means.
+        hint: &'static str,
+    },
+    /// A 200 whose body is not an answer.
+    #[error("the connect callback {url} answered badly: {source}")]
+    Answer {
+        /// The callback URL.
+        url: String,
+        /// What is wrong with it.
+        #[source]
+        source: AnswerError,
+    },
+    /// A 200 whose body is larger than 64 KiB, or could not be read.
+    #[error("the connect callback {url}'s answer could not be read (at most 64 KiB): {source}")]
+    Body {
+        /// The callback URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl From<CallbackError> for AuthError {
+    fn from(error: CallbackError) -> Self {
+        match error {
+            CallbackError::Unreachable { .. }
+            | CallbackError::Timeout { .. }
+            | CallbackError::Failed { .. } => AuthError::Unavailable(Box::new(error)),
+            CallbackError::Status { .. } | CallbackError::Answer { .. } | CallbackError::Body { .. } => {
+                AuthError::BadAnswer(Box::new(error))
+            }
+        }
+    }
+}
+
+/// An [`Authenticator`] that asks the application: the handshake is POSTed
+/// as JSON to [`CallbackConfig::new`]'s URL, signed with the shared
+/// secret, and the answer admits the visitor (a user or none, groups to
+/// join, data for the scope) or refuses it (an HTTP status, or a close
+/// code after the upgrade). The crate documentation gives the protocol
+/// and a Django view that answers it.
+///
+/// Failures never let anyone in by mistake: an application that cannot be
+/// reached, does not answer within the timeout or fails (5xx) gives the
+/// handshake 503; one that answers something else (another status, a body
+/// that is not an answer) gives it 502 and the operator an error line.
+/// Connections are kept alive and reused.
+///
+/// ```no_run
+/// use estuary_callback::{CallbackConfig, ConnectCallback};
+/// use estuary_server::{AuthLayer, Router};
+/// use tower::Layer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = CallbackConfig::new("http://127.0.0.1:8000/estuary/connect/", std::env::var("ESTUARY_CALLBACK_SECRET")?)?;
+/// let service = AuthLayer::new(ConnectCallback::new(config)).layer(Router::new().into_service());
+/// # let _ = service;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConnectCallback {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CallbackConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+    in_flight: Semaphore,
+    /// The URL as text, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for ConnectCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectCallback")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What of a handshake is sent, owned (a recheck sends it again).
+#[derive(Debug, Clone)]
+struct Asked {
+    /// The JSON fields but `event` and `time`.
+    fields: serde_json::Map<String, serde_json::Value>,
+    /// The forwarded headers and cookies.
+    headers: HeaderMap,
+}
+
+impl ConnectCallback {
+    /// A callback as configured.
+    pub fn new(config: CallbackConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            inner: Arc::new(Inner {
+                in_flight: Semaphore::new(config.max_in_flight),
+                url: config.url.to_string(),
+                config,
+                client,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CallbackConfig {
+        &self.inner.config
+    }
+
+    /// What of `handshake` the application is told.
+    fn asked(&self, handshake: &Handshake<'_>) -> Asked {
+        let config = &self.inner.config;
+        let mut headers = HeaderMap::new();
+        let mut header_fields = BTreeMap::new();
+        for name in &config.headers {
+            for value in handshake.headers.get_all(name) {
+                headers.append(name.clone(), value.clone());
+                if let Ok(text) = value.to_str() {
+                    header_fields.insert(name.as_str().to_owned(), serde_json::Value::from(text));
+                }
+            }
+        }
+        let mut cookie_fields = BTreeMap::new();
+        let mut cookie_header = String::new();
+        for name in &config.cookies {
+            if let Some(value) = handshake.cookie(name) {
+                if !cookie_header.is_empty() {
+                    cookie_header.push_str("; ");
+                }
+                cookie_header.push_str(name);
+                cookie_header.push('=');
+                cookie_header.push_str(&value);
+                cookie_fields.insert(name.clone(), serde_json::Value::from(value));
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&cookie_header)
+            && !cookie_header.is_empty()
+        {
+            headers.insert(header::COOKIE, value);
+        }
+        let client = handshake
+            .client
+            .map(|addr| serde_json::json!({"host": addr.ip().to_string(), "port": addr.port()}));
+        let mut fields = serde_json::Map::new();
+        fields.insert("path".into(), handshake.uri.path().into());
+        fields.insert("query".into(), handshake.uri.query().unwrap_or_default().into());
+        fields.insert("headers".into(), header_fields.into_iter().collect());
+        fields.insert("cookies".into(), cookie_fields.into_iter().collect());
+        fields.insert("client".into(), client.unwrap_or_default());
+        Asked { fields, headers }
+    }
+
+    /// Asks the application about `asked` (`event`: "connect" or "recheck").
+    async fn ask(&self, asked: &Asked, event: &str) -> Result<Decision, CallbackError> {
+        let inner = &*self.inner;
+        let timeout = inner.config.timeout;
+        let exchange = async {
+            // A slot first: a handshake storm cannot open unbounded
+            // requests to the application.
+            let _slot = inner.in_flight.acquire().await;
+            let mut fields = asked.fields.clone();
+            fields.insert("event".into(), event.into());
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            fields.insert("time".into(), now.into());
+            let body = serde_json::to_vec(&fields).unwrap_or_default();
+            let mut request = Request::builder()
+                .method(Method::POST)
+                .uri(inner.config.url.clone())
+                .body(Full::new(Bytes::from(body.clone())))
+                .map_err(|e| CallbackError::Unreachable {
+                    url: inner.url.clone(),
+                    source: Box::new(e),
+                })?;
+            let h = request.headers_mut();
+            h.extend(asked.headers.clone());
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+            if let Ok(signature) = HeaderValue::from_str(&sign(&inner.config.secret, &body)) {
+                h.insert(SIGNATURE_HEADER, signature);
+            }
+            let response = inner
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallbackError::Unreachable {
+                    url: inner.url.clone(),
+                    source: Box::new(e),
+                })?;
+            let status = response.status();
+            if status.is_server_error() {
+                return Err(CallbackError::Failed {
+                    url: inner.url.clone(),
+                    status,
+                });
+            }
+            if status != StatusCode::OK {
+                let hint = match status.as_u16() {
+                    300..=399 => "a redirect is no answer (is the view behind login_required?)",
+                    401 | 403 => {
+                        "the application refused the callback itself (does its secret match Estuary's?)"
+                    }
+                    404 | 405 => "the URL does not lead to the callback view",
+                    _ => "only 200 with a JSON answer decides",
+                };
+                return Err(CallbackError::Status {
+                    url: inner.url.clone(),
+                    status,
+                    hint,
+                });
+            }
+            let body = Limited::new(response.into_body(), MAX_ANSWER_SIZE)
+                .collect()
+                .await
+                .map_err(|source| CallbackError::Body {
+                    url: inner.url.clone(),
+                    source,
+                })?
+                .to_bytes();
+            parse_answer(&body).map_err(|source| CallbackError::Answer {
+                url: inner.url.clone(),
+                source,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(decided) => decided,
+            Err(_) => Err(CallbackError::Timeout {
+                url: inner.url.clone(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Asks the application about `handshake`, as the handshake would.
+    pub async fn decide(&self, handshake: Handshake<'_>) -> Result<Decision, CallbackError> {
+        self.ask(&self.asked(&handshake), "connect").await
+    }
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
+///
+/// ```
+/// // The Python side: "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+/// let signature = estuary_callback::sign(b"key", b"The quick brown fox jumps over the lazy dog");
+/// assert_eq!(signature, "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
+/// ```
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        // HMAC takes keys of any length.
+        return String::new();
+    };
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for byte in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    out
+}
+
+impl Authenticator for ConnectCallback {
+    fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+        let asked = self.asked(&handshake);
+        Box::pin(async move {
+            match self.ask(&asked, "connect").await? {
+                Decision::Accept(admission) => Ok(admission),
+                Decision::Reject(rejection) => Err(rejection.into()),
+            }
+        })
+    }
+
+    /// With [`CallbackConfig::with_recheck_every`]: the same question
+    /// again, `"event": "recheck"`. Still the same user: kept. Another
+    /// user, none, or a refusal: closed with 4401. No answer: kept, and
+    /// asked again at the next interval.
+    fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &User) -> Option<Recheck> {
+        let every = self.inner.config.recheck_every?;
+        let asked = Arc::new(self.asked(&handshake));
+        let id = user.id().to_owned();
+        Some(Recheck::new(every, move || {
+            let callback = self.clone();
+            let asked = asked.clone();
+            let id = id.clone();
+            async move {
+                match callback.ask(&asked, "recheck").await? {
+                    Decision::Accept(Admission { user: Some(user), .. }) => Ok(user.id() == id),
+                    Decision::Accept(_) | Decision::Reject(_) => Ok(false),
+                }
+            }
+        }))
+    }
+}

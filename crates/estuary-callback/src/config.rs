@@ -1,0 +1,212 @@
+//! Where the callback goes and what it carries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Uri, header};
+
+/// Why a [`CallbackConfig`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The URL does not parse, or is not `http://host[:port]/path`.
+    #[error("callback URL {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The shared secret is too short to sign with.
+    #[error(
+        "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
+    )]
+    ShortSecret,
+    /// A header that cannot be forwarded.
+    #[error("header {0:?} cannot be forwarded: {1}")]
+    Header(String, &'static str),
+}
+
+/// The shortest shared secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Headers the callback sets itself, or that belong to one HTTP hop: never
+/// forwarded from the handshake.
+const NOT_FORWARDED: [HeaderName; 12] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::COOKIE,
+    header::ACCEPT,
+];
+
+/// The header that carries the body's signature.
+pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
+
+/// Where the connect callback goes, how it is signed, and what of the
+/// handshake it forwards.
+///
+/// Defaults: a 2 s timeout for the whole exchange, the `Origin` and
+/// `User-Agent` headers and the `sessionid` cookie forwarded (Django's
+/// session, so that the view's `request.user` is the visitor), at most
+/// 256 callbacks in flight, no recheck.
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_callback::CallbackConfig;
+///
+/// let config = CallbackConfig::new("http://127.0.0.1:8000/estuary/connect/", "a secret of 16+ bytes")?
+///     .with_timeout(Duration::from_secs(1))
+///     .forward_headers(["origin", "user-agent", "accept-language"])?
+///     .forward_cookies(["sessionid", "csrftoken"])
+///     .with_recheck_every(Some(Duration::from_secs(60)));
+/// assert_eq!(config.timeout(), Duration::from_secs(1));
+/// assert!(CallbackConfig::new("https://example.org/", "a secret of 16+ bytes").is_err());
+/// # Ok::<(), estuary_callback::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct CallbackConfig {
+    pub(crate) url: Uri,
+    pub(crate) secret: Arc<[u8]>,
+    pub(crate) timeout: Duration,
+    pub(crate) headers: Vec<HeaderName>,
+    pub(crate) cookies: Vec<String>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) recheck_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for CallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers)
+            .field("cookies", &self.cookies)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("recheck_every", &self.recheck_every)
+            .finish()
+    }
+}
+
+impl CallbackConfig {
+    /// A callback to `url` (`http://`; put the application on a private
+    /// network or loopback: this build has no TLS client), signed with
+    /// `secret` (at least 16 bytes).
+    pub fn new(url: &str, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        let bad = |reason: &str| ConfigError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        match parsed.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "https is not supported (no TLS client in this build): call the application over http on loopback or a private network",
+                ));
+            }
+            _ => return Err(bad("needs an http:// URL")),
+        }
+        if parsed.host().is_none_or(str::is_empty) {
+            return Err(bad("has no host"));
+        }
+        let secret = secret.as_ref();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::ShortSecret);
+        }
+        Ok(Self {
+            url: parsed,
+            secret: secret.into(),
+            timeout: Duration::from_secs(2),
+            headers: vec![header::ORIGIN, header::USER_AGENT],
+            cookies: vec!["sessionid".to_owned()],
+            max_in_flight: 256,
+            recheck_every: None,
+        })
+    }
+
+    /// How long the whole exchange may take (waiting for a slot, the
+    /// request, the answer); past it the handshake gets 503.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The handshake headers forwarded (in the JSON body, and as headers of
+    /// the callback request so the application's middleware sees them).
+    /// Replaces the default list. `Host`, `Cookie`, `Content-Type`,
+    /// `Accept` and hop-by-hop headers cannot be forwarded.
+    pub fn forward_headers<I, S>(mut self, names: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut headers = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            let parsed = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| ConfigError::Header(name.to_owned(), "not a header name"))?;
+            if parsed == header::COOKIE {
+                return Err(ConfigError::Header(
+                    name.to_owned(),
+                    "list cookies with forward_cookies",
+                ));
+            }
+            if NOT_FORWARDED.contains(&parsed) || parsed.as_str().starts_with("proxy-") {
+                return Err(ConfigError::Header(name.to_owned(), "it belongs to one HTTP hop"));
+            }
+            if parsed.as_str() == SIGNATURE_HEADER {
+                return Err(ConfigError::Header(name.to_owned(), "the callback sets it"));
+            }
+            headers.push(parsed);
+        }
+        self.headers = headers;
+        Ok(self)
+    }
+
+    /// The cookies forwarded (in the JSON body, and as the callback
+    /// request's `Cookie` header). Replaces the default `["sessionid"]`.
+    pub fn forward_cookies<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cookies = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How many callbacks may wait for the application at once (at least
+    /// one); a handshake beyond waits for a slot within the timeout.
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Asks the application again every `every` while a user's connection
+    /// is open (`"event": "recheck"`); an answer that no longer admits the
+    /// same user closes it with 4401. `None` (the default): asked at the
+    /// handshake only.
+    pub fn with_recheck_every(mut self, every: Option<Duration>) -> Self {
+        self.recheck_every = every;
+        self
+    }
+
+    /// The callback URL.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// The exchange's timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
