@@ -1,5 +1,6 @@
 //! Who is connecting, as configured in `[auth]`: a JWT, then Django's
-//! session, or nobody (every visitor anonymous).
+//! session or the application's connect callback, or nobody (every visitor
+//! anonymous).
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ struct Inner {
     /// Tried first: a token in the handshake decides.
     jwt: Option<estuary_jwt::JwtAuthenticator>,
     django: Option<Django>,
+    /// Asked when no token decided (never with `django`).
+    callback: Option<Arc<estuary_callback::ConnectCallback>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("jwt", &self.jwt.is_some())
             .field("django", &self.django)
+            .field("callback", &self.callback)
             .finish()
     }
 }
@@ -59,8 +63,18 @@ impl AppAuth {
             Some(jwt) => Some(estuary_jwt::JwtAuthenticator::new(jwt.jwt_config()?)?),
             None => None,
         };
+        let callback = match &config.auth.callback {
+            Some(callback) => Some(Arc::new(estuary_callback::ConnectCallback::new(
+                callback.callback_config()?,
+            ))),
+            None => None,
+        };
         Ok(Self {
-            inner: Arc::new(Inner { jwt, django }),
+            inner: Arc::new(Inner {
+                jwt,
+                django,
+                callback,
+            }),
         })
     }
 
@@ -90,10 +104,9 @@ impl AppAuth {
 impl Authenticator for AppAuth {
     /// A Django user's session is read again every `recheck_every`: a
     /// logout, a changed password or a deactivated user closes the socket
-    /// with 4401. A JWT user needs none (its expiry closes it).
+    /// with 4401. The callback is asked again as `[auth.callback]
+    /// recheck_every` says. A JWT user needs none (its expiry closes it).
     fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &User) -> Option<Recheck> {
-        let django = self.inner.django.as_ref()?;
-        let every = django.recheck_every?;
         if let Some(jwt) = &self.inner.jwt {
             if jwt
                 .token_from(&handshake)
@@ -103,6 +116,11 @@ impl Authenticator for AppAuth {
                 return None;
             }
         }
+        if let Some(callback) = &self.inner.callback {
+            return callback.clone().recheck(handshake, user);
+        }
+        let django = self.inner.django.as_ref()?;
+        let every = django.recheck_every?;
         let cookies: Vec<&str> = handshake
             .headers
             .get_all(axum::http::header::COOKIE)
@@ -135,6 +153,9 @@ impl Authenticator for AppAuth {
                 if admission.user.is_some() {
                     return Ok(admission);
                 }
+            }
+            if let Some(callback) = &self.inner.callback {
+                return callback.authenticate(handshake).await;
             }
             match &self.inner.django {
                 None => Ok(Admission::anonymous()),

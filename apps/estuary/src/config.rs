@@ -10,6 +10,9 @@ use estuary::server::{AllowedHosts, ServerConfig, TrustedProxies};
 use estuary::{AddressRateLimiter, RateLimit, SlowClientPolicy, WsSettings};
 use serde::Deserialize;
 
+mod auth;
+pub use auth::{AuthSettings, CallbackSettings, DjangoSettings, JwtSettings};
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
@@ -60,189 +63,8 @@ pub struct Config {
     pub layer: LayerSettings,
     /// Timeouts.
     pub server: ServerSettings,
-    /// Who is connecting: Django's sessions.
+    /// Who is connecting: a JWT, Django's sessions, or the connect callback.
     pub auth: AuthSettings,
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Every WebSocket route needs an authenticated user (401 without one);
-    /// otherwise anonymous visitors connect without a user, as in Django.
-    pub required: bool,
-    /// Reads Django's session cookie (`[auth.django]`).
-    pub django: Option<DjangoSettings>,
-    /// Reads a JWT (`[auth.jwt]`); tried before Django's session.
-    pub jwt: Option<JwtSettings>,
-}
-
-/// `[auth.jwt]`: JSON Web Tokens from `Authorization: Bearer`, `?token=` or
-/// a `token` cookie (the first present is the one checked).
-#[derive(Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtSettings {
-    /// An HS256 secret.
-    pub hmac_secret: Option<String>,
-    /// A PEM file with an RSA public key (RS256).
-    pub rsa_public_key_file: Option<PathBuf>,
-    /// A PEM file with a P-256 public key (ES256).
-    pub ec_public_key_file: Option<PathBuf>,
-    /// A JWKS file (keys chosen by `kid`).
-    pub jwks_file: Option<PathBuf>,
-    /// The `aud` a token must carry, if set.
-    pub audience: Option<String>,
-    /// The `iss` a token must carry, if set.
-    pub issuer: Option<String>,
-    /// Seconds of clock skew allowed on `exp` and `nbf` (default 30).
-    pub leeway: Option<u64>,
-}
-
-impl std::fmt::Debug for JwtSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSettings")
-            .field("hmac_secret", &self.hmac_secret.as_ref().map(|_| "<redacted>"))
-            .field("rsa_public_key_file", &self.rsa_public_key_file)
-            .field("ec_public_key_file", &self.ec_public_key_file)
-            .field("jwks_file", &self.jwks_file)
-            .field("audience", &self.audience)
-            .field("issuer", &self.issuer)
-            .field("leeway", &self.leeway)
-            .finish()
-    }
-}
-
-impl JwtSettings {
-    /// As `estuary-jwt`'s configuration (reads the key files).
-    pub fn jwt_config(&self) -> anyhow::Result<estuary_jwt::JwtConfig> {
-        let mut config = estuary_jwt::JwtConfig::new();
-        let mut keys = 0;
-        if let Some(secret) = &self.hmac_secret {
-            config = config.hmac_secret(secret.clone().into_bytes())?;
-            keys += 1;
-        }
-        if let Some(path) = &self.rsa_public_key_file {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("auth.jwt.rsa_public_key_file {}", path.display()))?;
-            config = config.rsa_pem(&pem, None)?;
-            keys += 1;
-        }
-        if let Some(path) = &self.ec_public_key_file {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("auth.jwt.ec_public_key_file {}", path.display()))?;
-            config = config.ec_pem(&pem, None)?;
-            keys += 1;
-        }
-        if let Some(path) = &self.jwks_file {
-            config = config.jwks_file(path)?;
-            keys += 1;
-        }
-        if keys == 0 {
-            bail!(
-                "[auth.jwt] needs a key: hmac_secret, rsa_public_key_file, ec_public_key_file or jwks_file"
-            );
-        }
-        if let Some(audience) = &self.audience {
-            config = config.audience(audience.clone());
-        }
-        if let Some(issuer) = &self.issuer {
-            config = config.issuer(issuer.clone());
-        }
-        if let Some(leeway) = self.leeway {
-            config = config.leeway(Duration::from_secs(leeway));
-        }
-        Ok(config)
-    }
-}
-
-/// `[auth.django]`: the Django project whose logged-in users are the
-/// WebSocket's users. Its values are the project's settings of the same
-/// names.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DjangoSettings {
-    /// `SECRET_KEY`.
-    pub secret_key: String,
-    /// `SECRET_KEY_FALLBACKS`.
-    #[serde(default)]
-    pub secret_key_fallbacks: Vec<String>,
-    /// `DATABASES["default"]` as a URL: `postgres://user@host/db` or
-    /// `sqlite:///path/db.sqlite3` (opened read-only). Use a read-only role.
-    pub database: String,
-    /// `SESSION_ENGINE`: `"db"` (default) or `"signed_cookies"`.
-    #[serde(default = "default_engine")]
-    pub session_engine: String,
-    /// `SESSION_COOKIE_NAME` (default `sessionid`).
-    #[serde(default = "default_cookie_name")]
-    pub cookie_name: String,
-    /// `SESSION_COOKIE_AGE` in seconds, for `signed_cookies` (default two weeks).
-    #[serde(default = "default_cookie_age")]
-    pub cookie_age: u64,
-    /// `AUTH_USER_MODEL`'s table (default `auth_user`).
-    #[serde(default = "default_user_table")]
-    pub user_table: String,
-    /// Seconds between checks that an open connection's session is still
-    /// valid (a logout, a changed password or a deactivated user then
-    /// closes it with 4401); 0 checks at the handshake only (default 60).
-    #[serde(default = "default_recheck_every")]
-    pub recheck_every: u64,
-}
-
-fn default_recheck_every() -> u64 {
-    60
-}
-
-fn default_engine() -> String {
-    "db".into()
-}
-
-fn default_cookie_name() -> String {
-    "sessionid".into()
-}
-
-fn default_cookie_age() -> u64 {
-    1_209_600
-}
-
-fn default_user_table() -> String {
-    "auth_user".into()
-}
-
-impl std::fmt::Debug for DjangoSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DjangoSettings")
-            .field("secret_key", &"<redacted>")
-            .field("secret_key_fallbacks", &self.secret_key_fallbacks.len())
-            .field("database", &self.database)
-            .field("session_engine", &self.session_engine)
-            .field("cookie_name", &self.cookie_name)
-            .field("cookie_age", &self.cookie_age)
-            .field("user_table", &self.user_table)
-            .field("recheck_every", &self.recheck_every)
-            .finish()
-    }
-}
-
-impl DjangoSettings {
-    /// As `estuary-django`'s configuration.
-    pub fn django_config(&self) -> anyhow::Result<estuary_django::DjangoConfig> {
-        let database: estuary_django::DatabaseUrl = self
-            .database
-            .parse()
-            .map_err(|e| anyhow::anyhow!("auth.django.database: {e}"))?;
-        let mut config = estuary_django::DjangoConfig::new(self.secret_key.clone(), database);
-        config.secret_key_fallbacks = self.secret_key_fallbacks.clone();
-        config.cookie_name = self.cookie_name.clone();
-        config.engine = match self.session_engine.as_str() {
-            "db" => estuary_django::SessionEngine::Db,
-            "signed_cookies" => estuary_django::SessionEngine::SignedCookies {
-                max_age: Duration::from_secs(self.cookie_age),
-            },
-            other => bail!("auth.django.session_engine must be \"db\" or \"signed_cookies\", not {other:?}"),
-        };
-        config.user_model.table = self.user_table.clone();
-        Ok(config)
-    }
 }
 
 /// `[websocket]`
@@ -458,6 +280,12 @@ pub struct ServeArgs {
     /// The Django project's database URL (postgres://... or sqlite:///...), with --django-secret-key.
     #[arg(long, env = "ESTUARY_DJANGO_DATABASE")]
     pub django_database: Option<String>,
+    /// The application's connect callback URL (http://...): it decides who connects.
+    #[arg(long, env = "ESTUARY_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// The secret the connect callback is signed with, with --callback-url.
+    #[arg(long, env = "ESTUARY_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
     /// Client messages per second per client address, over all its connections (0: no limit).
     #[arg(long, env = "ESTUARY_RATE_LIMIT_PER_IP")]
     pub rate_limit_per_ip: Option<f64>,
@@ -564,22 +392,31 @@ impl Config {
         }
         match (a.django_secret_key, a.django_database) {
             (Some(secret_key), Some(database)) => {
-                let mut django = config.auth.django.take().unwrap_or(DjangoSettings {
-                    secret_key: String::new(),
-                    secret_key_fallbacks: Vec::new(),
-                    database: String::new(),
-                    session_engine: default_engine(),
-                    cookie_name: default_cookie_name(),
-                    cookie_age: default_cookie_age(),
-                    user_table: default_user_table(),
-                    recheck_every: default_recheck_every(),
-                });
+                let mut django = config
+                    .auth
+                    .django
+                    .take()
+                    .unwrap_or_else(|| DjangoSettings::new("", ""));
                 django.secret_key = secret_key;
                 django.database = database;
                 config.auth.django = Some(django);
             }
             (None, None) => {}
             _ => bail!("--django-secret-key and --django-database go together"),
+        }
+        match (a.callback_url, a.callback_secret) {
+            (Some(url), Some(secret)) => {
+                let mut callback = config
+                    .auth
+                    .callback
+                    .take()
+                    .unwrap_or_else(|| CallbackSettings::new("", ""));
+                callback.url = url;
+                callback.secret = secret;
+                config.auth.callback = Some(callback);
+            }
+            (None, None) => {}
+            _ => bail!("--callback-url and --callback-secret go together"),
         }
         if let Some(v) = a.rate_limit_per_ip {
             config.websocket.rate_limit_per_ip = v;
@@ -632,15 +469,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.bind()?;
-        if let Some(django) = &self.auth.django {
-            django.django_config()?;
-        }
-        if let Some(jwt) = &self.auth.jwt {
-            jwt.jwt_config()?;
-        }
-        if self.auth.required && self.auth.django.is_none() && self.auth.jwt.is_none() {
-            bail!("auth.required needs a way to authenticate: configure [auth.django] or [auth.jwt]");
-        }
+        self.auth.validate()?;
         self.allowed_hosts()?;
         self.trusted_proxies()?;
         if self.websocket.max_message_size < 128 {
@@ -695,13 +524,7 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         c.push_token = c.push_token.map(|_| "<redacted>".into());
-        if let Some(jwt) = &mut c.auth.jwt {
-            jwt.hmac_secret = jwt.hmac_secret.as_ref().map(|_| "<redacted>".into());
-        }
-        if let Some(django) = &mut c.auth.django {
-            django.secret_key = "<redacted>".into();
-            django.secret_key_fallbacks = vec!["<redacted>".into(); django.secret_key_fallbacks.len()];
-        }
+        c.auth.redact();
         c.layer.encryption_keys = c
             .layer
             .encryption_keys

@@ -7,17 +7,20 @@
 //! project.
 
 mod common;
+#[path = "../../../tests/support/http.rs"]
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Client, Refused, TestServer};
-use estuary_app::config::{Config, DjangoSettings};
+use estuary_app::config::{CallbackSettings, Config, DjangoSettings};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "the current secret key of the test project";
 const OLD_SECRET: &str = "the secret key the project had before";
+const CALLBACK_SECRET: &str = "the secret the connect callback is signed with";
 
 fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("ESTUARY_DJANGO_PYTHON") {
@@ -42,8 +45,11 @@ impl Project {
         std::fs::create_dir_all(&dir).unwrap();
         let source =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/estuary-django/tests/django_project");
-        for file in ["settings.py", "urls.py", "probe.py"] {
-            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "py") {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
         }
         Self { dir }
     }
@@ -52,10 +58,11 @@ impl Project {
         self.dir.join("db.sqlite3")
     }
 
-    /// Runs probe.py (waits for it to exit); its stdout is one JSON object.
-    fn probe(&self, args: &[&str]) -> Value {
-        let output = Command::new(python())
-            .arg("probe.py")
+    /// `python <script> <args>` in the project, with its environment.
+    fn command(&self, script: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(python());
+        command
+            .arg(script)
             .args(args)
             .current_dir(&self.dir)
             .env("PYTHONPATH", &self.dir)
@@ -63,10 +70,18 @@ impl Project {
             .env("ESTUARY_DJANGO_FALLBACKS", OLD_SECRET)
             .env("ESTUARY_DJANGO_OLD_SECRET", OLD_SECRET)
             .env("ESTUARY_DJANGO_ENGINE", "db")
+            .env("ESTUARY_CALLBACK_SECRET", CALLBACK_SECRET)
             .env(
                 "ESTUARY_DJANGO_DB",
                 format!("sqlite:{}", self.database().display()),
-            )
+            );
+        command
+    }
+
+    /// Runs probe.py (waits for it to exit); its stdout is one JSON object.
+    fn probe(&self, args: &[&str]) -> Value {
+        let output = self
+            .command("probe.py", args)
             .output()
             .expect("run the Django probe");
         assert!(
@@ -75,6 +90,25 @@ impl Project {
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_slice(&output.stdout).expect("probe.py prints JSON")
+    }
+
+    /// The project served over HTTP (serve.py), until dropped.
+    fn serve(&self) -> Django {
+        use std::io::BufRead;
+        let mut child = self
+            .command("serve.py", &[])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the Django server");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("serve.py prints its port first, not {line:?}"));
+        Django { child, port }
     }
 
     fn config(&self, required: bool) -> Config {
@@ -91,6 +125,19 @@ impl Project {
             recheck_every: 1,
         });
         config
+    }
+}
+
+/// The Django project's HTTP server.
+struct Django {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Django {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -248,6 +295,85 @@ async fn a_password_change_logs_the_open_socket_out() {
     for client in &mut open {
         assert_eq!(client.recv_close().await, 4401);
     }
+    alice.send_json(&json!({"message": "still here"})).await;
+    assert_eq!(alice.recv_type("chat_message").await["message"], "still here");
+}
+
+/// The connect callback answered by the project's own view
+/// (`estuary_connect.py`, the one the documentation shows), over HTTP from
+/// Django's WSGI handler: Django's session decides who alice is, the view
+/// puts her in her own group, which a push then reaches; visitors without a
+/// login are closed with the view's 4403.
+#[tokio::test]
+async fn django_answers_the_connect_callback() {
+    let project = Project::new();
+    let cookies = project.probe(&["prepare"]);
+    let django = project.serve();
+    let mut config = Config {
+        push_insecure: true,
+        ..Config::default()
+    };
+    config.auth.callback = Some(CallbackSettings::new(
+        format!("http://127.0.0.1:{}/estuary/connect/", django.port),
+        CALLBACK_SECRET,
+    ));
+    let server = TestServer::with_config(config).await;
+
+    let mut carol = join_with(&server, "/ws/chat/lobby/", cookies["carol"].as_str())
+        .await
+        .expect("carol gets in");
+    assert_eq!(carol.recv_type("user_join").await["username"], "carol");
+    let mut alice = join_with(&server, "/ws/chat/lobby/", cookies["alice"].as_str())
+        .await
+        .expect("alice gets in");
+    assert_eq!(carol.recv_type("user_join").await["username"], "alice");
+    assert_eq!(
+        sent_as(&mut alice, &mut carol, json!({"message": "hello"})).await,
+        "alice"
+    );
+    assert_eq!(alice.recv_type("chat_message").await["message"], "hello");
+
+    // The view put alice in her own group: a push to it reaches her only.
+    let alice_id = cookies["alice_id"].as_str().unwrap();
+    let event = json!({"type": "chat.message", "message": "just for you", "username": "site"});
+    let answer = http::post_json(
+        server.addr,
+        &format!("/api/groups/user.{alice_id}/send"),
+        &event.to_string(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains(r#""delivered":1"#), "{answer}");
+    assert_eq!(alice.recv_type("chat_message").await["message"], "just for you");
+    // carol's next message is her own: the push did not reach her.
+    carol.send_json(&json!({"message": "after"})).await;
+    assert_eq!(carol.recv_type("chat_message").await["message"], "after");
+    assert_eq!(alice.recv_type("chat_message").await["message"], "after");
+
+    // A visitor's session, a forged cookie, garbage and no cookie at all:
+    // the view closes them with 4403 after the handshake.
+    for cookie in [
+        cookies["visitor"].as_str(),
+        cookies["forged"].as_str(),
+        Some("garbage"),
+        None,
+    ] {
+        let mut request = server.url("/ws/chat/lobby/").into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("cookie", format!("sessionid={cookie}").parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the handshake completes");
+        assert_eq!(Client { ws }.recv_close().await, 4403, "{cookie:?}");
+    }
+
+    // Django gone: handshakes get 503, open sockets stay.
+    drop(django);
+    let refused = join_with(&server, "/ws/chat/lobby/", cookies["dave"].as_str()).await;
+    assert!(matches!(refused, Err(Refused(503))));
     alice.send_json(&json!({"message": "still here"})).await;
     assert_eq!(alice.recv_type("chat_message").await["message"], "still here");
 }

@@ -40,8 +40,11 @@ impl Project {
         let dir = std::env::temp_dir().join(format!("estuary-django-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django_project");
-        for file in ["settings.py", "urls.py", "probe.py"] {
-            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "py") {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
         }
         let db_env = db_env(&dir);
         Self { dir, engine, db_env }

@@ -4,6 +4,8 @@ import os
 
 SECRET_KEY = os.environ["ESTUARY_DJANGO_SECRET"]
 SECRET_KEY_FALLBACKS = [k for k in os.environ.get("ESTUARY_DJANGO_FALLBACKS", "").split(",") if k]
+# The secret Estuary signs its connect callbacks with (estuary_connect.py).
+ESTUARY_CALLBACK_SECRET = os.environ.get("ESTUARY_CALLBACK_SECRET", "")
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = [

@@ -1,0 +1,337 @@
+//! `[auth]`: who is connecting (a JWT, Django's session, or the
+//! application's connect callback).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Every WebSocket route needs an authenticated user (401 without one);
+    /// otherwise anonymous visitors connect without a user, as in Django.
+    pub required: bool,
+    /// Reads Django's session cookie (`[auth.django]`).
+    pub django: Option<DjangoSettings>,
+    /// Reads a JWT (`[auth.jwt]`); tried before Django's session or the
+    /// callback.
+    pub jwt: Option<JwtSettings>,
+    /// Asks the application (`[auth.callback]`); not with `[auth.django]`.
+    pub callback: Option<CallbackSettings>,
+}
+
+impl AuthSettings {
+    /// Checks what can be checked without connecting anywhere.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if let Some(django) = &self.django {
+            django.django_config()?;
+        }
+        if let Some(jwt) = &self.jwt {
+            jwt.jwt_config()?;
+        }
+        if let Some(callback) = &self.callback {
+            callback.callback_config()?;
+        }
+        if self.django.is_some() && self.callback.is_some() {
+            bail!(
+                "[auth.django] and [auth.callback] are two ways to recognise the same visitors: configure one (the callback can answer from Django's own sessions)"
+            );
+        }
+        if self.required && self.django.is_none() && self.jwt.is_none() && self.callback.is_none() {
+            bail!(
+                "auth.required needs a way to authenticate: configure [auth.django], [auth.jwt] or [auth.callback]"
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the secrets, for printing.
+    pub(crate) fn redact(&mut self) {
+        if let Some(jwt) = &mut self.jwt {
+            jwt.hmac_secret = jwt.hmac_secret.as_ref().map(|_| "<redacted>".into());
+        }
+        if let Some(django) = &mut self.django {
+            django.secret_key = "<redacted>".into();
+            django.secret_key_fallbacks = vec!["<redacted>".into(); django.secret_key_fallbacks.len()];
+        }
+        if let Some(callback) = &mut self.callback {
+            callback.secret = "<redacted>".into();
+        }
+    }
+}
+
+/// `[auth.callback]`: the application's connect callback (see the
+/// `estuary-callback` crate for the protocol and a Django view).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackSettings {
+    /// The view's URL (`http://`).
+    pub url: String,
+    /// The shared secret the request is signed with (at least 16 bytes).
+    pub secret: String,
+    /// Milliseconds the whole exchange may take (default 2000); past them
+    /// the handshake gets 503.
+    #[serde(default = "default_callback_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Handshake headers forwarded (default `["origin", "user-agent"]`).
+    #[serde(default = "default_callback_headers")]
+    pub headers: Vec<String>,
+    /// Cookies forwarded (default `["sessionid"]`).
+    #[serde(default = "default_callback_cookies")]
+    pub cookies: Vec<String>,
+    /// Callbacks in flight at once (default 256).
+    #[serde(default = "default_callback_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds between asking again about an open connection's user (a
+    /// user no longer admitted is closed with 4401); 0: at the handshake
+    /// only (default).
+    #[serde(default)]
+    pub recheck_every: u64,
+}
+
+fn default_callback_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_callback_headers() -> Vec<String> {
+    vec!["origin".into(), "user-agent".into()]
+}
+
+fn default_callback_cookies() -> Vec<String> {
+    vec!["sessionid".into()]
+}
+
+fn default_callback_in_flight() -> usize {
+    256
+}
+
+impl std::fmt::Debug for CallbackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackSettings")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("headers", &self.headers)
+            .field("cookies", &self.cookies)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("recheck_every", &self.recheck_every)
+            .finish()
+    }
+}
+
+impl CallbackSettings {
+    /// A callback to `url` signed with `secret`, the rest by default.
+    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            secret: secret.into(),
+            timeout_ms: default_callback_timeout_ms(),
+            headers: default_callback_headers(),
+            cookies: default_callback_cookies(),
+            max_in_flight: default_callback_in_flight(),
+            recheck_every: 0,
+        }
+    }
+
+    /// As `estuary-callback`'s configuration.
+    pub fn callback_config(&self) -> anyhow::Result<estuary_callback::CallbackConfig> {
+        if self.timeout_ms == 0 {
+            bail!("auth.callback.timeout_ms must be at least 1");
+        }
+        let config = estuary_callback::CallbackConfig::new(&self.url, &self.secret)
+            .map_err(|e| anyhow::anyhow!("auth.callback: {e}"))?
+            .with_timeout(Duration::from_millis(self.timeout_ms))
+            .forward_headers(&self.headers)
+            .map_err(|e| anyhow::anyhow!("auth.callback.headers: {e}"))?
+            .forward_cookies(self.cookies.iter().cloned())
+            .with_max_in_flight(self.max_in_flight)
+            .with_recheck_every((self.recheck_every > 0).then(|| Duration::from_secs(self.recheck_every)));
+        Ok(config)
+    }
+}
+
+/// `[auth.jwt]`: JSON Web Tokens from `Authorization: Bearer`, `?token=` or
+/// a `token` cookie (the first present is the one checked).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// An HS256 secret.
+    pub hmac_secret: Option<String>,
+    /// A PEM file with an RSA public key (RS256).
+    pub rsa_public_key_file: Option<PathBuf>,
+    /// A PEM file with a P-256 public key (ES256).
+    pub ec_public_key_file: Option<PathBuf>,
+    /// A JWKS file (keys chosen by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// The `aud` a token must carry, if set.
+    pub audience: Option<String>,
+    /// The `iss` a token must carry, if set.
+    pub issuer: Option<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf` (default 30).
+    pub leeway: Option<u64>,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("hmac_secret", &self.hmac_secret.as_ref().map(|_| "<redacted>"))
+            .field("rsa_public_key_file", &self.rsa_public_key_file)
+            .field("ec_public_key_file", &self.ec_public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl JwtSettings {
+    /// As `estuary-jwt`'s configuration (reads the key files).
+    pub fn jwt_config(&self) -> anyhow::Result<estuary_jwt::JwtConfig> {
+        let mut config = estuary_jwt::JwtConfig::new();
+        let mut keys = 0;
+        if let Some(secret) = &self.hmac_secret {
+            config = config.hmac_secret(secret.clone().into_bytes())?;
+            keys += 1;
+        }
+        if let Some(path) = &self.rsa_public_key_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("auth.jwt.rsa_public_key_file {}", path.display()))?;
+            config = config.rsa_pem(&pem, None)?;
+            keys += 1;
+        }
+        if let Some(path) = &self.ec_public_key_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("auth.jwt.ec_public_key_file {}", path.display()))?;
+            config = config.ec_pem(&pem, None)?;
+            keys += 1;
+        }
+        if let Some(path) = &self.jwks_file {
+            config = config.jwks_file(path)?;
+            keys += 1;
+        }
+        if keys == 0 {
+            bail!(
+                "[auth.jwt] needs a key: hmac_secret, rsa_public_key_file, ec_public_key_file or jwks_file"
+            );
+        }
+        if let Some(audience) = &self.audience {
+            config = config.audience(audience.clone());
+        }
+        if let Some(issuer) = &self.issuer {
+            config = config.issuer(issuer.clone());
+        }
+        if let Some(leeway) = self.leeway {
+            config = config.leeway(Duration::from_secs(leeway));
+        }
+        Ok(config)
+    }
+}
+
+/// `[auth.django]`: the Django project whose logged-in users are the
+/// WebSocket's users. Its values are the project's settings of the same
+/// names.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DjangoSettings {
+    /// `SECRET_KEY`.
+    pub secret_key: String,
+    /// `SECRET_KEY_FALLBACKS`.
+    #[serde(default)]
+    pub secret_key_fallbacks: Vec<String>,
+    /// `DATABASES["default"]` as a URL: `postgres://user@host/db` or
+    /// `sqlite:///path/db.sqlite3` (opened read-only). Use a read-only role.
+    pub database: String,
+    /// `SESSION_ENGINE`: `"db"` (default) or `"signed_cookies"`.
+    #[serde(default = "default_engine")]
+    pub session_engine: String,
+    /// `SESSION_COOKIE_NAME` (default `sessionid`).
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// `SESSION_COOKIE_AGE` in seconds, for `signed_cookies` (default two weeks).
+    #[serde(default = "default_cookie_age")]
+    pub cookie_age: u64,
+    /// `AUTH_USER_MODEL`'s table (default `auth_user`).
+    #[serde(default = "default_user_table")]
+    pub user_table: String,
+    /// Seconds between checks that an open connection's session is still
+    /// valid (a logout, a changed password or a deactivated user then
+    /// closes it with 4401); 0 checks at the handshake only (default 60).
+    #[serde(default = "default_recheck_every")]
+    pub recheck_every: u64,
+}
+
+fn default_recheck_every() -> u64 {
+    60
+}
+
+fn default_engine() -> String {
+    "db".into()
+}
+
+fn default_cookie_name() -> String {
+    "sessionid".into()
+}
+
+fn default_cookie_age() -> u64 {
+    1_209_600
+}
+
+fn default_user_table() -> String {
+    "auth_user".into()
+}
+
+impl std::fmt::Debug for DjangoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DjangoSettings")
+            .field("secret_key", &"<redacted>")
+            .field("secret_key_fallbacks", &self.secret_key_fallbacks.len())
+            .field("database", &self.database)
+            .field("session_engine", &self.session_engine)
+            .field("cookie_name", &self.cookie_name)
+            .field("cookie_age", &self.cookie_age)
+            .field("user_table", &self.user_table)
+            .field("recheck_every", &self.recheck_every)
+            .finish()
+    }
+}
+
+impl DjangoSettings {
+    /// The project with `SECRET_KEY` `secret_key` and database `database`,
+    /// the rest by default.
+    pub fn new(secret_key: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            secret_key: secret_key.into(),
+            secret_key_fallbacks: Vec::new(),
+            database: database.into(),
+            session_engine: default_engine(),
+            cookie_name: default_cookie_name(),
+            cookie_age: default_cookie_age(),
+            user_table: default_user_table(),
+            recheck_every: default_recheck_every(),
+        }
+    }
+
+    /// As `estuary-django`'s configuration.
+    pub fn django_config(&self) -> anyhow::Result<estuary_django::DjangoConfig> {
+        let database: estuary_django::DatabaseUrl = self
+            .database
+            .parse()
+            .map_err(|e| anyhow::anyhow!("auth.django.database: {e}"))?;
+        let mut config = estuary_django::DjangoConfig::new(self.secret_key.clone(), database);
+        config.secret_key_fallbacks = self.secret_key_fallbacks.clone();
+        config.cookie_name = self.cookie_name.clone();
+        config.engine = match self.session_engine.as_str() {
+            "db" => estuary_django::SessionEngine::Db,
+            "signed_cookies" => estuary_django::SessionEngine::SignedCookies {
+                max_age: Duration::from_secs(self.cookie_age),
+            },
+            other => bail!("auth.django.session_engine must be \"db\" or \"signed_cookies\", not {other:?}"),
+        };
+        config.user_model.table = self.user_table.clone();
+        Ok(config)
+    }
+}
