@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use estuary_core::{CloseCode, CloseFrame, Inbound, Outcome, WsMessage};
-use estuary_server::{ConnectionInfo, InMemoryConnection, RouterService, ServerFrame};
+use estuary_core::{CloseCode, CloseFrame, Inbound, Outcome, User, WsMessage};
+use estuary_server::{Admission, ConnectionInfo, InMemoryConnection, RouterService, ServerFrame};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -70,6 +70,7 @@ pub struct Communicator {
     path_and_query: String,
     headers: HeaderMap,
     subprotocols: Vec<String>,
+    admission: Option<Admission>,
     info: ConnectionInfo,
     timeout: Duration,
     no_message_wait: Duration,
@@ -86,6 +87,7 @@ impl Communicator {
             path_and_query: path.to_owned(),
             headers: HeaderMap::new(),
             subprotocols: Vec::new(),
+            admission: None,
             info: ConnectionInfo {
                 peer: Some(([127, 0, 0, 1], 40000).into()),
                 client: Some(([127, 0, 0, 1], 40000).into()),
@@ -110,6 +112,42 @@ impl Communicator {
     /// Offers a subprotocol.
     pub fn subprotocol(mut self, protocol: &str) -> Self {
         self.subprotocols.push(protocol.to_owned());
+        self
+    }
+
+    /// Connects as `user`, as an authentication layer would have decided
+    /// (Channels: `communicator.scope["user"] = user`).
+    ///
+    /// ```
+    /// use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, User};
+    /// use estuary_server::Router;
+    /// use estuary_testing::Communicator;
+    ///
+    /// struct Hello;
+    /// impl Consumer for Hello {
+    ///     type Event = NoEvent;
+    ///     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+    ///         let name = ctx.scope().user().map_or("stranger", |u| u.name()).to_owned();
+    ///         ctx.send_text(format!("hello {name}")).await?;
+    ///         Ok(Connect::accept())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = Router::new().websocket("ws/", || Hello).into_service();
+    /// let mut c = Communicator::new(app, "/ws/").user(User::new("42", "alice"));
+    /// c.connect().await.unwrap();
+    /// assert_eq!(c.receive_text().await.unwrap(), "hello alice");
+    /// # });
+    /// ```
+    pub fn user(self, user: User) -> Self {
+        self.admission(Admission::from(user))
+    }
+
+    /// Connects with what an authentication layer admitted: the user (or
+    /// none), groups joined before `connect`, and the scope's data.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -138,6 +176,9 @@ impl Communicator {
         }
         if !self.subprotocols.is_empty() {
             builder = builder.header("sec-websocket-protocol", self.subprotocols.join(", "));
+        }
+        if let Some(admission) = self.admission.clone() {
+            builder = builder.extension(admission);
         }
         let request = builder
             .body(())

@@ -382,3 +382,60 @@ async fn a_rejected_handshake_leaves_its_groups_and_runs_disconnect() {
         .unwrap();
     assert_eq!(report.delivered, 0);
 }
+
+#[tokio::test]
+async fn an_admission_puts_the_connection_in_its_groups_and_leaves_them_at_the_end() {
+    let (app, mut disconnects) = app();
+    let layer = app.router().channel_layer().clone();
+    let admission = estuary_server::Admission::from(estuary_core::User::new("42", "alice"))
+        .join(GroupName::new("user.42").unwrap())
+        .with_data("plan", "pro");
+    let mut c = Communicator::new(app, "/ws/room/lobby/").admission(admission);
+    c.connect().await.unwrap();
+    assert_eq!(c.receive_text().await.unwrap(), "welcome");
+    let push =
+        || Message::from_json(&serde_json::json!({"type": "chat.message", "message": "for alice"})).unwrap();
+    let user42 = GroupName::new("user.42").unwrap();
+    assert_eq!(layer.group_send(&user42, push()).await.unwrap().delivered, 1);
+    assert_eq!(
+        c.receive_json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"message": "for alice"})
+    );
+    c.disconnect().await;
+    assert_eq!(disconnects.recv().await, Some(CloseCode::NORMAL));
+    assert_eq!(layer.group_send(&user42, push()).await.unwrap().delivered, 0);
+}
+
+#[tokio::test]
+async fn an_admission_with_more_groups_than_allowed_is_refused_before_connect() {
+    let (tx, mut disconnects) = mpsc::unbounded_channel();
+    let mut settings = estuary_server::WsSettings::default();
+    settings.session.max_groups = 2;
+    let app = Router::new()
+        .with_settings(settings)
+        .websocket("ws/room/<slug:room>/", move || Room {
+            disconnects: tx.clone(),
+        })
+        .into_service();
+    let layer = app.router().channel_layer().clone();
+    let admission = ["a", "b", "c"]
+        .into_iter()
+        .fold(estuary_server::Admission::anonymous(), |a, g| {
+            a.join(GroupName::new(g).unwrap())
+        });
+    let mut c = Communicator::new(app, "/ws/room/lobby/").admission(admission);
+    match c.connect().await {
+        Err(CommunicatorError::Rejected { status, body }) => {
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::FORBIDDEN, "too many groups")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // connect never ran, so neither does disconnect; the groups joined are left.
+    assert!(disconnects.try_recv().is_err());
+    let m = Message::from_json(&serde_json::json!({"type": "chat.message", "message": "x"})).unwrap();
+    let report = layer.group_send(&GroupName::new("a").unwrap(), m).await.unwrap();
+    assert_eq!(report.delivered, 0);
+}
