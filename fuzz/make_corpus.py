@@ -327,6 +327,27 @@ def jwt():
           '"x": "' + "A" * 43 + '", "y": "' + "A" * 43 + '", "kid": "k1"}, {"kty": "RSA", "use": "enc"}]}')
 
 
+def callback():
+    """Answers of a connect callback (crates/estuary-callback/src/lib.rs), as
+    the documented Django view and other applications write them."""
+    import json
+
+    write("callback", "accept-django", json.dumps({"user": {"id": 42, "name": "alice", "attributes": {"is_staff": False}},
+                                                   "groups": ["user.42"]}))
+    write("callback", "accept-full", json.dumps({"user": {"id": "u-7", "name": "bob", "attributes": {"roles": ["a"]},
+                                                          "expires_at": 4102444800},
+                                                 "groups": ["user.7", "news", "tenant.acme"], "data": {"plan": "pro"}}))
+    write("callback", "accept-anonymous", "{}")
+    write("callback", "accept-guest", json.dumps({"user": None, "groups": ["public"]}))
+    write("callback", "reject-status", json.dumps({"reject": {"status": 403, "reason": "banned"}}))
+    write("callback", "reject-close", json.dumps({"reject": {"close_code": 4403, "reason": "log in first"}}))
+    write("callback", "reject-policy", json.dumps({"reject": {"close_code": 1008}}))
+    write("callback", "bad-misspelt", json.dumps({"user": {"id": "1"}, "group": ["user.1"]}))
+    write("callback", "bad-mixed", json.dumps({"reject": {"status": 403}, "groups": ["a"]}))
+    write("callback", "bad-group", json.dumps({"groups": ["no spaces", "x" * 120]}))
+    write("callback", "bad-array", "[]")
+
+
 routes()
 queries()
 chat()
@@ -334,3 +355,4 @@ names()
 stored()
 http()
 jwt()
+callback()

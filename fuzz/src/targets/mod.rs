@@ -1,5 +1,6 @@
 //! The targets, one file per kind of input.
 
+pub mod callback;
 pub mod chat;
 pub mod django;
 pub mod http;
@@ -60,6 +61,13 @@ pub const ALL: &[Target] = &[
         about: "JWTs (header, claims, signature) and JWKS documents (estuary-jwt)",
         run: jwt::run,
         dictionary: jwt::DICTIONARY,
+        max_len: 2048,
+    },
+    Target {
+        name: "callback",
+        about: "connect-callback answers and their signature (estuary-callback)",
+        run: callback::run,
+        dictionary: callback::DICTIONARY,
         max_len: 2048,
     },
     Target {
