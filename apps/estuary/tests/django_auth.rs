@@ -1,150 +1,40 @@
 //! `estuary serve` recognises the users of a real Django project (Django
-//! 5.2 from PyPI, SQLite): a user who logs in through Django's own
-//! `LoginView` and connects with that cookie is that user in the chat
-//! room; a visitor, a forged cookie and an expired session are anonymous,
-//! or refused where authentication is required; a spoofed username is
-//! refused. The Django project and its probe are `estuary-django`'s test
-//! project.
+//! 5.2 from PyPI, on SQLite and on PostgreSQL): a user who logs in through
+//! Django's own `LoginView` and connects with that cookie is that user in
+//! the chat room; a visitor, a forged cookie and an expired session are
+//! anonymous, or refused where authentication is required; a spoofed
+//! username is refused. The Django project and its probe are
+//! `estuary-django`'s test project, driven by the shared harness
+//! (tests/support/django.rs).
 
 mod common;
+#[path = "../../../tests/support/django.rs"]
+mod django;
 #[path = "../../../tests/support/http.rs"]
 mod http;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use common::{Client, Refused, TestServer};
+use django::{CALLBACK_SECRET, Database, Engine, OLD_SECRET, Project, SECRET};
 use estuary_app::config::{CallbackSettings, Config, DjangoSettings};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "the current secret key of the test project";
-const OLD_SECRET: &str = "the secret key the project had before";
-const CALLBACK_SECRET: &str = "the secret the connect callback is signed with";
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ESTUARY_DJANGO_PYTHON") {
-        return python.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/django-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with Django: run scripts/install-django-test.sh or set ESTUARY_DJANGO_PYTHON"
-    );
-    venv
-}
-
-/// The test project in a temporary directory with its SQLite database.
-struct Project {
-    dir: PathBuf,
-}
-
-impl Project {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("estuary-app-django-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let source =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/estuary-django/tests/django_project");
-        for entry in std::fs::read_dir(&source).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "py") {
-                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        Self { dir }
-    }
-
-    fn database(&self) -> PathBuf {
-        self.dir.join("db.sqlite3")
-    }
-
-    /// `python <script> <args>` in the project, with its environment.
-    fn command(&self, script: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(python());
-        command
-            .arg(script)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("PYTHONPATH", &self.dir)
-            .env("ESTUARY_DJANGO_SECRET", SECRET)
-            .env("ESTUARY_DJANGO_FALLBACKS", OLD_SECRET)
-            .env("ESTUARY_DJANGO_OLD_SECRET", OLD_SECRET)
-            .env("ESTUARY_DJANGO_ENGINE", "db")
-            .env("ESTUARY_CALLBACK_SECRET", CALLBACK_SECRET)
-            .env(
-                "ESTUARY_DJANGO_DB",
-                format!("sqlite:{}", self.database().display()),
-            );
-        command
-    }
-
-    /// Runs probe.py (waits for it to exit); its stdout is one JSON object.
-    fn probe(&self, args: &[&str]) -> Value {
-        let output = self
-            .command("probe.py", args)
-            .output()
-            .expect("run the Django probe");
-        assert!(
-            output.status.success(),
-            "probe.py {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("probe.py prints JSON")
-    }
-
-    /// The project served over HTTP (serve.py), until dropped.
-    fn serve(&self) -> Django {
-        use std::io::BufRead;
-        let mut child = self
-            .command("serve.py", &[])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the Django server");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("serve.py prints its port first, not {line:?}"));
-        Django { child, port }
-    }
-
-    fn config(&self, required: bool) -> Config {
-        let mut config = Config::default();
-        config.auth.required = required;
-        config.auth.django = Some(DjangoSettings {
-            secret_key: SECRET.into(),
-            secret_key_fallbacks: vec![OLD_SECRET.into()],
-            database: format!("sqlite://{}", self.database().display()),
-            session_engine: "db".into(),
-            cookie_name: "sessionid".into(),
-            cookie_age: 3600,
-            user_table: "auth_user".into(),
-            recheck_every: 1,
-        });
-        config
-    }
-}
-
-/// The Django project's HTTP server.
-struct Django {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Django {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `estuary serve`'s configuration reading `project`'s sessions (`db`
+/// engine), rechecking open sockets every second.
+fn config(project: &Project, required: bool) -> Config {
+    let mut config = Config::default();
+    config.auth.required = required;
+    config.auth.django = Some(DjangoSettings {
+        secret_key: SECRET.into(),
+        secret_key_fallbacks: vec![OLD_SECRET.into()],
+        database: project.database_url(),
+        session_engine: "db".into(),
+        cookie_name: "sessionid".into(),
+        cookie_age: 3600,
+        user_table: "auth_user".into(),
+        recheck_every: 1,
+    });
+    config
 }
 
 /// Joins `path` sending `cookie` as the session cookie.
@@ -175,11 +65,14 @@ async fn sent_as(sender: &mut Client, listener: &mut Client, frame: Value) -> St
     seen["username"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn django_users_are_the_chat_users() {
-    let project = Project::new();
+/// alice and erin (logged in under the previous key) are themselves in the
+/// chat room, and cannot pass for anyone else; visitors, forged cookies,
+/// garbage, and after the world changes expired, deactivated and
+/// password-changed users are anonymous.
+async fn django_users_are_the_chat_users(database: Database) {
+    let project = Project::new(database, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
-    let server = TestServer::with_config(project.config(false)).await;
+    let server = TestServer::with_config(config(&project, false)).await;
     let mut listener = join_with(&server, "/ws/chat/lobby/", None).await.unwrap();
 
     // alice logged in through Django's LoginView: she is alice here.
@@ -254,10 +147,21 @@ async fn django_users_are_the_chat_users() {
 }
 
 #[tokio::test]
-async fn where_auth_is_required_anonymous_handshakes_get_401() {
-    let project = Project::new();
+async fn django_users_are_the_chat_users_on_sqlite() {
+    django_users_are_the_chat_users(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn django_users_are_the_chat_users_on_postgres() {
+    django_users_are_the_chat_users(Database::Postgres).await;
+}
+
+/// With authentication required, no cookie, garbage, a forged cookie and a
+/// visitor's session are refused with 401; alice gets in.
+async fn where_auth_is_required_anonymous_handshakes_get_401(database: Database) {
+    let project = Project::new(database, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
-    let server = TestServer::with_config(project.config(true)).await;
+    let server = TestServer::with_config(config(&project, true)).await;
     for cookie in [
         None,
         Some("not-a-session"),
@@ -272,14 +176,23 @@ async fn where_auth_is_required_anonymous_handshakes_get_401() {
         .expect("alice gets in");
 }
 
+#[tokio::test]
+async fn where_auth_is_required_anonymous_handshakes_get_401_on_sqlite() {
+    where_auth_is_required_anonymous_handshakes_get_401(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn where_auth_is_required_anonymous_handshakes_get_401_on_postgres() {
+    where_auth_is_required_anonymous_handshakes_get_401(Database::Postgres).await;
+}
+
 /// A password change, a deactivation and an expired session close the open
 /// sockets of those users (4401) at the next recheck, as they log them out
 /// of the site; another user's socket stays open.
-#[tokio::test]
-async fn a_password_change_logs_the_open_socket_out() {
-    let project = Project::new();
+async fn a_password_change_logs_the_open_socket_out(database: Database) {
+    let project = Project::new(database, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
-    let server = TestServer::with_config(project.config(false)).await;
+    let server = TestServer::with_config(config(&project, false)).await;
     let mut alice = join_with(&server, "/ws/chat/lobby/", cookies["alice"].as_str())
         .await
         .unwrap();
@@ -299,14 +212,23 @@ async fn a_password_change_logs_the_open_socket_out() {
     assert_eq!(alice.recv_type("chat_message").await["message"], "still here");
 }
 
+#[tokio::test]
+async fn a_password_change_logs_the_open_socket_out_on_sqlite() {
+    a_password_change_logs_the_open_socket_out(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_password_change_logs_the_open_socket_out_on_postgres() {
+    a_password_change_logs_the_open_socket_out(Database::Postgres).await;
+}
+
 /// The connect callback answered by the project's own view
 /// (`estuary_connect.py`, the one the documentation shows), over HTTP from
 /// Django's WSGI handler: Django's session decides who alice is, the view
 /// puts her in her own group, which a push then reaches; visitors without a
 /// login are closed with the view's 4403.
-#[tokio::test]
-async fn django_answers_the_connect_callback() {
-    let project = Project::new();
+async fn django_answers_the_connect_callback(database: Database) {
+    let project = Project::new(database, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
     let django = project.serve();
     let mut config = Config {
@@ -376,4 +298,14 @@ async fn django_answers_the_connect_callback() {
     assert!(matches!(refused, Err(Refused(503))));
     alice.send_json(&json!({"message": "still here"})).await;
     assert_eq!(alice.recv_type("chat_message").await["message"], "still here");
+}
+
+#[tokio::test]
+async fn django_answers_the_connect_callback_on_sqlite() {
+    django_answers_the_connect_callback(Database::Sqlite).await;
+}
+
+#[tokio::test]
+async fn django_answers_the_connect_callback_on_postgres() {
+    django_answers_the_connect_callback(Database::Postgres).await;
 }

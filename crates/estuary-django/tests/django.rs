@@ -2,122 +2,19 @@
 //! own `LoginView`, and the cookies it sets are read back here, with SQLite and with
 //! PostgreSQL, for the `db` and `signed_cookies` engines.
 //!
-//! Python comes from `ESTUARY_DJANGO_PYTHON`, else `target/django-venv/bin/python`
-//! (made by `scripts/install-django-test.sh`). PostgreSQL is the machine's, at
-//! 127.0.0.1:5432 with trust auth; each test makes its own database and drops it.
+//! The project is driven by the shared harness, tests/support/django.rs. Python comes
+//! from `ESTUARY_DJANGO_PYTHON`, else `target/django-venv/bin/python` (made by
+//! `scripts/install-django-test.sh`). PostgreSQL is the machine's, at 127.0.0.1:5432
+//! with trust auth; each test makes its own database and drops it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../../../tests/support/django.rs"]
+mod django;
+
 use std::time::Duration;
 
+use django::{Database, Engine, OLD_SECRET, Project, SECRET};
 use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions, SessionEngine};
 use serde_json::Value;
-
-const SECRET: &str = "the current secret key of the test project";
-const OLD_SECRET: &str = "the secret key the project had before";
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ESTUARY_DJANGO_PYTHON") {
-        return python.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/django-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with Django: run scripts/install-django-test.sh or set ESTUARY_DJANGO_PYTHON"
-    );
-    venv
-}
-
-/// A copy of tests/django_project in a fresh temporary directory, removed on drop.
-struct Project {
-    dir: PathBuf,
-    engine: &'static str,
-    db_env: String,
-}
-
-impl Project {
-    fn new(engine: &'static str, db_env: impl FnOnce(&Path) -> String) -> Self {
-        let dir = std::env::temp_dir().join(format!("estuary-django-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django_project");
-        for entry in std::fs::read_dir(&source).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "py") {
-                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        let db_env = db_env(&dir);
-        Self { dir, engine, db_env }
-    }
-
-    /// Runs probe.py and waits for it to exit; its stdout is one JSON object.
-    fn probe(&self, args: &[&str]) -> Value {
-        let output = Command::new(python())
-            .arg("probe.py")
-            .args(args)
-            .current_dir(&self.dir)
-            .env("PYTHONPATH", &self.dir)
-            .env("ESTUARY_DJANGO_SECRET", SECRET)
-            .env("ESTUARY_DJANGO_FALLBACKS", OLD_SECRET)
-            .env("ESTUARY_DJANGO_OLD_SECRET", OLD_SECRET)
-            .env("ESTUARY_DJANGO_ENGINE", self.engine)
-            .env("ESTUARY_DJANGO_DB", &self.db_env)
-            .output()
-            .expect("run the Django probe");
-        assert!(
-            output.status.success(),
-            "probe.py {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("probe.py prints JSON")
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A database of its own on the machine's PostgreSQL, dropped on drop.
-struct PgDatabase {
-    name: String,
-}
-
-const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
-
-async fn pg_admin(sql: String) {
-    let (client, connection) = tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth)");
-    let task = tokio::spawn(connection);
-    client.batch_execute(&sql).await.expect(&sql);
-    drop(client);
-    let _ = task.await;
-}
-
-impl PgDatabase {
-    async fn create() -> Self {
-        let name = format!("estuary_django_{}", uuid::Uuid::new_v4().simple());
-        pg_admin(format!("CREATE DATABASE {name}")).await;
-        Self { name }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime: use a runtime of its own on a thread.
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(pg_admin(sql))
-        })
-        .join();
-    }
-}
 
 async fn user_of(sessions: &DjangoSessions, cookie: &Value) -> Option<String> {
     let header = format!("csrftoken=x; sessionid={}; theme=dark", cookie.as_str().unwrap());
@@ -128,9 +25,9 @@ async fn user_of(sessions: &DjangoSessions, cookie: &Value) -> Option<String> {
         .map(|user| user.username)
 }
 
-async fn scenario(project: &Project, database: DatabaseUrl, engine: SessionEngine) {
+async fn scenario(project: &Project, engine: SessionEngine) {
     let cookies = project.probe(&["prepare"]);
-    let mut config = DjangoConfig::new(SECRET, database);
+    let mut config = DjangoConfig::new(SECRET, project.database_url().parse().unwrap());
     config.secret_key_fallbacks = vec![OLD_SECRET.into()];
     config.engine = engine.clone();
     let sessions = DjangoSessions::connect(config.clone()).await.unwrap();
@@ -229,40 +126,29 @@ fn signed_cookies() -> SessionEngine {
     }
 }
 
-fn sqlite_project(engine: &'static str) -> (Project, DatabaseUrl) {
-    let project = Project::new(engine, |dir| {
-        format!("sqlite:{}", dir.join("db.sqlite3").display())
-    });
-    let url = format!("sqlite://{}", project.dir.join("db.sqlite3").display());
-    (project, url.parse().unwrap())
-}
-
 #[tokio::test]
 async fn sqlite_db_sessions() {
-    let (project, url) = sqlite_project("db");
-    scenario(&project, url, SessionEngine::Db).await;
+    let project = Project::new(Database::Sqlite, Engine::Db).await;
+    scenario(&project, SessionEngine::Db).await;
 }
 
 #[tokio::test]
 async fn sqlite_signed_cookie_sessions() {
-    let (project, url) = sqlite_project("signed_cookies");
-    scenario(&project, url, signed_cookies()).await;
+    let project = Project::new(Database::Sqlite, Engine::SignedCookies).await;
+    scenario(&project, signed_cookies()).await;
 }
 
 #[tokio::test]
 async fn postgres_db_sessions() {
-    let db = PgDatabase::create().await;
-    let project = Project::new("db", |_| format!("postgres:{}", db.name));
-    let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
-    scenario(&project, url.parse().unwrap(), SessionEngine::Db).await;
+    let project = Project::new(Database::Postgres, Engine::Db).await;
+    scenario(&project, SessionEngine::Db).await;
 }
 
 #[tokio::test]
 async fn postgres_reconnects_after_the_server_drops_the_connection() {
-    let db = PgDatabase::create().await;
-    let project = Project::new("db", |_| format!("postgres:{}", db.name));
+    let project = Project::new(Database::Postgres, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
-    let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
+    let url = project.database_url();
     let sessions = DjangoSessions::connect(DjangoConfig::new(SECRET, url.parse().unwrap()))
         .await
         .unwrap();
@@ -271,11 +157,7 @@ async fn postgres_reconnects_after_the_server_drops_the_connection() {
         Some("alice")
     );
     // The server ends every connection to the project's database (a restart, a failover).
-    pg_admin(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-        db.name
-    ))
-    .await;
+    project.terminate_postgres_connections().await;
     assert_eq!(
         user_of(&sessions, &cookies["alice"]).await.as_deref(),
         Some("alice")
@@ -284,10 +166,8 @@ async fn postgres_reconnects_after_the_server_drops_the_connection() {
 
 #[tokio::test]
 async fn postgres_signed_cookie_sessions() {
-    let db = PgDatabase::create().await;
-    let project = Project::new("signed_cookies", |_| format!("postgres:{}", db.name));
-    let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
-    scenario(&project, url.parse().unwrap(), signed_cookies()).await;
+    let project = Project::new(Database::Postgres, Engine::SignedCookies).await;
+    scenario(&project, signed_cookies()).await;
 }
 
 #[tokio::test]
