@@ -186,3 +186,80 @@ async fn connect_reports_a_missing_database_clearly() {
         "{err}"
     );
 }
+
+/// Estuary sees the user Django itself sees (`django.contrib.auth.get_user`
+/// behind `SessionMiddleware`, as a page view does) for every cookie: logins,
+/// a login under the previous key (a fallback), a visitor, a forged, an
+/// empty and a garbage cookie, and again after a password change, a
+/// deactivation and an expired session. Channels' own `AuthMiddlewareStack`
+/// (channels 4.3 from PyPI) agrees on every cookie but one: it does not try
+/// `SECRET_KEY_FALLBACKS` on the session's auth hash (Django does since
+/// 4.1), so after a key rotation it treats users logged in under the
+/// previous key as anonymous, and flushes their session. Estuary follows
+/// Django there: those users stay signed in on the site.
+async fn agrees_with_django_and_channels(project: &Project, engine: SessionEngine) {
+    let mut cookies = project.probe(&["prepare"]);
+    let mut config = DjangoConfig::new(SECRET, project.database_url().parse().unwrap());
+    config.secret_key_fallbacks = vec![OLD_SECRET.into()];
+    config.engine = engine;
+    let sessions = DjangoSessions::connect(config).await.unwrap();
+    let named = cookies.as_object_mut().unwrap();
+    named.remove("alice_id");
+    named.insert("garbage".into(), "not-a-session".into());
+    named.insert("empty".into(), "".into());
+    named.insert("odd".into(), "eyJ9:1:2".into());
+    let named = Value::Object(named.clone());
+
+    let compare = |moment: &'static str| {
+        let named = named.clone();
+        let sessions = &sessions;
+        async move {
+            let mut estuary = serde_json::Map::new();
+            for (name, cookie) in named.as_object().unwrap() {
+                let header = format!("sessionid={}", cookie.as_str().unwrap());
+                let user = sessions.user_from_cookie_header(&header).await.unwrap();
+                estuary.insert(name.clone(), user.map(|u| u.username).into());
+            }
+            let verdicts = project.probe(&["verdicts", &named.to_string()]);
+            assert_eq!(
+                Value::Object(estuary.clone()),
+                verdicts["django"],
+                "Django, {moment}"
+            );
+            let mut channels = verdicts["channels"].clone();
+            assert_eq!(
+                channels["erin"],
+                Value::Null,
+                "Channels ignores the fallback keys"
+            );
+            channels["erin"] = estuary["erin"].clone();
+            assert_eq!(Value::Object(estuary.clone()), channels, "Channels, {moment}");
+            Value::Object(estuary)
+        }
+    };
+    let before = compare("after the logins").await;
+    assert_eq!(before["alice"], "alice", "the comparison is not vacuous");
+    assert_eq!(before["erin"], "erin", "the comparison is not vacuous");
+    assert_eq!(before["forged"], Value::Null, "the comparison is not vacuous");
+    project.probe(&["mutate", &named.to_string()]);
+    let after = compare("after a password change, a deactivation and an expiry").await;
+    assert_eq!(after["frank"], Value::Null, "the comparison is not vacuous");
+}
+
+#[tokio::test]
+async fn estuary_sees_the_users_django_sees_with_db_sessions() {
+    let project = Project::new(Database::Sqlite, Engine::Db).await;
+    agrees_with_django_and_channels(&project, SessionEngine::Db).await;
+}
+
+#[tokio::test]
+async fn estuary_sees_the_users_django_sees_with_signed_cookies() {
+    let project = Project::new(Database::Sqlite, Engine::SignedCookies).await;
+    agrees_with_django_and_channels(&project, signed_cookies()).await;
+}
+
+#[tokio::test]
+async fn estuary_sees_the_users_django_sees_on_postgres() {
+    let project = Project::new(Database::Postgres, Engine::Db).await;
+    agrees_with_django_and_channels(&project, SessionEngine::Db).await;
+}

@@ -72,4 +72,62 @@ def mutate():
     print(json.dumps({"ok": True}))
 
 
-{"prepare": prepare, "mutate": mutate}[sys.argv[1]]()
+def verdicts():
+    """Who each cookie of the JSON object in argv[2] (name -> session cookie)
+    is, as Django's own `django.contrib.auth.get_user` sees it (a request
+    through SessionMiddleware, as a page view) and as Channels'
+    `AuthMiddlewareStack` puts it in scope["user"] (called as an ASGI server
+    calls it, with a WebSocket scope): {"django": {name: username or null},
+    "channels": {...}}. Both may flush or rotate a session they judge; those
+    writes are suppressed here, so that each verdict sees the sessions as
+    they are and the order of the checks does not matter."""
+    import asyncio
+
+    from channels.auth import AuthMiddlewareStack
+    from django.contrib.auth import get_user
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    SessionBase.flush = lambda self: None
+    SessionBase.cycle_key = lambda self: None
+    cookies = json.loads(sys.argv[2])
+    name_of = lambda user: user.get_username() if user.is_authenticated else None
+
+    django_users = {}
+    for name, cookie in cookies.items():
+        request = RequestFactory().get("/", HTTP_COOKIE=f"{settings.SESSION_COOKIE_NAME}={cookie}")
+        SessionMiddleware(lambda r: HttpResponse()).process_request(request)
+        django_users[name] = name_of(get_user(request))
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["user"] = name_of(scope["user"])
+        await send({"type": "websocket.close"})
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        pass
+
+    async def channels_user(cookie):
+        seen.clear()
+        scope = {
+            "type": "websocket",
+            "path": "/ws/",
+            "query_string": b"",
+            "headers": [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())],
+        }
+        await AuthMiddlewareStack(app)(scope, receive, send)
+        return seen["user"]
+
+    async def channels_users():
+        return {name: await channels_user(cookie) for name, cookie in cookies.items()}
+
+    print(json.dumps({"django": django_users, "channels": asyncio.run(channels_users())}))
+
+
+{"prepare": prepare, "mutate": mutate, "verdicts": verdicts}[sys.argv[1]]()
