@@ -121,11 +121,12 @@ impl Authenticator for AppAuth {
         }
         let django = self.inner.django.as_ref()?;
         let every = django.recheck_every?;
-        let cookies: Vec<&str> = handshake
+        // Lossy: a cookie with odd bytes must not hide the session's.
+        let cookies: Vec<std::borrow::Cow<'_, str>> = handshake
             .headers
             .get_all(axum::http::header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .collect();
         let cookie_header = cookies.join("; ");
         let id = user.id().to_owned();

@@ -76,6 +76,9 @@ pub enum AnswerError {
         /// What is wrong with it.
         error: estuary_core::NameError,
     },
+    /// An `expires_at` past what a clock can hold.
+    #[error("expires_at {0} is out of range")]
+    Expiry(u64),
     /// An empty user id.
     #[error("the user's id is empty")]
     EmptyId,
@@ -176,7 +179,10 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, AnswerError> {
         let name = user.name.filter(|n| !n.is_empty()).unwrap_or_else(|| id.clone());
         let mut u = User::new(id, name).with_attributes(user.attributes);
         if let Some(at) = user.expires_at {
-            u = u.with_expiry(SystemTime::UNIX_EPOCH + Duration::from_secs(at));
+            let at = SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(at))
+                .ok_or(AnswerError::Expiry(at))?;
+            u = u.with_expiry(at);
         }
         admission.user = Some(u);
     }
@@ -263,6 +269,8 @@ mod tests {
             r#"{"user": {"name": "no id"}}"#,
             r#"{"user": {"id": ""}}"#,
             r#"{"user": {"id": -1}}"#,
+            r#"{"user": {"id": "1", "expires_at": 18446744073709551615}}"#,
+            r#"{"user": {"id": "1", "expires_at": -1}}"#,
             r#"{"user": {"id": "1", "is_staff": true}}"#,
             r#"{"group": ["a"]}"#,
             r#"{"groups": ["a b"]}"#,

@@ -174,11 +174,24 @@ impl ConnectCallback {
         let mut headers = HeaderMap::new();
         let mut header_fields = BTreeMap::new();
         for name in &config.headers {
+            let mut texts = Vec::new();
             for value in handshake.headers.get_all(name) {
-                headers.append(name.clone(), value.clone());
-                if let Ok(text) = value.to_str() {
-                    header_fields.insert(name.as_str().to_owned(), serde_json::Value::from(text));
+                // An owned copy: hyper's values are slices of its read
+                // buffer, which a recheck would otherwise keep alive for the
+                // connection's life.
+                if let Ok(owned) = HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.append(name.clone(), owned);
                 }
+                if let Ok(text) = value.to_str() {
+                    texts.push(text);
+                }
+            }
+            if !texts.is_empty() {
+                // Sent twice: one field, as HTTP combines them.
+                header_fields.insert(
+                    name.as_str().to_owned(),
+                    serde_json::Value::from(texts.join(", ")),
+                );
             }
         }
         let mut cookie_fields = BTreeMap::new();

@@ -187,7 +187,7 @@ impl CallbackConfig {
     /// How many callbacks may wait for the application at once (at least
     /// one); a handshake beyond waits for a slot within the timeout.
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
-        self.max_in_flight = max.max(1);
+        self.max_in_flight = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         self
     }
 

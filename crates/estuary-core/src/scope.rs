@@ -136,14 +136,18 @@ pub type RecheckFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, crate::BoxError>> + Send>>;
 
 impl Recheck {
-    /// Runs `check` every `every` (at least one second).
+    /// Runs `check` every `every` (at least one second, at most a year).
     pub fn new<F, Fut>(every: std::time::Duration, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<bool, crate::BoxError>> + Send + 'static,
     {
         Self {
-            every: every.max(std::time::Duration::from_secs(1)),
+            // A year at most: a deadline must stay representable.
+            every: every.clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(365 * 24 * 3600),
+            ),
             check: Arc::new(move || Box::pin(check())),
         }
     }

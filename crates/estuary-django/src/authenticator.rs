@@ -37,11 +37,12 @@ impl DjangoUser {
 /// ```
 impl Authenticator for DjangoSessions {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
-        let cookies: Vec<&str> = handshake
+        // Lossy: a cookie with odd bytes must not hide the session's.
+        let cookies: Vec<std::borrow::Cow<'_, str>> = handshake
             .headers
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .collect();
         let cookie_header = cookies.join("; ");
         Box::pin(async move {

@@ -37,6 +37,7 @@ pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Admission, AuthErro
 /// assert!(Admission::from(None::<User>).user.is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Admission {
     /// Who is connecting; `None` for an anonymous visitor.
     pub user: Option<User>,
@@ -104,16 +105,21 @@ impl Handshake<'_> {
             .find_map(|(k, v)| (k == name).then_some(v))
     }
 
-    /// The value of the cookie `name` (the last one, if sent twice).
+    /// The value of the cookie `name` (the last one, if sent twice), if it
+    /// is UTF-8. Other cookies may hold any bytes (browsers send what
+    /// `document.cookie` set): they do not hide this one.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.headers
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.split_once('='))
-            .filter(|(k, _)| k.trim() == name)
-            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| {
+                let at = pair.iter().position(|&b| b == b'=')?;
+                Some((&pair[..at], &pair[at + 1..]))
+            })
+            .filter(|(k, _)| k.trim_ascii() == name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v.trim_ascii()).ok())
+            .map(|v| v.trim_matches('"').to_owned())
             .next_back()
     }
 
@@ -408,6 +414,19 @@ mod tests {
         assert_eq!(h.query_param("missing"), None);
         assert_eq!(h.cookie("sessionid").as_deref(), Some("def"), "the last one wins");
         assert_eq!(h.bearer_token(), Some("t0k"));
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"theme=caf\xc3\xa9; sessionid=abc; raw=\xff\xfe").unwrap(),
+        );
+        let h = handshake(&uri, &odd);
+        assert_eq!(
+            h.cookie("sessionid").as_deref(),
+            Some("abc"),
+            "odd bytes elsewhere"
+        );
+        assert_eq!(h.cookie("theme").as_deref(), Some("café"));
+        assert_eq!(h.cookie("raw"), None, "not UTF-8");
         let bare = HeaderMap::new();
         assert_eq!(handshake(&uri, &bare).cookie("sessionid"), None);
         assert_eq!(handshake(&uri, &bare).bearer_token(), None);

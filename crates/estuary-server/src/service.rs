@@ -191,40 +191,68 @@ pub(crate) fn switching_protocols(key: &HeaderValue) -> Response<Body> {
 }
 
 /// How long a connection closed at once waits for the client's close frame.
-const CLOSE_AT_ONCE_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_AT_ONCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Completes the handshake `req` and closes the connection at once with
 /// `frame`, running nothing of the application: how a handshake is refused
 /// with a close code a browser can read (it cannot read a refused
-/// handshake's HTTP status). The connection keeps its slots in the
-/// server's limits until it is closed, and the server's shutdown waits for
-/// it.
+/// handshake's HTTP status). A code that cannot be sent (1005, 1006, ...)
+/// becomes 1008. The first subprotocol the client offered is selected (a
+/// browser fails a handshake that offered some and got none back, and would
+/// then show 1006 instead of the code). The connection keeps its slots in
+/// the server's limits until it is closed, holds small buffers meanwhile,
+/// and is dropped when the server shuts down.
 pub(crate) fn close_at_once<B>(mut req: Request<B>, frame: estuary_core::CloseFrame) -> Response<Body> {
+    if !is_websocket_upgrade(req.headers(), req.method()) {
+        return plain(StatusCode::BAD_REQUEST, "not a WebSocket upgrade");
+    }
     let key = match check_upgrade(&req) {
         Ok(key) => key,
         Err(refusal) => return *refusal,
     };
+    let frame = if frame.code().is_sendable() {
+        frame
+    } else {
+        estuary_core::CloseFrame::new(estuary_core::CloseCode::POLICY_VIOLATION, frame.reason())
+    };
+    let protocol = offered_subprotocols(req.headers())
+        .into_iter()
+        .next()
+        .and_then(|p| HeaderValue::from_str(&p).ok());
     let slots = req.extensions_mut().remove::<Slots>();
+    let runtime = req.extensions().get::<Runtime>().cloned();
+    let shutdown = runtime.as_ref().map(|r| r.shutdown.clone()).unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let closing = async move {
         let _slots = slots;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        // Nothing the client sends is wanted: small limits bound what it
-        // can make the server hold meanwhile.
+        // Nothing the client sends is wanted: small buffers and limits bound
+        // what it can make the server hold meanwhile.
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(1024)
+            .write_buffer_size(0)
             .max_message_size(Some(4096))
             .max_frame_size(Some(4096));
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let mut transport = SocketTransport::new(ws, CLOSE_AT_ONCE_TIMEOUT);
-        estuary_core::Transport::close(&mut transport, Some(frame)).await;
+        tokio::select! {
+            () = estuary_core::Transport::close(&mut transport, Some(frame)) => {}
+            () = shutdown.cancelled() => {}
+        }
     };
-    match req.extensions().get::<Runtime>() {
+    match runtime {
         Some(runtime) => drop(runtime.tracker.spawn(closing)),
         None => drop(tokio::spawn(closing)),
     }
-    switching_protocols(&key)
+    let mut response = switching_protocols(&key);
+    if let Some(protocol) = protocol {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
 }
 
 impl RouterService {

@@ -24,7 +24,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// its groups and data when it has some; relays layer events' `text`.
 struct WhoAmI;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename = "relay")]
 struct Relay {
     text: String,
 }
@@ -47,6 +48,12 @@ impl Consumer for WhoAmI {
         }
         if !scope.data().is_empty() {
             greeting += &format!(" data={}", serde_json::Value::Object(scope.data().clone()));
+        }
+        // Already a member of the admission's groups when `connect` runs: a
+        // send to the first reaches this connection too.
+        if let Some(first) = ctx.scope().initial_groups().first().cloned() {
+            let text = format!("in {first} at connect");
+            ctx.group_send(&first, &Relay { text }).await?;
         }
         ctx.send(WsMessage::text(greeting)).await?;
         Ok(Connect::accept())
@@ -82,6 +89,10 @@ impl Authenticator for Tokens {
                 Some("log-in-again") => Err(AuthError::Closed {
                     code: CloseCode::from(4403),
                     reason: "log in again".into(),
+                }),
+                Some("unsendable") => Err(AuthError::Closed {
+                    code: CloseCode::ABNORMAL,
+                    reason: "1006 is never sent".into(),
                 }),
                 Some("nonsense") => Err(AuthError::BadAnswer("the backend said 'maybe'".into())),
                 Some("banned") => Err(AuthError::Refused {
@@ -176,6 +187,7 @@ async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scop
         next_text(&mut member).await,
         r#"user=member staff=false groups=news,user.3 data={"tenant":"acme"}"#
     );
+    assert_eq!(next_text(&mut member).await, "in news at connect");
     // Required routes need a user: a guest's groups do not let it in.
     assert_eq!(
         greeting(format!("ws://{addr}/ws/private/?token=guest")).await,
@@ -185,6 +197,9 @@ async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scop
         .await
         .unwrap();
     assert_eq!(next_text(&mut guest).await, "user=anonymous groups=news");
+    assert_eq!(next_text(&mut guest).await, "in news at connect");
+    // The guest's own send at connect reached the member too.
+    assert_eq!(next_text(&mut member).await, "in news at connect");
 
     let send = |group: &str, text: &str| {
         let layer = layer.clone();
@@ -215,29 +230,58 @@ async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scop
     .expect("the member's groups are left when it goes");
 }
 
+/// Connects to `/ws/open/?token=<token>` offering the subprotocol
+/// `graphql-ws`, as a browser's `new WebSocket(url, ["graphql-ws"])` does;
+/// the handshake's response and the first frame.
+async fn refused_after_upgrade(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> (
+    http::Response<Option<Vec<u8>>>,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    (u16, String),
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws/open/?token={token}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-ws".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the handshake completes");
+    let close = match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("closed in time")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    (response, ws, close)
+}
+
 #[tokio::test]
 async fn a_refusal_with_a_close_code_completes_the_handshake_and_closes_with_it() {
     let (addr, _stop) = serve().await;
-    let (mut ws, response) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/open/?token=log-in-again"))
-            .await
-            .expect("the handshake completes");
+    let (response, mut ws, close) = refused_after_upgrade(addr, "log-in-again").await;
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    let close = tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("closed in time");
-    match close {
-        Some(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(u16::from(frame.code), 4403);
-            assert_eq!(frame.reason.as_str(), "log in again");
-        }
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-    // The closing handshake completes: the stream ends.
-    assert!(matches!(
-        tokio::time::timeout(WAIT, ws.next()).await.expect("ends in time"),
-        None | Some(Err(_))
-    ));
+    // The offered subprotocol is selected: a browser fails a handshake that
+    // offered one and got none, and would show 1006 instead of the code.
+    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-ws");
+    assert_eq!(close, (4403, "log in again".to_owned()));
+    // The closing handshake completes: the stream ends cleanly.
+    assert!(
+        tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("ends in time")
+            .is_none(),
+        "a clean end after the close"
+    );
+
+    // A code that cannot be sent becomes 1008.
+    let (_, _, close) = refused_after_upgrade(addr, "unsendable").await;
+    assert_eq!(close, (1008, "1006 is never sent".to_owned()));
 }
 
 #[tokio::test]
