@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::answer::{AnswerError, Decision, MAX_ANSWER_SIZE, parse_answer};
@@ -30,6 +30,14 @@ pub enum CallbackError {
         /// What the client said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Every slot was taken for the whole timeout (a recheck: at once).
+    #[error("all {max_in_flight} connect callbacks to {url} in flight")]
+    Busy {
+        /// The callback URL.
+        url: String,
+        /// The configured bound.
+        max_in_flight: usize,
     },
     /// No answer within the timeout.
     #[error("no answer from the connect callback {url} within {after:?}")]
@@ -81,6 +89,7 @@ impl From<CallbackError> for AuthError {
     fn from(error: CallbackError) -> Self {
         match error {
             CallbackError::Unreachable { .. }
+            | CallbackError::Busy { .. }
             | CallbackError::Timeout { .. }
             | CallbackError::Failed { .. } => AuthError::Unavailable(Box::new(error)),
             CallbackError::Status { .. } | CallbackError::Answer { .. } | CallbackError::Body { .. } => {
@@ -150,8 +159,13 @@ impl ConnectCallback {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
+        // Idle connections are dropped after 1.5 s, before the application
+        // closes them (gunicorn keeps them 2 s, uvicorn 5 s), and reaped by a
+        // timer; a reuse that still races the application's close is asked
+        // again (see `ask`).
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(1500))
             .build(connector);
         Self {
             inner: Arc::new(Inner {
@@ -225,78 +239,67 @@ impl ConnectCallback {
     }
 
     /// Asks the application about `asked` (`event`: "connect" or "recheck").
+    ///
+    /// A handshake waits for a slot at most the timeout (503 past it), then
+    /// the exchange has the whole timeout of its own: a request never starts
+    /// with its time nearly spent. A recheck takes a slot only if one is
+    /// free (otherwise it is tried again at the next interval), so rechecks
+    /// never crowd out handshakes.
     async fn ask(&self, asked: &Asked, event: &str) -> Result<Decision, CallbackError> {
         let inner = &*self.inner;
         let timeout = inner.config.timeout;
+        let busy = || CallbackError::Busy {
+            url: inner.url.clone(),
+            max_in_flight: inner.config.max_in_flight,
+        };
+        let _slot = if event == "recheck" {
+            inner.in_flight.try_acquire().map_err(|_| busy())?
+        } else {
+            match tokio::time::timeout(timeout, inner.in_flight.acquire()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => return Err(busy()),
+            }
+        };
+        let mut fields = asked.fields.clone();
+        fields.insert("event".into(), event.into());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        fields.insert("time".into(), now.into());
+        let body = Bytes::from(serde_json::to_vec(&fields).unwrap_or_default());
+        let signature = HeaderValue::from_str(&sign(&inner.config.secret, &body)).ok();
         let exchange = async {
-            // A slot first: a handshake storm cannot open unbounded
-            // requests to the application.
-            let _slot = inner.in_flight.acquire().await;
-            let mut fields = asked.fields.clone();
-            fields.insert("event".into(), event.into());
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            fields.insert("time".into(), now.into());
-            let body = serde_json::to_vec(&fields).unwrap_or_default();
-            let mut request = Request::builder()
-                .method(Method::POST)
-                .uri(inner.config.url.clone())
-                .body(Full::new(Bytes::from(body.clone())))
-                .map_err(|e| CallbackError::Unreachable {
-                    url: inner.url.clone(),
-                    source: Box::new(e),
-                })?;
-            let h = request.headers_mut();
-            h.extend(asked.headers.clone());
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-            if let Ok(signature) = HeaderValue::from_str(&sign(&inner.config.secret, &body)) {
-                h.insert(SIGNATURE_HEADER, signature);
-            }
-            let response = inner
-                .client
-                .request(request)
-                .await
-                .map_err(|e| CallbackError::Unreachable {
-                    url: inner.url.clone(),
-                    source: Box::new(e),
-                })?;
-            let status = response.status();
-            if status.is_server_error() {
-                return Err(CallbackError::Failed {
-                    url: inner.url.clone(),
-                    status,
-                });
-            }
-            if status != StatusCode::OK {
-                let hint = match status.as_u16() {
-                    300..=399 => "a redirect is no answer (is the view behind login_required?)",
-                    401 | 403 => {
-                        "the application refused the callback itself (does its secret match Estuary's?)"
+            // Once more on a new connection when a kept-alive one fails
+            // under the request (the application closed it as it was
+            // reused): that is no answer, and the question is harmless to
+            // repeat.
+            let mut again = true;
+            loop {
+                let mut request = Request::new(Full::new(body.clone()));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = inner.config.url.clone();
+                let h = request.headers_mut();
+                h.extend(asked.headers.clone());
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+                if let Some(signature) = &signature {
+                    h.insert(SIGNATURE_HEADER, signature.clone());
+                }
+                match inner.client.request(request).await {
+                    Ok(response) => return self.read(response).await,
+                    Err(error) if again && !error.is_connect() => {
+                        tracing::debug!(url = %inner.url, %error, "connect callback failed on a kept-alive connection; asking again");
+                        again = false;
                     }
-                    404 | 405 => "the URL does not lead to the callback view",
-                    _ => "only 200 with a JSON answer decides",
-                };
-                return Err(CallbackError::Status {
-                    url: inner.url.clone(),
-                    status,
-                    hint,
-                });
+                    Err(error) => {
+                        return Err(CallbackError::Unreachable {
+                            url: inner.url.clone(),
+                            source: Box::new(error),
+                        });
+                    }
+                }
             }
-            let body = Limited::new(response.into_body(), MAX_ANSWER_SIZE)
-                .collect()
-                .await
-                .map_err(|source| CallbackError::Body {
-                    url: inner.url.clone(),
-                    source,
-                })?
-                .to_bytes();
-            parse_answer(&body).map_err(|source| CallbackError::Answer {
-                url: inner.url.clone(),
-                source,
-            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(decided) => decided,
@@ -305,6 +308,48 @@ impl ConnectCallback {
                 after: timeout,
             }),
         }
+    }
+
+    /// The decision in `response`.
+    async fn read(&self, response: http::Response<hyper::body::Incoming>) -> Result<Decision, CallbackError> {
+        let url = &self.inner.url;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(CallbackError::Failed {
+                url: url.clone(),
+                status,
+            });
+        }
+        if status != StatusCode::OK {
+            let hint = match status.as_u16() {
+                300..=399 => {
+                    "a redirect is no answer (is the view behind login_required, or SECURE_SSL_REDIRECT without SECURE_REDIRECT_EXEMPT?)"
+                }
+                400 => {
+                    "Django answers 400 to a Host it does not allow: add the callback URL's host to ALLOWED_HOSTS"
+                }
+                401 | 403 => "the application refused the callback itself (does its secret match Estuary's?)",
+                404 | 405 => "the URL does not lead to the callback view",
+                _ => "only 200 with a JSON answer decides",
+            };
+            return Err(CallbackError::Status {
+                url: url.clone(),
+                status,
+                hint,
+            });
+        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER_SIZE)
+            .collect()
+            .await
+            .map_err(|source| CallbackError::Body {
+                url: url.clone(),
+                source,
+            })?
+            .to_bytes();
+        parse_answer(&body).map_err(|source| CallbackError::Answer {
+            url: url.clone(),
+            source,
+        })
     }
 
     /// Asks the application about `handshake`, as the handshake would.

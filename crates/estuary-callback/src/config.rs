@@ -21,6 +21,9 @@ pub enum ConfigError {
         "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
     )]
     ShortSecret,
+    /// A cookie name that is not one.
+    #[error("{0:?} is not a cookie name")]
+    Cookie(String),
     /// A header that cannot be forwarded.
     #[error("header {0:?} cannot be forwarded: {1}")]
     Header(String, &'static str),
@@ -30,8 +33,13 @@ pub enum ConfigError {
 pub const MIN_SECRET_LEN: usize = 16;
 
 /// Headers the callback sets itself, or that belong to one HTTP hop: never
-/// forwarded from the handshake.
-const NOT_FORWARDED: [HeaderName; 12] = [
+/// forwarded from the handshake. (`Forwarded`, `X-Forwarded-*` and
+/// `X-Real-IP` are refused apart: the application would take the visitor's
+/// word for its own address; the body's `client` is the address Estuary
+/// saw.)
+const NOT_FORWARDED: [HeaderName; 14] = [
+    header::EXPECT,
+    header::CONTENT_ENCODING,
     header::HOST,
     header::CONTENT_LENGTH,
     header::CONTENT_TYPE,
@@ -64,10 +72,13 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// let config = CallbackConfig::new("http://127.0.0.1:8000/estuary/connect/", "a secret of 16+ bytes")?
 ///     .with_timeout(Duration::from_secs(1))
 ///     .forward_headers(["origin", "user-agent", "accept-language"])?
-///     .forward_cookies(["sessionid", "csrftoken"])
+///     .forward_cookies(["sessionid", "csrftoken"])?
 ///     .with_recheck_every(Some(Duration::from_secs(60)));
 /// assert_eq!(config.timeout(), Duration::from_secs(1));
 /// assert!(CallbackConfig::new("https://example.org/", "a secret of 16+ bytes").is_err());
+/// let base = || CallbackConfig::new("http://127.0.0.1:8000/c/", "a secret of 16+ bytes").unwrap();
+/// assert!(base().forward_headers(["x-forwarded-for"]).is_err(), "a visitor's word for its address");
+/// assert!(base().forward_cookies(["session; admin=1"]).is_err());
 /// # Ok::<(), estuary_callback::ConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -161,8 +172,20 @@ impl CallbackConfig {
                     "list cookies with forward_cookies",
                 ));
             }
-            if NOT_FORWARDED.contains(&parsed) || parsed.as_str().starts_with("proxy-") {
+            if NOT_FORWARDED.contains(&parsed)
+                || parsed.as_str().starts_with("proxy-")
+                || parsed.as_str() == "keep-alive"
+            {
                 return Err(ConfigError::Header(name.to_owned(), "it belongs to one HTTP hop"));
+            }
+            if parsed == header::FORWARDED
+                || parsed.as_str().starts_with("x-forwarded-")
+                || parsed.as_str() == "x-real-ip"
+            {
+                return Err(ConfigError::Header(
+                    name.to_owned(),
+                    "the application would take the visitor's word for its address (the body's client is the one Estuary saw)",
+                ));
             }
             if parsed.as_str() == SIGNATURE_HEADER {
                 return Err(ConfigError::Header(name.to_owned(), "the callback sets it"));
@@ -175,13 +198,23 @@ impl CallbackConfig {
 
     /// The cookies forwarded (in the JSON body, and as the callback
     /// request's `Cookie` header). Replaces the default `["sessionid"]`.
-    pub fn forward_cookies<I, S>(mut self, names: I) -> Self
+    /// A name must be a cookie name (RFC 6265: no spaces, `;`, `=` ...).
+    pub fn forward_cookies<I, S>(mut self, names: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.cookies = names.into_iter().map(Into::into).collect();
-        self
+        let mut cookies = Vec::new();
+        for name in names {
+            let name = name.into();
+            let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(ConfigError::Cookie(name));
+            }
+            cookies.push(name);
+        }
+        self.cookies = cookies;
+        Ok(self)
     }
 
     /// How many callbacks may wait for the application at once (at least

@@ -37,7 +37,10 @@
 //!
 //! The request carries `X-Estuary-Signature: sha256=<hex>`, the HMAC-SHA256
 //! of the body under the shared secret ([`sign`]). The application must
-//! check it (with a constant-time comparison) and may refuse old `time`s.
+//! check it (with a constant-time comparison) and should refuse a `time`
+//! more than a minute off, so that a captured request cannot be replayed.
+//! The question may be asked twice for one handshake (once more when a
+//! kept-alive connection fails under it): answering must only read.
 //!
 //! # The answer
 //!
@@ -82,7 +85,7 @@
 //! # A Django view that answers it
 //!
 //! ```python
-//! import hashlib, hmac
+//! import hashlib, hmac, json, time
 //! from django.conf import settings
 //! from django.http import HttpResponseForbidden, JsonResponse
 //! from django.views.decorators.csrf import csrf_exempt
@@ -90,8 +93,9 @@
 //! @csrf_exempt
 //! def estuary_connect(request):
 //!     expected = "sha256=" + hmac.new(settings.ESTUARY_CALLBACK_SECRET.encode(), request.body, hashlib.sha256).hexdigest()
-//!     if request.method != "POST" or not hmac.compare_digest(request.headers.get("X-Estuary-Signature", ""), expected):
-//!         return HttpResponseForbidden()
+//!     signed = hmac.compare_digest(request.headers.get("X-Estuary-Signature", ""), expected)
+//!     if request.method != "POST" or not signed or abs(time.time() - json.loads(request.body)["time"]) > 60:
+//!         return HttpResponseForbidden()  # not Estuary's, or a replay
 //!     user = request.user  # the visitor, from the forwarded session cookie
 //!     if not user.is_authenticated:
 //!         return JsonResponse({"reject": {"close_code": 4403, "reason": "log in first"}})

@@ -147,6 +147,7 @@ impl CallbackSettings {
             .forward_headers(&self.headers)
             .map_err(|e| anyhow::anyhow!("auth.callback.headers: {e}"))?
             .forward_cookies(self.cookies.iter().cloned())
+            .map_err(|e| anyhow::anyhow!("auth.callback.cookies: {e}"))?
             .with_max_in_flight(self.max_in_flight)
             .with_recheck_every((self.recheck_every > 0).then(|| Duration::from_secs(self.recheck_every)));
         Ok(config)

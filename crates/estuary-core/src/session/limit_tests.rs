@@ -238,3 +238,70 @@ async fn an_expired_credential_closes_with_4401() {
         "not before it expired"
     );
 }
+
+/// A slow sign-in check runs beside the connection: while it waits, client
+/// messages are still answered; when it finds the user signed out, the
+/// connection closes with 4401. Checks come about one interval apart.
+#[tokio::test(start_paused = true)]
+async fn a_slow_recheck_does_not_hold_the_connection_up() {
+    let layer = ChannelLayerHandle::default();
+    let (asked, mut checks) = mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<bool>>();
+    let recheck = crate::Recheck::new(Duration::from_secs(60), move || {
+        let asked = asked.clone();
+        async move {
+            let (answer, verdict) = tokio::sync::oneshot::channel();
+            let _ = asked.send(answer);
+            Ok(verdict.await.unwrap_or(true))
+        }
+    });
+    let mut extensions = http::Extensions::new();
+    extensions.insert(recheck);
+    let scope = Scope::builder("/ws/t")
+        .user(Some(crate::User::new("1", "alice")))
+        .extensions(extensions)
+        .build();
+    let config = SessionConfig {
+        ping_interval: None,
+        ..SessionConfig::default()
+    };
+    let (session, _) = Session::open(Echo { join: 0 }, scope, layer, config)
+        .await
+        .expect("accepted");
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let (tx, mut written) = mpsc::unbounded_channel();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(session.run(Fed { inbound, written: tx }, CancellationToken::new()));
+
+    // The first check, about an interval in: still signed in.
+    let first = checks.recv().await.expect("a first check");
+    let at = started.elapsed();
+    assert!(
+        (Duration::from_secs(54)..=Duration::from_secs(66)).contains(&at),
+        "{at:?}"
+    );
+    first.send(true).unwrap();
+
+    // The second check is left waiting; the connection goes on meanwhile.
+    let second = checks.recv().await.expect("a second check");
+    let gap = started.elapsed() - at;
+    assert!(
+        (Duration::from_secs(54)..=Duration::from_secs(66)).contains(&gap),
+        "{gap:?}"
+    );
+    to_session
+        .send(Inbound::Message(WsMessage::text("still here?")))
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), written.recv()).await;
+    assert_eq!(
+        echoed.expect("answered while the check waits"),
+        Some(WsMessage::text("still here?"))
+    );
+
+    // Then it answers: signed out.
+    second.send(false).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(outcome.code, CloseCode::CREDENTIALS_EXPIRED);
+}

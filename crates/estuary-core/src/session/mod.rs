@@ -25,6 +25,7 @@ mod keepalive;
 #[cfg(test)]
 mod limit_tests;
 mod rate;
+mod recheck;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use drive::{Flow, drive};
 use keepalive::{Due, Keepalive};
 pub use rate::{AddressRateLimiter, RateLimit, address_key};
+use recheck::{Rechecks, Verdict};
 pub use transport::{Inbound, Transport, TransportError};
 use write::{ping, write_batch};
 
@@ -329,13 +331,12 @@ impl<C: Consumer> Session<C> {
                 .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
             oversized: 0,
             client_turns: 0,
-            recheck: self.ctx.scope().extensions().get::<crate::Recheck>().cloned(),
-            recheck_at: self
+            recheck: self
                 .ctx
                 .scope()
                 .extensions()
                 .get::<crate::Recheck>()
-                .map(|r| Instant::now() + r.every()),
+                .map(|r| Box::new(Rechecks::new(r.clone(), Instant::now()))),
             credential_deadline: self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
                 let left = at
                     .duration_since(std::time::SystemTime::now())
@@ -391,7 +392,12 @@ impl<C: Consumer> Session<C> {
                         Step::Continue
                     }
                     _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
-                    _ = sleep_until_opt(conn.recheck_at) => Box::pin(on_recheck(&mut conn)).await,
+                    verdict = async {
+                        match conn.recheck.as_deref_mut() {
+                            Some(rechecks) => rechecks.next().await,
+                            None => std::future::pending().await,
+                        }
+                    }, if conn.recheck.is_some() => on_recheck(conn.channel, verdict),
                     _ = sleep_until_opt(conn.credential_deadline) => {
                         tracing::debug!(channel = %conn.channel, "credentials expired; closing");
                         Closing::server(CloseCode::CREDENTIALS_EXPIRED, "credentials expired", true)
@@ -679,34 +685,26 @@ struct Conn<'a, T> {
     client_turns: u8,
     /// When the user's credential expires (a JWT's `exp`).
     credential_deadline: Option<Instant>,
-    /// The check that the user is still signed in, and when it runs next.
-    recheck: Option<crate::Recheck>,
-    recheck_at: Option<Instant>,
+    /// The check that the user is still signed in (boxed: rare).
+    recheck: Option<Box<Rechecks>>,
     write_timeout: Duration,
 }
 
-/// Runs the scope's [`Recheck`](crate::Recheck): closes with 4401 when the
-/// user is no longer signed in; otherwise (or when the check fails or takes
-/// longer than its interval) tries again one interval later.
-async fn on_recheck<T: Transport>(conn: &mut Conn<'_, T>) -> Step {
-    let Some(recheck) = conn.recheck.clone() else {
-        conn.recheck_at = None;
-        return Step::Continue;
-    };
-    match tokio::time::timeout(recheck.every(), recheck.check()).await {
-        Ok(Ok(false)) => {
-            tracing::debug!(channel = %conn.channel, "user no longer signed in; closing");
+/// What a [`Recheck`](crate::Recheck) of the user found: signed out
+/// closes with 4401; a failed or timed-out check keeps the connection (the
+/// next is due an interval later).
+fn on_recheck(channel: &ChannelName, verdict: Verdict) -> Step {
+    match verdict {
+        Verdict::SignedOut => {
+            tracing::debug!(%channel, "user no longer signed in; closing");
             return Closing::server(CloseCode::CREDENTIALS_EXPIRED, "signed out", true);
         }
-        Ok(Ok(true)) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(channel = %conn.channel, %error, "sign-in recheck failed; keeping the connection")
+        Verdict::SignedIn => {}
+        Verdict::Failed(error) => {
+            tracing::warn!(%channel, %error, "sign-in recheck failed; keeping the connection")
         }
-        Err(_) => {
-            tracing::warn!(channel = %conn.channel, "sign-in recheck timed out; keeping the connection")
-        }
+        Verdict::TimedOut => tracing::warn!(%channel, "sign-in recheck timed out; keeping the connection"),
     }
-    conn.recheck_at = Some(Instant::now() + recheck.every());
     Step::Continue
 }
 
