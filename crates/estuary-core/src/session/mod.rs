@@ -392,12 +392,10 @@ impl<C: Consumer> Session<C> {
                         Step::Continue
                     }
                     _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
-                    verdict = async {
-                        match conn.recheck.as_deref_mut() {
-                            Some(rechecks) => rechecks.next().await,
-                            None => std::future::pending().await,
-                        }
-                    }, if conn.recheck.is_some() => on_recheck(conn.channel, verdict),
+                    verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
+                        Some(rechecks) => rechecks.poll_next(cx),
+                        None => std::task::Poll::Pending,
+                    }), if conn.recheck.is_some() => on_recheck(conn.channel, verdict),
                     _ = sleep_until_opt(conn.credential_deadline) => {
                         tracing::debug!(channel = %conn.channel, "credentials expired; closing");
                         Closing::server(CloseCode::CREDENTIALS_EXPIRED, "credentials expired", true)

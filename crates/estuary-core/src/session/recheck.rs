@@ -2,16 +2,25 @@
 //! a slow check (a database, an application asked over HTTP) never holds up
 //! the connection's reading, writing or keepalive.
 
-use tokio::time::{Instant, sleep_until};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::{BoxError, Recheck, RecheckFuture};
 
-/// A connection's recheck: when it runs next, or the check under way.
+/// A connection's recheck: one timer, for the next check or for the end of
+/// the one under way, and that check.
+///
+/// Polled by the session loop on every turn it runs, so polling costs a
+/// field test and nothing is built per turn: the timer is made once and
+/// reset.
 pub(super) struct Rechecks {
     recheck: Recheck,
-    next: Instant,
-    /// The check under way, and when it is given up.
-    running: Option<(RecheckFuture, Instant)>,
+    /// When the next check is due, or (while one runs) when it is given up.
+    timer: Pin<Box<Sleep>>,
+    /// The check under way.
+    running: Option<RecheckFuture>,
 }
 
 /// What a check found.
@@ -29,38 +38,41 @@ pub(super) enum Verdict {
 impl Rechecks {
     /// The first check one interval (give or take a tenth) from `now`.
     pub(super) fn new(recheck: Recheck, now: Instant) -> Self {
-        let next = now + jittered(&recheck);
+        let timer = Box::pin(sleep_until(now + jittered(&recheck)));
         Self {
             recheck,
-            next,
+            timer,
             running: None,
         }
     }
 
-    /// Waits for the next check's time, runs it, and says what it found;
-    /// the next is due one interval (give or take a tenth, so that the
-    /// connections of one burst do not check in step) after it ends.
-    /// Cancel-safe: a check under way is kept and resumed by the next call.
-    pub(super) async fn next(&mut self) -> Verdict {
+    /// Starts the check when it is due and says what it found once it
+    /// answers (or takes its whole interval); the next is due one interval
+    /// (give or take a tenth, so that the connections of one burst do not
+    /// check in step) after it ends.
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Verdict> {
         if self.running.is_none() {
-            sleep_until(self.next).await;
-            let deadline = Instant::now() + self.recheck.every();
-            self.running = Some((self.recheck.check(), deadline));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            self.timer.as_mut().reset(now + self.recheck.every());
+            self.running = Some(self.recheck.check());
         }
-        let Some((check, deadline)) = &mut self.running else {
-            return Verdict::TimedOut;
+        let Some(check) = self.running.as_mut() else {
+            return Poll::Pending;
         };
-        let verdict = tokio::select! {
-            answer = check => match answer {
-                Ok(true) => Verdict::SignedIn,
-                Ok(false) => Verdict::SignedOut,
-                Err(error) => Verdict::Failed(error),
-            },
-            () = sleep_until(*deadline) => Verdict::TimedOut,
+        let verdict = match check.as_mut().poll(cx) {
+            Poll::Ready(Ok(true)) => Verdict::SignedIn,
+            Poll::Ready(Ok(false)) => Verdict::SignedOut,
+            Poll::Ready(Err(error)) => Verdict::Failed(error),
+            Poll::Pending if self.timer.as_mut().poll(cx).is_ready() => Verdict::TimedOut,
+            Poll::Pending => return Poll::Pending,
         };
         self.running = None;
-        self.next = Instant::now() + jittered(&self.recheck);
-        verdict
+        let next = Instant::now() + jittered(&self.recheck);
+        self.timer.as_mut().reset(next);
+        Poll::Ready(verdict)
     }
 }
 
