@@ -94,6 +94,8 @@ pub struct Project {
     dir: PathBuf,
     engine: Engine,
     backing: Backing,
+    /// The Redis URL and key prefix of the project's channel layer.
+    redis: Option<(String, String)>,
 }
 
 impl Project {
@@ -113,7 +115,19 @@ impl Project {
             Database::Sqlite => Backing::Sqlite(dir.join("db.sqlite3")),
             Database::Postgres => Backing::Postgres(PgDatabase::create().await),
         };
-        Self { dir, engine, backing }
+        Self {
+            dir,
+            engine,
+            backing,
+            redis: None,
+        }
+    }
+
+    /// Gives the project a channels_redis channel layer on `url` with the key
+    /// prefix `prefix` (Estuary's `[layer]` must name the same ones).
+    pub fn with_redis(mut self, url: &str, prefix: &str) -> Self {
+        self.redis = Some((url.to_owned(), prefix.to_owned()));
+        self
     }
 
     /// The project's directory.
@@ -165,6 +179,11 @@ impl Project {
             .env("ESTUARY_DJANGO_ENGINE", self.engine.name())
             .env("ESTUARY_CALLBACK_SECRET", CALLBACK_SECRET)
             .env("ESTUARY_DJANGO_DB", self.database_env());
+        if let Some((url, prefix)) = &self.redis {
+            command
+                .env("ESTUARY_DJANGO_REDIS", url)
+                .env("ESTUARY_DJANGO_REDIS_PREFIX", prefix);
+        }
         command
     }
 

@@ -309,3 +309,52 @@ async fn django_answers_the_connect_callback_on_sqlite() {
 async fn django_answers_the_connect_callback_on_postgres() {
     django_answers_the_connect_callback(Database::Postgres).await;
 }
+
+/// What a team moving its WebSocket tier gets: Django's own code pushes to
+/// one user with channels' `group_send` (channels_redis, the project's
+/// settings unchanged but for the URL), and it reaches that user's sockets
+/// on Estuary, which the project's connect view put in `user.<pk>`.
+#[tokio::test]
+async fn a_django_view_pushes_to_one_user_on_estuary_through_channels_redis() {
+    const REDIS: &str = "redis://127.0.0.1:6379/0";
+    let prefix = format!("estuarytest{}", uuid::Uuid::new_v4().simple());
+    let project = Project::new(Database::Sqlite, Engine::Db)
+        .await
+        .with_redis(REDIS, &prefix);
+    let cookies = project.probe(&["prepare"]);
+    let django = project.serve();
+    let mut config = Config::default();
+    config.layer.redis = vec![REDIS.to_owned()];
+    config.layer.prefix = prefix.clone();
+    config.auth.callback = Some(CallbackSettings::new(
+        format!("http://127.0.0.1:{}/estuary/connect/", django.port),
+        CALLBACK_SECRET,
+    ));
+    let server = TestServer::with_config(config).await;
+    let mut alice = join_with(&server, "/ws/chat/alice-room/", cookies["alice"].as_str())
+        .await
+        .expect("alice gets in");
+    let mut carol = join_with(&server, "/ws/chat/carol-room/", cookies["carol"].as_str())
+        .await
+        .expect("carol gets in");
+
+    let alice_id = cookies["alice_id"].as_str().unwrap().to_owned();
+    let message = json!({"type": "chat.message", "message": "your order shipped", "username": "shop"});
+    let project = std::sync::Arc::new(project);
+    let django_code = project.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        django_code.probe(&["group_send", &format!("user.{alice_id}"), &message.to_string()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(pushed["ok"], true);
+    let got = alice.recv_type("chat_message").await;
+    assert_eq!(
+        (got["message"].as_str(), got["username"].as_str()),
+        (Some("your order shipped"), Some("shop"))
+    );
+    // Not carol's: her next message is her own.
+    carol.send_json(&json!({"message": "mine"})).await;
+    assert_eq!(carol.recv_type("chat_message").await["message"], "mine");
+    drop(django);
+}

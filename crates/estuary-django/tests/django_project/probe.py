@@ -130,4 +130,15 @@ def verdicts():
     print(json.dumps({"django": django_users, "channels": asyncio.run(channels_users())}))
 
 
-{"prepare": prepare, "mutate": mutate, "verdicts": verdicts}[sys.argv[1]]()
+def group_send():
+    """What a Django view does to push to a group: channels' group_send, here
+    through channels_redis (settings.CHANNEL_LAYERS), of the JSON message in
+    argv[3] to the group argv[2]."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    async_to_sync(get_channel_layer().group_send)(sys.argv[2], json.loads(sys.argv[3]))
+    print(json.dumps({"ok": True}))
+
+
+{"prepare": prepare, "mutate": mutate, "verdicts": verdicts, "group_send": group_send}[sys.argv[1]]()

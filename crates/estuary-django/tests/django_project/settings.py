@@ -39,3 +39,16 @@ else:
             "PORT": "5432",
         }
     }
+
+# channels_redis, when a test gives a Redis (the same one and prefix as Estuary's).
+if os.environ.get("ESTUARY_DJANGO_REDIS"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py's default 5 s socket_timeout is BZPOPMIN's: see docs/DJANGO.md.
+                "hosts": [{"address": os.environ["ESTUARY_DJANGO_REDIS"], "socket_timeout": 30}],
+                "prefix": os.environ["ESTUARY_DJANGO_REDIS_PREFIX"],
+            },
+        }
+    }
