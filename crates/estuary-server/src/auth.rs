@@ -225,7 +225,8 @@ pub enum AuthPolicy {
 
 /// The tower layer that runs an [`Authenticator`] on every WebSocket
 /// handshake and puts the user in the scope ([`Scope::user`](estuary_core::Scope::user)).
-/// Plain HTTP requests pass untouched. The policy is [`AuthPolicy::Optional`]
+/// Plain HTTP requests, and handshakes the router refuses anyway (a bad key
+/// or version), pass untouched. The policy is [`AuthPolicy::Optional`]
 /// unless set; paths can be given their own with [`AuthLayer::require_under`].
 ///
 /// ```
@@ -327,7 +328,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !req.headers().contains_key(header::SEC_WEBSOCKET_KEY) {
+        // Only what can become a WebSocket is authenticated: a plain
+        // request, or a handshake the router will refuse anyway (a bad key
+        // or version), costs no check (no database query, no callback).
+        if !crate::service::is_websocket_upgrade(req.headers(), req.method())
+            || crate::service::check_upgrade(&req).is_err()
+        {
             return Box::pin(self.inner.call(req));
         }
         // The ready inner service is taken; a clone stays for the next call.

@@ -302,3 +302,22 @@ async fn a_credential_that_expires_while_connected_closes_with_4401() {
     .expect("closed in time");
     assert_eq!(code, Some(4401));
 }
+
+/// A handshake the router refuses anyway (a malformed key) is not
+/// authenticated: `down` would have answered 503; the router's 400 comes.
+#[tokio::test]
+async fn a_malformed_handshake_costs_no_authentication() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = serve().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET /ws/open/?token=down HTTP/1.1\r\nhost: 127.0.0.1\r\nupgrade: websocket\r\n\
+                   connection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: short\r\n\r\n";
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(WAIT, s.read(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let status = String::from_utf8_lossy(&answer[..n]);
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+}
