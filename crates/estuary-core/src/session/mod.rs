@@ -247,7 +247,14 @@ impl<C: Consumer> Session<C> {
         // attribute) are joined before `connect`, which can rely on them.
         for group in &initial_groups {
             if let Err(error) = ctx.group_add(group).await {
-                tracing::info!(%group, %error, "cannot join the handshake's groups; handshake rejected");
+                // Not the visitor's doing: the authenticator (a connect
+                // callback) named too many groups, or the layer is down.
+                tracing::warn!(
+                    %group,
+                    %error,
+                    groups = initial_groups.len(),
+                    "cannot join the groups the handshake's authentication named; handshake rejected"
+                );
                 ctx.release().await;
                 return Err(Reject {
                     status: error.http_status(),
