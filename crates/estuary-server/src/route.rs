@@ -134,6 +134,10 @@ impl PathPattern {
             }
         }
         let body = body.strip_prefix('/').unwrap_or(&body).to_owned();
+        // On its own first: a body that closes a group it did not open
+        // (`a)|(b`) would otherwise escape the anchoring group around it and
+        // match paths the pattern never meant (Python's `re` refuses it too).
+        Regex::new(&body).map_err(|e| PatternError::Regex(e.to_string()))?;
         let tail = if anchored_end { "/?$" } else { "" };
         let re = format!("^/(?:{body}){tail}");
         let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
@@ -241,6 +245,14 @@ mod tests {
             open.matches("/stream/anything").is_some(),
             "no $: a prefix match, as in Django"
         );
+        // A group closed that was never opened would escape the anchoring
+        // group (`^/(?:a)|(b)`, matching any path with a `b`): refused.
+        for escaping in [r"a)|(b", r"^ws/a)|(b$", r"a)|.*|(b"] {
+            assert!(
+                matches!(PathPattern::regex(escaping), Err(PatternError::Regex(_))),
+                "{escaping}"
+            );
+        }
     }
 
     #[test]
