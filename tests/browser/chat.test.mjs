@@ -9,6 +9,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,8 +48,9 @@ async function settlesWithin(promise, ms) {
 
 /** A running `estuary serve`; its output is kept (not printed) for failure messages. */
 class Server {
-  constructor(port) {
+  constructor(port, args = []) {
     this.port = port;
+    this.args = args;
     this.base = `http://127.0.0.1:${port}`;
     this.output = '';
     this.proc = null;
@@ -56,7 +58,7 @@ class Server {
   }
 
   async start() {
-    const proc = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`], {
+    const proc = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`, ...this.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     });
@@ -332,6 +334,66 @@ describe('chat pages in Chromium', { timeout: 120_000 }, () => {
     } finally {
       await tut.context().close();
       await est.context().close();
+    }
+  });
+});
+
+describe('chat pages refused by the application', { timeout: 120_000 }, () => {
+  let app;
+  let asked = 0;
+  let server;
+  let browser;
+
+  before(async () => {
+    // The application's connect callback: every visitor is refused with
+    // 4403, as the documented Django view refuses anonymous ones.
+    app = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        asked += 1;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ reject: { close_code: 4403, reason: 'log in first' } }));
+      });
+    });
+    await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const callback = `http://127.0.0.1:${app.address().port}/estuary/connect/`;
+    server = new Server(await freePort(), [
+      '--callback-url', callback, '--callback-secret', 'the browser test callback secret',
+    ]);
+    await server.start();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+      timeout: 60_000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.stop().catch(() => {});
+    await new Promise((resolve) => app?.close(resolve) ?? resolve());
+  });
+
+  test('the page shows the refusal and stops instead of retrying', async () => {
+    const p = await (await browser.newContext()).newPage();
+    p.setDefaultTimeout(WAIT);
+    p.on('pageerror', (err) => { server.output += `page error: ${err.message}\n`; });
+    try {
+      await p.goto(`${server.base}/chat/lobby/`);
+      await statusIs(p, 'closed');
+      await p.waitForFunction(
+        () => [...document.querySelectorAll('#log > *')].some((el) => el.textContent.includes('log in first (4403)')),
+        null,
+        { timeout: WAIT },
+      );
+      assert.equal((await p.textContent('#retry')).trim(), '', 'no retry is scheduled');
+      assert.equal(await p.isDisabled('#send'), true);
+      assert.equal(asked, 1, 'the application was asked once');
+    } finally {
+      await p.context().close();
     }
   });
 });

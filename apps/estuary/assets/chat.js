@@ -1,4 +1,5 @@
-// Room page: one WebSocket to /ws/chat/{room}/, reconnecting with backoff.
+// Room page: one WebSocket to /ws/chat/{room}/, reconnecting with backoff (but not
+// after an application close code, 4000-4999: signed out, refused).
 // All user-supplied text goes into the page through textContent only.
 (function () {
   "use strict";
@@ -164,8 +165,18 @@
       clearTimeout(fallback);
       if (ws !== sock) return;
       ws = null;
-      if (e.code === 4404) line("error", "The server does not accept this room name.");
-      else if (e.code === 1009) line("error", "Message too large; the server closed the connection.");
+      if (e.code >= 4000 && e.code <= 4999) {
+        // The application's refusal (signed out, not allowed in): trying
+        // again would only meet it again, so the page stops and says why.
+        var why = e.code === 4401 ? "Signed out: sign in again, then reload this page."
+          : e.code === 4404 ? "The server does not accept this room name."
+          : (e.reason || "The server refused this connection") + " (" + e.code + ")";
+        line("error", why);
+        retryEl.textContent = "";
+        setState("closed");
+        return;
+      }
+      if (e.code === 1009) line("error", "Message too large; the server closed the connection.");
       else if (e.code === 1008) line("error", "Too many messages; the server closed the connection.");
       scheduleReconnect();
     };
