@@ -60,7 +60,7 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// Where the connect callback goes, how it is signed, and what of the
 /// handshake it forwards.
 ///
-/// Defaults: a 2 s timeout for the whole exchange, the `Origin` and
+/// Defaults: a 2 s timeout (for a slot, then for the exchange), the `Origin` and
 /// `User-Agent` headers and the `sessionid` cookie forwarded (Django's
 /// session, so that the view's `request.user` is the visitor), at most
 /// 256 callbacks in flight, no recheck.
@@ -145,8 +145,11 @@ impl CallbackConfig {
         })
     }
 
-    /// How long the whole exchange may take (waiting for a slot, the
-    /// request, the answer); past it the handshake gets 503.
+    /// How long a handshake may wait for a free slot (see
+    /// [`with_max_in_flight`](Self::with_max_in_flight)), and then how long
+    /// the exchange may take (the request, a second try on a new connection
+    /// if a kept-alive one failed under it, the answer); past either, the
+    /// handshake gets 503.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -72,8 +72,8 @@ pub struct CallbackSettings {
     pub url: String,
     /// The shared secret the request is signed with (at least 16 bytes).
     pub secret: String,
-    /// Milliseconds the whole exchange may take (default 2000); past them
-    /// the handshake gets 503.
+    /// Milliseconds a handshake may wait for a slot, and then the exchange
+    /// may take (default 2000); past either, the handshake gets 503.
     #[serde(default = "default_callback_timeout_ms")]
     pub timeout_ms: u64,
     /// Handshake headers forwarded (default `["origin", "user-agent"]`).
