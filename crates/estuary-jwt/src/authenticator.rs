@@ -558,7 +558,7 @@ mod tests {
             Some(JwtRejection::NoKey)
         );
         assert_eq!(passes(&jwt), 2);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
@@ -587,7 +587,7 @@ mod tests {
         assert_eq!(passes(&jwt), 1);
         assert!(jwt.check_at(&rs(RSA1, "k"), s(20)).is_ok());
         assert_eq!(passes(&jwt), 2);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
@@ -612,7 +612,7 @@ mod tests {
         assert_eq!(applied, Some(vec![None, Some("c".to_owned())]));
         let (stale, news) = watch.lock().unwrap().finish(found_first);
         assert!(stale.is_none() && news.is_empty());
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
@@ -646,6 +646,6 @@ mod tests {
         write_jwks(&path, &[("b", "rsa-two")]);
         assert_eq!(pass(Why::Due), (0, 1));
         assert_eq!(pass(Why::Due), (0, 0));
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
