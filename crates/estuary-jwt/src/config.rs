@@ -2,10 +2,11 @@
 //! keys, audience, issuer, leeway, where the token is read and how claims
 //! become a user.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::jwks::{JwksError, parse_jwks};
+use crate::watch::Seen;
 
 /// The leeway allowed on `exp` and `nbf` unless set: 30 seconds of clock
 /// skew between the issuer and this server.
@@ -13,6 +14,10 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// The largest leeway accepted; a larger one is clamped to it.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a JWKS file is checked for a change unless set
+/// ([`JwtConfig::jwks_reload_every`]): every 30 seconds.
+pub const DEFAULT_JWKS_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
 /// A signature algorithm a token may use. `none` and the algorithms not
 /// listed here are not representable, so never accepted.
@@ -91,6 +96,15 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// A JWKS file given to [`JwtConfig::jwks_file`]: where it is, what was
+/// read from it, and its keys.
+#[derive(Debug, Clone)]
+pub(crate) struct JwksFile {
+    pub(crate) path: PathBuf,
+    pub(crate) seen: Seen,
+    pub(crate) keys: Vec<Key>,
+}
+
 /// Why a [`JwtConfig`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtConfigError {
@@ -133,7 +147,8 @@ pub enum JwtConfigError {
 /// required; leeway [`DEFAULT_LEEWAY`] (30 s); the token read from
 /// `Authorization: Bearer`, then `?token=`, then the cookie `token` (the
 /// first one present is the one checked); the user's id from `sub`, the
-/// name from `name`, then `preferred_username`, then `sub`.
+/// name from `name`, then `preferred_username`, then `sub`; a JWKS file
+/// checked for a change every [`DEFAULT_JWKS_RELOAD_EVERY`] (30 s).
 ///
 /// ```
 /// use std::time::Duration;
@@ -151,6 +166,8 @@ pub enum JwtConfigError {
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     pub(crate) keys: Vec<Key>,
+    pub(crate) jwks_files: Vec<JwksFile>,
+    pub(crate) jwks_reload_every: Duration,
     pub(crate) algorithms: Option<Vec<JwtAlgorithm>>,
     pub(crate) audience: Option<Vec<String>>,
     pub(crate) issuer: Option<Vec<String>>,
@@ -172,6 +189,8 @@ impl JwtConfig {
     pub fn new() -> Self {
         Self {
             keys: Vec::new(),
+            jwks_files: Vec::new(),
+            jwks_reload_every: DEFAULT_JWKS_RELOAD_EVERY,
             algorithms: None,
             audience: None,
             issuer: None,
@@ -230,14 +249,81 @@ impl JwtConfig {
         Ok(self)
     }
 
-    /// Adds the keys of a JWKS file, read now (not watched).
-    pub fn jwks_file(self, path: impl AsRef<Path>) -> Result<Self, JwtConfigError> {
+    /// Adds the keys of a JWKS file, read now (an error if it cannot be
+    /// read or is not a JWKS document), and remembered: the
+    /// [`JwtAuthenticator`](crate::JwtAuthenticator) re-reads it when it
+    /// changes, so that an identity provider's key rotation needs no
+    /// restart.
+    ///
+    /// A change is looked for on the token path, never in the background:
+    /// at most every [`jwks_reload_every`](Self::jwks_reload_every) (30 s
+    /// unless set), and at once (at most once a second) when an RS256 or
+    /// ES256 token names a `kid` that no current key of its algorithm has.
+    /// A change is a new modification time, length or (on Unix) inode or
+    /// change time; since two writes can share a modification time, a
+    /// version read less than two seconds after it was written is read
+    /// again at the next check whatever its metadata says, and a read whose
+    /// content has the same hash as the last one changes nothing.
+    ///
+    /// The keys read then replace this file's previous keys: a key removed
+    /// from the file stops verifying tokens (those already accepted keep
+    /// their connection until `exp`). Keys given otherwise (an HMAC secret,
+    /// PEM keys, [`jwks_json`](Self::jwks_json), other files) stay. A file
+    /// that cannot be read, is not a JWKS document, or yields no key of an
+    /// allowed algorithm leaves the previous keys in place and logs a
+    /// warning, once for each version of the file. Write a new version
+    /// atomically (a temporary file renamed over it), as rotation tools do,
+    /// so that a half-written file is never read.
+    ///
+    /// To read a file once and never again, give its content to
+    /// [`jwks_json`](Self::jwks_json).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use estuary_jwt::{JwtAuthenticator, JwtConfig};
+    ///
+    /// let config = JwtConfig::new()
+    ///     .jwks_file("/etc/estuary/jwks.json")?
+    ///     .jwks_reload_every(Duration::from_secs(60));
+    /// let jwt = JwtAuthenticator::new(config)?;
+    /// # Ok::<(), estuary_jwt::JwtConfigError>(())
+    /// ```
+    pub fn jwks_file(mut self, path: impl AsRef<Path>) -> Result<Self, JwtConfigError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path).map_err(|source| JwtConfigError::JwksFile {
+        let error = |source| JwtConfigError::JwksFile {
             path: path.display().to_string(),
             source,
-        })?;
-        self.jwks_json(&json)
+        };
+        let (stamp, bytes) = crate::watch::read(path).map_err(error)?;
+        let seen = Seen::of(stamp, &bytes, SystemTime::now());
+        let json = String::from_utf8(bytes)
+            .map_err(|e| error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let keys = parse_jwks(&json)?.keys;
+        self.jwks_files.push(JwksFile {
+            path: path.to_owned(),
+            seen,
+            keys,
+        });
+        Ok(self)
+    }
+
+    /// How often the files given to [`jwks_file`](Self::jwks_file) are
+    /// checked for a change, at most (default
+    /// [`DEFAULT_JWKS_RELOAD_EVERY`], 30 s): the check is made by the
+    /// first token checked once this time has passed since the last one.
+    /// [`Duration::ZERO`] checks on every token (for tests: it costs a
+    /// `stat` per token). A token naming an unknown `kid` checks at once
+    /// whatever this is, at most once a second.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_jwt::JwtConfig;
+    ///
+    /// let config = JwtConfig::new().jwks_reload_every(Duration::from_secs(300));
+    /// ```
+    pub fn jwks_reload_every(mut self, every: Duration) -> Self {
+        self.jwks_reload_every = every;
+        self
     }
 
     fn with_key(

@@ -7,7 +7,8 @@
 //! whether an anonymous visitor is let in.
 //!
 //! Keys come from configuration (an HMAC secret, RSA or EC public keys as
-//! PEM) or a JWKS file ([`parse_jwks`]). The signatures are checked by the
+//! PEM) or a JWKS file ([`parse_jwks`]), which is re-read when it changes
+//! ([`JwtConfig::jwks_file`]): keys rotate without a restart. The signatures are checked by the
 //! `jsonwebtoken` crate on its pure-Rust (RustCrypto) backend.
 //!
 //! ```
@@ -32,7 +33,11 @@
 mod authenticator;
 mod config;
 mod jwks;
+mod watch;
 
 pub use authenticator::{JwtAuthenticator, JwtRejection, MAX_TOKEN_LEN};
-pub use config::{DEFAULT_LEEWAY, JwtAlgorithm, JwtConfig, JwtConfigError, MAX_LEEWAY, TokenSource};
+pub use config::{
+    DEFAULT_JWKS_RELOAD_EVERY, DEFAULT_LEEWAY, JwtAlgorithm, JwtConfig, JwtConfigError, MAX_LEEWAY,
+    TokenSource,
+};
 pub use jwks::{Jwks, JwksError, MIN_RSA_BITS, parse_jwks};

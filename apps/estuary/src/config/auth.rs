@@ -165,8 +165,12 @@ pub struct JwtSettings {
     pub rsa_public_key_file: Option<PathBuf>,
     /// A PEM file with a P-256 public key (ES256).
     pub ec_public_key_file: Option<PathBuf>,
-    /// A JWKS file (keys chosen by `kid`).
+    /// A JWKS file (keys chosen by `kid`), re-read when it changes.
     pub jwks_file: Option<PathBuf>,
+    /// Seconds between checks of `jwks_file` for a change (default 30; a
+    /// token naming an unknown `kid` also checks, at most once a second);
+    /// 0: read once at startup, never again.
+    pub jwks_reload_every: Option<u64>,
     /// The `aud` a token must carry, if set.
     pub audience: Option<String>,
     /// The `iss` a token must carry, if set.
@@ -182,6 +186,7 @@ impl std::fmt::Debug for JwtSettings {
             .field("rsa_public_key_file", &self.rsa_public_key_file)
             .field("ec_public_key_file", &self.ec_public_key_file)
             .field("jwks_file", &self.jwks_file)
+            .field("jwks_reload_every", &self.jwks_reload_every)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("leeway", &self.leeway)
@@ -211,7 +216,19 @@ impl JwtSettings {
             keys += 1;
         }
         if let Some(path) = &self.jwks_file {
-            config = config.jwks_file(path)?;
+            config = match self.jwks_reload_every {
+                Some(0) => {
+                    let json = std::fs::read_to_string(path)
+                        .with_context(|| format!("auth.jwt.jwks_file {}", path.display()))?;
+                    config
+                        .jwks_json(&json)
+                        .with_context(|| format!("auth.jwt.jwks_file {}", path.display()))?
+                }
+                Some(seconds) => config
+                    .jwks_file(path)?
+                    .jwks_reload_every(Duration::from_secs(seconds)),
+                None => config.jwks_file(path)?,
+            };
             keys += 1;
         }
         if keys == 0 {
