@@ -377,8 +377,10 @@ async fn handshakes_past_max_in_flight_get_503_without_reaching_the_application(
         .with_timeout(Duration::from_millis(300))
         .with_max_in_flight(1);
     let (addr, _layer, _stop) = estuary(config).await;
-    // The first holds the one slot for its whole timeout; the second waits
-    // for it and then holds it; the third's wait ends before it is free.
+    // Three at once for one slot, each asked about by a silent application:
+    // the first to get the slot holds it for its whole timeout; the next may
+    // get it when it frees (or, arriving in the same instant, give up), and
+    // whoever waits longer than a holder is refused without being sent.
     let handshakes = (0..3).map(|_| connect(addr, "/ws/open/?as=silent"));
     let statuses: Vec<_> = futures_util::future::join_all(handshakes)
         .await
@@ -386,12 +388,14 @@ async fn handshakes_past_max_in_flight_get_503_without_reaching_the_application(
         .map(|r| r.err())
         .collect();
     assert_eq!(statuses, [Some(503); 3]);
+    // Every request that was sent reached the application before its
+    // handshake ended (the view records it first), so all are here now.
     seen(&mut asked).await;
-    seen(&mut asked).await;
-    assert!(
-        asked.try_recv().is_err(),
-        "the third was never sent to the application"
-    );
+    let mut sent = 1;
+    while asked.try_recv().is_ok() {
+        sent += 1;
+    }
+    assert!(sent <= 2, "{sent} of 3 reached the application with one slot");
 }
 
 #[tokio::test]
