@@ -121,14 +121,7 @@ impl Authenticator for AppAuth {
         }
         let django = self.inner.django.as_ref()?;
         let every = django.recheck_every?;
-        // Lossy: a cookie with odd bytes must not hide the session's.
-        let cookies: Vec<std::borrow::Cow<'_, str>> = handshake
-            .headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-            .collect();
-        let cookie_header = cookies.join("; ");
+        let cookie_header = estuary_django::cookie_header(handshake.headers);
         let id = user.id().to_owned();
         Some(Recheck::new(every, move || {
             let auth = self.clone();

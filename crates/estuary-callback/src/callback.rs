@@ -144,6 +144,24 @@ impl std::fmt::Debug for ConnectCallback {
     }
 }
 
+/// Why the application is asked: the body's `event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// A handshake: waits for a slot.
+    Connect,
+    /// An open connection asked about again: only takes a free slot.
+    Recheck,
+}
+
+impl Event {
+    fn name(self) -> &'static str {
+        match self {
+            Event::Connect => "connect",
+            Event::Recheck => "recheck",
+        }
+    }
+}
+
 /// What of a handshake is sent, owned (a recheck sends it again).
 #[derive(Debug, Clone)]
 struct Asked {
@@ -238,21 +256,21 @@ impl ConnectCallback {
         Asked { fields, headers }
     }
 
-    /// Asks the application about `asked` (`event`: "connect" or "recheck").
+    /// Asks the application about `asked`.
     ///
     /// A handshake waits for a slot at most the timeout (503 past it), then
     /// the exchange has the whole timeout of its own: a request never starts
     /// with its time nearly spent. A recheck takes a slot only if one is
     /// free (otherwise it is tried again at the next interval), so rechecks
     /// never crowd out handshakes.
-    async fn ask(&self, asked: &Asked, event: &str) -> Result<Decision, CallbackError> {
+    async fn ask(&self, asked: &Asked, event: Event) -> Result<Decision, CallbackError> {
         let inner = &*self.inner;
         let timeout = inner.config.timeout;
         let busy = || CallbackError::Busy {
             url: inner.url.clone(),
             max_in_flight: inner.config.max_in_flight,
         };
-        let _slot = if event == "recheck" {
+        let _slot = if event == Event::Recheck {
             inner.in_flight.try_acquire().map_err(|_| busy())?
         } else {
             match tokio::time::timeout(timeout, inner.in_flight.acquire()).await {
@@ -261,7 +279,7 @@ impl ConnectCallback {
             }
         };
         let mut fields = asked.fields.clone();
-        fields.insert("event".into(), event.into());
+        fields.insert("event".into(), event.name().into());
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -354,7 +372,7 @@ impl ConnectCallback {
 
     /// Asks the application about `handshake`, as the handshake would.
     pub async fn decide(&self, handshake: Handshake<'_>) -> Result<Decision, CallbackError> {
-        self.ask(&self.asked(&handshake), "connect").await
+        self.ask(&self.asked(&handshake), Event::Connect).await
     }
 }
 
@@ -385,7 +403,7 @@ impl Authenticator for ConnectCallback {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         let asked = self.asked(&handshake);
         Box::pin(async move {
-            match self.ask(&asked, "connect").await? {
+            match self.ask(&asked, Event::Connect).await? {
                 Decision::Accept(admission) => Ok(admission),
                 Decision::Reject(rejection) => Err(rejection.into()),
             }
@@ -405,7 +423,7 @@ impl Authenticator for ConnectCallback {
             let asked = asked.clone();
             let id = id.clone();
             async move {
-                match callback.ask(&asked, "recheck").await? {
+                match callback.ask(&asked, Event::Recheck).await? {
                     Decision::Accept(Admission { user: Some(user), .. }) => Ok(user.id() == id),
                     Decision::Accept(_) | Decision::Reject(_) => Ok(false),
                 }

@@ -35,16 +35,30 @@ impl DjangoUser {
 /// # let _ = service;
 /// # Ok(()) }
 /// ```
+/// Every `Cookie` header of a request as one header value, for
+/// [`DjangoSessions::user_from_cookie_header`]. Lossy: a cookie holding bytes
+/// that are not UTF-8 must not hide the session's.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::COOKIE};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append(COOKIE, HeaderValue::from_bytes(b"theme=\xff").unwrap());
+/// headers.append(COOKIE, HeaderValue::from_static("sessionid=abc"));
+/// assert_eq!(estuary_django::cookie_header(&headers), "theme=\u{fffd}; sessionid=abc");
+/// ```
+pub fn cookie_header(headers: &http::HeaderMap) -> String {
+    let cookies: Vec<std::borrow::Cow<'_, str>> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
+    cookies.join("; ")
+}
+
 impl Authenticator for DjangoSessions {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
-        // Lossy: a cookie with odd bytes must not hide the session's.
-        let cookies: Vec<std::borrow::Cow<'_, str>> = handshake
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-            .collect();
-        let cookie_header = cookies.join("; ");
+        let cookie_header = cookie_header(handshake.headers);
         Box::pin(async move {
             match self.user_from_cookie_header(&cookie_header).await {
                 Ok(user) => Ok(user.map(DjangoUser::into_user).into()),
