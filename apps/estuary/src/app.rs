@@ -1,5 +1,6 @@
 //! Builds the chat application and push API from the configuration.
 
+use anyhow::Context as _;
 use std::time::Duration;
 
 use estuary::prelude::*;
@@ -129,12 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (service, auth) = service_with_auth(&config)?;
     auth.ready().await?;
     warn_about_openings(&config)?;
-    let server_config = config.server_config()?;
-    let server = match config.bind()? {
-        Bind::Tcp(addr) => Server::bind(addr).await?,
-        Bind::Unix(path) => Server::bind_unix(&path)?,
-    }
-    .with_config(server_config);
+    let server = listen(&config)?;
     match server.local_addr() {
         Some(addr) => tracing::info!(
             "estuary listening on http://{addr}/chat/ (channel layer: {})",
@@ -147,6 +143,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     server.serve(service, shutdown_signal()).await?;
     tracing::info!("estuary stopped");
     Ok(())
+}
+
+/// The server `config` describes, listening (its `bind` address and
+/// `server.listen_backlog`) but not yet accepting.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use estuary_app::config::Config;
+///
+/// let config = Config::default();
+/// let server = estuary_app::app::listen(&config)?;
+/// server.serve(estuary_app::app::service(&config)?, std::future::pending::<()>()).await?;
+/// # Ok(()) }
+/// ```
+pub fn listen(config: &Config) -> anyhow::Result<Server> {
+    let backlog = config.server.listen_backlog;
+    let server = match config.bind()? {
+        Bind::Tcp(addr) => {
+            Server::bind_with_backlog(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?
+        }
+        Bind::Unix(path) => Server::bind_unix_with_backlog(&path, backlog)
+            .with_context(|| format!("cannot listen on {}", path.display()))?,
+    };
+    Ok(server.with_config(config.server_config()?))
 }
 
 /// Says at startup what the configuration leaves open.

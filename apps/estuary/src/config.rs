@@ -156,6 +156,9 @@ pub struct ServerSettings {
     pub max_headers: usize,
     /// Seconds a request body may take to arrive; past it, 408.
     pub body_timeout: u64,
+    /// Connections the kernel queues while the accept loop is busy (capped
+    /// by `net.core.somaxconn`); past it, connects wait a second and retry.
+    pub listen_backlog: u32,
 }
 
 impl Default for Config {
@@ -224,6 +227,7 @@ impl Default for ServerSettings {
             max_header_size: 16 * 1024,
             max_headers: 64,
             body_timeout: 10,
+            listen_backlog: estuary::server::DEFAULT_LISTEN_BACKLOG,
         }
     }
 }
@@ -310,6 +314,9 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "ESTUARY_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
+    /// Connections the kernel queues while the accept loop is busy (capped by net.core.somaxconn).
+    #[arg(long, env = "ESTUARY_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Channel layer: `memory`, or Redis URLs (comma-separated or repeated, in ring order).
     #[arg(long, env = "ESTUARY_LAYER", value_delimiter = ',')]
     pub layer: Option<Vec<String>>,
@@ -442,6 +449,9 @@ impl Config {
         if let Some(v) = a.shutdown_timeout {
             config.server.shutdown_timeout = v;
         }
+        if let Some(v) = a.listen_backlog {
+            config.server.listen_backlog = v;
+        }
         if let Some(v) = a.layer {
             config.layer.redis = v.into_iter().filter(|u| !u.is_empty() && u != "memory").collect();
         }
@@ -484,6 +494,9 @@ impl Config {
         if self.server.max_headers == 0 || self.server.body_timeout == 0 || self.server.handshake_timeout == 0
         {
             bail!("server.max_headers, server.body_timeout and server.handshake_timeout must be at least 1");
+        }
+        if self.server.listen_backlog == 0 {
+            bail!("server.listen_backlog must be at least 1");
         }
         if self.websocket.max_event_size < 1024 || self.websocket.outbound_bytes < 1024 {
             bail!("websocket.max_event_size and websocket.outbound_bytes must be at least 1024 bytes");

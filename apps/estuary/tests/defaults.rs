@@ -211,3 +211,71 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// RFC 9112 3.2: two `Host` headers are refused, whichever comes first and
+/// even when both are allowed; the host check read the first one only, so
+/// a request meaning another host to whatever reads the last was upgraded.
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let server = TestServer::start().await;
+    let port = server.addr.port();
+    let valid = format!("host: 127.0.0.1:{port}");
+    for hosts in [
+        format!("{valid}\r\nhost: evil.test"),
+        format!("{valid}\r\n{valid}"),
+        format!("host: evil.test\r\n{valid}"),
+    ] {
+        let handshake = format!("GET /ws/chat/lobby/ HTTP/1.1\r\n{hosts}\r\n{UPGRADE}");
+        assert_eq!(status_of(server.addr, &handshake).await, 400, "{hosts:?}");
+        let page = format!("GET /chat/ HTTP/1.1\r\n{hosts}");
+        assert_eq!(status_of(server.addr, &page).await, 400, "{hosts:?}");
+    }
+    // The same request with one Host is served.
+    let handshake = format!("GET /ws/chat/lobby/ HTTP/1.1\r\n{valid}\r\n{UPGRADE}");
+    assert_eq!(status_of(server.addr, &handshake).await, 101);
+
+    // With the host check off ("*"), a missing or doubled Host is still 400.
+    let any = TestServer::with_config(Config {
+        allowed_hosts: vec!["*".into()],
+        push_insecure: true,
+        ..Config::default()
+    })
+    .await;
+    assert_eq!(status_of(any.addr, "GET /chat/ HTTP/1.1").await, 400);
+    assert_eq!(
+        status_of(any.addr, "GET /chat/ HTTP/1.1\r\nhost: a.test\r\nhost: b.test").await,
+        400
+    );
+    assert_eq!(
+        status_of(any.addr, "GET /chat/ HTTP/1.1\r\nhost: a.test").await,
+        200
+    );
+    // HTTP/1.0 has no Host requirement.
+    assert_eq!(status_of(any.addr, "GET /chat/ HTTP/1.0").await, 200);
+}
+
+/// A burst of connects while the accept loop is busy lands in the listen
+/// backlog. With the standard library's 128, the 129th SYN was dropped and
+/// its client waited a second to retry; the default is now 4096 (and
+/// `server.listen_backlog` sets it). The server here listens but does not
+/// accept yet, so the backlog alone decides who completes the TCP handshake.
+#[tokio::test]
+async fn a_burst_of_connects_fits_the_listen_backlog() {
+    const BURST: usize = 600;
+    let config = Config {
+        bind: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    assert_eq!(config.server.listen_backlog, 4096);
+    let server = estuary_app::app::listen(&config).expect("a free port");
+    let addr = server.local_addr().unwrap();
+    let connects = (0..BURST).map(|_| tokio::time::timeout(WAIT, TcpStream::connect(addr)));
+    let results = futures_util::future::join_all(connects).await;
+    let connected: Vec<TcpStream> = results.into_iter().filter_map(|r| r.ok()?.ok()).collect();
+    assert_eq!(
+        connected.len(),
+        BURST,
+        "connects that completed without an accept"
+    );
+    drop(server);
+}

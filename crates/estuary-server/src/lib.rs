@@ -52,7 +52,7 @@ pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError};
 pub use router::{ConnectionInfo, Router, Runtime};
-pub use server::{Server, ServerConfig, shutdown_signal};
+pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};

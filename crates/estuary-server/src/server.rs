@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixSocket};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -144,10 +144,44 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// The listen backlog [`Server::bind`] and [`Server::bind_unix`] ask for:
+/// connections the kernel completes and queues while the accept loop is
+/// busy. The standard library's `bind` asks for 128, which a burst of
+/// connects (a deploy's reconnect wave) overflows: the kernel then drops
+/// SYNs and clients retry only after a second. Linux caps the request at
+/// `net.core.somaxconn` (4096 by default since 5.4).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
 impl Server {
-    /// Listens on a TCP address (port 0 picks a free port).
+    /// Listens on a TCP address (port 0 picks a free port), with a backlog
+    /// of [`DEFAULT_LISTEN_BACKLOG`].
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        Ok(Self::from_tcp(TcpListener::bind(addr).await?))
+        Self::bind_with_backlog(addr, DEFAULT_LISTEN_BACKLOG)
+    }
+
+    /// Listens on a TCP address with a listen backlog of `backlog`
+    /// connections (nginx's `listen ... backlog=`; the kernel caps it at
+    /// `net.core.somaxconn`).
+    ///
+    /// ```
+    /// use estuary_server::Server;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let server = Server::bind_with_backlog("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+    /// assert!(server.local_addr().is_some());
+    /// # });
+    /// ```
+    pub fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> io::Result<Self> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As the standard library's bind: a restarted server may bind while
+        // its previous sockets sit in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(Self::from_tcp(socket.listen(backlog.max(1))?))
     }
 
     /// Serves on a listener you made.
@@ -159,13 +193,22 @@ impl Server {
         }
     }
 
-    /// Listens on a Unix socket, replacing a stale socket file.
+    /// Listens on a Unix socket, replacing a stale socket file, with a
+    /// backlog of [`DEFAULT_LISTEN_BACKLOG`].
     pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::bind_unix_with_backlog(path, DEFAULT_LISTEN_BACKLOG)
+    }
+
+    /// Listens on a Unix socket with a listen backlog of `backlog`
+    /// connections, replacing a stale socket file.
+    pub fn bind_unix_with_backlog(path: impl AsRef<Path>, backlog: u32) -> io::Result<Self> {
         let path = path.as_ref();
         if path.exists() {
             std::fs::remove_file(path)?;
         }
-        let listener = UnixListener::bind(path)?;
+        let socket = UnixSocket::new_stream()?;
+        socket.bind(path)?;
+        let listener = socket.listen(backlog.max(1))?;
         Ok(Self {
             listener: Listener::Unix(listener, path.to_owned()),
             config: ServerConfig::default(),
@@ -425,6 +468,10 @@ impl<S> Conn<S> {
         let proxied =
             peer.is_some_and(|p| proxies.trusts(p.ip())) || (peer.is_none() && proxies.trusts_unix());
         let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            if let Some(fault) = host_fault(&req) {
+                refused_request(peer, fault);
+                return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
+            }
             let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
             let client = proxies.client_of(peer, req.headers());
             if !proxied && req.headers().contains_key("x-forwarded-for") {
@@ -494,6 +541,43 @@ fn admit_handshake<B: Default>(
         }
     }
     None
+}
+
+/// RFC 9112 3.2: a request with more than one `Host`, or an HTTP/1.1
+/// request with none, gets 400. Two `Host` headers are how a request is
+/// made to mean one host to a proxy and another to the server (the host
+/// check reads the first; something behind it may read the last).
+fn host_fault<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some("more than one Host header"),
+        (None, _) if req.version() == http::Version::HTTP_11 => Some("HTTP/1.1 request without Host"),
+        _ => None,
+    }
+}
+
+static REQUESTS_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
+
+fn refused_request(peer: Option<SocketAddr>, fault: &'static str) {
+    if let Some(held_back) = REQUESTS_REFUSED.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            ?peer,
+            fault,
+            held_back,
+            "request refused with 400 (a broken client or a request-smuggling attempt; if a proxy \
+             in front sends this, fix its configuration)"
+        );
+    }
+}
+
+/// An empty 400 that closes the connection.
+fn bad_request<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
 }
 
 fn too_many<B: Default>(retry_after: &'static str) -> Response<B> {

@@ -49,11 +49,12 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
+        let config = Config {
+            bind: "127.0.0.1:0".into(),
+            ..config
+        };
         let service = estuary_app::app::service(&config).expect("the application");
-        let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap()
-            .with_config(config.server_config().expect("server settings"));
+        let server = estuary_app::app::listen(&config).expect("a free port");
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
