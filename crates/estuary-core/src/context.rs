@@ -236,7 +236,7 @@ impl Context {
         let code = if code.is_sendable() {
             code
         } else {
-            tracing::warn!(%code, "close code cannot be sent on the wire; sending 1000");
+            crate::throttled!(warn, %code, "close code cannot be sent on the wire (a bug in the consumer: use 1000 or 3000-4999); sending 1000");
             CloseCode::NORMAL
         };
         self.enqueue(Outgoing::Close(CloseFrame::new(code, reason))).await
@@ -366,7 +366,7 @@ impl Context {
         }
         for group in std::mem::take(&mut self.groups) {
             if let Err(error) = self.layer.group_discard(&group, &self.channel).await {
-                tracing::warn!(%group, channel = %self.channel, %error, "group_discard failed at disconnect");
+                crate::throttled!(warn, %group, channel = %self.channel, %error, "group_discard failed at disconnect; the membership expires with group_expiry");
             }
         }
         self.layer.close_channel(&self.channel).await;
@@ -385,7 +385,7 @@ impl Drop for Context {
         // layer's flow control up.
         self.layer.set_receiver(&self.channel, ReceiverState::Detached);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(channel = %self.channel, "context dropped outside a runtime; groups not left");
+            crate::throttled!(warn, channel = %self.channel, "context dropped outside a runtime; groups not left (they expire with group_expiry)");
             return;
         };
         let layer = self.layer.clone();

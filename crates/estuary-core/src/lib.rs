@@ -44,5 +44,11 @@ pub use session::{
 pub use throttle::Throttle;
 pub use ws::WsMessage;
 
+#[doc(hidden)]
+pub mod __private {
+    //! What the crate's macros need from their callers' point of view.
+    pub use tracing;
+}
+
 pub use bytes::Bytes;
 pub use bytestring::ByteString;

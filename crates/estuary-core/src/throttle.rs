@@ -63,6 +63,30 @@ impl Throttle {
     }
 }
 
+/// Logs through [`tracing`] at the given level, at most once a second from
+/// this call site, adding a `held_back` field: how many lines it held back
+/// since the last one. For every warning an outsider or a failing backend
+/// can repeat per request, per connection or per message.
+///
+/// ```
+/// use estuary_core::throttled;
+///
+/// for attempt in 0..1000 {
+///     let error = "connection refused";
+///     // One line now, then at most one a second with the count of the rest.
+///     throttled!(warn, attempt, %error, "backend unreachable; check that it runs");
+/// }
+/// ```
+#[macro_export]
+macro_rules! throttled {
+    ($level:ident, $($rest:tt)+) => {{
+        static THROTTLE: $crate::Throttle = $crate::Throttle::new(::std::time::Duration::from_secs(1));
+        if let ::std::option::Option::Some(held_back) = THROTTLE.allow(::std::time::Instant::now()) {
+            $crate::__private::tracing::$level!(held_back, $($rest)+);
+        }
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

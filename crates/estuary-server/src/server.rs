@@ -287,7 +287,7 @@ impl Server {
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    estuary_core::throttled!(warn, %error, "accept failed; retrying in 50 ms (out of open files? raise the limit or lower max_connections)");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }

@@ -368,7 +368,7 @@ impl RouterService {
                     h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
                 }
                 _ => {
-                    tracing::error!(%protocol, "consumer selected a subprotocol the client did not offer; ignored")
+                    estuary_core::throttled!(error, %protocol, "consumer selected a subprotocol the client did not offer; ignored (a bug in the consumer)")
                 }
             }
         }

@@ -118,14 +118,17 @@ fn handler_step(result: std::thread::Result<Result<(), ConsumerError>>) -> Step 
         Ok(Err(error)) => {
             let code = error.close_code();
             if !matches!(error, ConsumerError::Close { .. }) {
-                tracing::warn!(%error, %code, "consumer handler failed; closing the connection");
+                crate::throttled!(warn, %error, %code, "consumer handler failed; closing the connection");
             }
             // Messages the handler queued before failing still go out.
             let drain = !matches!(error, ConsumerError::SlowClient);
             Closing::server(code, error.close_reason(), drain)
         }
         Err(_) => {
-            tracing::error!("consumer handler panicked; closing the connection with 1011");
+            crate::throttled!(
+                error,
+                "consumer handler panicked (a bug in the consumer); closing the connection with 1011"
+            );
             Closing::server(CloseCode::INTERNAL_ERROR, "internal error", true)
         }
     }

@@ -232,7 +232,7 @@ impl<C: Consumer> Session<C> {
         config: SessionConfig,
     ) -> Result<(Self, Accept), Reject> {
         let channel = layer.new_channel().await.map_err(|error| {
-            tracing::error!(%error, "cannot make a channel for a new connection");
+            crate::throttled!(error, %error, "cannot make a channel for a new connection; handshakes get 503 until the channel layer answers");
             Reject {
                 status: http::StatusCode::SERVICE_UNAVAILABLE,
                 reason: "channel layer unavailable".into(),
@@ -249,7 +249,8 @@ impl<C: Consumer> Session<C> {
             if let Err(error) = ctx.group_add(group).await {
                 // Not the visitor's doing: the authenticator (a connect
                 // callback) named too many groups, or the layer is down.
-                tracing::warn!(
+                crate::throttled!(
+                    warn,
                     %group,
                     %error,
                     groups = initial_groups.len(),
@@ -280,9 +281,10 @@ impl<C: Consumer> Session<C> {
                 }
             }
             Err(_) => {
-                tracing::error!(
+                crate::throttled!(
+                    error,
                     path = session.ctx.scope().path(),
-                    "connect panicked; handshake rejected"
+                    "connect panicked; handshake rejected with 500 (a bug in the consumer)"
                 );
                 Reject {
                     status: http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -307,7 +309,7 @@ impl<C: Consumer> Session<C> {
             .await
             .is_err()
         {
-            tracing::error!(channel = %self.ctx.channel_name(), "disconnect handler panicked");
+            crate::throttled!(error, channel = %self.ctx.channel_name(), "disconnect handler panicked (a bug in the consumer)");
         }
         self.ctx.release().await;
     }
@@ -586,7 +588,7 @@ impl<C: Consumer> Session<C> {
             },
             Err(error) => {
                 // The backend is down: keep the socket, retry in a second.
-                tracing::warn!(channel = %conn.channel, %error, "channel layer receive failed; retrying");
+                crate::throttled!(warn, channel = %conn.channel, %error, "channel layer receive failed; retrying in a second (is the channel layer reachable?)");
                 conn.layer_pause = Some(Instant::now() + Duration::from_secs(1));
                 Step::Continue
             }
@@ -706,9 +708,11 @@ fn on_recheck(channel: &ChannelName, verdict: Verdict) -> Step {
         }
         Verdict::SignedIn => {}
         Verdict::Failed(error) => {
-            tracing::warn!(%channel, %error, "sign-in recheck failed; keeping the connection")
+            crate::throttled!(warn, %channel, %error, "sign-in recheck failed; keeping the connection (is the authentication backend reachable?)")
         }
-        Verdict::TimedOut => tracing::warn!(%channel, "sign-in recheck timed out; keeping the connection"),
+        Verdict::TimedOut => {
+            crate::throttled!(warn, %channel, "sign-in recheck timed out; keeping the connection (is the authentication backend slow?)")
+        }
     }
     Step::Continue
 }
