@@ -82,6 +82,10 @@ pub enum AnswerError {
     /// An empty user id.
     #[error("the user's id is empty")]
     EmptyId,
+    /// A user id or name out of bounds (see
+    /// [`CallbackConfig::with_max_name_chars`](crate::CallbackConfig::with_max_name_chars)).
+    #[error("{0}: shorten it in the callback view's answer")]
+    User(#[from] estuary_server::UserBoundsError),
     /// A refusal that also names a user, groups or data.
     #[error("a reject cannot also carry a user, groups or data")]
     Mixed,
