@@ -56,10 +56,12 @@
 //!
 //! Every field is optional: `{}` (or `"user": null`) admits an anonymous
 //! visitor, which a route that requires authentication refuses with 401.
-//! `user.id` is a string or an integer, `name` defaults to the id,
+//! `user.id` is a string or an integer (at most 255 bytes), `name` defaults
+//! to the id (at most [`CallbackConfig::with_max_name_chars`] characters),
 //! `attributes` are what a consumer reads with
 //! [`User::attribute`](estuary_core::User::attribute), `expires_at` (Unix
-//! seconds) closes the connection with 4401 at that moment. `groups` are
+//! seconds, an integer no later than the year 9999; anything else is a bad
+//! answer) closes the connection with 4401 at that moment. `groups` are
 //! joined before the consumer's `connect` and left when the connection
 //! ends; `data` is [`Scope::data`](estuary_core::Scope::data).
 //!

@@ -705,10 +705,31 @@ fn on_recheck(channel: &ChannelName, verdict: Verdict) -> Step {
             return Closing::server(CloseCode::CREDENTIALS_EXPIRED, "signed out", true);
         }
         Verdict::SignedIn => {}
+        // Every open connection rechecks: with the backend down, one line
+        // each per interval would flood the log. One a second at most.
         Verdict::Failed(error) => {
-            tracing::warn!(%channel, %error, "sign-in recheck failed; keeping the connection")
+            static FAILED: crate::Throttle = crate::Throttle::new(Duration::from_secs(1));
+            if let Some(held_back) = FAILED.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    %channel,
+                    %error,
+                    held_back,
+                    "sign-in recheck failed; keeping the connection (check the authentication backend; \
+                     held_back: failures since the last line)"
+                );
+            }
         }
-        Verdict::TimedOut => tracing::warn!(%channel, "sign-in recheck timed out; keeping the connection"),
+        Verdict::TimedOut => {
+            static TIMED_OUT: crate::Throttle = crate::Throttle::new(Duration::from_secs(1));
+            if let Some(held_back) = TIMED_OUT.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    %channel,
+                    held_back,
+                    "sign-in recheck timed out; keeping the connection (check that the authentication backend \
+                     answers in time; held_back: timeouts since the last line)"
+                );
+            }
+        }
     }
     Step::Continue
 }
