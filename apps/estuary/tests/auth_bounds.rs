@@ -206,7 +206,14 @@ async fn handshake_from(server: &TestServer, client: &str, name: &str) -> u16 {
             assert!(matches!(hello, Some(Ok(_))), "{hello:?}");
             101
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            if status == 429 || status == 503 {
+                let retry_after = response.headers().get("retry-after").map(|v| v.as_bytes());
+                assert_eq!(retry_after, Some(&b"1"[..]), "{status} without Retry-After");
+            }
+            status
+        }
         Err(e) => panic!("handshake failed: {e}"),
     }
 }
