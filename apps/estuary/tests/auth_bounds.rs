@@ -95,6 +95,10 @@ async fn exp_as_a_fraction_or_an_exponent_closes_the_socket_on_time() {
         let started = Instant::now();
         let code = client.recv_close().await;
         let after = started.elapsed();
+        eprintln!(
+            "{form}: exp {exp}, closed with {code} {:.3} s after exp",
+            now() - in_two
+        );
         assert_eq!(code, 4401, "{claims}");
         assert!(
             after < Duration::from_secs(4),
