@@ -76,12 +76,16 @@ pub enum AnswerError {
         /// What is wrong with it.
         error: estuary_core::NameError,
     },
-    /// An `expires_at` past what a clock can hold.
+    /// An `expires_at` after the year 9999.
     #[error("expires_at {0} is out of range")]
     Expiry(u64),
     /// An empty user id.
     #[error("the user's id is empty")]
     EmptyId,
+    /// A user id or name out of bounds (see
+    /// [`CallbackConfig::with_max_name_chars`](crate::CallbackConfig::with_max_name_chars)).
+    #[error("{0}: shorten it in the callback view's answer")]
+    User(#[from] estuary_server::UserBoundsError),
     /// A refusal that also names a user, groups or data.
     #[error("a reject cannot also carry a user, groups or data")]
     Mixed,
@@ -179,6 +183,10 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, AnswerError> {
         let name = user.name.filter(|n| !n.is_empty()).unwrap_or_else(|| id.clone());
         let mut u = User::new(id, name).with_attributes(user.attributes);
         if let Some(at) = user.expires_at {
+            // As a JWT's NumericDate: no later than 9999-12-31T23:59:59Z.
+            if at > 253_402_300_799 {
+                return Err(AnswerError::Expiry(at));
+            }
             let at = SystemTime::UNIX_EPOCH
                 .checked_add(Duration::from_secs(at))
                 .ok_or(AnswerError::Expiry(at))?;
@@ -270,6 +278,8 @@ mod tests {
             r#"{"user": {"id": ""}}"#,
             r#"{"user": {"id": -1}}"#,
             r#"{"user": {"id": "1", "expires_at": 18446744073709551615}}"#,
+            r#"{"user": {"id": "1", "expires_at": 253402300800}}"#,
+            r#"{"user": {"id": "1", "expires_at": 1.5e9}}"#,
             r#"{"user": {"id": "1", "expires_at": -1}}"#,
             r#"{"user": {"id": "1", "is_staff": true}}"#,
             r#"{"group": ["a"]}"#,

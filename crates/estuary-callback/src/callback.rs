@@ -1,13 +1,14 @@
 //! The connect callback: the handshake POSTed to the application, its
 //! answer turned into an admission or a refusal.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use estuary_core::{Recheck, User};
-use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake};
+use estuary_core::{Recheck, Throttle, User, address_key};
+use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -38,6 +39,15 @@ pub enum CallbackError {
         url: String,
         /// The configured bound.
         max_in_flight: usize,
+    },
+    /// The client's address already holds its share of the slots
+    /// ([`CallbackConfig::with_max_in_flight_per_client`]): 429 at once.
+    #[error("{max} connect callbacks already in flight for client address {client}")]
+    ClientBusy {
+        /// The client's address (an IPv6 address by its /64).
+        client: IpAddr,
+        /// The configured bound.
+        max: usize,
     },
     /// No answer within the timeout.
     #[error("no answer from the connect callback {url} within {after:?}")]
@@ -95,6 +105,12 @@ impl From<CallbackError> for AuthError {
             CallbackError::Status { .. } | CallbackError::Answer { .. } | CallbackError::Body { .. } => {
                 AuthError::BadAnswer(Box::new(error))
             }
+            CallbackError::ClientBusy { .. } => AuthError::Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                reason:
+                    "too many handshakes from your address are waiting to be authenticated: retry in a second"
+                        .into(),
+            },
         }
     }
 }
@@ -132,8 +148,29 @@ struct Inner {
     config: CallbackConfig,
     client: Client<HttpConnector, Full<Bytes>>,
     in_flight: Semaphore,
+    /// The handshakes holding or waiting for a slot, per client address
+    /// (by [`address_key`]); an address is removed at zero.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     /// The URL as text, for messages.
     url: String,
+}
+
+/// A client address's share of the slots, given back on drop.
+struct ClientSlot<'a> {
+    per_client: &'a Mutex<HashMap<IpAddr, usize>>,
+    key: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_client = self.per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = per_client.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_client.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ConnectCallback {
@@ -169,6 +206,8 @@ struct Asked {
     fields: serde_json::Map<String, serde_json::Value>,
     /// The forwarded headers and cookies.
     headers: HeaderMap,
+    /// The client's address, whose handshakes share the slots fairly.
+    client: Option<IpAddr>,
 }
 
 impl ConnectCallback {
@@ -188,6 +227,7 @@ impl ConnectCallback {
         Self {
             inner: Arc::new(Inner {
                 in_flight: Semaphore::new(config.max_in_flight),
+                per_client: Mutex::new(HashMap::new()),
                 url: config.url.to_string(),
                 config,
                 client,
@@ -253,7 +293,42 @@ impl ConnectCallback {
         fields.insert("headers".into(), header_fields.into_iter().collect());
         fields.insert("cookies".into(), cookie_fields.into_iter().collect());
         fields.insert("client".into(), client.unwrap_or_default());
-        Asked { fields, headers }
+        Asked {
+            fields,
+            headers,
+            client: handshake.client.map(|addr| addr.ip()),
+        }
+    }
+
+    /// Takes one of `client`'s share of the slots, or refuses at once when
+    /// it holds them all.
+    fn client_slot(&self, client: IpAddr) -> Result<ClientSlot<'_>, CallbackError> {
+        let inner = &*self.inner;
+        let key = address_key(client);
+        let max = inner.config.max_in_flight_per_client();
+        let mut per_client = inner.per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = per_client.entry(key).or_insert(0);
+        if *n >= max {
+            drop(per_client);
+            static CLIENT_BUSY: Throttle = Throttle::new(Duration::from_secs(1));
+            if let Some(held_back) = CLIENT_BUSY.allow(Instant::now()) {
+                tracing::warn!(
+                    client = %key,
+                    max,
+                    held_back,
+                    "handshake refused with 429: this client address already has its share of the connect \
+                     callbacks in flight; if many users share it (a reverse proxy), list the proxy in \
+                     trusted_proxies or raise [auth.callback] max_in_flight_per_client (held_back: refusals \
+                     since the last line)"
+                );
+            }
+            return Err(CallbackError::ClientBusy { client: key, max });
+        }
+        *n += 1;
+        Ok(ClientSlot {
+            per_client: &inner.per_client,
+            key,
+        })
     }
 
     /// Asks the application about `asked`.
@@ -269,6 +344,12 @@ impl ConnectCallback {
         let busy = || CallbackError::Busy {
             url: inner.url.clone(),
             max_in_flight: inner.config.max_in_flight,
+        };
+        // A handshake holds its address's share from before it waits for a
+        // slot: one address cannot queue up ahead of the others either.
+        let _client_slot = match (event, asked.client) {
+            (Event::Connect, Some(client)) => Some(self.client_slot(client)?),
+            _ => None,
         };
         let _slot = if event == Event::Recheck {
             inner.in_flight.try_acquire().map_err(|_| busy())?
@@ -364,10 +445,16 @@ impl ConnectCallback {
                 source,
             })?
             .to_bytes();
-        parse_answer(&body).map_err(|source| CallbackError::Answer {
+        let bad = |source| CallbackError::Answer {
             url: url.clone(),
             source,
-        })
+        };
+        let decision = parse_answer(&body).map_err(bad)?;
+        if let Decision::Accept(Admission { user: Some(user), .. }) = &decision {
+            check_user_bounds(user.id(), user.name(), self.inner.config.max_name_chars)
+                .map_err(|e| bad(AnswerError::User(e)))?;
+        }
+        Ok(decision)
     }
 
     /// Asks the application about `handshake`, as the handshake would.

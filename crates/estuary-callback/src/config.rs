@@ -54,6 +54,10 @@ const NOT_FORWARDED: [HeaderName; 14] = [
     header::ACCEPT,
 ];
 
+/// One client address's share of the callback slots unless set: at most
+/// `max_in_flight / 32` of them ([`CallbackConfig::with_max_in_flight_per_client`]).
+pub const DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE: usize = 32;
+
 /// The header that carries the body's signature.
 pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 
@@ -63,7 +67,8 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// Defaults: a 2 s timeout (for a slot, then for the exchange), the `Origin` and
 /// `User-Agent` headers and the `sessionid` cookie forwarded (Django's
 /// session, so that the view's `request.user` is the visitor), at most
-/// 256 callbacks in flight, no recheck.
+/// 256 callbacks in flight and 8 of them for one client address, user
+/// names of at most 150 characters, no recheck.
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,6 +84,8 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// let base = || CallbackConfig::new("http://127.0.0.1:8000/c/", "a secret of 16+ bytes").unwrap();
 /// assert!(base().forward_headers(["x-forwarded-for"]).is_err(), "a visitor's word for its address");
 /// assert!(base().forward_cookies(["session; admin=1"]).is_err());
+/// assert_eq!(base().max_in_flight_per_client(), 8, "256 / 32 for one client address");
+/// assert_eq!(base().with_max_in_flight(16).max_in_flight_per_client(), 1);
 /// # Ok::<(), estuary_callback::ConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -89,6 +96,8 @@ pub struct CallbackConfig {
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) cookies: Vec<String>,
     pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_per_client: Option<usize>,
+    pub(crate) max_name_chars: usize,
     pub(crate) recheck_every: Option<Duration>,
 }
 
@@ -101,6 +110,8 @@ impl std::fmt::Debug for CallbackConfig {
             .field("headers", &self.headers)
             .field("cookies", &self.cookies)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_client", &self.max_in_flight_per_client())
+            .field("max_name_chars", &self.max_name_chars)
             .field("recheck_every", &self.recheck_every)
             .finish()
     }
@@ -141,6 +152,8 @@ impl CallbackConfig {
             headers: vec![header::ORIGIN, header::USER_AGENT],
             cookies: vec!["sessionid".to_owned()],
             max_in_flight: 256,
+            max_in_flight_per_client: None,
+            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
             recheck_every: None,
         })
     }
@@ -224,6 +237,42 @@ impl CallbackConfig {
     /// one); a handshake beyond waits for a slot within the timeout.
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How many of the [`with_max_in_flight`](Self::with_max_in_flight)
+    /// slots the handshakes of one client address may hold or wait for
+    /// at once (the address after trusted-proxy resolution; an IPv6
+    /// address counts by its /64, as the server's per-address limits do).
+    /// A handshake beyond gets 429 with `Retry-After: 1` at once, without
+    /// asking the application, so that a few addresses cannot take every
+    /// slot from the others while the application is slow. Default:
+    /// [`DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE`] of `max_in_flight`
+    /// (8 of 256), at least 1. (It counts the handshakes waiting for a slot
+    /// too, so it can be more than `max_in_flight`.) Behind a
+    /// reverse proxy that is not in `trusted_proxies`, every visitor has the
+    /// proxy's address: list it there, or raise this.
+    pub fn with_max_in_flight_per_client(mut self, max: usize) -> Self {
+        self.max_in_flight_per_client = Some(max.max(1));
+        self
+    }
+
+    /// The bound of [`with_max_in_flight_per_client`](Self::with_max_in_flight_per_client).
+    pub fn max_in_flight_per_client(&self) -> usize {
+        self.max_in_flight_per_client
+            .unwrap_or(self.max_in_flight / DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE)
+            .max(1)
+    }
+
+    /// The longest user name an answer may give, in characters (default
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// 150, Django's `username` length). An answer whose user name is
+    /// longer, or whose id is longer than
+    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes, is a bad
+    /// answer (502, and an error line that says so): a name is shown to
+    /// others, and a cut one could pass for someone else's.
+    pub fn with_max_name_chars(mut self, max: usize) -> Self {
+        self.max_name_chars = max;
         self
     }
 

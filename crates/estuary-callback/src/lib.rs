@@ -56,10 +56,12 @@
 //!
 //! Every field is optional: `{}` (or `"user": null`) admits an anonymous
 //! visitor, which a route that requires authentication refuses with 401.
-//! `user.id` is a string or an integer, `name` defaults to the id,
+//! `user.id` is a string or an integer (at most 255 bytes), `name` defaults
+//! to the id (at most [`CallbackConfig::with_max_name_chars`] characters),
 //! `attributes` are what a consumer reads with
 //! [`User::attribute`](estuary_core::User::attribute), `expires_at` (Unix
-//! seconds) closes the connection with 4401 at that moment. `groups` are
+//! seconds, an integer no later than the year 9999; anything else is a bad
+//! answer) closes the connection with 4401 at that moment. `groups` are
 //! joined before the consumer's `connect` and left when the connection
 //! ends; `data` is [`Scope::data`](estuary_core::Scope::data).
 //!
@@ -79,8 +81,20 @@
 //! past the timeout, or failing with a 5xx: the handshake gets 503. Another
 //! status, a body that is not one of the shapes above (unknown fields
 //! included: a misspelt `group` must not silently join nothing), an
-//! invalid group name, or more than 64 KiB: 502, and an error line for the
-//! operator that says what was wrong.
+//! invalid group name, a user id longer than 255 bytes or a name longer
+//! than [`CallbackConfig::with_max_name_chars`] (150 characters unless
+//! set), or more than 64 KiB: 502, and an error line for the operator that
+//! says what was wrong (at most one a second, with the count held back).
+//!
+//! # Many handshakes at once
+//!
+//! At most [`CallbackConfig::with_max_in_flight`] callbacks run at once
+//! (256); a handshake waits for a slot within the timeout, 503 past it.
+//! One client address (an IPv6 address by its /64) holds or waits for at
+//! most [`CallbackConfig::with_max_in_flight_per_client`] of them (8 unless
+//! set); its next handshake gets 429 with `Retry-After: 1` at once, without
+//! asking the application, so that a few addresses cannot starve the others
+//! while the application is slow.
 //!
 //! # A Django view that answers it
 //!
@@ -113,4 +127,6 @@ mod config;
 
 pub use answer::{AnswerError, Decision, MAX_ANSWER_SIZE, Rejection, parse_answer};
 pub use callback::{CallbackError, ConnectCallback, sign};
-pub use config::{CallbackConfig, ConfigError, MIN_SECRET_LEN, SIGNATURE_HEADER};
+pub use config::{
+    CallbackConfig, ConfigError, DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE, MIN_SECRET_LEN, SIGNATURE_HEADER,
+};

@@ -2,7 +2,12 @@
 //! the user Django logged in is the WebSocket's user.
 
 use estuary_core::User;
-use estuary_server::{AuthError, AuthFuture, Authenticator, Handshake};
+use std::time::{Duration, Instant};
+
+use estuary_core::Throttle;
+use estuary_server::{
+    Admission, AuthError, AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds,
+};
 use http::header;
 
 use crate::{DjangoSessions, DjangoUser};
@@ -56,11 +61,38 @@ pub fn cookie_header(headers: &http::HeaderMap) -> String {
     cookies.join("; ")
 }
 
+/// The longest username let in, in characters: Django's `username` is at
+/// most 150, and a custom `USERNAME_FIELD` that is an `EmailField` at most
+/// 254. A longer one (or a primary key longer than
+/// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes) makes the
+/// visitor anonymous, with a warning for the operator.
+pub const MAX_USERNAME_CHARS: usize = 254;
+
+/// A Django user refused for the length of their username or id: one
+/// warning a second at most.
+fn out_of_bounds(error: &UserBoundsError) {
+    static OUT_OF_BOUNDS: Throttle = Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = OUT_OF_BOUNDS.allow(Instant::now()) {
+        tracing::warn!(
+            %error,
+            held_back,
+            "a Django user was let in as anonymous: shorten the username (or id) in Django's user table \
+             (held_back: refusals since the last line)"
+        );
+    }
+}
+
 impl Authenticator for DjangoSessions {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         let cookie_header = cookie_header(handshake.headers);
         Box::pin(async move {
             match self.user_from_cookie_header(&cookie_header).await {
+                Ok(Some(user))
+                    if let Err(error) = check_user_bounds(&user.id, &user.username, MAX_USERNAME_CHARS) =>
+                {
+                    out_of_bounds(&error);
+                    Ok(Admission::anonymous())
+                }
                 Ok(user) => Ok(user.map(DjangoUser::into_user).into()),
                 Err(error) => Err(AuthError::Unavailable(Box::new(error))),
             }

@@ -40,7 +40,7 @@ mod sessions;
 pub mod signing;
 mod user;
 
-pub use authenticator::cookie_header;
+pub use authenticator::{MAX_USERNAME_CHARS, cookie_header};
 pub use config::{DatabaseUrl, DjangoConfig, SessionEngine, UserModel};
 pub use cookie::cookie_value;
 pub use error::DjangoError;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use estuary_core::Throttle;
 use estuary_core::User;
-use estuary_server::{AuthFuture, Authenticator, Handshake};
+use estuary_server::{AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds};
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
@@ -17,9 +18,11 @@ use crate::watch::{Watch, Why};
 /// The longest token looked at; a longer one is refused unread.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
-/// Why a token was not accepted. It is logged at debug level and never
-/// told to the client, which sees an anonymous user (or 401 on a required
-/// route).
+/// Why a token was not accepted. It is logged at debug level (a warning,
+/// at most one a second, for [`Time`](Self::Time) and
+/// [`User`](Self::User): a signed token only its issuer could have made)
+/// and never told to the client, which sees an anonymous user (or 401 on a
+/// required route).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtRejection {
@@ -55,6 +58,79 @@ pub enum JwtRejection {
     /// `iss`, the id claim).
     #[error("missing or malformed claim {0}")]
     Claim(String),
+    /// `exp`, `nbf` or `iat` is not a NumericDate this server can use: not
+    /// a number (a string, `null`, ...), negative, or past
+    /// [`MAX_NUMERIC_DATE`]. Never ignored: a time claim that cannot be
+    /// read refuses the token.
+    #[error("claim {claim} is not a usable NumericDate: {why}")]
+    Time {
+        /// The claim.
+        claim: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// `iat` is still to come (beyond the leeway): the token was issued in
+    /// the future.
+    #[error("issued in the future")]
+    IssuedInTheFuture,
+    /// The user's id or name is out of bounds (see
+    /// [`check_user_bounds`](estuary_server::check_user_bounds) and
+    /// [`JwtConfig::max_name_chars`]).
+    #[error("{0}")]
+    User(#[from] UserBoundsError),
+}
+
+impl JwtRejection {
+    /// True for a token whose signature verified but whose claims cannot be
+    /// used: only its issuer could have made it, so the operator is told
+    /// (a warning, at most one a second), not only the debug log.
+    fn is_issuers_mistake(&self) -> bool {
+        matches!(self, Self::Time { .. } | Self::User(_))
+    }
+}
+
+/// The latest NumericDate accepted (9999-12-31T23:59:59Z); a later `exp`,
+/// `nbf` or `iat` refuses the token ([`JwtRejection::Time`]).
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate claim (RFC 7519 section 2: "a JSON numeric value
+/// representing the number of seconds from 1970-01-01T00:00:00Z ...
+/// non-integer values can be represented"): an integer, a fraction
+/// (`1735689600.5`) or an exponent form (`1.7356896e9`) are all read, to the
+/// nanosecond; `None` when the claim is absent.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<SystemTime>, JwtRejection> {
+    let bad = |why| JwtRejection::Time { claim, why };
+    let number = match claims.get(claim) {
+        None => return Ok(None),
+        Some(Value::Number(number)) => number,
+        Some(_) => return Err(bad("not a number")),
+    };
+    let since_epoch = if let Some(seconds) = number.as_u64() {
+        if seconds > MAX_NUMERIC_DATE {
+            return Err(bad("after the year 9999"));
+        }
+        Duration::from_secs(seconds)
+    } else {
+        // A negative integer, or a number with a fraction or an exponent.
+        let seconds = number.as_f64().ok_or_else(|| bad("not a number"))?;
+        if !seconds.is_finite() {
+            return Err(bad("not a finite number"));
+        }
+        if seconds < 0.0 {
+            return Err(bad("before 1970"));
+        }
+        if seconds > MAX_NUMERIC_DATE as f64 {
+            return Err(bad("after the year 9999"));
+        }
+        Duration::try_from_secs_f64(seconds).map_err(|_| bad("out of range"))?
+    };
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .map(Some)
+        .ok_or_else(|| bad("beyond what this clock holds"))
 }
 
 impl JwtRejection {
@@ -130,12 +206,12 @@ impl Rules {
         }
         let mut validation = jsonwebtoken::Validation::new(algorithm.to_jsonwebtoken());
         validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
+        // `exp`, `nbf` and `iat` are checked by `JwtAuthenticator::user`,
+        // which reads every numeric form (this crate rounds a fraction, and
+        // a claim it cannot read would be ignored where it is optional).
+        validation.validate_nbf = false;
+        validation.validate_exp = false;
         let mut required = Vec::new();
-        if self.require_exp {
-            required.push("exp");
-        }
-        validation.validate_exp = true;
         match &self.audience {
             Some(audience) => {
                 validation.set_audience(audience);
@@ -164,10 +240,13 @@ impl Rules {
 /// HS256 only, an RSA key RS256 only, an EC key ES256 only: an HS256 token
 /// is never checked against a public key); with a `kid`, only the keys of
 /// that `kid` (or, if none has it, the keys without one) are tried. `exp`,
-/// `nbf`, `aud` and `iss` are checked with the leeway. The user's id comes
-/// from the id claim, the name from the first name claim present, every
-/// claim is an attribute, and the expiry is `exp` plus the leeway: the
-/// connection closes with 4401 when the token stops being acceptable.
+/// `nbf`, `aud` and `iss` are checked with the leeway (and `iat`, which
+/// must not be to come); a time claim may be any JSON number, and one
+/// that cannot be read refuses the token. The user's id comes from the id
+/// claim, the name from the first name claim present (both bounded, see
+/// [`JwtConfig::max_name_chars`]), every claim is an attribute, and the
+/// expiry is `exp` plus the leeway: the connection closes with 4401 when
+/// the token stops being acceptable.
 ///
 /// No token, and a token that is not valid, are both `Ok(None)`: an
 /// anonymous visitor, as Django treats a bad session; the route's
@@ -208,6 +287,7 @@ pub struct JwtAuthenticator {
     sources: Vec<TokenSource>,
     id_claim: String,
     name_claims: Vec<String>,
+    max_name_chars: usize,
     leeway: Duration,
 }
 
@@ -279,6 +359,7 @@ impl JwtAuthenticator {
             sources: config.sources,
             id_claim: config.id_claim,
             name_claims: config.name_claims,
+            max_name_chars: config.max_name_chars,
             leeway: config.leeway,
         })
     }
@@ -298,7 +379,19 @@ impl JwtAuthenticator {
         match self.check(token) {
             Ok(user) => Some(user),
             Err(rejection) => {
-                tracing::debug!(%rejection, "JWT not accepted; the visitor is anonymous");
+                if rejection.is_issuers_mistake() {
+                    static UNUSABLE: Throttle = Throttle::new(Duration::from_secs(1));
+                    if let Some(held_back) = UNUSABLE.allow(Instant::now()) {
+                        tracing::warn!(
+                            %rejection,
+                            held_back,
+                            "a JWT signed by a configured key was refused (the visitor is anonymous, 401 where \
+                             authentication is required): fix the token's issuer (held_back: refusals since the last line)"
+                        );
+                    }
+                } else {
+                    tracing::debug!(%rejection, "JWT not accepted; the visitor is anonymous");
+                }
                 None
             }
         }
@@ -423,11 +516,27 @@ impl JwtAuthenticator {
             .iter()
             .find_map(|c| text(c))
             .unwrap_or_else(|| id.clone());
-        let expiry = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .and_then(|exp| Duration::from_secs(exp).checked_add(self.leeway))
-            .and_then(|after_epoch| SystemTime::UNIX_EPOCH.checked_add(after_epoch));
+        check_user_bounds(&id, &name, self.max_name_chars)?;
+        let exp = numeric_date(&claims, "exp")?;
+        let nbf = numeric_date(&claims, "nbf")?;
+        let iat = numeric_date(&claims, "iat")?;
+        let now = SystemTime::now();
+        let expiry = match exp {
+            // The leeway is at most a day: past year 9999 it still fits.
+            Some(exp) => Some(exp.checked_add(self.leeway).unwrap_or(exp)),
+            None if self.rules.require_exp => return Err(JwtRejection::Claim("exp".into())),
+            None => None,
+        };
+        if expiry.is_some_and(|expiry| expiry <= now) {
+            return Err(JwtRejection::Expired);
+        }
+        let late_now = now.checked_add(self.leeway).unwrap_or(now);
+        if nbf.is_some_and(|nbf| nbf > late_now) {
+            return Err(JwtRejection::NotYetValid);
+        }
+        if iat.is_some_and(|iat| iat > late_now) {
+            return Err(JwtRejection::IssuedInTheFuture);
+        }
         let mut user = User::new(id, name).with_attributes(claims);
         if let Some(at) = expiry {
             user = user.with_expiry(at);

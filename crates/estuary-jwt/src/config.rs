@@ -176,6 +176,7 @@ pub struct JwtConfig {
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) id_claim: String,
     pub(crate) name_claims: Vec<String>,
+    pub(crate) max_name_chars: usize,
 }
 
 impl Default for JwtConfig {
@@ -203,6 +204,7 @@ impl JwtConfig {
             ],
             id_claim: "sub".into(),
             name_claims: vec!["name".into(), "preferred_username".into(), "sub".into()],
+            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
         }
     }
 
@@ -391,6 +393,18 @@ impl JwtConfig {
     /// `name`, `preferred_username`, `sub`); the id is the last resort.
     pub fn name_claims(mut self, claims: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.name_claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The longest user name a token may give, in characters (default
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// 150, Django's `username` length). A token whose name is longer is
+    /// refused ([`JwtRejection::User`](crate::JwtRejection::User)), as is
+    /// one whose id is longer than
+    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes: a name
+    /// is shown to others, and a cut one could pass for someone else's.
+    pub fn max_name_chars(mut self, max: usize) -> Self {
+        self.max_name_chars = max;
         self
     }
 }

@@ -27,15 +27,26 @@
 //!
 //! A token that is absent or not valid makes an anonymous visitor, never an
 //! error: on a required route the handshake gets 401, and why the token was
-//! refused is logged at debug level only. A user authenticated by a token
-//! with `exp` is disconnected with close code 4401 once it expires.
+//! refused is logged at debug level (as a warning, at most one a second,
+//! when a token signed by a configured key has claims that cannot be used:
+//! its issuer's mistake). A user authenticated by a token with `exp` is
+//! disconnected with close code 4401 once it expires.
+//!
+//! `exp`, `nbf` and `iat` are RFC 7519 NumericDates: any JSON number, an
+//! integer, a fraction (`1735689600.5`, kept to the nanosecond) or an
+//! exponent form (`1.7356896e9`). A time claim that is present is never
+//! ignored: one that is not a number, is negative, or is past the year
+//! 9999 ([`MAX_NUMERIC_DATE`]) refuses the token, as does an `iat` still to
+//! come. The user's id is at most 255 bytes and the name at most
+//! [`JwtConfig::max_name_chars`] characters (150 unless set): a longer one
+//! refuses the token.
 
 mod authenticator;
 mod config;
 mod jwks;
 mod watch;
 
-pub use authenticator::{JwtAuthenticator, JwtRejection, MAX_TOKEN_LEN};
+pub use authenticator::{JwtAuthenticator, JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};
 pub use config::{
     DEFAULT_JWKS_RELOAD_EVERY, DEFAULT_LEEWAY, JwtAlgorithm, JwtConfig, JwtConfigError, MAX_LEEWAY,
     TokenSource,

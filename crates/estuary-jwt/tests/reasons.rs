@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig, JwtRejection, TokenSource};
-use estuary_server::{Authenticator, Handshake};
+use estuary_server::{Authenticator, Handshake, UserBoundsError};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
@@ -51,7 +51,50 @@ fn each_invalid_token_is_refused_for_its_reason() {
         (hs(&without(c.clone(), "exp")), JwtRejection::Claim("exp".into())),
         (
             hs(&with(c.clone(), "exp", json!("tomorrow"))),
-            JwtRejection::Claim("exp".into()),
+            JwtRejection::Time {
+                claim: "exp",
+                why: "not a number",
+            },
+        ),
+        (
+            hs(&with(c.clone(), "exp", json!(-1.5))),
+            JwtRejection::Time {
+                claim: "exp",
+                why: "before 1970",
+            },
+        ),
+        (
+            hs(&with(c.clone(), "exp", json!(u64::MAX))),
+            JwtRejection::Time {
+                claim: "exp",
+                why: "after the year 9999",
+            },
+        ),
+        (
+            hs(&with(c.clone(), "nbf", json!(1e300))),
+            JwtRejection::Time {
+                claim: "nbf",
+                why: "after the year 9999",
+            },
+        ),
+        (
+            hs(&with(c.clone(), "iat", json!(null))),
+            JwtRejection::Time {
+                claim: "iat",
+                why: "not a number",
+            },
+        ),
+        (
+            hs(&with(c.clone(), "iat", json!(now() + 600))),
+            JwtRejection::IssuedInTheFuture,
+        ),
+        (
+            hs(&with(c.clone(), "name", json!("x".repeat(151)))),
+            JwtRejection::User(UserBoundsError::NameTooLong { chars: 151, max: 150 }),
+        ),
+        (
+            hs(&with(c.clone(), "sub", json!("1".repeat(256)))),
+            JwtRejection::User(UserBoundsError::IdTooLong { len: 256, max: 255 }),
         ),
         (hs(&without(c.clone(), "sub")), JwtRejection::Claim("sub".into())),
         (unsigned(&c), JwtRejection::AlgorithmNotAllowed),
@@ -67,6 +110,49 @@ fn each_invalid_token_is_refused_for_its_reason() {
         assert!(jwt.validate(&token).is_none());
     }
     assert!(jwt.check(&hs(&c)).is_ok());
+}
+
+#[test]
+fn numeric_dates_are_read_in_every_json_form() {
+    let jwt = JwtAuthenticator::new(main_config().leeway(Duration::ZERO)).unwrap();
+    let exp = now() + 600;
+    // A fraction is kept to the nanosecond, an exponent form read as the
+    // number it is.
+    let c = with(claims(), "exp", json!(exp as f64 + 0.5));
+    let user = jwt.validate(&hs(&c)).unwrap();
+    assert_eq!(
+        user.expires_at(),
+        Some(UNIX_EPOCH + Duration::from_millis(exp as u64 * 1000 + 500))
+    );
+    let c = with(
+        with(
+            with(claims(), "exp", json!(exp as f64 / 1e9 * 1e9)),
+            "nbf",
+            json!(1.5e9),
+        ),
+        "iat",
+        json!(1.5e9),
+    );
+    assert!(jwt.check(&hs(&c)).is_ok());
+    // A fraction of a second past exp is expired (rounding would keep it).
+    let c = with(claims(), "exp", json!(now() as f64 - 0.4));
+    assert_eq!(jwt.check(&hs(&c)).err(), Some(JwtRejection::Expired));
+    // With exp optional, one that is there is still read.
+    let optional = JwtAuthenticator::new(main_config().require_exp(false)).unwrap();
+    assert!(optional.check(&hs(&without(claims(), "exp"))).is_ok());
+    assert!(
+        optional
+            .check(&hs(&with(claims(), "exp", json!("never"))))
+            .is_err()
+    );
+    // The name bound is configurable.
+    let short = JwtAuthenticator::new(main_config().max_name_chars(5)).unwrap();
+    assert!(short.check(&hs(&with(claims(), "name", json!("abcde")))).is_ok());
+    assert!(
+        short
+            .check(&hs(&with(claims(), "name", json!("abcdef"))))
+            .is_err()
+    );
 }
 
 #[test]

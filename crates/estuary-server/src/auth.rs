@@ -9,15 +9,87 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
+use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, Throttle, User};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
 
 use crate::router::ConnectionInfo;
 
 /// The boxed future an [`Authenticator`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Admission, AuthError>> + Send + 'a>>;
+
+/// The longest user id an authenticator of Estuary's lets in, in bytes: an
+/// id is a key (groups such as `user.<id>`, rechecks, logs), and one that
+/// is longer is refused, never cut (two cut ids could be the same).
+pub const MAX_USER_ID_LEN: usize = 255;
+
+/// The longest user name an authenticator of Estuary's lets in unless
+/// configured otherwise, in characters: Django's `username` length (150),
+/// so that no Django user is refused by default. A longer name refuses the
+/// credential (a JWT, a connect callback's answer), with a reason for the
+/// operator: a name is shown to others, and a cut one could pass for
+/// someone else's.
+pub const DEFAULT_MAX_USER_NAME_CHARS: usize = 150;
+
+/// Why a user's id or name cannot be let in ([`check_user_bounds`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserBoundsError {
+    /// The id is empty.
+    #[error("the user id is empty")]
+    EmptyId,
+    /// The id is longer than [`MAX_USER_ID_LEN`] bytes.
+    #[error("the user id is {len} bytes long, over the {max} allowed")]
+    IdTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The name is longer than the configured bound.
+    #[error("the user name is {chars} characters long, over the {max} allowed")]
+    NameTooLong {
+        /// Its length in characters.
+        chars: usize,
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// Checks a user's id (at most [`MAX_USER_ID_LEN`] bytes, not empty) and
+/// name (at most `max_name_chars` characters) before they are let in.
+///
+/// ```
+/// use estuary_server::{UserBoundsError, check_user_bounds};
+///
+/// assert!(check_user_bounds("42", "alice", 50).is_ok());
+/// assert_eq!(
+///     check_user_bounds("42", &"a".repeat(51), 50),
+///     Err(UserBoundsError::NameTooLong { chars: 51, max: 50 })
+/// );
+/// assert!(check_user_bounds(&"1".repeat(256), "bob", 50).is_err());
+/// ```
+pub fn check_user_bounds(id: &str, name: &str, max_name_chars: usize) -> Result<(), UserBoundsError> {
+    if id.is_empty() {
+        return Err(UserBoundsError::EmptyId);
+    }
+    if id.len() > MAX_USER_ID_LEN {
+        return Err(UserBoundsError::IdTooLong {
+            len: id.len(),
+            max: MAX_USER_ID_LEN,
+        });
+    }
+    let chars = name.chars().count();
+    if chars > max_name_chars {
+        return Err(UserBoundsError::NameTooLong {
+            chars,
+            max: max_name_chars,
+        });
+    }
+    Ok(())
+}
 
 /// What an [`Authenticator`] decided for a handshake it lets in: the user
 /// (`None`: an anonymous visitor), the groups the connection joins before
@@ -369,20 +441,28 @@ where
                     req.extensions_mut().insert(admission);
                 }
                 Err(AuthError::Refused { status, reason }) => {
-                    return Ok(crate::service::plain(status, &reason));
+                    let mut response = crate::service::plain(status, &reason);
+                    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    }
+                    return Ok(response);
                 }
                 Err(AuthError::Closed { code, reason }) => {
                     return Ok(crate::service::close_at_once(req, CloseFrame::new(code, reason)));
                 }
                 Err(AuthError::Unavailable(error)) => {
-                    tracing::warn!(%error, "handshake refused: authentication unavailable");
-                    return Ok(crate::service::plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "authentication unavailable",
-                    ));
+                    unavailable(&*error);
+                    let mut response =
+                        crate::service::plain(StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable");
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Ok(response);
                 }
                 Err(AuthError::BadAnswer(error)) => {
-                    tracing::error!(%error, "handshake refused: bad answer from the authentication backend");
+                    bad_answer(&*error);
                     return Ok(crate::service::plain(
                         StatusCode::BAD_GATEWAY,
                         "authentication backend failed",
@@ -391,6 +471,36 @@ where
             }
             inner.call(req).await
         })
+    }
+}
+
+/// A handshake refused because the authentication backend could not be
+/// asked: one log line a second at most (each handshake would write one),
+/// with the count of those held back.
+fn unavailable(error: &(dyn std::error::Error + Send + Sync)) {
+    static UNAVAILABLE: Throttle = Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = UNAVAILABLE.allow(Instant::now()) {
+        tracing::warn!(
+            %error,
+            held_back,
+            "handshake refused with 503: authentication unavailable; check that the authentication backend \
+             (the connect callback's application, Django's database) is up and answers within its timeout \
+             (held_back: refusals since the last line)"
+        );
+    }
+}
+
+/// A handshake refused because the backend answered nonsense: one log
+/// line a second at most, with the count of those held back.
+fn bad_answer(error: &(dyn std::error::Error + Send + Sync)) {
+    static BAD_ANSWER: Throttle = Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = BAD_ANSWER.allow(Instant::now()) {
+        tracing::error!(
+            %error,
+            held_back,
+            "handshake refused with 502: bad answer from the authentication backend; fix what the error names \
+             in the application's answer (held_back: refusals since the last line)"
+        );
     }
 }
 

@@ -43,7 +43,8 @@ mod throttle;
 mod transport;
 
 pub use auth::{
-    Admission, AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator, Handshake,
+    Admission, AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator,
+    DEFAULT_MAX_USER_NAME_CHARS, Handshake, MAX_USER_ID_LEN, UserBoundsError, check_user_bounds,
 };
 pub use body::BodyTimeout;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};

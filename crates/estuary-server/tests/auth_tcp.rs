@@ -163,6 +163,16 @@ async fn the_authenticated_user_is_the_scopes_and_required_routes_refuse_anonymo
     assert_eq!(greeting(url("/ws/open/?token=banned")).await, Err(403));
     assert_eq!(greeting(url("/ws/open/?token=down")).await, Err(503));
     assert_eq!(greeting(url("/ws/open/?token=nonsense")).await, Err(502));
+    // A 503 says when to try again.
+    match tokio_tungstenite::connect_async(url("/ws/open/?token=down")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(
+                r.headers().get("retry-after").map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn next_text(

@@ -85,6 +85,12 @@ pub struct CallbackSettings {
     /// Callbacks in flight at once (default 256).
     #[serde(default = "default_callback_in_flight")]
     pub max_in_flight: usize,
+    /// Of those, how many the handshakes of one client address may hold or
+    /// wait for (an IPv6 address by its /64); one more gets 429 at once, so
+    /// that a few addresses cannot starve the others while the application
+    /// is slow. Default `max_in_flight / 32` (8), at least 1.
+    #[serde(default)]
+    pub max_in_flight_per_client: Option<usize>,
     /// Seconds between asking again about an open connection's user (a
     /// user no longer admitted is closed with 4401); 0: at the handshake
     /// only (default).
@@ -117,6 +123,7 @@ impl std::fmt::Debug for CallbackSettings {
             .field("headers", &self.headers)
             .field("cookies", &self.cookies)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_client", &self.max_in_flight_per_client)
             .field("recheck_every", &self.recheck_every)
             .finish()
     }
@@ -132,6 +139,7 @@ impl CallbackSettings {
             headers: default_callback_headers(),
             cookies: default_callback_cookies(),
             max_in_flight: default_callback_in_flight(),
+            max_in_flight_per_client: None,
             recheck_every: 0,
         }
     }
@@ -149,7 +157,14 @@ impl CallbackSettings {
             .forward_cookies(self.cookies.iter().cloned())
             .map_err(|e| anyhow::anyhow!("auth.callback.cookies: {e}"))?
             .with_max_in_flight(self.max_in_flight)
+            // The chat's own bound on names: a longer one is a bad answer.
+            .with_max_name_chars(crate::chat::MAX_USERNAME_CHARS)
             .with_recheck_every((self.recheck_every > 0).then(|| Duration::from_secs(self.recheck_every)));
+        let config = match self.max_in_flight_per_client {
+            Some(0) => bail!("auth.callback.max_in_flight_per_client must be at least 1"),
+            Some(max) => config.with_max_in_flight_per_client(max),
+            None => config,
+        };
         Ok(config)
     }
 }
@@ -245,7 +260,9 @@ impl JwtSettings {
         if let Some(leeway) = self.leeway {
             config = config.leeway(Duration::from_secs(leeway));
         }
-        Ok(config)
+        // The chat's own bound on names: a token with a longer one is
+        // refused (anonymous, 401 where authentication is required).
+        Ok(config.max_name_chars(crate::chat::MAX_USERNAME_CHARS))
     }
 }
 

@@ -707,6 +707,8 @@ fn on_recheck(channel: &ChannelName, verdict: Verdict) -> Step {
             return Closing::server(CloseCode::CREDENTIALS_EXPIRED, "signed out", true);
         }
         Verdict::SignedIn => {}
+        // Every open connection rechecks: with the backend down, one line
+        // each per interval would flood the log. One a second at most.
         Verdict::Failed(error) => {
             crate::throttled!(warn, %channel, %error, "sign-in recheck failed; keeping the connection (is the authentication backend reachable?)")
         }

@@ -2,8 +2,9 @@
 //! reconnected on the next lookup after it breaks.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use estuary_core::Throttle;
 use tokio::sync::Mutex;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -73,7 +74,17 @@ impl Postgres {
             .map_err(|e| DjangoError::db(BACKEND, "connect", e))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::warn!(%error, "the Django PostgreSQL connection ended");
+                // A flapping database ends a connection per lookup: one line a
+                // second at most.
+                static ENDED: Throttle = Throttle::new(Duration::from_secs(1));
+                if let Some(held_back) = ENDED.allow(Instant::now()) {
+                    tracing::warn!(
+                        %error,
+                        held_back,
+                        "the Django PostgreSQL connection ended; the next handshake reconnects (check the database \
+                         server and the network if this repeats; held_back: lines held back since the last)"
+                    );
+                }
             }
         });
         let session = if self.sessions_table {
@@ -170,7 +181,15 @@ impl Postgres {
             match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if broken(&conn, &e) && !retried => {
-                    tracing::warn!(error = %e, "the Django PostgreSQL connection broke; reconnecting");
+                    static BROKE: Throttle = Throttle::new(Duration::from_secs(1));
+                    if let Some(held_back) = BROKE.allow(Instant::now()) {
+                        tracing::warn!(
+                            error = %e,
+                            held_back,
+                            "the Django PostgreSQL connection broke; reconnecting (check the database server and \
+                             the network if this repeats; held_back: lines held back since the last)"
+                        );
+                    }
                     self.forget(&conn).await;
                     retried = true;
                 }
