@@ -117,6 +117,20 @@ impl LocalQueue {
         }
     }
 
+    /// Tells the receiver that `count` messages for it were lost before they
+    /// reached this buffer (Redis lost its group membership or its process's
+    /// queue): reported by the next [`pop`](Self::pop) like a drop for want
+    /// of room. Own channels only; a worker channel's buffer ignores it.
+    pub(crate) fn report_lost(&self, count: u64) {
+        if !self.reports_loss || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut buffer = self.items();
+        buffer.lost = buffer.lost.saturating_add(count);
+        drop(buffer);
+        self.ready.notify_one();
+    }
+
     /// True when nothing is buffered.
     pub(crate) fn is_empty(&self) -> bool {
         self.items().items.is_empty()
