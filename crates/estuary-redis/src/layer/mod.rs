@@ -577,6 +577,11 @@ impl ChannelLayer for RedisChannelLayer {
             Ok(1) => Ok(()),
             Ok(-1) => {
                 inner.warn_poisoned(&key, 1);
+                if non_local == inner.client_prefix {
+                    // This process's own queue, written over: take it back
+                    // now (and tell its channels) rather than at the next pop.
+                    inner.reclaim_own_queue().await;
+                }
                 Err(SendError::Backend {
                     channel: channel.clone(),
                     error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
