@@ -162,15 +162,12 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
 /// Logs a target name skipped, at most once a second: one stored message
 /// names every member of a group, and a producer can send many.
 fn invalid_target(error: &DecodeError) {
-    static THROTTLE: estuary_core::Throttle = estuary_core::Throttle::new(std::time::Duration::from_secs(1));
-    if let Some(held_back) = THROTTLE.allow(std::time::Instant::now()) {
-        tracing::warn!(
-            %error,
-            held_back,
-            "skipping a target channel name Estuary cannot address (a Django name with non-ASCII \
-             letters?); give channels ASCII names to reach them"
-        );
-    }
+    estuary_core::throttled!(
+        warn,
+        %error,
+        "skipping a target channel name Estuary cannot address (a Django name with non-ASCII \
+         letters?); give channels ASCII names to reach them"
+    );
 }
 
 fn skip(rd: &mut &[u8]) -> Result<(), DecodeError> {

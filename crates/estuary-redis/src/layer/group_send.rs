@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use estuary_core::{ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message};
 
 use super::untrusted::{self, Member};
-use super::warnings::allow;
 use super::{Inner, unavailable};
 use crate::codec::{Target, encode_member};
 use crate::faults::{NotRestored, layer_error};
@@ -185,14 +184,12 @@ impl Inner {
             self.reclaim_own_queue().await;
         }
         if report.dropped > 0 {
-            if let Some(held_back) = allow(&self.warnings.skipped) {
-                tracing::info!(
-                    %group,
-                    dropped = report.dropped,
-                    held_back,
-                    "group_send skipped members (their queues were full or unusable)"
-                );
-            }
+            estuary_core::throttled!(
+                info,
+                %group,
+                dropped = report.dropped,
+                "group_send skipped members (their queues were full or unusable)"
+            );
         }
         if failure.is_some() {
             self.failed_sends.fetch_add(1, Ordering::Relaxed);
@@ -200,15 +197,13 @@ impl Inner {
         match failure {
             Some(e) if shards_ok == 0 => Err(unavailable(e)),
             Some(e) => {
-                if let Some(held_back) = allow(&self.warnings.skipped) {
-                    tracing::warn!(
-                        %group,
-                        error = %e,
-                        held_back,
-                        "group_send reached some Redis hosts only; members on the others were \
-                         skipped. Check the hosts of the ring"
-                    );
-                }
+                estuary_core::throttled!(
+                    warn,
+                    %group,
+                    error = %e,
+                    "group_send reached some Redis hosts only; members on the others were \
+                     skipped. Check the hosts of the ring"
+                );
                 Ok(report)
             }
             None => Ok(report),

@@ -24,7 +24,6 @@ use estuary_core::{ChannelLayerError, ChannelName, GroupName};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
-use super::warnings::allow;
 use crate::faults::layer_error;
 use crate::local::lock;
 use crate::scripts;
@@ -73,13 +72,11 @@ impl Inner {
             return true;
         }
         if let Err(error) = self.write_memberships(&due).await {
-            if let Some(held_back) = allow(&self.warnings.renew) {
-                tracing::warn!(
-                    %error,
-                    held_back,
-                    "could not write group memberships; will retry. Check that Redis is reachable"
-                );
-            }
+            estuary_core::throttled!(
+                warn,
+                %error,
+                "could not write group memberships; will retry. Check that Redis is reachable"
+            );
             return false;
         }
         let mut gone = Vec::new();
@@ -182,7 +179,7 @@ impl Inner {
         };
         // Told even if the write failed: the loss already happened.
         let told = self.tell_lost(members);
-        self.warn_lost("group memberships", 1, told);
+        self.warn_memberships_lost(group, told);
         written
     }
 
@@ -202,16 +199,14 @@ impl Inner {
                 self.poisoned.fetch_add(1, Ordering::Relaxed);
                 let channels: Vec<ChannelName> = lock(&self.local).keys().cloned().collect();
                 let told = self.tell_lost(&channels);
-                if let Some(held_back) = allow(&self.warnings.own_queue) {
-                    tracing::error!(
-                        %key,
-                        told,
-                        held_back,
-                        "this process's queue in Redis held another type (written over); deleted \
-                         it, and told every channel of this process that it may have missed \
-                         messages. Find what writes to this Redis under the layer's prefix"
-                    );
-                }
+                estuary_core::throttled!(
+                    error,
+                    %key,
+                    told,
+                    "this process's queue in Redis held another type (written over); deleted \
+                     it, and told every channel of this process that it may have missed \
+                     messages. Find what writes to this Redis under the layer's prefix"
+                );
                 true
             }
             Ok(_) => false,

@@ -29,7 +29,6 @@ mod warnings;
 use memberships::membership_loop;
 use receive::{fetch_one, receive_loop};
 use registry::Registry;
-use warnings::{Warnings, allow};
 
 /// The Redis layer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +195,6 @@ struct Inner {
     /// Losses reported to this process's channels because Redis lost their
     /// group membership or this process's queue.
     losses_reported: AtomicU64,
-    warnings: Warnings,
     shutdown: CancellationToken,
 }
 
@@ -263,7 +261,6 @@ impl RedisChannelLayer {
             repaired: AtomicU64::new(0),
             invalid_members: AtomicU64::new(0),
             losses_reported: AtomicU64::new(0),
-            warnings: Warnings::default(),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -448,13 +445,11 @@ impl Inner {
         }));
         if handled.is_err() {
             let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-            if let Some(held_back) = allow(&self.warnings.panicked) {
-                tracing::error!(
-                    total,
-                    held_back,
-                    "decoding a stored message panicked; message dropped. A bug: please report it"
-                );
-            }
+            estuary_core::throttled!(
+                error,
+                total,
+                "decoding a stored message panicked; message dropped. A bug: please report it"
+            );
         }
     }
 
@@ -467,14 +462,12 @@ impl Inner {
             }
         };
         if decoded.targets.is_empty() {
-            if let Some(held_back) = allow(&self.warnings.undecodable) {
-                tracing::warn!(
-                    r#type = decoded.message.message_type(),
-                    held_back,
-                    "message without __asgi_channel__ in this process's queue; dropped. Something \
-                     else writes to this Redis under the layer's prefix: find it"
-                );
-            }
+            estuary_core::throttled!(
+                warn,
+                r#type = decoded.message.message_type(),
+                "message without __asgi_channel__ in this process's queue; dropped. Something \
+                 else writes to this Redis under the layer's prefix: find it"
+            );
             return;
         }
         let expires = score + self.config.layer.expiry().as_secs_f64();
@@ -495,16 +488,14 @@ impl Inner {
     /// Counts a stored message that could not be decoded, and warns.
     pub(super) fn warn_undecodable(&self, error: &crate::codec::DecodeError, key: &str) {
         let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(held_back) = allow(&self.warnings.undecodable) {
-            tracing::warn!(
-                %error,
-                %key,
-                total,
-                held_back,
-                "undecodable message in Redis; dropped. Check that every process sharing this \
-                 Redis uses the same prefix and encryption keys"
-            );
-        }
+        estuary_core::throttled!(
+            warn,
+            %error,
+            %key,
+            total,
+            "undecodable message in Redis; dropped. Check that every process sharing this \
+             Redis uses the same prefix and encryption keys"
+        );
     }
 
     async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {

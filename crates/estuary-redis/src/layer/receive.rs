@@ -9,7 +9,6 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::memberships::{MAX_BACKOFF, restore};
-use super::warnings::allow;
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
 use crate::faults::is_wrong_type;
@@ -135,13 +134,10 @@ fn member_score_pairs(value: redis::Value) -> Vec<(Vec<u8>, f64)> {
         };
         let Some((Value::BulkString(member), Some(score))) = pair.map(|(m, s)| (m, score(&s))) else {
             // Redis's own answer, never seen: once is enough to say.
-            static ODD: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
-            if let Some(held_back) = ODD.allow(std::time::Instant::now()) {
-                tracing::warn!(
-                    held_back,
-                    "unexpected ZPOPMIN answer; the rest of this batch is dropped"
-                );
-            }
+            estuary_core::throttled!(
+                warn,
+                "unexpected ZPOPMIN answer; the rest of this batch is dropped"
+            );
             break;
         };
         pairs.push((member, score));
@@ -190,15 +186,13 @@ pub(super) async fn fetch_one(
                     // A worker queue is shared with other processes: it is
                     // not ours to take back, only to report (throttled).
                     Some(layer) if is_wrong_type(&error) => layer.warn_poisoned(&popper.key, 0),
-                    Some(layer) => {
-                        if let Some(held_back) = allow(&layer.warnings.pop) {
-                            tracing::warn!(
-                                %error,
-                                key = %popper.key,
-                                held_back,
-                                "blocking pop of a worker channel failed; retrying. Check that Redis is reachable"
-                            );
-                        }
+                    Some(_) => {
+                        estuary_core::throttled!(
+                            warn,
+                            %error,
+                            key = %popper.key,
+                            "blocking pop of a worker channel failed; retrying. Check that Redis is reachable"
+                        );
                     }
                     None => return,
                 }
@@ -296,15 +290,13 @@ pub(super) async fn receive_loop(
                             }
                         }
                         Err(error) => {
-                            if let Some(held_back) = allow(&layer.warnings.pop) {
-                                tracing::warn!(
-                                    %error,
-                                    key = %popper.key,
-                                    held_back,
-                                    "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
-                                     were lost with the reply. Check that Redis is reachable"
-                                );
-                            }
+                            estuary_core::throttled!(
+                                warn,
+                                %error,
+                                key = %popper.key,
+                                "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
+                                 were lost with the reply. Check that Redis is reachable"
+                            );
                         }
                     }
                 }

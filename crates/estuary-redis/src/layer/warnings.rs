@@ -1,113 +1,70 @@
 //! The layer's warnings, each kind at most once a second (with the count of
-//! those held back), and what each one asks the operator to do. Most are
-//! triggered by what is in Redis, which anyone with access to it can write:
-//! a value written in a loop must not fill the disk.
+//! those held back: [`estuary_core::throttled!`]), and what each one asks
+//! the operator to do. Most are triggered by what is in Redis, which anyone
+//! with access to it can write: a value written in a loop must not fill the
+//! disk.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
-use estuary_core::{ChannelName, GroupName, Throttle};
+use estuary_core::{ChannelName, GroupName, throttled};
 
 use super::Inner;
 use super::untrusted::shown;
-
-const EVERY: Duration = Duration::from_secs(1);
-
-/// One throttle per kind of warning.
-#[derive(Debug)]
-pub(super) struct Warnings {
-    poisoned: Throttle,
-    invalid_member: Throttle,
-    lost: Throttle,
-    pub(super) own_queue: Throttle,
-    pub(super) renew: Throttle,
-    pub(super) undecodable: Throttle,
-    pub(super) skipped: Throttle,
-    pub(super) pop: Throttle,
-    pub(super) panicked: Throttle,
-}
-
-impl Default for Warnings {
-    fn default() -> Self {
-        Self {
-            poisoned: Throttle::new(EVERY),
-            invalid_member: Throttle::new(EVERY),
-            lost: Throttle::new(EVERY),
-            own_queue: Throttle::new(EVERY),
-            renew: Throttle::new(EVERY),
-            undecodable: Throttle::new(EVERY),
-            skipped: Throttle::new(EVERY),
-            pop: Throttle::new(EVERY),
-            panicked: Throttle::new(EVERY),
-        }
-    }
-}
-
-/// `Some(held back)` when a warning of `kind` may be logged now.
-pub(super) fn allow(kind: &Throttle) -> Option<u64> {
-    kind.allow(Instant::now())
-}
 
 impl Inner {
     /// Counts `members` skipped because `key` holds another type, and warns
     /// naming the key.
     pub(super) fn warn_poisoned(&self, key: &str, members: usize) {
         let total = self.poisoned.fetch_add(members as u64, Ordering::Relaxed) + members as u64;
-        if let Some(held_back) = allow(&self.warnings.poisoned) {
-            tracing::warn!(
-                %key,
-                members,
-                total,
-                held_back,
-                "Redis key holds another type than a sorted set: its members are skipped. Something \
-                 else writes to this Redis under the layer's prefix: find it, then delete the key"
-            );
-        }
+        throttled!(
+            warn,
+            %key,
+            members,
+            total,
+            "Redis key holds another type than a sorted set: its members are skipped. Something \
+             else writes to this Redis under the layer's prefix: find it, then delete the key"
+        );
     }
 
-    /// Counts a group member no process could have written (or that
-    /// Estuary cannot address), and warns with the value, escaped.
+    /// Counts a group member no process could have written (`removed`), or
+    /// that Estuary cannot address, and warns with the value, escaped.
     pub(super) fn warn_invalid_member(&self, group: &GroupName, raw: &[u8], why: &str, removed: bool) {
         let total = self.invalid_members.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(held_back) = allow(&self.warnings.invalid_member) {
-            let member = shown(raw);
-            if removed {
-                tracing::warn!(
-                    %group,
-                    %member,
-                    why,
-                    total,
-                    held_back,
-                    "group member no process could have written; skipped and removed. Something \
-                     else writes to this Redis under the layer's prefix: find it"
-                );
-            } else {
-                tracing::warn!(
-                    %group,
-                    %member,
-                    why,
-                    total,
-                    held_back,
-                    "group member Estuary cannot address (a Django channel name with non-ASCII \
-                     letters?); skipped, left in place. Give channels ASCII names to reach them"
-                );
-            }
+        let member = shown(raw);
+        if removed {
+            throttled!(
+                warn,
+                %group,
+                %member,
+                why,
+                total,
+                "group member no process could have written; skipped and removed. Something \
+                 else writes to this Redis under the layer's prefix: find it"
+            );
+        } else {
+            throttled!(
+                warn,
+                %group,
+                %member,
+                why,
+                total,
+                "group member Estuary cannot address (a Django channel name with non-ASCII \
+                 letters?); skipped, left in place. Give channels ASCII names to reach them"
+            );
         }
     }
 
     /// Counts group members removed for a score no process writes.
     pub(super) fn warn_absurd_scores(&self, group: &GroupName, count: u64) {
         let total = self.invalid_members.fetch_add(count, Ordering::Relaxed) + count;
-        if let Some(held_back) = allow(&self.warnings.invalid_member) {
-            tracing::warn!(
-                %group,
-                count,
-                total,
-                held_back,
-                "group members scored where no clock is (negative, infinite or far ahead); removed. \
-                 Something else writes to this Redis under the layer's prefix: find it"
-            );
-        }
+        throttled!(
+            warn,
+            %group,
+            count,
+            total,
+            "group members scored where no clock is (negative, infinite or far ahead); removed. \
+             Something else writes to this Redis under the layer's prefix: find it"
+        );
     }
 
     /// Tells `channels` (this process's own) that messages for them may have
@@ -129,20 +86,17 @@ impl Inner {
         told
     }
 
-    /// Warns that Redis lost what this process had there: `what` (group
-    /// memberships, or its queue), and whom the loss was reported to.
-    pub(super) fn warn_lost(&self, what: &str, groups: usize, told: usize) {
-        if let Some(held_back) = allow(&self.warnings.lost) {
-            tracing::warn!(
-                what,
-                groups,
-                told,
-                held_back,
-                "Redis lost {what} of this process (evicted, deleted, or Redis restarted empty); \
-                 written back, and the members that may have missed messages were told (1013 \
-                 under slow_client=disconnect). Use maxmemory-policy noeviction or volatile-*, and \
-                 find who deletes keys under the layer's prefix"
-            );
-        }
+    /// Warns that Redis lost group memberships of this process, and how many
+    /// members were told.
+    pub(super) fn warn_memberships_lost(&self, group: &GroupName, told: usize) {
+        throttled!(
+            warn,
+            %group,
+            told,
+            "Redis lost group memberships of this process (evicted, deleted, or Redis restarted \
+             empty); written back, and the members that may have missed messages were told (1013 \
+             under slow_client=disconnect). Use maxmemory-policy noeviction or volatile-*, and \
+             find who deletes keys under the layer's prefix"
+        );
     }
 }
