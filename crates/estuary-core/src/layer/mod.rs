@@ -61,10 +61,6 @@ pub enum ChannelLayerError {
     /// channel: the session then applies its slow-client policy (close
     /// 1013, or count the loss), so that no loss goes unnoticed. Worker
     /// channels never report it (their drops are counted by the layer).
-    /// A layer on a shared store (Redis) also reports it when the store lost
-    /// the channel's group membership or its process's queue: messages sent
-    /// meanwhile may not have reached it (`count` then counts such losses,
-    /// not messages).
     #[error("{count} messages for this channel were dropped: it was full")]
     Lost {
         /// Messages dropped since the last report.
