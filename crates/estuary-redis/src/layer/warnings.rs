@@ -75,8 +75,7 @@ impl Inner {
             let local = crate::local::lock(&self.local);
             let mut told = 0;
             for channel in channels {
-                if let Some(queue) = local.get(channel) {
-                    queue.report_lost(1);
+                if local.get(channel).is_some_and(|queue| queue.mark_gap()) {
                     told += 1;
                 }
             }
