@@ -132,7 +132,7 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
             for raw in names {
                 match name(raw) {
                     Ok(n) => targets.push(n),
-                    Err(error) => tracing::warn!(%error, "skipping an invalid target channel name"),
+                    Err(error) => invalid_target(&error),
                 }
             }
             cut = Some((entry_start, body.len() - rd.len()));
@@ -157,6 +157,17 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
         message: Message::from_msgpack(bytes)?,
         targets,
     })
+}
+
+/// Logs a target name skipped, at most once a second: one stored message
+/// names every member of a group, and a producer can send many.
+fn invalid_target(error: &DecodeError) {
+    estuary_core::throttled!(
+        warn,
+        %error,
+        "skipping a target channel name Estuary cannot address (a Django name with non-ASCII \
+         letters?); give channels ASCII names to reach them"
+    );
 }
 
 fn skip(rd: &mut &[u8]) -> Result<(), DecodeError> {

@@ -113,10 +113,14 @@ impl RedisConfig {
     /// How often the core layer checks that this process's group memberships
     /// are still in Redis (default 2 s, at least 100 ms). A group key that
     /// was evicted, deleted or lost in a restart is found within this
-    /// interval and this process's memberships in it are written again at
-    /// once, so its members miss group sends for at most this long plus one
-    /// round trip. Each check costs one script call per host, covering every
-    /// group this process has members in.
+    /// interval (sooner when this process sends to the group) and this
+    /// process's memberships in it are written again at once, so its
+    /// members miss other processes' group sends for at most this long plus
+    /// one round trip, and are told that they did
+    /// (`ChannelLayerError::Lost`). The same check takes back this
+    /// process's queue if something wrote another type over it. Each check
+    /// costs one script call per host, covering every group this process
+    /// has members in, and one for its queue.
     ///
     /// ```
     /// use std::time::Duration;

@@ -63,8 +63,12 @@ return stored
 });
 
 /// The live members of a group: prune memberships past the group expiry,
-/// then list. KEYS: group. ARGV: prune-up-to. A group key of another type
-/// is a `WRONGTYPE` error naming no member.
+/// and those scored where no clock is (below 0, or after the latest score
+/// a process could have written: channels_redis scores a membership with
+/// the time of its `group_add`, so such a member would never expire), then
+/// list. KEYS: group. ARGV: prune-up-to, latest plausible score. Returns
+/// `{removed for their score, members}`. A group key of another type is a
+/// `WRONGTYPE` error naming no member.
 pub(crate) static GROUP_MEMBERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -73,7 +77,9 @@ if t ~= 'zset' and t ~= 'none' then
   return redis.error_reply('WRONGTYPE group key holds a ' .. t)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local absurd = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(0')
+  + redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
+return {absurd, redis.call('ZRANGE', KEYS[1], 0, -1)}
 ",
     )
 });

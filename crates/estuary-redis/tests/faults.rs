@@ -1,6 +1,6 @@
 //! Faults in Redis never lose messages silently: a key written over affects
 //! only itself, a lost group key is written back within the membership
-//! check, and a restart of Redis is reported to senders and recovered from
+//! check (and its members told), and a restart of Redis is reported to senders and recovered from
 //! (memberships first, then healthy) within two seconds.
 
 mod common;
@@ -143,6 +143,9 @@ async fn a_poisoned_process_queue_is_taken_back() {
         assert!(start.elapsed() < WAIT, "the queue was never taken back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The channel is told that it may have missed messages, then gets the next.
+    let lost = tokio::time::timeout(WAIT, a.receive(&ca)).await.expect("in time");
+    assert!(matches!(lost, Err(ChannelLayerError::Lost { .. })), "{lost:?}");
     assert_eq!(recv(&a, &ca).await, 1);
     assert!(a.poisoned() >= 1);
     assert!(a.is_healthy());
@@ -152,13 +155,16 @@ async fn a_poisoned_process_queue_is_taken_back() {
 async fn a_deleted_group_key_is_written_again_within_the_check() {
     let prefix = common::unique_prefix();
     let a = layer(common::SHARED_REDIS, &prefix);
+    // Another process sends (a send from `a` itself would find the loss at
+    // once: see tests/hostile.rs).
+    let other = layer(common::SHARED_REDIS, &prefix);
     let check = a.config().membership_check();
     let room = GroupName::new("room").unwrap();
     let ca = a.new_channel().await.unwrap();
     let cb = a.new_channel().await.unwrap();
     a.group_add(&room, &ca).await.unwrap();
     a.group_add(&room, &cb).await.unwrap();
-    assert_eq!(a.group_send(&room, msg(0)).await.unwrap().delivered, 2);
+    assert_eq!(other.group_send(&room, msg(0)).await.unwrap().delivered, 2);
     assert_eq!(recv(&a, &ca).await, 0);
     assert_eq!(recv(&a, &cb).await, 0);
 
@@ -173,7 +179,7 @@ async fn a_deleted_group_key_is_written_again_within_the_check() {
     // Deliveries resume within the check interval plus a round trip.
     let mut n = 1;
     loop {
-        let report = a.group_send(&room, msg(n)).await.expect("group_send");
+        let report = other.group_send(&room, msg(n)).await.expect("group_send");
         if report.delivered == 2 {
             break;
         }
@@ -187,8 +193,12 @@ async fn a_deleted_group_key_is_written_again_within_the_check() {
     }
     let took = deleted.elapsed();
     println!("deliveries resumed {took:?} after the group key was deleted (check every {check:?})");
-    assert_eq!(recv(&a, &ca).await, n);
-    assert_eq!(recv(&a, &cb).await, n);
+    // The members are told they may have missed messages, then get the next.
+    for ch in [&ca, &cb] {
+        let lost = tokio::time::timeout(WAIT, a.receive(ch)).await.expect("in time");
+        assert!(matches!(lost, Err(ChannelLayerError::Lost { .. })), "{lost:?}");
+        assert_eq!(recv(&a, ch).await, n);
+    }
     assert_eq!(a.memberships_repaired(), 2);
 }
 

@@ -7,9 +7,15 @@
 //! process keeps its own channels' memberships (it renews them anyway), so
 //! it checks every [`RedisConfig::membership_check`](crate::RedisConfig::membership_check)
 //! that one of its members is still in each of its groups, and writes the
-//! whole group's share of this process again when it is not.
+//! whole group's share of this process again when it is not (a group send
+//! from this process finds such a loss at once: see `group_send.rs`).
+//! Messages other processes sent to the group in between did not reach
+//! these members, and nothing can bring them back: the members are told
+//! (`ChannelLayerError::Lost` on their next receive). The same check takes
+//! back this process's own queue if something wrote another type over it,
+//! and tells every channel of the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -66,19 +72,20 @@ impl Inner {
             return true;
         }
         if let Err(error) = self.write_memberships(&due).await {
-            if let Some(held_back) = self.renew_warning.allow() {
-                tracing::warn!(%error, held_back, "could not write group memberships; will retry");
-            }
+            estuary_core::throttled!(
+                warn,
+                %error,
+                "could not write group memberships; will retry. Check that Redis is reachable"
+            );
             return false;
         }
         let mut gone = Vec::new();
         {
             let mut memberships = lock(&self.memberships);
             for (group, channel) in due {
-                match memberships.get_mut(&channel).and_then(|g| g.get_mut(&group)) {
-                    Some(at) => *at = Instant::now(),
-                    // Discarded while we wrote it back: take it out again.
-                    None => gone.push((group, channel)),
+                // Discarded while we wrote it back: take it out again.
+                if !memberships.stamp(&group, &channel) {
+                    gone.push((group, channel));
                 }
             }
         }
@@ -96,16 +103,8 @@ impl Inner {
     /// Writes again the memberships older than half the group expiry (or
     /// all of them). True when everything due was written.
     pub(super) async fn renew(&self, all: bool) -> bool {
-        let max_age = self.config.layer.group_expiry() / 2;
-        let due: Vec<(GroupName, ChannelName)> = lock(&self.memberships)
-            .iter()
-            .flat_map(|(ch, groups)| {
-                groups
-                    .iter()
-                    .filter(|(_, at)| all || at.elapsed() >= max_age)
-                    .map(move |(g, _)| (g.clone(), ch.clone()))
-            })
-            .collect();
+        let max_age = (!all).then(|| self.config.layer.group_expiry() / 2);
+        let due = lock(&self.memberships).due(max_age);
         if !due.is_empty() {
             tracing::debug!(count = due.len(), all, "renewing group memberships");
         }
@@ -113,20 +112,12 @@ impl Inner {
     }
 
     /// Checks that each group this process has members in still holds one
-    /// of them, and writes this process's memberships of the groups that
-    /// lost them again. Returns how many memberships were written back.
+    /// of them; writes this process's memberships of the groups that lost
+    /// them again, and tells those members. Returns how many memberships
+    /// were written back.
     pub(super) async fn repair_lost(&self) -> usize {
         // One member of ours per group, as its sample.
-        let samples: BTreeMap<GroupName, ChannelName> = {
-            let memberships = lock(&self.memberships);
-            let mut samples = BTreeMap::new();
-            for (channel, groups) in memberships.iter() {
-                for group in groups.keys() {
-                    samples.entry(group.clone()).or_insert_with(|| channel.clone());
-                }
-            }
-            samples
-        };
+        let samples = lock(&self.memberships).samples();
         let mut by_shard: BTreeMap<usize, Vec<(GroupName, ChannelName)>> = BTreeMap::new();
         for (group, channel) in samples {
             by_shard
@@ -156,46 +147,73 @@ impl Inner {
                 for ((group, sample), state) in batch.iter().zip(present) {
                     match state {
                         // Unless the sample was discarded meanwhile (its
-                        // ZREM comes after it leaves the local map).
-                        0 if lock(&self.memberships)
-                            .get(sample)
-                            .is_some_and(|g| g.contains_key(group)) =>
-                        {
-                            lost.push(group.clone())
-                        }
+                        // ZREM comes after it leaves the local record).
+                        0 if lock(&self.memberships).contains(group, sample) => lost.push(group.clone()),
                         -1 => self.warn_poisoned(&self.group_key(group), 0),
                         _ => {}
                     }
                 }
             }
         }
-        if lost.is_empty() {
+        let mut repaired = 0;
+        for group in &lost {
+            let members = lock(&self.memberships).members(group);
+            repaired += self.memberships_lost(group, &members).await;
+        }
+        repaired
+    }
+
+    /// `group`'s key lost `members` (this process's own): writes them back
+    /// and tells them that they may have missed messages meanwhile (another
+    /// process may have sent to the group). Returns how many were written.
+    pub(super) async fn memberships_lost(&self, group: &GroupName, members: &[ChannelName]) -> usize {
+        if members.is_empty() {
             return 0;
         }
-        let due: Vec<(GroupName, ChannelName)> = {
-            let memberships = lock(&self.memberships);
-            let lost: HashMap<&GroupName, ()> = lost.iter().map(|g| (g, ())).collect();
-            memberships
-                .iter()
-                .flat_map(|(ch, groups)| {
-                    groups
-                        .keys()
-                        .filter(|g| lost.contains_key(g))
-                        .map(move |g| (g.clone(), ch.clone()))
-                })
-                .collect()
-        };
-        let count = due.len();
-        tracing::warn!(
-            groups = lost.len(),
-            memberships = count,
-            "group keys lost this process's members (evicted, deleted or Redis restarted empty); writing them again"
-        );
-        if self.rewrite(due).await {
-            self.repaired.fetch_add(count as u64, Ordering::Relaxed);
-            count
+        let due: Vec<(GroupName, ChannelName)> = members.iter().map(|c| (group.clone(), c.clone())).collect();
+        let written = if self.rewrite(due).await {
+            self.repaired.fetch_add(members.len() as u64, Ordering::Relaxed);
+            members.len()
         } else {
             0
+        };
+        // Told even if the write failed: the loss already happened.
+        let told = self.tell_lost(members);
+        self.warn_memberships_lost(group, told);
+        written
+    }
+
+    /// Takes this process's queue back if something wrote another type
+    /// over it (nobody else has a claim on its name), and tells every
+    /// channel of this process: what the queue held, and what was sent to
+    /// it meanwhile, is lost. True when it was taken back.
+    pub(super) async fn reclaim_own_queue(&self) -> bool {
+        let key = self.channel_key(&self.client_prefix);
+        let mut conn = self.conn(&self.client_prefix);
+        match scripts::RECLAIM_QUEUE
+            .key(&key)
+            .invoke_async::<i64>(&mut conn)
+            .await
+        {
+            Ok(1) => {
+                self.poisoned.fetch_add(1, Ordering::Relaxed);
+                let channels: Vec<ChannelName> = lock(&self.local).keys().cloned().collect();
+                let told = self.tell_lost(&channels);
+                estuary_core::throttled!(
+                    error,
+                    %key,
+                    told,
+                    "this process's queue in Redis held another type (written over); deleted \
+                     it, and told every channel of this process that it may have missed \
+                     messages. Find what writes to this Redis under the layer's prefix"
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(%error, %key, "could not check this process's queue");
+                false
+            }
         }
     }
 }
@@ -252,6 +270,7 @@ pub(super) async fn membership_loop(inner: Weak<Inner>, token: CancellationToken
         let Some(layer) = inner.upgrade() else { return };
         // While Redis is away or being restored, `restore` writes everything.
         if layer.is_healthy() {
+            layer.reclaim_own_queue().await;
             layer.repair_lost().await;
             layer.renew(false).await;
         }

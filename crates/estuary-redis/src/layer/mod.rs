@@ -1,9 +1,9 @@
 //! `RedisChannelLayer`: the channels_redis core layer, in Rust.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use estuary_core::{
     ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
@@ -14,16 +14,21 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Target, decode_member, encode_member};
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
-use crate::faults::{NotRestored, Throttle, WrongType, layer_error};
+use crate::faults::{WrongType, layer_error};
 use crate::local::{LocalQueue, lock, now};
 use crate::scripts;
 use crate::shard::shard_index;
 
+mod group_send;
 mod memberships;
 mod receive;
+mod registry;
+mod untrusted;
+mod warnings;
 
 use memberships::membership_loop;
 use receive::{fetch_one, receive_loop};
+use registry::Registry;
 
 /// The Redis layer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -84,20 +89,49 @@ pub enum RedisLayerError {
 ///   process's members. Healthy again typically within one second of Redis
 ///   being back.
 /// * **A group key lost** (evicted, deleted, Redis restarted without this
-///   process noticing). Every [`RedisConfig::membership_check`] (default 2 s)
-///   the layer checks that each group it has members in still holds one of
-///   them, and writes its memberships of a group that lost them at once
-///   (counted in [`memberships_repaired`](Self::memberships_repaired)). The
-///   bound: this process's members miss group sends for at most the check
-///   interval plus one round trip.
+///   process noticing), or some of this process's members removed from it.
+///   This process keeps its own record of its memberships and compares:
+///   a [`group_send`](ChannelLayer::group_send) from this process notices
+///   at once that the group no longer lists some of its members, and every
+///   [`RedisConfig::membership_check`] (default 2 s) the layer checks that
+///   each group it has members in still holds one of them. Either way it
+///   writes this process's memberships of that group again (counted in
+///   [`memberships_repaired`](Self::memberships_repaired)) and, since other
+///   processes' group sends meanwhile missed those members and nothing can
+///   bring them back, tells each of them: its next receive fails with
+///   [`ChannelLayerError::Lost`] (a session then closes 1013, a code
+///   clients reconnect on, or counts the loss under `slow_client = drop`),
+///   counted in [`losses_reported`](Self::losses_reported). A group send
+///   from this process that finds the loss still reaches those members.
+///   The bound: a gap lasts at most the check interval plus one round trip
+///   (less when this process sends to the group meanwhile), and no member
+///   misses a message in it without being told.
 /// * **A key of the wrong type** (someone wrote a string over a queue or a
 ///   group). Only that key is affected: `group_send` delivers to every other
 ///   member and counts the poisoned queue's members in
 ///   [`GroupSendReport::dropped`] and in [`poisoned`](Self::poisoned), with a
-///   warning naming the key (at most one every 10 s); `send` to it fails with
+///   warning naming the key; `send` to it fails with
 ///   [`ChannelLayerError::Corrupt`] (a [`WrongType`] naming the key), as do
 ///   `group_send` and `group_add` on a poisoned group key. This process's own
-///   queue, if poisoned, is deleted and used again (nobody else writes there).
+///   queue, if poisoned, is deleted and used again (nobody else writes
+///   there), within the membership check (at once when this process's own
+///   group send meets it), and every channel of this process is told
+///   ([`ChannelLayerError::Lost`]): what the queue held and what was sent to
+///   it meanwhile is gone. A `DEL` of this process's queue, by contrast,
+///   cannot be seen: it loses what the queue held at that instant (usually
+///   nothing: the receive task keeps it empty), silently.
+/// * **A group member no process could have written** (not UTF-8, not a
+///   channel name by Django Channels' rule, or scored below zero, at
+///   infinity, or more than the group expiry, and at least an hour, ahead
+///   of this process's clock: channels_redis scores memberships with the
+///   time of `group_add`). `group_send` skips it, delivers to every other
+///   member, removes exactly that member from the group, and counts it in
+///   [`invalid_members`](Self::invalid_members). A name Django accepts but
+///   Estuary cannot address (Unicode letters after the `!`) is skipped and
+///   counted, and left in place.
+///
+/// Each warning these faults log is logged at most once a second per kind,
+/// with the number held back since the last one, and says what to do.
 ///
 /// # Differences from channels_redis
 ///
@@ -105,6 +139,9 @@ pub enum RedisLayerError {
 ///   not a round robin, so that Estuary processes find each other's worker
 ///   queues on a ring. With one host (the usual case) this is the same.
 /// * Writes are Lua scripts, so capacity checks are atomic.
+/// * `group_send` removes group members no process could have written (see
+///   above); channels_redis would fail on a member that is not UTF-8, and
+///   keep sending to one scored at infinity for ever.
 ///
 /// ```no_run
 /// use estuary_core::{ChannelLayer, ChannelLayerHandle};
@@ -135,7 +172,7 @@ struct Inner {
     local: Mutex<HashMap<ChannelName, Arc<LocalQueue>>>,
     plain: Mutex<HashMap<ChannelName, Arc<PlainReceiver>>>,
     /// Group memberships of this process's channels, and when they were written.
-    memberships: Mutex<HashMap<ChannelName, HashMap<GroupName, Instant>>>,
+    memberships: Mutex<Registry>,
     /// The number of the current or last outage, times two, plus one while
     /// healthy: the receive loop starts an outage, the restoration of that
     /// outage (and no older one) ends it.
@@ -152,8 +189,12 @@ struct Inner {
     failed_sends: AtomicU64,
     /// Memberships written back after their group key lost them.
     repaired: AtomicU64,
-    poison_warning: Throttle,
-    renew_warning: Throttle,
+    /// Group members skipped because no process could have written them
+    /// (or Estuary cannot address them).
+    invalid_members: AtomicU64,
+    /// Losses reported to this process's channels because Redis lost their
+    /// group membership or this process's queue.
+    losses_reported: AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -161,15 +202,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// One process's copy of a group message: its queue key, the stored member,
-/// the queue's capacity, and how many group members it carries.
-struct QueuePayload {
-    key: String,
-    payload: Vec<u8>,
-    capacity: usize,
-    members: usize,
 }
 
 /// Receives on a plain channel (a worker queue): one blocking pop at a time,
@@ -219,7 +251,7 @@ impl RedisChannelLayer {
             client_prefix,
             local: Mutex::new(HashMap::new()),
             plain: Mutex::new(HashMap::new()),
-            memberships: Mutex::new(HashMap::new()),
+            memberships: Mutex::new(Registry::default()),
             health: AtomicU64::new(1),
             last_score: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -227,8 +259,8 @@ impl RedisChannelLayer {
             poisoned: AtomicU64::new(0),
             failed_sends: AtomicU64::new(0),
             repaired: AtomicU64::new(0),
-            poison_warning: Throttle::new(Duration::from_secs(10)),
-            renew_warning: Throttle::new(Duration::from_secs(10)),
+            invalid_members: AtomicU64::new(0),
+            losses_reported: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -278,6 +310,23 @@ impl RedisChannelLayer {
     /// [`RedisConfig::membership_check`].
     pub fn memberships_repaired(&self) -> u64 {
         self.inner.repaired.load(Ordering::Relaxed)
+    }
+
+    /// Group members skipped by group sends because no process could have
+    /// written them: not UTF-8, not a channel name, or scored where no clock
+    /// is (negative, infinite, far ahead); these are also removed from the
+    /// group. Also counts names Django accepts but Estuary cannot address
+    /// (non-ASCII letters after the `!`), which are left in place.
+    pub fn invalid_members(&self) -> u64 {
+        self.inner.invalid_members.load(Ordering::Relaxed)
+    }
+
+    /// How many times one of this process's channels was told
+    /// ([`ChannelLayerError::Lost`] on its next receive) that messages for
+    /// it may have been lost because Redis lost its group membership or
+    /// this process's queue.
+    pub fn losses_reported(&self) -> u64 {
+        self.inner.losses_reported.load(Ordering::Relaxed)
     }
 
     /// Messages dropped because a local channel's buffer was full.
@@ -353,20 +402,6 @@ impl Inner {
             .is_ok()
     }
 
-    /// Counts `members` skipped because `key` holds another type, and warns
-    /// (throttled) naming the key.
-    fn warn_poisoned(&self, key: &str, members: usize) {
-        self.poisoned.fetch_add(members as u64, Ordering::Relaxed);
-        if let Some(held_back) = self.poison_warning.allow() {
-            tracing::warn!(
-                %key,
-                members,
-                held_back,
-                "Redis key holds another type than a sorted set (written over?); its members are skipped"
-            );
-        }
-    }
-
     /// Counts a send that Redis could not take, when that was unavailability.
     fn count_failure(&self, error: &ChannelLayerError) {
         if matches!(error, ChannelLayerError::Unavailable(_)) {
@@ -409,8 +444,12 @@ impl Inner {
             self.dispatch_inner(member, score)
         }));
         if handled.is_err() {
-            self.undecodable.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("decoding a stored message panicked; message dropped");
+            let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+            estuary_core::throttled!(
+                error,
+                total,
+                "decoding a stored message panicked; message dropped. A bug: please report it"
+            );
         }
     }
 
@@ -418,15 +457,16 @@ impl Inner {
         let decoded = match decode_member(member, self.crypto.as_ref()) {
             Ok(d) => d,
             Err(error) => {
-                self.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "undecodable message in this process's Redis queue; dropped");
+                self.warn_undecodable(&error, &self.channel_key(&self.client_prefix));
                 return;
             }
         };
         if decoded.targets.is_empty() {
-            tracing::warn!(
+            estuary_core::throttled!(
+                warn,
                 r#type = decoded.message.message_type(),
-                "message without __asgi_channel__ in a process queue; dropped"
+                "message without __asgi_channel__ in this process's queue; dropped. Something \
+                 else writes to this Redis under the layer's prefix: find it"
             );
             return;
         }
@@ -443,6 +483,19 @@ impl Inner {
                 None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
             }
         }
+    }
+
+    /// Counts a stored message that could not be decoded, and warns.
+    pub(super) fn warn_undecodable(&self, error: &crate::codec::DecodeError, key: &str) {
+        let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+        estuary_core::throttled!(
+            warn,
+            %error,
+            %key,
+            total,
+            "undecodable message in Redis; dropped. Check that every process sharing this \
+             Redis uses the same prefix and encryption keys"
+        );
     }
 
     async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
@@ -515,6 +568,11 @@ impl ChannelLayer for RedisChannelLayer {
             Ok(1) => Ok(()),
             Ok(-1) => {
                 inner.warn_poisoned(&key, 1);
+                if non_local == inner.client_prefix {
+                    // This process's own queue, written over: take it back
+                    // now (and tell its channels) rather than at the next pop.
+                    inner.reclaim_own_queue().await;
+                }
                 Err(SendError::Backend {
                     channel: channel.clone(),
                     error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
@@ -565,19 +623,14 @@ impl ChannelLayer for RedisChannelLayer {
             .write_memberships(&[(group.clone(), channel.clone())])
             .await?;
         if inner.is_mine(channel) {
-            lock(&inner.memberships)
-                .entry(channel.clone())
-                .or_default()
-                .insert(group.clone(), Instant::now());
+            lock(&inner.memberships).add(group, channel);
         }
         Ok(())
     }
 
     async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
-        if let Some(groups) = lock(&inner.memberships).get_mut(channel) {
-            groups.remove(group);
-        }
+        lock(&inner.memberships).discard(group, channel);
         let mut conn = inner.conn(group.as_str());
         let key = inner.group_key(group);
         redis::cmd("ZREM")
@@ -593,115 +646,7 @@ impl ChannelLayer for RedisChannelLayer {
         group: &GroupName,
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
-        let inner = &self.inner;
-        if !inner.is_healthy() {
-            // Redis is away, or back without this process's memberships yet:
-            // a send now would miss this process's members without a word.
-            let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
-            inner.count_failure(&error);
-            return Err(error);
-        }
-        let now = inner.score();
-        let group_expiry = inner.config.layer.group_expiry().as_secs() as i64;
-        let mut conn = inner.conn(group.as_str());
-        let group_key = inner.group_key(group);
-        let members: Vec<String> = scripts::GROUP_MEMBERS
-            .key(&group_key)
-            .arg(now.floor() as i64 - group_expiry)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| {
-                let error = layer_error(e, &group_key);
-                inner.count_failure(&error);
-                error
-            })?;
-        let mut report = GroupSendReport::default();
-        if members.is_empty() {
-            return Ok(report);
-        }
-        // One payload per destination queue (one per process), each naming
-        // every member it carries, grouped by the shard that holds the queue.
-        let mut by_queue: BTreeMap<String, Vec<ChannelName>> = BTreeMap::new();
-        for member in members {
-            match ChannelName::new(&member) {
-                Ok(ch) => by_queue
-                    .entry(ch.non_local_name().to_owned())
-                    .or_default()
-                    .push(ch),
-                Err(error) => {
-                    tracing::warn!(%group, %member, %error, "invalid channel name in group; skipped")
-                }
-            }
-        }
-        let mut by_shard: BTreeMap<usize, Vec<QueuePayload>> = BTreeMap::new();
-        for (non_local, channels) in &by_queue {
-            let refs: Vec<&ChannelName> = channels.iter().collect();
-            let payload = encode_member(&message, Target::Many(&refs), inner.crypto.as_ref());
-            let capacity = inner.config.layer.capacity_for(channels[0].as_str());
-            by_shard
-                .entry(inner.shard(non_local))
-                .or_default()
-                .push(QueuePayload {
-                    key: inner.channel_key(non_local),
-                    payload,
-                    capacity,
-                    members: channels.len(),
-                });
-        }
-        let expiry = inner.expiry_secs();
-        let mut failure = None;
-        let mut shards_ok = 0;
-        for (shard, queues) in by_shard {
-            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for q in &queues {
-                invocation.key(&q.key);
-            }
-            for q in &queues {
-                invocation.arg(q.payload.as_slice());
-            }
-            for q in &queues {
-                invocation.arg(q.capacity);
-            }
-            invocation
-                .arg(now.to_string())
-                .arg(now.floor() as i64 - expiry as i64)
-                .arg(expiry);
-            let mut conn = inner.shards[shard].conn.clone();
-            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
-                Ok(stored) => {
-                    shards_ok += 1;
-                    for (q, stored) in queues.iter().zip(stored) {
-                        match stored {
-                            1 => report.delivered += q.members,
-                            -1 => {
-                                report.dropped += q.members;
-                                inner.warn_poisoned(&q.key, q.members);
-                            }
-                            _ => report.dropped += q.members,
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Members on an unreachable shard are counted as dropped.
-                    report.dropped += queues.iter().map(|q| q.members).sum::<usize>();
-                    failure = Some(e);
-                }
-            }
-        }
-        if report.dropped > 0 {
-            tracing::info!(%group, dropped = report.dropped, "group_send skipped members");
-        }
-        if failure.is_some() {
-            inner.failed_sends.fetch_add(1, Ordering::Relaxed);
-        }
-        match failure {
-            Some(e) if shards_ok == 0 => Err(unavailable(e)),
-            Some(e) => {
-                tracing::warn!(%group, error = %e, "group_send reached some shards only");
-                Ok(report)
-            }
-            None => Ok(report),
-        }
+        self.inner.group_send(group, message).await
     }
 
     async fn flush(&self) -> Result<(), ChannelLayerError> {
@@ -728,7 +673,7 @@ impl ChannelLayer for RedisChannelLayer {
 
     async fn close_channel(&self, channel: &ChannelName) {
         let inner = &self.inner;
-        lock(&inner.memberships).remove(channel);
+        lock(&inner.memberships).remove_channel(channel);
         if let Some(queue) = lock(&inner.local).remove(channel) {
             queue.close();
         }

@@ -12,7 +12,6 @@ use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
 use crate::faults::is_wrong_type;
-use crate::scripts;
 
 /// One blocking-pop loop: its dedicated connection, key and backoff.
 struct Popper {
@@ -75,27 +74,17 @@ impl Popper {
     /// After a hit: takes up to `count` more messages that are already
     /// waiting, in one round trip (`ZPOPMIN`), so that a backlog reaches the
     /// local channels together and each session writes it in one go. A
-    /// command that fails is logged; if
-    /// Redis ran it and only the reply was lost, the messages it took are
-    /// lost, as with any pop (delivery is at most once).
-    async fn pop_more(&mut self, count: usize) -> Vec<(Vec<u8>, f64)> {
+    /// command that fails is returned; if Redis ran it and only the reply
+    /// was lost, the messages it took are lost, as with any pop (delivery
+    /// is at most once).
+    async fn pop_more(&mut self, count: usize) -> Result<Vec<(Vec<u8>, f64)>, redis::RedisError> {
         let mut cmd = redis::cmd("ZPOPMIN");
         cmd.arg(&self.key).arg(count);
         let popped = tokio::select! {
-            _ = self.token.cancelled() => return Vec::new(),
+            _ = self.token.cancelled() => return Ok(Vec::new()),
             r = cmd.query_async::<redis::Value>(&mut self.conn) => r,
         };
-        match popped {
-            Ok(value) => member_score_pairs(value),
-            Err(error) => {
-                tracing::warn!(
-                    %error,
-                    key = %self.key,
-                    "ZPOPMIN after a hit failed; if Redis ran it, up to {count} messages were lost with the reply"
-                );
-                Vec::new()
-            }
-        }
+        popped.map(member_score_pairs)
     }
 
     /// Waits out the backoff after a failure (doubling it, up to
@@ -144,7 +133,11 @@ fn member_score_pairs(value: redis::Value) -> Vec<(Vec<u8>, f64)> {
             member => flat.next().map(|s| (member, s)),
         };
         let Some((Value::BulkString(member), Some(score))) = pair.map(|(m, s)| (m, score(&s))) else {
-            tracing::warn!("unexpected ZPOPMIN answer; the rest of this batch is dropped");
+            // Redis's own answer, never seen: once is enough to say.
+            estuary_core::throttled!(
+                warn,
+                "unexpected ZPOPMIN answer; the rest of this batch is dropped"
+            );
             break;
         };
         pairs.push((member, score));
@@ -185,10 +178,7 @@ pub(super) async fn fetch_one(
                         }
                         return;
                     }
-                    Err(error) => {
-                        inner.undecodable.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, key = %popper.key, "undecodable message; dropped");
-                    }
+                    Err(error) => inner.warn_undecodable(&error, &popper.key),
                 }
             }
             Some(Pop::Failed(error)) => {
@@ -196,7 +186,15 @@ pub(super) async fn fetch_one(
                     // A worker queue is shared with other processes: it is
                     // not ours to take back, only to report (throttled).
                     Some(layer) if is_wrong_type(&error) => layer.warn_poisoned(&popper.key, 0),
-                    _ => tracing::warn!(%error, key = %popper.key, "blocking pop failed; retrying"),
+                    Some(_) => {
+                        estuary_core::throttled!(
+                            warn,
+                            %error,
+                            key = %popper.key,
+                            "blocking pop of a worker channel failed; retrying. Check that Redis is reachable"
+                        );
+                    }
+                    None => return,
                 }
                 if !popper.back_off().await {
                     return;
@@ -254,18 +252,9 @@ pub(super) async fn receive_loop(
             Pop::Failed(error) if is_wrong_type(&error) => {
                 // Someone wrote over this process's queue. Its name carries
                 // this process's random id, so nobody else has a claim on it:
-                // take it back, or nothing would reach this process again.
-                let mut conn = layer.conn(&layer.client_prefix);
-                let reclaimed = scripts::RECLAIM_QUEUE
-                    .key(&popper.key)
-                    .invoke_async::<i64>(&mut conn)
-                    .await;
-                tracing::error!(
-                    key = %popper.key,
-                    ?reclaimed,
-                    "this process's queue held another type than a sorted set; deleted it"
-                );
-                layer.poisoned.fetch_add(1, Ordering::Relaxed);
+                // take it back (unless the membership check or a group send
+                // already did), or nothing would reach this process again.
+                layer.reclaim_own_queue().await;
                 drop(layer);
                 if !popper.back_off().await {
                     return;
@@ -293,10 +282,21 @@ pub(super) async fn receive_loop(
                     // this waits on Redis.
                     drop(layer);
                     let more = popper.pop_more(BATCH).await;
-                    if !more.is_empty() {
-                        let Some(layer) = inner.upgrade() else { return };
-                        for (member, score) in more {
-                            layer.dispatch(&member, score);
+                    let Some(layer) = inner.upgrade() else { return };
+                    match more {
+                        Ok(more) => {
+                            for (member, score) in more {
+                                layer.dispatch(&member, score);
+                            }
+                        }
+                        Err(error) => {
+                            estuary_core::throttled!(
+                                warn,
+                                %error,
+                                key = %popper.key,
+                                "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
+                                 were lost with the reply. Check that Redis is reachable"
+                            );
                         }
                     }
                 }

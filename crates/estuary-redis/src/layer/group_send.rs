@@ -1,0 +1,212 @@
+//! `group_send`: read the group's members, skip (and remove) what no
+//! process could have written, write one payload per destination queue.
+//!
+//! It also checks the group against this process's own record: a member of
+//! this process the group key no longer lists was lost in Redis (a `DEL`,
+//! an eviction), so it is written back, this message still reaches it, and
+//! it is told that it may have missed others' messages meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use estuary_core::{ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message};
+
+use super::untrusted::{self, Member};
+use super::{Inner, unavailable};
+use crate::codec::{Target, encode_member};
+use crate::faults::{NotRestored, layer_error};
+use crate::local::lock;
+use crate::scripts;
+
+/// How far ahead of this process's clock a membership's score may be
+/// (clocks differ between machines) beyond the group expiry, in seconds.
+const CLOCK_SLACK: f64 = 3600.0;
+
+/// One process's copy of a group message: its queue key, the stored member,
+/// the queue's capacity, and the group members it carries.
+struct QueuePayload {
+    key: String,
+    payload: Vec<u8>,
+    capacity: usize,
+    members: usize,
+    /// The queue's non-local name (this process's own queue is told apart).
+    non_local: String,
+}
+
+impl Inner {
+    pub(super) async fn group_send(
+        &self,
+        group: &GroupName,
+        message: Message,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
+        if !self.is_healthy() {
+            // Redis is away, or back without this process's memberships yet:
+            // a send now would miss this process's members without a word.
+            let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
+            self.count_failure(&error);
+            return Err(error);
+        }
+        let now = self.score();
+        let group_expiry = self.config.layer.group_expiry().as_secs();
+        // Before the members are read: whoever is in it now was written.
+        let version = lock(&self.memberships).version(group);
+        let mut conn = self.conn(group.as_str());
+        let group_key = self.group_key(group);
+        let (absurd, raw): (u64, Vec<Vec<u8>>) = scripts::GROUP_MEMBERS
+            .key(&group_key)
+            .arg(now.floor() as i64 - group_expiry as i64)
+            .arg((now + (group_expiry as f64).max(CLOCK_SLACK)).floor() as i64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| {
+                let error = layer_error(e, &group_key);
+                self.count_failure(&error);
+                error
+            })?;
+        if absurd > 0 {
+            self.warn_absurd_scores(group, absurd);
+        }
+        // One payload per destination queue (one per process), each naming
+        // every member it carries, grouped by the shard that holds the queue.
+        let mut by_queue: BTreeMap<String, Vec<ChannelName>> = BTreeMap::new();
+        let mut impossible: Vec<Vec<u8>> = Vec::new();
+        for raw in raw {
+            match untrusted::member(&raw) {
+                Member::Channel(ch) => by_queue
+                    .entry(ch.non_local_name().to_owned())
+                    .or_default()
+                    .push(ch),
+                Member::Foreign(name) => {
+                    self.warn_invalid_member(group, name.as_bytes(), "not addressable", false)
+                }
+                Member::Impossible(why) => {
+                    self.warn_invalid_member(group, &raw, why, true);
+                    impossible.push(raw);
+                }
+            }
+        }
+        if !impossible.is_empty() {
+            // Exactly those members: nobody can write them again legitimately.
+            let removed = redis::cmd("ZREM")
+                .arg(&group_key)
+                .arg(&impossible)
+                .query_async::<i64>(&mut conn)
+                .await;
+            if let Err(error) = removed {
+                tracing::debug!(%error, %group, "could not remove invalid group members");
+            }
+        }
+        if let Some(version) = version {
+            let listed = by_queue
+                .get(self.client_prefix.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            let missing = lock(&self.memberships).missing(group, version, listed);
+            if !missing.is_empty() {
+                self.memberships_lost(group, &missing).await;
+                by_queue
+                    .entry(self.client_prefix.clone())
+                    .or_default()
+                    .extend(missing);
+            }
+        }
+        let mut report = GroupSendReport::default();
+        if by_queue.is_empty() {
+            return Ok(report);
+        }
+        let mut by_shard: BTreeMap<usize, Vec<QueuePayload>> = BTreeMap::new();
+        for (non_local, channels) in &by_queue {
+            let refs: Vec<&ChannelName> = channels.iter().collect();
+            let payload = encode_member(&message, Target::Many(&refs), self.crypto.as_ref());
+            let capacity = self.config.layer.capacity_for(channels[0].as_str());
+            by_shard
+                .entry(self.shard(non_local))
+                .or_default()
+                .push(QueuePayload {
+                    key: self.channel_key(non_local),
+                    payload,
+                    capacity,
+                    members: channels.len(),
+                    non_local: non_local.clone(),
+                });
+        }
+        let expiry = self.expiry_secs();
+        let mut failure = None;
+        let mut shards_ok = 0;
+        let mut own_queue_poisoned = false;
+        for (shard, queues) in by_shard {
+            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            for q in &queues {
+                invocation.key(&q.key);
+            }
+            for q in &queues {
+                invocation.arg(q.payload.as_slice());
+            }
+            for q in &queues {
+                invocation.arg(q.capacity);
+            }
+            invocation
+                .arg(now.to_string())
+                .arg(now.floor() as i64 - expiry as i64)
+                .arg(expiry);
+            let mut conn = self.shards[shard].conn.clone();
+            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
+                Ok(stored) => {
+                    shards_ok += 1;
+                    for (q, stored) in queues.iter().zip(stored) {
+                        match stored {
+                            1 => report.delivered += q.members,
+                            -1 => {
+                                report.dropped += q.members;
+                                self.warn_poisoned(&q.key, q.members);
+                            }
+                            _ => report.dropped += q.members,
+                        }
+                        if stored != 1 && q.non_local == self.client_prefix {
+                            // This process's own members missed it: they
+                            // are told (the queue is full in Redis, or was
+                            // written over).
+                            own_queue_poisoned |= stored == -1;
+                            let told = self.tell_lost(&by_queue[&q.non_local]);
+                            tracing::debug!(%group, told, stored, "own members missed a group message");
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Members on an unreachable shard are counted as dropped.
+                    report.dropped += queues.iter().map(|q| q.members).sum::<usize>();
+                    failure = Some(e);
+                }
+            }
+        }
+        if own_queue_poisoned {
+            // Written over, perhaps: take it back now rather than at the
+            // receive loop's next pop.
+            self.reclaim_own_queue().await;
+        }
+        if report.dropped > 0 {
+            estuary_core::throttled!(
+                info,
+                %group,
+                dropped = report.dropped,
+                "group_send skipped members (their queues were full or unusable)"
+            );
+        }
+        if failure.is_some() {
+            self.failed_sends.fetch_add(1, Ordering::Relaxed);
+        }
+        match failure {
+            Some(e) if shards_ok == 0 => Err(unavailable(e)),
+            Some(e) => {
+                estuary_core::throttled!(
+                    warn,
+                    %group,
+                    error = %e,
+                    "group_send reached some Redis hosts only; members on the others were \
+                     skipped. Check the hosts of the ring"
+                );
+                Ok(report)
+            }
+            None => Ok(report),
+        }
+    }
+}
