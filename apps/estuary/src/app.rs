@@ -8,6 +8,7 @@ use estuary::server::{AllowedHostsService, AuthService, OriginLayer, OriginServi
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 use tower::Layer as _;
 
+use crate::announce::Announcer;
 use crate::auth::AppAuth;
 use crate::chat::ChatConsumer;
 use crate::config::{Bind, Config};
@@ -17,6 +18,7 @@ use crate::rooms::Rooms;
 /// The chat application: pages, WebSocket rooms and the push API.
 pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     let rooms = Rooms::default();
+    let announcer = Announcer::new(layer.clone());
     let push = PushState {
         layer: layer.clone(),
         rooms: rooms.clone(),
@@ -26,7 +28,9 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     Router::new()
         .with_channel_layer(layer)
         .with_settings(config.ws_settings())
-        .websocket("ws/chat/<str:room>/", move || ChatConsumer::new(rooms.clone()))
+        .websocket("ws/chat/<str:room>/", move || {
+            ChatConsumer::new(rooms.clone(), announcer.clone())
+        })
         .merge(crate::pages::routes())
         .merge(push_routes(push))
 }
