@@ -315,7 +315,7 @@ impl Consumer for ChatConsumer {
                     return Self::refuse(ctx, CLOSE_INVALID_USERNAME, reason).await;
                 }
                 Some(Ok(Some(name))) => {
-                    if self.rooms.is_signed_in(&room, &usernames::fold(&name)) {
+                    if self.rooms.name_taken(&room, &name) {
                         return Self::refuse(ctx, CLOSE_USERNAME_TAKEN, USERNAME_TAKEN).await;
                     }
                     Some(name)
@@ -357,7 +357,7 @@ impl Consumer for ChatConsumer {
             Err(reason) => return Self::error(ctx, reason).await,
         };
         let Some(room) = &self.room else { return Ok(()) };
-        if guest_named && self.rooms.is_signed_in(room, &usernames::fold(&username)) {
+        if guest_named && self.rooms.name_taken(room, &username) {
             return Self::error(ctx, USERNAME_TAKEN).await;
         }
         let event = ChatEvent::Message {

@@ -75,6 +75,16 @@ impl Rooms {
         rooms.get(room).is_some_and(|names| names.contains_key(key))
     }
 
+    /// True when `name` looks like the name of a member signed in in `room`
+    /// (in this process): equal under [`crate::usernames::fold`]. The name
+    /// is folded only when the room has signed-in members.
+    pub fn name_taken(&self, room: &str, name: &str) -> bool {
+        let rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .get(room)
+            .is_some_and(|names| names.contains_key(&crate::usernames::fold(name)))
+    }
+
     /// The occupied rooms, busiest first.
     pub fn list(&self) -> Vec<RoomCount> {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
