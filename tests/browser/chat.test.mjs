@@ -397,3 +397,107 @@ describe('chat pages refused by the application', { timeout: 120_000 }, () => {
     }
   });
 });
+
+describe('signed-in members and guests', { timeout: 120_000 }, () => {
+  // The application's connect callback: the visitor whose session cookie is
+  // "alice-session" is alice; everyone else is a guest.
+  let app;
+  let server;
+  let browser;
+
+  before(async () => {
+    app = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => {
+        let signedIn = false;
+        try { signedIn = JSON.parse(body).cookies?.sessionid === 'alice-session'; } catch { /* a guest */ }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(signedIn ? { user: { id: '1', name: 'alice' } } : {}));
+      });
+    });
+    await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
+    server = new Server(await freePort(), [
+      '--callback-url', `http://127.0.0.1:${app.address().port}/estuary/connect/`,
+      '--callback-secret', 'the browser test callback secret',
+    ]);
+    await server.start();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+      timeout: 60_000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.stop().catch(() => {});
+    await new Promise((resolve) => app?.close(resolve) ?? resolve());
+  });
+
+  /** The badge of the .msg with this text: "verified", "guest", or null. */
+  const badgeOf = (page, text) =>
+    page.evaluate((t) => {
+      const msg = [...document.querySelectorAll('#log > .msg')]
+        .find((el) => el.querySelector('.text')?.textContent === t);
+      const badge = msg?.querySelector('.meta .badge');
+      if (!badge) return null;
+      return { kind: badge.classList.contains('verified') ? 'verified' : 'guest', data: msg.dataset.verified };
+    }, text);
+
+  test('a signed-in alice wears the signed-in badge and a guest called alice does not', async () => {
+    const newPage = async (cookie) => {
+      const context = await browser.newContext();
+      if (cookie) await context.addCookies([{ name: 'sessionid', value: cookie, url: server.base }]);
+      const p = await context.newPage();
+      p.setDefaultTimeout(WAIT);
+      p.on('pageerror', (err) => { server.output += `page error: ${err.message}\n`; });
+      return p;
+    };
+    const watcher = await newPage(null);
+    const guest = await newPage(null);
+    const alice = await newPage('alice-session');
+    try {
+      await watcher.goto(`${server.base}/chat/ident/`);
+      await guest.goto(`${server.base}/chat/ident/`);
+      await Promise.all([statusIs(watcher, 'connected'), statusIs(guest, 'connected')]);
+
+      // Before the real alice arrives, a guest may call itself alice: shown as a guest.
+      await guest.fill('#username', 'alice');
+      const fromGuest = `guest as alice ${Date.now()}`;
+      await send(guest, fromGuest);
+      await messageShown(watcher, fromGuest, 'alice');
+      assert.deepEqual(await badgeOf(watcher, fromGuest), { kind: 'guest', data: 'false' });
+
+      // The signed-in alice (her session cookie, checked by the application).
+      await alice.goto(`${server.base}/chat/ident/`);
+      await statusIs(alice, 'connected');
+      await watcher.waitForFunction(
+        () => [...document.querySelectorAll('#log > .presence')].some(
+          (el) => el.querySelector('.user')?.textContent === 'alice' && el.querySelector('.badge.verified')),
+        null,
+        { timeout: WAIT },
+      );
+      const fromAlice = `the real alice ${Date.now()}`;
+      await send(alice, fromAlice);
+      await messageShown(watcher, fromAlice, 'alice');
+      assert.deepEqual(await badgeOf(watcher, fromAlice), { kind: 'verified', data: 'true' });
+      assert.deepEqual(await badgeOf(watcher, fromGuest), { kind: 'guest', data: 'false' }, 'the guest stays a guest');
+
+      // Now the guest can no longer write as alice: the page shows why.
+      const again = `guest again ${Date.now()}`;
+      await send(guest, again);
+      await guest.waitForFunction(
+        () => [...document.querySelectorAll('#log > .error')].some((el) => /signed-in member/.test(el.textContent)),
+        null,
+        { timeout: WAIT },
+      );
+      assert.equal(await badgeOf(watcher, again), null, 'the refused message reached nobody');
+    } finally {
+      for (const p of [watcher, guest, alice]) await p.context().close();
+    }
+  });
+});

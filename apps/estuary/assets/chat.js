@@ -1,6 +1,8 @@
 // Room page: one WebSocket to /ws/chat/{room}/, reconnecting with backoff (but not
 // after an application close code, 4000-4999: signed out, refused).
 // All user-supplied text goes into the page through textContent only.
+// Whether a name is signed in comes from the frame's "verified" field and is
+// shown as a badge element (signed in, or guest), never as text a guest could type.
 (function () {
   "use strict";
 
@@ -36,6 +38,16 @@
   function currentName() { return nameInput.value.trim().slice(0, 50); }
   nameInput.value = loadName();
   nameInput.addEventListener("input", function () { saveName(currentName()); });
+  // The server refused the name (close 4400 or 4409): joining again waits
+  // for another one.
+  var nameRefused = false;
+  nameInput.addEventListener("change", function () {
+    if (nameRefused && !ws) {
+      nameRefused = false;
+      attempt = 0;
+      connect();
+    }
+  });
 
   // ---- log ------------------------------------------------------------
   var seenIds = new Set();
@@ -56,6 +68,39 @@
     append(div);
     return div;
   }
+  // The name as the page shows it: the text, then a badge saying whether the
+  // server vouches for it ("verified": true) or it is a guest's choice.
+  function nameEl(username, verified) {
+    var wrap = document.createElement("span");
+    wrap.className = "who";
+    var user = document.createElement("span");
+    user.className = "user" + (verified ? " verified" : " guest");
+    user.textContent = username;
+    var badge = document.createElement("span");
+    badge.className = "badge " + (verified ? "verified" : "guest");
+    badge.textContent = verified ? "signed in" : "guest";
+    badge.title = verified ? "Signed in: the server checked who this is"
+      : "Not signed in: anyone can choose this name";
+    wrap.append(user, badge);
+    return wrap;
+  }
+  // A user_join or user_leave frame: "users" names several members, else "username".
+  var MAX_NAMES_SHOWN = 20;
+  function presence(ev, verb) {
+    var users = Array.isArray(ev.users) && ev.users.length
+      ? ev.users
+      : [{ username: ev.username, verified: ev.verified }];
+    var div = document.createElement("div");
+    div.className = "presence";
+    users.slice(0, MAX_NAMES_SHOWN).forEach(function (u, i) {
+      if (i > 0) div.append(", ");
+      var name = u && typeof u.username === "string" && u.username ? u.username : "Someone";
+      div.append(nameEl(name, !!u && u.verified === true));
+    });
+    if (users.length > MAX_NAMES_SHOWN) div.append(" and " + (users.length - MAX_NAMES_SHOWN) + " others");
+    div.append(" " + verb + " the room");
+    append(div);
+  }
   function fmtTime(ts) {
     var d = new Date(typeof ts === "number" ? ts : Date.now());
     return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -73,9 +118,8 @@
     if (ev.id != null) div.dataset.id = String(ev.id);
     var head = document.createElement("div");
     head.className = "meta";
-    var user = document.createElement("span");
-    user.className = "user";
-    user.textContent = username;
+    div.dataset.verified = ev.verified === true ? "true" : "false";
+    var user = nameEl(username, ev.verified === true);
     var time = document.createElement("time");
     time.className = "ts";
     if (typeof ev.ts === "number") time.dateTime = new Date(ev.ts).toISOString();
@@ -148,10 +192,10 @@
           line("error", "Error: " + (ev.message || "unknown error"));
           break;
         case "user_join":
-          line("presence", (ev.username || "Someone") + " joined the room");
+          presence(ev, "joined");
           break;
         case "user_leave":
-          line("presence", (ev.username || "Someone") + " left the room");
+          presence(ev, "left");
           break;
         case "chat_message":
         case undefined: // tutorial-style frame: {"message": ...}
@@ -171,6 +215,9 @@
         var why = e.code === 4401 ? "Signed out: sign in again, then reload this page."
           : e.code === 4404 ? "The server does not accept this room name."
           : (e.reason || "The server refused this connection") + " (" + e.code + ")";
+        // 4400 and 4409 refuse the name in the URL: a new name reconnects.
+        nameRefused = e.code === 4400 || e.code === 4409;
+        if (nameRefused) why += " Change your name to join.";
         line("error", why);
         retryEl.textContent = "";
         setState("closed");

@@ -9,6 +9,7 @@ use estuary::server::{AllowedHostsService, AuthService, OriginLayer, OriginServi
 use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 use tower::Layer as _;
 
+use crate::announce::Announcer;
 use crate::auth::AppAuth;
 use crate::chat::ChatConsumer;
 use crate::config::{Bind, Config};
@@ -18,6 +19,7 @@ use crate::rooms::Rooms;
 /// The chat application: pages, WebSocket rooms and the push API.
 pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     let rooms = Rooms::default();
+    let announcer = Announcer::new(layer.clone());
     let push = PushState {
         layer: layer.clone(),
         rooms: rooms.clone(),
@@ -27,7 +29,9 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     Router::new()
         .with_channel_layer(layer)
         .with_settings(config.ws_settings())
-        .websocket("ws/chat/<str:room>/", move || ChatConsumer::new(rooms.clone()))
+        .websocket("ws/chat/<str:room>/", move || {
+            ChatConsumer::new(rooms.clone(), announcer.clone())
+        })
         .merge(crate::pages::routes())
         .merge(push_routes(push))
 }

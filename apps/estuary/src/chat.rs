@@ -5,15 +5,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use estuary::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::announce::{Announcer, Presence};
 use crate::rooms::Rooms;
+use crate::usernames::{self, NameProblem};
 
 /// The longest room name: the group `chat_{room}` must stay under Django's
 /// 100-character limit so that rooms can be shared with a Django process.
 pub const MAX_ROOM_LEN: usize = 94;
 /// The longest message, in characters after trimming.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
-/// The longest user name, in characters.
-pub const MAX_USERNAME_CHARS: usize = 50;
+pub use crate::usernames::MAX_USERNAME_CHARS;
 
 /// True for a valid room name: one to 94 of `[A-Za-z0-9_-]`.
 pub fn valid_room(room: &str) -> bool {
@@ -31,6 +32,10 @@ pub fn room_group(room: &str) -> Result<GroupName, ConsumerError> {
 /// Channel-layer events of a chat room. `chat.message` is what a Django
 /// tutorial consumer sends and handles (`chat_message`), so rooms can be
 /// shared with Django processes over Redis.
+///
+/// `verified` is true when the server authenticated the member named
+/// (absent, false, from guests, the push API, and Django code that does not
+/// set it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ChatEvent {
@@ -48,19 +53,51 @@ pub enum ChatEvent {
         /// When the server accepted it, in Unix milliseconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ts: Option<i64>,
+        /// The sender is signed in as `username`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        verified: bool,
     },
-    /// A named member arrived.
+    /// Named members arrived: `username` (the first), or all of `users`
+    /// when there are several.
     #[serde(rename = "user.join")]
     Join {
-        /// The member's name.
+        /// The (first) member's name.
         username: String,
+        /// The (first) member is signed in as `username`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        verified: bool,
+        /// Every member announced, in order, when more than one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<Member>,
     },
-    /// A named member left.
+    /// Named members left: `username` (the first), or all of `users` when
+    /// there are several.
     #[serde(rename = "user.leave")]
     Leave {
-        /// The member's name.
+        /// The (first) member's name.
         username: String,
+        /// The (first) member is signed in as `username`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        verified: bool,
+        /// Every member announced, in order, when more than one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<Member>,
     },
+}
+
+/// A member named in a join or leave announcement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's name.
+    pub username: String,
+    /// The member is signed in as `username`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verified: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn anonymous() -> String {
@@ -83,6 +120,8 @@ enum Outgoing<'a> {
         username: &'a str,
         id: &'a str,
         ts: i64,
+        #[serde(skip_serializing_if = "is_false")]
+        verified: bool,
     },
     ConnectionEstablished {
         message: &'a str,
@@ -95,37 +134,78 @@ enum Outgoing<'a> {
     UserJoin {
         username: &'a str,
         message: &'a str,
+        #[serde(skip_serializing_if = "is_false")]
+        verified: bool,
+        #[serde(skip_serializing_if = "<[Member]>::is_empty")]
+        users: &'a [Member],
     },
     UserLeave {
         username: &'a str,
         message: &'a str,
+        #[serde(skip_serializing_if = "is_false")]
+        verified: bool,
+        #[serde(skip_serializing_if = "<[Member]>::is_empty")]
+        users: &'a [Member],
     },
 }
 
 const INVALID_JSON: &str = "Invalid JSON format";
 const INVALID_MESSAGE: &str = "Invalid message";
 const SPOOFED: &str = "username does not match the signed-in user";
+/// The error frame for a guest's name with a control, bidirectional or
+/// invisible-only character (and the close reason at connect, code 4400).
+pub const INVALID_USERNAME: &str =
+    "Invalid username: control, bidirectional or invisible characters are not allowed";
+/// The error frame for a guest's name that looks like a signed-in member's
+/// in the room (and the close reason at connect, code 4409).
+pub const USERNAME_TAKEN: &str = "This name belongs to a signed-in member of the room; choose another";
+/// The close code for a connection whose `?username=` is refused as invalid.
+pub const CLOSE_INVALID_USERNAME: u16 = 4400;
+/// The close code for a connection whose `?username=` is a signed-in member's.
+pub const CLOSE_USERNAME_TAKEN: u16 = 4409;
 const UNDELIVERED: &str = "Message not delivered: the server cannot reach its channel layer; try again";
 
 /// One chat connection.
 #[derive(Debug)]
 pub struct ChatConsumer {
     rooms: Rooms,
+    announcer: Announcer,
     room: Option<String>,
     /// The member's name when known (authenticated, or `?username=`).
     known_name: Option<String>,
     authenticated: bool,
+    /// The folded name of a signed-in member, counted in `rooms`.
+    signed_in_key: Option<String>,
 }
 
 impl ChatConsumer {
-    /// A consumer that counts its room in `rooms`.
-    pub fn new(rooms: Rooms) -> Self {
+    /// A consumer that counts its room in `rooms` and announces named
+    /// members with `announcer`.
+    pub fn new(rooms: Rooms, announcer: Announcer) -> Self {
         Self {
             rooms,
+            announcer,
             room: None,
             known_name: None,
             authenticated: false,
+            signed_in_key: None,
         }
+    }
+
+    /// Refuses the connection after accepting it: an error frame, then a
+    /// close with `code` and the same text as its reason (a browser sees the
+    /// reason, where a refused handshake tells it nothing).
+    async fn refuse(ctx: &mut Context, code: u16, reason: &str) -> Result<Connect, ConsumerError> {
+        Self::error(ctx, reason).await?;
+        ctx.close(CloseCode::from(code), reason).await?;
+        Ok(Connect::accept())
+    }
+
+    fn member(&self) -> Option<Member> {
+        self.known_name.clone().map(|username| Member {
+            username,
+            verified: self.authenticated,
+        })
     }
 
     async fn error(ctx: &mut Context, message: &str) -> Result<(), ConsumerError> {
@@ -138,6 +218,15 @@ fn clean_username(raw: &str) -> Option<String> {
     (!name.is_empty() && name.chars().count() <= MAX_USERNAME_CHARS).then(|| name.to_owned())
 }
 
+/// The error frame's text for a guest name refused by [`usernames::check`].
+fn name_error(problem: NameProblem) -> &'static str {
+    match problem {
+        // As before names were checked for characters.
+        NameProblem::TooLong => INVALID_MESSAGE,
+        NameProblem::Forbidden(_) | NameProblem::Invisible => INVALID_USERNAME,
+    }
+}
+
 /// A chat message from a client, checked: the text and the name it goes
 /// out under.
 #[doc(hidden)] // Public for the fuzz harness (`fuzz/`), not an API.
@@ -147,6 +236,8 @@ pub struct ClientMessage {
     pub message: String,
     /// The sender's name: the authenticated name, the one given, or `Anonymous`.
     pub username: String,
+    /// A guest gave `username` in the frame (it is not the default).
+    pub guest_named: bool,
 }
 
 /// Reads a client's text frame (the protocol's "Client to server"); the
@@ -168,25 +259,29 @@ pub fn parse_client_message(
     if chars == 0 || chars > MAX_MESSAGE_CHARS {
         return Err(INVALID_MESSAGE);
     }
-    let username = match authenticated_as {
+    let (username, guest_named) = match authenticated_as {
         // A signed-in member writes under its own name: another one in the
         // frame is refused, not silently replaced.
         Some(name) => match fields.get("username") {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.trim() != name => {
                 return Err(SPOOFED);
             }
-            _ => name,
+            _ => (name, false),
         },
         None => match fields.get("username") {
-            None | Some(serde_json::Value::Null) => anonymous(),
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() => anonymous(),
-            Some(serde_json::Value::String(s)) => clean_username(s).ok_or(INVALID_MESSAGE)?,
+            None | Some(serde_json::Value::Null) => (anonymous(), false),
+            Some(serde_json::Value::String(s)) => match usernames::check(s) {
+                Ok(Some(name)) => (name, true),
+                Ok(None) => (anonymous(), false),
+                Err(problem) => return Err(name_error(problem)),
+            },
             Some(_) => return Err(INVALID_MESSAGE),
         },
     };
     Ok(ClientMessage {
         message: body.to_owned(),
         username,
+        guest_named,
     })
 }
 
@@ -207,19 +302,42 @@ impl Consumer for ChatConsumer {
             self.known_name = Some(user.name().to_owned());
             self.authenticated = true;
         } else {
-            self.known_name = ctx.scope().query_param("username").and_then(clean_username);
+            // A guest's name: refused with a control, bidirectional or
+            // invisible-only character, or when it looks like the name of a
+            // member signed in in this room.
+            self.known_name = match ctx.scope().query_param("username").map(usernames::check) {
+                None | Some(Ok(None)) => None,
+                Some(Err(problem)) => {
+                    let reason = match problem {
+                        NameProblem::TooLong => "Invalid username: over 50 characters",
+                        _ => INVALID_USERNAME,
+                    };
+                    return Self::refuse(ctx, CLOSE_INVALID_USERNAME, reason).await;
+                }
+                Some(Ok(Some(name))) => {
+                    if self.rooms.name_taken(&room, &name) {
+                        return Self::refuse(ctx, CLOSE_USERNAME_TAKEN, USERNAME_TAKEN).await;
+                    }
+                    Some(name)
+                }
+            };
         }
         let group = room_group(&room)?;
         ctx.group_add(&group).await?;
         self.rooms.join(&room);
-        self.room = Some(room);
+        if self.authenticated {
+            let key = usernames::fold(self.known_name.as_deref().unwrap_or_default());
+            self.rooms.sign_in(&room, &key);
+            self.signed_in_key = Some(key);
+        }
         ctx.send_json(&Outgoing::ConnectionEstablished {
             message: "Connected to chat room",
         })
         .await?;
-        if let Some(username) = self.known_name.clone() {
-            ctx.group_send(&group, &ChatEvent::Join { username }).await?;
+        if let Some(member) = self.member() {
+            self.announcer.announce(&room, Presence::Join, member);
         }
+        self.room = Some(room);
         Ok(Connect::accept())
     }
 
@@ -230,16 +348,24 @@ impl Consumer for ChatConsumer {
         let authenticated_as = self
             .authenticated
             .then(|| self.known_name.clone().unwrap_or_else(anonymous));
-        let ClientMessage { message, username } = match parse_client_message(&text, authenticated_as) {
+        let ClientMessage {
+            message,
+            username,
+            guest_named,
+        } = match parse_client_message(&text, authenticated_as) {
             Ok(parsed) => parsed,
             Err(reason) => return Self::error(ctx, reason).await,
         };
         let Some(room) = &self.room else { return Ok(()) };
+        if guest_named && self.rooms.name_taken(room, &username) {
+            return Self::error(ctx, USERNAME_TAKEN).await;
+        }
         let event = ChatEvent::Message {
             message,
             username,
             id: Some(uuid::Uuid::new_v4().simple().to_string()),
             ts: Some(now_millis()),
+            verified: self.authenticated,
         };
         match ctx.group_send(&room_group(room)?, &event).await {
             Ok(_) => Ok(()),
@@ -270,13 +396,14 @@ impl Consumer for ChatConsumer {
         ctx.send(frame(&event)?).await
     }
 
-    async fn disconnect(&mut self, ctx: &mut Context, _code: CloseCode) {
+    async fn disconnect(&mut self, _ctx: &mut Context, _code: CloseCode) {
         let Some(room) = self.room.take() else { return };
         self.rooms.leave(&room);
-        if let (Some(username), Ok(group)) = (self.known_name.clone(), room_group(&room)) {
-            if let Err(error) = ctx.group_send(&group, &ChatEvent::Leave { username }).await {
-                tracing::warn!(%error, %room, "could not announce a leave");
-            }
+        if let Some(key) = self.signed_in_key.take() {
+            self.rooms.sign_out(&room, &key);
+        }
+        if let Some(member) = self.member() {
+            self.announcer.announce(&room, Presence::Leave, member);
         }
     }
 }
@@ -289,6 +416,7 @@ fn frame(event: &ChatEvent) -> Result<WsMessage, serde_json::Error> {
             username,
             id,
             ts,
+            verified,
         } => {
             let fresh;
             let id = match id {
@@ -303,16 +431,40 @@ fn frame(event: &ChatEvent) -> Result<WsMessage, serde_json::Error> {
                 username,
                 id,
                 ts: ts.unwrap_or_else(now_millis),
+                verified: *verified,
             })
         }
-        ChatEvent::Join { username } => WsMessage::json(&Outgoing::UserJoin {
+        ChatEvent::Join {
             username,
-            message: &format!("{username} joined the room"),
-        }),
-        ChatEvent::Leave { username } => WsMessage::json(&Outgoing::UserLeave {
+            verified,
+            users,
+        } => WsMessage::json(&Outgoing::UserJoin {
             username,
-            message: &format!("{username} left the room"),
+            message: &format!("{} joined the room", who(username, users)),
+            verified: *verified,
+            users,
         }),
+        ChatEvent::Leave {
+            username,
+            verified,
+            users,
+        } => WsMessage::json(&Outgoing::UserLeave {
+            username,
+            message: &format!("{} left the room", who(username, users)),
+            verified: *verified,
+            users,
+        }),
+    }
+}
+
+/// Who an announcement names, for its `message`: `alice`, `alice and bob`,
+/// `alice, bob and carol`, `alice, bob and 98 others`.
+fn who(username: &str, users: &[Member]) -> String {
+    match users {
+        [] | [_] => username.to_owned(),
+        [a, b] => format!("{} and {}", a.username, b.username),
+        [a, b, c] => format!("{}, {} and {}", a.username, b.username, c.username),
+        [a, b, rest @ ..] => format!("{}, {} and {} others", a.username, b.username, rest.len()),
     }
 }
 
@@ -346,13 +498,14 @@ mod tests {
             username,
             id,
             ts,
+            verified,
         } = m.decode().unwrap()
         else {
             panic!()
         };
         assert_eq!(
-            (message.as_str(), username.as_str(), id, ts),
-            ("hi", "dj", None, None)
+            (message.as_str(), username.as_str(), id, ts, verified),
+            ("hi", "dj", None, None, false)
         );
     }
 }

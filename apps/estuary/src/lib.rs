@@ -1,6 +1,7 @@
 //! The `estuary` binary's application: the chat rooms, their pages and the
 //! HTTP push API, configured from a file, `ESTUARY_*` variables and flags.
 
+pub mod announce;
 pub mod app;
 pub mod auth;
 pub mod chat;
@@ -8,3 +9,4 @@ pub mod config;
 pub mod pages;
 pub mod push;
 pub mod rooms;
+pub mod usernames;

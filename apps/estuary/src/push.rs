@@ -252,6 +252,7 @@ async fn room_post(
         username,
         id: Some(uuid::Uuid::new_v4().simple().to_string()),
         ts: Some(now_millis()),
+        verified: false,
     };
     let group = room_group(&room).map_err(|e| error(StatusCode::NOT_FOUND, e.to_string()))?;
     let message =

@@ -1,14 +1,18 @@
-//! Who is in which room right now (for the room picker).
+//! Who is in which room right now: the room picker's counts, and the
+//! signed-in members whose names guests may not take.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// The number of open connections per chat room in this process.
+/// The number of open connections per chat room in this process, and the
+/// names (folded with [`crate::usernames::fold`]) of the signed-in members
+/// in each.
 #[derive(Debug, Clone, Default)]
 pub struct Rooms {
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    signed_in: Arc<Mutex<HashMap<String, HashMap<String, usize>>>>,
 }
 
 /// One room and how many connections it has.
@@ -36,6 +40,49 @@ impl Rooms {
                 counts.remove(room);
             }
         }
+    }
+
+    /// Counts a signed-in member in `room`, under the folded `key` of its
+    /// name (one member may have several connections).
+    pub fn sign_in(&self, room: &str, key: &str) {
+        let mut rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        *rooms
+            .entry(room.to_owned())
+            .or_default()
+            .entry(key.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts one connection of a signed-in member fewer in `room`.
+    pub fn sign_out(&self, room: &str, key: &str) {
+        let mut rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(names) = rooms.get_mut(room) else { return };
+        if let Some(n) = names.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                names.remove(key);
+            }
+        }
+        if names.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
+    /// True when a member signed in under the folded name `key` is in `room`
+    /// (in this process).
+    pub fn is_signed_in(&self, room: &str, key: &str) -> bool {
+        let rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.get(room).is_some_and(|names| names.contains_key(key))
+    }
+
+    /// True when `name` looks like the name of a member signed in in `room`
+    /// (in this process): equal under [`crate::usernames::fold`]. The name
+    /// is folded only when the room has signed-in members.
+    pub fn name_taken(&self, room: &str, name: &str) -> bool {
+        let rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .get(room)
+            .is_some_and(|names| names.contains_key(&crate::usernames::fold(name)))
     }
 
     /// The occupied rooms, busiest first.
@@ -73,5 +120,23 @@ mod tests {
         rooms.leave("a");
         rooms.leave("a");
         assert_eq!(rooms.list().len(), 1);
+    }
+
+    #[test]
+    fn signed_in_names_per_room() {
+        let rooms = Rooms::default();
+        rooms.sign_in("a", "alice");
+        rooms.sign_in("a", "alice");
+        assert!(rooms.is_signed_in("a", "alice"));
+        assert!(!rooms.is_signed_in("b", "alice"));
+        rooms.sign_out("a", "alice");
+        assert!(rooms.is_signed_in("a", "alice"), "one connection is left");
+        rooms.sign_out("a", "alice");
+        rooms.sign_out("a", "alice");
+        assert!(!rooms.is_signed_in("a", "alice"));
+        assert!(
+            rooms.signed_in.lock().unwrap().is_empty(),
+            "empty rooms are forgotten"
+        );
     }
 }

@@ -346,11 +346,13 @@ async fn a_chat_connection_future_stays_small() {
     use estuary::{ChannelLayerHandle, Scope, Session, SessionConfig};
 
     let rooms = estuary_app::rooms::Rooms::default();
+    let layer = ChannelLayerHandle::default();
+    let announcer = estuary_app::announce::Announcer::new(layer.clone());
     let scope = Scope::builder("/ws/chat/lobby/").param("room", "lobby").build();
     let (session, _accept) = Session::open(
-        estuary_app::chat::ChatConsumer::new(rooms),
+        estuary_app::chat::ChatConsumer::new(rooms, announcer),
         scope,
-        ChannelLayerHandle::default(),
+        layer,
         SessionConfig::default(),
     )
     .await

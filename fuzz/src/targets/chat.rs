@@ -9,6 +9,7 @@ use bytes::Bytes;
 use estuary_app::chat::{
     ChatConsumer, ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, parse_client_message,
 };
+use estuary_app::usernames;
 use estuary_core::{Consumer, Message, WsMessage};
 
 use crate::{Trail, text};
@@ -32,6 +33,20 @@ pub fn run(data: &[u8]) -> u64 {
                 assert!(m.username.chars().count() <= MAX_USERNAME_CHARS);
                 if is_auth {
                     assert_eq!(m.username, "alice", "the authenticated name wins");
+                    assert!(!m.guest_named);
+                } else if m.guest_named {
+                    // A guest's name passed the checks: no control,
+                    // bidirectional or invisible-only name goes out.
+                    assert_eq!(usernames::check(&m.username), Ok(Some(m.username.clone())));
+                    assert!(
+                        !m.username.chars().any(usernames::forbidden_char),
+                        "{:?}",
+                        m.username
+                    );
+                    check_fold(&m.username);
+                    trail.note("guest named");
+                } else {
+                    assert_eq!(m.username, "Anonymous");
                 }
             }
             Err(reason) => trail.note(reason),
@@ -69,6 +84,14 @@ pub fn run(data: &[u8]) -> u64 {
     trail.finish()
 }
 
+/// The confusable key of a name: never empty for a visible name, and blind
+/// to an invisible character appended.
+fn check_fold(name: &str) {
+    let key = usernames::fold(name);
+    assert!(!key.is_empty(), "{name:?} folds to nothing");
+    assert_eq!(usernames::fold(&format!("{name}\u{200b}")), key, "{name:?}");
+}
+
 fn kind(event: &ChatEvent) -> &'static str {
     match event {
         ChatEvent::Message { .. } => "chat_message",
@@ -101,9 +124,27 @@ fn check_event(event: &ChatEvent) {
             assert_eq!(json["message"], message.as_str());
             assert_eq!(json["username"], username.as_str());
             assert!(json["ts"].is_i64() && json["id"].is_string(), "{text}");
+            let verified = matches!(event, ChatEvent::Message { verified: true, .. });
+            assert_eq!(json["verified"].as_bool().unwrap_or(false), verified, "{text}");
         }
-        ChatEvent::Join { username } | ChatEvent::Leave { username } => {
+        ChatEvent::Join {
+            username,
+            verified,
+            users,
+        }
+        | ChatEvent::Leave {
+            username,
+            verified,
+            users,
+        } => {
             assert_eq!(json["username"], username.as_str());
+            assert_eq!(json["verified"].as_bool().unwrap_or(false), *verified, "{text}");
+            assert_eq!(
+                json["users"].as_array().map_or(0, Vec::len),
+                users.len(),
+                "{text}"
+            );
+            assert!(json["message"].is_string(), "{text}");
         }
     }
 }
@@ -118,6 +159,14 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"\"user.leave\"",
     b"\"id\"",
     b"\"ts\"",
+    b"\"verified\"",
+    b"\"users\"",
+    b"\\u202e",
+    b"\\u200b",
+    b"\\ufeff",
+    b"\\u001b",
+    b"\xe2\x80\x8b",
+    b"\xd0\xb0lice",
     b"null",
     b"true",
     b"1e400",

@@ -67,6 +67,25 @@ pub fn run(data: &[u8]) -> u64 {
         let group = estuary_app::chat::room_group(&raw);
         assert!(group.is_ok(), "room {raw:?} is valid but its group is not");
     }
+    // The chat app's guest names: a checked name has no forbidden character
+    // and something visible; folding never panics and ignores a trailing
+    // invisible character.
+    match estuary_app::usernames::check(&raw) {
+        Ok(Some(name)) => {
+            trail.note("guest name");
+            assert!(!name.chars().any(estuary_app::usernames::forbidden_char));
+            assert!(name.chars().count() <= estuary_app::usernames::MAX_USERNAME_CHARS);
+            let key = estuary_app::usernames::fold(&name);
+            assert!(!key.is_empty(), "{name:?} folds to nothing");
+            assert_eq!(
+                estuary_app::usernames::fold(&format!("{name}\u{2060}")),
+                key,
+                "{name:?}"
+            );
+        }
+        Ok(None) => trail.note("no guest name"),
+        Err(problem) => trail.note(std::mem::discriminant(&problem)),
+    }
     trail.finish()
 }
 
