@@ -122,7 +122,7 @@ impl Announcer {
         let group = match room_group(room) {
             Ok(group) => group,
             Err(error) => {
-                tracing::warn!(%error, %room, "no group for the room; announcements dropped");
+                estuary::throttled!(warn, %error, %room, "no group for the room; announcements dropped");
                 return;
             }
         };
@@ -144,7 +144,7 @@ impl Announcer {
             }
         }
         if let Some(error) = last_error {
-            tracing::warn!(%error, %room, frames = failed, "could not announce joins or leaves");
+            estuary::throttled!(warn, %error, %room, frames = failed, "could not announce joins or leaves (is the channel layer reachable?)");
         }
     }
 }

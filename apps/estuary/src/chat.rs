@@ -372,7 +372,7 @@ impl Consumer for ChatConsumer {
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
             Err(ConsumerError::ChannelLayer(error)) => {
-                tracing::warn!(%error, "chat message not delivered: channel layer unavailable");
+                estuary::throttled!(warn, %error, "chat message not delivered (the sender got an error frame): is the channel layer reachable?");
                 Self::error(ctx, UNDELIVERED).await
             }
             Err(other) => Err(other),
@@ -386,7 +386,7 @@ impl Consumer for ChatConsumer {
         match frame(event) {
             Ok(frame) => Some(frame),
             Err(error) => {
-                tracing::warn!(%error, "cannot render a chat event; each member renders its own");
+                estuary::throttled!(warn, %error, "cannot render a chat event; each member renders its own");
                 None
             }
         }

@@ -152,7 +152,10 @@ async fn a_deleted_group_key_is_reported_to_the_members_who_missed_messages() {
     }
     let took = deleted.elapsed();
     println!("members told {took:?} after the group key was deleted (check every {check:?})");
-    assert!(took < check + Duration::from_secs(2), "told within the check (+2 s slack)");
+    assert!(
+        took < check + Duration::from_secs(2),
+        "told within the check (+2 s slack)"
+    );
     assert_eq!(a.memberships_repaired(), 2);
     // Counted just after the members were told (the check task may still be
     // at it while this test reads their receives).
@@ -234,7 +237,10 @@ async fn an_overwritten_process_queue_is_reported_to_its_channels() {
     );
     let took = overwritten.elapsed();
     println!("told {took:?} after the process queue was written over (check every {check:?})");
-    assert!(took < check + Duration::from_secs(2), "told within the check (+2 s slack)");
+    assert!(
+        took < check + Duration::from_secs(2),
+        "told within the check (+2 s slack)"
+    );
     // Taken back: messages flow again.
     let start = Instant::now();
     loop {

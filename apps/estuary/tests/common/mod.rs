@@ -224,3 +224,54 @@ impl Client {
         let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
     }
 }
+
+/// The log lines the server writes on this test's thread (a `#[tokio::test]`
+/// runtime has one thread, so the server's tasks log there too). The
+/// throttles are process-wide: a test counting lines has a file of its own.
+#[derive(Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Captures INFO and above on this thread until the guard is dropped.
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lines containing `text`.
+    pub fn matching(&self, text: &str) -> Vec<String> {
+        self.lines().into_iter().filter(|l| l.contains(text)).collect()
+    }
+}
+
+/// The `held_back=N` of a throttled log line (0 when it has none).
+pub fn held_back(line: &str) -> u64 {
+    line.split("held_back=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
