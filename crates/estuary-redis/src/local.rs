@@ -89,6 +89,23 @@ impl LocalQueue {
         true
     }
 
+    /// Records that messages for this channel may have been lost outside
+    /// the buffer (the pub/sub layer's subscription to it was down for a
+    /// while): a connection's own channel reports it at its next
+    /// [`pop`](Self::pop) as one lost message, since how many were
+    /// published meanwhile is unknown. False (nothing recorded) for a
+    /// worker channel, which does not report losses, or a closed one.
+    pub(crate) fn mark_gap(&self) -> bool {
+        if !self.reports_loss || self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut buffer = self.items();
+        buffer.lost = buffer.lost.saturating_add(1);
+        drop(buffer);
+        self.ready.notify_one();
+        true
+    }
+
     /// Waits for the next unexpired message, or `Err(n)` when `n` messages
     /// were dropped for want of room since the last report (own channels
     /// only, ahead of what is still buffered); `None` once closed.

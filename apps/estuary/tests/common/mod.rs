@@ -50,6 +50,17 @@ impl TestServer {
 
     pub async fn with_config(config: Config) -> Self {
         let service = estuary_app::app::service(&config).expect("the application");
+        Self::serve(config, service).await
+    }
+
+    /// The application on a channel layer the test made (and keeps, to
+    /// read its counters).
+    pub async fn with_layer(config: Config, layer: estuary::ChannelLayerHandle) -> Self {
+        let service = estuary_app::app::service_with_layer(&config, layer).expect("the application");
+        Self::serve(config, service).await
+    }
+
+    async fn serve(config: Config, service: estuary_app::app::AppService) -> Self {
         let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap()
