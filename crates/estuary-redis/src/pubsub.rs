@@ -234,17 +234,28 @@ impl Inner {
         names
     }
 
-    async fn sink(&self, name: &str) -> Result<PubSubSink, ChannelLayerError> {
+    /// Waits (up to the command timeout) until the subscriber connection
+    /// for `name`'s host is up. Never called holding `subscriptions`: the
+    /// subscriber task takes it to bring the connection up.
+    async fn connected(&self, name: &str) -> Result<(), ChannelLayerError> {
         let mut rx = self.shards[self.shard(name)].sink.subscribe();
         let waited = tokio::time::timeout(self.config.command_timeout, rx.wait_for(Option::is_some)).await;
         match waited {
-            Ok(Ok(sink)) => sink.clone().ok_or_else(|| unavailable(NotConnected)),
+            Ok(Ok(_)) => Ok(()),
             _ => Err(unavailable(NotConnected)),
         }
     }
 
+    /// The subscriber connection for `name`'s host, if it is up now.
+    fn sink(&self, name: &str) -> Option<PubSubSink> {
+        self.shards[self.shard(name)].sink.borrow().clone()
+    }
+
+    /// Subscribes to `name` on its host's connection, which must be up
+    /// (call [`connected`](Self::connected) first). Called holding
+    /// `subscriptions`.
     async fn subscribe(&self, name: &str) -> Result<(), ChannelLayerError> {
-        let mut sink = self.sink(name).await?;
+        let mut sink = self.sink(name).ok_or_else(|| unavailable(NotConnected))?;
         let within = self.config.command_timeout;
         match tokio::time::timeout(within, sink.subscribe(name)).await {
             Ok(done) => done.map_err(unavailable),
@@ -252,10 +263,14 @@ impl Inner {
         }
     }
 
+    /// Unsubscribes from `name` if its host's connection is up (a new
+    /// connection subscribes only to what is still needed). Called holding
+    /// `subscriptions`.
     async fn unsubscribe(&self, name: &str) {
-        if let Ok(mut sink) = self.sink(name).await {
-            if let Err(error) = sink.unsubscribe(name).await {
-                tracing::debug!(%error, %name, "unsubscribe failed");
+        if let Some(mut sink) = self.sink(name) {
+            let done = tokio::time::timeout(self.config.command_timeout, sink.unsubscribe(name)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                tracing::debug!(%name, "unsubscribe failed");
             }
         }
     }
@@ -351,9 +366,33 @@ impl std::fmt::Display for Loss {
 }
 
 impl Inner {
+    /// Subscribes a new connection to `shard` to everything this process
+    /// needs there, and makes it the one subscription changes go through.
+    /// Holds `subscriptions` throughout, so that no change is missed
+    /// between the list and the switch.
+    async fn resubscribe(
+        &self,
+        shard: usize,
+        mut sink: PubSubSink,
+        down_since: Option<Instant>,
+    ) -> Result<(), String> {
+        let _guard = self.subscriptions.lock().await;
+        let names = self.subscriptions(shard);
+        if !names.is_empty() {
+            let within = self.config.command_timeout;
+            match tokio::time::timeout(within, sink.subscribe(&names)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(format!("SUBSCRIBE failed: {error}")),
+                Err(_) => return Err(format!("no answer to SUBSCRIBE within {within:?}")),
+            }
+        }
+        self.now_connected(shard, sink, down_since);
+        Ok(())
+    }
+
     /// A subscriber connection to `shard` is up, with this process's
     /// subscriptions there: subscription changes go through `sink` now.
-    fn connected(&self, shard: usize, sink: PubSubSink, down_since: Option<Instant>) {
+    fn now_connected(&self, shard: usize, sink: PubSubSink, down_since: Option<Instant>) {
         let s = &self.shards[shard];
         s.sink.send_replace(Some(sink));
         s.healthy.store(true, Ordering::Relaxed);
@@ -436,27 +475,12 @@ async fn subscriber(inner: Weak<Inner>, shard: usize, client: redis::Client, tok
         };
         let failure = match connected {
             Ok(Ok(pubsub)) => {
-                let (mut sink, stream) = pubsub.split();
-                let Some((names, within)) = inner
-                    .upgrade()
-                    .map(|layer| (layer.subscriptions(shard), layer.config.command_timeout))
-                else {
-                    return;
-                };
-                let subscribed = if names.is_empty() {
-                    Ok(())
-                } else {
-                    match tokio::time::timeout(within, sink.subscribe(&names)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(error)) => Err(format!("SUBSCRIBE failed: {error}")),
-                        Err(_) => Err(format!("no answer to SUBSCRIBE within {within:?}")),
-                    }
-                };
+                let (sink, stream) = pubsub.split();
+                let Some(layer) = inner.upgrade() else { return };
+                let subscribed = layer.resubscribe(shard, sink.clone(), down_since).await;
+                drop(layer);
                 match subscribed {
                     Ok(()) => {
-                        let Some(layer) = inner.upgrade() else { return };
-                        layer.connected(shard, sink.clone(), down_since);
-                        drop(layer);
                         let up = Instant::now();
                         let Some(loss) = read(&inner, sink, stream, &token).await else {
                             return;
@@ -547,13 +571,14 @@ async fn read(
 impl ChannelLayer for RedisPubSubChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let inner = &self.inner;
-        let _guard = inner.subscriptions.lock().await;
         let name = format!(
             "{}specific.{}",
             inner.config.prefix,
             uuid::Uuid::new_v4().simple()
         );
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
+        inner.connected(name.as_str()).await?;
+        let _guard = inner.subscriptions.lock().await;
         let queue = Arc::new(LocalQueue::reporting(
             inner.config.layer.capacity_for(name.as_str()),
         ));
@@ -606,8 +631,14 @@ impl ChannelLayer for RedisPubSubChannelLayer {
             }
         };
         if created {
-            let _guard = inner.subscriptions.lock().await;
-            if let Err(error) = inner.subscribe(channel.as_str()).await {
+            let subscribed = match inner.connected(channel.as_str()).await {
+                Ok(()) => {
+                    let _guard = inner.subscriptions.lock().await;
+                    inner.subscribe(channel.as_str()).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = subscribed {
                 lock(&inner.local).remove(channel);
                 return Err(error);
             }
@@ -621,6 +652,8 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
+        let name = inner.group_channel(group);
+        inner.connected(&name).await?;
         let _guard = inner.subscriptions.lock().await;
         let first = {
             let mut groups = lock(&inner.groups);
@@ -630,13 +663,15 @@ impl ChannelLayer for RedisPubSubChannelLayer {
             first
         };
         // The group's first member here subscribes to it; a later one only
-        // checks that the subscription is up (a member added while it is
-        // down would miss messages without being told).
-        let name = inner.group_channel(group);
+        // checks that the subscription is still up (a member added while it
+        // is down would miss messages without being told; one added before
+        // it is found down is told).
         let subscribed = if first {
             inner.subscribe(&name).await
+        } else if inner.sink(&name).is_some() {
+            Ok(())
         } else {
-            inner.sink(&name).await.map(|_| ())
+            Err(unavailable(NotConnected))
         };
         if let Err(error) = subscribed {
             let mut groups = lock(&inner.groups);

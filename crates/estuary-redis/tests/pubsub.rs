@@ -218,7 +218,9 @@ async fn a_lost_subscriber_is_reported_to_its_members_only() {
     let first = common::RedisServer::start();
     let mut second = common::RedisServer::start();
     let prefix = common::unique_prefix();
-    let config = RedisConfig::new([first.url(), second.url()]).with_prefix(&prefix);
+    let config = RedisConfig::new([first.url(), second.url()])
+        .with_prefix(&prefix)
+        .with_command_timeout(Duration::from_secs(1));
     let layer = RedisPubSubChannelLayer::new(config).unwrap();
     let (g0, g1) = (group_on(&prefix, 0), group_on(&prefix, 1));
     // x: own channel and group on the first host; y: own channel on the
@@ -256,6 +258,16 @@ async fn a_lost_subscriber_is_reported_to_its_members_only() {
             .unwrap();
         assert_eq!(m.to_json()["n"], 1, "{c}");
     }
+    // While the host is down, nobody joins a group there (they would miss
+    // messages untold), and leaving does not wait for it.
+    let refused = layer.group_add(&g1, &x).await;
+    assert!(
+        matches!(refused, Err(estuary_core::ChannelLayerError::Unavailable(_))),
+        "{refused:?}"
+    );
+    tokio::time::timeout(Duration::from_millis(500), layer.close_channel(&z))
+        .await
+        .expect("closing a channel waited for the lost host");
 
     let _second = common::RedisServer::start_on(second.port);
     wait_for("the second host's subscriber back", || layer.is_available()).await;
