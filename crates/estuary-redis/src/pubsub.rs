@@ -425,9 +425,10 @@ impl Inner {
                 connections_told = told,
                 worker_channels = workers,
                 held_back,
-                "Redis pub/sub subscriber lost ({loss}): what is published there until it is back \
-                 is lost; {told} connections were told they may have missed messages (they close 1013, \
-                 or count the loss, per their slow-client policy); reconnecting"
+                "Redis pub/sub subscriber lost: what is published on that host until it is back \
+                 reaches no one here; the connections receiving through it were told they may have \
+                 missed messages (they close 1013, or count the loss, per their slow-client policy); \
+                 reconnecting"
             );
         }
     }
