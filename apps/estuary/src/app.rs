@@ -116,10 +116,31 @@ pub fn service(config: &Config) -> anyhow::Result<AppService> {
 /// [`service`], and the authenticator in it (to connect it at startup
 /// with [`AppAuth::ready`]).
 pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth)> {
+    assemble(config, channel_layer(config)?)
+}
+
+/// [`service`] on a channel layer made by the caller instead of the
+/// configured one: for tests that keep the layer to read its counters (the
+/// Redis pub/sub layer's reconnects, say).
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use estuary::ChannelLayerHandle;
+/// use estuary::redis::{RedisConfig, RedisPubSubChannelLayer};
+/// use estuary_app::config::Config;
+///
+/// let layer = RedisPubSubChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+/// let service = estuary_app::app::service_with_layer(&Config::default(), ChannelLayerHandle::new(layer.clone()))?;
+/// # Ok(()) }
+/// ```
+pub fn service_with_layer(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<AppService> {
+    Ok(assemble(config, layer)?.0)
+}
+
+fn assemble(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<(AppService, AppAuth)> {
     let hosts = config.allowed_hosts()?;
     let origins = origin_layer(config)?;
     let auth = AppAuth::from_config(config)?;
-    let layer = channel_layer(config)?;
     let service: RouterService = router(config, layer).into_service();
     Ok((
         hosts

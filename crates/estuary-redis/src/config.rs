@@ -28,6 +28,7 @@ pub struct RedisConfig {
     pub(crate) receive_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) membership_check: Duration,
+    pub(crate) pubsub_keepalive: Duration,
 }
 
 impl RedisConfig {
@@ -58,6 +59,7 @@ impl RedisConfig {
             receive_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             membership_check: Duration::from_secs(2),
+            pubsub_keepalive: Duration::from_secs(10),
         }
     }
 
@@ -139,6 +141,33 @@ impl RedisConfig {
     /// How often memberships are checked (see [`with_membership_check`](Self::with_membership_check)).
     pub fn membership_check(&self) -> Duration {
         self.membership_check
+    }
+
+    /// How often the pub/sub layer pings each of its subscriber connections
+    /// (default 10 s, at least 100 ms). A connection that does not answer
+    /// within the command timeout is dropped and made again, and the
+    /// members it was receiving for are told they may have missed messages
+    /// (see [`RedisPubSubChannelLayer`](crate::RedisPubSubChannelLayer)).
+    /// The core layer does not use it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new(["redis://127.0.0.1:6379/0"]);
+    /// assert_eq!(config.pubsub_keepalive(), Duration::from_secs(10));
+    /// let config = config.with_pubsub_keepalive(Duration::from_secs(2));
+    /// assert_eq!(config.pubsub_keepalive(), Duration::from_secs(2));
+    /// ```
+    pub fn with_pubsub_keepalive(mut self, interval: Duration) -> Self {
+        self.pubsub_keepalive = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How often the pub/sub layer pings its subscriber connections (see
+    /// [`with_pubsub_keepalive`](Self::with_pubsub_keepalive)).
+    pub fn pubsub_keepalive(&self) -> Duration {
+        self.pubsub_keepalive
     }
 
     /// The hosts, in ring order.

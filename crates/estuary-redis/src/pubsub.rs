@@ -1,16 +1,18 @@
 //! `RedisPubSubChannelLayer`: channels_redis's pub/sub layer, in Rust.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
+    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError, Throttle,
 };
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,22 @@ use crate::shard::shard_index;
 /// Channel names have no `!`: `{prefix}specific.<uuid>`, as in Python.
 /// One subscriber connection per host resubscribes everything after a
 /// reconnect; publishes go over a separate connection.
+///
+/// Each subscriber connection is pinged every
+/// [`RedisConfig::pubsub_keepalive`] (10 s by default) while it keeps
+/// delivering. When one is lost (Redis restarted or shut down, the network
+/// failed, a ping unanswered within the command timeout), what is published
+/// on that host until it is back reaches no one in this process, so no loss
+/// is silent: every connection that was receiving through it (its own
+/// channel, or a group, on that host) gets [`ChannelLayerError::Lost`]
+/// with a count of 1 at its next receive (how many were published meanwhile
+/// is unknown), and its session applies its slow-client policy (close 1013,
+/// or count the loss). Connections receiving only through other hosts are
+/// not affected. The loss is logged, at most once per 10 s with a count of
+/// the others, and counted ([`subscriber_reconnects`](Self::subscriber_reconnects));
+/// the layer is unavailable until the connection is back, and a
+/// [`group_add`](ChannelLayer::group_add) or a new channel on that host
+/// waits for it (up to the command timeout) or fails.
 ///
 /// ```no_run
 /// use estuary_core::ChannelLayerHandle;
@@ -70,6 +88,14 @@ struct Inner {
     /// one name never cross.
     subscriptions: tokio::sync::Mutex<()>,
     dropped: AtomicU64,
+    /// Subscriber connections lost (each is then made again).
+    reconnects: AtomicU64,
+    /// Keepalive pings sent on subscriber connections.
+    pings: AtomicU64,
+    lost_log: Throttle,
+    restored_log: Throttle,
+    connect_log: Throttle,
+    bad_message_log: Throttle,
     shutdown: CancellationToken,
 }
 
@@ -86,6 +112,14 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ChannelLaye
 #[derive(Debug, thiserror::Error)]
 #[error("Redis subscriber connection not established within the command timeout")]
 struct NotConnected;
+
+#[derive(Debug, thiserror::Error)]
+#[error("no answer to SUBSCRIBE on the Redis subscriber connection within {0:?}")]
+struct NoAnswer(Duration);
+
+/// At most one log line per this, per kind, per layer (with a count of the
+/// lines held back).
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for RedisPubSubChannelLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,6 +159,12 @@ impl RedisPubSubChannelLayer {
             group_prefix: format!("{}__group__", config.prefix),
             subscriptions: tokio::sync::Mutex::new(()),
             dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            lost_log: Throttle::new(LOG_EVERY),
+            restored_log: Throttle::new(LOG_EVERY),
+            connect_log: Throttle::new(LOG_EVERY),
+            bad_message_log: Throttle::new(LOG_EVERY),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -151,6 +191,30 @@ impl RedisPubSubChannelLayer {
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
     }
+
+    /// How many times a subscriber connection was lost (and made again,
+    /// once its host answers), over every host: zero while Redis and the
+    /// network hold. Each loss is logged and told to the connections that
+    /// were receiving through it.
+    ///
+    /// ```no_run
+    /// use estuary_redis::{RedisConfig, RedisPubSubChannelLayer};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RedisPubSubChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+    /// assert_eq!(layer.subscriber_reconnects(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn subscriber_reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// How many keepalive pings were sent on subscriber connections (one
+    /// per host every [`RedisConfig::pubsub_keepalive`], the next only once
+    /// the previous one is answered or failed).
+    pub fn keepalive_pings(&self) -> u64 {
+        self.inner.pings.load(Ordering::Relaxed)
+    }
 }
 
 impl Inner {
@@ -170,23 +234,43 @@ impl Inner {
         names
     }
 
-    async fn sink(&self, name: &str) -> Result<PubSubSink, ChannelLayerError> {
+    /// Waits (up to the command timeout) until the subscriber connection
+    /// for `name`'s host is up. Never called holding `subscriptions`: the
+    /// subscriber task takes it to bring the connection up.
+    async fn connected(&self, name: &str) -> Result<(), ChannelLayerError> {
         let mut rx = self.shards[self.shard(name)].sink.subscribe();
         let waited = tokio::time::timeout(self.config.command_timeout, rx.wait_for(Option::is_some)).await;
         match waited {
-            Ok(Ok(sink)) => sink.clone().ok_or_else(|| unavailable(NotConnected)),
+            Ok(Ok(_)) => Ok(()),
             _ => Err(unavailable(NotConnected)),
         }
     }
 
-    async fn subscribe(&self, name: &str) -> Result<(), ChannelLayerError> {
-        self.sink(name).await?.subscribe(name).await.map_err(unavailable)
+    /// The subscriber connection for `name`'s host, if it is up now.
+    fn sink(&self, name: &str) -> Option<PubSubSink> {
+        self.shards[self.shard(name)].sink.borrow().clone()
     }
 
+    /// Subscribes to `name` on its host's connection, which must be up
+    /// (call [`connected`](Self::connected) first). Called holding
+    /// `subscriptions`.
+    async fn subscribe(&self, name: &str) -> Result<(), ChannelLayerError> {
+        let mut sink = self.sink(name).ok_or_else(|| unavailable(NotConnected))?;
+        let within = self.config.command_timeout;
+        match tokio::time::timeout(within, sink.subscribe(name)).await {
+            Ok(done) => done.map_err(unavailable),
+            Err(_) => Err(unavailable(NoAnswer(within))),
+        }
+    }
+
+    /// Unsubscribes from `name` if its host's connection is up (a new
+    /// connection subscribes only to what is still needed). Called holding
+    /// `subscriptions`.
     async fn unsubscribe(&self, name: &str) {
-        if let Ok(mut sink) = self.sink(name).await {
-            if let Err(error) = sink.unsubscribe(name).await {
-                tracing::debug!(%error, %name, "unsubscribe failed");
+        if let Some(mut sink) = self.sink(name) {
+            let done = tokio::time::timeout(self.config.command_timeout, sink.unsubscribe(name)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                tracing::debug!(%name, "unsubscribe failed");
             }
         }
     }
@@ -203,7 +287,9 @@ impl Inner {
             Some(c) => match c.decrypt(payload) {
                 Ok(b) => Bytes::from(b),
                 Err(error) => {
-                    tracing::warn!(%error, %channel, "undecryptable pub/sub message; dropped");
+                    if let Some(held_back) = self.bad_message_log.allow(Instant::now()) {
+                        tracing::warn!(%error, %channel, held_back, "undecryptable pub/sub message; dropped");
+                    }
                     return;
                 }
             },
@@ -212,7 +298,9 @@ impl Inner {
         let message = match Message::from_msgpack(body) {
             Ok(m) => m,
             Err(error) => {
-                tracing::warn!(%error, %channel, "undecodable pub/sub message; dropped");
+                if let Some(held_back) = self.bad_message_log.allow(Instant::now()) {
+                    tracing::warn!(%error, %channel, held_back, "undecodable pub/sub message; dropped");
+                }
                 return;
             }
         };
@@ -241,86 +329,257 @@ impl Inner {
     }
 }
 
+/// How long a subscriber connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first wait before connecting again after a failure; it doubles with
+/// each failure in a row, up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two connection attempts: Redis back is found
+/// within this.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a connection must have lived for the backoff to start again
+/// from [`MIN_BACKOFF`] after it is lost.
+const STABLE: Duration = Duration::from_secs(1);
+
+/// Why a subscriber connection was given up.
+#[derive(Debug)]
+enum Loss {
+    /// Its stream ended: Redis closed the connection (a restart, a shutdown,
+    /// `CLIENT KILL`, an output buffer limit) or the network failed.
+    Closed,
+    /// A keepalive `PING` had no answer within the command timeout.
+    NoPong(Duration),
+    /// A keepalive `PING` failed.
+    PingFailed(redis::RedisError),
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Closed => f.write_str(
+                "the connection was closed (Redis restarted or shut down, the client was killed, or the network failed)",
+            ),
+            Loss::NoPong(within) => write!(f, "no answer to a keepalive PING within {within:?}"),
+            Loss::PingFailed(error) => write!(f, "a keepalive PING failed: {error}"),
+        }
+    }
+}
+
+impl Inner {
+    /// Subscribes a new connection to `shard` to everything this process
+    /// needs there, and makes it the one subscription changes go through.
+    /// Holds `subscriptions` throughout, so that no change is missed
+    /// between the list and the switch.
+    async fn resubscribe(
+        &self,
+        shard: usize,
+        mut sink: PubSubSink,
+        down_since: Option<Instant>,
+    ) -> Result<(), String> {
+        let _guard = self.subscriptions.lock().await;
+        let names = self.subscriptions(shard);
+        if !names.is_empty() {
+            let within = self.config.command_timeout;
+            match tokio::time::timeout(within, sink.subscribe(&names)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(format!("SUBSCRIBE failed: {error}")),
+                Err(_) => return Err(format!("no answer to SUBSCRIBE within {within:?}")),
+            }
+        }
+        self.now_connected(shard, sink, down_since);
+        Ok(())
+    }
+
+    /// A subscriber connection to `shard` is up, with this process's
+    /// subscriptions there: subscription changes go through `sink` now.
+    fn now_connected(&self, shard: usize, sink: PubSubSink, down_since: Option<Instant>) {
+        let s = &self.shards[shard];
+        s.sink.send_replace(Some(sink));
+        s.healthy.store(true, Ordering::Relaxed);
+        if let Some(since) = down_since {
+            if let Some(held_back) = self.restored_log.allow(Instant::now()) {
+                tracing::info!(
+                    shard,
+                    down_for = ?since.elapsed(),
+                    held_back,
+                    "Redis pub/sub subscriber connected again; subscriptions restored"
+                );
+            }
+        }
+    }
+
+    /// The subscriber connection to `shard` is gone: messages published
+    /// there from now until it is back reach no one here. Every connection
+    /// that was receiving through it (its own channel, or a group, on that
+    /// host) is told it may have missed messages.
+    fn lost(&self, shard: usize, loss: &Loss) {
+        let s = &self.shards[shard];
+        s.sink.send_replace(None);
+        s.healthy.store(false, Ordering::Relaxed);
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        let (told, workers) = self.report_gap(shard);
+        if let Some(held_back) = self.lost_log.allow(Instant::now()) {
+            tracing::error!(
+                shard,
+                reason = %loss,
+                connections_told = told,
+                worker_channels = workers,
+                held_back,
+                "Redis pub/sub subscriber lost: what is published on that host until it is back \
+                 reaches no one here; the connections receiving through it were told they may have \
+                 missed messages (they close 1013, or count the loss, per their slow-client policy); \
+                 reconnecting"
+            );
+        }
+    }
+
+    /// Marks a gap on every local channel that receives through `shard`:
+    /// channels subscribed there, and members of groups subscribed there.
+    /// Returns how many connections were told, and how many worker
+    /// channels (which cannot be told) were affected.
+    fn report_gap(&self, shard: usize) -> (usize, usize) {
+        let groups = lock(&self.groups);
+        let local = lock(&self.local);
+        let mut affected: HashSet<&ChannelName> =
+            local.keys().filter(|c| self.shard(c.as_str()) == shard).collect();
+        for (group, members) in groups.iter() {
+            if self.shard(&self.group_channel(group)) == shard {
+                affected.extend(members);
+            }
+        }
+        let (mut told, mut workers) = (0, 0);
+        for name in affected {
+            if let Some(queue) = local.get(name) {
+                if queue.mark_gap() {
+                    told += 1;
+                } else {
+                    workers += 1;
+                }
+            }
+        }
+        (told, workers)
+    }
+}
+
 /// Keeps one subscriber connection to one host: connects, subscribes to
-/// everything this process needs there, reads, and starts over after a failure.
+/// everything this process needs there, reads and pings, and starts over
+/// after a failure, telling the members who may have missed messages.
 async fn subscriber(inner: Weak<Inner>, shard: usize, client: redis::Client, token: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
+    // Since when this host has been without a subscriber (None: never
+    // connected yet, nothing to restore).
+    let mut down_since: Option<Instant> = None;
     loop {
         let connected = tokio::select! {
             _ = token.cancelled() => return,
-            c = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()) => c,
+            c = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()) => c,
         };
-        match connected {
+        let failure = match connected {
             Ok(Ok(pubsub)) => {
-                let (mut sink, mut stream) = pubsub.split();
-                let names = match inner.upgrade() {
-                    Some(layer) => layer.subscriptions(shard),
-                    None => return,
-                };
-                let subscribed = names.is_empty() || sink.subscribe(&names).await.is_ok();
-                if subscribed {
-                    match inner.upgrade() {
-                        Some(layer) => {
-                            layer.shards[shard].sink.send_replace(Some(sink.clone()));
-                            if !layer.shards[shard].healthy.swap(true, Ordering::Relaxed) {
-                                tracing::info!(shard, "Redis pub/sub reconnected; subscriptions restored");
-                            }
-                        }
-                        None => return,
-                    }
-                    backoff = Duration::from_millis(100);
-                    // A half-open TCP connection never ends the stream: ping it.
-                    let mut keepalive = tokio::time::interval(Duration::from_secs(10));
-                    keepalive.tick().await;
-                    loop {
-                        let next = tokio::select! {
-                            _ = token.cancelled() => return,
-                            m = stream.next() => m,
-                            _ = keepalive.tick() => {
-                                let ping = tokio::time::timeout(Duration::from_secs(5), sink.ping::<String>()).await;
-                                if matches!(ping, Ok(Ok(_))) { continue } else { break }
-                            }
+                let (sink, stream) = pubsub.split();
+                let Some(layer) = inner.upgrade() else { return };
+                let subscribed = layer.resubscribe(shard, sink.clone(), down_since).await;
+                drop(layer);
+                match subscribed {
+                    Ok(()) => {
+                        let up = Instant::now();
+                        let Some(loss) = read(&inner, sink, stream, &token).await else {
+                            return;
                         };
-                        let Some(msg) = next else { break };
                         let Some(layer) = inner.upgrade() else { return };
-                        layer.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
+                        layer.lost(shard, &loss);
+                        down_since = Some(Instant::now());
+                        if up.elapsed() >= STABLE {
+                            backoff = MIN_BACKOFF;
+                        }
+                        None
                     }
+                    Err(error) => Some(error),
                 }
-                if let Some(layer) = inner.upgrade() {
-                    layer.shards[shard].sink.send_replace(None);
-                    layer.shards[shard].healthy.store(false, Ordering::Relaxed);
-                }
-                tracing::error!(shard, "Redis pub/sub connection lost; reconnecting");
             }
-            failed => {
-                if let Some(layer) = inner.upgrade() {
-                    layer.shards[shard].healthy.store(false, Ordering::Relaxed);
-                }
-                let error = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "connection timed out".to_owned(),
-                };
-                tracing::warn!(shard, %error, "cannot connect the Redis subscriber; retrying");
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("connection timed out after {CONNECT_TIMEOUT:?}")),
+        };
+        if let Some(error) = failure {
+            let Some(layer) = inner.upgrade() else { return };
+            layer.shards[shard].healthy.store(false, Ordering::Relaxed);
+            if let Some(held_back) = layer.connect_log.allow(Instant::now()) {
+                tracing::warn!(
+                    shard,
+                    %error,
+                    held_back,
+                    "cannot connect the Redis pub/sub subscriber; retrying"
+                );
             }
         }
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+type PingReply = Result<redis::RedisResult<redis::Value>, tokio::time::error::Elapsed>;
+
+/// Reads one subscriber connection and keeps it alive until it fails;
+/// `None` when the layer is shut down or dropped.
+///
+/// The keepalive `PING` runs beside the reads, never instead of them: its
+/// answer comes behind every message Redis sent before it, and those keep
+/// being dispatched while it is awaited. On a subscribed RESP2 connection
+/// Redis answers `PING` with the array `["pong", ""]`, not `PONG`: any
+/// answer that is not an error proves the connection alive.
+async fn read(
+    inner: &Weak<Inner>,
+    sink: PubSubSink,
+    mut stream: PubSubStream,
+    token: &CancellationToken,
+) -> Option<Loss> {
+    let (every, within) = {
+        let layer = inner.upgrade()?;
+        (layer.config.pubsub_keepalive, layer.config.command_timeout)
+    };
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping: Option<Pin<Box<dyn Future<Output = PingReply> + Send>>> = None;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return None,
+            next = stream.next() => {
+                let Some(msg) = next else { return Some(Loss::Closed) };
+                inner.upgrade()?.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
+            }
+            _ = keepalive.tick(), if ping.is_none() => {
+                inner.upgrade()?.pings.fetch_add(1, Ordering::Relaxed);
+                let mut sink = sink.clone();
+                ping = Some(Box::pin(tokio::time::timeout(within, async move {
+                    sink.ping::<redis::Value>().await.and_then(redis::Value::extract_error)
+                })));
+            }
+            answer = async { Some(ping.as_mut()?.await) }, if ping.is_some() => {
+                ping = None;
+                match answer {
+                    Some(Ok(Ok(_))) | None => {}
+                    Some(Ok(Err(error))) => return Some(Loss::PingFailed(error)),
+                    Some(Err(_)) => return Some(Loss::NoPong(within)),
+                }
+            }
+        }
     }
 }
 
 impl ChannelLayer for RedisPubSubChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let inner = &self.inner;
-        let _guard = inner.subscriptions.lock().await;
         let name = format!(
             "{}specific.{}",
             inner.config.prefix,
             uuid::Uuid::new_v4().simple()
         );
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
+        inner.connected(name.as_str()).await?;
+        let _guard = inner.subscriptions.lock().await;
         let queue = Arc::new(LocalQueue::reporting(
             inner.config.layer.capacity_for(name.as_str()),
         ));
@@ -373,8 +632,14 @@ impl ChannelLayer for RedisPubSubChannelLayer {
             }
         };
         if created {
-            let _guard = inner.subscriptions.lock().await;
-            if let Err(error) = inner.subscribe(channel.as_str()).await {
+            let subscribed = match inner.connected(channel.as_str()).await {
+                Ok(()) => {
+                    let _guard = inner.subscriptions.lock().await;
+                    inner.subscribe(channel.as_str()).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = subscribed {
                 lock(&inner.local).remove(channel);
                 return Err(error);
             }
@@ -388,6 +653,8 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
         let inner = &self.inner;
+        let name = inner.group_channel(group);
+        inner.connected(&name).await?;
         let _guard = inner.subscriptions.lock().await;
         let first = {
             let mut groups = lock(&inner.groups);
@@ -396,13 +663,26 @@ impl ChannelLayer for RedisPubSubChannelLayer {
             members.insert(channel.clone());
             first
         };
-        if first {
-            if let Err(error) = inner.subscribe(&inner.group_channel(group)).await {
-                if let Some(members) = lock(&inner.groups).get_mut(group) {
-                    members.remove(channel);
+        // The group's first member here subscribes to it; a later one only
+        // checks that the subscription is still up (a member added while it
+        // is down would miss messages without being told; one added before
+        // it is found down is told).
+        let subscribed = if first {
+            inner.subscribe(&name).await
+        } else if inner.sink(&name).is_some() {
+            Ok(())
+        } else {
+            Err(unavailable(NotConnected))
+        };
+        if let Err(error) = subscribed {
+            let mut groups = lock(&inner.groups);
+            if let Some(members) = groups.get_mut(group) {
+                members.remove(channel);
+                if members.is_empty() {
+                    groups.remove(group);
                 }
-                return Err(error);
             }
+            return Err(error);
         }
         Ok(())
     }

@@ -136,3 +136,146 @@ async fn interop_with_python_pubsub() {
 async fn interop_with_python_pubsub_encrypted() {
     interop(Some("pubsub-secret")).await;
 }
+
+/// Longest any step of the subscriber tests may take.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Polls `done` every 10 ms until it holds; fails after [`LIMIT`].
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "{what}: never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn numbered(n: usize) -> Message {
+    Message::from_json(&json!({"type": "x", "n": n})).unwrap()
+}
+
+/// The subscriber of an idle process answers its keepalive pings (a
+/// subscribed RESP2 connection answers `PING` with `["pong", ""]`), so it
+/// is never dropped and made again, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscriber_survives_its_keepalives() {
+    let config = RedisConfig::new([common::SHARED_REDIS])
+        .with_prefix(common::unique_prefix())
+        .with_pubsub_keepalive(Duration::from_millis(100));
+    let layer = RedisPubSubChannelLayer::new(config).unwrap();
+    let g = GroupName::new("idle").unwrap();
+    let me = layer.new_channel().await.unwrap();
+    layer.group_add(&g, &me).await.unwrap();
+    let from = layer.keepalive_pings();
+    wait_for("five keepalive pings answered", || {
+        layer.keepalive_pings() >= from + 6
+    })
+    .await;
+    assert_eq!(
+        layer.subscriber_reconnects(),
+        0,
+        "the keepalive dropped the subscriber"
+    );
+    for n in 0..20 {
+        layer.group_send(&g, numbered(n)).await.unwrap();
+    }
+    for n in 0..20 {
+        let m = tokio::time::timeout(LIMIT, layer.receive(&me))
+            .await
+            .expect("a message never came")
+            .expect("receive failed");
+        assert_eq!(m.to_json()["n"], n);
+    }
+    assert_eq!(layer.subscriber_reconnects(), 0);
+}
+
+/// A channel of `layer` whose own subscription is on host `shard` of two.
+async fn channel_on(layer: &RedisPubSubChannelLayer, shard: usize) -> estuary_core::ChannelName {
+    loop {
+        let c = layer.new_channel().await.unwrap();
+        if estuary_redis::shard_index(c.as_str(), 2) == shard {
+            return c;
+        }
+        layer.close_channel(&c).await;
+    }
+}
+
+/// A group whose Redis channel (`{prefix}__group__{name}`) is on host
+/// `shard` of two.
+fn group_on(prefix: &str, shard: usize) -> GroupName {
+    (0..)
+        .map(|i| format!("g{i}"))
+        .find(|g| estuary_redis::shard_index(&format!("{prefix}__group__{g}"), 2) == shard)
+        .map(|g| GroupName::new(&g).unwrap())
+        .unwrap()
+}
+
+/// Losing one host's subscriber tells exactly the channels that received
+/// through it (their own subscription, or a group's, on that host), once,
+/// at their next receive; the others keep receiving. When the host is back,
+/// its subscriptions are too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscriber_is_reported_to_its_members_only() {
+    let first = common::RedisServer::start();
+    let mut second = common::RedisServer::start();
+    let prefix = common::unique_prefix();
+    let config = RedisConfig::new([first.url(), second.url()])
+        .with_prefix(&prefix)
+        .with_command_timeout(Duration::from_secs(1));
+    let layer = RedisPubSubChannelLayer::new(config).unwrap();
+    let (g0, g1) = (group_on(&prefix, 0), group_on(&prefix, 1));
+    // x: own channel and group on the first host; y: own channel on the
+    // first, group on the second; z: own channel on the second, group on
+    // the first.
+    let x = channel_on(&layer, 0).await;
+    let y = channel_on(&layer, 0).await;
+    let z = channel_on(&layer, 1).await;
+    layer.group_add(&g0, &x).await.unwrap();
+    layer.group_add(&g1, &y).await.unwrap();
+    layer.group_add(&g0, &z).await.unwrap();
+    wait_for("the layer connected", || layer.is_available()).await;
+
+    second.stop();
+    wait_for("the second host's subscriber lost", || {
+        layer.subscriber_reconnects() == 1
+    })
+    .await;
+    assert!(!layer.is_available());
+    for c in [&y, &z] {
+        let told = tokio::time::timeout(LIMIT, layer.receive(c))
+            .await
+            .expect("never told");
+        assert!(
+            matches!(told, Err(estuary_core::ChannelLayerError::Lost { count: 1 })),
+            "{c}: {told:?}"
+        );
+    }
+    // x received through the first host only: not told, still served.
+    layer.group_send(&g0, numbered(1)).await.unwrap();
+    for c in [&x, &z] {
+        let m = tokio::time::timeout(LIMIT, layer.receive(c))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.to_json()["n"], 1, "{c}");
+    }
+    // While the host is down, nobody joins a group there (they would miss
+    // messages untold), and leaving does not wait for it.
+    let refused = layer.group_add(&g1, &x).await;
+    assert!(
+        matches!(refused, Err(estuary_core::ChannelLayerError::Unavailable(_))),
+        "{refused:?}"
+    );
+    tokio::time::timeout(Duration::from_millis(500), layer.close_channel(&z))
+        .await
+        .expect("closing a channel waited for the lost host");
+
+    let _second = common::RedisServer::start_on(second.port);
+    wait_for("the second host's subscriber back", || layer.is_available()).await;
+    assert_eq!(layer.subscriber_reconnects(), 1);
+    layer.group_send(&g1, numbered(2)).await.unwrap();
+    let m = tokio::time::timeout(LIMIT, layer.receive(&y))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.to_json()["n"], 2, "y's group subscription restored");
+}

@@ -54,6 +54,21 @@ impl TestServer {
             ..config
         };
         let service = estuary_app::app::service(&config).expect("the application");
+        Self::serve(config, service).await
+    }
+
+    /// The application on a channel layer the test made (and keeps, to
+    /// read its counters).
+    pub async fn with_layer(config: Config, layer: estuary::ChannelLayerHandle) -> Self {
+        let config = Config {
+            bind: "127.0.0.1:0".into(),
+            ..config
+        };
+        let service = estuary_app::app::service_with_layer(&config, layer).expect("the application");
+        Self::serve(config, service).await
+    }
+
+    async fn serve(config: Config, service: estuary_app::app::AppService) -> Self {
         let server = estuary_app::app::listen(&config).expect("a free port");
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();

@@ -61,7 +61,12 @@ pub enum ChannelLayerError {
     /// channel: the session then applies its slow-client policy (close
     /// 1013, or count the loss), so that no loss goes unnoticed. Worker
     /// channels never report it (their drops are counted by the layer).
-    #[error("{count} messages for this channel were dropped: it was full")]
+    /// A layer that stopped receiving for the channel for a while (the
+    /// Redis pub/sub layer, when a subscriber connection is lost) reports
+    /// that the same way, with a count of 1: how many it missed is unknown.
+    #[error(
+        "{count} messages for this channel were dropped: it was full, or the layer stopped receiving for it"
+    )]
     Lost {
         /// Messages dropped since the last report.
         count: u64,
