@@ -187,3 +187,50 @@ async fn a_large_push_to_a_room_of_silent_members_is_held_once() {
         .await;
     assert_eq!(reader.recv_type("chat_message").await["message"], "still fine");
 }
+
+/// Before: every push to a worker channel nobody reads was held until its
+/// expiry (60 s), without bound: 1,000 pushes of 1 MB held 1 GB. Now the
+/// in-memory layer holds at most `layer.max_bytes` (128 MiB by default),
+/// and a push past it gets a clear 503.
+#[tokio::test]
+async fn pushes_to_channels_nobody_reads_stop_at_the_layer_bound_with_503() {
+    const SIZE: usize = 1_000_000;
+    const PUSHES: usize = 400;
+    let server = Served::start(&["--push-insecure"]);
+    let before = server.peak_rss_mib();
+    let body = json!({"type": "job", "data": "x".repeat(SIZE)}).to_string();
+    let (mut accepted, mut refused) = (0, None);
+    for n in 0..PUSHES {
+        let answer = http::post_json(server.addr(), &format!("/api/channels/worker-{n}/send"), &body).await;
+        if answer.starts_with("HTTP/1.1 202") {
+            accepted += 1;
+            continue;
+        }
+        refused = Some(answer);
+        break;
+    }
+    let after = server.peak_rss_mib();
+    println!(
+        "{accepted} pushes of {SIZE} bytes accepted, then {:?}; peak RSS {before:.1} -> {after:.1} MiB",
+        refused.as_deref().and_then(|a| a.lines().next())
+    );
+    let refused = refused.unwrap_or_else(|| {
+        panic!("all {PUSHES} pushes accepted: the layer holds them all (peak RSS {after:.1} MiB)")
+    });
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("layer.max_bytes"), "{refused}");
+    // 128 MiB holds 134 messages of 1 MB and their overhead.
+    assert!((120..=134).contains(&accepted), "{accepted} accepted");
+    // What is held, and the transient copies of one push.
+    assert!(
+        after - before < 128.0 + 64.0,
+        "peak RSS rose by {:.1} MiB",
+        after - before
+    );
+    // Still refused (nothing was taken), and the answer stays clear.
+    let again = http::post_json(server.addr(), "/api/channels/worker-new/send", &body).await;
+    assert!(again.starts_with("HTTP/1.1 503"), "{again}");
+    // A push to a group without members stores nothing: still accepted.
+    let group_push = http::post_json(server.addr(), "/api/groups/anyone/send", &body).await;
+    assert!(group_push.starts_with("HTTP/1.1 202"), "{group_push}");
+}

@@ -26,6 +26,7 @@ pub struct ChannelLayerConfig {
     group_expiry: Duration,
     channel_capacity: Vec<(Regex, usize)>,
     max_channels: usize,
+    max_bytes: usize,
 }
 
 impl Default for ChannelLayerConfig {
@@ -36,6 +37,7 @@ impl Default for ChannelLayerConfig {
             group_expiry: Duration::from_secs(86_400),
             channel_capacity: Vec::new(),
             max_channels: 100_000,
+            max_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -88,6 +90,35 @@ impl ChannelLayerConfig {
     /// Redis's `maxmemory`.
     pub fn max_channels(&self) -> usize {
         self.max_channels
+    }
+
+    /// The most bytes of messages a layer that keeps them in memory holds
+    /// in all its queues (default 128 MiB). A message sent to a group is
+    /// counted once however many members hold it (they share it), from
+    /// the send until the last member has taken it or it expired; a
+    /// message counts its encoded size and 128 bytes besides. A send or
+    /// group send that would go past it fails with
+    /// [`ChannelLayerError::TooManyBytes`](crate::ChannelLayerError::TooManyBytes),
+    /// so that producers that are not slowed by their own socket (an HTTP
+    /// push, a background task) cannot grow the layer without bound with
+    /// messages nobody reads. Redis layers leave the bound to Redis's
+    /// `maxmemory`.
+    ///
+    /// ```
+    /// use estuary_core::ChannelLayerConfig;
+    ///
+    /// let config = ChannelLayerConfig::default().with_max_bytes(64 << 20);
+    /// assert_eq!(config.max_bytes(), 64 << 20);
+    /// assert_eq!(ChannelLayerConfig::default().max_bytes(), 128 << 20);
+    /// ```
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn with_max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     /// Sets [`max_channels`](Self::max_channels).
