@@ -93,10 +93,10 @@ impl ChannelLayerConfig {
     }
 
     /// The most bytes of messages a layer that keeps them in memory holds
-    /// in all its queues (default 128 MiB). A message sent to a group is
-    /// counted once however many members hold it (they share it), from
-    /// the send until the last member has taken it or it expired; a
-    /// message counts its encoded size and 128 bytes besides. A send or
+    /// (default 128 MiB). A message is counted once however many members
+    /// of a group hold it (they share it), from its first send until its
+    /// last copy is dropped (its last member took it, or it expired); it
+    /// counts its encoded size and 128 bytes besides. A send or
     /// group send that would go past it fails with
     /// [`ChannelLayerError::TooManyBytes`](crate::ChannelLayerError::TooManyBytes),
     /// so that producers that are not slowed by their own socket (an HTTP

@@ -12,7 +12,7 @@ use super::{
     ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelReceiver, GroupSendReport, OVERFLOW_FACTOR,
     ReceiverState, SendError,
 };
-use crate::message::Message;
+use crate::message::{Charge, Message};
 use crate::names::{ChannelName, GroupName};
 use crate::sync::lock;
 use crate::throttle::Throttle;
@@ -75,41 +75,31 @@ struct Inner {
 }
 
 /// What a message costs besides its encoded bytes (the message itself, its
-/// charge, a queue slot): so that a flood of empty messages is bounded too.
+/// queue slots): so that a flood of empty messages is bounded too.
 const MESSAGE_OVERHEAD: usize = 128;
 
-/// The bytes of messages the queues hold, against `max_bytes`.
+/// The bytes of messages the layer stores, against `max_bytes`. A message
+/// keeps its charge ([`Charge`]) until its last clone is dropped, so one
+/// shared by every member of a group is counted once.
 struct Budget {
-    held: AtomicUsize,
+    held: Arc<AtomicUsize>,
     limit: usize,
     refused: AtomicU64,
 }
 
-/// One send's message, charged to the budget while any queue holds it: the
-/// queues a group send reaches share one charge, so a message is counted
-/// once however many members hold it.
-struct Charge {
-    bytes: usize,
-    budget: Arc<Budget>,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
 impl Budget {
-    /// Charges `message`, or refuses it (counted, and logged at most once a
-    /// second) when the layer would hold more than its limit.
-    fn charge(self: &Arc<Self>, message: &Message) -> Option<Arc<Charge>> {
+    /// Charges `message` before it is stored (nothing if it is charged
+    /// already), or refuses it (counted, and logged at most once a second)
+    /// when the layer would hold more than its limit.
+    fn charge(&self, message: &Message) -> Result<(), ChannelLayerError> {
+        if message.is_charged() {
+            return Ok(());
+        }
         let bytes = message.as_bytes().len().saturating_add(MESSAGE_OVERHEAD);
         let before = self.held.fetch_add(bytes, Ordering::AcqRel);
         if before.saturating_add(bytes) <= self.limit {
-            return Some(Arc::new(Charge {
-                bytes,
-                budget: self.clone(),
-            }));
+            message.keep_charge(Charge::new(bytes, self.held.clone()));
+            return Ok(());
         }
         self.held.fetch_sub(bytes, Ordering::AcqRel);
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -123,15 +113,14 @@ impl Budget {
                 "channel layer full: a send was refused (max_bytes); its producer was told"
             );
         }
-        None
+        Err(ChannelLayerError::TooManyBytes { limit: self.limit })
     }
 }
 
-/// A queued message: when it expires, and its share of the byte budget.
+/// A queued message and when it expires.
 struct Entry {
     expires: Instant,
     message: Message,
-    _charge: Arc<Charge>,
 }
 
 /// Flow control: how many live channels hold more than their capacity, and
@@ -233,14 +222,7 @@ impl Queue {
     /// Stores `message` unless the queue is full (after dropping expired
     /// ones). A group send (`overflow`) to a live receiver may go past the
     /// capacity, up to the overflow limit.
-    fn push(
-        &self,
-        message: Message,
-        charge: &Arc<Charge>,
-        expires: Instant,
-        now: Instant,
-        overflow: bool,
-    ) -> Result<(), Rejected> {
+    fn push(&self, message: Message, expires: Instant, now: Instant, overflow: bool) -> Result<(), Rejected> {
         let mut state = self.state();
         while state.items.front().is_some_and(|e| e.expires <= now) {
             state.items.pop_front();
@@ -270,11 +252,7 @@ impl Queue {
                 live: live && overflow,
             });
         }
-        state.items.push_back(Entry {
-            expires,
-            message,
-            _charge: charge.clone(),
-        });
+        state.items.push_back(Entry { expires, message });
         self.backlog.update(&mut state, self.capacity);
         let waiting = state.waiting.take();
         drop(state);
@@ -349,7 +327,7 @@ impl InMemoryChannelLayer {
 
     fn without_reaper(config: ChannelLayerConfig) -> Self {
         let budget = Arc::new(Budget {
-            held: AtomicUsize::new(0),
+            held: Arc::new(AtomicUsize::new(0)),
             limit: config.max_bytes(),
             refused: AtomicU64::new(0),
         });
@@ -565,18 +543,16 @@ impl ChannelLayer for InMemoryChannelLayer {
                 });
             }
         };
-        let Some(charge) = self.inner.budget.charge(&message) else {
+        if let Err(error) = self.inner.budget.charge(&message) {
             return Err(SendError::Backend {
                 channel: channel.clone(),
-                error: ChannelLayerError::TooManyBytes {
-                    limit: self.inner.budget.limit,
-                },
+                error,
                 message,
             });
-        };
+        }
         let now = Instant::now();
         queue
-            .push(message, &charge, now + self.inner.config.expiry(), now, false)
+            .push(message, now + self.inner.config.expiry(), now, false)
             .map_err(|rejected| SendError::Full {
                 channel: channel.clone(),
                 capacity: queue.capacity,
@@ -659,14 +635,10 @@ impl ChannelLayer for InMemoryChannelLayer {
             members.retain(|name, m| !m.is_stale(name, now, ttl));
             if !members.is_empty() {
                 // Charged once for every member: they share the message.
-                let Some(charge) = self.inner.budget.charge(&message) else {
-                    return Err(ChannelLayerError::TooManyBytes {
-                        limit: self.inner.budget.limit,
-                    });
-                };
+                self.inner.budget.charge(&message)?;
                 for member in members.values() {
                     // Cloning a Message clones a refcounted Bytes: one encoding for all.
-                    match member.queue.push(message.clone(), &charge, expires, now, true) {
+                    match member.queue.push(message.clone(), expires, now, true) {
                         Ok(()) => report.delivered += 1,
                         Err(rejected) => {
                             report.dropped += 1;
