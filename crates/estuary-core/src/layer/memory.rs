@@ -360,9 +360,9 @@ impl InMemoryChannelLayer {
             .sum()
     }
 
-    /// Bytes of messages held in all queues now, each message counted once
-    /// however many queues hold it, with its overhead (see
-    /// [`ChannelLayerConfig::max_bytes`]).
+    /// Bytes of the messages this layer stored that are still alive (in a
+    /// queue, or being handled), each counted once however many queues
+    /// hold it, with its overhead (see [`ChannelLayerConfig::max_bytes`]).
     pub fn held_bytes(&self) -> usize {
         self.inner.budget.held.load(Ordering::Acquire)
     }
