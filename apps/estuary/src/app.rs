@@ -42,6 +42,7 @@ fn layer_config(config: &Config) -> ChannelLayerConfig {
         .with_expiry(Duration::from_secs(config.layer.expiry))
         .with_group_expiry(Duration::from_secs(config.layer.group_expiry))
         .with_max_channels(config.layer.max_channels.max(1))
+        .with_max_bytes(config.layer.max_bytes)
 }
 
 /// The in-memory channel layer with the configured settings.

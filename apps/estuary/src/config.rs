@@ -132,6 +132,11 @@ pub struct LayerSettings {
     /// Channels the in-memory layer holds at most; past it, a push to a new
     /// channel gets 429 (Redis layers leave this to Redis's maxmemory).
     pub max_channels: usize,
+    /// Bytes of undelivered messages the in-memory layer holds in all (a
+    /// group message counted once for all its members); past it, sends and
+    /// pushes are refused (push API: 503) until members take what they
+    /// hold or it expires. Redis layers leave this to Redis's maxmemory.
+    pub max_bytes: usize,
 }
 
 /// `[server]`
@@ -211,6 +216,7 @@ impl Default for LayerSettings {
             expiry: 60,
             group_expiry: 86_400,
             max_channels: 100_000,
+            max_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -497,6 +503,9 @@ impl Config {
         }
         if self.server.listen_backlog == 0 {
             bail!("server.listen_backlog must be at least 1");
+        }
+        if self.layer.max_bytes < self.websocket.max_event_size {
+            bail!("layer.max_bytes must be at least websocket.max_event_size (one event must fit)");
         }
         if self.websocket.max_event_size < 1024 || self.websocket.outbound_bytes < 1024 {
             bail!("websocket.max_event_size and websocket.outbound_bytes must be at least 1024 bytes");

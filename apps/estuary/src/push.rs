@@ -182,7 +182,22 @@ async fn group_send(
     let message = parse_body(&body)?;
     match state.layer.group_send(&group, message).await {
         Ok(r) => Ok(report(r)),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(layer_error(e)),
+    }
+}
+
+/// 503 for a failed layer: unreachable, or (in-memory) holding
+/// `layer.max_bytes` already. Either way the caller may retry later.
+fn layer_error(e: estuary::ChannelLayerError) -> ApiError {
+    match e {
+        estuary::ChannelLayerError::TooManyBytes { limit } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the channel layer is full: it holds {limit} bytes of undelivered messages \
+                 (layer.max_bytes); retry later"
+            ),
+        ),
+        other => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
 }
 
@@ -210,7 +225,7 @@ async fn channel_send(
             StatusCode::TOO_MANY_REQUESTS,
             format!("too many channels: the layer holds {limit} (layer.max_channels)"),
         )),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(SendError::Backend { error, .. }) => Err(layer_error(error)),
     }
 }
 
@@ -259,7 +274,7 @@ async fn room_post(
         Message::encode(&event).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match state.layer.group_send(&group, message).await {
         Ok(r) => Ok(report(r)),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(layer_error(e)),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -66,6 +67,33 @@ struct Inner {
     /// What the first consumer to handle this message rendered from it, for
     /// every other member of the same consumer type (see [`Message::rendered`]).
     rendered: OnceLock<Rendered>,
+    /// What a channel layer counts for this message against its bound,
+    /// given back when the last clone is dropped (see [`Charge`]).
+    charge: OnceLock<Charge>,
+}
+
+/// Bytes a channel layer counts against its bound
+/// ([`ChannelLayerConfig::max_bytes`](crate::ChannelLayerConfig::max_bytes))
+/// for as long as a message lives: kept with the message, so that one
+/// message shared by many queues is counted once, and given back when its
+/// last clone is dropped, wherever that is (a queue, a session handling
+/// it, the producer).
+pub(crate) struct Charge {
+    bytes: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Charge {
+    /// `bytes`, already added to `held`.
+    pub(crate) fn new(bytes: usize, held: Arc<AtomicUsize>) -> Self {
+        Self { bytes, held }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// A frame rendered once from a message, and by which consumer type.
@@ -124,6 +152,7 @@ impl Message {
                 bytes,
                 type_at,
                 rendered: OnceLock::new(),
+                charge: OnceLock::new(),
             }),
         })
     }
@@ -163,6 +192,17 @@ impl Message {
     /// The encoded msgpack bytes, by value.
     pub fn into_bytes(self) -> Bytes {
         self.inner.bytes.clone()
+    }
+
+    /// True once a channel layer counts this message against its bound.
+    pub(crate) fn is_charged(&self) -> bool {
+        self.inner.charge.get().is_some()
+    }
+
+    /// Keeps `charge` until the last clone is dropped; a message charged
+    /// already keeps its first (and `charge` is given back at once).
+    pub(crate) fn keep_charge(&self, charge: Charge) {
+        let _ = self.inner.charge.set(charge);
     }
 
     /// Decides how consumer type `K` handles this message. The first member

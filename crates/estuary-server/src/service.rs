@@ -236,7 +236,7 @@ pub(crate) fn close_at_once<B>(mut req: Request<B>, frame: estuary_core::CloseFr
             .max_message_size(Some(4096))
             .max_frame_size(Some(4096));
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        let mut transport = SocketTransport::new(ws, CLOSE_AT_ONCE_TIMEOUT);
+        let mut transport = SocketTransport::new(ws, CLOSE_AT_ONCE_TIMEOUT, 0);
         tokio::select! {
             () = estuary_core::Transport::close(&mut transport, Some(frame)) => {}
             () = shutdown.cancelled() => {}
@@ -393,7 +393,11 @@ impl RouterService {
             };
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-            let transport = AnyTransport::Socket(SocketTransport::new(ws, close_timeout));
+            let transport = AnyTransport::Socket(SocketTransport::new(
+                ws,
+                close_timeout,
+                ws_config.write_buffer_size,
+            ));
             let outcome = session.run(transport, shutdown).await;
             tracing::debug!(code = %outcome.code, client_closed = outcome.client_closed, "connection closed");
         });

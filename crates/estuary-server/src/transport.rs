@@ -1,5 +1,8 @@
 //! The transports a session runs over: a real socket, or in-process queues.
 
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,6 +10,7 @@ use estuary_core::{ByteString, CloseCode, CloseFrame, Inbound, Transport, Transp
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Error as WsError, Message, Utf8Bytes, error::ProtocolError};
@@ -19,9 +23,80 @@ use tokio_tungstenite::tungstenite::{self, Error as WsError, Message, Utf8Bytes,
 /// zero-fills and keeps) an idle connection costs a few KiB. Its buffers never
 /// shrink after a large message, which is why the message and frame limits are
 /// kept low by default. See `docs/ARCHITECTURE.md`.
+///
+/// tungstenite copies every frame it sends into its write buffer, and that
+/// buffer keeps its largest size for the connection's life: one 1 MiB
+/// message to a room of 1,000 made 1,000 private copies, 1 GB that stayed
+/// resident whether the members read or not. So a frame larger than the
+/// write buffer does not go through tungstenite: its header is written here
+/// and its payload straight from the message's shared bytes, which every
+/// member's socket writes from without a copy of its own. A client that
+/// stops reading in the middle holds a reference to that shared payload,
+/// nothing more.
 pub struct SocketTransport {
     ws: WebSocketStream<TokioIo<Upgraded>>,
     close_timeout: Duration,
+    /// Frames with a payload larger than this are written by [`Direct`].
+    direct_above: usize,
+    /// A frame being written straight from its payload: every other write
+    /// waits until it is out, so that nothing lands in its middle.
+    direct: Option<Direct>,
+}
+
+/// A data frame written from its shared payload: the header, then the
+/// payload, with how far each has gone.
+struct Direct {
+    head: [u8; 10],
+    head_len: u8,
+    head_sent: u8,
+    payload: Bytes,
+}
+
+impl Direct {
+    /// An unmasked, final frame (a server's) of `opcode` around `payload`.
+    fn new(opcode: u8, payload: Bytes) -> Self {
+        let mut head = [0u8; 10];
+        head[0] = 0x80 | opcode;
+        let len = payload.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Self {
+            head,
+            head_len,
+            head_sent: 0,
+            payload,
+        }
+    }
+
+    /// Writes what is left; cancel-safe (progress is kept here).
+    fn poll_write(&mut self, io: &mut TokioIo<Upgraded>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            let head = &self.head[usize::from(self.head_sent)..usize::from(self.head_len)];
+            if head.is_empty() && self.payload.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let bufs = [IoSlice::new(head), IoSlice::new(&self.payload)];
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = n.min(head.len());
+            self.head_sent += from_head as u8;
+            // `advance` moves the start of this handle only: the shared
+            // payload is neither copied nor freed before every member is done.
+            bytes::Buf::advance(&mut self.payload, n - from_head);
+        }
+    }
 }
 
 impl std::fmt::Debug for SocketTransport {
@@ -31,9 +106,37 @@ impl std::fmt::Debug for SocketTransport {
 }
 
 impl SocketTransport {
-    pub(crate) fn new(ws: WebSocketStream<TokioIo<Upgraded>>, close_timeout: Duration) -> Self {
-        Self { ws, close_timeout }
+    /// A transport over `ws`; frames larger than `write_buffer_size` (at
+    /// least [`DIRECT_MIN`]) are written from their shared payload.
+    pub(crate) fn new(
+        ws: WebSocketStream<TokioIo<Upgraded>>,
+        close_timeout: Duration,
+        write_buffer_size: usize,
+    ) -> Self {
+        Self {
+            ws,
+            close_timeout,
+            direct_above: write_buffer_size.max(DIRECT_MIN),
+            direct: None,
+        }
     }
+
+    /// Finishes the frame being written straight from its payload, if any.
+    async fn finish_direct(&mut self) -> Result<(), TransportError> {
+        let Self { ws, direct, .. } = self;
+        let Some(frame) = direct else { return Ok(()) };
+        std::future::poll_fn(|cx| frame.poll_write(ws.get_mut(), cx)).await?;
+        *direct = None;
+        Ok(())
+    }
+}
+
+/// The smallest payload written from its shared bytes rather than copied
+/// into tungstenite's write buffer.
+const DIRECT_MIN: usize = 1024;
+
+fn sink_error(e: WsError) -> TransportError {
+    map_error(e).unwrap_or(TransportError::Protocol("closed".into()))
 }
 
 fn map_error(error: WsError) -> Option<TransportError> {
@@ -61,6 +164,11 @@ fn to_wire(message: WsMessage) -> Message {
 
 impl Transport for SocketTransport {
     async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
+        // A read may write (tungstenite answers pings): never into the
+        // middle of a frame. (Only a write abandoned midway leaves one.)
+        if let Err(e) = self.finish_direct().await {
+            return Some(Err(e));
+        }
         loop {
             let next = self.ws.next().await?;
             return match next {
@@ -89,29 +197,39 @@ impl Transport for SocketTransport {
     }
 
     async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
-        self.ws
-            .feed(to_wire(message))
-            .await
-            .map_err(|e| map_error(e).unwrap_or(TransportError::Protocol("closed".into())))
+        self.finish_direct().await?;
+        if message.len() <= self.direct_above {
+            return self.ws.feed(to_wire(message)).await.map_err(sink_error);
+        }
+        // What tungstenite holds (earlier frames, a pong) goes first.
+        self.ws.flush().await.map_err(sink_error)?;
+        self.direct = Some(match message {
+            WsMessage::Text(text) => Direct::new(0x1, text.into_bytes()),
+            WsMessage::Binary(bytes) => Direct::new(0x2, bytes),
+        });
+        self.finish_direct().await
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.ws
-            .flush()
-            .await
-            .map_err(|e| map_error(e).unwrap_or(TransportError::Protocol("closed".into())))
+        self.finish_direct().await?;
+        self.ws.flush().await.map_err(sink_error)
     }
 
     async fn ping(&mut self) -> Result<(), TransportError> {
+        self.finish_direct().await?;
         self.ws
             .send(Message::Ping(Bytes::new()))
             .await
-            .map_err(|e| map_error(e).unwrap_or(TransportError::Protocol("closed".into())))
+            .map_err(sink_error)
     }
 
     async fn close(&mut self, frame: Option<CloseFrame>) {
         let deadline = self.close_timeout;
         let handshake = async {
+            // A frame cut short would swallow the close frame.
+            if self.finish_direct().await.is_err() {
+                return;
+            }
             match frame {
                 Some(frame) => {
                     let frame = tungstenite::protocol::CloseFrame {
@@ -322,6 +440,32 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Socket(t) => t.close(frame).await,
             AnyTransport::Memory(t) => t.close(frame).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// The header written for a frame sent from its payload is the one
+    /// tungstenite writes, at each length encoding's edges.
+    #[test]
+    fn direct_frames_are_framed_as_tungstenite_frames_them() {
+        for len in [0, 125, 126, 65_535, 65_536, 1_000_000] {
+            for (opcode, data) in [(0x1, Data::Text), (0x2, Data::Binary)] {
+                let payload = Bytes::from(vec![b'x'; len]);
+                let direct = Direct::new(opcode, payload.clone());
+                let mut ours = direct.head[..usize::from(direct.head_len)].to_vec();
+                ours.extend_from_slice(&payload);
+                let mut theirs = Vec::new();
+                Frame::message(payload, OpCode::Data(data), true)
+                    .format(&mut theirs)
+                    .unwrap();
+                assert_eq!(ours, theirs, "{len} bytes, opcode {opcode}");
+            }
         }
     }
 }

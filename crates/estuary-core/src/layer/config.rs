@@ -26,6 +26,7 @@ pub struct ChannelLayerConfig {
     group_expiry: Duration,
     channel_capacity: Vec<(Regex, usize)>,
     max_channels: usize,
+    max_bytes: usize,
 }
 
 impl Default for ChannelLayerConfig {
@@ -36,6 +37,7 @@ impl Default for ChannelLayerConfig {
             group_expiry: Duration::from_secs(86_400),
             channel_capacity: Vec::new(),
             max_channels: 100_000,
+            max_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -88,6 +90,35 @@ impl ChannelLayerConfig {
     /// Redis's `maxmemory`.
     pub fn max_channels(&self) -> usize {
         self.max_channels
+    }
+
+    /// The most bytes of messages a layer that keeps them in memory holds
+    /// (default 128 MiB). A message is counted once however many members
+    /// of a group hold it (they share it), from its first send until its
+    /// last copy is dropped (its last member took it, or it expired); it
+    /// counts its encoded size and 128 bytes besides. A send or
+    /// group send that would go past it fails with
+    /// [`ChannelLayerError::TooManyBytes`](crate::ChannelLayerError::TooManyBytes),
+    /// so that producers that are not slowed by their own socket (an HTTP
+    /// push, a background task) cannot grow the layer without bound with
+    /// messages nobody reads. Redis layers leave the bound to Redis's
+    /// `maxmemory`.
+    ///
+    /// ```
+    /// use estuary_core::ChannelLayerConfig;
+    ///
+    /// let config = ChannelLayerConfig::default().with_max_bytes(64 << 20);
+    /// assert_eq!(config.max_bytes(), 64 << 20);
+    /// assert_eq!(ChannelLayerConfig::default().max_bytes(), 128 << 20);
+    /// ```
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn with_max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     /// Sets [`max_channels`](Self::max_channels).

@@ -12,7 +12,7 @@ use super::{
     ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelReceiver, GroupSendReport, OVERFLOW_FACTOR,
     ReceiverState, SendError,
 };
-use crate::message::Message;
+use crate::message::{Charge, Message};
 use crate::names::{ChannelName, GroupName};
 use crate::sync::lock;
 use crate::throttle::Throttle;
@@ -27,7 +27,9 @@ pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5)
 /// message back, group sends that skip full members and count them, message
 /// expiry and group expiry on tokio's clock (so tests can pause time).
 /// A group send shares one encoded [`Message`] with every member: no copy per
-/// recipient.
+/// recipient. What the queues hold in all is bounded by
+/// [`ChannelLayerConfig::max_bytes`], a shared message counted once: past
+/// it, sends fail with [`ChannelLayerError::TooManyBytes`].
 ///
 /// Expired messages are reclaimed without anyone touching their queue: made
 /// inside a tokio runtime, the layer runs a reaper task (until the last
@@ -69,6 +71,56 @@ struct Inner {
     swept_at: AtomicU64,
     dropped: AtomicU64,
     backlog: Arc<Backlog>,
+    budget: Arc<Budget>,
+}
+
+/// What a message costs besides its encoded bytes (the message itself, its
+/// queue slots): so that a flood of empty messages is bounded too.
+const MESSAGE_OVERHEAD: usize = 128;
+
+/// The bytes of messages the layer stores, against `max_bytes`. A message
+/// keeps its charge ([`Charge`]) until its last clone is dropped, so one
+/// shared by every member of a group is counted once.
+struct Budget {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+    refused: AtomicU64,
+}
+
+impl Budget {
+    /// Charges `message` before it is stored (nothing if it is charged
+    /// already), or refuses it (counted, and logged at most once a second)
+    /// when the layer would hold more than its limit.
+    fn charge(&self, message: &Message) -> Result<(), ChannelLayerError> {
+        if message.is_charged() {
+            return Ok(());
+        }
+        let bytes = message.as_bytes().len().saturating_add(MESSAGE_OVERHEAD);
+        let before = self.held.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) <= self.limit {
+            message.keep_charge(Charge::new(bytes, self.held.clone()));
+            return Ok(());
+        }
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        static REFUSED: Throttle = Throttle::new(std::time::Duration::from_secs(1));
+        if let Some(held_back) = REFUSED.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                limit = self.limit,
+                held = before,
+                size = bytes,
+                held_back,
+                "channel layer full: a send was refused (max_bytes); its producer was told"
+            );
+        }
+        Err(ChannelLayerError::TooManyBytes { limit: self.limit })
+    }
+}
+
+/// A queued message and when it expires.
+struct Entry {
+    expires: Instant,
+    message: Message,
 }
 
 /// Flow control: how many live channels hold more than their capacity, and
@@ -127,7 +179,7 @@ struct Queue {
 }
 
 struct QueueState {
-    items: VecDeque<(Instant, Message)>,
+    items: VecDeque<Entry>,
     /// The bound receiver waiting for a message ([`ChannelLayer::receiver`]).
     waiting: Option<Waker>,
     receiver: ReceiverState,
@@ -172,7 +224,7 @@ impl Queue {
     /// capacity, up to the overflow limit.
     fn push(&self, message: Message, expires: Instant, now: Instant, overflow: bool) -> Result<(), Rejected> {
         let mut state = self.state();
-        while state.items.front().is_some_and(|(at, _)| *at <= now) {
+        while state.items.front().is_some_and(|e| e.expires <= now) {
             state.items.pop_front();
         }
         let live = state.receiver == ReceiverState::Live;
@@ -200,7 +252,7 @@ impl Queue {
                 live: live && overflow,
             });
         }
-        state.items.push_back((expires, message));
+        state.items.push_back(Entry { expires, message });
         self.backlog.update(&mut state, self.capacity);
         let waiting = state.waiting.take();
         drop(state);
@@ -213,9 +265,9 @@ impl Queue {
 
     fn pop_locked(&self, state: &mut QueueState, now: Instant) -> Option<Message> {
         let mut found = None;
-        while let Some((at, message)) = state.items.pop_front() {
-            if at > now {
-                found = Some(message);
+        while let Some(entry) = state.items.pop_front() {
+            if entry.expires > now {
+                found = Some(entry.message);
                 break;
             }
         }
@@ -237,7 +289,7 @@ impl Queue {
 
     fn is_abandoned(&self, now: Instant) -> bool {
         let mut state = self.state();
-        while state.items.front().is_some_and(|(at, _)| *at <= now) {
+        while state.items.front().is_some_and(|e| e.expires <= now) {
             state.items.pop_front();
         }
         self.backlog.update(&mut state, self.capacity);
@@ -274,8 +326,14 @@ impl InMemoryChannelLayer {
     }
 
     fn without_reaper(config: ChannelLayerConfig) -> Self {
+        let budget = Arc::new(Budget {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit: config.max_bytes(),
+            refused: AtomicU64::new(0),
+        });
         Self {
             inner: Arc::new(Inner {
+                budget,
                 config,
                 client_prefix: format!("specific.{}!", uuid::Uuid::new_v4().simple()),
                 channels: Mutex::new(HashMap::new()),
@@ -300,6 +358,19 @@ impl InMemoryChannelLayer {
             .values()
             .map(|q| q.state().items.len())
             .sum()
+    }
+
+    /// Bytes of the messages this layer stored that are still alive (in a
+    /// queue, or being handled), each counted once however many queues
+    /// hold it, with its overhead (see [`ChannelLayerConfig::max_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.inner.budget.held.load(Ordering::Acquire)
+    }
+
+    /// How many sends and group sends were refused because the layer held
+    /// [`ChannelLayerConfig::max_bytes`] already, in all.
+    pub fn refused(&self) -> u64 {
+        self.inner.budget.refused.load(Ordering::Relaxed)
     }
 
     /// How many messages group sends have dropped for full members, in all.
@@ -472,6 +543,13 @@ impl ChannelLayer for InMemoryChannelLayer {
                 });
             }
         };
+        if let Err(error) = self.inner.budget.charge(&message) {
+            return Err(SendError::Backend {
+                channel: channel.clone(),
+                error,
+                message,
+            });
+        }
         let now = Instant::now();
         queue
             .push(message, now + self.inner.config.expiry(), now, false)
@@ -555,13 +633,17 @@ impl ChannelLayer for InMemoryChannelLayer {
         let empty = {
             let mut members = lock(&members);
             members.retain(|name, m| !m.is_stale(name, now, ttl));
-            for member in members.values() {
-                // Cloning a Message clones a refcounted Bytes: one encoding for all.
-                match member.queue.push(message.clone(), expires, now, true) {
-                    Ok(()) => report.delivered += 1,
-                    Err(rejected) => {
-                        report.dropped += 1;
-                        live_dropped += usize::from(rejected.live);
+            if !members.is_empty() {
+                // Charged once for every member: they share the message.
+                self.inner.budget.charge(&message)?;
+                for member in members.values() {
+                    // Cloning a Message clones a refcounted Bytes: one encoding for all.
+                    match member.queue.push(message.clone(), expires, now, true) {
+                        Ok(()) => report.delivered += 1,
+                        Err(rejected) => {
+                            report.dropped += 1;
+                            live_dropped += usize::from(rejected.live);
+                        }
                     }
                 }
             }

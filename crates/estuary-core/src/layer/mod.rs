@@ -79,6 +79,16 @@ pub enum ChannelLayerError {
         /// The limit.
         limit: usize,
     },
+    /// The layer holds as many bytes of messages as it may
+    /// ([`ChannelLayerConfig::max_bytes`]): the send or group send is
+    /// refused, whole, until members take what they hold or it expires.
+    #[error(
+        "the channel layer is full: it holds {limit} bytes of undelivered messages (max_bytes); try again later"
+    )]
+    TooManyBytes {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// A [`ChannelLayer::send`] failed; the message is handed back.

@@ -260,3 +260,67 @@ async fn a_bound_receiver_is_told_of_group_messages_lost_for_it() {
     assert!(layer.send(&me, msg(6)).await.is_err());
     assert_eq!(n(&next(&mut receiver).unwrap().unwrap()), 5);
 }
+
+/// The bytes the layer holds are bounded: a message is counted once
+/// however many members (or sends) share it, given back when its last clone
+/// is dropped (taken by its last member, or expired), and a send past the
+/// bound is refused whole, the message handed back.
+#[tokio::test(start_paused = true)]
+async fn the_bytes_held_are_bounded_and_a_shared_message_counts_once() {
+    let big = || Message::from_json(&serde_json::json!({"type": "x", "pad": "p".repeat(100_000)})).unwrap();
+    let size = big().as_bytes().len() + MESSAGE_OVERHEAD;
+    let layer = InMemoryChannelLayer::new(
+        ChannelLayerConfig::default()
+            .with_max_bytes(3 * size)
+            .with_expiry(Duration::from_secs(60)),
+    );
+    let group = GroupName::new("room").unwrap();
+    let mut members = Vec::new();
+    for _ in 0..100 {
+        let m = layer.new_channel().await.unwrap();
+        layer.group_add(&group, &m).await.unwrap();
+        members.push(m);
+    }
+    let report = layer.group_send(&group, big()).await.unwrap();
+    assert_eq!(report.delivered, 100);
+    assert_eq!(layer.held_bytes(), size, "100 members, one message's bytes");
+    let worker = ChannelName::new("never-read").unwrap();
+    layer.send(&worker, big()).await.unwrap();
+    let twice = big();
+    layer.send(&worker, twice.clone()).await.unwrap();
+    layer.send(&worker, twice).await.unwrap();
+    assert_eq!(layer.held_bytes(), 3 * size, "one message sent twice counts once");
+    let err = layer.send(&worker, big()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SendError::Backend {
+                error: ChannelLayerError::TooManyBytes { limit },
+                ..
+            } if *limit == 3 * size
+        ),
+        "{err}"
+    );
+    assert_eq!(err.into_message(), big(), "the message comes back");
+    assert!(matches!(
+        layer.group_send(&group, big()).await,
+        Err(ChannelLayerError::TooManyBytes { .. })
+    ));
+    assert_eq!(layer.refused(), 2);
+    assert_eq!(layer.held_bytes(), 3 * size, "refusals hold nothing");
+    // A group with no members stores nothing, and is not refused.
+    let nobody = GroupName::new("nobody").unwrap();
+    assert_eq!(layer.group_send(&nobody, big()).await.unwrap().delivered, 0);
+    // The group message is given back by its last member only.
+    for m in &members[..99] {
+        layer.receive(m).await.unwrap();
+    }
+    assert_eq!(layer.held_bytes(), 3 * size);
+    layer.receive(&members[99]).await.unwrap();
+    assert_eq!(layer.held_bytes(), 2 * size);
+    layer.group_send(&group, big()).await.unwrap();
+    // Expired messages give their bytes back (the reaper, nobody reading).
+    tokio::time::sleep(Duration::from_secs(61) + REAP_INTERVAL).await;
+    assert_eq!(layer.held_bytes(), 0);
+    layer.send(&worker, big()).await.unwrap();
+}
