@@ -39,9 +39,15 @@ pub enum Presence {
 /// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Announcer {
+    /// One pointer: every connection holds a clone.
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     layer: ChannelLayerHandle,
     every: Duration,
-    rooms: Arc<Mutex<HashMap<String, Pending>>>,
+    rooms: Mutex<HashMap<String, Pending>>,
 }
 
 /// A room's announcements waiting for their turn. The room has an entry
@@ -62,9 +68,11 @@ impl Announcer {
     /// Announces through `layer`, at most one batch per room per `every`.
     pub fn with_period(layer: ChannelLayerHandle, every: Duration) -> Self {
         Self {
-            layer,
-            every,
-            rooms: Arc::default(),
+            inner: Arc::new(Shared {
+                layer,
+                every,
+                rooms: Mutex::default(),
+            }),
         }
     }
 
@@ -72,7 +80,7 @@ impl Announcer {
     /// nothing for a period, else with the next batch. Must be called inside
     /// the runtime (the first announcement of a quiet room starts a task).
     pub fn announce(&self, room: &str, presence: Presence, member: Member) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
         match rooms.get_mut(room) {
             Some(pending) => pending.queue.push((presence, member)),
             None => {
@@ -93,17 +101,17 @@ impl Announcer {
     async fn flush(self, room: String) {
         loop {
             let due = {
-                let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
                 rooms
                     .get(&room)
                     .and_then(|p| p.last)
-                    .map(|last| last + self.every)
+                    .map(|last| last + self.inner.every)
             };
             if let Some(due) = due {
                 tokio::time::sleep_until(due).await;
             }
             let batch = {
-                let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(pending) = rooms.get_mut(&room) else {
                     return;
                 };
@@ -131,6 +139,7 @@ impl Announcer {
         for event in batch_events(batch) {
             let sent = match Message::encode(&event) {
                 Ok(message) => self
+                    .inner
                     .layer
                     .group_send(&group, message)
                     .await

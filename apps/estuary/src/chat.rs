@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use estuary::ChannelLayerError;
 use estuary::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -163,7 +164,10 @@ pub const USERNAME_TAKEN: &str = "This name belongs to a signed-in member of the
 pub const CLOSE_INVALID_USERNAME: u16 = 4400;
 /// The close code for a connection whose `?username=` is a signed-in member's.
 pub const CLOSE_USERNAME_TAKEN: u16 = 4409;
+/// The error frame for a message the channel layer could not take (Redis down).
 const UNDELIVERED: &str = "Message not delivered: the server cannot reach its channel layer; try again";
+/// The error frame for a message the channel layer had no room for.
+const UNDELIVERED_BUSY: &str = "Message not delivered: the server is busy; try again";
 
 /// One chat connection.
 #[derive(Debug)]
@@ -371,6 +375,11 @@ impl Consumer for ChatConsumer {
             Ok(_) => Ok(()),
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
+            // The layer holds all it may (max_bytes): the server is busy,
+            // not broken; the sender is told so and may retry.
+            Err(ConsumerError::ChannelLayer(ChannelLayerError::TooManyBytes { .. })) => {
+                Self::error(ctx, UNDELIVERED_BUSY).await
+            }
             Err(ConsumerError::ChannelLayer(error)) => {
                 estuary::throttled!(warn, %error, "chat message not delivered (the sender got an error frame): is the channel layer reachable?");
                 Self::error(ctx, UNDELIVERED).await

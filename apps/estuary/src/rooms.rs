@@ -11,8 +11,14 @@ use serde::Serialize;
 /// in each.
 #[derive(Debug, Clone, Default)]
 pub struct Rooms {
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    signed_in: Arc<Mutex<HashMap<String, HashMap<String, usize>>>>,
+    /// One pointer: every connection holds a clone.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    counts: Mutex<HashMap<String, usize>>,
+    signed_in: Mutex<HashMap<String, HashMap<String, usize>>>,
 }
 
 /// One room and how many connections it has.
@@ -27,13 +33,13 @@ pub struct RoomCount {
 impl Rooms {
     /// Counts one more connection in `room`.
     pub fn join(&self, room: &str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
         *counts.entry(room.to_owned()).or_default() += 1;
     }
 
     /// Counts one connection fewer in `room`; forgets empty rooms.
     pub fn leave(&self, room: &str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = counts.get_mut(room) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -45,7 +51,7 @@ impl Rooms {
     /// Counts a signed-in member in `room`, under the folded `key` of its
     /// name (one member may have several connections).
     pub fn sign_in(&self, room: &str, key: &str) {
-        let mut rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
         *rooms
             .entry(room.to_owned())
             .or_default()
@@ -55,7 +61,7 @@ impl Rooms {
 
     /// Counts one connection of a signed-in member fewer in `room`.
     pub fn sign_out(&self, room: &str, key: &str) {
-        let mut rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
         let Some(names) = rooms.get_mut(room) else { return };
         if let Some(n) = names.get_mut(key) {
             *n = n.saturating_sub(1);
@@ -71,7 +77,7 @@ impl Rooms {
     /// True when a member signed in under the folded name `key` is in `room`
     /// (in this process).
     pub fn is_signed_in(&self, room: &str, key: &str) -> bool {
-        let rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
         rooms.get(room).is_some_and(|names| names.contains_key(key))
     }
 
@@ -79,15 +85,19 @@ impl Rooms {
     /// (in this process): equal under [`crate::usernames::fold`]. The name
     /// is folded only when the room has signed-in members.
     pub fn name_taken(&self, room: &str, name: &str) -> bool {
-        let rooms = self.signed_in.lock().unwrap_or_else(|e| e.into_inner());
-        rooms
-            .get(room)
-            .is_some_and(|names| names.contains_key(&crate::usernames::fold(name)))
+        let has_members = |key: Option<&str>| {
+            let rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+            rooms
+                .get(room)
+                .is_some_and(|names| key.is_none_or(|key| names.contains_key(key)))
+        };
+        // Folding allocates: done outside the lock every connection takes.
+        has_members(None) && has_members(Some(&crate::usernames::fold(name)))
     }
 
     /// The occupied rooms, busiest first.
     pub fn list(&self) -> Vec<RoomCount> {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
         let mut rooms: Vec<RoomCount> = counts
             .iter()
             .map(|(room, members)| RoomCount {

@@ -40,7 +40,8 @@ pub struct SocketTransport {
     direct_above: usize,
     /// A frame being written straight from its payload: every other write
     /// waits until it is out, so that nothing lands in its middle.
-    direct: Option<Direct>,
+    /// Boxed: rare, and an idle connection's size counts.
+    direct: Option<Box<Direct>>,
 }
 
 /// A data frame written from its shared payload: the header, then the
@@ -203,10 +204,10 @@ impl Transport for SocketTransport {
         }
         // What tungstenite holds (earlier frames, a pong) goes first.
         self.ws.flush().await.map_err(sink_error)?;
-        self.direct = Some(match message {
+        self.direct = Some(Box::new(match message {
             WsMessage::Text(text) => Direct::new(0x1, text.into_bytes()),
             WsMessage::Binary(bytes) => Direct::new(0x2, bytes),
-        });
+        }));
         self.finish_direct().await
     }
 

@@ -573,13 +573,16 @@ impl<C: Consumer> Session<C> {
             Err(ChannelLayerError::ChannelClosed(_)) => {
                 Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
             }
-            // Group messages for this client were dropped while it was not
-            // reading: never silently. Disconnect tells the client (1013),
-            // which then knows to reload; Drop counts them.
+            // Messages for this client were lost (its channel was full while
+            // it did not read, or the layer lost them: a deleted group key, a
+            // lost subscriber): never silently. Disconnect tells the client
+            // (1013), which then knows to reload; Drop counts them. The
+            // reason names the loss, not its cause, which may not be the
+            // client's.
             Err(ChannelLayerError::Lost { count }) => match self.config.slow_client {
                 SlowClientPolicy::Disconnect { .. } => {
-                    tracing::debug!(channel = %conn.channel, count, "client too slow: group messages lost; closing");
-                    Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+                    tracing::debug!(channel = %conn.channel, count, "messages for this connection lost; closing");
+                    Closing::server(CloseCode::TRY_AGAIN_LATER, "messages were lost; reconnect", false)
                 }
                 SlowClientPolicy::Drop => {
                     self.ctx.count_dropped(count);
