@@ -178,8 +178,9 @@ pub struct ChatConsumer {
     /// The member's name when known (authenticated, or `?username=`).
     known_name: Option<String>,
     authenticated: bool,
-    /// The folded name of a signed-in member, counted in `rooms`.
-    signed_in_key: Option<String>,
+    /// The folded name of a signed-in member, counted in `rooms` (boxed:
+    /// most connections are guests, and an idle connection's size counts).
+    signed_in_key: Option<Box<[String; 2]>>,
 }
 
 impl ChatConsumer {
@@ -332,16 +333,18 @@ impl Consumer for ChatConsumer {
         if self.authenticated {
             let key = usernames::fold(self.known_name.as_deref().unwrap_or_default());
             self.rooms.sign_in(&room, &key);
-            self.signed_in_key = Some(key);
+            self.signed_in_key = Some(Box::new(key));
         }
+        if let Some(member) = self.member() {
+            self.announcer.announce(&room, Presence::Join, member);
+        }
+        // Set before anything else can fail: `disconnect` undoes the count,
+        // the sign-in and the join from it.
+        self.room = Some(room);
         ctx.send_json(&Outgoing::ConnectionEstablished {
             message: "Connected to chat room",
         })
         .await?;
-        if let Some(member) = self.member() {
-            self.announcer.announce(&room, Presence::Join, member);
-        }
-        self.room = Some(room);
         Ok(Connect::accept())
     }
 

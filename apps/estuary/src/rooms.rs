@@ -21,6 +21,11 @@ struct Inner {
     signed_in: Mutex<HashMap<String, HashMap<String, usize>>>,
 }
 
+/// The keys of a fold, each once (they are often equal).
+fn distinct(keys: &[String; 2]) -> impl Iterator<Item = &String> {
+    keys.iter().take(if keys[0] == keys[1] { 1 } else { 2 })
+}
+
 /// One room and how many connections it has.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RoomCount {
@@ -48,25 +53,26 @@ impl Rooms {
         }
     }
 
-    /// Counts a signed-in member in `room`, under the folded `key` of its
+    /// Counts a signed-in member in `room`, under the folded `keys` of its
     /// name (one member may have several connections).
-    pub fn sign_in(&self, room: &str, key: &str) {
+    pub fn sign_in(&self, room: &str, keys: &[String; 2]) {
         let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
-        *rooms
-            .entry(room.to_owned())
-            .or_default()
-            .entry(key.to_owned())
-            .or_default() += 1;
+        let names = rooms.entry(room.to_owned()).or_default();
+        for key in distinct(keys) {
+            *names.entry(key.clone()).or_default() += 1;
+        }
     }
 
     /// Counts one connection of a signed-in member fewer in `room`.
-    pub fn sign_out(&self, room: &str, key: &str) {
+    pub fn sign_out(&self, room: &str, keys: &[String; 2]) {
         let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
         let Some(names) = rooms.get_mut(room) else { return };
-        if let Some(n) = names.get_mut(key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                names.remove(key);
+        for key in distinct(keys) {
+            if let Some(n) = names.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    names.remove(key);
+                }
             }
         }
         if names.is_empty() {
@@ -82,14 +88,14 @@ impl Rooms {
     }
 
     /// True when `name` looks like the name of a member signed in in `room`
-    /// (in this process): equal under [`crate::usernames::fold`]. The name
-    /// is folded only when the room has signed-in members.
+    /// (in this process): a key of its [`crate::usernames::fold`] is one of
+    /// theirs. The name is folded only when the room has signed-in members.
     pub fn name_taken(&self, room: &str, name: &str) -> bool {
-        let has_members = |key: Option<&str>| {
+        let has_members = |keys: Option<&[String; 2]>| {
             let rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
             rooms
                 .get(room)
-                .is_some_and(|names| key.is_none_or(|key| names.contains_key(key)))
+                .is_some_and(|names| keys.is_none_or(|keys| keys.iter().any(|k| names.contains_key(k))))
         };
         // Folding allocates: done outside the lock every connection takes.
         has_members(None) && has_members(Some(&crate::usernames::fold(name)))
@@ -135,17 +141,19 @@ mod tests {
     #[test]
     fn signed_in_names_per_room() {
         let rooms = Rooms::default();
-        rooms.sign_in("a", "alice");
-        rooms.sign_in("a", "alice");
+        let alice = crate::usernames::fold("alice");
+        rooms.sign_in("a", &alice);
+        rooms.sign_in("a", &alice);
         assert!(rooms.is_signed_in("a", "alice"));
+        assert!(rooms.name_taken("a", "aIice"));
         assert!(!rooms.is_signed_in("b", "alice"));
-        rooms.sign_out("a", "alice");
+        rooms.sign_out("a", &alice);
         assert!(rooms.is_signed_in("a", "alice"), "one connection is left");
-        rooms.sign_out("a", "alice");
-        rooms.sign_out("a", "alice");
+        rooms.sign_out("a", &alice);
+        rooms.sign_out("a", &alice);
         assert!(!rooms.is_signed_in("a", "alice"));
         assert!(
-            rooms.signed_in.lock().unwrap().is_empty(),
+            rooms.inner.signed_in.lock().unwrap().is_empty(),
             "empty rooms are forgotten"
         );
     }

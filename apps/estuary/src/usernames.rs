@@ -10,10 +10,10 @@
 //! U+200B ZERO WIDTH SPACE). Zero-width joiners inside a visible name are
 //! kept: emoji sequences and several scripts need them.
 //!
-//! Two names are confusable when their [`fold`]s are equal: NFKC, lower
-//! case, then the UTS #39 skeleton (which also drops default-ignorable
-//! characters), lower-cased again. `alice`, `ALICE`, `alice\u{200b}`,
-//! `ａｌｉｃｅ` and a Cyrillic `аlice` all fold to the same key.
+//! Two names are confusable when their [`fold`]s share a key: NFKC, then
+//! lower case and the UTS #39 skeleton (which also drops default-ignorable
+//! characters) in either order. `alice`, `ALICE`, `aIice`, `alice\u{200b}`,
+//! `ａｌｉｃｅ` and a Cyrillic `аlice` all share a key.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -95,23 +95,34 @@ pub fn check(raw: &str) -> Result<Option<String>, NameProblem> {
     Ok(Some(name.to_owned()))
 }
 
-/// The key under which names that look alike are equal: NFKC, lower case,
-/// the UTS #39 skeleton, lower case again.
+/// The keys under which names that look alike are equal: NFKC, then either
+/// lower case before the UTS #39 skeleton or the skeleton before lower case
+/// (each lower-cased again). Two names are confusable when any key of one
+/// equals any key of the other. One order is not enough: lower case first
+/// turns a capital `I` into `i` where the skeleton makes it the `l` it looks
+/// like (`aIice`), and a Greek capital `Β` into `ß` where the skeleton makes
+/// it `b`; the skeleton first loses what case folding alone makes equal.
 ///
 /// ```
-/// use estuary_app::usernames::fold;
+/// use estuary_app::usernames::{confusable, fold};
 ///
-/// let alice = fold("alice");
-/// for lookalike in ["ALICE", "alice\u{200b}", "\u{430}lice", "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}"] {
-///     assert_eq!(fold(lookalike), alice, "{lookalike:?}");
+/// for lookalike in ["ALICE", "alice\u{200b}", "\u{430}lice", "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}", "aIice"] {
+///     assert!(confusable(&fold(lookalike), &fold("alice")), "{lookalike:?}");
 /// }
-/// assert_ne!(fold("bob"), alice);
+/// assert!(confusable(&fold("\u{392}OB"), &fold("BOB"))); // a Greek capital Beta
+/// assert!(!confusable(&fold("bob"), &fold("alice")));
 /// ```
-pub fn fold(name: &str) -> String {
-    let lower = name.trim().nfkc().collect::<String>().to_lowercase();
-    unicode_security::skeleton(&lower)
-        .collect::<String>()
-        .to_lowercase()
+pub fn fold(name: &str) -> [String; 2] {
+    let nfkc = name.trim().nfkc().collect::<String>();
+    let skeleton_lower = |s: &str| unicode_security::skeleton(s).collect::<String>().to_lowercase();
+    let lower_first = skeleton_lower(&nfkc.to_lowercase());
+    let skeleton_first = skeleton_lower(&skeleton_lower(&nfkc));
+    [lower_first, skeleton_first]
+}
+
+/// True when two names' [`fold`]s share a key.
+pub fn confusable(a: &[String; 2], b: &[String; 2]) -> bool {
+    a.iter().any(|key| b.contains(key))
 }
 
 #[cfg(test)]
@@ -152,8 +163,10 @@ mod tests {
 
     #[test]
     fn confusables_fold_together() {
-        assert_eq!(fold("paypal"), fold("\u{440}\u{430}ypal"));
-        assert_eq!(fold("alice"), fold("AlIce"));
-        assert_ne!(fold("alice"), fold("alicia"));
+        assert!(confusable(&fold("paypal"), &fold("\u{440}\u{430}ypal")));
+        assert!(confusable(&fold("alice"), &fold("AlIce")));
+        assert!(confusable(&fold("alice"), &fold("aIice")));
+        assert!(confusable(&fold("bob"), &fold("\u{392}\u{39f}\u{392}")));
+        assert!(!confusable(&fold("alice"), &fold("alicia")));
     }
 }

@@ -146,6 +146,8 @@ async fn guest_names_confusable_with_a_signed_in_members_are_refused() {
         "al\u{200d}ice",
         "\u{430}lice",                              // Cyrillic a
         "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}", // fullwidth
+        "aIice",                                    // a capital I for the l
+        "\u{391}LICE",                              // a Greek capital Alpha
     ];
     for name in lookalikes {
         refused_at_connect(&server, "look", name, TAKEN, 4409).await;

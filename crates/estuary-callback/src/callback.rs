@@ -347,9 +347,19 @@ impl ConnectCallback {
         };
         // A handshake holds its address's share from before it waits for a
         // slot: one address cannot queue up ahead of the others either.
-        let _client_slot = match (event, asked.client) {
-            (Event::Connect, Some(client)) => Some(self.client_slot(client)?),
-            _ => None,
+        // A client whose address is unknown (a Unix socket behind a proxy
+        // not in trusted_proxies) shares one share with every other such
+        // client, as all clients of an untrusted proxy share its address:
+        // never no bound at all.
+        let _client_slot = match event {
+            Event::Connect => Some(
+                self.client_slot(
+                    asked
+                        .client
+                        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+                )?,
+            ),
+            Event::Recheck => None,
         };
         let _slot = if event == Event::Recheck {
             inner.in_flight.try_acquire().map_err(|_| busy())?
