@@ -2,7 +2,7 @@
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/).
 
 The inputs are real ones: route patterns and paths of the chat app and the
-docs, chat frames of shared/spec/chat-protocol.md, stored members laid out
+docs, chat frames of the protocol in docs/CHAT.md, stored members laid out
 byte for byte as channels_redis writes them (section 3.4 of the wire spec),
 encrypted ones made with the `cryptography` package's Fernet (the one
 channels_redis uses) under the key the `stored` target holds, and request

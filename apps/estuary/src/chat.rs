@@ -1,4 +1,4 @@
-//! The chat room consumer: the protocol in `shared/spec/chat-protocol.md`.
+//! The chat room consumer: the protocol in `docs/CHAT.md`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
