@@ -4,15 +4,12 @@
 
 mod common;
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
-
 #[path = "../../../tests/support/http.rs"]
 mod http;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::served::Served;
 use common::{Client, WAIT};
 use futures_util::SinkExt;
 use serde_json::json;
@@ -20,67 +17,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// `estuary serve` on a free port, killed on drop.
-struct Served {
-    child: Child,
-    port: u16,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Self {
-        let port = process::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::null());
-        let (child, _) = process::spawn_ready(cmd, "listening", Duration::from_secs(20));
-        Self { child, port }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Peak resident memory of the server process, in KiB (`VmHWM`).
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmHWM")
-    }
-
-    fn report(&self, test: &str) {
-        println!(
-            "{test}: server peak RSS {:.1} MiB",
-            self.peak_rss_kib() as f64 / 1024.0
-        );
-    }
-
-    /// A healthy client joins, talks and hears itself.
-    async fn healthy(&self) {
-        let mut c = Client::join(&self.url("/ws/chat/healthy/")).await;
-        c.send_json(&json!({"message": "still fine", "username": "ok"}))
-            .await;
-        assert_eq!(c.recv_type("chat_message").await["message"], "still fine");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Joins a chat room from the local address `from` (any of 127.0.0.0/8).
+/// A healthy client joins, talks and hears itself.
+async fn healthy(server: &Served) {
+    let mut c = Client::join(&server.url("/ws/chat/healthy/")).await;
+    c.send_json(&json!({"message": "still fine", "username": "ok"}))
+        .await;
+    assert_eq!(c.recv_type("chat_message").await["message"], "still fine");
+}
+
 async fn join_from(server: &Served, path: &str, from: [u8; 4]) -> Client {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind((from, 0).into()).unwrap();
@@ -139,7 +84,7 @@ async fn handshakes_padded_with_headers_are_refused_and_memory_stays_flat() {
         .map(|i| format!("x-pad-{i}: {}\r\n", "a".repeat(8000)))
         .collect();
     assert_eq!(
-        status_of(server.addr(), upgrade(server.port, &padding).as_bytes()).await,
+        status_of(server.addr(), upgrade(server.port(), &padding).as_bytes()).await,
         431
     );
     // 500 sockets held open with 12 KiB of headers each (under the limit).
@@ -149,7 +94,7 @@ async fn handshakes_padded_with_headers_are_refused_and_memory_stays_flat() {
         .collect();
     for _ in 0..500 {
         let mut s = TcpStream::connect(server.addr()).await.unwrap();
-        s.write_all(upgrade(server.port, &padding).as_bytes())
+        s.write_all(upgrade(server.port(), &padding).as_bytes())
             .await
             .unwrap();
         let mut head = [0u8; 12];
@@ -160,7 +105,7 @@ async fn handshakes_padded_with_headers_are_refused_and_memory_stays_flat() {
     let peak = server.peak_rss_kib();
     server.report("padded handshakes");
     assert!(peak < 200 * 1024, "peak RSS {peak} KiB for 500 padded sockets");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 #[tokio::test]
@@ -169,10 +114,10 @@ async fn too_many_header_fields_get_431() {
     // 80 fields: under hyper's own ceiling of 100, over Estuary's 64.
     let many: String = (0..80).map(|i| format!("x-{i}: y\r\n")).collect();
     assert_eq!(
-        status_of(server.addr(), upgrade(server.port, &many).as_bytes()).await,
+        status_of(server.addr(), upgrade(server.port(), &many).as_bytes()).await,
         431
     );
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 /// Before: 2,000 bodies trickling a byte every 2 s were never cut off (200
@@ -185,7 +130,7 @@ async fn a_trickling_push_body_gets_408() {
     let head = format!(
         "POST /api/rooms/a/messages HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\n\
          content-length: 1000\r\n\r\n{{",
-        server.port
+        server.port()
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -196,7 +141,7 @@ async fn a_trickling_push_body_gets_408() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     server.report("trickling body");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 /// Before: the push API took 2 MB bodies, and each member rendered its own
@@ -212,7 +157,7 @@ async fn an_oversized_push_gets_413() {
         &answer[..answer.len().min(200)]
     );
     server.report("oversized push");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 #[tokio::test]
@@ -225,7 +170,7 @@ async fn connections_over_the_per_address_cap_get_429() {
     // The 20th is the healthy client; the 21st is refused with 429.
     let mut member = Client::join(&server.url("/ws/chat/healthy/")).await;
     assert_eq!(
-        status_of(server.addr(), upgrade(server.port, "").as_bytes()).await,
+        status_of(server.addr(), upgrade(server.port(), "").as_bytes()).await,
         429
     );
     // One leaves: room for another.
@@ -332,7 +277,7 @@ async fn a_ping_flood_closes_with_1008() {
     }
     assert_eq!(c.recv_close().await, 1008);
     server.report("ping flood");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 #[tokio::test]
@@ -349,7 +294,7 @@ async fn garbage_instead_of_http_is_answered_400() {
         414 | 431 | 400
     ));
     server.report("garbage");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 /// 3,000 TCP connections that never send a request, from one address: the
@@ -395,7 +340,7 @@ async fn thousands_of_silent_connections_are_capped_and_timed_out() {
     println!("silent connections: {refused} refused with 429, {timed_out} closed at the handshake timeout");
     assert_eq!((refused, timed_out), (2000, 1000));
     server.report("silent connections");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 /// Slowloris: headers a byte at a time never finish within the handshake
@@ -436,7 +381,7 @@ async fn slowloris_headers_are_cut_off_at_the_handshake_timeout() {
     println!("slowloris: closed after {:.1} s", started.elapsed().as_secs_f64());
     assert!(started.elapsed() < Duration::from_secs(5));
     server.report("slowloris");
-    server.healthy().await;
+    healthy(&server).await;
 }
 
 /// A member that stops reading while its room is busy is closed with 1013;
@@ -573,7 +518,7 @@ async fn connections_past_the_total_get_503() {
 async fn a_peer_that_stops_answering_pings_is_dropped() {
     let server = Served::start(&["--ping-interval", "1", "--ping-timeout", "1"]);
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
-    s.write_all(upgrade(server.port, "").as_bytes()).await.unwrap();
+    s.write_all(upgrade(server.port(), "").as_bytes()).await.unwrap();
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head[9..12], b"101");
@@ -591,5 +536,5 @@ async fn a_peer_that_stops_answering_pings_is_dropped() {
         "not before a ping went unanswered"
     );
     server.report("silent peer");
-    server.healthy().await;
+    healthy(&server).await;
 }

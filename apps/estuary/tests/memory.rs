@@ -4,69 +4,16 @@
 
 mod common;
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
-
 #[path = "../../../tests/support/http.rs"]
 mod http;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::served::Served;
 use common::{Client, WAIT};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-/// `estuary serve` on a free port, killed on drop.
-struct Served {
-    child: Child,
-    port: u16,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Self {
-        let port = process::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::null());
-        let (child, _) = process::spawn_ready(cmd, "listening", Duration::from_secs(20));
-        Self { child, port }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// A field of `/proc/<pid>/status`, in KiB.
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
-    }
-
-    /// Peak resident memory so far, in MiB (`VmHWM`).
-    fn peak_rss_mib(&self) -> f64 {
-        self.status_kib("VmHWM") as f64 / 1024.0
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Memory the kernel's TCP sockets hold, machine-wide, in MiB (for the
 /// report only: other processes share it).
@@ -96,7 +43,7 @@ async fn silent_member(server: &Served, room: &str) -> TcpStream {
     let request = format!(
         "GET /ws/chat/{room}/ HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
-        server.port
+        server.port()
     );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();

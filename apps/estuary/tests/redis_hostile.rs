@@ -8,18 +8,13 @@
 
 mod common;
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
-
 #[path = "../../../tests/support/http.rs"]
 mod http;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::served::Served;
 use common::{Client, TestServer, WAIT};
 use estuary::redis::{RedisChannelLayer, RedisConfig};
 use estuary::{ChannelLayer, GroupName, Message};
@@ -49,74 +44,6 @@ async fn redis() -> redis::aio::MultiplexedConnection {
         .expect("connection")
 }
 
-/// `estuary serve` on the shared Redis with `prefix`; its log lines are
-/// kept. Killed on drop.
-struct Served {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(prefix: &str) -> Self {
-        let port = process::free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .args(["--layer", SHARED_REDIS, "--redis-prefix", prefix])
-            .args(["--push-insecure", "--rate-limit", "0", "--rate-limit-per-ip", "0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("estuary serve");
-        let stdout = child.stdout.take().expect("piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("listening") {
-                        let _ = ready_tx.send(());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        ready
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server never said it was listening");
-        Self { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    /// Log lines at WARN or ERROR.
-    fn warnings(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Item 1 (and 7): the member, not UTF-8 and scored `inf`, written
 /// into the room again before every message. The room keeps working for
 /// chat, the push API and named joiners; the log says so, about once a
@@ -124,7 +51,17 @@ impl Drop for Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_no_process_could_have_written_does_not_take_the_room_down() {
     let prefix = prefix();
-    let server = Served::start(&prefix);
+    let server = Served::start(&[
+        "--layer",
+        SHARED_REDIS,
+        "--redis-prefix",
+        &prefix,
+        "--push-insecure",
+        "--rate-limit",
+        "0",
+        "--rate-limit-per-ip",
+        "0",
+    ]);
     let url = server.url("/ws/chat/lobby/");
     let mut alice = Client::join(&url).await;
     let mut bob = Client::join(&url).await;

@@ -2,6 +2,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../../../tests/support/process.rs"]
+pub mod process;
+pub mod served;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
