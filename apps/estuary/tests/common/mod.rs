@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../../tests/support/process.rs"]
-pub mod process;
 pub mod served;
 
 use std::net::SocketAddr;

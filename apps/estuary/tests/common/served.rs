@@ -6,8 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::process;
-
 /// `estuary serve --bind 127.0.0.1:<free port>` with more flags; its log
 /// lines (stdout) are kept. Killed on drop.
 pub struct Served {
@@ -20,7 +18,11 @@ impl Served {
     /// Starts the server with `extra` flags and waits (30 s at most) until
     /// it says it is listening.
     pub fn start(extra: &[&str]) -> Self {
-        let port = process::free_port();
+        // A port that was free a moment ago.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(extra)
