@@ -30,12 +30,12 @@ impl Inner {
     /// that Estuary cannot address, and warns with the value, escaped.
     pub(super) fn warn_invalid_member(&self, group: &GroupName, raw: &[u8], why: &str, removed: bool) {
         let total = self.invalid_members.fetch_add(1, Ordering::Relaxed) + 1;
-        let member = shown(raw);
+        // The escaped copy is made only for a line that is written.
         if removed {
             throttled!(
                 warn,
                 %group,
-                %member,
+                member = %shown(raw),
                 why,
                 total,
                 "group member no process could have written; skipped and removed. Something \
@@ -45,7 +45,7 @@ impl Inner {
             throttled!(
                 warn,
                 %group,
-                %member,
+                member = %shown(raw),
                 why,
                 total,
                 "group member Estuary cannot address (a Django channel name with non-ASCII \
