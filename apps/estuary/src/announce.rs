@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(users.len(), 10);
         // A quiet period later the room's task is gone, and the next goes at once.
         tokio::time::sleep(ANNOUNCE_EVERY * 3).await;
-        assert!(announcer.rooms.lock().unwrap().is_empty());
+        assert!(announcer.inner.rooms.lock().unwrap().is_empty());
         let before = Instant::now();
         announcer.announce("r", Presence::Leave, member("first"));
         let _: Message = layer.receive(&channel).await.unwrap();

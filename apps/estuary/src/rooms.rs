@@ -145,7 +145,7 @@ mod tests {
         rooms.sign_out("a", "alice");
         assert!(!rooms.is_signed_in("a", "alice"));
         assert!(
-            rooms.signed_in.lock().unwrap().is_empty(),
+            rooms.inner.signed_in.lock().unwrap().is_empty(),
             "empty rooms are forgotten"
         );
     }
