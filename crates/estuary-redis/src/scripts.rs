@@ -108,6 +108,30 @@ return present
     )
 });
 
+/// Which of this process's members one group key lost. KEYS: the group.
+/// ARGV: the members. Returns `{state, i...}`: state 1 when the key is a
+/// sorted set, 0 when it is absent, -1 when it is another type; then the
+/// 1-based positions in ARGV of the members it does not hold.
+pub(crate) static MEMBERS_MISSING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then
+  return {0}
+elseif t ~= 'zset' then
+  return {-1}
+end
+local out = {1}
+for i = 1, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    out[#out + 1] = i
+  end
+end
+return out
+",
+    )
+});
+
 /// This process's own queue holds another type: nobody else writes there
 /// (its name carries this process's random id), so it is taken back.
 /// KEYS: queue. Returns 1 when it was deleted, 0 when it was a sorted set
