@@ -1,6 +1,9 @@
 //! Lua scripts, run with EVALSHA (loaded on first use). Each keeps one
 //! operation atomic in one round trip; the keys, members, scores and TTLs
-//! they leave are exactly those channels_redis leaves.
+//! they leave are exactly those channels_redis leaves, plus one: a process
+//! queue that refused another Estuary process's group message for want of
+//! room gets a counter beside it (`<queue key>:refused`, expiring with the
+//! queue), which that process's receive task reads and deletes.
 //!
 //! A key that holds another type than a sorted set (someone wrote over it)
 //! would abort a whole script with `WRONGTYPE`, and with it every other
@@ -33,14 +36,17 @@ return 1
 });
 
 /// `group_send` to the queues of one shard: for each key, prune, then add
-/// unless at capacity. KEYS: queues (n). ARGV: members (n), capacities (n),
-/// now, prune-up-to, expiry. Returns a list of 1 (stored), 0 (full) or -1
-/// (the key holds another type: skipped, the other keys are still served).
+/// unless at capacity. KEYS: queues (n), then each queue's refusal counter
+/// (n). ARGV: members (n), capacities (n), whether to count a refusal (n:
+/// `1` for another Estuary process's queue, whose receive task reads the
+/// counter and tells its channels; the sender tells its own), now,
+/// prune-up-to, expiry. Returns a list of 1 (stored), 0 (full) or -1 (the
+/// key holds another type: skipped, the other keys are still served).
 pub(crate) static GROUP_SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local n = #KEYS
-local now, prune, expiry = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
+local n = #KEYS / 2
+local now, prune, expiry = ARGV[3 * n + 1], ARGV[3 * n + 2], ARGV[3 * n + 3]
 local stored = {}
 for i = 1, n do
   local t = redis.call('TYPE', KEYS[i]).ok
@@ -54,6 +60,10 @@ for i = 1, n do
       stored[i] = 1
     else
       stored[i] = 0
+      if ARGV[2 * n + i] == '1' then
+        redis.call('INCR', KEYS[n + i])
+        redis.call('EXPIRE', KEYS[n + i], expiry)
+      end
     end
   end
 end

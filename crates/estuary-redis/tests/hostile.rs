@@ -347,3 +347,47 @@ async fn an_overwritten_process_queue_is_reported_to_its_channels() {
         }
     }
 }
+
+/// This process's queue full (it fell behind) when another Estuary process
+/// sends to a group: the message is skipped there (counted in that
+/// sender's report) and nothing reaches this process's member; the sender
+/// counts the refusal beside the queue, and this process's receive task
+/// tells its channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_refused_by_a_full_process_queue_is_reported() {
+    let prefix = common::unique_prefix();
+    let (a, other) = (layer(&prefix), layer(&prefix));
+    let room = GroupName::new("room").unwrap();
+    let ca = a.new_channel().await.unwrap();
+    a.group_add(&room, &ca).await.unwrap();
+    let capacity = a.config().layer_config().capacity_for(ca.as_str());
+    // Fill a's queue past capacity in one step (as a burst faster than the
+    // process drains would), with entries its receive task skips, and send
+    // at once; retried until a send finds it still full.
+    let mut conn = redis().await;
+    let fill = redis::Script::new(
+        "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], ARGV[2], 'filler' .. i) end",
+    );
+    let start = Instant::now();
+    loop {
+        let _: () = fill
+            .key(a.process_key())
+            .arg(capacity + 1000)
+            .arg(now_secs())
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        if other.group_send(&room, msg(1)).await.unwrap().dropped == 1 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "never found the queue full");
+    }
+    // Whatever else the member gets (a later attempt's message), it is
+    // told of the refused one.
+    loop {
+        match next(&a, &ca).await {
+            Err(n) => break assert!(n >= 1),
+            Ok(_) => continue,
+        }
+    }
+}

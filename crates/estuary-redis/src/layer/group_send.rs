@@ -36,6 +36,12 @@ struct QueuePayload {
     non_local: String,
 }
 
+/// The key counting group messages a process queue refused for want of
+/// room (`:` cannot occur in a channel name, so no queue has this name).
+pub(super) fn refused_key(queue_key: &str) -> String {
+    format!("{queue_key}:refused")
+}
+
 impl Inner {
     pub(super) async fn group_send(
         &self,
@@ -152,7 +158,16 @@ impl Inner {
                 invocation.arg(q.payload.as_slice());
             }
             for q in &queues {
+                invocation.key(refused_key(&q.key));
+            }
+            for q in &queues {
                 invocation.arg(q.capacity);
+            }
+            for q in &queues {
+                // Another process's queue (its name ends in `!`): its
+                // receive task reads the count and tells its channels.
+                let counted = q.non_local != self.client_prefix && q.non_local.ends_with('!');
+                invocation.arg(if counted { "1" } else { "0" });
             }
             invocation
                 .arg(now.to_string())

@@ -287,6 +287,26 @@ impl Inner {
         written
     }
 
+    /// Other Estuary processes' group sends found this process's queue full
+    /// `refused` times (they count it beside the queue; the receive task
+    /// reads the count): which channels those messages were for is not
+    /// known, so every channel of this process is told that it may have
+    /// missed messages. Returns how many were told.
+    pub(super) fn own_queue_refused(&self, refused: u64) -> usize {
+        let channels: Vec<ChannelName> = lock(&self.local).keys().cloned().collect();
+        let told = self.tell_lost(&channels);
+        estuary_core::throttled!(
+            warn,
+            refused,
+            told,
+            "group messages from other processes found this process's queue in Redis full and \
+             were dropped; every channel of this process was told it may have missed messages \
+             (1013 under slow_client=disconnect). The process falls behind its queue: give it \
+             more CPU or fewer connections, or raise the layer's capacity"
+        );
+        told
+    }
+
     /// Takes this process's queue back if something wrote another type
     /// over it (nobody else has a claim on its name), and tells every
     /// channel of this process: what the queue held, and what was sent to

@@ -132,6 +132,18 @@ pub enum RedisLayerError {
 ///   The bound: a gap lasts at most the check interval plus one round trip
 ///   (less when this process sends to the group meanwhile), and no member
 ///   misses a message in it without being told.
+/// * **This process's queue full** (the process fell behind what Redis
+///   hands it). A group message another process sends finds no room and is
+///   skipped there (in that sender's [`GroupSendReport::dropped`]). When the
+///   sender is an Estuary process, it counts the refusal beside the queue
+///   (`<queue key>:refused`); this process's receive task takes the count
+///   with its next batch and, since which channels the message was for is
+///   not known, tells every channel of this process
+///   ([`ChannelLayerError::Lost`]). A group send from this process that
+///   finds its own queue full tells the group's members at once. Not seen:
+///   a Django (channels_redis) process's group message refused by a full
+///   queue (channels_redis skips it without a trace); size `capacity` so the
+///   queue does not fill.
 /// * **A key of the wrong type** (someone wrote a string over a queue or a
 ///   group). Only that key is affected: `group_send` delivers to every other
 ///   member and counts the poisoned queue's members in
