@@ -118,24 +118,35 @@ return present
     )
 });
 
-/// Which of this process's members one group key lost. KEYS: the group.
-/// ARGV: the members. Returns `{state, i...}`: state 1 when the key is a
+/// Which of this process's members some group keys lost. KEYS: groups
+/// (n). ARGV: each group's member count (n), then the members of each in
+/// turn. Returns, per group, `{state, j...}`: state 1 when the key is a
 /// sorted set, 0 when it is absent, -1 when it is another type; then the
-/// 1-based positions in ARGV of the members it does not hold.
+/// 1-based positions, among that group's members, of those it lacks.
 pub(crate) static MEMBERS_MISSING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'none' then
-  return {0}
-elseif t ~= 'zset' then
-  return {-1}
-end
-local out = {1}
-for i = 1, #ARGV do
-  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    out[#out + 1] = i
+local n = #KEYS
+local out = {}
+local at = n
+for i = 1, n do
+  local count = tonumber(ARGV[i])
+  local t = redis.call('TYPE', KEYS[i]).ok
+  local r
+  if t == 'none' then
+    r = {0}
+  elseif t ~= 'zset' then
+    r = {-1}
+  else
+    r = {1}
+    for j = 1, count do
+      if not redis.call('ZSCORE', KEYS[i], ARGV[at + j]) then
+        r[#r + 1] = j
+      end
+    end
   end
+  out[i] = r
+  at = at + count
 end
 return out
 ",

@@ -27,6 +27,7 @@ use estuary_core::{ChannelLayerError, ChannelName, GroupName};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::registry::Version;
 use crate::faults::layer_error;
 use crate::local::lock;
 use crate::scripts;
@@ -140,7 +141,7 @@ impl Inner {
                 .push((group, channel));
         }
         let mut complete = true;
-        let mut suspects: Vec<GroupName> = Vec::new();
+        let mut suspects: BTreeMap<usize, Vec<GroupName>> = BTreeMap::new();
         for (shard, groups) in by_shard {
             for batch in groups.chunks(CHECK_BATCH) {
                 let mut invocation = scripts::MEMBERSHIPS_PRESENT.prepare_invoke();
@@ -162,7 +163,7 @@ impl Inner {
                 };
                 for ((group, _), state) in batch.iter().zip(present) {
                     match state {
-                        0 => suspects.push(group.clone()),
+                        0 => suspects.entry(shard).or_default().push(group.clone()),
                         -1 => self.warn_poisoned(&self.group_key(group), 0),
                         _ => {}
                     }
@@ -170,48 +171,71 @@ impl Inner {
             }
         }
         let mut losses = Vec::new();
-        for group in suspects {
-            let (version, members) = lock(&self.memberships).members_at(&group);
-            let Some(version) = version else { continue };
-            let key = self.group_key(&group);
-            let mut invocation = scripts::MEMBERS_MISSING.prepare_invoke();
-            invocation.key(&key);
-            for channel in &members {
-                invocation.arg(channel.as_str());
-            }
-            let mut conn = self.conn(group.as_str());
-            let found = match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::debug!(%error, %group, "membership check failed");
-                    complete = false;
-                    continue;
-                }
-            };
-            if lock(&self.memberships).version(&group) != Some(version) {
-                // Joined or left meanwhile: not a loss we can tell apart.
-                continue;
-            }
-            let (key_gone, missing) = match found.split_first() {
-                Some((0, _)) => (true, members),
-                Some((1, positions)) => {
-                    let missing: Vec<ChannelName> = positions
+        for (shard, groups) in suspects {
+            for batch in groups.chunks(CHECK_BATCH) {
+                // Each group's members with its version, as one moment.
+                let taken: Vec<(&GroupName, Version, Vec<ChannelName>)> = {
+                    let memberships = lock(&self.memberships);
+                    batch
                         .iter()
-                        .filter_map(|&i| usize::try_from(i - 1).ok().and_then(|i| members.get(i)).cloned())
-                        .collect();
-                    (false, missing)
-                }
-                _ => {
-                    self.warn_poisoned(&key, 0);
+                        .filter_map(|group| match memberships.members_at(group) {
+                            (Some(version), members) => Some((group, version, members)),
+                            (None, _) => None,
+                        })
+                        .collect()
+                };
+                if taken.is_empty() {
                     continue;
                 }
-            };
-            if !missing.is_empty() {
-                losses.push(Loss {
-                    group,
-                    members: missing,
-                    key_gone,
-                });
+                let mut invocation = scripts::MEMBERS_MISSING.prepare_invoke();
+                for (group, _, _) in &taken {
+                    invocation.key(self.group_key(group));
+                }
+                for (_, _, members) in &taken {
+                    invocation.arg(members.len());
+                }
+                for channel in taken.iter().flat_map(|(_, _, members)| members) {
+                    invocation.arg(channel.as_str());
+                }
+                let mut conn = self.shards[shard].conn.clone();
+                let found = match invocation.invoke_async::<Vec<Vec<i64>>>(&mut conn).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        tracing::debug!(%error, "membership check failed");
+                        complete = false;
+                        continue;
+                    }
+                };
+                for ((group, version, members), found) in taken.into_iter().zip(found) {
+                    if lock(&self.memberships).version(group) != Some(version) {
+                        // Joined or left meanwhile: a ZREM and ZADD in
+                        // flight look like a loss. The next check decides.
+                        continue;
+                    }
+                    let (key_gone, missing) = match found.split_first() {
+                        Some((0, _)) => (true, members),
+                        Some((1, positions)) => {
+                            let missing: Vec<ChannelName> = positions
+                                .iter()
+                                .filter_map(|&j| {
+                                    usize::try_from(j - 1).ok().and_then(|j| members.get(j)).cloned()
+                                })
+                                .collect();
+                            (false, missing)
+                        }
+                        _ => {
+                            self.warn_poisoned(&self.group_key(group), 0);
+                            continue;
+                        }
+                    };
+                    if !missing.is_empty() {
+                        losses.push(Loss {
+                            group: group.clone(),
+                            members: missing,
+                            key_gone,
+                        });
+                    }
+                }
             }
         }
         (losses, complete)
