@@ -1,8 +1,11 @@
-//! The chat application while its Redis is killed and restarted under load:
-//! the WebSockets stay open, senders are told their messages were not
-//! delivered, `/healthz` answers 503 meanwhile and 200 within two seconds of
-//! Redis being back, and the same sockets receive the room's messages again
-//! without reconnecting.
+//! The chat application while its Redis is killed and restarted (empty)
+//! under load: the WebSockets stay open while Redis is away, senders are
+//! told their messages were not delivered, `/healthz` answers 503 meanwhile
+//! and 200 within two seconds of Redis being back. Redis came back without
+//! the room's membership, so what other processes sent before it was
+//! written again missed these sockets: each is told (closed 1013, "messages
+//! were lost; reconnect"), none is left open having missed messages
+//! silently. Clients that reconnect get the room's messages again.
 
 mod common;
 
@@ -33,11 +36,12 @@ fn redis_config(url: &str) -> Config {
 }
 
 /// Reads a socket until it receives the chat message `until`; returns how
-/// many chat messages came before it. Fails if the socket ends.
+/// many chat messages came before it, or the code the server closed it
+/// with. Fails if the socket ends otherwise.
 async fn read_until(
     mut stream: impl StreamExt<Item = Result<Message, impl std::fmt::Debug>> + Unpin,
     until: &str,
-) -> usize {
+) -> Result<usize, u16> {
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut count = 0;
     loop {
@@ -46,7 +50,9 @@ async fn read_until(
             .unwrap_or_else(|_| panic!("{until:?} never arrived"));
         let text = match next {
             Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => panic!("socket closed by the server: {frame:?}"),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame.map_or(1005, |f| u16::from(f.code)));
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => panic!("socket failed: {e:?}"),
             None => panic!("socket ended"),
@@ -54,7 +60,7 @@ async fn read_until(
         let v: Value = serde_json::from_str(&text).expect("JSON");
         if v["type"] == "chat_message" {
             if v["message"] == until {
-                return count;
+                return Ok(count);
             }
             count += 1;
         }
@@ -97,7 +103,8 @@ async fn redis_killed_and_restarted_under_load() {
     }
 
     // The load: one client sends every 5 ms; its own socket tells what
-    // became of each message (its echo from the room, or an error frame).
+    // became of each message (its echo from the room, or an error frame),
+    // until the server closes it.
     let sender = Client::join(&url).await;
     let (mut sink, mut stream) = sender.ws.split();
     let echoes = Arc::new(AtomicUsize::new(0));
@@ -109,16 +116,14 @@ async fn redis_killed_and_restarted_under_load() {
             let mut k = 0u64;
             while !stop.is_cancelled() {
                 let m = json!({"message": format!("load-{k}"), "username": "load"});
-                sink.send(Message::text(m.to_string()))
-                    .await
-                    .expect("the sender's socket stays open");
+                if sink.send(Message::text(m.to_string())).await.is_err() {
+                    // Closed by the server: the outcome task reads why.
+                    break;
+                }
                 k += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            sink.send(Message::text(json!({"message": "after"}).to_string()))
-                .await
-                .expect("the sender's socket stays open");
-            (sink, k)
+            k
         })
     };
     let outcomes = {
@@ -131,13 +136,12 @@ async fn redis_killed_and_restarted_under_load() {
                     .expect("the sender's socket went quiet");
                 let text = match next {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(frame))) => panic!("sender closed by the server: {frame:?}"),
+                    Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| u16::from(f.code)),
                     Some(Ok(_)) => continue,
                     other => panic!("sender's socket failed: {other:?}"),
                 };
                 let v: Value = serde_json::from_str(&text).expect("JSON");
                 match v["type"].as_str() {
-                    Some("chat_message") if v["message"] == "after" => return stream,
                     Some("chat_message") => echoes.fetch_add(1, Ordering::Relaxed),
                     Some("error") => errors.fetch_add(1, Ordering::Relaxed),
                     _ => 0,
@@ -154,6 +158,7 @@ async fn redis_killed_and_restarted_under_load() {
     let unhealthy = wait_for_status(&server, 503).await;
     println!("/healthz answered 503 {unhealthy:?} after Redis was killed");
     let errors_then = errors.load(Ordering::Relaxed);
+    // The sockets stay open while Redis is away; senders are told.
     wait_above(&errors, errors_then + 5, "senders told of undelivered messages").await;
 
     let _redis = redis_server::RedisServer::start_on(port);
@@ -163,31 +168,57 @@ async fn redis_killed_and_restarted_under_load() {
         healthy < Duration::from_secs(3),
         "healthy {healthy:?} after Redis was back (bound: 2 s + slack)"
     );
-    // Messages flow again, to the same sockets, without anyone rejoining.
-    let echoes_then = echoes.load(Ordering::Relaxed);
-    wait_above(&echoes, echoes_then + 20, "load flowing after the restart").await;
+    // Redis came back empty: every member of the room is told it may have
+    // missed messages (closed 1013), none is left open, silently behind.
+    let code = tokio::time::timeout(LIMIT, outcomes)
+        .await
+        .expect("the sender was never told")
+        .expect("outcomes");
+    assert_eq!(code, 1013, "the sender's close code");
     stop.cancel();
-    let (_sink, sent) = load.await.expect("load");
-    let _stream = tokio::time::timeout(LIMIT, outcomes)
+    let sent = load.await.expect("load");
+    let (echoed, refused) = (echoes.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    println!(
+        "{sent} messages sent: {echoed} delivered to the room, {refused} refused with an error frame, then closed 1013"
+    );
+    for reader in readers {
+        let got = tokio::time::timeout(LIMIT, reader)
+            .await
+            .expect("a reader was never told")
+            .expect("a reader's socket failed");
+        assert_eq!(got, Err(1013), "a reader's outcome");
+    }
+
+    // Clients reconnect (as browsers do on 1013): messages flow again.
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let client = Client::join(&url).await;
+        readers.push(tokio::spawn(async move {
+            let (_sink, stream) = client.ws.split();
+            read_until(stream, "after").await
+        }));
+    }
+    let sender = Client::join(&url).await;
+    let (mut sink, stream) = sender.ws.split();
+    let echoed = tokio::spawn(read_until(stream, "after"));
+    for k in 0..50 {
+        let m = json!({"message": format!("again-{k}"), "username": "load"});
+        sink.send(Message::text(m.to_string())).await.expect("send");
+    }
+    sink.send(Message::text(json!({"message": "after"}).to_string()))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(LIMIT, echoed)
         .await
         .expect("the sender never got its last message")
-        .expect("outcomes");
-    let (echoed, refused) = (echoes.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
-    println!("{sent} messages sent: {echoed} delivered to the room, {refused} refused with an error frame");
-    assert_eq!(
-        echoed + refused,
-        sent as usize,
-        "every message was delivered or refused"
-    );
+        .expect("sender");
+    assert_eq!(echoed, Ok(50), "the sender's echoes after reconnecting");
     for reader in readers {
         let got = tokio::time::timeout(LIMIT, reader)
             .await
             .expect("a reader never got the last message")
             .expect("a reader's socket failed");
-        assert_eq!(
-            got, echoed,
-            "a reader got other messages than the sender's echoes"
-        );
+        assert_eq!(got, Ok(50), "a reader after reconnecting");
     }
     server.stop().await;
 }

@@ -1,6 +1,9 @@
 //! Lua scripts, run with EVALSHA (loaded on first use). Each keeps one
 //! operation atomic in one round trip; the keys, members, scores and TTLs
-//! they leave are exactly those channels_redis leaves.
+//! they leave are exactly those channels_redis leaves, plus one: a process
+//! queue that refused another Estuary process's group message for want of
+//! room gets a counter beside it (`<queue key>:refused`, expiring with the
+//! queue), which that process's receive task reads and deletes.
 //!
 //! A key that holds another type than a sorted set (someone wrote over it)
 //! would abort a whole script with `WRONGTYPE`, and with it every other
@@ -33,14 +36,17 @@ return 1
 });
 
 /// `group_send` to the queues of one shard: for each key, prune, then add
-/// unless at capacity. KEYS: queues (n). ARGV: members (n), capacities (n),
-/// now, prune-up-to, expiry. Returns a list of 1 (stored), 0 (full) or -1
-/// (the key holds another type: skipped, the other keys are still served).
+/// unless at capacity. KEYS: queues (n), then each queue's refusal counter
+/// (n). ARGV: members (n), capacities (n), whether to count a refusal (n:
+/// `1` for another Estuary process's queue, whose receive task reads the
+/// counter and tells its channels; the sender tells its own), now,
+/// prune-up-to, expiry. Returns a list of 1 (stored), 0 (full) or -1 (the
+/// key holds another type: skipped, the other keys are still served).
 pub(crate) static GROUP_SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local n = #KEYS
-local now, prune, expiry = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
+local n = #KEYS / 2
+local now, prune, expiry = ARGV[3 * n + 1], ARGV[3 * n + 2], ARGV[3 * n + 3]
 local stored = {}
 for i = 1, n do
   local t = redis.call('TYPE', KEYS[i]).ok
@@ -54,6 +60,10 @@ for i = 1, n do
       stored[i] = 1
     else
       stored[i] = 0
+      if ARGV[2 * n + i] == '1' then
+        redis.call('INCR', KEYS[n + i])
+        redis.call('EXPIRE', KEYS[n + i], expiry)
+      end
     end
   end
 end
@@ -104,6 +114,41 @@ for i = 1, #KEYS do
   end
 end
 return present
+",
+    )
+});
+
+/// Which of this process's members some group keys lost. KEYS: groups
+/// (n). ARGV: each group's member count (n), then the members of each in
+/// turn. Returns, per group, `{state, j...}`: state 1 when the key is a
+/// sorted set, 0 when it is absent, -1 when it is another type; then the
+/// 1-based positions, among that group's members, of those it lacks.
+pub(crate) static MEMBERS_MISSING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = #KEYS
+local out = {}
+local at = n
+for i = 1, n do
+  local count = tonumber(ARGV[i])
+  local t = redis.call('TYPE', KEYS[i]).ok
+  local r
+  if t == 'none' then
+    r = {0}
+  elseif t ~= 'zset' then
+    r = {-1}
+  else
+    r = {1}
+    for j = 1, count do
+      if not redis.call('ZSCORE', KEYS[i], ARGV[at + j]) then
+        r[#r + 1] = j
+      end
+    end
+  end
+  out[i] = r
+  at = at + count
+end
+return out
 ",
     )
 });

@@ -254,10 +254,52 @@ async fn a_restart_is_reported_and_recovered_from_quickly() {
         "healthy only {:?} after Redis was back (bound 2 s + slack)",
         back.elapsed()
     );
+    // Redis came back empty: what other processes sent before the
+    // membership was written again missed it, so it is told first.
+    let told = tokio::time::timeout(WAIT, a.receive(&ca))
+        .await
+        .expect("told in time");
+    assert!(matches!(told, Err(ChannelLayerError::Lost { .. })), "{told:?}");
+    assert_eq!(a.losses_reported(), 1);
     // The existing member gets group sends without joining again.
     let report = a.group_send(&room, msg(3)).await.expect("group_send");
     assert_eq!(report.delivered, 1);
     assert_eq!(recv(&a, &ca).await, 3);
+}
+
+/// The layer's connections cut while Redis keeps its data (a network
+/// blip): the layer restores, and finds nothing lost, so nobody is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_that_kept_the_data_tells_nobody() {
+    let server = common::RedisServer::start();
+    let url = server.url();
+    let (a, other) = (layer(&url, "asgi"), layer(&url, "asgi"));
+    let room = GroupName::new("room").unwrap();
+    let ca = a.new_channel().await.unwrap();
+    a.group_add(&room, &ca).await.unwrap();
+    let mut conn = redis(&url).await;
+    for sent in 0..3u64 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(killed > 0);
+        // The layer reconnects; until it says healthy, sends may fail.
+        wait_until(WAIT, "healthy after the blip", || a.is_healthy()).await;
+        loop {
+            match other.group_send(&room, msg(sent)).await {
+                Ok(report) if report.delivered == 1 => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert_eq!(recv(&a, &ca).await, sent, "delivered, and no loss reported");
+    }
+    assert_eq!(a.losses_reported(), 0);
 }
 
 /// Messages for a connection's channel that its local buffer had no room

@@ -2,9 +2,12 @@
 //! process could have written, write one payload per destination queue.
 //!
 //! It also checks the group against this process's own record: a member of
-//! this process the group key no longer lists was lost in Redis (a `DEL`,
-//! an eviction), so it is written back, this message still reaches it, and
-//! it is told that it may have missed others' messages meanwhile.
+//! this process the group key no longer lists was lost in Redis. When the
+//! key is gone (a `DEL`, an eviction), the members are written back, this
+//! message still reaches them, and they are told that they may have missed
+//! others' messages meanwhile; when the key lists other members, they were
+//! removed one by one (another process's `group_discard`): the removal
+//! stands, and they are told.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -31,6 +34,12 @@ struct QueuePayload {
     members: usize,
     /// The queue's non-local name (this process's own queue is told apart).
     non_local: String,
+}
+
+/// The key counting group messages a process queue refused for want of
+/// room (`:` cannot occur in a channel name, so no queue has this name).
+pub(super) fn refused_key(queue_key: &str) -> String {
+    format!("{queue_key}:refused")
 }
 
 impl Inner {
@@ -66,6 +75,8 @@ impl Inner {
         if absurd > 0 {
             self.warn_absurd_scores(group, absurd);
         }
+        // A sorted set is never empty: no member means no key.
+        let key_gone = raw.is_empty();
         // One payload per destination queue (one per process), each naming
         // every member it carries, grouped by the shard that holds the queue.
         let mut by_queue: BTreeMap<String, Vec<ChannelName>> = BTreeMap::new();
@@ -101,12 +112,17 @@ impl Inner {
                 .get(self.client_prefix.as_str())
                 .map_or(&[][..], Vec::as_slice);
             let missing = lock(&self.memberships).missing(group, version, listed);
-            if !missing.is_empty() {
+            if !missing.is_empty() && key_gone {
                 self.memberships_lost(group, &missing).await;
                 by_queue
                     .entry(self.client_prefix.clone())
                     .or_default()
                     .extend(missing);
+            } else if !missing.is_empty() {
+                // The key lists others but not these: removed one by one,
+                // as another process's group_discard does. The removal
+                // stands; they are told (see `Inner::act_on_loss`).
+                self.memberships_removed(group, &missing);
             }
         }
         let mut report = GroupSendReport::default();
@@ -142,7 +158,16 @@ impl Inner {
                 invocation.arg(q.payload.as_slice());
             }
             for q in &queues {
+                invocation.key(refused_key(&q.key));
+            }
+            for q in &queues {
                 invocation.arg(q.capacity);
+            }
+            for q in &queues {
+                // Another process's queue (its name ends in `!`): its
+                // receive task reads the count and tells its channels.
+                let counted = q.non_local != self.client_prefix && q.non_local.ends_with('!');
+                invocation.arg(if counted { "1" } else { "0" });
             }
             invocation
                 .arg(now.to_string())

@@ -6,12 +6,15 @@
 //! `maxmemory`, a `DEL` from outside, a restart without persistence. The
 //! process keeps its own channels' memberships (it renews them anyway), so
 //! it checks every [`RedisConfig::membership_check`](crate::RedisConfig::membership_check)
-//! that one of its members is still in each of its groups, and writes the
-//! whole group's share of this process again when it is not (a group send
-//! from this process finds such a loss at once: see `group_send.rs`).
-//! Messages other processes sent to the group in between did not reach
-//! these members, and nothing can bring them back: the members are told
-//! (`ChannelLayerError::Lost` on their next receive). The same check takes
+//! that one of its members is still in each of its groups and, when it is
+//! not, which of its members the group lost: a key that is gone is written
+//! again, a key that lists others had these removed (a `group_discard`
+//! elsewhere), which stands (a group send from this process finds either
+//! at once: see `group_send.rs`). Messages other processes sent to the
+//! group in between did not reach these members, and nothing can bring
+//! them back: the members are told (`ChannelLayerError::Lost` on their
+//! next receive). After an outage the same check runs before memberships
+//! are written back, so members Redis lost while away are told too. The same check takes
 //! back this process's own queue if something wrote another type over it,
 //! and tells every channel of the process.
 
@@ -24,6 +27,7 @@ use estuary_core::{ChannelLayerError, ChannelName, GroupName};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::registry::Version;
 use crate::faults::layer_error;
 use crate::local::lock;
 use crate::scripts;
@@ -34,6 +38,14 @@ pub(super) const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Group keys checked per script call.
 const CHECK_BATCH: usize = 500;
+
+/// This process's members one group key no longer holds.
+pub(super) struct Loss {
+    group: GroupName,
+    members: Vec<ChannelName>,
+    /// The key is gone altogether (not just these members).
+    key_gone: bool,
+}
 
 impl Inner {
     /// Writes memberships (ZADD now + EXPIRE), one pipeline per shard.
@@ -111,12 +123,15 @@ impl Inner {
         self.rewrite(due).await
     }
 
-    /// Checks that each group this process has members in still holds one
-    /// of them; writes this process's memberships of the groups that lost
-    /// them again, and tells those members. Returns how many memberships
-    /// were written back.
-    pub(super) async fn repair_lost(&self) -> usize {
-        // One member of ours per group, as its sample.
+    /// Finds which of this process's members Redis lost: first one sample
+    /// member per group (cheap, every check), then, for a group whose sample
+    /// is missing, all of this process's members of it, with the group's
+    /// [`Version`](super::registry::Version) taken beside them. A group that
+    /// changed locally meanwhile (a `group_discard` then `group_add` of the
+    /// same channel can put its ZREM before the check and its ZADD after)
+    /// is skipped: the next check sees it settled. The second value is
+    /// false when Redis could not be asked about some group.
+    async fn find_lost(&self) -> (Vec<Loss>, bool) {
         let samples = lock(&self.memberships).samples();
         let mut by_shard: BTreeMap<usize, Vec<(GroupName, ChannelName)>> = BTreeMap::new();
         for (group, channel) in samples {
@@ -125,7 +140,8 @@ impl Inner {
                 .or_default()
                 .push((group, channel));
         }
-        let mut lost: Vec<GroupName> = Vec::new();
+        let mut complete = true;
+        let mut suspects: BTreeMap<usize, Vec<GroupName>> = BTreeMap::new();
         for (shard, groups) in by_shard {
             for batch in groups.chunks(CHECK_BATCH) {
                 let mut invocation = scripts::MEMBERSHIPS_PRESENT.prepare_invoke();
@@ -141,26 +157,138 @@ impl Inner {
                     Err(error) => {
                         // Redis away: the receive loop notices and restores.
                         tracing::debug!(%error, "membership check failed");
+                        complete = false;
                         continue;
                     }
                 };
-                for ((group, sample), state) in batch.iter().zip(present) {
+                for ((group, _), state) in batch.iter().zip(present) {
                     match state {
-                        // Unless the sample was discarded meanwhile (its
-                        // ZREM comes after it leaves the local record).
-                        0 if lock(&self.memberships).contains(group, sample) => lost.push(group.clone()),
+                        0 => suspects.entry(shard).or_default().push(group.clone()),
                         -1 => self.warn_poisoned(&self.group_key(group), 0),
                         _ => {}
                     }
                 }
             }
         }
+        let mut losses = Vec::new();
+        for (shard, groups) in suspects {
+            for batch in groups.chunks(CHECK_BATCH) {
+                // Each group's members with its version, as one moment.
+                let taken: Vec<(&GroupName, Version, Vec<ChannelName>)> = {
+                    let memberships = lock(&self.memberships);
+                    batch
+                        .iter()
+                        .filter_map(|group| match memberships.members_at(group) {
+                            (Some(version), members) => Some((group, version, members)),
+                            (None, _) => None,
+                        })
+                        .collect()
+                };
+                if taken.is_empty() {
+                    continue;
+                }
+                let mut invocation = scripts::MEMBERS_MISSING.prepare_invoke();
+                for (group, _, _) in &taken {
+                    invocation.key(self.group_key(group));
+                }
+                for (_, _, members) in &taken {
+                    invocation.arg(members.len());
+                }
+                for channel in taken.iter().flat_map(|(_, _, members)| members) {
+                    invocation.arg(channel.as_str());
+                }
+                let mut conn = self.shards[shard].conn.clone();
+                let found = match invocation.invoke_async::<Vec<Vec<i64>>>(&mut conn).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        tracing::debug!(%error, "membership check failed");
+                        complete = false;
+                        continue;
+                    }
+                };
+                for ((group, version, members), found) in taken.into_iter().zip(found) {
+                    if lock(&self.memberships).version(group) != Some(version) {
+                        // Joined or left meanwhile: a ZREM and ZADD in
+                        // flight look like a loss. The next check decides.
+                        continue;
+                    }
+                    let (key_gone, missing) = match found.split_first() {
+                        Some((0, _)) => (true, members),
+                        Some((1, positions)) => {
+                            let missing: Vec<ChannelName> = positions
+                                .iter()
+                                .filter_map(|&j| {
+                                    usize::try_from(j - 1).ok().and_then(|j| members.get(j)).cloned()
+                                })
+                                .collect();
+                            (false, missing)
+                        }
+                        _ => {
+                            self.warn_poisoned(&self.group_key(group), 0);
+                            continue;
+                        }
+                    };
+                    if !missing.is_empty() {
+                        losses.push(Loss {
+                            group: group.clone(),
+                            members: missing,
+                            key_gone,
+                        });
+                    }
+                }
+            }
+        }
+        (losses, complete)
+    }
+
+    /// Checks that each group this process has members in still holds
+    /// them, and acts on what is missing (see [`Inner::act_on_loss`]).
+    /// Returns how many memberships were written back.
+    pub(super) async fn repair_lost(&self) -> usize {
+        let (losses, _) = self.find_lost().await;
         let mut repaired = 0;
-        for group in &lost {
-            let members = lock(&self.memberships).members(group);
-            repaired += self.memberships_lost(group, &members).await;
+        for loss in &losses {
+            repaired += self.act_on_loss(loss, false).await;
         }
         repaired
+    }
+
+    /// A group key that is gone lost every member (evicted, deleted, Redis
+    /// restarted): they are written back and told. A key that still
+    /// exists but no longer holds some of this process's members had them
+    /// removed one by one, which is what a `group_discard` from another
+    /// process (a Django view, say) does: the discard stands (they are
+    /// forgotten here, not written back), and they are told, since they may
+    /// equally have been lost with a key written again since; a session
+    /// then closes 1013, and its consumer decides on reconnecting whether
+    /// it joins again. After an outage (`restoring`), every loss is taken
+    /// for Redis's and written back. Returns how many were written back.
+    pub(super) async fn act_on_loss(&self, loss: &Loss, restoring: bool) -> usize {
+        if loss.key_gone || restoring {
+            return self.memberships_lost(&loss.group, &loss.members).await;
+        }
+        self.memberships_removed(&loss.group, &loss.members);
+        0
+    }
+
+    /// `members` (this process's own) were removed from `group`'s key, which
+    /// still exists: forgets them (the removal stands) and tells them.
+    pub(super) fn memberships_removed(&self, group: &GroupName, members: &[ChannelName]) {
+        {
+            let mut memberships = lock(&self.memberships);
+            for channel in members {
+                memberships.discard(group, channel);
+            }
+        }
+        let told = self.tell_lost(members);
+        estuary_core::throttled!(
+            info,
+            %group,
+            told,
+            "members of this process were removed from a group by someone else (a \
+             group_discard from another process, or the key was lost and written again \
+             without them); left out, and told (1013 under slow_client=disconnect)"
+        );
     }
 
     /// `group`'s key lost `members` (this process's own): writes them back
@@ -181,6 +309,26 @@ impl Inner {
         let told = self.tell_lost(members);
         self.warn_memberships_lost(group, told);
         written
+    }
+
+    /// Other Estuary processes' group sends found this process's queue full
+    /// `refused` times (they count it beside the queue; the receive task
+    /// reads the count): which channels those messages were for is not
+    /// known, so every channel of this process is told that it may have
+    /// missed messages. Returns how many were told.
+    pub(super) fn own_queue_refused(&self, refused: u64) -> usize {
+        let channels: Vec<ChannelName> = lock(&self.local).keys().cloned().collect();
+        let told = self.tell_lost(&channels);
+        estuary_core::throttled!(
+            warn,
+            refused,
+            told,
+            "group messages from other processes found this process's queue in Redis full and \
+             were dropped; every channel of this process was told it may have missed messages \
+             (1013 under slow_client=disconnect). The process falls behind its queue: give it \
+             more CPU or fewer connections, or raise the layer's capacity"
+        );
+        told
     }
 
     /// Takes this process's queue back if something wrote another type
@@ -230,7 +378,15 @@ pub(super) async fn restore(inner: Weak<Inner>, outage: u64, key: String, token:
             // A newer outage has its own restoration.
             return;
         }
-        if layer.renew(true).await {
+        // What Redis lost while it was away (restarted empty, say): other
+        // processes' sends since it came back missed those members. Asked
+        // before anything is written back; a blip that kept the data finds
+        // nothing, and tells nobody.
+        let (losses, complete) = layer.find_lost().await;
+        for loss in &losses {
+            layer.act_on_loss(loss, true).await;
+        }
+        if complete && layer.renew(true).await {
             if layer.mark_restored(outage) {
                 tracing::info!(
                     %key,

@@ -87,25 +87,63 @@ pub enum RedisLayerError {
 ///   membership of this process again *before* it reports healthy, and
 ///   `group_send` from this process fails until then rather than miss this
 ///   process's members. Healthy again typically within one second of Redis
-///   being back.
+///   being back. Before writing them, it checks which of them Redis still
+///   holds: if Redis came back without some (restarted empty), other
+///   processes' group sends since it came back missed those members, so
+///   they are told ([`ChannelLayerError::Lost`]; sessions close 1013). A
+///   blip in which Redis kept its data finds nothing missing and tells
+///   nobody. Not knowable, and not told: what sat unread in this process's
+///   own queue when Redis lost it (the receive task keeps it near empty).
 /// * **A group key lost** (evicted, deleted, Redis restarted without this
 ///   process noticing), or some of this process's members removed from it.
 ///   This process keeps its own record of its memberships and compares:
 ///   a [`group_send`](ChannelLayer::group_send) from this process notices
 ///   at once that the group no longer lists some of its members, and every
 ///   [`RedisConfig::membership_check`] (default 2 s) the layer checks that
-///   each group it has members in still holds one of them. Either way it
-///   writes this process's memberships of that group again (counted in
-///   [`memberships_repaired`](Self::memberships_repaired)) and, since other
-///   processes' group sends meanwhile missed those members and nothing can
-///   bring them back, tells each of them: its next receive fails with
-///   [`ChannelLayerError::Lost`] (a session then closes 1013, a code
-///   clients reconnect on, or counts the loss under `slow_client = drop`),
-///   counted in [`losses_reported`](Self::losses_reported). A group send
-///   from this process that finds the loss still reaches those members.
+///   each group it has members in still holds one of them (one sample
+///   member per group; when it is missing, all of them are checked, and
+///   only those missing are acted on). A group whose local members
+///   changed while Redis was being asked (a `group_discard` and `group_add`
+///   of the same channel racing the check) is left to the next check, so a
+///   membership in flight is never taken for a loss. What is done depends
+///   on what Redis still holds:
+///   - *The group key is gone* (every member lost: eviction, `DEL`, a
+///     restart): this process's memberships of it are written again
+///     (counted in [`memberships_repaired`](Self::memberships_repaired))
+///     and, since other processes' group sends meanwhile missed those
+///     members and nothing can bring them back, each is told: its next
+///     receive fails with [`ChannelLayerError::Lost`] (a session then
+///     closes 1013, a code clients reconnect on, or counts the loss under
+///     `slow_client = drop`), counted in
+///     [`losses_reported`](Self::losses_reported). A group send from this
+///     process that finds the key gone still reaches those members.
+///   - *The key still lists others, not these members*: they were removed
+///     one by one, which is what a `group_discard` from another process (a
+///     Django view removing a user from a room) does, and what a Django
+///     Channels user expects to stand, as it does under channels_redis. So
+///     they are not written back (that would undo the discard); they are
+///     forgotten here and told ([`ChannelLayerError::Lost`]), because the
+///     same picture follows a lost key that another member wrote again
+///     since. A session then closes 1013 and its consumer, on reconnecting,
+///     decides again whether to join. The sample check notices such a
+///     removal only when it removed the sample; a group send from this
+///     process notices it at once.
+///
 ///   The bound: a gap lasts at most the check interval plus one round trip
 ///   (less when this process sends to the group meanwhile), and no member
 ///   misses a message in it without being told.
+/// * **This process's queue full** (the process fell behind what Redis
+///   hands it). A group message another process sends finds no room and is
+///   skipped there (in that sender's [`GroupSendReport::dropped`]). When the
+///   sender is an Estuary process, it counts the refusal beside the queue
+///   (`<queue key>:refused`); this process's receive task takes the count
+///   with its next batch and, since which channels the message was for is
+///   not known, tells every channel of this process
+///   ([`ChannelLayerError::Lost`]). A group send from this process that
+///   finds its own queue full tells the group's members at once. Not seen:
+///   a Django (channels_redis) process's group message refused by a full
+///   queue (channels_redis skips it without a trace); size `capacity` so the
+///   queue does not fill.
 /// * **A key of the wrong type** (someone wrote a string over a queue or a
 ///   group). Only that key is affected: `group_send` delivers to every other
 ///   member and counts the poisoned queue's members in

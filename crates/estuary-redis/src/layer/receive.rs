@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::group_send::refused_key;
 use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
@@ -77,14 +78,26 @@ impl Popper {
     /// command that fails is returned; if Redis ran it and only the reply
     /// was lost, the messages it took are lost, as with any pop (delivery
     /// is at most once).
-    async fn pop_more(&mut self, count: usize) -> Result<Vec<(Vec<u8>, f64)>, redis::RedisError> {
-        let mut cmd = redis::cmd("ZPOPMIN");
-        cmd.arg(&self.key).arg(count);
+    /// Also takes (reads and deletes, in the same round trip) the count of
+    /// group messages other Estuary processes could not store in this
+    /// queue because it was full.
+    async fn pop_more(&mut self, count: usize) -> Result<(Vec<(Vec<u8>, f64)>, u64), redis::RedisError> {
+        let refused = refused_key(&self.key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZPOPMIN")
+            .arg(&self.key)
+            .arg(count)
+            .cmd("GET")
+            .arg(&refused)
+            .cmd("DEL")
+            .arg(&refused)
+            .ignore();
         let popped = tokio::select! {
-            _ = self.token.cancelled() => return Ok(Vec::new()),
-            r = cmd.query_async::<redis::Value>(&mut self.conn) => r,
+            _ = self.token.cancelled() => return Ok((Vec::new(), 0)),
+            r = pipe.query_async::<(redis::Value, Option<u64>)>(&mut self.conn) => r,
         };
-        popped.map(member_score_pairs)
+        popped.map(|(more, refused)| (member_score_pairs(more), refused.unwrap_or(0)))
     }
 
     /// Waits out the backoff after a failure (doubling it, up to
@@ -284,9 +297,12 @@ pub(super) async fn receive_loop(
                     let more = popper.pop_more(BATCH).await;
                     let Some(layer) = inner.upgrade() else { return };
                     match more {
-                        Ok(more) => {
+                        Ok((more, refused)) => {
                             for (member, score) in more {
                                 layer.dispatch(&member, score);
+                            }
+                            if refused > 0 {
+                                layer.own_queue_refused(refused);
                             }
                         }
                         Err(error) => {

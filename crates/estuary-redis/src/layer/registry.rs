@@ -91,12 +91,6 @@ impl Registry {
         self.changes += 1;
     }
 
-    pub(super) fn contains(&self, group: &GroupName, channel: &ChannelName) -> bool {
-        self.by_channel
-            .get(channel)
-            .is_some_and(|g| g.contains_key(group))
-    }
-
     /// Marks `channel`'s membership of `group` as written now; false when it
     /// is no longer recorded (discarded meanwhile).
     pub(super) fn stamp(&mut self, group: &GroupName, channel: &ChannelName) -> bool {
@@ -131,12 +125,13 @@ impl Registry {
             .collect()
     }
 
-    /// The local members of `group`.
-    pub(super) fn members(&self, group: &GroupName) -> Vec<ChannelName> {
-        self.by_group
-            .get(group)
-            .map(|e| e.channels.iter().cloned().collect())
-            .unwrap_or_default()
+    /// The local members of `group` with the group's version (empty and
+    /// `None` when this process has none).
+    pub(super) fn members_at(&self, group: &GroupName) -> (Option<Version>, Vec<ChannelName>) {
+        match self.by_group.get(group) {
+            Some(e) => (Some(Version(e.changed)), e.channels.iter().cloned().collect()),
+            None => (None, Vec::new()),
+        }
     }
 
     /// `group`'s version, when this process has members in it.
@@ -202,7 +197,7 @@ mod tests {
         r.add(&room, &a);
         assert_ne!(r.version(&room), Some(v), "versions never repeat");
         assert_eq!(r.samples(), vec![(room.clone(), a.clone())]);
-        assert!(r.contains(&room, &a) && !r.contains(&room, &b));
+        assert_eq!(r.members_at(&room), (r.version(&room), vec![a.clone()]));
         assert_eq!(r.due(None).len(), 1);
     }
 }
