@@ -17,7 +17,7 @@ use std::time::Duration;
 use estuary::prelude::*;
 use tokio::time::Instant;
 
-use crate::chat::{ChatEvent, Member, room_group};
+use crate::events::{ChatEvent, Member, room_group};
 
 /// At most one announcement batch per room this often.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);

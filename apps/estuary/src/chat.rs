@@ -4,106 +4,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use estuary::ChannelLayerError;
 use estuary::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::announce::{Announcer, Presence};
 use crate::rooms::Rooms;
 use crate::usernames::{self, NameProblem};
 
-/// The longest room name: the group `chat_{room}` must stay under Django's
-/// 100-character limit so that rooms can be shared with a Django process.
-pub const MAX_ROOM_LEN: usize = 94;
 /// The longest message, in characters after trimming.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
+pub use crate::events::{ChatEvent, MAX_ROOM_LEN, Member, room_group, valid_room};
+use crate::events::{anonymous, is_false};
 pub use crate::usernames::MAX_USERNAME_CHARS;
-
-/// True for a valid room name: one to 94 of `[A-Za-z0-9_-]`.
-pub fn valid_room(room: &str) -> bool {
-    (1..=MAX_ROOM_LEN).contains(&room.len())
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The group of a room, as a Django consumer names it.
-pub fn room_group(room: &str) -> Result<GroupName, ConsumerError> {
-    Ok(GroupName::new(&format!("chat_{room}"))?)
-}
-
-/// Channel-layer events of a chat room. `chat.message` is what a Django
-/// tutorial consumer sends and handles (`chat_message`), so rooms can be
-/// shared with Django processes over Redis.
-///
-/// `verified` is true when the server authenticated the member named
-/// (absent, false, from guests, the push API, and Django code that does not
-/// set it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum ChatEvent {
-    /// A chat message for the room.
-    #[serde(rename = "chat.message")]
-    Message {
-        /// The text.
-        message: String,
-        /// Who sent it.
-        #[serde(default = "anonymous")]
-        username: String,
-        /// A unique id (absent from messages sent by Django code).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<String>,
-        /// When the server accepted it, in Unix milliseconds.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ts: Option<i64>,
-        /// The sender is signed in as `username`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        verified: bool,
-    },
-    /// Named members arrived: `username` (the first), or all of `users`
-    /// when there are several.
-    #[serde(rename = "user.join")]
-    Join {
-        /// The (first) member's name.
-        username: String,
-        /// The (first) member is signed in as `username`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        verified: bool,
-        /// Every member announced, in order, when more than one.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        users: Vec<Member>,
-    },
-    /// Named members left: `username` (the first), or all of `users` when
-    /// there are several.
-    #[serde(rename = "user.leave")]
-    Leave {
-        /// The (first) member's name.
-        username: String,
-        /// The (first) member is signed in as `username`.
-        #[serde(default, skip_serializing_if = "is_false")]
-        verified: bool,
-        /// Every member announced, in order, when more than one.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        users: Vec<Member>,
-    },
-}
-
-/// A member named in a join or leave announcement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// The member's name.
-    pub username: String,
-    /// The member is signed in as `username`.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub verified: bool,
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-fn anonymous() -> String {
-    "Anonymous".to_owned()
-}
 
 /// The current time in Unix milliseconds (the `ts` of chat messages).
 pub fn now_millis() -> i64 {

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod events;
 pub mod pages;
 pub mod push;
 pub mod rooms;
