@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use estuary_core::{Recheck, Throttle, User, address_key};
+use estuary_core::{Recheck, User, address_key};
 use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
@@ -310,18 +310,15 @@ impl ConnectCallback {
         let n = per_client.entry(key).or_insert(0);
         if *n >= max {
             drop(per_client);
-            static CLIENT_BUSY: Throttle = Throttle::new(Duration::from_secs(1));
-            if let Some(held_back) = CLIENT_BUSY.allow(Instant::now()) {
-                tracing::warn!(
-                    client = %key,
-                    max,
-                    held_back,
-                    "handshake refused with 429: this client address already has its share of the connect \
-                     callbacks in flight; if many users share it (a reverse proxy), list the proxy in \
-                     trusted_proxies or raise [auth.callback] max_in_flight_per_client (held_back: refusals \
-                     since the last line)"
-                );
-            }
+            estuary_core::throttled!(
+                warn,
+                client = %key,
+                max,
+                "handshake refused with 429: this client address already has its share of the connect \
+                 callbacks in flight; if many users share it (a reverse proxy), list the proxy in \
+                 trusted_proxies or raise [auth.callback] max_in_flight_per_client (held_back: refusals \
+                 since the last line)"
+            );
             return Err(CallbackError::ClientBusy { client: key, max });
         }
         *n += 1;

@@ -2,9 +2,7 @@
 //! the user Django logged in is the WebSocket's user.
 
 use estuary_core::User;
-use std::time::{Duration, Instant};
 
-use estuary_core::Throttle;
 use estuary_server::{
     Admission, AuthError, AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds,
 };
@@ -71,15 +69,12 @@ pub const MAX_USERNAME_CHARS: usize = 254;
 /// A Django user refused for the length of their username or id: one
 /// warning a second at most.
 fn out_of_bounds(error: &UserBoundsError) {
-    static OUT_OF_BOUNDS: Throttle = Throttle::new(Duration::from_secs(1));
-    if let Some(held_back) = OUT_OF_BOUNDS.allow(Instant::now()) {
-        tracing::warn!(
-            %error,
-            held_back,
-            "a Django user was let in as anonymous: shorten the username (or id) in Django's user table \
-             (held_back: refusals since the last line)"
-        );
-    }
+    estuary_core::throttled!(
+        warn,
+        %error,
+        "a Django user was let in as anonymous: shorten the username (or id) in Django's user table \
+         (held_back: refusals since the last line)"
+    );
 }
 
 impl Authenticator for DjangoSessions {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use estuary_core::Throttle;
 use estuary_core::User;
 use estuary_server::{AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds};
 use jsonwebtoken::errors::ErrorKind;
@@ -380,15 +379,12 @@ impl JwtAuthenticator {
             Ok(user) => Some(user),
             Err(rejection) => {
                 if rejection.is_issuers_mistake() {
-                    static UNUSABLE: Throttle = Throttle::new(Duration::from_secs(1));
-                    if let Some(held_back) = UNUSABLE.allow(Instant::now()) {
-                        tracing::warn!(
-                            %rejection,
-                            held_back,
-                            "a JWT signed by a configured key was refused (the visitor is anonymous, 401 where \
-                             authentication is required): fix the token's issuer (held_back: refusals since the last line)"
-                        );
-                    }
+                    estuary_core::throttled!(
+                        warn,
+                        %rejection,
+                        "a JWT signed by a configured key was refused (the visitor is anonymous, 401 where \
+                         authentication is required): fix the token's issuer (held_back: refusals since the last line)"
+                    );
                 } else {
                     tracing::debug!(%rejection, "JWT not accepted; the visitor is anonymous");
                 }

@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, Throttle, User};
+use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
 
 use crate::router::ConnectionInfo;
@@ -478,30 +477,24 @@ where
 /// asked: one log line a second at most (each handshake would write one),
 /// with the count of those held back.
 fn unavailable(error: &(dyn std::error::Error + Send + Sync)) {
-    static UNAVAILABLE: Throttle = Throttle::new(Duration::from_secs(1));
-    if let Some(held_back) = UNAVAILABLE.allow(Instant::now()) {
-        tracing::warn!(
-            %error,
-            held_back,
-            "handshake refused with 503: authentication unavailable; check that the authentication backend \
-             (the connect callback's application, Django's database) is up and answers within its timeout \
-             (held_back: refusals since the last line)"
-        );
-    }
+    estuary_core::throttled!(
+        warn,
+        %error,
+        "handshake refused with 503: authentication unavailable; check that the authentication backend \
+         (the connect callback's application, Django's database) is up and answers within its timeout \
+         (held_back: refusals since the last line)"
+    );
 }
 
 /// A handshake refused because the backend answered nonsense: one log
 /// line a second at most, with the count of those held back.
 fn bad_answer(error: &(dyn std::error::Error + Send + Sync)) {
-    static BAD_ANSWER: Throttle = Throttle::new(Duration::from_secs(1));
-    if let Some(held_back) = BAD_ANSWER.allow(Instant::now()) {
-        tracing::error!(
-            %error,
-            held_back,
-            "handshake refused with 502: bad answer from the authentication backend; fix what the error names \
-             in the application's answer (held_back: refusals since the last line)"
-        );
-    }
+    estuary_core::throttled!(
+        error,
+        %error,
+        "handshake refused with 502: bad answer from the authentication backend; fix what the error names \
+         in the application's answer (held_back: refusals since the last line)"
+    );
 }
 
 #[cfg(test)]

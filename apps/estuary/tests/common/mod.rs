@@ -285,6 +285,20 @@ impl CapturedLog {
     }
 }
 
+/// Checks that throttled `lines` came at most one a second (and the first)
+/// over `elapsed`, and that they and their held-back counts account for no
+/// more than the `events` that caused them; returns that count.
+pub fn assert_throttled(lines: &[String], elapsed: Duration, events: u64) -> u64 {
+    assert!(
+        lines.len() as u64 <= elapsed.as_secs() + 2,
+        "{} lines in {elapsed:?}",
+        lines.len()
+    );
+    let counted: u64 = lines.iter().map(|l| held_back(l) + 1).sum();
+    assert!(counted <= events, "{counted} counted for {events} events");
+    counted
+}
+
 /// The `held_back=N` of a throttled log line (0 when it has none).
 pub fn held_back(line: &str) -> u64 {
     line.split("held_back=")

@@ -15,7 +15,6 @@ use super::{
 use crate::message::{Charge, Message};
 use crate::names::{ChannelName, GroupName};
 use crate::sync::lock;
-use crate::throttle::Throttle;
 
 /// The longest pause between two runs of the in-memory layer's reaper.
 pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -103,16 +102,13 @@ impl Budget {
         }
         self.held.fetch_sub(bytes, Ordering::AcqRel);
         self.refused.fetch_add(1, Ordering::Relaxed);
-        static REFUSED: Throttle = Throttle::new(std::time::Duration::from_secs(1));
-        if let Some(held_back) = REFUSED.allow(std::time::Instant::now()) {
-            tracing::warn!(
-                limit = self.limit,
-                held = before,
-                size = bytes,
-                held_back,
-                "channel layer full: a send was refused (max_bytes); its producer was told"
-            );
-        }
+        crate::throttled!(
+            warn,
+            limit = self.limit,
+            held = before,
+            size = bytes,
+            "channel layer full: a send was refused (max_bytes); its producer was told"
+        );
         Err(ChannelLayerError::TooManyBytes { limit: self.limit })
     }
 }
@@ -659,15 +655,12 @@ impl ChannelLayer for InMemoryChannelLayer {
             tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
         }
         if live_dropped > 0 {
-            static OVERFLOW: Throttle = Throttle::new(std::time::Duration::from_secs(1));
-            if let Some(held_back) = OVERFLOW.allow(std::time::Instant::now()) {
-                tracing::warn!(
-                    %group,
-                    members = live_dropped,
-                    held_back,
-                    "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
-                );
-            }
+            crate::throttled!(
+                warn,
+                %group,
+                members = live_dropped,
+                "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
+            );
         }
         Ok(report)
     }

@@ -2,9 +2,8 @@
 //! reconnected on the next lookup after it breaks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use estuary_core::Throttle;
 use tokio::sync::Mutex;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -76,15 +75,12 @@ impl Postgres {
             if let Err(error) = connection.await {
                 // A flapping database ends a connection per lookup: one line a
                 // second at most.
-                static ENDED: Throttle = Throttle::new(Duration::from_secs(1));
-                if let Some(held_back) = ENDED.allow(Instant::now()) {
-                    tracing::warn!(
-                        %error,
-                        held_back,
-                        "the Django PostgreSQL connection ended; the next handshake reconnects (check the database \
-                         server and the network if this repeats; held_back: lines held back since the last)"
-                    );
-                }
+                estuary_core::throttled!(
+                    warn,
+                    %error,
+                    "the Django PostgreSQL connection ended; the next handshake reconnects (check the database \
+                     server and the network if this repeats; held_back: lines held back since the last)"
+                );
             }
         });
         let session = if self.sessions_table {
@@ -181,15 +177,12 @@ impl Postgres {
             match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if broken(&conn, &e) && !retried => {
-                    static BROKE: Throttle = Throttle::new(Duration::from_secs(1));
-                    if let Some(held_back) = BROKE.allow(Instant::now()) {
-                        tracing::warn!(
-                            error = %e,
-                            held_back,
-                            "the Django PostgreSQL connection broke; reconnecting (check the database server and \
-                             the network if this repeats; held_back: lines held back since the last)"
-                        );
-                    }
+                    estuary_core::throttled!(
+                        warn,
+                        error = %e,
+                        "the Django PostgreSQL connection broke; reconnecting (check the database server and \
+                         the network if this repeats; held_back: lines held back since the last)"
+                    );
                     self.forget(&conn).await;
                     retried = true;
                 }
