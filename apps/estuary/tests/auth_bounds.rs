@@ -1,7 +1,7 @@
 //! `estuary serve` with `[auth.jwt]` and `[auth.callback]`, over TCP: a
 //! token's `exp` in any numeric form closes the socket with 4401 on time; a
-//! time claim that cannot be read, or a name longer than the chat's 50
-//! characters, refuses the token (401 where authentication is required); a
+//! time claim that cannot be read, or a name longer than Django's 150
+//! characters (a username's length), refuses the token (401 where authentication is required); a
 //! callback's answer with such a name is a bad answer (502); and a slow
 //! callback's slots are shared fairly between client addresses.
 
@@ -128,7 +128,7 @@ async fn a_time_claim_that_cannot_be_read_or_a_name_too_long_refuses_the_token()
         format!(r#""exp":{exp},"iat":{}"#, exp + 3600),
         format!(r#""exp":{exp},"nbf":{}.5"#, exp),
         format!(r#""exp":{exp},"name":"{long}""#),
-        format!(r#""exp":{exp},"name":"{}""#, "é".repeat(51)),
+        format!(r#""exp":{exp},"name":"{}""#, "é".repeat(151)),
         format!(r#""exp":{exp},"sub":"{}""#, "1".repeat(256)),
     ];
     for claims in refused {
@@ -149,7 +149,7 @@ async fn a_time_claim_that_cannot_be_read_or_a_name_too_long_refuses_the_token()
             now - 1.5
         ),
         format!(r#""exp":{:.9}e9,"iat":{}"#, (now + 600.0) / 1e9, now as u64),
-        format!(r#""exp":{},"name":"{}""#, now as u64 + 600, "é".repeat(50)),
+        format!(r#""exp":{},"name":"{}""#, now as u64 + 600, "é".repeat(150)),
     ] {
         let claims = format!(r#"{{"sub":"42","aud":"chat",{claims}}}"#);
         let url = server.url(&format!("/ws/chat/numeric/?token={}", token(&claims)));
@@ -309,14 +309,17 @@ async fn a_callback_answer_with_a_name_too_long_is_a_bad_answer() {
         CALLBACK_SECRET,
     ));
     let server = TestServer::with_config(config).await;
-    let long = "n".repeat(51);
+    let long = "n".repeat(151);
     assert!(matches!(
         Client::try_connect(&server.url(&format!("/ws/chat/fair/?as={long}"))).await,
         Err(Refused(502))
     ));
-    let fifty = "n".repeat(50);
+    let longest = "n".repeat(150);
     let mut listener = Client::join(&server.url("/ws/chat/fair/?as=listener")).await;
     assert_eq!(listener.recv_type("user_join").await["username"], "listener");
-    Client::join(&server.url(&format!("/ws/chat/fair/?as={fifty}"))).await;
-    assert_eq!(listener.recv_type("user_join").await["username"], fifty.as_str());
+    Client::join(&server.url(&format!("/ws/chat/fair/?as={longest}"))).await;
+    assert_eq!(
+        listener.recv_type("user_join").await["username"],
+        longest.as_str()
+    );
 }

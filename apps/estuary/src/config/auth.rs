@@ -157,8 +157,6 @@ impl CallbackSettings {
             .forward_cookies(self.cookies.iter().cloned())
             .map_err(|e| anyhow::anyhow!("auth.callback.cookies: {e}"))?
             .with_max_in_flight(self.max_in_flight)
-            // The chat's own bound on names: a longer one is a bad answer.
-            .with_max_name_chars(crate::chat::MAX_USERNAME_CHARS)
             .with_recheck_every((self.recheck_every > 0).then(|| Duration::from_secs(self.recheck_every)));
         let config = match self.max_in_flight_per_client {
             Some(0) => bail!("auth.callback.max_in_flight_per_client must be at least 1"),
@@ -260,9 +258,10 @@ impl JwtSettings {
         if let Some(leeway) = self.leeway {
             config = config.leeway(Duration::from_secs(leeway));
         }
-        // The chat's own bound on names: a token with a longer one is
-        // refused (anonymous, 401 where authentication is required).
-        Ok(config.max_name_chars(crate::chat::MAX_USERNAME_CHARS))
+        // Names are bounded by the library's default, Django's username
+        // length (150): a Django project's users keep their names (the
+        // chat's 50 bounds the names guests choose, not these).
+        Ok(config)
     }
 }
 
