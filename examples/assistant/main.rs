@@ -6,7 +6,9 @@
 //! client with what it parsed, streams each reply word by word (as a model
 //! streams tokens), and closes the socket when the client sends `close`.
 //!
-//! Run: `cargo run -p estuary-examples --bin assistant -- 127.0.0.1:8001`.
+//! Run: `cargo run -p estuary-examples --bin assistant -- 127.0.0.1:8001`,
+//! then `websocat 'ws://127.0.0.1:8001/ws/s-1?llm=chatgpt'` and type a line
+//! (`close` ends the session).
 
 use estuary::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -102,7 +104,10 @@ async fn main() -> anyhow::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8001".into());
     let router = Router::new().websocket("/ws/{session}", Assistant::default);
     let server = Server::bind(addr.parse()?).await?;
-    println!("listening on http://{}", server.local_addr().expect("TCP"));
+    let addr = server.local_addr().expect("TCP");
+    println!("listening on http://{addr}");
+    println!("paths: ws://{addr}/ws/<session>?llm=chatgpt&character_id=2&chatmode=text|voice&token=");
+    println!("try:   websocat 'ws://{addr}/ws/s-1?llm=chatgpt'    then type a line (\"close\" ends it)");
     server.serve(router.into_service(), shutdown_signal()).await?;
     Ok(())
 }

@@ -7,13 +7,17 @@
 //!   error frame, never silence.
 //! * `POST /notify/{kind}` with a JSON body reaches every open socket as
 //!   `{"type": "update", "kind": ..., "data": ...}`.
+//! * `GET /`: a page that opens the socket and shows what arrives.
 //!
-//! Run: `cargo run -p estuary-examples --bin dashboard -- 127.0.0.1:8002`.
+//! Run: `cargo run -p estuary-examples --bin dashboard -- 127.0.0.1:8002`,
+//! open <http://127.0.0.1:8002/>, then push an update to it:
+//! `curl -H 'content-type: application/json' -d '{"total": 42}' http://127.0.0.1:8002/notify/sales`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::response::Html;
+use axum::routing::{get, post};
 use estuary::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -126,6 +130,24 @@ async fn notify(
     }
 }
 
+/// `GET /`: the socket, live, in a page.
+const INDEX: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>Estuary dashboard</title>
+<h1>Dashboard</h1>
+<p>Push an update:
+<code>curl -H 'content-type: application/json' -d '{"total": 42}' http://HOST/notify/sales</code></p>
+<pre id="log"></pre>
+<script>
+  const log = document.getElementById("log");
+  const ws = new WebSocket(`ws://${location.host}/ws/`);
+  ws.onmessage = (e) => { log.textContent += e.data + "\n"; };
+  ws.onclose = (e) => { log.textContent += `closed (${e.code})\n`; };
+  document.querySelector("code").textContent =
+    document.querySelector("code").textContent.replace("HOST", location.host);
+</script>
+"#;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -134,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8002".into());
     let layer = ChannelLayerHandle::default();
     let http = axum::Router::new()
+        .route("/", get(|| async { Html(INDEX) }))
         .route("/notify/{kind}", post(notify))
         .with_state(layer.clone());
     let router = Router::new()
@@ -141,7 +164,15 @@ async fn main() -> anyhow::Result<()> {
         .websocket("ws/", Dashboard::default)
         .merge(http);
     let server = Server::bind(addr.parse()?).await?;
-    println!("listening on http://{}", server.local_addr().expect("TCP"));
+    let addr = server.local_addr().expect("TCP");
+    println!("listening on http://{addr}");
+    println!(
+        "paths: GET http://{addr}/ (a page on the socket), ws://{addr}/ws/, POST http://{addr}/notify/<kind>"
+    );
+    println!("try:   open http://{addr}/, then");
+    println!(
+        "       curl -H 'content-type: application/json' -d '{{\"total\": 42}}' http://{addr}/notify/sales"
+    );
     server.serve(router.into_service(), shutdown_signal()).await?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! messages up to 16 MiB and sends no keepalive pings.
 //!
 //! Run: `cargo run -p estuary-examples --bin echo -- 127.0.0.1:9001`, then
-//! connect to `ws://127.0.0.1:9001/` (any path).
+//! connect to `ws://127.0.0.1:9001/` (any path), e.g. with
+//! `websocat ws://127.0.0.1:9001/` and type a line.
 
 use estuary::prelude::*;
 use estuary::{Server, WsSettings};
@@ -35,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
         .websocket("{*path}", || Echo)
         .websocket("/", || Echo);
     let server = Server::bind(addr.parse()?).await?;
-    println!("listening on http://{}", server.local_addr().expect("TCP"));
+    let addr = server.local_addr().expect("TCP");
+    println!("listening on http://{addr}");
+    println!("paths: ws://{addr}/ and every other path: each message comes back unchanged");
+    println!("try:   websocat ws://{addr}/    then type a line");
     server.serve(router.into_service(), shutdown_signal()).await?;
     Ok(())
 }

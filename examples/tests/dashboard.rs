@@ -6,8 +6,33 @@ mod common;
 #[path = "../../tests/support/http.rs"]
 mod http;
 
+use std::time::Duration;
+
 use common::{Example, assert_no_message, connect, recv_json, send_json};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path`; the whole response.
+async fn get(addr: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("no response in time")
+        .expect("read");
+    out
+}
+
+#[tokio::test]
+async fn the_printed_address_serves_a_page_on_the_socket() {
+    let example = Example::start(env!("CARGO_BIN_EXE_dashboard")).await;
+    let page = get(&example.addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/html"), "{page}");
+    assert!(page.contains("/ws/") && page.contains("/notify/sales"), "{page}");
+}
 
 #[tokio::test]
 async fn http_post_reaches_every_socket_and_requests_are_answered_privately() {
