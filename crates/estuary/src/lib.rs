@@ -76,3 +76,10 @@ pub mod prelude {
     #[cfg(feature = "server")]
     pub use estuary_server::{Router, Server, shutdown_signal};
 }
+
+/// The user guide, `docs/GUIDE.md`: its code blocks run as this crate's doc
+/// tests (`cargo test -p estuary --doc`). Only under `cfg(doctest)`, so that
+/// the file, which lies outside the package, is never needed to build it.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/GUIDE.md")]
+pub mod guide {}
