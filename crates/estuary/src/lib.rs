@@ -83,3 +83,8 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/GUIDE.md")]
 pub mod guide {}
+
+/// `README.md`'s code, compiled as this crate's doc tests (as the guide).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}
