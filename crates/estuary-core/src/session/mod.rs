@@ -179,6 +179,18 @@ impl<C: Consumer> std::fmt::Debug for Session<C> {
     }
 }
 
+/// Joins the groups a consumer declared ([`Consumer::groups`]), before its
+/// `connect`; the context leaves them with the rest when the connection ends.
+async fn join_declared(
+    ctx: &mut Context,
+    declared: Result<Vec<crate::names::GroupName>, crate::ConsumerError>,
+) -> Result<(), crate::ConsumerError> {
+    for group in &declared? {
+        ctx.group_add(group).await?;
+    }
+    Ok(())
+}
+
 /// What the loop does next.
 enum Step {
     Continue,
@@ -241,6 +253,9 @@ impl<C: Consumer> Session<C> {
         let (tx, rx) = outbound(config.outbound_capacity, config.outbound_bytes);
         // Nothing is allocated for the usual empty list.
         let initial_groups = scope.initial_groups().to_vec();
+        // The consumer's own `groups` (Channels' attribute), computed from
+        // the scope before it is shared.
+        let declared = consumer.groups(&scope);
         let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
         ctx.set_max_groups(config.max_groups);
         // The groups the handshake middleware chose (Channels' `groups`
@@ -262,6 +277,14 @@ impl<C: Consumer> Session<C> {
                     reason: error.http_reason(),
                 });
             }
+        }
+        if let Err(error) = join_declared(&mut ctx, declared).await {
+            tracing::info!(path = ctx.scope().path(), %error, "cannot join the consumer's declared groups; handshake rejected");
+            ctx.release().await;
+            return Err(Reject {
+                status: error.http_status(),
+                reason: error.http_reason(),
+            });
         }
         let decision = AssertUnwindSafe(consumer.connect(&mut ctx)).catch_unwind().await;
         let mut session = Self {
