@@ -1,5 +1,6 @@
 //! One router for WebSocket consumers and HTTP routes on one port.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,13 +10,14 @@ use estuary_core::{Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope,
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::include::WsRoute;
 use crate::route::{PathPattern, PatternError};
 use crate::service::RouterService;
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
 
 /// Route parameters in the order the route names them.
-type RouteParams = Vec<(Arc<str>, String)>;
+pub(crate) type RouteParams = Vec<(Arc<str>, String)>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -38,6 +40,12 @@ pub(crate) trait Endpoint: Send + Sync {
         layer: ChannelLayerHandle,
         config: SessionConfig,
     ) -> BoxFuture<Result<Accepted, Reject>>;
+
+    /// The consumer's [`Consumer::CHANNEL_LAYER_ALIAS`].
+    fn channel_layer_alias(&self) -> &'static str;
+
+    /// The consumer's type name, for errors.
+    fn consumer_name(&self) -> &'static str;
 }
 
 struct Factory<F>(F);
@@ -61,6 +69,14 @@ where
                 accept,
             })
         })
+    }
+
+    fn channel_layer_alias(&self) -> &'static str {
+        C::CHANNEL_LAYER_ALIAS
+    }
+
+    fn consumer_name(&self) -> &'static str {
+        std::any::type_name::<C>()
     }
 }
 
@@ -157,9 +173,12 @@ pub struct Runtime {
 /// ```
 #[derive(Clone)]
 pub struct Router {
-    routes: Vec<(PathPattern, Arc<dyn Endpoint>)>,
+    pub(crate) routes: Vec<WsRoute>,
     pub(crate) http: axum::Router,
     pub(crate) layer: ChannelLayerHandle,
+    /// Channel layers besides the default, by alias (see
+    /// [`with_named_channel_layer`](Self::with_named_channel_layer)).
+    pub(crate) named_layers: BTreeMap<String, ChannelLayerHandle>,
     pub(crate) settings: WsSettings,
     pub(crate) runtime: Runtime,
 }
@@ -169,9 +188,10 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field(
                 "websocket_routes",
-                &self.routes.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+                &self.routes.iter().map(WsRoute::describe).collect::<Vec<_>>(),
             )
             .field("layer", &self.layer)
+            .field("named_layers", &self.named_layers)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +209,7 @@ impl Router {
             routes: Vec::new(),
             http: axum::Router::new(),
             layer: ChannelLayerHandle::default(),
+            named_layers: BTreeMap::new(),
             settings: WsSettings::default(),
             runtime: Runtime::default(),
         }
@@ -218,8 +239,10 @@ impl Router {
         F: Fn() -> C + Send + Sync + 'static,
         C: Consumer,
     {
-        self.routes
-            .push((PathPattern::path(pattern)?, Arc::new(Factory(factory))));
+        self.routes.push(WsRoute::new(
+            PathPattern::path(pattern)?,
+            Arc::new(Factory(factory)),
+        ));
         Ok(self)
     }
 
@@ -245,8 +268,10 @@ impl Router {
         F: Fn() -> C + Send + Sync + 'static,
         C: Consumer,
     {
-        self.routes
-            .push((PathPattern::regex(regex)?, Arc::new(Factory(factory))));
+        self.routes.push(WsRoute::new(
+            PathPattern::regex(regex)?,
+            Arc::new(Factory(factory)),
+        ));
         Ok(self)
     }
 
@@ -292,14 +317,30 @@ impl Router {
     }
 
     /// Freezes the router into a cloneable tower service.
+    ///
+    /// # Panics
+    ///
+    /// When a consumer names a channel layer the router does not have (a
+    /// programming error, found at start-up); use
+    /// [`try_into_service`](Self::try_into_service) to handle it.
     pub fn into_service(self) -> RouterService {
-        RouterService::new(self)
+        match self.try_into_service() {
+            Ok(service) => service,
+            Err(e) => panic!("invalid router: {e}"),
+        }
     }
 
-    pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {
-        self.routes
-            .iter()
-            .find_map(|(p, e)| p.matches(path).map(|params| (e, params)))
+    /// The consumer and route parameters for `path`, and the channel layer
+    /// the consumer lives on.
+    pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams, &ChannelLayerHandle)> {
+        self.routes.iter().find_map(|route| {
+            let params = route.matches(path)?;
+            Some((
+                &route.endpoint,
+                params,
+                route.layer.as_ref().unwrap_or(&self.layer),
+            ))
+        })
     }
 }
 

@@ -279,7 +279,7 @@ impl RouterService {
             ));
         };
         let path = path.into_owned();
-        let Some((endpoint, params)) = router.find(&path) else {
+        let Some((endpoint, params, layer)) = router.find(&path) else {
             return Err(plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"));
         };
         let mut builder = Scope::builder(path.clone())
@@ -303,7 +303,7 @@ impl RouterService {
             builder = builder.param(name, value);
         }
         let scope = builder.extensions(std::mem::take(&mut parts.extensions)).build();
-        let opening = endpoint.open(scope, router.layer.clone(), router.settings.session.clone());
+        let opening = endpoint.open(scope, layer.clone(), router.settings.session.clone());
         let opened = match timeout {
             Some(limit) => match tokio::time::timeout(limit, opening).await {
                 Ok(opened) => opened,
