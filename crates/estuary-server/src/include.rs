@@ -44,10 +44,16 @@ impl WsRoute {
         Some(params)
     }
 
-    /// The route as written, prefixes included (`chat/<room>/ + ws/`).
+    /// The route as written, prefixes included (`chat/<room>/ + ws/`;
+    /// empty parts left out).
     pub(crate) fn describe(&self) -> String {
-        let mut parts: Vec<&str> = self.prefixes.iter().map(PathPattern::as_str).collect();
-        parts.push(self.pattern.as_str());
+        let parts: Vec<&str> = self
+            .prefixes
+            .iter()
+            .chain([&self.pattern])
+            .map(PathPattern::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
         parts.join(" + ")
     }
 
@@ -208,7 +214,7 @@ mod tests {
         assert_eq!(params(&router, "/v1/3"), Some(vec![kv("n", "3")]));
         assert_eq!(params(&router, "/v1/x/"), None);
         let described: Vec<String> = router.routes.iter().map(WsRoute::describe).collect();
-        assert_eq!(described, ["v1/ + <int:n>/ + "]);
+        assert_eq!(described, ["v1/ + <int:n>/"]);
     }
 
     #[test]
