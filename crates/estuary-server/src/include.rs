@@ -1,70 +1,8 @@
 //! Nested routers (Django's `include`): one router's routes mounted under a
 //! prefix of another.
 
-use std::sync::Arc;
-
-use estuary_core::ChannelLayerHandle;
-
 use crate::route::{PathPattern, PatternError};
-use crate::router::{Endpoint, RouteParams, Router};
-
-/// One WebSocket route: the prefixes of the routers it was included through
-/// (outermost first), its own pattern, and its consumer.
-#[derive(Clone)]
-pub(crate) struct WsRoute {
-    prefixes: Vec<PathPattern>,
-    pattern: PathPattern,
-    pub(crate) endpoint: Arc<dyn Endpoint>,
-    /// The consumer's named channel layer, resolved when the router is
-    /// built; `None`: the router's default layer.
-    pub(crate) layer: Option<ChannelLayerHandle>,
-}
-
-impl WsRoute {
-    pub(crate) fn new(pattern: PathPattern, endpoint: Arc<dyn Endpoint>) -> Self {
-        Self {
-            prefixes: Vec::new(),
-            pattern,
-            endpoint,
-            layer: None,
-        }
-    }
-
-    /// The route's parameters for `path` (the prefixes' first), if it matches.
-    pub(crate) fn matches(&self, path: &str) -> Option<RouteParams> {
-        if self.prefixes.is_empty() {
-            return self.pattern.matches(path);
-        }
-        let mut params = Vec::new();
-        let mut rest = path;
-        for prefix in &self.prefixes {
-            rest = prefix.strip_prefix(rest, &mut params)?;
-        }
-        params.extend(self.pattern.matches(rest)?);
-        Some(params)
-    }
-
-    /// The route as written, prefixes included (`chat/<room>/ + ws/`;
-    /// empty parts left out).
-    pub(crate) fn describe(&self) -> String {
-        let parts: Vec<&str> = self
-            .prefixes
-            .iter()
-            .chain([&self.pattern])
-            .map(PathPattern::as_str)
-            .filter(|p| !p.is_empty())
-            .collect();
-        parts.join(" + ")
-    }
-
-    /// Every parameter name the route takes, prefixes included.
-    fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.prefixes
-            .iter()
-            .flat_map(PathPattern::names)
-            .chain(self.pattern.names())
-    }
-}
+use crate::router::Router;
 
 impl Router {
     /// Mounts `router`'s routes under `prefix` (Django's
@@ -134,7 +72,7 @@ impl Router {
             if let Some(name) = route.names().find(|n| pattern.names().contains(n)) {
                 return Err(PatternError::Duplicate(name.to_string()));
             }
-            route.prefixes.insert(0, pattern.clone());
+            route.push_prefix(pattern.clone());
         }
         if router.http.has_routes() {
             self.http = match pattern.axum_prefix()? {
@@ -152,6 +90,7 @@ mod tests {
     use estuary_core::{Consumer, NoEvent};
 
     use super::*;
+    use crate::route::WsRoute;
 
     struct Nothing;
     impl Consumer for Nothing {

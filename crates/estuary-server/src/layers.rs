@@ -4,7 +4,6 @@
 use estuary_core::{ChannelLayerHandle, DEFAULT_CHANNEL_LAYER};
 
 use crate::router::Router;
-use crate::service::RouterService;
 
 /// A consumer names a channel layer
 /// ([`Consumer::CHANNEL_LAYER_ALIAS`](estuary_core::Consumer::CHANNEL_LAYER_ALIAS))
@@ -97,9 +96,10 @@ impl Router {
         }
     }
 
-    /// Freezes the router into a cloneable tower service, once every
-    /// consumer's channel layer alias is found among the router's layers.
-    pub fn try_into_service(mut self) -> Result<RouterService, UnknownChannelLayer> {
+    /// Finds every route's channel layer by its consumer's alias (the
+    /// default layer needs no lookup): the check
+    /// [`try_into_service`](Self::try_into_service) makes.
+    pub(crate) fn resolve_channel_layers(&mut self) -> Result<(), UnknownChannelLayer> {
         for route in &mut self.routes {
             let alias = route.endpoint.channel_layer_alias();
             route.layer = if alias == DEFAULT_CHANNEL_LAYER {
@@ -112,6 +112,6 @@ impl Router {
                 Some(layer.clone())
             };
         }
-        Ok(RouterService::new(self))
+        Ok(())
     }
 }

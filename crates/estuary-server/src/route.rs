@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use estuary_core::ChannelLayerHandle;
 use regex::Regex;
 
 /// A route pattern could not be compiled.
@@ -249,6 +250,74 @@ impl PathPattern {
                 .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned())))
                 .collect(),
         )
+    }
+}
+
+/// Route parameters in the order the route names them (an included
+/// router's prefixes first).
+pub(crate) type RouteParams = Vec<(Arc<str>, String)>;
+
+/// One WebSocket route: the prefixes of the routers it was included through
+/// (outermost first), its own pattern, and what serves it (`E`: the
+/// router's consumer factory).
+#[derive(Clone)]
+pub(crate) struct WsRoute<E> {
+    prefixes: Vec<PathPattern>,
+    pattern: PathPattern,
+    pub(crate) endpoint: E,
+    /// The consumer's named channel layer, resolved when the router is
+    /// built; `None`: the router's default layer.
+    pub(crate) layer: Option<ChannelLayerHandle>,
+}
+
+impl<E> WsRoute<E> {
+    pub(crate) fn new(pattern: PathPattern, endpoint: E) -> Self {
+        Self {
+            prefixes: Vec::new(),
+            pattern,
+            endpoint,
+            layer: None,
+        }
+    }
+
+    /// The route's parameters for `path` (the prefixes' first), if it matches.
+    pub(crate) fn matches(&self, path: &str) -> Option<RouteParams> {
+        if self.prefixes.is_empty() {
+            return self.pattern.matches(path);
+        }
+        let mut params = Vec::new();
+        let mut rest = path;
+        for prefix in &self.prefixes {
+            rest = prefix.strip_prefix(rest, &mut params)?;
+        }
+        params.extend(self.pattern.matches(rest)?);
+        Some(params)
+    }
+
+    /// The route as written, prefixes included (`chat/<room>/ + ws/`;
+    /// empty parts left out).
+    pub(crate) fn describe(&self) -> String {
+        let parts: Vec<&str> = self
+            .prefixes
+            .iter()
+            .chain([&self.pattern])
+            .map(PathPattern::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.join(" + ")
+    }
+
+    /// Mounts the route under `prefix`, outside the prefixes it has.
+    pub(crate) fn push_prefix(&mut self, prefix: PathPattern) {
+        self.prefixes.insert(0, prefix);
+    }
+
+    /// Every parameter name the route takes, prefixes included.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.prefixes
+            .iter()
+            .flat_map(PathPattern::names)
+            .chain(self.pattern.names())
     }
 }
 

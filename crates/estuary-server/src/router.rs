@@ -10,14 +10,10 @@ use estuary_core::{Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope,
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::include::WsRoute;
-use crate::route::{PathPattern, PatternError};
+use crate::route::{PathPattern, PatternError, RouteParams, WsRoute};
 use crate::service::RouterService;
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
-
-/// Route parameters in the order the route names them.
-pub(crate) type RouteParams = Vec<(Arc<str>, String)>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -173,7 +169,7 @@ pub struct Runtime {
 /// ```
 #[derive(Clone)]
 pub struct Router {
-    pub(crate) routes: Vec<WsRoute>,
+    pub(crate) routes: Vec<WsRoute<Arc<dyn Endpoint>>>,
     pub(crate) http: axum::Router,
     pub(crate) layer: ChannelLayerHandle,
     /// Channel layers besides the default, by alias (see

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
+use crate::layers::UnknownChannelLayer;
 use crate::limits::Slots;
 use crate::router::{Accepted, ConnectionInfo, Router, Runtime};
 use crate::transport::{AnyTransport, SocketTransport};
@@ -58,6 +59,18 @@ impl RouterService {
         Self {
             inner: Arc::new(router),
         }
+    }
+}
+
+// Here rather than in router.rs, so that the router does not depend on
+// the service it is frozen into, nor on the layers' lookup.
+impl Router {
+    /// Freezes the router into a cloneable tower service, once every
+    /// consumer's channel layer alias is found among the router's layers
+    /// (see [`with_named_channel_layer`](Self::with_named_channel_layer)).
+    pub fn try_into_service(mut self) -> Result<RouterService, UnknownChannelLayer> {
+        self.resolve_channel_layers()?;
+        Ok(RouterService::new(self))
     }
 }
 

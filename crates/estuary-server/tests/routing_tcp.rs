@@ -116,7 +116,9 @@ async fn a_json_consumer_in_an_included_router_on_a_named_layer() {
     assert_eq!(rooms.group_size(&lobby), 2);
     assert_eq!(default_layer.group_size(&lobby), 0);
 
-    ann.send(Message::text(r#"{"type": "say", "text": "hello"}"#)).await.unwrap();
+    ann.send(Message::text(r#"{"type": "say", "text": "hello"}"#))
+        .await
+        .unwrap();
     for ws in [&mut ann, &mut bob] {
         assert_eq!(next_json(ws).await, json!({"room": "lobby", "text": "hello"}));
     }
@@ -131,7 +133,10 @@ async fn a_json_consumer_in_an_included_router_on_a_named_layer() {
     // A frame that is not JSON closes with 1007.
     ann.send(Message::text("hello?")).await.unwrap();
     let close = loop {
-        match tokio::time::timeout(WAIT, ann.next()).await.expect("a frame in time") {
+        match tokio::time::timeout(WAIT, ann.next())
+            .await
+            .expect("a frame in time")
+        {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -148,5 +153,9 @@ async fn a_json_consumer_in_an_included_router_on_a_named_layer() {
 
     bob.close(None).await.unwrap();
     stop.cancel();
-    tokio::time::timeout(WAIT, serving).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
