@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
-use crate::layer::RedisLayerError;
+use crate::error::RedisLayerError;
 use crate::local::{LocalQueue, lock, now};
 use crate::shard::shard_index;
 
