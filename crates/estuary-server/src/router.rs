@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::route::{PathPattern, PatternError, RouteParams, WsRoute};
-use crate::service::RouterService;
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
 
@@ -310,20 +309,6 @@ impl Router {
     /// token to close every WebSocket with 1001, then wait on its tracker.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    /// Freezes the router into a cloneable tower service.
-    ///
-    /// # Panics
-    ///
-    /// When a consumer names a channel layer the router does not have (a
-    /// programming error, found at start-up); use
-    /// [`try_into_service`](Self::try_into_service) to handle it.
-    pub fn into_service(self) -> RouterService {
-        match self.try_into_service() {
-            Ok(service) => service,
-            Err(e) => panic!("invalid router: {e}"),
-        }
     }
 
     /// The consumer and route parameters for `path`, and the channel layer

@@ -65,6 +65,20 @@ impl RouterService {
 // Here rather than in router.rs, so that the router does not depend on
 // the service it is frozen into, nor on the layers' lookup.
 impl Router {
+    /// Freezes the router into a cloneable tower service.
+    ///
+    /// # Panics
+    ///
+    /// When a consumer names a channel layer the router does not have (a
+    /// programming error, found at start-up); use
+    /// [`try_into_service`](Self::try_into_service) to handle it.
+    pub fn into_service(self) -> RouterService {
+        match self.try_into_service() {
+            Ok(service) => service,
+            Err(e) => panic!("invalid router: {e}"),
+        }
+    }
+
     /// Freezes the router into a cloneable tower service, once every
     /// consumer's channel layer alias is found among the router's layers
     /// (see [`with_named_channel_layer`](Self::with_named_channel_layer)).
