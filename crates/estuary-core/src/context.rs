@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
-use crate::json::JsonEncoder;
+use crate::json_encoder::JsonEncoder;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport, ReceiverState};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};

@@ -18,6 +18,7 @@ mod consumer;
 mod context;
 mod error;
 mod json;
+mod json_encoder;
 pub mod layer;
 mod message;
 mod names;
@@ -32,7 +33,8 @@ pub use close::{CloseCode, CloseFrame};
 pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
-pub use json::{JsonConsumer, JsonEncoder, JsonFrameError, OnMalformed, SerdeJsonEncoder};
+pub use json::{JsonConsumer, JsonFrameError, OnMalformed};
+pub use json_encoder::{JsonEncoder, SerdeJsonEncoder};
 pub use layer::{
     BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, ChannelReceiver,
     GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, REAP_INTERVAL, ReceiverState, SendError,
