@@ -9,8 +9,37 @@ use crate::close::CloseCode;
 use crate::context::Context;
 use crate::error::ConsumerError;
 use crate::message::{Message, MessageError};
+use crate::names::GroupName;
+use crate::scope::Scope;
 use crate::throttle::Throttle;
 use crate::ws::WsMessage;
+
+/// The alias of a router's default channel layer (Channels' `"default"` in
+/// `CHANNEL_LAYERS`): what [`Consumer::CHANNEL_LAYER_ALIAS`] is unless a
+/// consumer names another.
+pub const DEFAULT_CHANNEL_LAYER: &str = "default";
+
+/// The default [`Consumer::undecodable_event`]: a warning, throttled
+/// process-wide to one a second (one bad group message reaches every
+/// member, and must not log once per member).
+pub(crate) fn log_undecodable(ctx: &Context, message: &Message, error: &MessageError) {
+    static UNDECODABLE: Throttle = Throttle::new(std::time::Duration::from_secs(1));
+    match UNDECODABLE.allow(std::time::Instant::now()) {
+        Some(held_back) => tracing::warn!(
+            channel = %ctx.channel_name(),
+            r#type = message.message_type(),
+            %error,
+            held_back,
+            "no handler for channel-layer message; dropped (held_back: how many more were not logged since the last warning)"
+        ),
+        None => tracing::debug!(
+            channel = %ctx.channel_name(),
+            r#type = message.message_type(),
+            %error,
+            "no handler for channel-layer message; dropped"
+        ),
+    }
+}
 
 /// The code that handles one WebSocket connection: Channels'
 /// `AsyncWebsocketConsumer`.
@@ -64,6 +93,61 @@ use crate::ws::WsMessage;
 pub trait Consumer: Send + 'static {
     /// The layer events this consumer handles; [`NoEvent`] if none.
     type Event: DeserializeOwned + Send;
+
+    /// The channel layer this consumer's channel, groups and events live on
+    /// (Channels' `channel_layer_alias`): [`DEFAULT_CHANNEL_LAYER`] unless
+    /// the consumer names another. The server's router resolves the name
+    /// when it is built (an unknown name is an error there, not at connect
+    /// time).
+    ///
+    /// ```
+    /// use estuary_core::{Consumer, NoEvent};
+    ///
+    /// struct Telemetry;
+    /// impl Consumer for Telemetry {
+    ///     type Event = NoEvent;
+    ///     // Registered on the router with `with_named_channel_layer("metrics", ...)`.
+    ///     const CHANNEL_LAYER_ALIAS: &'static str = "metrics";
+    /// }
+    /// assert_eq!(Telemetry::CHANNEL_LAYER_ALIAS, "metrics");
+    /// ```
+    const CHANNEL_LAYER_ALIAS: &'static str = DEFAULT_CHANNEL_LAYER;
+
+    /// The groups this connection joins when it opens (Channels' `groups`
+    /// attribute): static names, or names computed from the scope (a route
+    /// parameter, the user). The default is none.
+    ///
+    /// The session joins them before [`connect`](Consumer::connect) runs
+    /// (after the groups the handshake middleware chose,
+    /// [`Scope::initial_groups`]), so they are joined before the handshake
+    /// is accepted and `connect` can rely on them; they are left on every
+    /// way the connection ends (a rejected handshake, a close by either
+    /// side, a failed handler, a shutdown) and count against
+    /// [`SessionConfig::max_groups`](crate::SessionConfig::max_groups). An
+    /// error (a route parameter that makes no valid group name) rejects the
+    /// handshake with [`ConsumerError::http_status`] and runs no handler.
+    ///
+    /// ```
+    /// use estuary_core::{Consumer, ConsumerError, GroupName, NoEvent, Scope};
+    ///
+    /// struct Room;
+    /// impl Consumer for Room {
+    ///     type Event = NoEvent;
+    ///
+    ///     fn groups(&self, scope: &Scope) -> Result<Vec<GroupName>, ConsumerError> {
+    ///         let room: String = scope.param("room")?;
+    ///         Ok(vec![GroupName::new("announcements")?, GroupName::new(&format!("room.{room}"))?])
+    ///     }
+    /// }
+    ///
+    /// let scope = Scope::builder("/ws/chat/lobby/").param("room", "lobby").build();
+    /// let names: Vec<String> = Room.groups(&scope).unwrap().iter().map(|g| g.to_string()).collect();
+    /// assert_eq!(names, ["announcements", "room.lobby"]);
+    /// ```
+    fn groups(&self, scope: &Scope) -> Result<Vec<GroupName>, ConsumerError> {
+        let _ = scope;
+        Ok(Vec::new())
+    }
 
     /// The client asks to connect. Accept (optionally choosing a subprotocol or
     /// adding response headers) or reject. Messages sent here are delivered
@@ -163,22 +247,7 @@ pub trait Consumer: Send + 'static {
         message: Message,
         error: MessageError,
     ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
-        static UNDECODABLE: Throttle = Throttle::new(std::time::Duration::from_secs(1));
-        match UNDECODABLE.allow(std::time::Instant::now()) {
-            Some(held_back) => tracing::warn!(
-                channel = %ctx.channel_name(),
-                r#type = message.message_type(),
-                %error,
-                held_back,
-                "no handler for channel-layer message; dropped (held_back: how many more were not logged since the last warning)"
-            ),
-            None => tracing::debug!(
-                channel = %ctx.channel_name(),
-                r#type = message.message_type(),
-                %error,
-                "no handler for channel-layer message; dropped"
-            ),
-        }
+        log_undecodable(ctx, &message, &error);
         async { Ok(()) }
     }
 

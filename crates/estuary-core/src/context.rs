@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
+use crate::json_encoder::JsonEncoder;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport, ReceiverState};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
-use crate::outbound::{OutboundSender, TrySendError};
+use crate::outbound::{OutboundSender, Outgoing, TrySendError};
 use crate::scope::Scope;
 use crate::ws::WsMessage;
 
@@ -52,23 +53,6 @@ impl Default for SlowClientPolicy {
     fn default() -> Self {
         SlowClientPolicy::Disconnect {
             grace: Duration::from_secs(5),
-        }
-    }
-}
-
-/// An item on a connection's outbound queue.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    Message(WsMessage),
-    Close(CloseFrame),
-}
-
-impl Outgoing {
-    /// Payload bytes, for the outbound queue's byte budget.
-    pub(crate) fn size(&self) -> usize {
-        match self {
-            Outgoing::Message(m) => m.len(),
-            Outgoing::Close(_) => 0,
         }
     }
 }
@@ -136,6 +120,8 @@ pub struct Context {
     /// The outbound queue was found full and has not emptied since: the
     /// channel is [`ReceiverState::Stalled`] for flow control.
     stalled: bool,
+    /// What [`send_json`](Self::send_json) writes with; `None`: serde_json.
+    json_encoder: Option<Arc<dyn JsonEncoder>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -168,6 +154,7 @@ impl Context {
             dropped: 0,
             released: false,
             stalled: false,
+            json_encoder: None,
         }
     }
 
@@ -219,9 +206,22 @@ impl Context {
         self.send(WsMessage::Binary(bytes.into())).await
     }
 
-    /// Sends `value` to the client as a JSON text message.
+    /// Sends `value` to the client as a JSON text message, written by this
+    /// connection's [`JsonEncoder`] if one is set
+    /// ([`set_json_encoder`](Self::set_json_encoder)), else by serde_json.
     pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
-        self.send(WsMessage::json(value)?).await
+        let message = match &self.json_encoder {
+            None => WsMessage::json(value)?,
+            Some(encoder) => WsMessage::text(encoder.encode(serde_json::to_value(value)?)?),
+        };
+        self.send(message).await
+    }
+
+    /// Makes [`send_json`](Self::send_json) write with `encoder` from now on
+    /// (a [`JsonConsumer`](crate::JsonConsumer) sets its
+    /// [`json_encoder`](crate::JsonConsumer::json_encoder) before `connect`).
+    pub fn set_json_encoder(&mut self, encoder: Arc<dyn JsonEncoder>) {
+        self.json_encoder = Some(encoder);
     }
 
     /// Closes the connection with `code` and `reason` once the messages queued

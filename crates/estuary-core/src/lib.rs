@@ -1,7 +1,8 @@
 //! The core of Estuary: the Django Channels model with Rust types.
 //!
 //! * [`Scope`]: what is known about a connection when it opens.
-//! * [`Consumer`] and [`Context`]: the code that handles one connection.
+//! * [`Consumer`] and [`Context`]: the code that handles one connection;
+//!   [`JsonConsumer`] for clients that speak JSON.
 //! * [`ChannelLayer`]: how consumers and processes reach each other, with
 //!   [`InMemoryChannelLayer`] for one process and a cloneable
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
@@ -16,6 +17,8 @@ mod close;
 mod consumer;
 mod context;
 mod error;
+mod json;
+mod json_encoder;
 pub mod layer;
 mod message;
 mod names;
@@ -27,9 +30,11 @@ mod throttle;
 mod ws;
 
 pub use close::{CloseCode, CloseFrame};
-pub use consumer::{Accept, Connect, Consumer, NoEvent, Reject};
+pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
+pub use json::{JsonConsumer, JsonFrameError, OnMalformed};
+pub use json_encoder::{JsonEncoder, SerdeJsonEncoder};
 pub use layer::{
     BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, ChannelReceiver,
     GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, REAP_INTERVAL, ReceiverState, SendError,

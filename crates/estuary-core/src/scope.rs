@@ -364,8 +364,9 @@ impl Scope {
 
     /// The groups the handshake middleware put this connection in (a
     /// connect callback's `groups`). The session joins them before the
-    /// consumer's `connect` runs, as Channels joins a consumer's `groups`
-    /// attribute, and leaves them when the connection ends; they count
+    /// consumer's `connect` runs (then the consumer's own
+    /// [`Consumer::groups`](crate::Consumer::groups), Channels' `groups`
+    /// attribute), and leaves them when the connection ends; they count
     /// against [`SessionConfig::max_groups`](crate::SessionConfig::max_groups).
     pub fn initial_groups(&self) -> &[crate::GroupName] {
         &self.initial_groups

@@ -1,7 +1,8 @@
 //! Estuary's server: one port for WebSocket consumers and HTTP routes.
 //!
 //! * [`Router`]: WebSocket routes with Django's path converters, HTTP routes
-//!   from axum, the channel layer, and the WebSocket limits.
+//!   from axum, nested routers ([`Router::include`]), the channel layers
+//!   (a default one and named ones), and the WebSocket limits.
 //! * [`Server`]: HTTP/1.1 on TCP or a Unix socket, trusted proxies, handshake
 //!   timeout, and a graceful shutdown that closes WebSockets with 1001.
 //! * [`AllowedHosts`]: the `Host` names the server answers to, and
@@ -31,6 +32,8 @@
 mod auth;
 mod body;
 mod hosts;
+mod include;
+mod layers;
 mod limits;
 mod origin;
 mod proxy;
@@ -48,6 +51,7 @@ pub use auth::{
 };
 pub use body::BodyTimeout;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
+pub use layers::UnknownChannelLayer;
 pub use limits::ServerStats;
 pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};

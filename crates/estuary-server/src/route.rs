@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use estuary_core::ChannelLayerHandle;
 use regex::Regex;
 
 /// A route pattern could not be compiled.
@@ -17,9 +18,14 @@ pub enum PatternError {
     /// The regex did not compile.
     #[error("invalid regex: {0}")]
     Regex(String),
-    /// Two parameters share a name.
+    /// Two parameters share a name (in one pattern, or in an included
+    /// router's prefix and one of its routes).
     #[error("parameter {0:?} appears twice")]
     Duplicate(String),
+    /// An included router with HTTP routes is mounted under a prefix with a
+    /// `path` converter (`<path:rest>`, `{*rest}`), which axum cannot nest.
+    #[error("a prefix with a path wildcard cannot have HTTP routes nested under it")]
+    WildcardPrefix,
 }
 
 /// A compiled WebSocket route pattern.
@@ -78,47 +84,128 @@ fn is_ident(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// A `path()` pattern parsed: a regex body (no anchors, no leading or
+/// trailing slash), the same in axum's syntax, and its parameter names.
+struct PathBody {
+    regex: String,
+    axum: String,
+    names: Vec<Arc<str>>,
+    /// A `path` converter appears.
+    wildcard: bool,
+}
+
+fn path_body(pattern: &str) -> Result<PathBody, PatternError> {
+    let body = pattern.trim_start_matches('/');
+    let body = body.strip_suffix('/').unwrap_or(body);
+    let mut parsed = PathBody {
+        regex: String::new(),
+        axum: String::new(),
+        names: Vec::new(),
+        wildcard: false,
+    };
+    let mut rest = body;
+    while let Some(i) = rest.find(['<', '{']) {
+        parsed.regex.push_str(&regex::escape(&rest[..i]));
+        parsed.axum.push_str(&rest[..i]);
+        let close = if rest.as_bytes()[i] == b'<' { '>' } else { '}' };
+        let end = rest[i..]
+            .find(close)
+            .ok_or_else(|| PatternError::Malformed(pattern.to_owned()))?
+            + i;
+        let inner = &rest[i + 1..end];
+        let (conv, name) = if close == '>' {
+            inner.split_once(':').unwrap_or(("str", inner))
+        } else if let Some(name) = inner.strip_prefix('*') {
+            ("path", name)
+        } else {
+            ("str", inner)
+        };
+        if !is_ident(name) {
+            return Err(PatternError::Malformed(pattern.to_owned()));
+        }
+        if parsed.names.iter().any(|n| &**n == name) {
+            return Err(PatternError::Duplicate(name.to_owned()));
+        }
+        parsed
+            .regex
+            .push_str(&format!("(?P<{name}>{})", converter(conv)?));
+        parsed.axum.push_str(&format!("{{{name}}}"));
+        parsed.wildcard |= conv == "path";
+        parsed.names.push(Arc::from(name));
+        rest = &rest[end + 1..];
+    }
+    parsed.regex.push_str(&regex::escape(rest));
+    parsed.axum.push_str(rest);
+    Ok(parsed)
+}
+
 impl PathPattern {
     /// Compiles a Django `path()` pattern (or its axum spelling).
     pub fn path(pattern: &str) -> Result<Self, PatternError> {
-        let body = pattern.trim_start_matches('/');
-        let body = body.strip_suffix('/').unwrap_or(body);
-        let mut re = String::from("^/");
-        let mut names: Vec<Arc<str>> = Vec::new();
-        let mut rest = body;
-        while let Some(i) = rest.find(['<', '{']) {
-            re.push_str(&regex::escape(&rest[..i]));
-            let close = if rest.as_bytes()[i] == b'<' { '>' } else { '}' };
-            let end = rest[i..]
-                .find(close)
-                .ok_or_else(|| PatternError::Malformed(pattern.to_owned()))?
-                + i;
-            let inner = &rest[i + 1..end];
-            let (conv, name) = if close == '>' {
-                inner.split_once(':').unwrap_or(("str", inner))
-            } else if let Some(name) = inner.strip_prefix('*') {
-                ("path", name)
-            } else {
-                ("str", inner)
-            };
-            if !is_ident(name) {
-                return Err(PatternError::Malformed(pattern.to_owned()));
-            }
-            if names.iter().any(|n| &**n == name) {
-                return Err(PatternError::Duplicate(name.to_owned()));
-            }
-            re.push_str(&format!("(?P<{name}>{})", converter(conv)?));
-            names.push(Arc::from(name));
-            rest = &rest[end + 1..];
-        }
-        re.push_str(&regex::escape(rest));
-        re.push_str("/?$");
+        let PathBody {
+            regex: body, names, ..
+        } = path_body(pattern)?;
+        let re = format!("^/{body}/?$");
         let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
         Ok(Self {
             source: pattern.to_owned(),
             regex,
             names,
         })
+    }
+
+    /// Compiles a Django `path()` pattern as the prefix of an included
+    /// router: it matches the start of a path, up to a `/` or the end, and
+    /// [`strip_prefix`](Self::strip_prefix) hands back the rest.
+    pub(crate) fn prefix(pattern: &str) -> Result<Self, PatternError> {
+        let PathBody {
+            regex: body, names, ..
+        } = path_body(pattern)?;
+        // The last group holds the rest of the path (with its leading slash).
+        let re = if body.is_empty() {
+            "^(.*)$".to_owned()
+        } else {
+            format!("^/{body}(/.*)?$")
+        };
+        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        Ok(Self {
+            source: pattern.to_owned(),
+            regex,
+            names,
+        })
+    }
+
+    /// For a [`prefix`](Self::prefix) pattern: its parameters, added to
+    /// `params`, and the rest of `path` (`/` when nothing is left).
+    pub(crate) fn strip_prefix<'p>(
+        &self,
+        path: &'p str,
+        params: &mut Vec<(Arc<str>, String)>,
+    ) -> Option<&'p str> {
+        let caps = self.regex.captures(path)?;
+        params.extend(
+            self.names
+                .iter()
+                .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned()))),
+        );
+        let rest = caps.get(self.regex.captures_len() - 1).map_or("", |m| m.as_str());
+        Some(if rest.is_empty() { "/" } else { rest })
+    }
+
+    /// The parameter names, in order.
+    pub(crate) fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// The pattern in axum's syntax (`/chat/{room}`), for nesting HTTP
+    /// routes under a [`prefix`](Self::prefix); `Ok(None)` for the empty
+    /// prefix. A `path` converter has no counterpart in an axum nest.
+    pub(crate) fn axum_prefix(&self) -> Result<Option<String>, PatternError> {
+        let parsed = path_body(&self.source)?;
+        if parsed.wildcard {
+            return Err(PatternError::WildcardPrefix);
+        }
+        Ok((!parsed.axum.is_empty()).then(|| format!("/{}", parsed.axum)))
     }
 
     /// Compiles a Django `re_path()` regex. It is matched against the path
@@ -163,6 +250,74 @@ impl PathPattern {
                 .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned())))
                 .collect(),
         )
+    }
+}
+
+/// Route parameters in the order the route names them (an included
+/// router's prefixes first).
+pub(crate) type RouteParams = Vec<(Arc<str>, String)>;
+
+/// One WebSocket route: the prefixes of the routers it was included through
+/// (outermost first), its own pattern, and what serves it (`E`: the
+/// router's consumer factory).
+#[derive(Clone)]
+pub(crate) struct WsRoute<E> {
+    prefixes: Vec<PathPattern>,
+    pattern: PathPattern,
+    pub(crate) endpoint: E,
+    /// The consumer's named channel layer, resolved when the router is
+    /// built; `None`: the router's default layer.
+    pub(crate) layer: Option<ChannelLayerHandle>,
+}
+
+impl<E> WsRoute<E> {
+    pub(crate) fn new(pattern: PathPattern, endpoint: E) -> Self {
+        Self {
+            prefixes: Vec::new(),
+            pattern,
+            endpoint,
+            layer: None,
+        }
+    }
+
+    /// The route's parameters for `path` (the prefixes' first), if it matches.
+    pub(crate) fn matches(&self, path: &str) -> Option<RouteParams> {
+        if self.prefixes.is_empty() {
+            return self.pattern.matches(path);
+        }
+        let mut params = Vec::new();
+        let mut rest = path;
+        for prefix in &self.prefixes {
+            rest = prefix.strip_prefix(rest, &mut params)?;
+        }
+        params.extend(self.pattern.matches(rest)?);
+        Some(params)
+    }
+
+    /// The route as written, prefixes included (`chat/<room>/ + ws/`;
+    /// empty parts left out).
+    pub(crate) fn describe(&self) -> String {
+        let parts: Vec<&str> = self
+            .prefixes
+            .iter()
+            .chain([&self.pattern])
+            .map(PathPattern::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.join(" + ")
+    }
+
+    /// Mounts the route under `prefix`, outside the prefixes it has.
+    pub(crate) fn push_prefix(&mut self, prefix: PathPattern) {
+        self.prefixes.insert(0, prefix);
+    }
+
+    /// Every parameter name the route takes, prefixes included.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.prefixes
+            .iter()
+            .flat_map(PathPattern::names)
+            .chain(self.pattern.names())
     }
 }
 

@@ -1,5 +1,6 @@
 //! One router for WebSocket consumers and HTTP routes on one port.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,13 +10,9 @@ use estuary_core::{Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope,
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::route::{PathPattern, PatternError};
-use crate::service::RouterService;
+use crate::route::{PathPattern, PatternError, RouteParams, WsRoute};
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
-
-/// Route parameters in the order the route names them.
-type RouteParams = Vec<(Arc<str>, String)>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -38,6 +35,12 @@ pub(crate) trait Endpoint: Send + Sync {
         layer: ChannelLayerHandle,
         config: SessionConfig,
     ) -> BoxFuture<Result<Accepted, Reject>>;
+
+    /// The consumer's [`Consumer::CHANNEL_LAYER_ALIAS`].
+    fn channel_layer_alias(&self) -> &'static str;
+
+    /// The consumer's type name, for errors.
+    fn consumer_name(&self) -> &'static str;
 }
 
 struct Factory<F>(F);
@@ -61,6 +64,14 @@ where
                 accept,
             })
         })
+    }
+
+    fn channel_layer_alias(&self) -> &'static str {
+        C::CHANNEL_LAYER_ALIAS
+    }
+
+    fn consumer_name(&self) -> &'static str {
+        std::any::type_name::<C>()
     }
 }
 
@@ -157,9 +168,12 @@ pub struct Runtime {
 /// ```
 #[derive(Clone)]
 pub struct Router {
-    routes: Vec<(PathPattern, Arc<dyn Endpoint>)>,
+    pub(crate) routes: Vec<WsRoute<Arc<dyn Endpoint>>>,
     pub(crate) http: axum::Router,
     pub(crate) layer: ChannelLayerHandle,
+    /// Channel layers besides the default, by alias (see
+    /// [`with_named_channel_layer`](Self::with_named_channel_layer)).
+    pub(crate) named_layers: BTreeMap<String, ChannelLayerHandle>,
     pub(crate) settings: WsSettings,
     pub(crate) runtime: Runtime,
 }
@@ -169,9 +183,10 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field(
                 "websocket_routes",
-                &self.routes.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+                &self.routes.iter().map(WsRoute::describe).collect::<Vec<_>>(),
             )
             .field("layer", &self.layer)
+            .field("named_layers", &self.named_layers)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +204,7 @@ impl Router {
             routes: Vec::new(),
             http: axum::Router::new(),
             layer: ChannelLayerHandle::default(),
+            named_layers: BTreeMap::new(),
             settings: WsSettings::default(),
             runtime: Runtime::default(),
         }
@@ -218,8 +234,10 @@ impl Router {
         F: Fn() -> C + Send + Sync + 'static,
         C: Consumer,
     {
-        self.routes
-            .push((PathPattern::path(pattern)?, Arc::new(Factory(factory))));
+        self.routes.push(WsRoute::new(
+            PathPattern::path(pattern)?,
+            Arc::new(Factory(factory)),
+        ));
         Ok(self)
     }
 
@@ -245,8 +263,10 @@ impl Router {
         F: Fn() -> C + Send + Sync + 'static,
         C: Consumer,
     {
-        self.routes
-            .push((PathPattern::regex(regex)?, Arc::new(Factory(factory))));
+        self.routes.push(WsRoute::new(
+            PathPattern::regex(regex)?,
+            Arc::new(Factory(factory)),
+        ));
         Ok(self)
     }
 
@@ -291,15 +311,17 @@ impl Router {
         &self.runtime
     }
 
-    /// Freezes the router into a cloneable tower service.
-    pub fn into_service(self) -> RouterService {
-        RouterService::new(self)
-    }
-
-    pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {
-        self.routes
-            .iter()
-            .find_map(|(p, e)| p.matches(path).map(|params| (e, params)))
+    /// The consumer and route parameters for `path`, and the channel layer
+    /// the consumer lives on.
+    pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams, &ChannelLayerHandle)> {
+        self.routes.iter().find_map(|route| {
+            let params = route.matches(path)?;
+            Some((
+                &route.endpoint,
+                params,
+                route.layer.as_ref().unwrap_or(&self.layer),
+            ))
+        })
     }
 }
 

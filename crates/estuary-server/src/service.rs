@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
+use crate::layers::UnknownChannelLayer;
 use crate::limits::Slots;
 use crate::router::{Accepted, ConnectionInfo, Router, Runtime};
 use crate::transport::{AnyTransport, SocketTransport};
@@ -58,6 +59,32 @@ impl RouterService {
         Self {
             inner: Arc::new(router),
         }
+    }
+}
+
+// Here rather than in router.rs, so that the router does not depend on
+// the service it is frozen into, nor on the layers' lookup.
+impl Router {
+    /// Freezes the router into a cloneable tower service.
+    ///
+    /// # Panics
+    ///
+    /// When a consumer names a channel layer the router does not have (a
+    /// programming error, found at start-up); use
+    /// [`try_into_service`](Self::try_into_service) to handle it.
+    pub fn into_service(self) -> RouterService {
+        match self.try_into_service() {
+            Ok(service) => service,
+            Err(e) => panic!("invalid router: {e}"),
+        }
+    }
+
+    /// Freezes the router into a cloneable tower service, once every
+    /// consumer's channel layer alias is found among the router's layers
+    /// (see [`with_named_channel_layer`](Self::with_named_channel_layer)).
+    pub fn try_into_service(mut self) -> Result<RouterService, UnknownChannelLayer> {
+        self.resolve_channel_layers()?;
+        Ok(RouterService::new(self))
     }
 }
 
@@ -279,7 +306,7 @@ impl RouterService {
             ));
         };
         let path = path.into_owned();
-        let Some((endpoint, params)) = router.find(&path) else {
+        let Some((endpoint, params, layer)) = router.find(&path) else {
             return Err(plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"));
         };
         let mut builder = Scope::builder(path.clone())
@@ -303,7 +330,7 @@ impl RouterService {
             builder = builder.param(name, value);
         }
         let scope = builder.extensions(std::mem::take(&mut parts.extensions)).build();
-        let opening = endpoint.open(scope, router.layer.clone(), router.settings.session.clone());
+        let opening = endpoint.open(scope, layer.clone(), router.settings.session.clone());
         let opened = match timeout {
             Some(limit) => match tokio::time::timeout(limit, opening).await {
                 Ok(opened) => opened,

@@ -51,7 +51,7 @@ pub use estuary_core::*;
 #[cfg(feature = "server")]
 pub use estuary_server::{
     AllowedHosts, BodyTimeout, ConnectionInfo, OriginLayer, PathPattern, PatternError, Router, RouterService,
-    Server, ServerConfig, ServerStats, TrustedProxies, WsSettings, shutdown_signal,
+    Server, ServerConfig, ServerStats, TrustedProxies, UnknownChannelLayer, WsSettings, shutdown_signal,
 };
 
 /// The server crate, for everything not re-exported at the top.
@@ -71,7 +71,7 @@ pub use estuary_testing as testing;
 pub mod prelude {
     pub use estuary_core::{
         ChannelLayer, ChannelLayerHandle, ChannelName, CloseCode, Connect, Consumer, ConsumerError, Context,
-        GroupName, Message, NoEvent, Scope, WsMessage,
+        GroupName, JsonConsumer, Message, NoEvent, OnMalformed, Scope, WsMessage,
     };
     #[cfg(feature = "server")]
     pub use estuary_server::{Router, Server, shutdown_signal};

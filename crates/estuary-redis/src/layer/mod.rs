@@ -5,20 +5,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
-};
+use estuary_core::{ChannelLayerError, ChannelName, GroupName};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Target, decode_member, encode_member};
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
-use crate::faults::{WrongType, layer_error};
-use crate::local::{LocalQueue, lock, now};
-use crate::scripts;
+use crate::error::RedisLayerError;
+use crate::local::{LocalQueue, now};
 use crate::shard::shard_index;
 
+mod channel_layer;
+mod dispatch;
 mod group_send;
 mod memberships;
 mod receive;
@@ -27,36 +25,8 @@ mod untrusted;
 mod warnings;
 
 use memberships::membership_loop;
-use receive::{fetch_one, receive_loop};
+use receive::receive_loop;
 use registry::Registry;
-
-/// The Redis layer could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisLayerError {
-    /// No hosts were given.
-    #[error("no Redis hosts configured")]
-    NoHosts,
-    /// A host URL is invalid.
-    #[error("invalid Redis URL {url:?}: {source}")]
-    InvalidUrl {
-        /// The URL.
-        url: String,
-        /// What the client said.
-        source: redis::RedisError,
-    },
-    /// The prefix cannot start a channel name (the pub/sub layer names
-    /// channels `{prefix}specific.<id>`).
-    #[error("invalid prefix {prefix:?} for the pub/sub layer: {reason}")]
-    InvalidPrefix {
-        /// The prefix.
-        prefix: String,
-        /// Why it cannot start a channel name.
-        reason: String,
-    },
-    /// The layer must be made inside a tokio runtime (it starts its receive task).
-    #[error("RedisChannelLayer::new must be called inside a tokio runtime")]
-    NoRuntime,
-}
 
 /// A channel layer on Redis, wire-compatible with Django's
 /// `channels_redis.core.RedisChannelLayer` (4.x): the same keys, sorted sets,
@@ -471,253 +441,6 @@ impl Inner {
                 Ok(_) => return next,
                 Err(actual) => last = actual,
             }
-        }
-    }
-
-    /// Hands a popped member to the local channels it names. Nothing in a
-    /// stored member can stop the receive loop: a panic while decoding is
-    /// caught, logged and counted.
-    fn dispatch(&self, member: &[u8], score: f64) {
-        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.dispatch_inner(member, score)
-        }));
-        if handled.is_err() {
-            let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-            estuary_core::throttled!(
-                error,
-                total,
-                "decoding a stored message panicked; message dropped. A bug: please report it"
-            );
-        }
-    }
-
-    fn dispatch_inner(&self, member: &[u8], score: f64) {
-        let decoded = match decode_member(member, self.crypto.as_ref()) {
-            Ok(d) => d,
-            Err(error) => {
-                self.warn_undecodable(&error, &self.channel_key(&self.client_prefix));
-                return;
-            }
-        };
-        if decoded.targets.is_empty() {
-            estuary_core::throttled!(
-                warn,
-                r#type = decoded.message.message_type(),
-                "message without __asgi_channel__ in this process's queue; dropped. Something \
-                 else writes to this Redis under the layer's prefix: find it"
-            );
-            return;
-        }
-        let expires = score + self.config.layer.expiry().as_secs_f64();
-        let local = lock(&self.local);
-        for target in decoded.targets {
-            match local.get(&target) {
-                Some(queue) => {
-                    if !queue.push(expires, decoded.message.clone()) {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(channel = %target, "local buffer full; message dropped");
-                    }
-                }
-                None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
-            }
-        }
-    }
-
-    /// Counts a stored message that could not be decoded, and warns.
-    pub(super) fn warn_undecodable(&self, error: &crate::codec::DecodeError, key: &str) {
-        let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-        estuary_core::throttled!(
-            warn,
-            %error,
-            %key,
-            total,
-            "undecodable message in Redis; dropped. Check that every process sharing this \
-             Redis uses the same prefix and encryption keys"
-        );
-    }
-
-    async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
-        let rx = {
-            let mut plain = lock(&self.plain);
-            plain
-                .entry(channel.clone())
-                .or_insert_with(|| {
-                    let shard = &self.shards[self.shard(channel.as_str())];
-                    // Lazy: this cannot fail for a client that was already opened.
-                    let conn =
-                        ConnectionManager::new_lazy_with_config(shard.client.clone(), self.blocking_config())
-                            .unwrap_or_else(|_| shard.conn.clone());
-                    Arc::new(PlainReceiver {
-                        queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
-                        fetching: AtomicBool::new(false),
-                        conn,
-                        token: self.shutdown.child_token(),
-                    })
-                })
-                .clone()
-        };
-        // Fetch only for a receiver that finds nothing buffered, one pop at
-        // a time, so an idle worker takes no messages from its peers.
-        if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
-            let key = self.channel_key(channel.as_str());
-            tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
-        }
-        rx.queue
-            .pop()
-            .await
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
-            .map_err(|count| ChannelLayerError::Lost { count })
-    }
-}
-
-impl ChannelLayer for RedisChannelLayer {
-    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
-        let inner = &self.inner;
-        let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
-        let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        let queue = LocalQueue::reporting(inner.config.layer.capacity_for(name.as_str()));
-        lock(&inner.local).insert(name.clone(), Arc::new(queue));
-        Ok(name)
-    }
-
-    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
-        let inner = &self.inner;
-        let (non_local, target) = if channel.is_process_specific() {
-            (channel.non_local_name(), Target::One(channel))
-        } else {
-            (channel.as_str(), Target::None)
-        };
-        let member = encode_member(&message, target, inner.crypto.as_ref());
-        let now = inner.score();
-        let expiry = inner.expiry_secs();
-        let capacity = inner.config.layer.capacity_for(channel.as_str());
-        let mut conn = inner.conn(non_local);
-        let key = inner.channel_key(non_local);
-        let stored: Result<i64, _> = scripts::SEND
-            .key(&key)
-            .arg(member)
-            .arg(now.to_string())
-            .arg(now.floor() as i64 - expiry as i64)
-            .arg(capacity)
-            .arg(expiry)
-            .invoke_async(&mut conn)
-            .await;
-        match stored {
-            Ok(1) => Ok(()),
-            Ok(-1) => {
-                inner.warn_poisoned(&key, 1);
-                if non_local == inner.client_prefix {
-                    // This process's own queue, written over: take it back
-                    // now (and tell its channels) rather than at the next pop.
-                    inner.reclaim_own_queue().await;
-                }
-                Err(SendError::Backend {
-                    channel: channel.clone(),
-                    error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
-                    message,
-                })
-            }
-            Ok(_) => Err(SendError::Full {
-                channel: channel.clone(),
-                capacity,
-                message,
-            }),
-            Err(e) => {
-                let error = layer_error(e, &key);
-                inner.count_failure(&error);
-                Err(SendError::Backend {
-                    channel: channel.clone(),
-                    error,
-                    message,
-                })
-            }
-        }
-    }
-
-    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
-        let inner = &self.inner;
-        if inner.is_mine(channel) {
-            let queue = lock(&inner.local).get(channel).cloned();
-            let queue = queue.ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
-            return queue
-                .pop()
-                .await
-                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
-                .map_err(|count| ChannelLayerError::Lost { count });
-        }
-        if channel.is_process_specific() {
-            return Err(ChannelLayerError::ForeignChannel(channel.clone()));
-        }
-        inner.receive_plain(channel).await
-    }
-
-    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        if inner.is_mine(channel) && !lock(&inner.local).contains_key(channel) {
-            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
-            return Ok(());
-        }
-        inner
-            .write_memberships(&[(group.clone(), channel.clone())])
-            .await?;
-        if inner.is_mine(channel) {
-            lock(&inner.memberships).add(group, channel);
-        }
-        Ok(())
-    }
-
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        lock(&inner.memberships).discard(group, channel);
-        let mut conn = inner.conn(group.as_str());
-        let key = inner.group_key(group);
-        redis::cmd("ZREM")
-            .arg(&key)
-            .arg(channel.as_str())
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| layer_error(e, &key))
-    }
-
-    async fn group_send(
-        &self,
-        group: &GroupName,
-        message: Message,
-    ) -> Result<GroupSendReport, ChannelLayerError> {
-        self.inner.group_send(group, message).await
-    }
-
-    async fn flush(&self) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        let pattern = format!("{}*", inner.config.prefix);
-        for shard in &inner.shards {
-            let mut conn = shard.conn.clone();
-            scripts::FLUSH
-                .arg(&pattern)
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map_err(unavailable)?;
-        }
-        lock(&inner.memberships).clear();
-        for queue in lock(&inner.local).values() {
-            queue.clear();
-        }
-        Ok(())
-    }
-
-    fn is_available(&self) -> bool {
-        self.is_healthy()
-    }
-
-    async fn close_channel(&self, channel: &ChannelName) {
-        let inner = &self.inner;
-        lock(&inner.memberships).remove_channel(channel);
-        if let Some(queue) = lock(&inner.local).remove(channel) {
-            queue.close();
-        }
-        if let Some(rx) = lock(&inner.plain).remove(channel) {
-            rx.token.cancel();
-            rx.queue.close();
         }
     }
 }
