@@ -10,6 +10,7 @@ mod codec;
 mod config;
 mod crypto;
 mod faults;
+mod flavour;
 mod layer;
 mod local;
 mod pubsub;
@@ -18,6 +19,7 @@ mod shard;
 
 pub use config::RedisConfig;
 pub use faults::{NotRestored, WrongType};
+pub use flavour::{RedisFlavour, UnknownFlavour};
 pub use layer::{RedisChannelLayer, RedisLayerError};
 pub use pubsub::RedisPubSubChannelLayer;
 pub use shard::shard_index;
