@@ -417,3 +417,27 @@ fn a_pair_of_keys_completes_across_layers() {
         "{message}"
     );
 }
+
+/// The TOML examples of the README and docs/ load (the documented format
+/// keeps working); their secrets and paths are placeholders, so only the
+/// keys and types are checked, not what needs a file or a connection.
+#[test]
+fn the_documented_examples_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    let mut checked = 0;
+    for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+        let text = std::fs::read_to_string(page).unwrap();
+        for block in text.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if let Err(error) = toml::from_str::<Config>(block) {
+                panic!("{}: {error}\n{block}", page.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} examples");
+}

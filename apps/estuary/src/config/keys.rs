@@ -153,7 +153,7 @@ impl Setting {
             Value::Array(
                 text.split(',')
                     .map(str::trim)
-                    .filter(|item| !item.is_empty() && !(skip_memory && *item == "memory"))
+                    .filter(|item| !(item.is_empty() || (skip_memory && *item == "memory")))
                     .map(|item| Value::String(item.to_owned()))
                     .collect(),
             )
