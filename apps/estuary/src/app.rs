@@ -1,18 +1,16 @@
 //! Builds the chat application and push API from the configuration.
 
 use anyhow::Context as _;
-use std::time::Duration;
 
+use estuary::InMemoryChannelLayer;
 use estuary::prelude::*;
-use estuary::redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
 use estuary::server::{AllowedHostsService, AuthService, OriginLayer, OriginService, RouterService};
-use estuary::{ChannelLayerConfig, InMemoryChannelLayer};
 use tower::Layer as _;
 
 use crate::announce::Announcer;
 use crate::auth::AppAuth;
 use crate::chat::ChatConsumer;
-use crate::config::{Bind, Config};
+use crate::config::{Bind, Config, redact_url};
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
 
@@ -36,34 +34,19 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         .merge(push_routes(push))
 }
 
-fn layer_config(config: &Config) -> ChannelLayerConfig {
-    ChannelLayerConfig::default()
-        .with_capacity(config.layer.capacity)
-        .with_expiry(Duration::from_secs(config.layer.expiry))
-        .with_group_expiry(Duration::from_secs(config.layer.group_expiry))
-        .with_max_channels(config.layer.max_channels.max(1))
-        .with_max_bytes(config.layer.max_bytes)
-}
-
 /// The in-memory channel layer with the configured settings.
 pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
-    ChannelLayerHandle::new(InMemoryChannelLayer::new(layer_config(config)))
+    ChannelLayerHandle::new(InMemoryChannelLayer::new(config.layer_config()))
 }
 
-/// The configured channel layer: Redis when hosts are given, else in-memory.
-/// Must be called inside the runtime (the Redis layer starts its tasks).
+/// The configured channel layer: Redis of `layer.flavour` when hosts are
+/// given, else in-memory. Must be called inside the runtime (the Redis
+/// layer starts its tasks).
 pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
     if config.layer.redis.is_empty() {
         return Ok(in_memory_layer(config));
     }
-    let redis = RedisConfig::new(config.layer.redis.clone())
-        .with_prefix(config.layer.prefix.clone())
-        .with_encryption_keys(config.layer.encryption_keys.clone())
-        .with_layer_config(layer_config(config));
-    Ok(match config.layer.flavour.as_str() {
-        "pubsub" => ChannelLayerHandle::new(RedisPubSubChannelLayer::new(redis)?),
-        _ => ChannelLayerHandle::new(RedisChannelLayer::new(redis)?),
-    })
+    Ok(config.layer.flavour.layer(config.redis_config())?)
 }
 
 fn describe(config: &Config) -> String {
@@ -75,9 +58,11 @@ fn describe(config: &Config) -> String {
         } else {
             ", encrypted"
         };
+        let hosts: Vec<_> = config.layer.redis.iter().map(|url| redact_url(url)).collect();
         format!(
-            "redis {} (prefix {:?}{encrypted})",
-            config.layer.redis.join(","),
+            "redis {} {} (prefix {:?}{encrypted})",
+            config.layer.flavour,
+            hosts.join(","),
             config.layer.prefix
         )
     }

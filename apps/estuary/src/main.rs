@@ -1,7 +1,9 @@
 //! `estuary`: the chat application and push API on one port.
 
-use clap::{Parser, Subcommand};
-use estuary_app::config::{Config, ServeArgs};
+use std::io::Write as _;
+
+use clap::{Args, Parser, Subcommand};
+use estuary_app::config::{Config, Secrets, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -19,20 +21,49 @@ struct Cli {
 enum Command {
     /// Serve the chat application and the push API.
     Serve(ServeArgs),
-    /// Print the effective configuration (secrets redacted) and exit.
-    CheckConfig(ServeArgs),
+    /// Print the effective configuration as TOML that --config reads back
+    /// (secrets redacted unless --show-secrets), and exit.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Args)]
+struct CheckConfigArgs {
+    /// Print the secrets instead of "<redacted>" (a redacted file refuses to load).
+    #[arg(long)]
+    show_secrets: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     match Cli::parse().command {
-        Command::Serve(args) => estuary_app::app::serve(Config::load(&args)?).await,
-        Command::CheckConfig(args) => {
-            println!("{:#?}", Config::load(&args)?.redacted());
-            Ok(())
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .init();
+            estuary_app::app::serve(Config::load(&args)?).await
         }
+        Command::CheckConfig(args) => {
+            let secrets = if args.show_secrets {
+                Secrets::Show
+            } else {
+                Secrets::Redact
+            };
+            let text = Config::load(&args.serve)?.to_toml(secrets)?;
+            print(&text)
+        }
+    }
+}
+
+/// Writes `text` to standard output; a reader that went away
+/// (`estuary check-config | head -1`) is no error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
 }

@@ -168,18 +168,12 @@ async fn a_wrong_token_gets_401_with_a_challenge() {
 fn a_public_bind_needs_allowed_hosts() {
     use estuary_app::config::ServeArgs;
     for bind in ["0.0.0.0:8000", "192.0.2.1:8000", "unix:/tmp/estuary-test.sock"] {
-        let args = ServeArgs {
-            bind: Some(bind.into()),
-            ..ServeArgs::default()
-        };
-        let error = Config::load(&args).unwrap_err().to_string();
+        let args = ServeArgs::try_parse_from(["--bind", bind]).unwrap();
+        let error = format!("{:#}", Config::from_layers(args.layers()).unwrap_err());
         assert!(error.contains("allowed_hosts"), "{bind}: {error}");
-        let args = ServeArgs {
-            bind: Some(bind.into()),
-            allowed_hosts: Some(vec!["chat.example.com".into()]),
-            ..ServeArgs::default()
-        };
-        assert!(Config::load(&args).is_ok(), "{bind}");
+        let args =
+            ServeArgs::try_parse_from(["--bind", bind, "--allowed-hosts", "chat.example.com"]).unwrap();
+        assert!(Config::from_layers(args.layers()).is_ok(), "{bind}");
     }
 }
 

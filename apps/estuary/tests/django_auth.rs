@@ -15,7 +15,7 @@ mod http;
 
 use common::{Client, Refused, TestServer};
 use django::{CALLBACK_SECRET, Database, Engine, OLD_SECRET, Project, SECRET};
-use estuary_app::config::{CallbackSettings, Config, DjangoSettings};
+use estuary_app::config::{CallbackSettings, Config, DjangoSettings, SessionEngineName};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -28,7 +28,7 @@ fn config(project: &Project, required: bool) -> Config {
         secret_key: SECRET.into(),
         secret_key_fallbacks: vec![OLD_SECRET.into()],
         database: project.database_url(),
-        session_engine: "db".into(),
+        session_engine: SessionEngineName::Db,
         cookie_name: "sessionid".into(),
         cookie_age: 3600,
         user_table: "auth_user".into(),

@@ -33,7 +33,7 @@ fn redis_config(url: &str, prefix: &str, key: Option<&str>) -> Config {
 async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     let prefix = prefix();
     let mut config = redis_config(SHARED_REDIS, &prefix, key);
-    config.layer.flavour = flavour.to_owned();
+    config.layer.flavour = flavour.parse().expect("core or pubsub");
     let server = TestServer::with_config(config).await;
     let mut probe = Probe::new(SHARED_REDIS, &prefix, key);
     probe.layer_args.extend(["--layer".into(), flavour.into()]);

@@ -36,7 +36,7 @@ async fn pubsub_server(
     let mut config = Config::default();
     config.layer.redis = vec![url.to_owned()];
     config.layer.prefix = prefix.to_owned();
-    config.layer.flavour = "pubsub".to_owned();
+    config.layer.flavour = estuary_app::config::RedisFlavour::PubSub;
     // The load below is faster than a person types.
     config.websocket.rate_limit = 0.0;
     config.websocket.rate_limit_per_ip = 0.0;

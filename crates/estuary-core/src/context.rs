@@ -37,12 +37,23 @@ use crate::ws::WsMessage;
 /// };
 /// # let _ = config;
 /// ```
+///
+/// With the `serde` feature the policy reads and writes as a table tagged
+/// by `policy`, the grace in seconds: `{ policy = "disconnect", grace = 5 }`
+/// or `{ policy = "drop" }`; another `policy` is an error that lists the
+/// two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "policy", rename_all = "lowercase", deny_unknown_fields)
+)]
 pub enum SlowClientPolicy {
     /// Wait up to `grace` for room; then close the connection with 1013
     /// (try again later). The default, with a grace of 5 s.
     Disconnect {
         /// How long a send may wait for room.
+        #[cfg_attr(feature = "serde", serde(with = "crate::secs"))]
         grace: Duration,
     },
     /// Drop the message at once and count it; the connection stays open.

@@ -24,6 +24,8 @@ mod message;
 mod names;
 mod outbound;
 mod scope;
+#[cfg(feature = "serde")]
+mod secs;
 mod session;
 mod sync;
 mod throttle;

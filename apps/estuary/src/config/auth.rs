@@ -5,67 +5,59 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::validate::Invalid;
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Every WebSocket route needs an authenticated user (401 without one);
     /// otherwise anonymous visitors connect without a user, as in Django.
     pub required: bool,
     /// Reads Django's session cookie (`[auth.django]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub django: Option<DjangoSettings>,
     /// Reads a JWT (`[auth.jwt]`); tried before Django's session or the
     /// callback.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSettings>,
     /// Asks the application (`[auth.callback]`); not with `[auth.django]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackSettings>,
 }
 
 impl AuthSettings {
     /// Checks what can be checked without connecting anywhere.
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        let key = |key: &'static str| move |error: anyhow::Error| Invalid { key, error };
         if let Some(django) = &self.django {
-            django.django_config()?;
+            django.django_config().map_err(key("auth.django"))?;
         }
         if let Some(jwt) = &self.jwt {
-            jwt.jwt_config()?;
+            jwt.jwt_config().map_err(key("auth.jwt"))?;
         }
         if let Some(callback) = &self.callback {
-            callback.callback_config()?;
+            callback.callback_config().map_err(key("auth.callback"))?;
         }
         if self.django.is_some() && self.callback.is_some() {
-            bail!(
+            return Err(key("auth.callback")(anyhow::anyhow!(
                 "[auth.django] and [auth.callback] are two ways to recognise the same visitors: configure one (the callback can answer from Django's own sessions)"
-            );
+            )));
         }
         if self.required && self.django.is_none() && self.jwt.is_none() && self.callback.is_none() {
-            bail!(
+            return Err(key("auth.required")(anyhow::anyhow!(
                 "auth.required needs a way to authenticate: configure [auth.django], [auth.jwt] or [auth.callback]"
-            );
+            )));
         }
         Ok(())
-    }
-
-    /// Replaces the secrets, for printing.
-    pub(crate) fn redact(&mut self) {
-        if let Some(jwt) = &mut self.jwt {
-            jwt.hmac_secret = jwt.hmac_secret.as_ref().map(|_| "<redacted>".into());
-        }
-        if let Some(django) = &mut self.django {
-            django.secret_key = "<redacted>".into();
-            django.secret_key_fallbacks = vec!["<redacted>".into(); django.secret_key_fallbacks.len()];
-        }
-        if let Some(callback) = &mut self.callback {
-            callback.secret = "<redacted>".into();
-        }
     }
 }
 
 /// `[auth.callback]`: the application's connect callback (see the
 /// `estuary-callback` crate for the protocol and a Django view).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackSettings {
     /// The view's URL (`http://`).
@@ -90,6 +82,7 @@ pub struct CallbackSettings {
     /// that a few addresses cannot starve the others while the application
     /// is slow. Default `max_in_flight / 32` (8), at least 1.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight_per_client: Option<usize>,
     /// Seconds between asking again about an open connection's user (a
     /// user no longer admitted is closed with 4401); 0: at the handshake
@@ -169,26 +162,34 @@ impl CallbackSettings {
 
 /// `[auth.jwt]`: JSON Web Tokens from `Authorization: Bearer`, `?token=` or
 /// a `token` cookie (the first present is the one checked).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtSettings {
     /// An HS256 secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// A PEM file with an RSA public key (RS256).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_public_key_file: Option<PathBuf>,
     /// A PEM file with a P-256 public key (ES256).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ec_public_key_file: Option<PathBuf>,
     /// A JWKS file (keys chosen by `kid`), re-read when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
     /// Seconds between checks of `jwks_file` for a change (default 30; a
     /// token naming an unknown `kid` also checks, at most once a second);
     /// 0: read once at startup, never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_reload_every: Option<u64>,
     /// The `aud` a token must carry, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// The `iss` a token must carry, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Seconds of clock skew allowed on `exp` and `nbf` (default 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leeway: Option<u64>,
 }
 
@@ -268,7 +269,7 @@ impl JwtSettings {
 /// `[auth.django]`: the Django project whose logged-in users are the
 /// WebSocket's users. Its values are the project's settings of the same
 /// names.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DjangoSettings {
     /// `SECRET_KEY`.
@@ -280,8 +281,8 @@ pub struct DjangoSettings {
     /// `sqlite:///path/db.sqlite3` (opened read-only). Use a read-only role.
     pub database: String,
     /// `SESSION_ENGINE`: `"db"` (default) or `"signed_cookies"`.
-    #[serde(default = "default_engine")]
-    pub session_engine: String,
+    #[serde(default)]
+    pub session_engine: SessionEngineName,
     /// `SESSION_COOKIE_NAME` (default `sessionid`).
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
@@ -302,8 +303,17 @@ fn default_recheck_every() -> u64 {
     60
 }
 
-fn default_engine() -> String {
-    "db".into()
+/// `auth.django.session_engine`: Django's `SESSION_ENGINE`, by the last
+/// part of its module name. Any other value is an error listing these two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEngineName {
+    /// `django.contrib.sessions.backends.db`.
+    #[default]
+    Db,
+    /// `django.contrib.sessions.backends.signed_cookies` (valid for
+    /// `cookie_age` seconds).
+    SignedCookies,
 }
 
 fn default_cookie_name() -> String {
@@ -341,7 +351,7 @@ impl DjangoSettings {
             secret_key: secret_key.into(),
             secret_key_fallbacks: Vec::new(),
             database: database.into(),
-            session_engine: default_engine(),
+            session_engine: SessionEngineName::Db,
             cookie_name: default_cookie_name(),
             cookie_age: default_cookie_age(),
             user_table: default_user_table(),
@@ -358,12 +368,11 @@ impl DjangoSettings {
         let mut config = estuary_django::DjangoConfig::new(self.secret_key.clone(), database);
         config.secret_key_fallbacks = self.secret_key_fallbacks.clone();
         config.cookie_name = self.cookie_name.clone();
-        config.engine = match self.session_engine.as_str() {
-            "db" => estuary_django::SessionEngine::Db,
-            "signed_cookies" => estuary_django::SessionEngine::SignedCookies {
+        config.engine = match self.session_engine {
+            SessionEngineName::Db => estuary_django::SessionEngine::Db,
+            SessionEngineName::SignedCookies => estuary_django::SessionEngine::SignedCookies {
                 max_age: Duration::from_secs(self.cookie_age),
             },
-            other => bail!("auth.django.session_engine must be \"db\" or \"signed_cookies\", not {other:?}"),
         };
         config.user_model.table = self.user_table.clone();
         Ok(config)

@@ -11,7 +11,12 @@ use tokio::time::Instant;
 /// let limit = RateLimit { per_second: 20.0, burst: 40 };
 /// assert_eq!(limit.burst, 40);
 /// ```
+///
+/// With the `serde` feature it reads and writes as `{ per_second = 20.0,
+/// burst = 40 }`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct RateLimit {
     /// Messages per second allowed on average.
     pub per_second: f64,

@@ -1,0 +1,171 @@
+//! The file's `[websocket]`, `[layer]` and `[server]` tables, with their
+//! defaults.
+
+use estuary::redis::RedisFlavour;
+use serde::{Deserialize, Serialize};
+
+/// `websocket.slow_client`: what happens to a client whose outbound queue
+/// is full. Any other value in the file is an error listing these two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowClient {
+    /// Close it with 1013 after `slow_client_grace` seconds.
+    #[default]
+    Disconnect,
+    /// Drop the message and count it; the client stays.
+    Drop,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest client message in bytes; larger closes with 1009.
+    pub max_message_size: usize,
+    /// Seconds between keepalive pings (0 disables them).
+    pub ping_interval: u64,
+    /// Seconds a silent client is kept after a ping.
+    pub ping_timeout: u64,
+    /// Outbound queue per connection, in messages.
+    pub outbound_capacity: usize,
+    /// `"disconnect"` (close 1013 after `slow_client_grace` seconds) or `"drop"`.
+    pub slow_client: SlowClient,
+    /// Seconds a send may wait for room before a slow client is closed.
+    pub slow_client_grace: u64,
+    /// Client messages per second allowed on average (0: no limit); past it, close 1008.
+    pub rate_limit: f64,
+    /// Client messages allowed in a burst.
+    pub rate_burst: u32,
+    /// Bytes read from a client's socket at a time. Each connection keeps a
+    /// buffer this large, so it weighs on idle memory; messages larger than
+    /// it take several reads.
+    pub read_buffer_size: usize,
+    /// Bytes a connection's outbound queue may hold (besides
+    /// `outbound_capacity` messages); past it the client counts as slow.
+    pub outbound_bytes: usize,
+    /// Client messages per second per client address, over all its
+    /// connections (0: no limit); past it, close 1008.
+    pub rate_limit_per_ip: f64,
+    /// Burst of `rate_limit_per_ip`.
+    pub rate_burst_per_ip: u32,
+    /// Pings and pongs a client may send per second (0: no limit); past
+    /// it, close 1008.
+    pub control_rate_limit: f64,
+    /// Largest event from the channel layer or the push API, in bytes:
+    /// larger layer events are dropped (counted and logged), larger pushes
+    /// get 413.
+    pub max_event_size: usize,
+    /// Groups one connection may be in.
+    pub max_groups: usize,
+}
+
+/// `[layer]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerSettings {
+    /// Redis URLs of the channel layer, in ring order; empty: the in-memory layer.
+    pub redis: Vec<String>,
+    /// `core` (channels_redis's default `RedisChannelLayer`) or `pubsub`
+    /// (`RedisPubSubChannelLayer`); must match the Django side.
+    pub flavour: RedisFlavour,
+    /// Key prefix in Redis (channels_redis `prefix`).
+    pub prefix: String,
+    /// channels_redis `symmetric_encryption_keys`.
+    pub encryption_keys: Vec<String>,
+    /// Messages a channel holds.
+    pub capacity: usize,
+    /// Seconds a message lives.
+    pub expiry: u64,
+    /// Seconds a group membership lives.
+    pub group_expiry: u64,
+    /// Channels the in-memory layer holds at most; past it, a push to a new
+    /// channel gets 429 (Redis layers leave this to Redis's maxmemory).
+    pub max_channels: usize,
+    /// Bytes of undelivered messages the in-memory layer holds in all (a
+    /// group message counted once for all its members); past it, sends and
+    /// pushes are refused (push API: 503) until members take what they
+    /// hold or it expires. Redis layers leave this to Redis's maxmemory.
+    pub max_bytes: usize,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Seconds for request headers and the consumer's connect.
+    pub handshake_timeout: u64,
+    /// Seconds shutdown waits for connections to close.
+    pub shutdown_timeout: u64,
+    /// Connections open at once (0: the open-file limit less 256).
+    pub max_connections: usize,
+    /// Connections open at once per client address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// WebSocket handshakes per second per client address (0: no limit).
+    pub handshake_rate: f64,
+    /// Burst of `handshake_rate`.
+    pub handshake_burst: u32,
+    /// Largest request head in bytes (at least 8192); past it, 431.
+    pub max_header_size: usize,
+    /// Most header fields in a request; past it, 431.
+    pub max_headers: usize,
+    /// Seconds a request body may take to arrive; past it, 408.
+    pub body_timeout: u64,
+    /// Connections the kernel queues while the accept loop is busy (capped
+    /// by `net.core.somaxconn`); past it, connects wait a second and retry.
+    pub listen_backlog: u32,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            ping_interval: 20,
+            ping_timeout: 20,
+            outbound_capacity: 64,
+            slow_client: SlowClient::Disconnect,
+            slow_client_grace: 5,
+            rate_limit: 20.0,
+            rate_burst: 40,
+            read_buffer_size: 1024,
+            outbound_bytes: 1024 * 1024,
+            rate_limit_per_ip: 200.0,
+            rate_burst_per_ip: 400,
+            control_rate_limit: 5.0,
+            max_event_size: 1024 * 1024,
+            max_groups: 100,
+        }
+    }
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            redis: Vec::new(),
+            flavour: RedisFlavour::Core,
+            prefix: "asgi".into(),
+            encryption_keys: Vec::new(),
+            capacity: 100,
+            expiry: 60,
+            group_expiry: 86_400,
+            max_channels: 100_000,
+            max_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: 10,
+            shutdown_timeout: 10,
+            max_connections: 0,
+            max_connections_per_ip: 1_000,
+            handshake_rate: 50.0,
+            handshake_burst: 200,
+            max_header_size: 16 * 1024,
+            max_headers: 64,
+            body_timeout: 10,
+            listen_backlog: estuary::server::DEFAULT_LISTEN_BACKLOG,
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The layered configuration: precedence (file < variables < flags), errors
+//! that name their source, enum values, and `check-config`'s output read
+//! back by `--config`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use estuary_app::config::{
+    Config, Layers, RedisFlavour, SETTINGS, Secrets, ServeArgs, SessionEngineName, SlowClient,
+};
+
+fn file(text: &str) -> Option<(PathBuf, String)> {
+    Some(("site.toml".into(), text.to_owned()))
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn flags(args: &[&str]) -> Vec<(&'static str, String)> {
+    ServeArgs::try_parse_from(args).unwrap().flags
+}
+
+/// The whole error chain, as `estuary` prints it.
+fn error(layers: Layers) -> String {
+    format!("{:#}", Config::from_layers(layers).unwrap_err())
+}
+
+#[test]
+fn a_flag_wins_over_a_variable_which_wins_over_the_file() {
+    let text = "bind = \"127.0.0.1:7001\"\n[websocket]\nping_interval = 5\nrate_limit = 1.5\n\
+                [layer]\nflavour = \"pubsub\"\nprefix = \"from_file\"\n";
+    let only_file = Config::from_layers(Layers {
+        file: file(text),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(only_file.bind, "127.0.0.1:7001");
+    assert_eq!(only_file.websocket.ping_interval, 5);
+    assert_eq!(only_file.layer.flavour, RedisFlavour::PubSub);
+    assert_eq!(
+        only_file.websocket.ping_timeout, 20,
+        "a key no layer sets keeps its default"
+    );
+
+    let variables = env(&[
+        ("ESTUARY_PING_INTERVAL", "6"),
+        ("ESTUARY_REDIS_FLAVOUR", "core"),
+        ("ESTUARY_REDIS_PREFIX", "from_env"),
+        ("ESTUARY_NOT_A_SETTING", "ignored"),
+    ]);
+    let with_env = Config::from_layers(Layers {
+        file: file(text),
+        env: variables.clone(),
+        flags: Vec::new(),
+    })
+    .unwrap();
+    assert_eq!(with_env.websocket.ping_interval, 6);
+    assert_eq!(with_env.layer.flavour, RedisFlavour::Core);
+    assert_eq!(with_env.layer.prefix, "from_env");
+    assert_eq!(
+        with_env.websocket.rate_limit, 1.5,
+        "the file's key the variables leave alone"
+    );
+
+    let all = Config::from_layers(Layers {
+        file: file(text),
+        env: variables,
+        flags: flags(&[
+            "--ping-interval",
+            "7",
+            "--bind",
+            "127.0.0.1:7003",
+            "--layer",
+            "memory",
+        ]),
+    })
+    .unwrap();
+    assert_eq!(all.websocket.ping_interval, 7);
+    assert_eq!(all.bind, "127.0.0.1:7003");
+    assert_eq!(all.layer.prefix, "from_env");
+    assert!(all.layer.redis.is_empty());
+}
+
+#[test]
+fn every_setting_has_one_flag_and_one_variable() {
+    let mut flags: Vec<_> = SETTINGS.iter().map(|s| s.flag).collect();
+    let mut vars: Vec<_> = SETTINGS.iter().map(|s| s.env).collect();
+    let count = SETTINGS.len();
+    flags.sort_unstable();
+    flags.dedup();
+    vars.sort_unstable();
+    vars.dedup();
+    assert_eq!((flags.len(), vars.len()), (count, count));
+    // Each key is one the file takes: setting it alone loads.
+    for setting in SETTINGS {
+        assert!(
+            !setting.key.is_empty() && setting.env.starts_with("ESTUARY_"),
+            "{setting:?}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_value_names_its_source() {
+    // The file: its name, the line and the key.
+    let message = error(Layers {
+        file: file("[websocket]\nping_interval = \"soon\"\n"),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("site.toml") && message.contains("ping_interval"),
+        "{message}"
+    );
+    assert!(message.contains("line 2"), "{message}");
+    // A variable: its name.
+    let message = error(Layers {
+        env: env(&[("ESTUARY_PING_INTERVAL", "soon")]),
+        ..Layers::default()
+    });
+    assert!(message.contains("ESTUARY_PING_INTERVAL"), "{message}");
+    assert!(message.contains("whole number"), "{message}");
+    // A flag: its name.
+    let message = error(Layers {
+        flags: flags(&["--rate-burst", "99999999999"]),
+        ..Layers::default()
+    });
+    assert!(message.contains("--rate-burst"), "{message}");
+    // A value of the right type out of its range, by source too.
+    let message = error(Layers {
+        file: file("[websocket]\nread_buffer_size = 10\n"),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("websocket.read_buffer_size") && message.contains("site.toml"),
+        "{message}"
+    );
+    let message = error(Layers {
+        file: file("[websocket]\nread_buffer_size = 10\n"),
+        env: env(&[("ESTUARY_READ_BUFFER_SIZE", "20")]),
+        ..Layers::default()
+    });
+    assert!(message.contains("ESTUARY_READ_BUFFER_SIZE"), "{message}");
+    let message = error(Layers {
+        env: env(&[("ESTUARY_READ_BUFFER_SIZE", "20")]),
+        flags: flags(&["--read-buffer-size", "30"]),
+        ..Layers::default()
+    });
+    assert!(message.contains("--read-buffer-size"), "{message}");
+    let message = error(Layers {
+        env: env(&[("ESTUARY_PUSH_INSECURE", "maybe")]),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("ESTUARY_PUSH_INSECURE") && message.contains("true or false"),
+        "{message}"
+    );
+    let message = error(Layers {
+        file: file("unknown_key = 1\n"),
+        ..Layers::default()
+    });
+    assert!(message.contains("unknown_key"), "{message}");
+}
+
+#[test]
+fn a_choice_is_one_of_its_values() {
+    let message = error(Layers {
+        file: file("[websocket]\nslow_client = \"dorp\"\n"),
+        ..Layers::default()
+    });
+    for word in ["slow_client", "dorp", "disconnect", "drop", "site.toml"] {
+        assert!(message.contains(word), "{word}: {message}");
+    }
+    let message = error(Layers {
+        env: env(&[("ESTUARY_REDIS_FLAVOUR", "fast")]),
+        ..Layers::default()
+    });
+    for word in ["ESTUARY_REDIS_FLAVOUR", "layer.flavour", "core", "pubsub"] {
+        assert!(message.contains(word), "{word}: {message}");
+    }
+    let message = error(Layers {
+        flags: flags(&["--redis-flavour", "fast"]),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("--redis-flavour") && message.contains("pubsub"),
+        "{message}"
+    );
+    let message = error(Layers {
+        file: file(
+            "[auth.django]\nsecret_key = \"k\"\ndatabase = \"sqlite:///tmp/x.sqlite3\"\nsession_engine = \"cache\"\n",
+        ),
+        ..Layers::default()
+    });
+    for word in ["session_engine", "cache", "db", "signed_cookies"] {
+        assert!(message.contains(word), "{word}: {message}");
+    }
+    let ok = Config::from_layers(Layers {
+        file: file(
+            "[websocket]\nslow_client = \"drop\"\n[auth.django]\nsecret_key = \"k\"\n\
+             database = \"sqlite:///tmp/x.sqlite3\"\nsession_engine = \"signed_cookies\"\n",
+        ),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(ok.websocket.slow_client, SlowClient::Drop);
+    assert_eq!(ok.slow_client_policy(), estuary::SlowClientPolicy::Drop);
+    assert_eq!(
+        ok.auth.django.unwrap().session_engine,
+        SessionEngineName::SignedCookies
+    );
+}
+
+/// A configuration with every kind of value and every kind of secret.
+const FULL: &str = r#"
+bind = "127.0.0.1:7100"
+allowed_hosts = ["chat.example.com", "localhost"]
+allowed_origins = [".example.com"]
+trusted_proxies = ["10.0.0.0/8"]
+push_token = "push-token-secret"
+
+[websocket]
+slow_client = "drop"
+rate_limit = 2.5
+ping_interval = 0
+
+[layer]
+redis = ["redis://:redis-password@127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"]
+flavour = "pubsub"
+encryption_keys = ["key-one", "key-two"]
+
+[auth]
+required = true
+
+[auth.jwt]
+hmac_secret = "jwt-secret-of-some-length"
+audience = "chat"
+
+[auth.django]
+secret_key = "django-secret-key"
+secret_key_fallbacks = ["old-django-secret"]
+database = "postgres://reader:db-password@127.0.0.1:5432/site"
+session_engine = "signed_cookies"
+"#;
+
+const SECRETS: [&str; 8] = [
+    "push-token-secret",
+    "redis-password",
+    "key-one",
+    "key-two",
+    "jwt-secret-of-some-length",
+    "django-secret-key",
+    "old-django-secret",
+    "db-password",
+];
+
+/// `estuary ARGS` with no `ESTUARY_*` setting from the environment.
+fn estuary(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_estuary"));
+    command.args(args).env_remove("ESTUARY_CONFIG");
+    for setting in SETTINGS {
+        command.env_remove(setting.env);
+    }
+    command.output().expect("runs estuary")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Secrets: printed with `--show-secrets`, the output loads back to the same
+/// configuration and prints the same; printed redacted, no secret appears
+/// and the file refuses to load, naming the key.
+#[test]
+fn check_config_prints_a_file_that_loads_back() {
+    let dir = std::env::temp_dir().join(format!("estuary-config-roundtrip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = dir.join("original.toml");
+    std::fs::write(&original, FULL).unwrap();
+    let first = stdout(&estuary(&[
+        "check-config",
+        "--show-secrets",
+        "--config",
+        original.to_str().unwrap(),
+        "--max-connections",
+        "77",
+    ]));
+    let printed = dir.join("printed.toml");
+    std::fs::write(&printed, &first).unwrap();
+    let second = stdout(&estuary(&[
+        "check-config",
+        "--show-secrets",
+        "--config",
+        printed.to_str().unwrap(),
+    ]));
+    assert_eq!(first, second, "printing the printed file prints it again");
+
+    let loaded = |text: &str| {
+        Config::from_layers(Layers {
+            file: Some(("f.toml".into(), text.to_owned())),
+            ..Layers::default()
+        })
+        .unwrap()
+    };
+    let mut expected = loaded(FULL);
+    expected.server.max_connections = 77;
+    assert_eq!(loaded(&first), expected, "the printed file is the configuration");
+    assert_eq!(
+        expected.to_toml(Secrets::Show).unwrap(),
+        first,
+        "the binary prints what the library does"
+    );
+
+    let redacted = stdout(&estuary(&[
+        "check-config",
+        "--config",
+        original.to_str().unwrap(),
+    ]));
+    for secret in SECRETS {
+        assert!(!redacted.contains(secret), "{secret} printed:\n{redacted}");
+    }
+    assert!(
+        redacted.contains("redis://:<redacted>@127.0.0.1:6379/0"),
+        "{redacted}"
+    );
+    assert!(redacted.contains("chat.example.com"), "the rest is printed");
+    let printed_redacted = dir.join("redacted.toml");
+    std::fs::write(&printed_redacted, &redacted).unwrap();
+    let refused = estuary(&["check-config", "--config", printed_redacted.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("push_token")
+            && message.contains("<redacted>")
+            && message.contains("--show-secrets"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_defaults_print_and_load_back() {
+    let printed = Config::default().to_toml(Secrets::Redact).unwrap();
+    let loaded = Config::from_layers(Layers {
+        file: Some(("defaults.toml".into(), printed.clone())),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(loaded, Config::default());
+    assert_eq!(loaded.to_toml(Secrets::Redact).unwrap(), printed);
+}
+
+/// `estuary check-config | head -1`: the reader is gone before estuary
+/// writes (its end of the pipe is closed first), and estuary exits 0
+/// without a panic.
+#[test]
+fn check_config_into_a_closed_pipe_exits_cleanly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_estuary"));
+    command.arg("check-config").env_remove("ESTUARY_CONFIG");
+    for setting in SETTINGS {
+        command.env_remove(setting.env);
+    }
+    let output = command
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_help_states_the_precedence() {
+    let help = stdout(&estuary(&["serve", "--help"]));
+    assert!(
+        help.contains("then ESTUARY_* environment variables, then flags"),
+        "{help}"
+    );
+    assert!(help.contains("[env: ESTUARY_PING_INTERVAL]"), "{help}");
+}
+
+/// `--django-secret-key` and `--django-database` go together, from any
+/// layers: the file may give one and a flag the other.
+#[test]
+fn a_pair_of_keys_completes_across_layers() {
+    let config = Config::from_layers(Layers {
+        file: file("[auth.django]\ndatabase = \"sqlite:///tmp/site.sqlite3\"\n"),
+        env: Vec::new(),
+        flags: flags(&["--django-secret-key", "from-a-flag"]),
+    })
+    .unwrap();
+    assert_eq!(config.auth.django.unwrap().secret_key, "from-a-flag");
+    let config = Config::from_layers(Layers {
+        env: env(&[("ESTUARY_DJANGO_DATABASE", "sqlite:///tmp/site.sqlite3")]),
+        flags: flags(&["--django-secret-key", "k"]),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert!(config.auth.django.is_some());
+    let message = error(Layers {
+        flags: flags(&["--django-secret-key", "k"]),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("--django-secret-key") && message.contains("database"),
+        "{message}"
+    );
+}
+
+/// The TOML examples of the README and docs/ load (the documented format
+/// keeps working); their secrets and paths are placeholders, so only the
+/// keys and types are checked, not what needs a file or a connection.
+#[test]
+fn the_documented_examples_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    let mut checked = 0;
+    for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+        let text = std::fs::read_to_string(page).unwrap();
+        for block in text.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if let Err(error) = toml::from_str::<Config>(block) {
+                panic!("{}: {error}\n{block}", page.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} examples");
+}
