@@ -7,6 +7,8 @@
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
 //! * [`ChannelName`], [`GroupName`], [`Message`]: validated names and
 //!   encode-once messages.
+//! * [`Worker`], [`ChannelNameRouter`] and [`run_workers`]: background
+//!   workers on named channels (Channels' `runworker`).
 //! * [`Session`] and [`Transport`]: the loop that binds a consumer to a
 //!   connection, shared by the server and the test communicator.
 //!
@@ -24,6 +26,7 @@ mod scope;
 mod session;
 mod sync;
 mod throttle;
+mod worker;
 mod ws;
 
 pub use close::{CloseCode, CloseFrame};
@@ -42,6 +45,9 @@ pub use session::{
     address_key,
 };
 pub use throttle::Throttle;
+pub use worker::{
+    ChannelNameRouter, Worker, WorkerContext, WorkerError, WorkerRouteError, WorkerStats, run_workers,
+};
 pub use ws::WsMessage;
 
 #[doc(hidden)]
