@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(5);
 #[serde(tag = "type")]
 enum Job {
     #[serde(rename = "job")]
-    Job { id: u64 },
+    Run { id: u64 },
     #[serde(rename = "fail")]
     Fail { id: u64 },
     #[serde(rename = "panic")]
@@ -28,7 +28,7 @@ impl Worker for Recorder {
 
     async fn handle(&mut self, _ctx: &mut WorkerContext, job: Job) -> Result<(), WorkerError> {
         match job {
-            Job::Job { id } => {
+            Job::Run { id } => {
                 let _ = self.0.send(id);
                 Ok(())
             }
@@ -158,7 +158,7 @@ impl Worker for Slow {
     type Event = Job;
 
     async fn handle(&mut self, _ctx: &mut WorkerContext, job: Job) -> Result<(), WorkerError> {
-        let (Job::Job { id } | Job::Fail { id } | Job::Panic { id }) = job;
+        let (Job::Run { id } | Job::Fail { id } | Job::Panic { id }) = job;
         let _ = self.started.send(id);
         if let Some(gate) = self.gate.take() {
             let _ = gate.await;
