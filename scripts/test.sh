@@ -18,6 +18,10 @@ export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 
+step "import cycles between a crate's files (scripts/check-import-cycles.py)"
+# Fails naming the files and the import lines of any cycle.
+python3 scripts/check-import-cycles.py
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
