@@ -13,7 +13,7 @@ use crate::error::ConsumerError;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, GroupSendReport, ReceiverState};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
-use crate::outbound::{OutboundSender, TrySendError};
+use crate::outbound::{OutboundSender, Outgoing, TrySendError};
 use crate::scope::Scope;
 use crate::ws::WsMessage;
 
@@ -52,23 +52,6 @@ impl Default for SlowClientPolicy {
     fn default() -> Self {
         SlowClientPolicy::Disconnect {
             grace: Duration::from_secs(5),
-        }
-    }
-}
-
-/// An item on a connection's outbound queue.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    Message(WsMessage),
-    Close(CloseFrame),
-}
-
-impl Outgoing {
-    /// Payload bytes, for the outbound queue's byte budget.
-    pub(crate) fn size(&self) -> usize {
-        match self {
-            Outgoing::Message(m) => m.len(),
-            Outgoing::Close(_) => 0,
         }
     }
 }

@@ -20,7 +20,25 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use crate::context::Outgoing;
+use crate::close::CloseFrame;
+use crate::ws::WsMessage;
+
+/// An item on a connection's outbound queue.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(WsMessage),
+    Close(CloseFrame),
+}
+
+impl Outgoing {
+    /// Payload bytes, for the outbound queue's byte budget.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Outgoing::Message(m) => m.len(),
+            Outgoing::Close(_) => 0,
+        }
+    }
+}
 
 /// Slots kept after the queue empties; a burst may grow it further, and the
 /// excess is given back once it is empty again.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use estuary_core::ChannelLayerConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::layer::RedisLayerError;
+use crate::error::RedisLayerError;
 
 /// Settings of a [`RedisChannelLayer`](crate::RedisChannelLayer); every
 /// process sharing the layer (Django ones included) must agree on the hosts

@@ -9,6 +9,7 @@
 mod codec;
 mod config;
 mod crypto;
+mod error;
 mod faults;
 mod layer;
 mod local;
@@ -17,8 +18,9 @@ mod scripts;
 mod shard;
 
 pub use config::RedisConfig;
+pub use error::RedisLayerError;
 pub use faults::{NotRestored, WrongType};
-pub use layer::{RedisChannelLayer, RedisLayerError};
+pub use layer::RedisChannelLayer;
 pub use pubsub::RedisPubSubChannelLayer;
 pub use shard::shard_index;
 

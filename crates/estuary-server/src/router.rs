@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::route::{PathPattern, PatternError};
-use crate::service::RouterService;
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
 
@@ -289,11 +288,6 @@ impl Router {
     /// token to close every WebSocket with 1001, then wait on its tracker.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    /// Freezes the router into a cloneable tower service.
-    pub fn into_service(self) -> RouterService {
-        RouterService::new(self)
     }
 
     pub(crate) fn find(&self, path: &str) -> Option<(&Arc<dyn Endpoint>, RouteParams)> {

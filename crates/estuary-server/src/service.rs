@@ -61,6 +61,15 @@ impl RouterService {
     }
 }
 
+// Here rather than in router.rs, so that the router does not depend on
+// the service it is frozen into.
+impl Router {
+    /// Freezes the router into a cloneable tower service.
+    pub fn into_service(self) -> RouterService {
+        RouterService::new(self)
+    }
+}
+
 impl From<Router> for RouterService {
     fn from(router: Router) -> Self {
         router.into_service()

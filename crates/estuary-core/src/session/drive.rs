@@ -7,29 +7,14 @@ use std::pin::Pin;
 
 use futures_util::FutureExt;
 
+use super::conn::{Conn, Flow};
+use super::step::{Closing, Step};
+use super::transport::Transport;
 use super::write::write_batch;
-use super::{Closing, Conn, Step, Transport};
 use crate::close::CloseCode;
 use crate::error::ConsumerError;
-use crate::layer::{ChannelLayer, ChannelLayerHandle, ReceiverState};
-use crate::names::ChannelName;
+use crate::layer::{ChannelLayer, ReceiverState};
 use crate::outbound::OutboundReceiver;
-
-/// The connection's channel, for flow control while a handler waits.
-pub(super) struct Flow<'a> {
-    pub(super) layer: &'a ChannelLayerHandle,
-    pub(super) channel: &'a ChannelName,
-    /// Already marked stalled: nothing to tell the layer again.
-    pub(super) stalled: bool,
-}
-
-impl Flow<'_> {
-    pub(super) fn stall(&self) {
-        if !self.stalled {
-            self.layer.set_receiver(self.channel, ReceiverState::Stalled);
-        }
-    }
-}
 
 /// Runs a handler to completion while writing what it queues; then maps its
 /// result to the next step. A panicking handler closes with 1011; a shutdown

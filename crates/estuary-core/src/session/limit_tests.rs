@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::close::CloseFrame;
+use crate::names::ChannelName;
 use crate::{ChannelLayer, ConsumerError, GroupName, Message, WsMessage};
 
 /// A transport fed by the test; what the session writes goes to `written`.

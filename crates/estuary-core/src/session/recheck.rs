@@ -7,6 +7,9 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep, sleep_until};
 
+use super::step::{Closing, Step};
+use crate::close::CloseCode;
+use crate::names::ChannelName;
 use crate::{BoxError, Recheck, RecheckFuture};
 
 /// A connection's recheck: one timer, for the next check or for the end of
@@ -79,4 +82,26 @@ impl Rechecks {
 /// The recheck's interval, give or take a tenth.
 fn jittered(recheck: &Recheck) -> std::time::Duration {
     recheck.every().mul_f64(rand::random_range(0.9..1.1))
+}
+
+/// What a [`Recheck`](crate::Recheck) of the user found: signed out
+/// closes with 4401; a failed or timed-out check keeps the connection (the
+/// next is due an interval later).
+pub(super) fn on_recheck(channel: &ChannelName, verdict: Verdict) -> Step {
+    match verdict {
+        Verdict::SignedOut => {
+            tracing::debug!(%channel, "user no longer signed in; closing");
+            return Closing::server(CloseCode::CREDENTIALS_EXPIRED, "signed out", true);
+        }
+        Verdict::SignedIn => {}
+        // Every open connection rechecks: with the backend down, one line
+        // each per interval would flood the log. One a second at most.
+        Verdict::Failed(error) => {
+            crate::throttled!(warn, %channel, %error, "sign-in recheck failed; keeping the connection (is the authentication backend reachable?)")
+        }
+        Verdict::TimedOut => {
+            crate::throttled!(warn, %channel, "sign-in recheck timed out; keeping the connection (is the authentication backend slow?)")
+        }
+    }
+    Step::Continue
 }

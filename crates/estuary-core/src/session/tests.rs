@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::close::CloseFrame;
 use crate::{ChannelLayer, ConsumerError, Message, WsMessage};
 
 /// Records what the session writes, flush by flush; reads client frames

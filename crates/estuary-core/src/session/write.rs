@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::drive::Flow;
-use super::{Closing, Step, Transport};
+use super::conn::Flow;
+use super::step::{Closing, Step};
+use super::transport::Transport;
 use crate::close::CloseCode;
-use crate::context::Outgoing;
-use crate::outbound::OutboundReceiver;
+use crate::outbound::{OutboundReceiver, Outgoing};
 
 /// Writes `first` and whatever else is queued, then flushes once. A write
 /// that stalls past `limit` means the client stopped reading: close with 1013.

@@ -43,6 +43,8 @@ pub(super) fn refused_key(queue_key: &str) -> String {
 }
 
 impl Inner {
+    /// Sends `message` to every member of `group`: plans the send (which
+    /// members, which shards, what payload), then writes it.
     pub(super) async fn group_send(
         &self,
         group: &GroupName,
@@ -56,6 +58,23 @@ impl Inner {
             return Err(error);
         }
         let now = self.score();
+        let by_queue = self.group_destinations(group, now).await?;
+        if by_queue.is_empty() {
+            return Ok(GroupSendReport::default());
+        }
+        let by_shard = self.group_payloads(&by_queue, &message);
+        self.send_group_payloads(group, now, &by_queue, by_shard).await
+    }
+
+    /// Which members the send reaches, by destination queue (one per
+    /// process): reads the group's members, removes those no process could
+    /// have written, and checks the group against this process's own record
+    /// (writing lost memberships back when the key is gone).
+    async fn group_destinations(
+        &self,
+        group: &GroupName,
+        now: f64,
+    ) -> Result<BTreeMap<String, Vec<ChannelName>>, ChannelLayerError> {
         let group_expiry = self.config.layer.group_expiry().as_secs();
         // Before the members are read: whoever is in it now was written.
         let version = lock(&self.memberships).version(group);
@@ -125,14 +144,20 @@ impl Inner {
                 self.memberships_removed(group, &missing);
             }
         }
-        let mut report = GroupSendReport::default();
-        if by_queue.is_empty() {
-            return Ok(report);
-        }
+        Ok(by_queue)
+    }
+
+    /// What is written where: one payload per destination queue, naming
+    /// every member it carries, grouped by the shard that holds the queue.
+    fn group_payloads(
+        &self,
+        by_queue: &BTreeMap<String, Vec<ChannelName>>,
+        message: &Message,
+    ) -> BTreeMap<usize, Vec<QueuePayload>> {
         let mut by_shard: BTreeMap<usize, Vec<QueuePayload>> = BTreeMap::new();
-        for (non_local, channels) in &by_queue {
+        for (non_local, channels) in by_queue {
             let refs: Vec<&ChannelName> = channels.iter().collect();
-            let payload = encode_member(&message, Target::Many(&refs), self.crypto.as_ref());
+            let payload = encode_member(message, Target::Many(&refs), self.crypto.as_ref());
             let capacity = self.config.layer.capacity_for(channels[0].as_str());
             by_shard
                 .entry(self.shard(non_local))
@@ -145,34 +170,26 @@ impl Inner {
                     non_local: non_local.clone(),
                 });
         }
+        by_shard
+    }
+
+    /// Writes the planned payloads, one script call per shard, and reports
+    /// who got the message. Members on an unreachable shard count as
+    /// dropped; the send fails only when no shard was reached.
+    async fn send_group_payloads(
+        &self,
+        group: &GroupName,
+        now: f64,
+        by_queue: &BTreeMap<String, Vec<ChannelName>>,
+        by_shard: BTreeMap<usize, Vec<QueuePayload>>,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
+        let mut report = GroupSendReport::default();
         let expiry = self.expiry_secs();
         let mut failure = None;
         let mut shards_ok = 0;
         let mut own_queue_poisoned = false;
         for (shard, queues) in by_shard {
-            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for q in &queues {
-                invocation.key(&q.key);
-            }
-            for q in &queues {
-                invocation.arg(q.payload.as_slice());
-            }
-            for q in &queues {
-                invocation.key(refused_key(&q.key));
-            }
-            for q in &queues {
-                invocation.arg(q.capacity);
-            }
-            for q in &queues {
-                // Another process's queue (its name ends in `!`): its
-                // receive task reads the count and tells its channels.
-                let counted = q.non_local != self.client_prefix && q.non_local.ends_with('!');
-                invocation.arg(if counted { "1" } else { "0" });
-            }
-            invocation
-                .arg(now.to_string())
-                .arg(now.floor() as i64 - expiry as i64)
-                .arg(expiry);
+            let invocation = self.group_send_invocation(&queues, now, expiry);
             let mut conn = self.shards[shard].conn.clone();
             match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
                 Ok(stored) => {
@@ -233,5 +250,38 @@ impl Inner {
             }
             None => Ok(report),
         }
+    }
+
+    /// The `GROUP_SEND` call for one shard's queues.
+    fn group_send_invocation(
+        &self,
+        queues: &[QueuePayload],
+        now: f64,
+        expiry: u64,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+        for q in queues {
+            invocation.key(&q.key);
+        }
+        for q in queues {
+            invocation.arg(q.payload.as_slice());
+        }
+        for q in queues {
+            invocation.key(refused_key(&q.key));
+        }
+        for q in queues {
+            invocation.arg(q.capacity);
+        }
+        for q in queues {
+            // Another process's queue (its name ends in `!`): its
+            // receive task reads the count and tells its channels.
+            let counted = q.non_local != self.client_prefix && q.non_local.ends_with('!');
+            invocation.arg(if counted { "1" } else { "0" });
+        }
+        invocation
+            .arg(now.to_string())
+            .arg(now.floor() as i64 - expiry as i64)
+            .arg(expiry);
+        invocation
     }
 }

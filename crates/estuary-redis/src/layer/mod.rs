@@ -5,20 +5,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
-};
+use estuary_core::{ChannelLayerError, ChannelName, GroupName};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Target, decode_member, encode_member};
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
-use crate::faults::{WrongType, layer_error};
-use crate::local::{LocalQueue, lock, now};
-use crate::scripts;
+use crate::error::RedisLayerError;
+use crate::local::{LocalQueue, now};
 use crate::shard::shard_index;
 
+mod channel_layer;
+mod dispatch;
 mod group_send;
 mod memberships;
 mod receive;
@@ -27,36 +25,8 @@ mod untrusted;
 mod warnings;
 
 use memberships::membership_loop;
-use receive::{fetch_one, receive_loop};
+use receive::receive_loop;
 use registry::Registry;
-
-/// The Redis layer could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisLayerError {
-    /// No hosts were given.
-    #[error("no Redis hosts configured")]
-    NoHosts,
-    /// A host URL is invalid.
-    #[error("invalid Redis URL {url:?}: {source}")]
-    InvalidUrl {
-        /// The URL.
-        url: String,
-        /// What the client said.
-        source: redis::RedisError,
-    },
-    /// The prefix cannot start a channel name (the pub/sub layer names
-    /// channels `{prefix}specific.<id>`).
-    #[error("invalid prefix {prefix:?} for the pub/sub layer: {reason}")]
-    InvalidPrefix {
-        /// The prefix.
-        prefix: String,
-        /// Why it cannot start a channel name.
-        reason: String,
-    },
-    /// The layer must be made inside a tokio runtime (it starts its receive task).
-    #[error("RedisChannelLayer::new must be called inside a tokio runtime")]
-    NoRuntime,
-}
 
 /// A channel layer on Redis, wire-compatible with Django's
 /// `channels_redis.core.RedisChannelLayer` (4.x): the same keys, sorted sets,
@@ -78,9 +48,9 @@ pub enum RedisLayerError {
 /// No fault in Redis loses messages without the caller or the counters
 /// saying so:
 ///
-/// * **Redis away.** [`send`](ChannelLayer::send) and
-///   [`group_send`](ChannelLayer::group_send) fail with
-///   [`ChannelLayerError::Unavailable`] and are counted in
+/// * **Redis away.** [`send`](estuary_core::ChannelLayer::send) and
+///   [`group_send`](estuary_core::ChannelLayer::group_send) fail with
+///   [`ChannelLayerError::Unavailable`](estuary_core::ChannelLayerError::Unavailable) and are counted in
 ///   [`failed_sends`](Self::failed_sends); [`is_healthy`](Self::is_healthy)
 ///   (and `is_available`) is false. The receive task retries at most 500 ms
 ///   apart; when Redis is back (possibly empty), it writes every group
@@ -90,14 +60,14 @@ pub enum RedisLayerError {
 ///   being back. Before writing them, it checks which of them Redis still
 ///   holds: if Redis came back without some (restarted empty), other
 ///   processes' group sends since it came back missed those members, so
-///   they are told ([`ChannelLayerError::Lost`]; sessions close 1013). A
+///   they are told ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost); sessions close 1013). A
 ///   blip in which Redis kept its data finds nothing missing and tells
 ///   nobody. Not knowable, and not told: what sat unread in this process's
 ///   own queue when Redis lost it (the receive task keeps it near empty).
 /// * **A group key lost** (evicted, deleted, Redis restarted without this
 ///   process noticing), or some of this process's members removed from it.
 ///   This process keeps its own record of its memberships and compares:
-///   a [`group_send`](ChannelLayer::group_send) from this process notices
+///   a [`group_send`](estuary_core::ChannelLayer::group_send) from this process notices
 ///   at once that the group no longer lists some of its members, and every
 ///   [`RedisConfig::membership_check`] (default 2 s) the layer checks that
 ///   each group it has members in still holds one of them (one sample
@@ -112,7 +82,7 @@ pub enum RedisLayerError {
 ///     (counted in [`memberships_repaired`](Self::memberships_repaired))
 ///     and, since other processes' group sends meanwhile missed those
 ///     members and nothing can bring them back, each is told: its next
-///     receive fails with [`ChannelLayerError::Lost`] (a session then
+///     receive fails with [`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost) (a session then
 ///     closes 1013, a code clients reconnect on, or counts the loss under
 ///     `slow_client = drop`), counted in
 ///     [`losses_reported`](Self::losses_reported). A group send from this
@@ -122,7 +92,7 @@ pub enum RedisLayerError {
 ///     Django view removing a user from a room) does, and what a Django
 ///     Channels user expects to stand, as it does under channels_redis. So
 ///     they are not written back (that would undo the discard); they are
-///     forgotten here and told ([`ChannelLayerError::Lost`]), because the
+///     forgotten here and told ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)), because the
 ///     same picture follows a lost key that another member wrote again
 ///     since. A session then closes 1013 and its consumer, on reconnecting,
 ///     decides again whether to join. The sample check notices such a
@@ -134,12 +104,12 @@ pub enum RedisLayerError {
 ///   misses a message in it without being told.
 /// * **This process's queue full** (the process fell behind what Redis
 ///   hands it). A group message another process sends finds no room and is
-///   skipped there (in that sender's [`GroupSendReport::dropped`]). When the
+///   skipped there (in that sender's [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped)). When the
 ///   sender is an Estuary process, it counts the refusal beside the queue
 ///   (`<queue key>:refused`); this process's receive task takes the count
 ///   with its next batch and, since which channels the message was for is
 ///   not known, tells every channel of this process
-///   ([`ChannelLayerError::Lost`]). A group send from this process that
+///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)). A group send from this process that
 ///   finds its own queue full tells the group's members at once. Not seen:
 ///   a Django (channels_redis) process's group message refused by a full
 ///   queue (channels_redis skips it without a trace); size `capacity` so the
@@ -147,14 +117,14 @@ pub enum RedisLayerError {
 /// * **A key of the wrong type** (someone wrote a string over a queue or a
 ///   group). Only that key is affected: `group_send` delivers to every other
 ///   member and counts the poisoned queue's members in
-///   [`GroupSendReport::dropped`] and in [`poisoned`](Self::poisoned), with a
+///   [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped) and in [`poisoned`](Self::poisoned), with a
 ///   warning naming the key; `send` to it fails with
-///   [`ChannelLayerError::Corrupt`] (a [`WrongType`] naming the key), as do
+///   [`ChannelLayerError::Corrupt`](estuary_core::ChannelLayerError::Corrupt) (a [`WrongType`](crate::WrongType) naming the key), as do
 ///   `group_send` and `group_add` on a poisoned group key. This process's own
 ///   queue, if poisoned, is deleted and used again (nobody else writes
 ///   there), within the membership check (at once when this process's own
 ///   group send meets it), and every channel of this process is told
-///   ([`ChannelLayerError::Lost`]): what the queue held and what was sent to
+///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)): what the queue held and what was sent to
 ///   it meanwhile is gone. A `DEL` of this process's queue, by contrast,
 ///   cannot be seen: it loses what the queue held at that instant (usually
 ///   nothing: the receive task keeps it empty), silently.
@@ -360,7 +330,7 @@ impl RedisChannelLayer {
     }
 
     /// How many times one of this process's channels was told
-    /// ([`ChannelLayerError::Lost`] on its next receive) that messages for
+    /// ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost) on its next receive) that messages for
     /// it may have been lost because Redis lost its group membership or
     /// this process's queue.
     pub fn losses_reported(&self) -> u64 {
@@ -471,253 +441,6 @@ impl Inner {
                 Ok(_) => return next,
                 Err(actual) => last = actual,
             }
-        }
-    }
-
-    /// Hands a popped member to the local channels it names. Nothing in a
-    /// stored member can stop the receive loop: a panic while decoding is
-    /// caught, logged and counted.
-    fn dispatch(&self, member: &[u8], score: f64) {
-        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.dispatch_inner(member, score)
-        }));
-        if handled.is_err() {
-            let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-            estuary_core::throttled!(
-                error,
-                total,
-                "decoding a stored message panicked; message dropped. A bug: please report it"
-            );
-        }
-    }
-
-    fn dispatch_inner(&self, member: &[u8], score: f64) {
-        let decoded = match decode_member(member, self.crypto.as_ref()) {
-            Ok(d) => d,
-            Err(error) => {
-                self.warn_undecodable(&error, &self.channel_key(&self.client_prefix));
-                return;
-            }
-        };
-        if decoded.targets.is_empty() {
-            estuary_core::throttled!(
-                warn,
-                r#type = decoded.message.message_type(),
-                "message without __asgi_channel__ in this process's queue; dropped. Something \
-                 else writes to this Redis under the layer's prefix: find it"
-            );
-            return;
-        }
-        let expires = score + self.config.layer.expiry().as_secs_f64();
-        let local = lock(&self.local);
-        for target in decoded.targets {
-            match local.get(&target) {
-                Some(queue) => {
-                    if !queue.push(expires, decoded.message.clone()) {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(channel = %target, "local buffer full; message dropped");
-                    }
-                }
-                None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
-            }
-        }
-    }
-
-    /// Counts a stored message that could not be decoded, and warns.
-    pub(super) fn warn_undecodable(&self, error: &crate::codec::DecodeError, key: &str) {
-        let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
-        estuary_core::throttled!(
-            warn,
-            %error,
-            %key,
-            total,
-            "undecodable message in Redis; dropped. Check that every process sharing this \
-             Redis uses the same prefix and encryption keys"
-        );
-    }
-
-    async fn receive_plain(self: &Arc<Self>, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
-        let rx = {
-            let mut plain = lock(&self.plain);
-            plain
-                .entry(channel.clone())
-                .or_insert_with(|| {
-                    let shard = &self.shards[self.shard(channel.as_str())];
-                    // Lazy: this cannot fail for a client that was already opened.
-                    let conn =
-                        ConnectionManager::new_lazy_with_config(shard.client.clone(), self.blocking_config())
-                            .unwrap_or_else(|_| shard.conn.clone());
-                    Arc::new(PlainReceiver {
-                        queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
-                        fetching: AtomicBool::new(false),
-                        conn,
-                        token: self.shutdown.child_token(),
-                    })
-                })
-                .clone()
-        };
-        // Fetch only for a receiver that finds nothing buffered, one pop at
-        // a time, so an idle worker takes no messages from its peers.
-        if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
-            let key = self.channel_key(channel.as_str());
-            tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
-        }
-        rx.queue
-            .pop()
-            .await
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
-            .map_err(|count| ChannelLayerError::Lost { count })
-    }
-}
-
-impl ChannelLayer for RedisChannelLayer {
-    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
-        let inner = &self.inner;
-        let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
-        let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        let queue = LocalQueue::reporting(inner.config.layer.capacity_for(name.as_str()));
-        lock(&inner.local).insert(name.clone(), Arc::new(queue));
-        Ok(name)
-    }
-
-    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
-        let inner = &self.inner;
-        let (non_local, target) = if channel.is_process_specific() {
-            (channel.non_local_name(), Target::One(channel))
-        } else {
-            (channel.as_str(), Target::None)
-        };
-        let member = encode_member(&message, target, inner.crypto.as_ref());
-        let now = inner.score();
-        let expiry = inner.expiry_secs();
-        let capacity = inner.config.layer.capacity_for(channel.as_str());
-        let mut conn = inner.conn(non_local);
-        let key = inner.channel_key(non_local);
-        let stored: Result<i64, _> = scripts::SEND
-            .key(&key)
-            .arg(member)
-            .arg(now.to_string())
-            .arg(now.floor() as i64 - expiry as i64)
-            .arg(capacity)
-            .arg(expiry)
-            .invoke_async(&mut conn)
-            .await;
-        match stored {
-            Ok(1) => Ok(()),
-            Ok(-1) => {
-                inner.warn_poisoned(&key, 1);
-                if non_local == inner.client_prefix {
-                    // This process's own queue, written over: take it back
-                    // now (and tell its channels) rather than at the next pop.
-                    inner.reclaim_own_queue().await;
-                }
-                Err(SendError::Backend {
-                    channel: channel.clone(),
-                    error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
-                    message,
-                })
-            }
-            Ok(_) => Err(SendError::Full {
-                channel: channel.clone(),
-                capacity,
-                message,
-            }),
-            Err(e) => {
-                let error = layer_error(e, &key);
-                inner.count_failure(&error);
-                Err(SendError::Backend {
-                    channel: channel.clone(),
-                    error,
-                    message,
-                })
-            }
-        }
-    }
-
-    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
-        let inner = &self.inner;
-        if inner.is_mine(channel) {
-            let queue = lock(&inner.local).get(channel).cloned();
-            let queue = queue.ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
-            return queue
-                .pop()
-                .await
-                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
-                .map_err(|count| ChannelLayerError::Lost { count });
-        }
-        if channel.is_process_specific() {
-            return Err(ChannelLayerError::ForeignChannel(channel.clone()));
-        }
-        inner.receive_plain(channel).await
-    }
-
-    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        if inner.is_mine(channel) && !lock(&inner.local).contains_key(channel) {
-            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
-            return Ok(());
-        }
-        inner
-            .write_memberships(&[(group.clone(), channel.clone())])
-            .await?;
-        if inner.is_mine(channel) {
-            lock(&inner.memberships).add(group, channel);
-        }
-        Ok(())
-    }
-
-    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        lock(&inner.memberships).discard(group, channel);
-        let mut conn = inner.conn(group.as_str());
-        let key = inner.group_key(group);
-        redis::cmd("ZREM")
-            .arg(&key)
-            .arg(channel.as_str())
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| layer_error(e, &key))
-    }
-
-    async fn group_send(
-        &self,
-        group: &GroupName,
-        message: Message,
-    ) -> Result<GroupSendReport, ChannelLayerError> {
-        self.inner.group_send(group, message).await
-    }
-
-    async fn flush(&self) -> Result<(), ChannelLayerError> {
-        let inner = &self.inner;
-        let pattern = format!("{}*", inner.config.prefix);
-        for shard in &inner.shards {
-            let mut conn = shard.conn.clone();
-            scripts::FLUSH
-                .arg(&pattern)
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map_err(unavailable)?;
-        }
-        lock(&inner.memberships).clear();
-        for queue in lock(&inner.local).values() {
-            queue.clear();
-        }
-        Ok(())
-    }
-
-    fn is_available(&self) -> bool {
-        self.is_healthy()
-    }
-
-    async fn close_channel(&self, channel: &ChannelName) {
-        let inner = &self.inner;
-        lock(&inner.memberships).remove_channel(channel);
-        if let Some(queue) = lock(&inner.local).remove(channel) {
-            queue.close();
-        }
-        if let Some(rx) = lock(&inner.plain).remove(channel) {
-            rx.token.cancel();
-            rx.queue.close();
         }
     }
 }

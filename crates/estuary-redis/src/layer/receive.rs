@@ -1,7 +1,7 @@
 //! The Redis layer's background work: the process queue's receive loop and
 //! on-demand pops of worker channels.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
 use crate::faults::is_wrong_type;
+use crate::local::{LocalQueue, lock};
+use estuary_core::{ChannelLayerError, ChannelName, Message};
 
 /// One blocking-pop loop: its dedicated connection, key and backoff.
 struct Popper {
@@ -318,6 +320,45 @@ pub(super) async fn receive_loop(
                 }
             }
         }
+    }
+}
+
+impl Inner {
+    /// Receives on a plain channel (a worker queue).
+    pub(super) async fn receive_plain(
+        self: &Arc<Self>,
+        channel: &ChannelName,
+    ) -> Result<Message, ChannelLayerError> {
+        let rx = {
+            let mut plain = lock(&self.plain);
+            plain
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    let shard = &self.shards[self.shard(channel.as_str())];
+                    // Lazy: this cannot fail for a client that was already opened.
+                    let conn =
+                        ConnectionManager::new_lazy_with_config(shard.client.clone(), self.blocking_config())
+                            .unwrap_or_else(|_| shard.conn.clone());
+                    Arc::new(PlainReceiver {
+                        queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
+                        fetching: AtomicBool::new(false),
+                        conn,
+                        token: self.shutdown.child_token(),
+                    })
+                })
+                .clone()
+        };
+        // Fetch only for a receiver that finds nothing buffered, one pop at
+        // a time, so an idle worker takes no messages from its peers.
+        if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
+            let key = self.channel_key(channel.as_str());
+            tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
+        }
+        rx.queue
+            .pop()
+            .await
+            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+            .map_err(|count| ChannelLayerError::Lost { count })
     }
 }
 

@@ -1,6 +1,11 @@
 //! The in-memory layer's own behaviour, beyond the conformance suite.
 
+use super::budget::MESSAGE_OVERHEAD;
 use super::*;
+use crate::layer::{
+    ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, ReceiverState, SendError,
+};
+use crate::message::Message;
 use std::time::Duration;
 
 fn msg(n: u32) -> Message {

@@ -1,0 +1,232 @@
+//! What the session does with each thing that happens on a connection: a
+//! client message, a layer event, a keepalive tick, a write.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Session;
+use super::conn::Conn;
+use super::drive::drive;
+use super::keepalive::Due;
+use super::step::{Closing, Step};
+use super::transport::{Inbound, Transport, TransportError};
+use super::write::{ping, write_batch};
+use crate::close::{CloseCode, CloseFrame};
+use crate::consumer::Consumer;
+use crate::context::SlowClientPolicy;
+use crate::layer::ChannelLayerError;
+use crate::message::Handling;
+use crate::names::ChannelName;
+use crate::outbound::Outgoing;
+
+impl<C: Consumer> Session<C> {
+    /// Writes `first` and whatever else is queued, in one flush.
+    pub(super) async fn write_out<T: Transport>(&mut self, conn: &mut Conn<'_, T>, first: Outgoing) -> Step {
+        let flow = self.flow(conn);
+        let (step, blocked) = write_batch(
+            &mut conn.transport,
+            &mut self.outbound,
+            first,
+            conn.write_timeout,
+            Some(&flow),
+        )
+        .await;
+        if blocked {
+            self.ctx.mark_stalled();
+        }
+        step
+    }
+
+    /// Something came from the client: a message (rate-limited, then handed
+    /// to `receive`), a pong, a close, an error, or the end of the stream.
+    pub(super) async fn on_client<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        inbound: Option<Result<Inbound, TransportError>>,
+    ) -> Step {
+        conn.keepalive.heard();
+        let message = match inbound {
+            None => return Closing::gone(CloseCode::ABNORMAL, true),
+            Some(Ok(Inbound::Pong)) => {
+                if conn.control.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+                    return Closing::server(CloseCode::POLICY_VIOLATION, "control frame rate exceeded", true);
+                }
+                return Step::Continue;
+            }
+            Some(Ok(Inbound::Close(frame))) => {
+                return Closing::gone(
+                    frame.as_ref().map_or(CloseCode::NO_STATUS, CloseFrame::code),
+                    true,
+                );
+            }
+            Some(Err(error)) => {
+                tracing::debug!(channel = %conn.channel, %error, "closing on transport error");
+                return Closing::server(error.close_code(), &error.to_string(), false);
+            }
+            Some(Ok(Inbound::Message(message))) => message,
+        };
+        conn.client_turns = conn.client_turns.saturating_add(1);
+        if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+            return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
+        }
+        if conn.address.as_ref().is_some_and(|(l, ip)| !l.check(*ip)) {
+            return Closing::server(
+                CloseCode::POLICY_VIOLATION,
+                "rate limit exceeded (per address)",
+                true,
+            );
+        }
+        let flow = self.flow(conn);
+        let (step, waited) = {
+            let fut = std::pin::pin!(self.consumer.receive(&mut self.ctx, message));
+            drive(fut, &mut self.outbound, conn, flow).await
+        };
+        if waited {
+            self.ctx.mark_stalled();
+        }
+        step
+    }
+
+    /// The layer delivered a message (or failed). Handles it, then the
+    /// messages the layer already holds for this connection, before
+    /// writing: a backlog leaves in one write (one TCP segment, one wake-up
+    /// of the client) rather than one per message, while a lone message
+    /// still leaves at once. Bounded in turns, and by the outbound queue: a
+    /// drained handler starts with up to half the queue in use, so an event
+    /// that sends more than half the queue's capacity in frames may meet the
+    /// slow-client policy sooner.
+    pub(super) async fn on_layer<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        received: Result<crate::Message, ChannelLayerError>,
+    ) -> Step {
+        conn.client_turns = 0;
+        let mut step = self.handle_layer(conn, received).await;
+        let drain_limit = self.config.outbound_capacity / 2;
+        let mut turns = 0;
+        while matches!(step, Step::Continue)
+            && conn.layer_pause.is_none()
+            && self.outbound.len() < drain_limit
+            && turns < drain_limit
+            // After `ctx.close`, the close goes out next: no later message
+            // is handled first (a rendered one would fail as sent after the
+            // close, and turn a clean close into an abnormal one).
+            && !self.ctx.is_closing()
+        {
+            turns += 1;
+            // A no-op waker: the loop polls the receiver again, with its
+            // own, before it waits.
+            let ready = conn
+                .receiver
+                .poll_receive(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            let std::task::Poll::Ready(received) = ready else {
+                break;
+            };
+            step = self.handle_layer(conn, received).await;
+        }
+        step
+    }
+
+    /// Handles one receive from the channel layer: sends the frame rendered
+    /// for it, or runs the consumer's event handler (or `undecodable_event`),
+    /// or reacts to a layer failure.
+    async fn handle_layer<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        received: Result<crate::Message, ChannelLayerError>,
+    ) -> Step {
+        match received {
+            Ok(message) if message.as_bytes().len() > self.config.max_event_size => {
+                conn.oversized += 1;
+                oversized_event(conn.channel, message.message_type(), message.as_bytes().len());
+                Step::Continue
+            }
+            Ok(message) => {
+                let flow = self.flow(conn);
+                let (step, waited) = {
+                    let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
+                    let fut = std::pin::pin!(async {
+                        match message.rendered::<C, C::Event>(C::render) {
+                            Handling::Frame(frame) => ctx.send(frame).await,
+                            Handling::Event(event) => consumer.event(ctx, event).await,
+                            Handling::Undecodable(error) => {
+                                consumer.undecodable_event(ctx, message, error).await
+                            }
+                        }
+                    });
+                    drive(fut, &mut self.outbound, conn, flow).await
+                };
+                if waited {
+                    self.ctx.mark_stalled();
+                }
+                step
+            }
+            Err(ChannelLayerError::ChannelClosed(_)) => {
+                Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
+            }
+            // Messages for this client were lost (its channel was full while
+            // it did not read, or the layer lost them: a deleted group key, a
+            // lost subscriber): never silently. Disconnect tells the client
+            // (1013), which then knows to reload; Drop counts them. The
+            // reason names the loss, not its cause, which may not be the
+            // client's.
+            Err(ChannelLayerError::Lost { count }) => match self.config.slow_client {
+                SlowClientPolicy::Disconnect { .. } => {
+                    tracing::debug!(channel = %conn.channel, count, "messages for this connection lost; closing");
+                    Closing::server(CloseCode::TRY_AGAIN_LATER, "messages were lost; reconnect", false)
+                }
+                SlowClientPolicy::Drop => {
+                    self.ctx.count_dropped(count);
+                    Step::Continue
+                }
+            },
+            Err(error) => {
+                // The backend is down: keep the socket, retry in a second.
+                crate::throttled!(warn, channel = %conn.channel, %error, "channel layer receive failed; retrying in a second (is the channel layer reachable?)");
+                conn.layer_pause = Some(Instant::now() + Duration::from_secs(1));
+                Step::Continue
+            }
+        }
+    }
+
+    /// A keepalive tick: ping, or give up on a peer that never answered.
+    pub(super) async fn on_keepalive<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
+        match conn.keepalive.due() {
+            Due::Dead => {
+                tracing::debug!(channel = %conn.channel, "no answer to a ping within the timeout; dropping the peer");
+                Closing::gone(CloseCode::ABNORMAL, false)
+            }
+            Due::Waiting => Step::Continue,
+            Due::Ping => {
+                let flow = self.flow(conn);
+                // Boxed: a ping every interval need not size every idle
+                // connection's future for its deadline.
+                let (sent, blocked) = Box::pin(ping(&mut conn.transport, conn.write_timeout, &flow)).await;
+                if blocked {
+                    self.ctx.mark_stalled();
+                }
+                if sent {
+                    conn.keepalive.pinged();
+                    Step::Continue
+                } else {
+                    Closing::gone(CloseCode::ABNORMAL, false)
+                }
+            }
+        }
+    }
+}
+
+/// Logs a dropped oversized layer message, at most once a second.
+fn oversized_event(channel: &ChannelName, kind: &str, size: usize) {
+    static THROTTLE: crate::Throttle = crate::Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = THROTTLE.allow(std::time::Instant::now()) {
+        tracing::warn!(
+            %channel,
+            kind,
+            size,
+            held_back,
+            "channel-layer message larger than max_event_size dropped"
+        );
+    }
+}

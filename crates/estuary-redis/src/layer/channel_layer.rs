@@ -1,0 +1,164 @@
+//! The Redis layer's [`ChannelLayer`] operations.
+
+use estuary_core::{
+    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
+};
+
+use std::sync::Arc;
+
+use super::{RedisChannelLayer, unavailable};
+use crate::codec::{Target, encode_member};
+use crate::faults::{WrongType, layer_error};
+use crate::local::{LocalQueue, lock};
+use crate::scripts;
+impl ChannelLayer for RedisChannelLayer {
+    async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
+        let inner = &self.inner;
+        let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
+        let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
+        let queue = LocalQueue::reporting(inner.config.layer.capacity_for(name.as_str()));
+        lock(&inner.local).insert(name.clone(), Arc::new(queue));
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
+        let inner = &self.inner;
+        let (non_local, target) = if channel.is_process_specific() {
+            (channel.non_local_name(), Target::One(channel))
+        } else {
+            (channel.as_str(), Target::None)
+        };
+        let member = encode_member(&message, target, inner.crypto.as_ref());
+        let now = inner.score();
+        let expiry = inner.expiry_secs();
+        let capacity = inner.config.layer.capacity_for(channel.as_str());
+        let mut conn = inner.conn(non_local);
+        let key = inner.channel_key(non_local);
+        let stored: Result<i64, _> = scripts::SEND
+            .key(&key)
+            .arg(member)
+            .arg(now.to_string())
+            .arg(now.floor() as i64 - expiry as i64)
+            .arg(capacity)
+            .arg(expiry)
+            .invoke_async(&mut conn)
+            .await;
+        match stored {
+            Ok(1) => Ok(()),
+            Ok(-1) => {
+                inner.warn_poisoned(&key, 1);
+                if non_local == inner.client_prefix {
+                    // This process's own queue, written over: take it back
+                    // now (and tell its channels) rather than at the next pop.
+                    inner.reclaim_own_queue().await;
+                }
+                Err(SendError::Backend {
+                    channel: channel.clone(),
+                    error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
+                    message,
+                })
+            }
+            Ok(_) => Err(SendError::Full {
+                channel: channel.clone(),
+                capacity,
+                message,
+            }),
+            Err(e) => {
+                let error = layer_error(e, &key);
+                inner.count_failure(&error);
+                Err(SendError::Backend {
+                    channel: channel.clone(),
+                    error,
+                    message,
+                })
+            }
+        }
+    }
+
+    async fn receive(&self, channel: &ChannelName) -> Result<Message, ChannelLayerError> {
+        let inner = &self.inner;
+        if inner.is_mine(channel) {
+            let queue = lock(&inner.local).get(channel).cloned();
+            let queue = queue.ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?;
+            return queue
+                .pop()
+                .await
+                .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+                .map_err(|count| ChannelLayerError::Lost { count });
+        }
+        if channel.is_process_specific() {
+            return Err(ChannelLayerError::ForeignChannel(channel.clone()));
+        }
+        inner.receive_plain(channel).await
+    }
+
+    async fn group_add(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
+        let inner = &self.inner;
+        if inner.is_mine(channel) && !lock(&inner.local).contains_key(channel) {
+            tracing::debug!(%group, %channel, "group_add of a closed channel; ignored");
+            return Ok(());
+        }
+        inner
+            .write_memberships(&[(group.clone(), channel.clone())])
+            .await?;
+        if inner.is_mine(channel) {
+            lock(&inner.memberships).add(group, channel);
+        }
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &GroupName, channel: &ChannelName) -> Result<(), ChannelLayerError> {
+        let inner = &self.inner;
+        lock(&inner.memberships).discard(group, channel);
+        let mut conn = inner.conn(group.as_str());
+        let key = inner.group_key(group);
+        redis::cmd("ZREM")
+            .arg(&key)
+            .arg(channel.as_str())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| layer_error(e, &key))
+    }
+
+    async fn group_send(
+        &self,
+        group: &GroupName,
+        message: Message,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
+        self.inner.group_send(group, message).await
+    }
+
+    async fn flush(&self) -> Result<(), ChannelLayerError> {
+        let inner = &self.inner;
+        let pattern = format!("{}*", inner.config.prefix);
+        for shard in &inner.shards {
+            let mut conn = shard.conn.clone();
+            scripts::FLUSH
+                .arg(&pattern)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        lock(&inner.memberships).clear();
+        for queue in lock(&inner.local).values() {
+            queue.clear();
+        }
+        Ok(())
+    }
+
+    fn is_available(&self) -> bool {
+        self.is_healthy()
+    }
+
+    async fn close_channel(&self, channel: &ChannelName) {
+        let inner = &self.inner;
+        lock(&inner.memberships).remove_channel(channel);
+        if let Some(queue) = lock(&inner.local).remove(channel) {
+            queue.close();
+        }
+        if let Some(rx) = lock(&inner.plain).remove(channel) {
+            rx.token.cancel();
+            rx.queue.close();
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Handing what the receive loop popped to this process's channels.
+
+use std::sync::atomic::Ordering;
+
+use super::Inner;
+use crate::codec::decode_member;
+use crate::local::lock;
+
+impl Inner {
+    /// Hands a popped member to the local channels it names. Nothing in a
+    /// stored member can stop the receive loop: a panic while decoding is
+    /// caught, logged and counted.
+    pub(super) fn dispatch(&self, member: &[u8], score: f64) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch_inner(member, score)
+        }));
+        if handled.is_err() {
+            let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+            estuary_core::throttled!(
+                error,
+                total,
+                "decoding a stored message panicked; message dropped. A bug: please report it"
+            );
+        }
+    }
+
+    fn dispatch_inner(&self, member: &[u8], score: f64) {
+        let decoded = match decode_member(member, self.crypto.as_ref()) {
+            Ok(d) => d,
+            Err(error) => {
+                self.warn_undecodable(&error, &self.channel_key(&self.client_prefix));
+                return;
+            }
+        };
+        if decoded.targets.is_empty() {
+            estuary_core::throttled!(
+                warn,
+                r#type = decoded.message.message_type(),
+                "message without __asgi_channel__ in this process's queue; dropped. Something \
+                 else writes to this Redis under the layer's prefix: find it"
+            );
+            return;
+        }
+        let expires = score + self.config.layer.expiry().as_secs_f64();
+        let local = lock(&self.local);
+        for target in decoded.targets {
+            match local.get(&target) {
+                Some(queue) => {
+                    if !queue.push(expires, decoded.message.clone()) {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(channel = %target, "local buffer full; message dropped");
+                    }
+                }
+                None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
+            }
+        }
+    }
+
+    /// Counts a stored message that could not be decoded, and warns.
+    pub(super) fn warn_undecodable(&self, error: &crate::codec::DecodeError, key: &str) {
+        let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+        estuary_core::throttled!(
+            warn,
+            %error,
+            %key,
+            total,
+            "undecodable message in Redis; dropped. Check that every process sharing this \
+             Redis uses the same prefix and encryption keys"
+        );
+    }
+}
