@@ -269,7 +269,10 @@ pub enum ReceiverState {
 ///   too). A receiver takes a message only when it asks for one (the Redis
 ///   layer pops one at a time), so an idle or busy process does not hoard
 ///   its peers' work. This is what [`Worker`](crate::Worker)s consume.
-///   Process-specific names (`specific.<process>!<id>`) are the opposite:
+///   The Redis pub/sub layer is the exception across processes: it stores
+///   nothing, and every process receiving on the channel gets its own copy
+///   (as with channels_redis's pub/sub layer); within one process its
+///   receivers compete too. Process-specific names (`specific.<process>!<id>`) are the opposite:
 ///   one receiver, in the process that made them
 ///   ([`ChannelLayerError::ForeignChannel`] elsewhere).
 /// * **Receive is cancel-safe.** Dropping a pending [`receive`](ChannelLayer::receive)

@@ -217,6 +217,10 @@ impl Drop for Inner {
 struct PlainReceiver {
     queue: LocalQueue,
     fetching: AtomicBool,
+    /// Woken when a fetch has put its message in the buffer: receivers that
+    /// did not get it start the next fetch (several receivers in this
+    /// process may wait on one channel: workers).
+    fetched: tokio::sync::Notify,
     conn: ConnectionManager,
     /// Cancelled by `close_channel`: stops a fetch in flight.
     token: CancellationToken,
