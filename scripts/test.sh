@@ -18,6 +18,15 @@ export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 
+step "import cycles between a crate's files (scripts/check-import-cycles.py)"
+# Names the files and the import lines of any cycle. A cycle does not stop
+# the other steps: the run goes on, and fails at its end.
+import_cycles=0
+python3 scripts/check-import-cycles.py || {
+  import_cycles=1
+  printf '\n!!! IMPORT CYCLES (above): this run will FAIL at its end\n' >&2
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -56,3 +65,8 @@ bench/run.py --smoke --no-install
 
 step "browser test (headless Chromium)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" node --test)
+
+if [ "$import_cycles" = 1 ]; then
+  printf '\nFAILED: import cycles between source files (scripts/check-import-cycles.py, step 1)\n' >&2
+  exit 1
+fi

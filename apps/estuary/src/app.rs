@@ -137,11 +137,16 @@ fn assemble(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<(AppSe
 }
 
 /// Serves `config` until SIGINT or SIGTERM.
+///
+/// Beside the WebSocket tier it runs the room-post worker
+/// ([`crate::posts`]) on the same channel layer, drained on shutdown.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (service, auth) = service_with_auth(&config)?;
+    let layer = channel_layer(&config)?;
+    let (service, auth) = assemble(&config, layer.clone())?;
     auth.ready().await?;
     warn_about_openings(&config)?;
-    let server = listen(&config)?;
+    let (workers, _) = crate::posts::workers();
+    let server = listen(&config)?.with_workers(workers, layer);
     match server.local_addr() {
         Some(addr) => tracing::info!(
             "estuary listening on http://{addr}/chat/ (channel layer: {})",

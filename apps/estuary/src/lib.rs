@@ -8,6 +8,7 @@ pub mod chat;
 pub mod config;
 pub mod events;
 pub mod pages;
+pub mod posts;
 pub mod push;
 pub mod rooms;
 pub mod usernames;

@@ -8,6 +8,8 @@
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
 //! * [`ChannelName`], [`GroupName`], [`Message`]: validated names and
 //!   encode-once messages.
+//! * [`Worker`], [`ChannelNameRouter`] and [`run_workers`]: background
+//!   workers on named channels (Channels' `runworker`).
 //! * [`Session`] and [`Transport`]: the loop that binds a consumer to a
 //!   connection, shared by the server and the test communicator.
 //!
@@ -29,6 +31,7 @@ mod secs;
 mod session;
 mod sync;
 mod throttle;
+mod worker;
 mod ws;
 
 pub use close::{CloseCode, CloseFrame};
@@ -49,6 +52,9 @@ pub use session::{
     address_key,
 };
 pub use throttle::Throttle;
+pub use worker::{
+    ChannelNameRouter, Worker, WorkerContext, WorkerError, WorkerRouteError, WorkerStats, run_workers,
+};
 pub use ws::WsMessage;
 
 #[doc(hidden)]

@@ -27,11 +27,11 @@ use subscriber::subscriber;
 ///
 /// Nothing is stored in Redis: a message reaches the processes subscribed
 /// when it is published, and is lost for everyone else. There is no capacity
-/// or expiry in Redis, so [`send`](ChannelLayer::send) never fails with
+/// or expiry in Redis, so [`send`](estuary_core::ChannelLayer::send) never fails with
 /// `Full`; each local channel's buffer is bounded by the capacity and drops
 /// (and counts) what overflows. Group membership is local to each process;
 /// a process subscribes to `{prefix}__group__{group}` while it has members.
-/// [`GroupSendReport::delivered`] counts the subscribed processes, not members.
+/// [`GroupSendReport::delivered`](estuary_core::GroupSendReport::delivered) counts the subscribed processes, not members.
 ///
 /// Channel names have no `!`: `{prefix}specific.<uuid>`, as in Python.
 /// One subscriber connection per host resubscribes everything after a
@@ -43,14 +43,14 @@ use subscriber::subscriber;
 /// failed, a ping unanswered within the command timeout), what is published
 /// on that host until it is back reaches no one in this process, so no loss
 /// is silent: every connection that was receiving through it (its own
-/// channel, or a group, on that host) gets [`ChannelLayerError::Lost`]
+/// channel, or a group, on that host) gets [`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)
 /// with a count of 1 at its next receive (how many were published meanwhile
 /// is unknown), and its session applies its slow-client policy (close 1013,
 /// or count the loss). Connections receiving only through other hosts are
 /// not affected. The loss is logged, at most once per 10 s with a count of
 /// the others, and counted ([`subscriber_reconnects`](Self::subscriber_reconnects));
 /// the layer is unavailable until the connection is back, and a
-/// [`group_add`](ChannelLayer::group_add) or a new channel on that host
+/// [`group_add`](estuary_core::ChannelLayer::group_add) or a new channel on that host
 /// waits for it (up to the command timeout) or fails.
 ///
 /// ```no_run

@@ -22,7 +22,7 @@ use crate::limits::{ServerStats, Slots, open_file_limit};
 use crate::proxy::TrustedProxies;
 use crate::router::{ConnectionInfo, Runtime};
 use crate::service::HandshakeTimeout;
-use estuary_core::{AddressRateLimiter, RateLimit};
+use estuary_core::{AddressRateLimiter, ChannelLayerHandle, ChannelNameRouter, RateLimit};
 
 /// Server-wide settings. The defaults are safe for a public server: every
 /// limit is on, and each refusal is a clear HTTP status, counted in
@@ -134,6 +134,7 @@ pub struct Server {
     listener: Listener,
     config: ServerConfig,
     stats: ServerStats,
+    workers: Option<(ChannelNameRouter, ChannelLayerHandle)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -190,6 +191,7 @@ impl Server {
             listener: Listener::Tcp(listener),
             config: ServerConfig::default(),
             stats: ServerStats::default(),
+            workers: None,
         }
     }
 
@@ -213,12 +215,53 @@ impl Server {
             listener: Listener::Unix(listener, path.to_owned()),
             config: ServerConfig::default(),
             stats: ServerStats::default(),
+            workers: None,
         })
     }
 
     /// Sets the server-wide settings.
     pub fn with_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Runs `workers` on `layer` beside the WebSocket tier (Channels'
+    /// `runworker` in the same process): [`serve`](Self::serve) starts them
+    /// with the accept loop and, on shutdown, lets each finish the message
+    /// in hand (within [`ServerConfig::shutdown_timeout`], shared with the
+    /// connections) before it returns. The contract is
+    /// [`run_workers`](estuary_core::run_workers)'; take the counters with
+    /// [`ChannelNameRouter::stats`] before passing the router here.
+    ///
+    /// ```no_run
+    /// use estuary_core::{
+    ///     ChannelLayerHandle, ChannelNameRouter, InMemoryChannelLayer, Worker, WorkerContext, WorkerError,
+    /// };
+    /// use estuary_server::{Router, Server, shutdown_signal};
+    ///
+    /// struct Emails;
+    ///
+    /// impl Worker for Emails {
+    ///     type Event = serde_json::Value;
+    ///     async fn handle(&mut self, _: &mut WorkerContext, email: serde_json::Value) -> Result<(), WorkerError> {
+    ///         tracing::info!(%email, "sending");
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = ChannelLayerHandle::new(InMemoryChannelLayer::default());
+    /// let workers = ChannelNameRouter::new().route("emails", Emails)?;
+    /// Server::bind("127.0.0.1:8000".parse()?)
+    ///     .await?
+    ///     .with_workers(workers, layer.clone())
+    ///     .serve(Router::new().with_channel_layer(layer).into_service(), shutdown_signal())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_workers(mut self, workers: ChannelNameRouter, layer: ChannelLayerHandle) -> Self {
+        self.workers = Some((workers, layer));
         self
     }
 
@@ -238,12 +281,17 @@ impl Server {
 
     /// Serves until `shutdown` completes; then stops accepting, closes every
     /// WebSocket with 1001 (after the messages already queued for it), lets
-    /// HTTP requests in flight finish, and returns once all is closed or
+    /// HTTP requests in flight finish, lets the [workers](Self::with_workers)
+    /// finish the messages in hand, and returns once all is closed or
     /// [`ServerConfig::shutdown_timeout`] has passed.
     ///
     /// Request bodies reach `service` as [`axum::body::Body`], failing with
     /// [`BodyTimeout`](crate::BodyTimeout) past [`ServerConfig::body_timeout`].
-    pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()> + Send) -> io::Result<()>
+    pub async fn serve<S, B>(
+        mut self,
+        service: S,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()>
     where
         S: tower::Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -255,6 +303,14 @@ impl Server {
         let connections = TaskTracker::new();
         let local = self.local_addr();
         let handshakes = self.config.handshake_rate.map(AddressRateLimiter::new);
+        let workers_stop = tokio_util::sync::CancellationToken::new();
+        let workers = self.workers.take().map(|(router, layer)| {
+            tokio::spawn(estuary_core::run_workers(
+                router,
+                layer,
+                workers_stop.clone().cancelled_owned(),
+            ))
+        });
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -304,12 +360,23 @@ impl Server {
         runtime.shutdown.cancel();
         runtime.tracker.close();
         connections.close();
+        workers_stop.cancel();
+        let workers_abort = workers.as_ref().map(|w| w.abort_handle());
         let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
             runtime.tracker.wait().await;
             connections.wait().await;
+            if let Some(workers) = workers {
+                if let Err(error) = workers.await {
+                    tracing::error!(%error, "the workers' task failed");
+                }
+            }
         })
         .await;
         if drained.is_err() {
+            if let Some(workers) = workers_abort.filter(|w| !w.is_finished()) {
+                tracing::warn!("shutdown deadline passed; a worker's handler is cut short");
+                workers.abort();
+            }
             tracing::warn!(
                 websockets = runtime.tracker.len(),
                 http = connections.len(),

@@ -120,6 +120,27 @@ where
     closed_channels_stay_closed(make(ChannelLayerConfig::default()).await).await;
     one_order_per_group(make(ChannelLayerConfig::default()).await).await;
     a_bound_receiver_receives_as_receive_does(make(ChannelLayerConfig::default()).await).await;
+    named_channel_receivers_compete(make(ChannelLayerConfig::default()).await).await;
+}
+
+/// Receivers waiting at once on one named channel (workers) compete: each
+/// message reaches one of them, and each of them gets one.
+pub async fn named_channel_receivers_compete<L: ChannelLayer>(layer: L) {
+    let ch = ChannelName::new("conformance.workers").expect("name");
+    let send = async {
+        // Both receivers wait before anything is sent.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for i in 0..2 {
+            layer.send(&ch, msg(i)).await.expect("send");
+        }
+    };
+    let (a, b, ()) = tokio::join!(recv(&layer, &ch), recv(&layer, &ch), send);
+    let mut got = [n(&a), n(&b)];
+    got.sort_unstable();
+    assert_eq!(got, [0, 1], "each message to one receiver");
+    assert_empty(&layer, &ch).await;
 }
 
 /// After `close_channel`, receiving fails with `ChannelClosed` and a later

@@ -70,8 +70,9 @@ pub use estuary_testing as testing;
 /// The names most applications need.
 pub mod prelude {
     pub use estuary_core::{
-        ChannelLayer, ChannelLayerHandle, ChannelName, CloseCode, Connect, Consumer, ConsumerError, Context,
-        GroupName, JsonConsumer, Message, NoEvent, OnMalformed, Scope, WsMessage,
+        ChannelLayer, ChannelLayerHandle, ChannelName, ChannelNameRouter, CloseCode, Connect, Consumer,
+        ConsumerError, Context, GroupName, JsonConsumer, Message, NoEvent, OnMalformed, Scope, Worker,
+        WorkerContext, WorkerError, WsMessage,
     };
     #[cfg(feature = "server")]
     pub use estuary_server::{Router, Server, shutdown_signal};

@@ -27,10 +27,10 @@ pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5)
 /// [delivery contract](crate::ChannelLayer): per-channel capacity with `Full` handing the
 /// message back, group sends that skip full members and count them, message
 /// expiry and group expiry on tokio's clock (so tests can pause time).
-/// A group send shares one encoded [`Message`] with every member: no copy per
+/// A group send shares one encoded [`Message`](crate::Message) with every member: no copy per
 /// recipient. What the queues hold in all is bounded by
 /// [`ChannelLayerConfig::max_bytes`], a shared message counted once: past
-/// it, sends fail with [`ChannelLayerError::TooManyBytes`].
+/// it, sends fail with [`ChannelLayerError::TooManyBytes`](crate::ChannelLayerError::TooManyBytes).
 ///
 /// Expired messages are reclaimed without anyone touching their queue: made
 /// inside a tokio runtime, the layer runs a reaper task (until the last

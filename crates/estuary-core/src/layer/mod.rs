@@ -258,6 +258,23 @@ pub enum ReceiverState {
 ///   [`ChannelLayerError::ChannelClosed`], and messages sent to it later are
 ///   dropped or expire unread. The channel is never made again: a new
 ///   connection gets a new name from [`new_channel`](ChannelLayer::new_channel).
+/// * **Named channels are work queues.** Any valid name without a `!`
+///   (`"thumbnails"`) is a named channel: it needs no
+///   [`new_channel`](ChannelLayer::new_channel), is made by the first send or
+///   receive, and any number of receivers, in this process or others sharing
+///   the backend, may [`receive`](ChannelLayer::receive) on it at once. They
+///   compete: each message goes to one of them, never to two (the Redis
+///   layer keeps it as channels_redis does, one sorted set
+///   `{prefix}{channel}` popped with `BZPOPMIN`, so Python workers take part
+///   too). A receiver takes a message only when it asks for one (the Redis
+///   layer pops one at a time), so an idle or busy process does not hoard
+///   its peers' work. This is what [`Worker`](crate::Worker)s consume.
+///   The Redis pub/sub layer is the exception across processes: it stores
+///   nothing, and every process receiving on the channel gets its own copy
+///   (as with channels_redis's pub/sub layer); within one process its
+///   receivers compete too. Process-specific names (`specific.<process>!<id>`) are the opposite:
+///   one receiver, in the process that made them
+///   ([`ChannelLayerError::ForeignChannel`] elsewhere).
 /// * **Receive is cancel-safe.** Dropping a pending [`receive`](ChannelLayer::receive)
 ///   future loses no message: use it in `tokio::select!`.
 /// * **Names only.** A layer knows channel and group names and messages; it

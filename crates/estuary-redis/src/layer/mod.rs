@@ -48,9 +48,9 @@ use registry::Registry;
 /// No fault in Redis loses messages without the caller or the counters
 /// saying so:
 ///
-/// * **Redis away.** [`send`](ChannelLayer::send) and
-///   [`group_send`](ChannelLayer::group_send) fail with
-///   [`ChannelLayerError::Unavailable`] and are counted in
+/// * **Redis away.** [`send`](estuary_core::ChannelLayer::send) and
+///   [`group_send`](estuary_core::ChannelLayer::group_send) fail with
+///   [`ChannelLayerError::Unavailable`](estuary_core::ChannelLayerError::Unavailable) and are counted in
 ///   [`failed_sends`](Self::failed_sends); [`is_healthy`](Self::is_healthy)
 ///   (and `is_available`) is false. The receive task retries at most 500 ms
 ///   apart; when Redis is back (possibly empty), it writes every group
@@ -60,14 +60,14 @@ use registry::Registry;
 ///   being back. Before writing them, it checks which of them Redis still
 ///   holds: if Redis came back without some (restarted empty), other
 ///   processes' group sends since it came back missed those members, so
-///   they are told ([`ChannelLayerError::Lost`]; sessions close 1013). A
+///   they are told ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost); sessions close 1013). A
 ///   blip in which Redis kept its data finds nothing missing and tells
 ///   nobody. Not knowable, and not told: what sat unread in this process's
 ///   own queue when Redis lost it (the receive task keeps it near empty).
 /// * **A group key lost** (evicted, deleted, Redis restarted without this
 ///   process noticing), or some of this process's members removed from it.
 ///   This process keeps its own record of its memberships and compares:
-///   a [`group_send`](ChannelLayer::group_send) from this process notices
+///   a [`group_send`](estuary_core::ChannelLayer::group_send) from this process notices
 ///   at once that the group no longer lists some of its members, and every
 ///   [`RedisConfig::membership_check`] (default 2 s) the layer checks that
 ///   each group it has members in still holds one of them (one sample
@@ -82,7 +82,7 @@ use registry::Registry;
 ///     (counted in [`memberships_repaired`](Self::memberships_repaired))
 ///     and, since other processes' group sends meanwhile missed those
 ///     members and nothing can bring them back, each is told: its next
-///     receive fails with [`ChannelLayerError::Lost`] (a session then
+///     receive fails with [`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost) (a session then
 ///     closes 1013, a code clients reconnect on, or counts the loss under
 ///     `slow_client = drop`), counted in
 ///     [`losses_reported`](Self::losses_reported). A group send from this
@@ -92,7 +92,7 @@ use registry::Registry;
 ///     Django view removing a user from a room) does, and what a Django
 ///     Channels user expects to stand, as it does under channels_redis. So
 ///     they are not written back (that would undo the discard); they are
-///     forgotten here and told ([`ChannelLayerError::Lost`]), because the
+///     forgotten here and told ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)), because the
 ///     same picture follows a lost key that another member wrote again
 ///     since. A session then closes 1013 and its consumer, on reconnecting,
 ///     decides again whether to join. The sample check notices such a
@@ -104,12 +104,12 @@ use registry::Registry;
 ///   misses a message in it without being told.
 /// * **This process's queue full** (the process fell behind what Redis
 ///   hands it). A group message another process sends finds no room and is
-///   skipped there (in that sender's [`GroupSendReport::dropped`]). When the
+///   skipped there (in that sender's [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped)). When the
 ///   sender is an Estuary process, it counts the refusal beside the queue
 ///   (`<queue key>:refused`); this process's receive task takes the count
 ///   with its next batch and, since which channels the message was for is
 ///   not known, tells every channel of this process
-///   ([`ChannelLayerError::Lost`]). A group send from this process that
+///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)). A group send from this process that
 ///   finds its own queue full tells the group's members at once. Not seen:
 ///   a Django (channels_redis) process's group message refused by a full
 ///   queue (channels_redis skips it without a trace); size `capacity` so the
@@ -117,14 +117,14 @@ use registry::Registry;
 /// * **A key of the wrong type** (someone wrote a string over a queue or a
 ///   group). Only that key is affected: `group_send` delivers to every other
 ///   member and counts the poisoned queue's members in
-///   [`GroupSendReport::dropped`] and in [`poisoned`](Self::poisoned), with a
+///   [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped) and in [`poisoned`](Self::poisoned), with a
 ///   warning naming the key; `send` to it fails with
-///   [`ChannelLayerError::Corrupt`] (a [`WrongType`] naming the key), as do
+///   [`ChannelLayerError::Corrupt`](estuary_core::ChannelLayerError::Corrupt) (a [`WrongType`](crate::WrongType) naming the key), as do
 ///   `group_send` and `group_add` on a poisoned group key. This process's own
 ///   queue, if poisoned, is deleted and used again (nobody else writes
 ///   there), within the membership check (at once when this process's own
 ///   group send meets it), and every channel of this process is told
-///   ([`ChannelLayerError::Lost`]): what the queue held and what was sent to
+///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)): what the queue held and what was sent to
 ///   it meanwhile is gone. A `DEL` of this process's queue, by contrast,
 ///   cannot be seen: it loses what the queue held at that instant (usually
 ///   nothing: the receive task keeps it empty), silently.
@@ -217,6 +217,10 @@ impl Drop for Inner {
 struct PlainReceiver {
     queue: LocalQueue,
     fetching: AtomicBool,
+    /// Woken when a fetch has put its message in the buffer: receivers that
+    /// did not get it start the next fetch (several receivers in this
+    /// process may wait on one channel: workers).
+    fetched: tokio::sync::Notify,
     conn: ConnectionManager,
     /// Cancelled by `close_channel`: stops a fetch in flight.
     token: CancellationToken,
@@ -330,7 +334,7 @@ impl RedisChannelLayer {
     }
 
     /// How many times one of this process's channels was told
-    /// ([`ChannelLayerError::Lost`] on its next receive) that messages for
+    /// ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost) on its next receive) that messages for
     /// it may have been lost because Redis lost its group membership or
     /// this process's queue.
     pub fn losses_reported(&self) -> u64 {

@@ -191,6 +191,7 @@ pub(super) async fn fetch_one(
                         if !rx.queue.push(expires, d.message) {
                             inner.dropped.fetch_add(1, Ordering::Relaxed);
                         }
+                        rx.fetched.notify_waiters();
                         return;
                     }
                     Err(error) => inner.warn_undecodable(&error, &popper.key),
@@ -342,23 +343,34 @@ impl Inner {
                     Arc::new(PlainReceiver {
                         queue: LocalQueue::new(self.config.layer.capacity_for(channel.as_str())),
                         fetching: AtomicBool::new(false),
+                        fetched: tokio::sync::Notify::new(),
                         conn,
                         token: self.shutdown.child_token(),
                     })
                 })
                 .clone()
         };
-        // Fetch only for a receiver that finds nothing buffered, one pop at
-        // a time, so an idle worker takes no messages from its peers.
-        if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
-            let key = self.channel_key(channel.as_str());
-            tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
+        loop {
+            let fetched = rx.fetched.notified();
+            tokio::pin!(fetched);
+            fetched.as_mut().enable();
+            // Fetch only for a receiver that finds nothing buffered, one pop
+            // at a time, so an idle worker takes no messages from its peers.
+            if rx.queue.is_empty() && !rx.fetching.swap(true, Ordering::AcqRel) {
+                let key = self.channel_key(channel.as_str());
+                tokio::spawn(fetch_one(Arc::downgrade(self), rx.clone(), key, rx.token.clone()));
+            }
+            tokio::select! {
+                biased;
+                popped = rx.queue.pop() => {
+                    return popped
+                        .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
+                        .map_err(|count| ChannelLayerError::Lost { count });
+                }
+                // Another receiver took what the fetch brought: fetch again.
+                () = &mut fetched => {}
+            }
         }
-        rx.queue
-            .pop()
-            .await
-            .ok_or_else(|| ChannelLayerError::ChannelClosed(channel.clone()))?
-            .map_err(|count| ChannelLayerError::Lost { count })
     }
 }
 
