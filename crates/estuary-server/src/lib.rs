@@ -5,6 +5,7 @@
 //!   (a default one and named ones), and the WebSocket limits.
 //! * [`Server`]: HTTP/1.1 on TCP or a Unix socket, trusted proxies, handshake
 //!   timeout, and a graceful shutdown that closes WebSockets with 1001.
+//! * [`sse`]: HTTP consumers: server-sent events from groups, long-polls.
 //! * [`AllowedHosts`]: the `Host` names the server answers to, and
 //!   [`OriginLayer`]: handshake middleware, as tower layers.
 //!
@@ -42,6 +43,7 @@ mod router;
 mod server;
 mod service;
 mod settings;
+pub mod sse;
 mod throttle;
 mod transport;
 
