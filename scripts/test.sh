@@ -63,8 +63,8 @@ scripts/autobahn.sh
 step "benchmark harness smoke run (every scenario, Estuary and every peer, tiny sizes)"
 bench/run.py --smoke --no-install
 
-step "browser test (headless Chromium)"
-(cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" node --test)
+step "browser tests (headless Chromium: the chat pages, the live example's EventSource page)"
+(cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" LIVE_BIN="$PWD/../../target/debug/live" node --test)
 
 if [ "$import_cycles" = 1 ]; then
   printf '\nFAILED: import cycles between source files (scripts/check-import-cycles.py, step 1)\n' >&2
