@@ -127,14 +127,14 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::bind(addr.parse()?).await?;
     let local = server.local_addr().expect("TCP");
     println!("listening on http://{local}");
-    println!("  page:     http://{local}/?topic=news");
-    println!("  stream:   GET  /events/{{topic}}  (text/event-stream)");
-    println!("  publish:  POST /publish/{{topic}}  {{\"text\": \"...\"}}");
-    println!("  others:   POST /reconnect, GET /stats");
     println!(
-        "  try:      curl -X POST -H 'content-type: application/json' -d '{{\"text\": \"hello\"}}' http://{local}/publish/news"
+        "paths: GET http://{local}/?topic=news (the page), GET http://{local}/events/<topic> (text/event-stream), \
+         POST http://{local}/publish/<topic> {{\"text\": ...}}, POST http://{local}/reconnect, GET http://{local}/stats"
     );
-    println!("            curl -N http://{local}/events/news");
+    println!("try:   curl -N http://{local}/events/news   (in one terminal; or open the page)");
+    println!(
+        "       curl -H 'content-type: application/json' -d '{{\"text\": \"hello\"}}' http://{local}/publish/news"
+    );
     server.serve(router.into_service(), shutdown_signal()).await?;
     Ok(())
 }

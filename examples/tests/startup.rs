@@ -58,6 +58,7 @@ fn every_example_prints_its_address_paths_and_a_sample_request() {
         "/notify/<kind>",
     );
     check(env!("CARGO_BIN_EXE_auth"), &["127.0.0.1:0"], "/ws/private/");
+    check(env!("CARGO_BIN_EXE_live"), &["127.0.0.1:0"], "/events/<topic>");
 }
 
 #[test]
