@@ -33,36 +33,14 @@ pub use stats::{SseSnapshot, SseStats};
 
 use crate::router::Runtime;
 use membership::Membership;
-use stream::{Live, Opening, Shared};
-
-/// The name of the event that tells a client it may have missed events
-/// (`estuary.missed`); see [`SseRoute`] for when it is sent and its data.
-pub const MISSED_EVENT: &str = "estuary.missed";
+use stream::{Live, Opening, RenderFn, Shared};
+pub use stream::{MISSED_EVENT, SseSlowClient};
 
 /// How often an [`SseRoute`] sends a keep-alive comment by default: 15 s,
 /// under the idle timeouts of common proxies (30 s and up).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 type GroupsFn = Arc<dyn Fn(&SseRequest) -> Result<Vec<GroupName>, Box<Response>> + Send + Sync>;
-type RenderFn = Arc<dyn Fn(&Message) -> Result<Option<SseEvent>, BoxError> + Send + Sync>;
-
-/// What an [`SseRoute`] does when a client reads more slowly than its
-/// groups' events arrive, so that its channel on the layer is full.
-///
-/// Either way the events that did not fit are dropped by the layer (a
-/// group send skips a full member), counted in [`SseSnapshot::lost`], and
-/// the client is told with an [`MISSED_EVENT`] event whose data is
-/// `{"type": "estuary.missed", "reason": "slow_client", "count": N}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SseSlowClient {
-    /// Send the notice and go on streaming (the default): the client sees
-    /// a gap, and knows it.
-    #[default]
-    Notify,
-    /// Send the notice, then end the stream: the browser reconnects after
-    /// its retry delay, with its `Last-Event-ID`.
-    Close,
-}
 
 /// A route that streams group events as server-sent events (Channels'
 /// `AsyncHttpConsumer` streaming a group to the browser).

@@ -7,15 +7,41 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::response::sse::Event;
-use estuary_core::{ChannelLayer, ChannelLayerError, Message};
+use estuary_core::{BoxError, ChannelLayer, ChannelLayerError, Message};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::event::SseEvent;
 use super::membership::{Membership, spawn_cleanup};
 use super::stats::SseStats;
-use super::{MISSED_EVENT, RenderFn, SseEvent, SseSlowClient};
+
+/// The name of the event that tells a client it may have missed events
+/// (`estuary.missed`); see [`SseRoute`](super::SseRoute) for when it is sent and its data.
+pub const MISSED_EVENT: &str = "estuary.missed";
+
+/// How a route renders layer events (see [`SseRoute::render`](super::SseRoute::render)).
+pub(crate) type RenderFn =
+    std::sync::Arc<dyn Fn(&Message) -> Result<Option<SseEvent>, BoxError> + Send + Sync>;
+
+/// What an [`SseRoute`](super::SseRoute) does when a client reads more slowly than its
+/// groups' events arrive, so that its channel on the layer is full.
+///
+/// Either way the events that did not fit are dropped by the layer (a
+/// group send skips a full member), counted in [`SseSnapshot::lost`](super::SseSnapshot::lost), and
+/// the client is told with an [`MISSED_EVENT`] event whose data is
+/// `{"type": "estuary.missed", "reason": "slow_client", "count": N}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SseSlowClient {
+    /// Send the notice and go on streaming (the default): the client sees
+    /// a gap, and knows it.
+    #[default]
+    Notify,
+    /// Send the notice, then end the stream: the browser reconnects after
+    /// its retry delay, with its `Last-Event-ID`.
+    Close,
+}
 
 /// How many ended streams a route remembers the last position of, to tell
 /// a reconnecting client how many events it is known to have missed.
