@@ -153,7 +153,7 @@ impl CallbackConfig {
             cookies: vec!["sessionid".to_owned()],
             max_in_flight: 256,
             max_in_flight_per_client: None,
-            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
+            max_name_chars: estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS,
             recheck_every: None,
         })
     }
@@ -265,10 +265,10 @@ impl CallbackConfig {
     }
 
     /// The longest user name an answer may give, in characters (default
-    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS),
     /// 150, Django's `username` length). An answer whose user name is
     /// longer, or whose id is longer than
-    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes, is a bad
+    /// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes, is a bad
     /// answer (502, and an error line that says so): a name is shown to
     /// others, and a cut one could pass for someone else's.
     pub fn with_max_name_chars(mut self, max: usize) -> Self {

@@ -7,11 +7,14 @@
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
 //! * [`ChannelName`], [`GroupName`], [`Message`]: validated names and
 //!   encode-once messages.
+//! * [`Authenticator`], [`Handshake`], [`Admission`] and [`AuthChain`]
+//!   (module [`auth`]): who is connecting, decided from the handshake.
 //! * [`Session`] and [`Transport`]: the loop that binds a consumer to a
 //!   connection, shared by the server and the test communicator.
 //!
 //! Nothing here opens a socket.
 
+pub mod auth;
 mod close;
 mod consumer;
 mod context;
@@ -26,6 +29,7 @@ mod sync;
 mod throttle;
 mod ws;
 
+pub use auth::{Admission, AuthChain, AuthError, AuthFuture, Authenticator, Handshake};
 pub use close::{CloseCode, CloseFrame};
 pub use consumer::{Accept, Connect, Consumer, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};

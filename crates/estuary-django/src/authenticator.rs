@@ -1,9 +1,9 @@
-//! [`DjangoSessions`] as an [`Authenticator`](estuary_server::Authenticator):
+//! [`DjangoSessions`] as an [`Authenticator`](estuary_core::auth::Authenticator):
 //! the user Django logged in is the WebSocket's user.
 
 use estuary_core::User;
 
-use estuary_server::{
+use estuary_core::auth::{
     Admission, AuthError, AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds,
 };
 use http::header;
@@ -62,7 +62,7 @@ pub fn cookie_header(headers: &http::HeaderMap) -> String {
 /// The longest username let in, in characters: Django's `username` is at
 /// most 150, and a custom `USERNAME_FIELD` that is an `EmailField` at most
 /// 254. A longer one (or a primary key longer than
-/// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes) makes the
+/// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes) makes the
 /// visitor anonymous, with a warning for the operator.
 pub const MAX_USERNAME_CHARS: usize = 254;
 

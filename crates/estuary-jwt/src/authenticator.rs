@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use estuary_core::User;
-use estuary_server::{AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds};
+use estuary_core::auth::{AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds};
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
@@ -73,7 +73,7 @@ pub enum JwtRejection {
     #[error("issued in the future")]
     IssuedInTheFuture,
     /// The user's id or name is out of bounds (see
-    /// [`check_user_bounds`](estuary_server::check_user_bounds) and
+    /// [`check_user_bounds`](estuary_core::auth::check_user_bounds) and
     /// [`JwtConfig::max_name_chars`]).
     #[error("{0}")]
     User(#[from] UserBoundsError),
@@ -249,7 +249,7 @@ impl Rules {
 ///
 /// No token, and a token that is not valid, are both `Ok(None)`: an
 /// anonymous visitor, as Django treats a bad session; the route's
-/// [`AuthPolicy`](estuary_server::AuthPolicy) decides. Why a token was
+/// estuary-server's `AuthPolicy` decides. Why a token was
 /// refused is logged at debug level, never sent to the client.
 ///
 /// A JWKS file ([`JwtConfig::jwks_file`]) is re-read when it changes, so

@@ -204,7 +204,7 @@ impl JwtConfig {
             ],
             id_claim: "sub".into(),
             name_claims: vec!["name".into(), "preferred_username".into(), "sub".into()],
-            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
+            max_name_chars: estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS,
         }
     }
 
@@ -397,11 +397,11 @@ impl JwtConfig {
     }
 
     /// The longest user name a token may give, in characters (default
-    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS),
     /// 150, Django's `username` length). A token whose name is longer is
     /// refused ([`JwtRejection::User`](crate::JwtRejection::User)), as is
     /// one whose id is longer than
-    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes: a name
+    /// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes: a name
     /// is shown to others, and a cut one could pass for someone else's.
     pub fn max_name_chars(mut self, max: usize) -> Self {
         self.max_name_chars = max;

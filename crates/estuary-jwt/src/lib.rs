@@ -3,7 +3,7 @@
 //! query parameter or a cookie), checks it (HS256, RS256 or ES256; `exp`,
 //! `nbf`, `aud`, `iss`), and makes its claims the scope's
 //! [`User`](estuary_core::User). Put it behind
-//! [`AuthLayer`](estuary_server::AuthLayer), which decides per route
+//! estuary-server's `AuthLayer`, which decides per route
 //! whether an anonymous visitor is let in.
 //!
 //! Keys come from configuration (an HMAC secret, RSA or EC public keys as
