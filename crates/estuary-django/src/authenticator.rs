@@ -22,22 +22,6 @@ impl DjangoUser {
     }
 }
 
-/// Reads the session cookie of the handshake (every `Cookie` header) the way
-/// Django does. A database failure is [`AuthError::Unavailable`] (the
-/// handshake gets 503, never an anonymous user by mistake).
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions};
-/// use estuary_server::{AuthLayer, Router};
-/// use tower::Layer;
-///
-/// let config = DjangoConfig::new("the project's SECRET_KEY", "postgres://estuary@127.0.0.1/app".parse()?);
-/// let sessions = DjangoSessions::connect(config).await?;
-/// let service = AuthLayer::new(sessions).layer(Router::new().into_service());
-/// # let _ = service;
-/// # Ok(()) }
-/// ```
 /// Every `Cookie` header of a request as one header value, for
 /// [`DjangoSessions::user_from_cookie_header`]. Lossy: a cookie holding bytes
 /// that are not UTF-8 must not hide the session's.
@@ -77,6 +61,22 @@ fn out_of_bounds(error: &UserBoundsError) {
     );
 }
 
+/// Reads the session cookie of the handshake (every `Cookie` header) the way
+/// Django does. A database failure is [`AuthError::Unavailable`] (the
+/// handshake gets 503, never an anonymous user by mistake).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions};
+/// use estuary_server::{AuthLayer, Router};
+/// use tower::Layer;
+///
+/// let config = DjangoConfig::new("the project's SECRET_KEY", "postgres://estuary@127.0.0.1/app".parse()?);
+/// let sessions = DjangoSessions::connect(config).await?;
+/// let service = AuthLayer::new(sessions).layer(Router::new().into_service());
+/// # let _ = service;
+/// # Ok(()) }
+/// ```
 impl Authenticator for DjangoSessions {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         let cookie_header = cookie_header(handshake.headers);
