@@ -23,7 +23,7 @@ use crate::{DjangoConfig, DjangoSessions, cookie_header};
 /// connection (the session's rule for a recheck that errs).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo() -> Result<(), estuary_core::BoxError> {
 /// use std::time::Duration;
 /// use estuary_core::auth::Authenticator;
 /// use estuary_django::{DjangoAuthenticator, DjangoConfig};

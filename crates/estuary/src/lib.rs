@@ -46,6 +46,27 @@
 //! [`Handshake`]; an [`AuthChain`] asks several in turn, the first that
 //! answers wins; the server's `AuthLayer` runs one on every handshake.
 //!
+//! ```
+//! use estuary::server::AuthLayer;
+//! use estuary::{AuthChain, AuthFuture, Authenticator, Handshake, User};
+//!
+//! /// `?guest=<name>` is a guest of that name; without it: "not mine".
+//! struct Guest;
+//!
+//! impl Authenticator for Guest {
+//!     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+//!         let user = handshake.query_param("guest").map(|name| User::new(format!("guest.{name}"), name));
+//!         Box::pin(async move { Ok(user.into()) })
+//!     }
+//! }
+//!
+//! // Asked in this order (with feature `jwt`, a `estuary::jwt::JwtAuthenticator`
+//! // would go first): the first that lets a user in, or refuses, decides.
+//! let chain = AuthChain::new().then(Guest);
+//! let layer = AuthLayer::new(chain).require_under("/ws/private/");
+//! # let _ = layer;
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what it brings |
