@@ -71,7 +71,7 @@ pub enum JwtRejection {
     IssuedInTheFuture,
     /// The user's id or name is out of bounds (see
     /// [`check_user_bounds`](estuary_core::auth::check_user_bounds) and
-    /// [`JwtConfig::max_name_chars`]).
+    /// [`JwtConfig::max_name_chars`](crate::JwtConfig::max_name_chars)).
     #[error("{0}")]
     User(#[from] UserBoundsError),
 }

@@ -2,7 +2,7 @@
 
 use crate::{GroupName, Recheck, User};
 
-/// What an [`Authenticator`] decided for a handshake it lets in: the user
+/// What an [`Authenticator`](super::Authenticator) decided for a handshake it lets in: the user
 /// (`None`: an anonymous visitor), the groups the connection joins before
 /// the consumer's `connect` runs ([`Scope::initial_groups`](crate::Scope::initial_groups)),
 /// and data for its scope ([`Scope::data`](crate::Scope::data)).

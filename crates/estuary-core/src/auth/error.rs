@@ -5,7 +5,7 @@ use http::StatusCode;
 use crate::CloseCode;
 
 /// Why a handshake is not let in (not: the credential is bad, which is an
-/// anonymous [`Admission`]), or why that could not be decided.
+/// anonymous [`Admission`](super::Admission)), or why that could not be decided.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The credential was presented and refused, with the status to answer

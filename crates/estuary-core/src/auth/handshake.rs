@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, Uri, header};
 
-/// What an [`Authenticator`] sees of a WebSocket handshake.
+/// What an [`Authenticator`](super::Authenticator) sees of a WebSocket handshake.
 #[derive(Debug, Clone, Copy)]
 pub struct Handshake<'a> {
     /// The request's URI (path and query string).
