@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use estuary_core::auth::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use estuary_core::{Recheck, User, address_key};
-use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};

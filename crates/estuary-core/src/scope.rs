@@ -163,6 +163,14 @@ impl Recheck {
     }
 }
 
+/// Two rechecks are equal when they run the same check (one made by
+/// [`Recheck::new`], and its clones) at the same interval.
+impl PartialEq for Recheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.every == other.every && Arc::ptr_eq(&self.check, &other.check)
+    }
+}
+
 impl fmt::Debug for Recheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recheck")
