@@ -22,7 +22,7 @@ mod names;
 mod outbound;
 mod scope;
 mod session;
-mod sync;
+pub mod sync;
 mod throttle;
 mod ws;
 
