@@ -22,6 +22,7 @@ command -v redis-server >/dev/null || { echo "redis-server is required (apt-get 
 step "import cycles between a crate's files (scripts/check-import-cycles.py)"
 # Names the files and the import lines of any cycle. A cycle does not stop
 # the other steps: the run goes on, and fails at its end.
+python3 scripts/check-import-cycles.py --self-test
 import_cycles=0
 python3 scripts/check-import-cycles.py || {
   import_cycles=1
