@@ -32,7 +32,7 @@ mod scope;
 #[cfg(feature = "serde")]
 mod secs;
 mod session;
-mod sync;
+pub mod sync;
 mod throttle;
 mod worker;
 mod ws;

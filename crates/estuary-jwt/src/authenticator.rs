@@ -1,7 +1,7 @@
 //! [`JwtAuthenticator`]: a bearer token, query parameter or cookie checked
 //! as a JWT and turned into the scope's [`User`].
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use estuary_core::User;
@@ -82,7 +82,7 @@ impl std::fmt::Debug for JwtAuthenticator {
         let mut debug = f.debug_struct("JwtAuthenticator");
         debug.field("keys", &keys);
         if let Some(watch) = &self.watch {
-            let watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+            let watch = estuary_core::sync::lock(watch);
             let paths: Vec<_> = watch.paths().collect();
             debug
                 .field("jwks_files", &paths)
@@ -211,7 +211,7 @@ impl JwtAuthenticator {
 
     /// The keys in use.
     fn verifiers(&self) -> Arc<[Verifier]> {
-        Arc::clone(&self.verifiers.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&estuary_core::sync::read(&self.verifiers))
     }
 
     /// Checks the JWKS files if a check is due at `now` for this reason,
@@ -221,20 +221,17 @@ impl JwtAuthenticator {
         let Some(watch) = &self.watch else {
             return false;
         };
-        let pass = watch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .begin(now, why);
+        let pass = estuary_core::sync::lock(watch).begin(now, why);
         // The lock is released: the files are read without it.
         let Some(pass) = pass else {
             return false;
         };
         let found = pass.run(&self.rules);
         let news = {
-            let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut watch = estuary_core::sync::lock(watch);
             let (verifiers, news) = watch.finish(found);
             if let Some(verifiers) = verifiers {
-                *self.verifiers.write().unwrap_or_else(PoisonError::into_inner) = verifiers.into();
+                *estuary_core::sync::write(&self.verifiers) = verifiers.into();
             }
             news
         };

@@ -453,3 +453,23 @@ async fn an_admissions_recheck_runs_and_closes_with_4401_when_the_user_is_signed
     assert_eq!(c.receive_text().await.unwrap(), "welcome");
     assert_eq!(c.receive_close().await.unwrap(), CloseCode::CREDENTIALS_EXPIRED);
 }
+
+#[tokio::test]
+async fn unexpected_messages_are_typed_errors() {
+    let (app, _rx) = app();
+    let mut a = Communicator::new(app, "/ws/room/typed/");
+    a.connect().await.unwrap();
+    // "welcome" is text, but not JSON: the message comes back with the error.
+    match a.receive_json::<serde_json::Value>().await {
+        Err(CommunicatorError::NotJson { message, source }) => {
+            assert_eq!(message, WsMessage::text("welcome"));
+            assert!(source.is_syntax());
+        }
+        other => panic!("expected NotJson, got {other:?}"),
+    }
+    a.send_binary(vec![1u8, 2, 3]).await.unwrap();
+    assert!(matches!(
+        a.receive_text().await,
+        Err(CommunicatorError::NotText { len: 3 })
+    ));
+}
