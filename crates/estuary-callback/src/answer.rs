@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use estuary_core::auth::{Admission, AuthError};
 use estuary_core::{CloseCode, GroupName, User};
-use estuary_server::{Admission, AuthError};
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -85,7 +85,7 @@ pub enum AnswerError {
     /// A user id or name out of bounds (see
     /// [`CallbackConfig::with_max_name_chars`](crate::CallbackConfig::with_max_name_chars)).
     #[error("{0}: shorten it in the callback view's answer")]
-    User(#[from] estuary_server::UserBoundsError),
+    User(#[from] estuary_core::auth::UserBoundsError),
     /// A refusal that also names a user, groups or data.
     #[error("a reject cannot also carry a user, groups or data")]
     Mixed,

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use estuary_core::auth::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use estuary_core::{Recheck, User, address_key};
-use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -163,7 +163,7 @@ struct ClientSlot<'a> {
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        let mut per_client = self.per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut per_client = estuary_core::sync::lock(self.per_client);
         if let Some(n) = per_client.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -306,7 +306,7 @@ impl ConnectCallback {
         let inner = &*self.inner;
         let key = address_key(client);
         let max = inner.config.max_in_flight_per_client();
-        let mut per_client = inner.per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut per_client = estuary_core::sync::lock(&inner.per_client);
         let n = per_client.entry(key).or_insert(0);
         if *n >= max {
             drop(per_client);

@@ -8,13 +8,34 @@ use http::{HeaderName, Uri, header};
 /// Why a [`CallbackConfig`] cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The URL does not parse, or is not `http://host[:port]/path`.
-    #[error("callback URL {url:?}: {reason}")]
-    Url {
+    /// The URL does not parse.
+    #[error("callback URL {url:?}: {source}")]
+    InvalidUrl {
         /// The URL as given.
         url: String,
-        /// What is wrong with it.
-        reason: String,
+        /// What the parser said.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// An `https://` URL: this build has no TLS client.
+    #[error(
+        "callback URL {url:?}: https is not supported (no TLS client in this build): call the application over http on loopback or a private network"
+    )]
+    Https {
+        /// The URL as given.
+        url: String,
+    },
+    /// A URL whose scheme is not `http`, or that has none.
+    #[error("callback URL {url:?}: needs an http:// URL")]
+    NotHttp {
+        /// The URL as given.
+        url: String,
+    },
+    /// A URL without a host.
+    #[error("callback URL {url:?}: has no host")]
+    NoHost {
+        /// The URL as given.
+        url: String,
     },
     /// The shared secret is too short to sign with.
     #[error(
@@ -122,24 +143,17 @@ impl CallbackConfig {
     /// network or loopback: this build has no TLS client), signed with
     /// `secret` (at least 16 bytes).
     pub fn new(url: &str, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        let bad = |reason: &str| ConfigError::Url {
+        let parsed: Uri = url.parse().map_err(|source| ConfigError::InvalidUrl {
             url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let parsed: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+            source,
+        })?;
         match parsed.scheme_str() {
             Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported (no TLS client in this build): call the application over http on loopback or a private network",
-                ));
-            }
-            _ => return Err(bad("needs an http:// URL")),
+            Some("https") => return Err(ConfigError::Https { url: url.to_owned() }),
+            _ => return Err(ConfigError::NotHttp { url: url.to_owned() }),
         }
         if parsed.host().is_none_or(str::is_empty) {
-            return Err(bad("has no host"));
+            return Err(ConfigError::NoHost { url: url.to_owned() });
         }
         let secret = secret.as_ref();
         if secret.len() < MIN_SECRET_LEN {
@@ -153,7 +167,7 @@ impl CallbackConfig {
             cookies: vec!["sessionid".to_owned()],
             max_in_flight: 256,
             max_in_flight_per_client: None,
-            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
+            max_name_chars: estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS,
             recheck_every: None,
         })
     }
@@ -265,10 +279,10 @@ impl CallbackConfig {
     }
 
     /// The longest user name an answer may give, in characters (default
-    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS),
     /// 150, Django's `username` length). An answer whose user name is
     /// longer, or whose id is longer than
-    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes, is a bad
+    /// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes, is a bad
     /// answer (502, and an error line that says so): a name is shown to
     /// others, and a cut one could pass for someone else's.
     pub fn with_max_name_chars(mut self, max: usize) -> Self {

@@ -2,8 +2,8 @@
 //! application who is connecting, and your application answers, with its
 //! own sessions, user model and rules (the pattern of Centrifugo's connect
 //! proxy and AnyCable's RPC). [`ConnectCallback`] is an
-//! [`Authenticator`](estuary_server::Authenticator) for
-//! [`AuthLayer`](estuary_server::AuthLayer); `estuary serve` configures it
+//! [`Authenticator`](estuary_core::auth::Authenticator) for
+//! estuary-server's `AuthLayer`; `estuary serve` configures it
 //! under `[auth.callback]`.
 //!
 //! # The request

@@ -10,11 +10,14 @@
 //!   encode-once messages.
 //! * [`Worker`], [`ChannelNameRouter`] and [`run_workers`]: background
 //!   workers on named channels (Channels' `runworker`).
+//! * [`Authenticator`], [`Handshake`], [`Admission`] and [`AuthChain`]
+//!   (module [`auth`]): who is connecting, decided from the handshake.
 //! * [`Session`] and [`Transport`]: the loop that binds a consumer to a
 //!   connection, shared by the server and the test communicator.
 //!
 //! Nothing here opens a socket.
 
+pub mod auth;
 mod close;
 mod consumer;
 mod context;
@@ -29,11 +32,12 @@ mod scope;
 #[cfg(feature = "serde")]
 mod secs;
 mod session;
-mod sync;
+pub mod sync;
 mod throttle;
 mod worker;
 mod ws;
 
+pub use auth::{Admission, AuthChain, AuthError, AuthFuture, Authenticator, Handshake};
 pub use close::{CloseCode, CloseFrame};
 pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};

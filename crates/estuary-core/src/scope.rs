@@ -19,14 +19,15 @@ pub enum ScopeError {
     #[error("no route parameter named {0:?}")]
     MissingParam(String),
     /// A route parameter did not parse as the requested type.
-    #[error("route parameter {name:?} = {value:?} is not valid: {reason}")]
+    #[error("route parameter {name:?} = {value:?} is not valid: {source}")]
     InvalidParam {
         /// The parameter's name.
         name: String,
         /// Its raw value.
         value: String,
         /// What the parser said.
-        reason: String,
+        #[source]
+        source: crate::BoxError,
     },
 }
 
@@ -160,6 +161,14 @@ impl Recheck {
     /// Runs the check once.
     pub fn check(&self) -> RecheckFuture {
         (self.check)()
+    }
+}
+
+/// Two rechecks are equal when they run the same check (one made by
+/// [`Recheck::new`], and its clones) at the same interval.
+impl PartialEq for Recheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.every == other.every && Arc::ptr_eq(&self.check, &other.check)
     }
 }
 
@@ -326,7 +335,7 @@ impl Scope {
     pub fn param<T>(&self, name: &str) -> Result<T, ScopeError>
     where
         T: FromStr,
-        T::Err: fmt::Display,
+        T::Err: std::error::Error + Send + Sync + 'static,
     {
         let raw = self
             .params
@@ -337,7 +346,7 @@ impl Scope {
         raw.parse().map_err(|e: T::Err| ScopeError::InvalidParam {
             name: name.to_owned(),
             value: raw.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
     }
 
@@ -577,6 +586,13 @@ mod tests {
         assert_eq!(s.param::<i64>("id").unwrap(), 12);
         assert!(matches!(s.param::<i64>("nope"), Err(ScopeError::MissingParam(_))));
         assert!(matches!(s.param::<u8>("id").map(|_| ()), Ok(())));
+        // The parser's own error is the source, not a string.
+        let invalid = s.param::<bool>("id").unwrap_err();
+        assert!(
+            matches!(&invalid, ScopeError::InvalidParam { name, value, .. } if name == "id" && value == "12")
+        );
+        let source = std::error::Error::source(&invalid).expect("a source");
+        assert!(source.downcast_ref::<std::str::ParseBoolError>().is_some());
         assert_eq!(s.query_param("a"), Some("1"));
         assert_eq!(s.query_param("b"), Some(" x"));
     }

@@ -49,7 +49,7 @@ impl Throttle {
     /// `Some(n)` when the event at `now` should be logged, `n` being how many
     /// were held back since the last one logged; `None` to hold it back.
     pub fn allow(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         match state.last {
             Some(last) if now.saturating_duration_since(last) < self.interval => {
                 state.suppressed += 1;

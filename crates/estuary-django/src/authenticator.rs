@@ -1,9 +1,9 @@
-//! [`DjangoSessions`] as an [`Authenticator`](estuary_server::Authenticator):
+//! [`DjangoSessions`] as an [`Authenticator`](estuary_core::auth::Authenticator):
 //! the user Django logged in is the WebSocket's user.
 
 use estuary_core::User;
 
-use estuary_server::{
+use estuary_core::auth::{
     Admission, AuthError, AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds,
 };
 use http::header;
@@ -22,22 +22,6 @@ impl DjangoUser {
     }
 }
 
-/// Reads the session cookie of the handshake (every `Cookie` header) the way
-/// Django does. A database failure is [`AuthError::Unavailable`] (the
-/// handshake gets 503, never an anonymous user by mistake).
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions};
-/// use estuary_server::{AuthLayer, Router};
-/// use tower::Layer;
-///
-/// let config = DjangoConfig::new("the project's SECRET_KEY", "postgres://estuary@127.0.0.1/app".parse()?);
-/// let sessions = DjangoSessions::connect(config).await?;
-/// let service = AuthLayer::new(sessions).layer(Router::new().into_service());
-/// # let _ = service;
-/// # Ok(()) }
-/// ```
 /// Every `Cookie` header of a request as one header value, for
 /// [`DjangoSessions::user_from_cookie_header`]. Lossy: a cookie holding bytes
 /// that are not UTF-8 must not hide the session's.
@@ -62,7 +46,7 @@ pub fn cookie_header(headers: &http::HeaderMap) -> String {
 /// The longest username let in, in characters: Django's `username` is at
 /// most 150, and a custom `USERNAME_FIELD` that is an `EmailField` at most
 /// 254. A longer one (or a primary key longer than
-/// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes) makes the
+/// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes) makes the
 /// visitor anonymous, with a warning for the operator.
 pub const MAX_USERNAME_CHARS: usize = 254;
 
@@ -77,6 +61,22 @@ fn out_of_bounds(error: &UserBoundsError) {
     );
 }
 
+/// Reads the session cookie of the handshake (every `Cookie` header) the way
+/// Django does. A database failure is [`AuthError::Unavailable`] (the
+/// handshake gets 503, never an anonymous user by mistake).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use estuary_django::{DatabaseUrl, DjangoConfig, DjangoSessions};
+/// use estuary_server::{AuthLayer, Router};
+/// use tower::Layer;
+///
+/// let config = DjangoConfig::new("the project's SECRET_KEY", "postgres://estuary@127.0.0.1/app".parse()?);
+/// let sessions = DjangoSessions::connect(config).await?;
+/// let service = AuthLayer::new(sessions).layer(Router::new().into_service());
+/// # let _ = service;
+/// # Ok(()) }
+/// ```
 impl Authenticator for DjangoSessions {
     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
         let cookie_header = cookie_header(handshake.headers);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::DjangoError;
+use crate::{DjangoConfigError, DjangoError};
 
 /// The Django project's settings that decide how a session cookie is read.
 ///
@@ -140,15 +140,11 @@ impl FromStr for DatabaseUrl {
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(DjangoError::Config {
-                    reason: "an sqlite:// URL needs a path (sqlite:///path/db.sqlite3)".into(),
-                });
+                return Err(DjangoConfigError::SqliteWithoutPath.into());
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
-        Err(DjangoError::Config {
-            reason: "the database URL must start with postgres://, postgresql:// or sqlite://".into(),
-        })
+        Err(DjangoConfigError::UnsupportedDatabaseUrl.into())
     }
 }
 
@@ -226,9 +222,7 @@ impl UserModel {
             let mut bytes = name.bytes();
             let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
             if !first_ok || name.len() > 63 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(DjangoError::Config {
-                    reason: format!("{name:?} is not a plain SQL identifier"),
-                });
+                return Err(DjangoConfigError::NotAnIdentifier { name: name.clone() }.into());
             }
         }
         Ok(())

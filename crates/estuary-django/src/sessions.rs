@@ -6,7 +6,8 @@ use crate::database::Database;
 use crate::session::{DB_SESSION_SALT, SIGNED_COOKIES_SALT, plausible_session_key};
 use crate::signing::{Signer, constant_time_eq};
 use crate::{
-    DjangoConfig, DjangoError, DjangoUser, SessionAuth, SessionEngine, cookie_value, session_auth_hash,
+    DjangoConfig, DjangoConfigError, DjangoError, DjangoUser, SessionAuth, SessionEngine, cookie_value,
+    session_auth_hash,
 };
 
 /// Reads Django's session cookies and tells which user (if any) they belong to,
@@ -51,9 +52,7 @@ impl DjangoSessions {
     pub async fn connect(config: DjangoConfig) -> Result<Self, DjangoError> {
         config.user_model.validate()?;
         if config.cookie_name.is_empty() {
-            return Err(DjangoError::Config {
-                reason: "the session cookie name is empty".into(),
-            });
+            return Err(DjangoConfigError::EmptyCookieName.into());
         }
         let salt = match config.engine {
             SessionEngine::Db => DB_SESSION_SALT,

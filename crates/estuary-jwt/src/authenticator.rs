@@ -1,236 +1,18 @@
 //! [`JwtAuthenticator`]: a bearer token, query parameter or cookie checked
 //! as a JWT and turned into the scope's [`User`].
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use estuary_core::User;
-use estuary_server::{AuthFuture, Authenticator, Handshake, UserBoundsError, check_user_bounds};
-use jsonwebtoken::errors::ErrorKind;
+use estuary_core::auth::{AuthFuture, Authenticator, Handshake, check_user_bounds};
 use serde_json::{Map, Value};
 
-use crate::config::{JwtAlgorithm, JwtConfig, JwtConfigError, Key, TokenSource};
+use crate::config::{JwtConfig, JwtConfigError, TokenSource};
+use crate::key::JwtAlgorithm;
+use crate::rejection::{JwtRejection, MAX_TOKEN_LEN, header_algorithm, numeric_date};
+use crate::verifier::{Rules, Verifier};
 use crate::watch::{Watch, Why};
-
-/// The longest token looked at; a longer one is refused unread.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
-
-/// Why a token was not accepted. It is logged at debug level (a warning,
-/// at most one a second, for [`Time`](Self::Time) and
-/// [`User`](Self::User): a signed token only its issuer could have made)
-/// and never told to the client, which sees an anonymous user (or 401 on a
-/// required route).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
-pub enum JwtRejection {
-    /// Longer than [`MAX_TOKEN_LEN`].
-    #[error("token too long")]
-    TooLong,
-    /// Not three base64url parts with a JSON header and claims.
-    #[error("malformed token")]
-    Malformed,
-    /// The header's `alg` is not one this configuration allows (`none`,
-    /// HS384, or HS256 where only RS256 is configured, ...).
-    #[error("algorithm not allowed")]
-    AlgorithmNotAllowed,
-    /// No configured key of the token's type (and `kid`, if it has one).
-    #[error("no key for this token")]
-    NoKey,
-    /// The signature does not verify.
-    #[error("bad signature")]
-    BadSignature,
-    /// `exp` is past (beyond the leeway).
-    #[error("expired")]
-    Expired,
-    /// `nbf` is still to come (beyond the leeway).
-    #[error("not yet valid")]
-    NotYetValid,
-    /// `aud` does not name this service.
-    #[error("wrong audience")]
-    WrongAudience,
-    /// `iss` is not the configured issuer.
-    #[error("wrong issuer")]
-    WrongIssuer,
-    /// A required claim is missing or of the wrong type (`exp`, `aud`,
-    /// `iss`, the id claim).
-    #[error("missing or malformed claim {0}")]
-    Claim(String),
-    /// `exp`, `nbf` or `iat` is not a NumericDate this server can use: not
-    /// a number (a string, `null`, ...), negative, or past
-    /// [`MAX_NUMERIC_DATE`]. Never ignored: a time claim that cannot be
-    /// read refuses the token.
-    #[error("claim {claim} is not a usable NumericDate: {why}")]
-    Time {
-        /// The claim.
-        claim: &'static str,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// `iat` is still to come (beyond the leeway): the token was issued in
-    /// the future.
-    #[error("issued in the future")]
-    IssuedInTheFuture,
-    /// The user's id or name is out of bounds (see
-    /// [`check_user_bounds`](estuary_server::check_user_bounds) and
-    /// [`JwtConfig::max_name_chars`]).
-    #[error("{0}")]
-    User(#[from] UserBoundsError),
-}
-
-impl JwtRejection {
-    /// True for a token whose signature verified but whose claims cannot be
-    /// used: only its issuer could have made it, so the operator is told
-    /// (a warning, at most one a second), not only the debug log.
-    fn is_issuers_mistake(&self) -> bool {
-        matches!(self, Self::Time { .. } | Self::User(_))
-    }
-}
-
-/// The latest NumericDate accepted (9999-12-31T23:59:59Z); a later `exp`,
-/// `nbf` or `iat` refuses the token ([`JwtRejection::Time`]).
-pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
-
-/// A NumericDate claim (RFC 7519 section 2: "a JSON numeric value
-/// representing the number of seconds from 1970-01-01T00:00:00Z ...
-/// non-integer values can be represented"): an integer, a fraction
-/// (`1735689600.5`) or an exponent form (`1.7356896e9`) are all read, to the
-/// nanosecond; `None` when the claim is absent.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    claim: &'static str,
-) -> Result<Option<SystemTime>, JwtRejection> {
-    let bad = |why| JwtRejection::Time { claim, why };
-    let number = match claims.get(claim) {
-        None => return Ok(None),
-        Some(Value::Number(number)) => number,
-        Some(_) => return Err(bad("not a number")),
-    };
-    let since_epoch = if let Some(seconds) = number.as_u64() {
-        if seconds > MAX_NUMERIC_DATE {
-            return Err(bad("after the year 9999"));
-        }
-        Duration::from_secs(seconds)
-    } else {
-        // A negative integer, or a number with a fraction or an exponent.
-        let seconds = number.as_f64().ok_or_else(|| bad("not a number"))?;
-        if !seconds.is_finite() {
-            return Err(bad("not a finite number"));
-        }
-        if seconds < 0.0 {
-            return Err(bad("before 1970"));
-        }
-        if seconds > MAX_NUMERIC_DATE as f64 {
-            return Err(bad("after the year 9999"));
-        }
-        Duration::try_from_secs_f64(seconds).map_err(|_| bad("out of range"))?
-    };
-    SystemTime::UNIX_EPOCH
-        .checked_add(since_epoch)
-        .map(Some)
-        .ok_or_else(|| bad("beyond what this clock holds"))
-}
-
-impl JwtRejection {
-    fn from_jsonwebtoken(error: &jsonwebtoken::errors::Error) -> Self {
-        match error.kind() {
-            ErrorKind::InvalidSignature => Self::BadSignature,
-            ErrorKind::ExpiredSignature => Self::Expired,
-            ErrorKind::ImmatureSignature => Self::NotYetValid,
-            ErrorKind::InvalidAudience => Self::WrongAudience,
-            ErrorKind::InvalidIssuer => Self::WrongIssuer,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Self::AlgorithmNotAllowed,
-            ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
-                Self::Claim(claim.clone())
-            }
-            // A key that the crypto backend cannot use (an EC point off the
-            // curve) verifies nothing.
-            ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
-                Self::BadSignature
-            }
-            _ => Self::Malformed,
-        }
-    }
-}
-
-/// The header's `alg`, read before anything else: `none` and every
-/// algorithm but the three supported are refused here, whatever the
-/// crypto crate would make of them.
-fn header_algorithm(token: &str) -> Result<JwtAlgorithm, JwtRejection> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtRejection::Malformed);
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| JwtRejection::Malformed)?;
-    let header: Value = serde_json::from_slice(&bytes).map_err(|_| JwtRejection::Malformed)?;
-    match header.get("alg").and_then(Value::as_str) {
-        Some(name) => JwtAlgorithm::from_name(name).ok_or(JwtRejection::AlgorithmNotAllowed),
-        None => Err(JwtRejection::Malformed),
-    }
-}
-
-/// A key ready to verify, with the validation rules for its algorithm.
-#[derive(Clone)]
-pub(crate) struct Verifier {
-    pub(crate) kid: Option<String>,
-    algorithm: JwtAlgorithm,
-    key: jsonwebtoken::DecodingKey,
-    validation: jsonwebtoken::Validation,
-}
-
-/// What makes a key a [`Verifier`]: the algorithms allowed and the claims
-/// checked. The same for the keys of the configuration and those of a JWKS
-/// file read again.
-pub(crate) struct Rules {
-    algorithms: Option<Vec<JwtAlgorithm>>,
-    leeway: Duration,
-    require_exp: bool,
-    audience: Option<Vec<String>>,
-    issuer: Option<Vec<String>>,
-}
-
-impl Rules {
-    fn allows(&self, algorithm: JwtAlgorithm) -> bool {
-        self.algorithms.as_ref().is_none_or(|a| a.contains(&algorithm))
-    }
-
-    /// The verifier of a key, if its algorithm is allowed.
-    pub(crate) fn verifier(&self, Key { kid, algorithm, key }: Key) -> Option<Verifier> {
-        if !self.allows(algorithm) {
-            return None;
-        }
-        let mut validation = jsonwebtoken::Validation::new(algorithm.to_jsonwebtoken());
-        validation.leeway = self.leeway.as_secs();
-        // `exp`, `nbf` and `iat` are checked by `JwtAuthenticator::user`,
-        // which reads every numeric form (this crate rounds a fraction, and
-        // a claim it cannot read would be ignored where it is optional).
-        validation.validate_nbf = false;
-        validation.validate_exp = false;
-        let mut required = Vec::new();
-        match &self.audience {
-            Some(audience) => {
-                validation.set_audience(audience);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(issuer);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
-        Some(Verifier {
-            kid,
-            algorithm,
-            key,
-            validation,
-        })
-    }
-}
 
 /// Authenticates WebSocket handshakes by JWT (HS256, RS256, ES256).
 ///
@@ -249,7 +31,7 @@ impl Rules {
 ///
 /// No token, and a token that is not valid, are both `Ok(None)`: an
 /// anonymous visitor, as Django treats a bad session; the route's
-/// [`AuthPolicy`](estuary_server::AuthPolicy) decides. Why a token was
+/// estuary-server's `AuthPolicy` decides. Why a token was
 /// refused is logged at debug level, never sent to the client.
 ///
 /// A JWKS file ([`JwtConfig::jwks_file`]) is re-read when it changes, so
@@ -300,7 +82,7 @@ impl std::fmt::Debug for JwtAuthenticator {
         let mut debug = f.debug_struct("JwtAuthenticator");
         debug.field("keys", &keys);
         if let Some(watch) = &self.watch {
-            let watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+            let watch = estuary_core::sync::lock(watch);
             let paths: Vec<_> = watch.paths().collect();
             debug
                 .field("jwks_files", &paths)
@@ -429,7 +211,7 @@ impl JwtAuthenticator {
 
     /// The keys in use.
     fn verifiers(&self) -> Arc<[Verifier]> {
-        Arc::clone(&self.verifiers.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&estuary_core::sync::read(&self.verifiers))
     }
 
     /// Checks the JWKS files if a check is due at `now` for this reason,
@@ -439,20 +221,17 @@ impl JwtAuthenticator {
         let Some(watch) = &self.watch else {
             return false;
         };
-        let pass = watch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .begin(now, why);
+        let pass = estuary_core::sync::lock(watch).begin(now, why);
         // The lock is released: the files are read without it.
         let Some(pass) = pass else {
             return false;
         };
         let found = pass.run(&self.rules);
         let news = {
-            let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut watch = estuary_core::sync::lock(watch);
             let (verifiers, news) = watch.finish(found);
             if let Some(verifiers) = verifiers {
-                *self.verifiers.write().unwrap_or_else(PoisonError::into_inner) = verifiers.into();
+                *estuary_core::sync::write(&self.verifiers) = verifiers.into();
             }
             news
         };
@@ -483,8 +262,8 @@ impl JwtAuthenticator {
         };
         let mut outcome = Err(JwtRejection::NoKey);
         for verifier in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &verifier.key, &verifier.validation) {
-                Ok(data) => return self.user(data.claims),
+            match verifier.decode(token) {
+                Ok(claims) => return self.user(claims),
                 Err(e) => {
                     let rejection = JwtRejection::from_jsonwebtoken(&e);
                     // Only a signature that does not verify sends us to the

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::jwks::{JwksError, parse_jwks};
+use crate::key::{JwtAlgorithm, Key};
 use crate::watch::Seen;
 
 /// The leeway allowed on `exp` and `nbf` unless set: 30 seconds of clock
@@ -19,54 +20,6 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 3600);
 /// ([`JwtConfig::jwks_reload_every`]): every 30 seconds.
 pub const DEFAULT_JWKS_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
-/// A signature algorithm a token may use. `none` and the algorithms not
-/// listed here are not representable, so never accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JwtAlgorithm {
-    /// HMAC with SHA-256, with a shared secret.
-    HS256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, with an RSA public key.
-    RS256,
-    /// ECDSA on P-256 with SHA-256, with an EC public key.
-    ES256,
-}
-
-impl JwtAlgorithm {
-    /// The name in a token's header (`"HS256"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HS256 => "HS256",
-            Self::RS256 => "RS256",
-            Self::ES256 => "ES256",
-        }
-    }
-
-    /// The algorithm of a header's `alg` name, if it is one of these
-    /// (exactly: `"none"`, `"hs256"` and `"HS384"` are not).
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::HS256, Self::RS256, Self::ES256]
-            .into_iter()
-            .find(|a| a.as_str() == name)
-    }
-
-    pub(crate) fn from_header(alg: jsonwebtoken::Algorithm) -> Option<Self> {
-        match alg {
-            jsonwebtoken::Algorithm::HS256 => Some(Self::HS256),
-            jsonwebtoken::Algorithm::RS256 => Some(Self::RS256),
-            jsonwebtoken::Algorithm::ES256 => Some(Self::ES256),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::HS256 => jsonwebtoken::Algorithm::HS256,
-            Self::RS256 => jsonwebtoken::Algorithm::RS256,
-            Self::ES256 => jsonwebtoken::Algorithm::ES256,
-        }
-    }
-}
-
 /// Where a token is read from in a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -76,24 +29,6 @@ pub enum TokenSource {
     Query(String),
     /// The cookie of this name.
     Cookie(String),
-}
-
-/// A verification key, with the algorithm it serves (its type decides it:
-/// a secret is HS256 only, an RSA key RS256 only, an EC key ES256 only).
-#[derive(Clone)]
-pub(crate) struct Key {
-    pub(crate) kid: Option<String>,
-    pub(crate) algorithm: JwtAlgorithm,
-    pub(crate) key: jsonwebtoken::DecodingKey,
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A JWKS file given to [`JwtConfig::jwks_file`]: where it is, what was
@@ -204,7 +139,7 @@ impl JwtConfig {
             ],
             id_claim: "sub".into(),
             name_claims: vec!["name".into(), "preferred_username".into(), "sub".into()],
-            max_name_chars: estuary_server::DEFAULT_MAX_USER_NAME_CHARS,
+            max_name_chars: estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS,
         }
     }
 
@@ -397,11 +332,11 @@ impl JwtConfig {
     }
 
     /// The longest user name a token may give, in characters (default
-    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_server::DEFAULT_MAX_USER_NAME_CHARS),
+    /// [`DEFAULT_MAX_USER_NAME_CHARS`](estuary_core::auth::DEFAULT_MAX_USER_NAME_CHARS),
     /// 150, Django's `username` length). A token whose name is longer is
     /// refused ([`JwtRejection::User`](crate::JwtRejection::User)), as is
     /// one whose id is longer than
-    /// [`MAX_USER_ID_LEN`](estuary_server::MAX_USER_ID_LEN) bytes: a name
+    /// [`MAX_USER_ID_LEN`](estuary_core::auth::MAX_USER_ID_LEN) bytes: a name
     /// is shown to others, and a cut one could pass for someone else's.
     pub fn max_name_chars(mut self, max: usize) -> Self {
         self.max_name_chars = max;

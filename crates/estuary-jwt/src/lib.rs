@@ -3,7 +3,7 @@
 //! query parameter or a cookie), checks it (HS256, RS256 or ES256; `exp`,
 //! `nbf`, `aud`, `iss`), and makes its claims the scope's
 //! [`User`](estuary_core::User). Put it behind
-//! [`AuthLayer`](estuary_server::AuthLayer), which decides per route
+//! estuary-server's `AuthLayer`, which decides per route
 //! whether an anonymous visitor is let in.
 //!
 //! Keys come from configuration (an HMAC secret, RSA or EC public keys as
@@ -41,14 +41,22 @@
 //! [`JwtConfig::max_name_chars`] characters (150 unless set): a longer one
 //! refuses the token.
 
+// Modules import downwards only (no cycle): `authenticator` uses
+// `config`, `verifier`, `watch`, `rejection`; `config` uses `jwks`,
+// `watch` (`read`, `Seen`), `key`; `watch` uses `verifier`, `jwks`;
+// `verifier`, `jwks` and `rejection` use `key`; `key` uses nothing.
 mod authenticator;
 mod config;
 mod jwks;
+mod key;
+mod rejection;
+mod verifier;
 mod watch;
 
-pub use authenticator::{JwtAuthenticator, JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};
+pub use authenticator::JwtAuthenticator;
 pub use config::{
-    DEFAULT_JWKS_RELOAD_EVERY, DEFAULT_LEEWAY, JwtAlgorithm, JwtConfig, JwtConfigError, MAX_LEEWAY,
-    TokenSource,
+    DEFAULT_JWKS_RELOAD_EVERY, DEFAULT_LEEWAY, JwtConfig, JwtConfigError, MAX_LEEWAY, TokenSource,
 };
 pub use jwks::{Jwks, JwksError, MIN_RSA_BITS, parse_jwks};
+pub use key::JwtAlgorithm;
+pub use rejection::{JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};

@@ -9,8 +9,8 @@ use std::hash::{DefaultHasher, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::authenticator::{Rules, Verifier};
 use crate::jwks::parse_jwks;
+use crate::verifier::{Rules, Verifier};
 
 /// The least time between two checks made because a token named a `kid`
 /// no key has: tokens with made-up `kid`s cannot make every handshake touch

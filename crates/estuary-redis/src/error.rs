@@ -16,12 +16,13 @@ pub enum RedisLayerError {
     },
     /// The prefix cannot start a channel name (the pub/sub layer names
     /// channels `{prefix}specific.<id>`).
-    #[error("invalid prefix {prefix:?} for the pub/sub layer: {reason}")]
+    #[error("invalid prefix {prefix:?} for the pub/sub layer: {source}")]
     InvalidPrefix {
         /// The prefix.
         prefix: String,
         /// Why it cannot start a channel name.
-        reason: String,
+        #[source]
+        source: estuary_core::NameError,
     },
     /// The layer must be made inside a tokio runtime (it starts its receive task).
     #[error("RedisChannelLayer::new must be called inside a tokio runtime")]

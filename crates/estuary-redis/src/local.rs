@@ -9,11 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use estuary_core::Message;
 use tokio::sync::Notify;
 
-/// Locks a mutex; the data behind the layers' locks stays consistent even if
-/// a holder panicked, so a poisoned lock is used as it is.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The data behind the layers' locks stays consistent even if a holder
+// panicked: the workspace's poison-tolerant lock, for the whole crate.
+pub(crate) use estuary_core::sync::lock;
 
 /// Wall-clock seconds, as channels_redis scores messages.
 pub(crate) fn now() -> f64 {
@@ -64,7 +62,7 @@ impl LocalQueue {
     }
 
     fn items(&self) -> std::sync::MutexGuard<'_, Buffer> {
-        self.items.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.items)
     }
 
     /// Buffers a message; false (and nothing stored) when full or closed.

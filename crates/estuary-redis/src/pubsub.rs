@@ -145,10 +145,10 @@ impl RedisPubSubChannelLayer {
             clients.push(host.client);
         }
         // Channel names start with the prefix: it must be valid in one.
-        if let Err(error) = ChannelName::new(&format!("{}specific.x", config.prefix)) {
+        if let Err(source) = ChannelName::new(&format!("{}specific.x", config.prefix)) {
             return Err(RedisLayerError::InvalidPrefix {
                 prefix: config.prefix.clone(),
-                reason: error.to_string(),
+                source,
             });
         }
         let inner = Arc::new(Inner {

@@ -1,288 +1,20 @@
-//! Who is connecting: an [`Authenticator`] reads a WebSocket handshake and
-//! says who the user is (and, if it likes, which groups the connection
-//! joins and what data its scope carries: an [`Admission`]); [`AuthLayer`]
-//! puts that in the scope (Channels' `AuthMiddlewareStack`), and refuses
-//! the handshake where authentication is required.
+//! The tower layer that runs an [`Authenticator`] on every WebSocket
+//! handshake ([`AuthLayer`], Channels' `AuthMiddlewareStack`): it puts the
+//! user in the scope, and refuses the handshake where authentication is
+//! required. What an authenticator is, sees and answers lives in
+//! [`estuary_core::auth`], re-exported here.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use estuary_core::CloseFrame;
+use estuary_core::auth::{AuthError, Authenticator, Handshake};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::router::ConnectionInfo;
-
-/// The boxed future an [`Authenticator`] returns.
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Admission, AuthError>> + Send + 'a>>;
-
-/// The longest user id an authenticator of Estuary's lets in, in bytes: an
-/// id is a key (groups such as `user.<id>`, rechecks, logs), and one that
-/// is longer is refused, never cut (two cut ids could be the same).
-pub const MAX_USER_ID_LEN: usize = 255;
-
-/// The longest user name an authenticator of Estuary's lets in unless
-/// configured otherwise, in characters: Django's `username` length (150),
-/// so that no Django user is refused by default. A longer name refuses the
-/// credential (a JWT, a connect callback's answer), with a reason for the
-/// operator: a name is shown to others, and a cut one could pass for
-/// someone else's.
-pub const DEFAULT_MAX_USER_NAME_CHARS: usize = 150;
-
-/// Why a user's id or name cannot be let in ([`check_user_bounds`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
-pub enum UserBoundsError {
-    /// The id is empty.
-    #[error("the user id is empty")]
-    EmptyId,
-    /// The id is longer than [`MAX_USER_ID_LEN`] bytes.
-    #[error("the user id is {len} bytes long, over the {max} allowed")]
-    IdTooLong {
-        /// Its length in bytes.
-        len: usize,
-        /// The bound.
-        max: usize,
-    },
-    /// The name is longer than the configured bound.
-    #[error("the user name is {chars} characters long, over the {max} allowed")]
-    NameTooLong {
-        /// Its length in characters.
-        chars: usize,
-        /// The bound.
-        max: usize,
-    },
-}
-
-/// Checks a user's id (at most [`MAX_USER_ID_LEN`] bytes, not empty) and
-/// name (at most `max_name_chars` characters) before they are let in.
-///
-/// ```
-/// use estuary_server::{UserBoundsError, check_user_bounds};
-///
-/// assert!(check_user_bounds("42", "alice", 50).is_ok());
-/// assert_eq!(
-///     check_user_bounds("42", &"a".repeat(51), 50),
-///     Err(UserBoundsError::NameTooLong { chars: 51, max: 50 })
-/// );
-/// assert!(check_user_bounds(&"1".repeat(256), "bob", 50).is_err());
-/// ```
-pub fn check_user_bounds(id: &str, name: &str, max_name_chars: usize) -> Result<(), UserBoundsError> {
-    if id.is_empty() {
-        return Err(UserBoundsError::EmptyId);
-    }
-    if id.len() > MAX_USER_ID_LEN {
-        return Err(UserBoundsError::IdTooLong {
-            len: id.len(),
-            max: MAX_USER_ID_LEN,
-        });
-    }
-    let chars = name.chars().count();
-    if chars > max_name_chars {
-        return Err(UserBoundsError::NameTooLong {
-            chars,
-            max: max_name_chars,
-        });
-    }
-    Ok(())
-}
-
-/// What an [`Authenticator`] decided for a handshake it lets in: the user
-/// (`None`: an anonymous visitor), the groups the connection joins before
-/// the consumer's `connect` runs ([`Scope::initial_groups`](estuary_core::Scope::initial_groups)),
-/// and data for its scope ([`Scope::data`](estuary_core::Scope::data)).
-/// An authenticator that only says who the user is converts its answer
-/// with `.into()`.
-///
-/// ```
-/// use estuary_core::{GroupName, User};
-/// use estuary_server::Admission;
-///
-/// let admission = Admission::from(User::new("42", "alice"))
-///     .join(GroupName::new("user.42").unwrap())
-///     .with_data("tenant", "acme");
-/// assert_eq!(admission.user.as_ref().map(User::name), Some("alice"));
-/// assert!(Admission::from(None::<User>).user.is_none());
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct Admission {
-    /// Who is connecting; `None` for an anonymous visitor.
-    pub user: Option<User>,
-    /// Groups the connection joins before `connect`, and leaves at the end.
-    pub groups: Vec<GroupName>,
-    /// Data put in the scope for the consumer to read.
-    pub data: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Admission {
-    /// An anonymous visitor, in no group, with no data.
-    pub fn anonymous() -> Self {
-        Self::default()
-    }
-
-    /// Adds a group to join.
-    pub fn join(mut self, group: GroupName) -> Self {
-        self.groups.push(group);
-        self
-    }
-
-    /// Adds an entry to the scope's data.
-    pub fn with_data(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
-        self.data.insert(key.into(), value.into());
-        self
-    }
-}
-
-impl From<User> for Admission {
-    fn from(user: User) -> Self {
-        Self {
-            user: Some(user),
-            ..Self::default()
-        }
-    }
-}
-
-impl From<Option<User>> for Admission {
-    fn from(user: Option<User>) -> Self {
-        Self {
-            user,
-            ..Self::default()
-        }
-    }
-}
-
-/// What an [`Authenticator`] sees of a WebSocket handshake.
-#[derive(Debug, Clone, Copy)]
-pub struct Handshake<'a> {
-    /// The request's URI (path and query string).
-    pub uri: &'a Uri,
-    /// The request's headers (`Cookie`, `Authorization`, `Origin`, ...).
-    pub headers: &'a HeaderMap,
-    /// The client's address, after trusted-proxy resolution.
-    pub client: Option<SocketAddr>,
-}
-
-impl Handshake<'_> {
-    /// The value of the query-string parameter `name`, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.uri.query()?;
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .ok()?
-            .into_iter()
-            .find_map(|(k, v)| (k == name).then_some(v))
-    }
-
-    /// The value of the cookie `name` (the last one, if sent twice), if it
-    /// is UTF-8. Other cookies may hold any bytes (browsers send what
-    /// `document.cookie` set): they do not hide this one.
-    pub fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::COOKIE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-            .filter_map(|pair| {
-                let at = pair.iter().position(|&b| b == b'=')?;
-                Some((&pair[..at], &pair[at + 1..]))
-            })
-            .filter(|(k, _)| k.trim_ascii() == name.as_bytes())
-            .filter_map(|(_, v)| std::str::from_utf8(v.trim_ascii()).ok())
-            .map(|v| v.trim_matches('"').to_owned())
-            .next_back()
-    }
-
-    /// The token of an `Authorization: Bearer <token>` header.
-    pub fn bearer_token(&self) -> Option<&str> {
-        self.headers
-            .get(header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-    }
-}
-
-/// Why a handshake is not let in (not: the credential is bad, which is an
-/// anonymous [`Admission`]), or why that could not be decided.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The credential was presented and refused, with the status to answer
-    /// (401 or 403) and a reason for the client.
-    #[error("{reason}")]
-    Refused {
-        /// The HTTP status of the refusal.
-        status: StatusCode,
-        /// Why, for the client.
-        reason: String,
-    },
-    /// Refused with a close code: the handshake completes and the
-    /// connection is closed at once with `code` and `reason`, before any
-    /// consumer runs. A browser's `CloseEvent` shows the code (a refused
-    /// handshake's HTTP status is hidden from page scripts), so a client
-    /// can tell "log in again" from "try later".
-    #[error("{reason} (close code {code})")]
-    Closed {
-        /// The close code (an application code, 4000-4999, or 1008).
-        code: CloseCode,
-        /// Why, for the client (at most 123 bytes are sent).
-        reason: String,
-    },
-    /// The check could not be made (the session database is down, the
-    /// backend did not answer in time): the handshake gets 503, never an
-    /// anonymous user by mistake.
-    #[error("authentication unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The authentication backend answered something that is not an answer
-    /// (a connect callback's malformed reply): the handshake gets 502 and
-    /// the operator a log line with the detail.
-    #[error("bad answer from the authentication backend: {0}")]
-    BadAnswer(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// Reads a WebSocket handshake and says who the user is.
-///
-/// Contract: an [`Admission`] with the user for a valid credential; one
-/// without a user for none, or one that is not valid (expired, forged, a
-/// user who is inactive), which is an anonymous visitor, as Django has
-/// (refused with 401 where the route requires a user);
-/// `Err(AuthError::Refused)` or `Err(AuthError::Closed)` to refuse the
-/// handshake outright whatever the route's policy;
-/// `Err(AuthError::Unavailable)` when the check cannot be made (503); and
-/// `Err(AuthError::BadAnswer)` when a backend answered nonsense (502). Set
-/// [`User::with_expiry`] when the credential expires: the connection is
-/// then closed with 4401 at that moment.
-///
-/// ```
-/// use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
-/// use estuary_server::{AuthFuture, Authenticator, Handshake};
-///
-/// /// `?token=letmein` is alice.
-/// struct Fixed;
-///
-/// impl Authenticator for Fixed {
-///     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
-///         let user = (handshake.query_param("token").as_deref() == Some("letmein"))
-///             .then(|| User::new("1", "alice"));
-///         Box::pin(async move { Ok(user.into()) })
-///     }
-/// }
-/// ```
-pub trait Authenticator: Send + Sync + 'static {
-    /// Decides who is connecting.
-    fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a>;
-
-    /// A check to repeat while `user`'s connection is open (its session
-    /// still valid: not logged out, the password not changed), put in the
-    /// scope for the session to run. `None` (the default): checked at the
-    /// handshake only.
-    fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &User) -> Option<Recheck> {
-        let _ = (handshake, user);
-        None
-    }
-}
 
 /// Whether a route needs an authenticated user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,7 +33,6 @@ pub enum AuthPolicy {
 /// unless set; paths can be given their own with [`AuthLayer::require_under`].
 ///
 /// ```
-/// use estuary_core::{CloseCode, CloseFrame, GroupName, Recheck, User};
 /// use estuary_server::{Admission, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake};
 ///
 /// struct Nobody;
@@ -431,9 +162,13 @@ where
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                     return Ok(response);
                 }
-                Ok(admission) => {
+                Ok(mut admission) => {
+                    // The admission's own recheck first (a chain's carries
+                    // the one of the authenticator that let the user in).
+                    let recheck = admission.recheck.take();
                     if let Some(user) = &admission.user
-                        && let Some(recheck) = layer.authenticator.clone().recheck(handshake, user)
+                        && let Some(recheck) =
+                            recheck.or_else(|| layer.authenticator.clone().recheck(handshake, user))
                     {
                         req.extensions_mut().insert(recheck);
                     }
@@ -495,49 +230,4 @@ fn bad_answer(error: &(dyn std::error::Error + Send + Sync)) {
         "handshake refused with 502: bad answer from the authentication backend; fix what the error names \
          in the application's answer (held_back: refusals since the last line)"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn handshake<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Handshake<'a> {
-        Handshake {
-            uri,
-            headers,
-            client: None,
-        }
-    }
-
-    #[test]
-    fn credentials_are_read_from_query_cookie_and_header() {
-        let uri: Uri = "/ws/chat/a/?token=a%20b&x=1".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            "a=1; sessionid=\"abc\"; sessionid=def".parse().unwrap(),
-        );
-        headers.insert(header::AUTHORIZATION, "Bearer t0k".parse().unwrap());
-        let h = handshake(&uri, &headers);
-        assert_eq!(h.query_param("token").as_deref(), Some("a b"));
-        assert_eq!(h.query_param("missing"), None);
-        assert_eq!(h.cookie("sessionid").as_deref(), Some("def"), "the last one wins");
-        assert_eq!(h.bearer_token(), Some("t0k"));
-        let mut odd = HeaderMap::new();
-        odd.insert(
-            header::COOKIE,
-            HeaderValue::from_bytes(b"theme=caf\xc3\xa9; sessionid=abc; raw=\xff\xfe").unwrap(),
-        );
-        let h = handshake(&uri, &odd);
-        assert_eq!(
-            h.cookie("sessionid").as_deref(),
-            Some("abc"),
-            "odd bytes elsewhere"
-        );
-        assert_eq!(h.cookie("theme").as_deref(), Some("café"));
-        assert_eq!(h.cookie("raw"), None, "not UTF-8");
-        let bare = HeaderMap::new();
-        assert_eq!(handshake(&uri, &bare).cookie("sessionid"), None);
-        assert_eq!(handshake(&uri, &bare).bearer_token(), None);
-    }
 }

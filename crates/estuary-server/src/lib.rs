@@ -47,11 +47,13 @@ pub mod sse;
 mod throttle;
 mod transport;
 
-pub use auth::{
-    Admission, AuthError, AuthFuture, AuthLayer, AuthPolicy, AuthService, Authenticator,
-    DEFAULT_MAX_USER_NAME_CHARS, Handshake, MAX_USER_ID_LEN, UserBoundsError, check_user_bounds,
-};
+pub use auth::{AuthLayer, AuthPolicy, AuthService};
 pub use body::BodyTimeout;
+/// Moved to [`estuary_core::auth`]; re-exported so that these paths keep working.
+pub use estuary_core::auth::{
+    Admission, AuthChain, AuthError, AuthFuture, Authenticator, DEFAULT_MAX_USER_NAME_CHARS, Handshake,
+    MAX_USER_ID_LEN, ReadyFuture, UserBoundsError, check_user_bounds,
+};
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use layers::UnknownChannelLayer;
 pub use limits::ServerStats;

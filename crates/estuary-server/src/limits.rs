@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use estuary_core::address_key;
+use estuary_core::sync::lock;
 
 /// What the server refused, and what it holds: read them from
 /// [`Server::stats`](crate::Server::stats) at any time (clones share the
@@ -108,10 +109,6 @@ impl ServerStats {
             counts_open: false,
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A held connection slot, given back on drop.

@@ -7,7 +7,7 @@ use estuary_core::ChannelLayerHandle;
 use regex::Regex;
 
 /// A route pattern could not be compiled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PatternError {
     /// `<conv:name>` names a converter Django does not have.
     #[error("unknown path converter {0:?} (use str, int, slug, uuid or path)")]
@@ -17,7 +17,7 @@ pub enum PatternError {
     Malformed(String),
     /// The regex did not compile.
     #[error("invalid regex: {0}")]
-    Regex(String),
+    Regex(#[source] regex::Error),
     /// Two parameters share a name (in one pattern, or in an included
     /// router's prefix and one of its routes).
     #[error("parameter {0:?} appears twice")]
@@ -146,7 +146,7 @@ impl PathPattern {
             regex: body, names, ..
         } = path_body(pattern)?;
         let re = format!("^/{body}/?$");
-        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
         Ok(Self {
             source: pattern.to_owned(),
             regex,
@@ -167,7 +167,7 @@ impl PathPattern {
         } else {
             format!("^/{body}(/.*)?$")
         };
-        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
         Ok(Self {
             source: pattern.to_owned(),
             regex,
@@ -224,10 +224,10 @@ impl PathPattern {
         // On its own first: a body that closes a group it did not open
         // (`a)|(b`) would otherwise escape the anchoring group around it and
         // match paths the pattern never meant (Python's `re` refuses it too).
-        Regex::new(&body).map_err(|e| PatternError::Regex(e.to_string()))?;
+        Regex::new(&body).map_err(PatternError::Regex)?;
         let tail = if anchored_end { "/?$" } else { "" };
         let re = format!("^/(?:{body}){tail}");
-        let regex = Regex::new(&re).map_err(|e| PatternError::Regex(e.to_string()))?;
+        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
         let names = regex.capture_names().flatten().map(Arc::from).collect();
         Ok(Self {
             source: pattern.to_owned(),
@@ -428,9 +428,8 @@ mod tests {
             PathPattern::path("<a>/<a>"),
             Err(PatternError::Duplicate(_))
         ));
-        assert!(matches!(
-            PathPattern::regex("(unclosed"),
-            Err(PatternError::Regex(_))
-        ));
+        let unclosed = PathPattern::regex("(unclosed").unwrap_err();
+        assert!(matches!(unclosed, PatternError::Regex(regex::Error::Syntax(_))));
+        assert!(std::error::Error::source(&unclosed).is_some());
     }
 }

@@ -315,6 +315,13 @@ impl RouterService {
             .subprotocols(offered_subprotocols(&parts.headers))
             .headers(compact_headers(&parts.headers));
         if let Some(admission) = parts.extensions.remove::<crate::Admission>() {
+            // A recheck the admission still carries (one given to a test
+            // communicator; `AuthLayer` takes it out) runs all the same.
+            if admission.user.is_some()
+                && let Some(recheck) = admission.recheck
+            {
+                parts.extensions.insert(recheck);
+            }
             builder = builder
                 .user(admission.user)
                 .initial_groups(admission.groups)

@@ -137,7 +137,7 @@ impl SocketTransport {
 const DIRECT_MIN: usize = 1024;
 
 fn sink_error(e: WsError) -> TransportError {
-    map_error(e).unwrap_or(TransportError::Protocol("closed".into()))
+    map_error(e).unwrap_or(TransportError::Closed)
 }
 
 fn map_error(error: WsError) -> Option<TransportError> {
@@ -146,9 +146,9 @@ fn map_error(error: WsError) -> Option<TransportError> {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Capacity(_) => Some(TransportError::TooBig),
         WsError::Utf8(_) => Some(TransportError::InvalidUtf8),
-        WsError::Protocol(p) => Some(TransportError::Protocol(p.to_string())),
+        WsError::Protocol(p) => Some(TransportError::Protocol(Box::new(p))),
         WsError::Io(e) => Some(TransportError::Io(e)),
-        other => Some(TransportError::Protocol(other.to_string())),
+        other => Some(TransportError::Protocol(Box::new(other))),
     }
 }
 
@@ -345,7 +345,7 @@ impl Transport for MemoryTransport {
 
     async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
         if self.closed {
-            return Err(TransportError::Protocol("closed".into()));
+            return Err(TransportError::Closed);
         }
         self.buffered.push(message);
         Ok(())

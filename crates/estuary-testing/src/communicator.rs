@@ -28,9 +28,28 @@ pub enum CommunicatorError {
         /// The response body.
         body: String,
     },
+    /// The handshake request could not be built (a header or path given to
+    /// the communicator is invalid).
+    #[error("invalid handshake request: {0}")]
+    Request(#[source] http::Error),
+    /// A value given to [`Communicator::send_json`] could not be encoded.
+    #[error("cannot encode the message as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A binary message came where a text message was expected.
+    #[error("unexpected binary message of {len} bytes (a text message was expected)")]
+    NotText {
+        /// The binary message's length.
+        len: usize,
+    },
     /// A message was not the expected JSON.
-    #[error("unexpected message: {0}")]
-    Unexpected(String),
+    #[error("unexpected message: {source}: {message:?}")]
+    NotJson {
+        /// Why it did not parse.
+        #[source]
+        source: serde_json::Error,
+        /// The message as it came.
+        message: WsMessage,
+    },
     /// `connect` was not called, or the connection is over.
     #[error("not connected")]
     NotConnected,
@@ -180,9 +199,7 @@ impl Communicator {
         if let Some(admission) = self.admission.clone() {
             builder = builder.extension(admission);
         }
-        let request = builder
-            .body(())
-            .map_err(|e| CommunicatorError::Unexpected(e.to_string()))?;
+        let request = builder.body(()).map_err(CommunicatorError::Request)?;
         match self
             .app
             .open_in_memory(request, self.info.clone(), self.shutdown.clone())
@@ -238,7 +255,7 @@ impl Communicator {
 
     /// Sends `value` as a JSON text message.
     pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CommunicatorError> {
-        let text = serde_json::to_string(value).map_err(|e| CommunicatorError::Unexpected(e.to_string()))?;
+        let text = serde_json::to_string(value).map_err(CommunicatorError::Encode)?;
         self.send(WsMessage::text(text)).await
     }
 
@@ -267,10 +284,7 @@ impl Communicator {
     pub async fn receive_text(&mut self) -> Result<String, CommunicatorError> {
         match self.receive().await? {
             WsMessage::Text(t) => Ok(t.to_string()),
-            WsMessage::Binary(b) => Err(CommunicatorError::Unexpected(format!(
-                "binary message of {} bytes",
-                b.len()
-            ))),
+            WsMessage::Binary(b) => Err(CommunicatorError::NotText { len: b.len() }),
         }
     }
 
@@ -279,7 +293,7 @@ impl Communicator {
         let message = self.receive().await?;
         message
             .parse_json()
-            .map_err(|e| CommunicatorError::Unexpected(format!("{e}: {message:?}")))
+            .map_err(|source| CommunicatorError::NotJson { source, message })
     }
 
     /// Waits for the server to close; returns its close code (1006 when it

@@ -439,3 +439,37 @@ async fn an_admission_with_more_groups_than_allowed_is_refused_before_connect() 
     let report = layer.group_send(&GroupName::new("a").unwrap(), m).await.unwrap();
     assert_eq!(report.delivered, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admissions_recheck_runs_and_closes_with_4401_when_the_user_is_signed_out() {
+    let (app, _disconnects) = app();
+    let recheck = estuary_core::Recheck::new(std::time::Duration::from_secs(5), || async { Ok(false) });
+    let admission =
+        estuary_server::Admission::from(estuary_core::User::new("42", "alice")).with_recheck(recheck);
+    let mut c = Communicator::new(app, "/ws/room/lobby/")
+        .admission(admission)
+        .timeout(std::time::Duration::from_secs(60));
+    c.connect().await.unwrap();
+    assert_eq!(c.receive_text().await.unwrap(), "welcome");
+    assert_eq!(c.receive_close().await.unwrap(), CloseCode::CREDENTIALS_EXPIRED);
+}
+
+#[tokio::test]
+async fn unexpected_messages_are_typed_errors() {
+    let (app, _rx) = app();
+    let mut a = Communicator::new(app, "/ws/room/typed/");
+    a.connect().await.unwrap();
+    // "welcome" is text, but not JSON: the message comes back with the error.
+    match a.receive_json::<serde_json::Value>().await {
+        Err(CommunicatorError::NotJson { message, source }) => {
+            assert_eq!(message, WsMessage::text("welcome"));
+            assert!(source.is_syntax());
+        }
+        other => panic!("expected NotJson, got {other:?}"),
+    }
+    a.send_binary(vec![1u8, 2, 3]).await.unwrap();
+    assert!(matches!(
+        a.receive_text().await,
+        Err(CommunicatorError::NotText { len: 3 })
+    ));
+}

@@ -42,9 +42,46 @@
 //! # let _ = router;
 //! ```
 //!
-//! Crates behind this facade: `estuary-core` (the model, no sockets),
-//! `estuary-server` (feature `server`, on by default) and `estuary-testing`
-//! (feature `testing`).
+//! Who is connecting is an [`Authenticator`]'s answer ([`Admission`]) to a
+//! [`Handshake`]; an [`AuthChain`] asks several in turn, the first that
+//! answers wins; the server's `AuthLayer` runs one on every handshake.
+//!
+//! ```
+//! use estuary::server::AuthLayer;
+//! use estuary::{AuthChain, AuthFuture, Authenticator, Handshake, User};
+//!
+//! /// `?guest=<name>` is a guest of that name; without it: "not mine".
+//! struct Guest;
+//!
+//! impl Authenticator for Guest {
+//!     fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+//!         let user = handshake.query_param("guest").map(|name| User::new(format!("guest.{name}"), name));
+//!         Box::pin(async move { Ok(user.into()) })
+//!     }
+//! }
+//!
+//! // Asked in this order (with feature `jwt`, a `estuary::jwt::JwtAuthenticator`
+//! // would go first): the first that lets a user in, or refuses, decides.
+//! let chain = AuthChain::new().then(Guest);
+//! let layer = AuthLayer::new(chain).require_under("/ws/private/");
+//! # let _ = layer;
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it brings |
+//! |---|---|---|
+//! | `server` | yes | the server: router, handshake middleware, accept loop ([`server`]) |
+//! | `redis` | no | the Redis channel layer, wire-compatible with channels_redis (`estuary::redis`) |
+//! | `testing` | no | the in-process `Communicator` and the layer conformance suite (`estuary::testing`) |
+//! | `jwt` | no | JWT authentication: HS256, RS256, ES256, keys from a JWKS file (`estuary::jwt`) |
+//! | `django` | no | Django's sessions (db, signed cookies) as the WebSocket's user (`estuary::django`) |
+//! | `callback` | no | a connect callback: the application accepts or refuses each handshake (`estuary::callback`) |
+//!
+//! Crates behind this facade: `estuary-core` (the model and the auth
+//! boundary, no sockets), `estuary-server` (feature `server`), `estuary-redis`
+//! (`redis`), `estuary-testing` (`testing`), `estuary-jwt` (`jwt`),
+//! `estuary-django` (`django`) and `estuary-callback` (`callback`).
 
 pub use estuary_core::*;
 
@@ -66,6 +103,21 @@ pub use estuary_redis as redis;
 /// conformance suite.
 #[cfg(feature = "testing")]
 pub use estuary_testing as testing;
+
+/// JWT authentication: [`JwtAuthenticator`](jwt::JwtAuthenticator) and its
+/// configuration.
+#[cfg(feature = "jwt")]
+pub use estuary_jwt as jwt;
+
+/// Django's sessions read natively: [`DjangoAuthenticator`](django::DjangoAuthenticator),
+/// [`DjangoSessions`](django::DjangoSessions).
+#[cfg(feature = "django")]
+pub use estuary_django as django;
+
+/// A connect callback: [`ConnectCallback`](callback::ConnectCallback) asks
+/// the application about each handshake.
+#[cfg(feature = "callback")]
+pub use estuary_callback as callback;
 
 /// The names most applications need.
 pub mod prelude {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::ChannelLayerConfig;
 use crate::names::{ChannelName, GroupName};
-use crate::sync::lock;
+use crate::sync::{lock, read, write};
 use budget::Budget;
 use queue::{Backlog, Queue};
 
@@ -191,24 +191,20 @@ impl Inner {
     }
 
     fn group(&self, group: &GroupName) -> Option<Arc<Mutex<Members>>> {
-        self.groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(group)
-            .cloned()
+        read(&self.groups).get(group).cloned()
     }
 
     fn group_or_insert(&self, group: &GroupName) -> Arc<Mutex<Members>> {
         if let Some(members) = self.group(group) {
             return members;
         }
-        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        let mut groups = write(&self.groups);
         groups.entry(group.clone()).or_default().clone()
     }
 
     /// Forgets `group` if it has no members left.
     fn remove_if_empty(&self, group: &GroupName) {
-        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        let mut groups = write(&self.groups);
         if groups.get(group).is_some_and(|m| lock(m).is_empty()) {
             groups.remove(group);
         }
@@ -293,10 +289,7 @@ impl Inner {
             self.swept_at.store(channels.len() as u64, Ordering::Relaxed);
         }
         let ttl = self.config.group_expiry();
-        let groups: Vec<(GroupName, Arc<Mutex<Members>>)> = self
-            .groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let groups: Vec<(GroupName, Arc<Mutex<Members>>)> = read(&self.groups)
             .iter()
             .map(|(g, m)| (g.clone(), m.clone()))
             .collect();

@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::layer::BoxError;
 use crate::ws::WsMessage;
 
 /// What a transport read from the client.
@@ -46,6 +47,7 @@ pub enum Inbound {
 /// // 1006 is never sent: the connection is gone, so no close frame goes out.
 /// assert_eq!(reset.close_code(), CloseCode::ABNORMAL);
 /// assert!(!reset.close_code().is_sendable());
+/// assert_eq!(TransportError::Closed.close_code(), CloseCode::ABNORMAL);
 /// ```
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -55,9 +57,14 @@ pub enum TransportError {
     /// A text message that is not valid UTF-8 (1007).
     #[error("invalid UTF-8 in a text message")]
     InvalidUtf8,
-    /// Any other WebSocket protocol violation (1002).
+    /// Any other WebSocket protocol violation (1002); the source is the
+    /// WebSocket implementation's own error.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[source] BoxError),
+    /// The connection is closed already: nothing more can be written (1006,
+    /// never sent).
+    #[error("connection closed")]
+    Closed,
     /// The connection is gone.
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +77,7 @@ impl TransportError {
             TransportError::TooBig => CloseCode::MESSAGE_TOO_BIG,
             TransportError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
             TransportError::Protocol(_) => CloseCode::PROTOCOL_ERROR,
+            TransportError::Closed => CloseCode::ABNORMAL,
             TransportError::Io(_) => CloseCode::ABNORMAL,
         }
     }

@@ -9,7 +9,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{SessionRow, Sql, UserRow};
-use crate::DjangoError;
+use crate::{DjangoConfigError, DjangoError};
 
 const BACKEND: &str = "postgresql";
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,9 +41,9 @@ pub(crate) struct Postgres {
 
 impl Postgres {
     pub(crate) async fn connect(url: &str, sql: Sql, sessions_table: bool) -> Result<Self, DjangoError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| DjangoError::Config {
-            reason: format!("the PostgreSQL URL is not valid: {e}"),
-        })?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| DjangoConfigError::PostgresUrl(Box::new(e)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -143,9 +143,10 @@ impl Postgres {
                 // comes from the server's catalogue; it is still checked to be plain.
                 let name = other.name();
                 if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(DjangoError::Config {
-                        reason: format!("unsupported primary key type {name:?}"),
-                    });
+                    return Err(DjangoConfigError::UnsupportedPrimaryKey {
+                        type_name: name.to_owned(),
+                    }
+                    .into());
                 }
                 let sql = self.user_sql(&format!("CAST($1::text AS {name})"));
                 return Ok((client.prepare(&sql).await.map_err(err)?, PkKind::Text));

@@ -82,7 +82,7 @@ impl Sqlite {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             // A panic elsewhere while holding the lock leaves a usable connection.
-            let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let guard = estuary_core::sync::lock(&conn);
             job(&guard)
         })
         .await

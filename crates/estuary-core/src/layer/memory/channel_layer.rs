@@ -12,7 +12,7 @@ use crate::layer::{
 };
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
-use crate::sync::lock;
+use crate::sync::{lock, write};
 
 impl ChannelLayer for InMemoryChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
@@ -165,11 +165,7 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn flush(&self) -> Result<(), ChannelLayerError> {
-        self.inner
-            .groups
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        write(&self.inner.groups).clear();
         // Open channels stay open (their receivers keep waiting); only
         // messages go, and worker queues are forgotten.
         let own = self.inner.client_prefix.clone();
