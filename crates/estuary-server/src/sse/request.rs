@@ -5,7 +5,7 @@ use estuary_core::User;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Uri};
 
-use crate::auth::Admission;
+use estuary_core::Admission;
 
 /// The request an [`SseRoute`](super::SseRoute) (or a long-poll) is
 /// choosing groups for: its route parameters, query, headers, and the
