@@ -3,8 +3,7 @@
 
 mod common;
 
-#[path = "../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 use common::{Example, assert_no_message, connect, recv_json, send_json};
 use serde_json::json;

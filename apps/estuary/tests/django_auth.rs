@@ -8,10 +8,8 @@
 //! (tests/support/django.rs).
 
 mod common;
-#[path = "../../../tests/support/django.rs"]
-mod django;
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::django;
+use estuary_test_support::http;
 
 use common::{Client, Refused, TestServer};
 use django::{CALLBACK_SECRET, Database, Engine, OLD_SECRET, Project, SECRET};

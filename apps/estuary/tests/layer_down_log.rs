@@ -6,8 +6,7 @@
 
 mod common;
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
 use std::time::{Duration, Instant};
 

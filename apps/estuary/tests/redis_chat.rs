@@ -2,8 +2,7 @@
 //! rooms (through the real channels_redis), two Estuary processes sharing
 //! one Redis, and a Redis outage.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
+use estuary_test_support::probe;
 
 mod common;
 
@@ -190,10 +189,9 @@ async fn two_processes_share_a_room_through_redis() {
     }
 }
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
-use redis_server::process;
+use estuary_test_support::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_keeps_websockets_and_recovers() {

@@ -9,8 +9,7 @@
 
 mod common;
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

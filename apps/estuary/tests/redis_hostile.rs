@@ -8,8 +8,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -5,8 +5,7 @@
 
 mod common;
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -7,8 +7,7 @@
 //! `scripts/install-django-test.sh`). PostgreSQL is the machine's, at 127.0.0.1:5432
 //! with trust auth; each test makes its own database and drops it.
 
-#[path = "../../../tests/support/django.rs"]
-mod django;
+use estuary_test_support::django;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The Redis layer passes the conformance suite: against the shared Redis
 //! with a unique prefix, and against a ring of two redis-servers it starts.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use estuary_redis::{RedisChannelLayer, RedisConfig};
 use estuary_testing::conformance::{self, WallClock};

@@ -3,7 +3,7 @@
 //! check (and its members told), and a restart of Redis is reported to senders and recovered from
 //! (memberships first, then healthy) within two seconds.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::{Duration, Instant};
 

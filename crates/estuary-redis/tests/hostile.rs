@@ -4,7 +4,7 @@
 //! queue is reported to the members who may have missed messages
 //! (`ChannelLayerError::Lost` on their next receive), never silently.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::{Duration, Instant};
 

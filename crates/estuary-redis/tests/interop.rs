@@ -2,10 +2,9 @@
 //! through the shared probe, against the shared Redis with a unique prefix,
 //! with and without symmetric encryption.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
+use estuary_test_support::probe;
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::Duration;
 

@@ -2,10 +2,9 @@
 //! semantics keep (nothing is stored, so no capacity, expiry or replay), and
 //! interop with Python's `RedisPubSubChannelLayer`.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
+use estuary_test_support::probe;
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! 10,000 group messages through Redis to 100 members in two processes:
 //! every member receives each exactly once, in order per sender.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,8 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
+use estuary_test_support::process;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

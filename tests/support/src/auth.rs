@@ -96,11 +96,3 @@ pub async fn serve_auth(authenticator: impl Authenticator, who: WhoAmI) -> AuthS
 pub async fn greeting(ws: &mut Ws) -> Value {
     next_json(ws).await
 }
-
-/// The greeting's user as `"user=<name>"`, or `"user=anonymous"`.
-pub fn user_line(greeting: &Value) -> String {
-    match greeting["user"]["name"].as_str() {
-        Some(name) => format!("user={name}"),
-        None => "user=anonymous".to_owned(),
-    }
-}
