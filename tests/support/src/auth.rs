@@ -2,6 +2,30 @@
 //! [`AuthLayer`](estuary_server::AuthLayer), on an optional route
 //! (`/ws/open/`) and a required one (`/ws/private/`), and the greeting it
 //! sends.
+//!
+//! ```
+//! use estuary_server::{Admission, AuthFuture, Authenticator, Handshake};
+//! use estuary_test_support::auth::{WhoAmI, greeting, serve_auth};
+//! use estuary_test_support::ws;
+//!
+//! /// Lets everyone in, anonymous.
+//! struct Anyone;
+//!
+//! impl Authenticator for Anyone {
+//!     fn authenticate<'a>(&'a self, _handshake: Handshake<'a>) -> AuthFuture<'a> {
+//!         Box::pin(async { Ok(Admission::anonymous()) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let server = serve_auth(Anyone, WhoAmI::new()).await;
+//! let mut visitor = ws::handshake(server.served.ws("/ws/open/")).await.unwrap();
+//! assert_eq!(greeting(&mut visitor).await["user"], serde_json::Value::Null);
+//! // The required route refuses anonymous visitors.
+//! assert_eq!(ws::handshake(server.served.ws("/ws/private/")).await.err(), Some(401));
+//! # }
+//! ```
 
 use estuary_core::{ChannelLayerHandle, Connect, Consumer, ConsumerError, Context, WsMessage};
 use estuary_server::{AuthLayer, Authenticator, Router};
