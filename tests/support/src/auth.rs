@@ -1,5 +1,5 @@
 //! The auth harness: the who-am-I consumer behind an
-//! [`AuthLayer`](estuary_server::AuthLayer), on an optional route
+//! [`AuthLayer`], on an optional route
 //! (`/ws/open/`) and a required one (`/ws/private/`), and the greeting it
 //! sends.
 //!

@@ -5,7 +5,7 @@
 //! - [`auth`], the who-am-I consumer and the auth harness (an
 //!   [`Authenticator`](estuary_server::Authenticator) in front of an optional
 //!   and a required route);
-//! - [`eventually`], await a condition with a deadline and a clear message;
+//! - [`eventually()`], await a condition with a deadline and a clear message;
 //! - [`process`], programs (the `estuary` binary, `redis-server`, examples)
 //!   started for a test and awaited on their output;
 //! - [`redis`], the shared Redis with unique prefixes, or a private
