@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine, installing what it needs first:
-# formatting, lints, docs, unit/integration/doc tests, the push API's contract
+# formatting, lints, docs, unit/integration/doc tests (all of them, then the
+# plain `cargo test` as on a machine with only Rust), the push API's contract
 # (schemathesis), and the real-browser test of the chat pages. CI runs exactly
 # this (.ci/run).
 set -euo pipefail
@@ -54,11 +55,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "building binaries"
 cargo build --workspace --bins --quiet
 
-step "unit and integration tests"
+step "unit and integration tests, the ignored ones too (those needing Redis, PostgreSQL, Python)"
+# A test that needs an outside service is #[ignore = "needs ..."]; here the
+# services are installed, so every test runs.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast --run-ignored all
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast -- --include-ignored
 fi
 
 step "fuzzing (every target, bounded time)"
@@ -66,8 +69,10 @@ step "fuzzing (every target, bounded time)"
 # a panic saves its input under fuzz/artifacts/ with the command to replay it.
 cargo run --quiet -p estuary-fuzz -- all --seconds 15
 
-step "doc tests"
-cargo test --workspace --doc --quiet
+step "plain cargo test (doc tests included) on a machine with only Rust: loopback-only network namespace, no python/redis-server/node/chromium"
+# Reuses the test binaries built above; the tests that need a service show
+# as ignored, with the service named, and everything else passes.
+scripts/test-only-rust.sh
 
 step "push API contract (schemathesis against apps/estuary/openapi.json)"
 scripts/schemathesis.sh

@@ -2,8 +2,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 use common::{Client, TestServer};
 use estuary_app::config::Config;

@@ -2,8 +2,7 @@
 //! (DNS rebinding), the origin check trusts that list and not the request's
 //! `Host`, and the push API is closed until the operator opens it.
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 mod common;
 

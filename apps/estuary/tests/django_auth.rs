@@ -8,10 +8,8 @@
 //! (tests/support/django.rs).
 
 mod common;
-#[path = "../../../tests/support/django.rs"]
-mod django;
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::django;
+use estuary_test_support::http;
 
 use common::{Client, Refused, TestServer};
 use django::{CALLBACK_SECRET, Database, Engine, OLD_SECRET, Project, SECRET};
@@ -147,11 +145,13 @@ async fn django_users_are_the_chat_users(database: Database) {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn django_users_are_the_chat_users_on_sqlite() {
     django_users_are_the_chat_users(Database::Sqlite).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn django_users_are_the_chat_users_on_postgres() {
     django_users_are_the_chat_users(Database::Postgres).await;
 }
@@ -177,11 +177,13 @@ async fn where_auth_is_required_anonymous_handshakes_get_401(database: Database)
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn where_auth_is_required_anonymous_handshakes_get_401_on_sqlite() {
     where_auth_is_required_anonymous_handshakes_get_401(Database::Sqlite).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn where_auth_is_required_anonymous_handshakes_get_401_on_postgres() {
     where_auth_is_required_anonymous_handshakes_get_401(Database::Postgres).await;
 }
@@ -213,11 +215,13 @@ async fn a_password_change_logs_the_open_socket_out(database: Database) {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn a_password_change_logs_the_open_socket_out_on_sqlite() {
     a_password_change_logs_the_open_socket_out(Database::Sqlite).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn a_password_change_logs_the_open_socket_out_on_postgres() {
     a_password_change_logs_the_open_socket_out(Database::Postgres).await;
 }
@@ -301,11 +305,13 @@ async fn django_answers_the_connect_callback(database: Database) {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn django_answers_the_connect_callback_on_sqlite() {
     django_answers_the_connect_callback(Database::Sqlite).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn django_answers_the_connect_callback_on_postgres() {
     django_answers_the_connect_callback(Database::Postgres).await;
 }
@@ -315,6 +321,7 @@ async fn django_answers_the_connect_callback_on_postgres() {
 /// settings unchanged but for the URL), and it reaches that user's sockets
 /// on Estuary, which the project's connect view put in `user.<pk>`.
 #[tokio::test]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn a_django_view_pushes_to_one_user_on_estuary_through_channels_redis() {
     const REDIS: &str = "redis://127.0.0.1:6379/0";
     let prefix = format!("estuarytest{}", uuid::Uuid::new_v4().simple());

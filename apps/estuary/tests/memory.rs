@@ -4,8 +4,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 use std::time::Duration;
 

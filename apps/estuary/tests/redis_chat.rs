@@ -2,8 +2,7 @@
 //! rooms (through the real channels_redis), two Estuary processes sharing
 //! one Redis, and a Redis outage.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
+use estuary_test_support::probe;
 
 mod common;
 
@@ -16,7 +15,7 @@ use estuary_app::config::Config;
 use probe::Probe;
 use serde_json::json;
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+use estuary_test_support::redis::SHARED_REDIS;
 
 fn prefix() -> String {
     format!("estuarytest{}", uuid::Uuid::new_v4().simple())
@@ -92,16 +91,19 @@ async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn django_and_estuary_share_a_room_plain() {
     django_and_estuary_share_a_room(None, "core").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn django_and_estuary_share_a_room_pubsub() {
     django_and_estuary_share_a_room(None, "pubsub").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn django_and_estuary_share_a_room_encrypted() {
     django_and_estuary_share_a_room(Some("a shared secret"), "core").await;
 }
@@ -146,6 +148,7 @@ impl Drop for Estuary {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn two_processes_share_a_room_through_redis() {
     let prefix = prefix();
     let a = Estuary::start(&prefix);
@@ -190,12 +193,12 @@ async fn two_processes_share_a_room_through_redis() {
     }
 }
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
-use redis_server::process;
+use estuary_test_support::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the redis-server binary"]
 async fn redis_outage_keeps_websockets_and_recovers() {
     let mut redis = redis_server::RedisServer::start();
     let port = redis.port;
@@ -250,6 +253,7 @@ async fn wait_for_status(server: &TestServer, status: u16) {
 /// every message. (With client input read before deliveries, the sender's
 /// own channel overflowed and it was closed with 1013.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_fast_sender_through_redis_keeps_up_with_its_own_room() {
     use futures_util::{SinkExt, StreamExt};
     let prefix = prefix();

@@ -8,8 +8,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use estuary_test_support::http;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+use estuary_test_support::redis::SHARED_REDIS;
 
 fn now_secs() -> String {
     let now = std::time::SystemTime::now()
@@ -49,6 +48,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 /// chat, the push API and named joiners; the log says so, about once a
 /// second, not once per message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_member_no_process_could_have_written_does_not_take_the_room_down() {
     let prefix = prefix();
     let server = Served::start(&[
@@ -291,6 +291,7 @@ async fn assert_delivered_or_told(members: Vec<tokio::task::JoinHandle<Seen>>, s
 /// Item 3: the room's group key deleted while another process talks in
 /// the room: the members hear every message or are closed 1013.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_deleted_group_key_loses_nothing_silently() {
     let prefix = prefix();
     let server = TestServer::with_config(redis_config(&prefix)).await;
@@ -320,6 +321,7 @@ async fn a_deleted_group_key_loses_nothing_silently() {
 /// Item 3: the group key deleted, then a member of this server speaks:
 /// the server notices at once; every member hears it or is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_deleted_group_key_is_noticed_by_the_next_message() {
     let prefix = prefix();
     let server = TestServer::with_config(redis_config(&prefix)).await;
@@ -368,6 +370,7 @@ async fn a_deleted_group_key_is_noticed_by_the_next_message() {
 /// Item 3: the server's own queue key written over while another process
 /// talks in the room: the members hear every message or are closed 1013.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn an_overwritten_server_queue_loses_nothing_silently() {
     let prefix = prefix();
     let server = TestServer::with_config(redis_config(&prefix)).await;

@@ -5,8 +5,7 @@
 
 mod common;
 
-#[path = "../../../crates/estuary-redis/tests/common/mod.rs"]
-mod redis_server;
+use estuary_test_support::redis as redis_server;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,6 +59,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn an_idle_room_keeps_its_subscriber_and_loses_nothing() {
     let prefix = redis_server::unique_prefix();
     // A short keepalive, so that an idle room goes through many in a second.
@@ -166,6 +166,7 @@ async fn read_member(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the redis-server binary"]
 async fn a_redis_restart_under_load_is_told_to_the_members() {
     let mut redis = redis_server::RedisServer::start();
     let port = redis.port;

@@ -2,8 +2,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
+use estuary_test_support::process;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

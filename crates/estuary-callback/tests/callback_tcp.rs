@@ -17,48 +17,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use estuary_callback::{CallbackConfig, ConnectCallback, SIGNATURE_HEADER, sign};
-use estuary_core::{
-    ChannelLayer, ChannelLayerHandle, Connect, Consumer, ConsumerError, Context, GroupName,
-    Message as LayerMessage, WsMessage,
-};
-use estuary_server::{AuthLayer, Router, Server};
+use estuary_core::{ChannelLayer, ChannelLayerHandle, GroupName, Message as LayerMessage};
+use estuary_test_support::auth::{AuthServer, WhoAmI, greeting, serve_auth};
+use estuary_test_support::ws::{self, Ws, next};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = ws::WAIT;
 const SECRET: &str = "the shared secret of the tests";
-
-/// Greets with the scope's user, groups and data; relays layer events' `text`.
-struct WhoAmI;
-
-#[derive(serde::Deserialize)]
-struct Relay {
-    text: String,
-}
-
-impl Consumer for WhoAmI {
-    type Event = Relay;
-
-    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        let scope = ctx.scope();
-        let greeting = json!({
-            "user": scope.user().map(|u| json!({"id": u.id(), "name": u.name(), "attributes": u.attributes()})),
-            "groups": scope.initial_groups().iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            "data": scope.data(),
-        });
-        ctx.send(WsMessage::text(greeting.to_string())).await?;
-        Ok(Connect::accept())
-    }
-
-    async fn event(&mut self, ctx: &mut Context, event: Relay) -> Result<(), ConsumerError> {
-        ctx.send_text(event.text).await
-    }
-}
 
 /// What the application saw of one callback.
 #[derive(Debug)]
@@ -150,26 +120,13 @@ async fn application() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>, Arc<Atomic
 
 /// Estuary asking `config`'s URL, with `/ws/private/` requiring a user.
 async fn estuary(config: CallbackConfig) -> (SocketAddr, ChannelLayerHandle, CancellationToken) {
-    let router = Router::new()
-        .websocket("ws/open/", || WhoAmI)
-        .websocket("ws/private/", || WhoAmI);
-    let layer = router.channel_layer().clone();
-    let service = AuthLayer::new(ConnectCallback::new(config))
-        .require_under("/ws/private/")
-        .layer(router.into_service());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(server.serve(service, async move { token.cancelled().await }));
-    (addr, layer, stop)
+    let AuthServer { served, layer } = serve_auth(ConnectCallback::new(config), WhoAmI::new()).await;
+    (served.addr, layer, served.stop)
 }
 
 fn config(app: SocketAddr) -> CallbackConfig {
     CallbackConfig::new(&format!("http://{app}/estuary/connect/"), SECRET).unwrap()
 }
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects with a session cookie, another cookie and a header that are
 /// not forwarded; the HTTP status when refused.
@@ -182,28 +139,7 @@ async fn connect(addr: SocketAddr, path: &str) -> Result<Ws, u16> {
     );
     h.insert("origin", "http://example.test".parse().unwrap());
     h.insert("x-private", "not forwarded".parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(error) => panic!("{error}"),
-    }
-}
-
-async fn next(ws: &mut Ws) -> Message {
-    match tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("a frame in time")
-    {
-        Some(Ok(message)) => message,
-        other => panic!("expected a frame, got {other:?}"),
-    }
-}
-
-async fn greeting(ws: &mut Ws) -> Value {
-    match next(ws).await {
-        Message::Text(text) => serde_json::from_str(text.as_str()).unwrap(),
-        other => panic!("expected a greeting, got {other:?}"),
-    }
+    ws::handshake(request).await
 }
 
 async fn seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {

@@ -7,8 +7,7 @@
 //! `scripts/install-django-test.sh`). PostgreSQL is the machine's, at 127.0.0.1:5432
 //! with trust auth; each test makes its own database and drops it.
 
-#[path = "../../../tests/support/django.rs"]
-mod django;
+use estuary_test_support::django;
 
 use std::time::Duration;
 
@@ -127,24 +126,28 @@ fn signed_cookies() -> SessionEngine {
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn sqlite_db_sessions() {
     let project = Project::new(Database::Sqlite, Engine::Db).await;
     scenario(&project, SessionEngine::Db).await;
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn sqlite_signed_cookie_sessions() {
     let project = Project::new(Database::Sqlite, Engine::SignedCookies).await;
     scenario(&project, signed_cookies()).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn postgres_db_sessions() {
     let project = Project::new(Database::Postgres, Engine::Db).await;
     scenario(&project, SessionEngine::Db).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn postgres_reconnects_after_the_server_drops_the_connection() {
     let project = Project::new(Database::Postgres, Engine::Db).await;
     let cookies = project.probe(&["prepare"]);
@@ -165,6 +168,7 @@ async fn postgres_reconnects_after_the_server_drops_the_connection() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn postgres_signed_cookie_sessions() {
     let project = Project::new(Database::Postgres, Engine::SignedCookies).await;
     scenario(&project, signed_cookies()).await;
@@ -247,18 +251,21 @@ async fn agrees_with_django_and_channels(project: &Project, engine: SessionEngin
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn estuary_sees_the_users_django_sees_with_db_sessions() {
     let project = Project::new(Database::Sqlite, Engine::Db).await;
     agrees_with_django_and_channels(&project, SessionEngine::Db).await;
 }
 
 #[tokio::test]
+#[ignore = "needs Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn estuary_sees_the_users_django_sees_with_signed_cookies() {
     let project = Project::new(Database::Sqlite, Engine::SignedCookies).await;
     agrees_with_django_and_channels(&project, signed_cookies()).await;
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn estuary_sees_the_users_django_sees_on_postgres() {
     let project = Project::new(Database::Postgres, Engine::Db).await;
     agrees_with_django_and_channels(&project, SessionEngine::Db).await;

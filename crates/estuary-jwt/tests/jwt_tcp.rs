@@ -7,52 +7,36 @@
 //! file picks keys by `kid`; a token that expires while connected closes
 //! the socket with 4401.
 
-use std::time::Duration;
-
-use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, WsMessage};
 use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
-use estuary_server::{AuthLayer, Router, Server};
+use estuary_test_support::auth::{self, WhoAmI, serve_auth};
+use estuary_test_support::ws::{self, Ws};
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
 
 mod common;
 use common::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-/// Greets with the scope's user: "user=<name> id=<id>" or "user=anonymous".
-struct WhoAmI;
-
-impl Consumer for WhoAmI {
-    type Event = NoEvent;
-
-    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        let who = ctx
-            .scope()
-            .user()
-            .map_or("anonymous".to_owned(), |u| format!("{} id={}", u.name(), u.id()));
-        ctx.send(WsMessage::text(format!("user={who}"))).await?;
-        Ok(Connect::accept())
-    }
+async fn serve(config: JwtConfig) -> (std::net::SocketAddr, CancellationToken) {
+    let authenticator = JwtAuthenticator::new(config).expect("valid config");
+    let served = serve_auth(authenticator, WhoAmI::new()).await.served;
+    (served.addr, served.stop)
 }
 
-async fn serve(config: JwtConfig) -> (std::net::SocketAddr, CancellationToken) {
-    let router = Router::new()
-        .websocket("ws/open/", || WhoAmI)
-        .websocket("ws/private/", || WhoAmI);
-    let service = AuthLayer::new(JwtAuthenticator::new(config).expect("valid config"))
-        .require_under("/ws/private/")
-        .layer(router.into_service());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(server.serve(service, async move { token.cancelled().await }));
-    (addr, stop)
+/// The who-am-I greeting as the assertions below spell it: "user=<name>
+/// id=<id>" or "user=anonymous".
+fn who(greeting: &serde_json::Value) -> String {
+    match greeting["user"].as_object() {
+        Some(user) => format!(
+            "user={} id={}",
+            user["name"].as_str().unwrap_or_default(),
+            user["id"].as_str().unwrap_or_default()
+        ),
+        None => "user=anonymous".to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,13 +46,7 @@ enum Via {
     Cookie,
 }
 
-async fn connect(
-    addr: std::net::SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    via: Via,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16>
-{
+async fn connect(addr: std::net::SocketAddr, path: &str, token: Option<&str>, via: Via) -> Result<Ws, u16> {
     let url = match (token, via) {
         (Some(t), Via::Query) => format!("ws://{addr}{path}?token={t}"),
         _ => format!("ws://{addr}{path}"),
@@ -87,11 +65,7 @@ async fn connect(
         }
         _ => {}
     }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+    ws::handshake(request).await
 }
 
 async fn greeting(
@@ -101,13 +75,7 @@ async fn greeting(
     via: Via,
 ) -> Result<String, u16> {
     let mut ws = connect(addr, path, token, via).await?;
-    match tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("greeting in time")
-    {
-        Some(Ok(Message::Text(t))) => Ok(t.as_str().to_owned()),
-        other => panic!("expected a greeting, got {other:?}"),
-    }
+    Ok(who(&auth::greeting(&mut ws).await))
 }
 
 const ALICE: &str = "user=alice id=42";
@@ -280,10 +248,10 @@ async fn a_token_that_expires_while_connected_closes_with_4401() {
     let mut ws = connect(addr, "/ws/private/", Some(&token), Via::Header)
         .await
         .unwrap();
-    let code = tokio::time::timeout(WAIT, async {
+    let code = tokio::time::timeout(ws::WAIT, async {
         while let Some(Ok(frame)) = ws.next().await {
             match frame {
-                Message::Text(t) => assert_eq!(t.as_str(), ALICE),
+                Message::Text(t) => assert_eq!(who(&serde_json::from_str(t.as_str()).unwrap()), ALICE),
                 Message::Close(close) => return close.map(|c| u16::from(c.code)),
                 _ => {}
             }

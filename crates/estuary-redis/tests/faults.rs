@@ -3,7 +3,7 @@
 //! check (and its members told), and a restart of Redis is reported to senders and recovered from
 //! (memberships first, then healthy) within two seconds.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ async fn wait_until<F: FnMut() -> bool>(limit: Duration, what: &str, mut ready: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_poisoned_member_affects_only_itself() {
     let prefix = common::unique_prefix();
     let (a, b) = (
@@ -115,6 +116,7 @@ async fn a_poisoned_member_affects_only_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_poisoned_process_queue_is_taken_back() {
     let prefix = common::unique_prefix();
     let config = RedisConfig::new([common::SHARED_REDIS])
@@ -152,6 +154,7 @@ async fn a_poisoned_process_queue_is_taken_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_deleted_group_key_is_written_again_within_the_check() {
     let prefix = common::unique_prefix();
     let a = layer(common::SHARED_REDIS, &prefix);
@@ -203,6 +206,7 @@ async fn a_deleted_group_key_is_written_again_within_the_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the redis-server binary"]
 async fn a_restart_is_reported_and_recovered_from_quickly() {
     let mut server = common::RedisServer::start();
     let (url, port) = (server.url(), server.port);
@@ -270,6 +274,7 @@ async fn a_restart_is_reported_and_recovered_from_quickly() {
 /// The layer's connections cut while Redis keeps its data (a network
 /// blip): the layer restores, and finds nothing lost, so nobody is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the redis-server binary"]
 async fn a_blip_that_kept_the_data_tells_nobody() {
     let server = common::RedisServer::start();
     let url = server.url();
@@ -307,6 +312,7 @@ async fn a_blip_that_kept_the_data_tells_nobody() {
 /// of what is still buffered: the session closes 1013 instead of the
 /// client missing them silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_full_local_buffer_reports_its_losses_to_the_receiver() {
     let prefix = common::unique_prefix();
     let layer = RedisChannelLayer::new(

@@ -4,7 +4,7 @@
 //! queue is reported to the members who may have missed messages
 //! (`ChannelLayerError::Lost` on their next receive), never silently.
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,7 @@ fn now_secs() -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_member_no_process_could_have_written_skips_only_itself() {
     let prefix = common::unique_prefix();
     let (a, b) = (layer(&prefix), layer(&prefix));
@@ -123,6 +124,7 @@ async fn a_member_no_process_could_have_written_skips_only_itself() {
 /// Another process (here a second layer) sends to the room while its key
 /// is gone: this process's members are told within the membership check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_deleted_group_key_is_reported_to_the_members_who_missed_messages() {
     let prefix = common::unique_prefix();
     let (a, other) = (layer(&prefix), layer(&prefix));
@@ -177,6 +179,7 @@ async fn a_deleted_group_key_is_reported_to_the_members_who_missed_messages() {
 /// told. A key that is gone lost them all: they are written back, the
 /// message still reaches them, and they are told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_send_from_this_process_finds_its_lost_members_at_once() {
     let prefix = common::unique_prefix();
     let a = layer(&prefix);
@@ -221,6 +224,7 @@ async fn a_send_from_this_process_finds_its_lost_members_at_once() {
 /// reconnecting whether to join again) and left out, as channels_redis
 /// would leave them; nothing writes them back over the discard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_discard_by_another_process_stands() {
     let prefix = common::unique_prefix();
     let (a, django) = (layer(&prefix), layer(&prefix));
@@ -261,6 +265,7 @@ async fn a_discard_by_another_process_stands() {
 /// membership check runs every 100 ms: a check that reads the key between
 /// the ZREM and the ZADD must not take that for a loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_discard_then_add_racing_the_check_is_no_loss() {
     let prefix = common::unique_prefix();
     let a = RedisChannelLayer::new(
@@ -303,6 +308,7 @@ async fn a_discard_then_add_racing_the_check_is_no_loss() {
 /// This process's queue written over: what it held, and what others sent
 /// until it was taken back, is lost; every channel of the process is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn an_overwritten_process_queue_is_reported_to_its_channels() {
     let prefix = common::unique_prefix();
     let (a, other) = (layer(&prefix), layer(&prefix));
@@ -354,6 +360,7 @@ async fn an_overwritten_process_queue_is_reported_to_its_channels() {
 /// counts the refusal beside the queue, and this process's receive task
 /// tells its channels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_group_message_refused_by_a_full_process_queue_is_reported() {
     let prefix = common::unique_prefix();
     let (a, other) = (layer(&prefix), layer(&prefix));
@@ -397,6 +404,7 @@ async fn a_group_message_refused_by_a_full_process_queue_is_reported() {
 /// the discarded one, only that member is told; its partner, still in the
 /// group, is not (it keeps receiving without a gap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn only_the_discarded_member_is_told_not_its_group() {
     let prefix = common::unique_prefix();
     let a = RedisChannelLayer::new(

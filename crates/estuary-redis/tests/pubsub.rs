@@ -2,10 +2,9 @@
 //! semantics keep (nothing is stored, so no capacity, expiry or replay), and
 //! interop with Python's `RedisPubSubChannelLayer`.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
+use estuary_test_support::probe;
 
-mod common;
+use estuary_test_support::redis as common;
 
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ fn layer(prefix: &str, key: Option<&str>) -> RedisPubSubChannelLayer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn the_applicable_conformance_checks() {
     let make = || layer(&common::unique_prefix(), None);
     conformance::group_send_reaches_members_only(make()).await;
@@ -39,6 +39,7 @@ async fn the_applicable_conformance_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn two_processes_share_a_group() {
     let prefix = common::unique_prefix();
     let (a, b) = (layer(&prefix, None), layer(&prefix, None));
@@ -128,11 +129,13 @@ async fn interop(key: Option<&str>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn interop_with_python_pubsub() {
     interop(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn interop_with_python_pubsub_encrypted() {
     interop(Some("pubsub-secret")).await;
 }
@@ -157,6 +160,7 @@ fn numbered(n: usize) -> Message {
 /// subscribed RESP2 connection answers `PING` with `["pong", ""]`), so it
 /// is never dropped and made again, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn an_idle_subscriber_survives_its_keepalives() {
     let config = RedisConfig::new([common::SHARED_REDIS])
         .with_prefix(common::unique_prefix())
@@ -214,6 +218,7 @@ fn group_on(prefix: &str, shard: usize) -> GroupName {
 /// at their next receive; the others keep receiving. When the host is back,
 /// its subscriptions are too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the redis-server binary"]
 async fn a_lost_subscriber_is_reported_to_its_members_only() {
     let first = common::RedisServer::start();
     let mut second = common::RedisServer::start();

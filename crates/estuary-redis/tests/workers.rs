@@ -5,10 +5,8 @@
 //! layers, each with its own process id) consuming one named channel share
 //! its messages without duplicates, as channels_redis workers do.
 
-#[path = "../../../tests/support/probe.rs"]
-mod probe;
-
-mod common;
+use estuary_test_support::probe;
+use estuary_test_support::redis as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +78,7 @@ async fn stop(stop: oneshot::Sender<()>, done: oneshot::Receiver<()>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn django_send_reaches_a_rust_worker_and_its_reply_reaches_python() {
     let prefix = common::unique_prefix();
     let probe = Probe::new(common::SHARED_REDIS, &prefix, None);
@@ -126,6 +125,7 @@ async fn django_send_reaches_a_rust_worker_and_its_reply_reaches_python() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn rust_send_to_a_named_channel_reaches_python_receive_unchanged() {
     let prefix = common::unique_prefix();
     let probe = Probe::new(common::SHARED_REDIS, &prefix, None);
@@ -151,6 +151,7 @@ async fn rust_send_to_a_named_channel_reaches_python_receive_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
 async fn an_undecodable_message_from_python_is_counted_and_the_worker_goes_on() {
     let prefix = common::unique_prefix();
     let probe = Probe::new(common::SHARED_REDIS, &prefix, None);
@@ -210,6 +211,7 @@ impl Worker for Share {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn two_processes_on_one_named_channel_share_its_messages_without_duplicates() {
     const JOBS: u64 = 40;
     let prefix = common::unique_prefix();

@@ -7,61 +7,42 @@
 
 use std::time::{Duration, SystemTime};
 
-use estuary_core::{
-    ChannelLayer, ChannelLayerHandle, CloseCode, Connect, Consumer, ConsumerError, Context, GroupName,
-    Message as LayerMessage, User, WsMessage,
-};
-use estuary_server::{Admission, AuthError, AuthFuture, AuthLayer, Authenticator, Handshake, Router, Server};
+use estuary_core::{ChannelLayer, ChannelLayerHandle, CloseCode, GroupName, Message as LayerMessage, User};
+use estuary_server::{Admission, AuthError, AuthFuture, Authenticator, Handshake};
+use estuary_test_support::auth::{self, AuthServer, WhoAmI, serve_auth};
+use estuary_test_support::ws;
 use futures_util::StreamExt;
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = ws::WAIT;
 
-/// Greets with the scope's user: "user=<name>" or "user=anonymous", then
-/// its groups and data when it has some; relays layer events' `text`.
-struct WhoAmI;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename = "relay")]
-struct Relay {
-    text: String,
-}
-
-impl Consumer for WhoAmI {
-    type Event = Relay;
-
-    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
-        let scope = ctx.scope();
-        let mut greeting = scope.user().map_or("user=anonymous".to_owned(), |u| {
-            format!(
-                "user={} staff={}",
-                u.name(),
-                u.attribute("staff").unwrap_or(&false.into())
-            )
-        });
-        if !scope.initial_groups().is_empty() {
-            let groups: Vec<&str> = scope.initial_groups().iter().map(|g| g.as_str()).collect();
-            greeting += &format!(" groups={}", groups.join(","));
-        }
-        if !scope.data().is_empty() {
-            greeting += &format!(" data={}", serde_json::Value::Object(scope.data().clone()));
-        }
-        // Already a member of the admission's groups when `connect` runs: a
-        // send to the first reaches this connection too.
-        if let Some(first) = ctx.scope().initial_groups().first().cloned() {
-            let text = format!("in {first} at connect");
-            ctx.group_send(&first, &Relay { text }).await?;
-        }
-        ctx.send(WsMessage::text(greeting)).await?;
-        Ok(Connect::accept())
+/// The who-am-I greeting as the assertions below spell it: "user=<name>
+/// staff=<bool>" or "user=anonymous", then its groups and data when it has
+/// some.
+fn summary(greeting: &serde_json::Value) -> String {
+    let mut line = match greeting["user"].as_object() {
+        Some(user) => format!(
+            "user={} staff={}",
+            user["name"].as_str().unwrap_or_default(),
+            user["attributes"].get("staff").unwrap_or(&false.into())
+        ),
+        None => "user=anonymous".to_owned(),
+    };
+    let groups: Vec<&str> = greeting["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str())
+        .collect();
+    if !groups.is_empty() {
+        line += &format!(" groups={}", groups.join(","));
     }
-
-    async fn event(&mut self, ctx: &mut Context, event: Relay) -> Result<(), ConsumerError> {
-        ctx.send_text(event.text).await
+    if greeting["data"].as_object().is_some_and(|data| !data.is_empty()) {
+        line += &format!(" data={}", greeting["data"]);
     }
+    line
 }
 
 /// `?token=`: `alice` (staff), `brief` (expires in a second), `member`
@@ -112,33 +93,13 @@ async fn serve() -> (std::net::SocketAddr, CancellationToken) {
 }
 
 async fn serve_with_layer() -> (std::net::SocketAddr, CancellationToken, ChannelLayerHandle) {
-    let router = Router::new()
-        .websocket("ws/open/", || WhoAmI)
-        .websocket("ws/private/", || WhoAmI);
-    let layer = router.channel_layer().clone();
-    let service = AuthLayer::new(Tokens)
-        .require_under("/ws/private/")
-        .layer(router.into_service());
-    let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(server.serve(service, async move { token.cancelled().await }));
-    (addr, stop, layer)
+    let AuthServer { served, layer } = serve_auth(Tokens, WhoAmI::announcing()).await;
+    (served.addr, served.stop, layer)
 }
 
 async fn greeting(url: String) -> Result<String, u16> {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok((mut ws, _)) => match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("greeting in time")
-        {
-            Some(Ok(Message::Text(t))) => Ok(t.as_str().to_owned()),
-            other => panic!("expected a greeting, got {other:?}"),
-        },
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+    let mut ws = ws::handshake(url).await?;
+    Ok(summary(&auth::greeting(&mut ws).await))
 }
 
 #[tokio::test]
@@ -194,7 +155,7 @@ async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scop
         .await
         .unwrap();
     assert_eq!(
-        next_text(&mut member).await,
+        summary(&auth::greeting(&mut member).await),
         r#"user=member staff=false groups=news,user.3 data={"tenant":"acme"}"#
     );
     assert_eq!(next_text(&mut member).await, "in news at connect");
@@ -206,7 +167,10 @@ async fn an_admissions_groups_are_joined_before_connect_and_its_data_is_the_scop
     let (mut guest, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/open/?token=guest"))
         .await
         .unwrap();
-    assert_eq!(next_text(&mut guest).await, "user=anonymous groups=news");
+    assert_eq!(
+        summary(&auth::greeting(&mut guest).await),
+        "user=anonymous groups=news"
+    );
     assert_eq!(next_text(&mut guest).await, "in news at connect");
     // The guest's own send at connect reached the member too.
     assert_eq!(next_text(&mut member).await, "in news at connect");

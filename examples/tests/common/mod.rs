@@ -4,17 +4,14 @@
 
 use std::process::{Child, Command, Stdio};
 
-#[path = "../../../tests/support/process.rs"]
-mod process;
+use estuary_test_support::{process, ws};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = ws::WAIT;
 
 /// A running example; killed on drop.
 pub struct Example {
@@ -45,28 +42,17 @@ impl Drop for Example {
     }
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use estuary_test_support::ws::Ws;
 
 pub async fn connect(url: &str) -> Ws {
-    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("timeout")
-        .expect("connect")
-        .0
+    ws::connect(url).await.expect("connect")
 }
 
 /// The HTTP status a refused handshake got, and its body.
 pub async fn refused(url: &str) -> (u16, String) {
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("timeout")
-    {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => (
-            r.status().as_u16(),
-            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned(),
-        ),
+    match ws::connect(url).await {
+        Err(refused) => (refused.status, refused.body),
         Ok(_) => panic!("handshake was accepted"),
-        Err(e) => panic!("unexpected error {e}"),
     }
 }
 

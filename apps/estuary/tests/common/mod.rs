@@ -8,15 +8,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use estuary_app::config::Config;
+use estuary_test_support::ws;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = ws::WAIT;
 pub const QUIET: Duration = Duration::from_millis(300);
 
 /// The chat application served on a free port, stopped on drop.
@@ -150,13 +151,9 @@ impl Client {
     }
 
     pub async fn try_connect(url: &str) -> Result<Self, Refused> {
-        match tokio::time::timeout(WAIT, connect_async(url))
-            .await
-            .expect("handshake timed out")
-        {
-            Ok((ws, _)) => Ok(Self { ws }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Refused(resp.status().as_u16())),
-            Err(e) => panic!("handshake with {url} failed: {e}"),
+        match ws::connect(url).await {
+            Ok(ws) => Ok(Self { ws }),
+            Err(refused) => Err(Refused(refused.status)),
         }
     }
 

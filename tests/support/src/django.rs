@@ -9,14 +9,14 @@
 //! 127.0.0.1:5432 as user postgres with trust auth; each project makes its own
 //! database and drops it.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::workspace_root;
 
 /// The project's `SECRET_KEY`.
 pub const SECRET: &str = "the current secret key of the test project";
@@ -56,17 +56,6 @@ impl Engine {
     }
 }
 
-/// The workspace's root: the nearest folder above the crate with a Cargo.lock.
-fn workspace_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("Cargo.lock").exists() {
-        if !dir.pop() {
-            break;
-        }
-    }
-    dir
-}
-
 /// The Python with Django that runs the project.
 pub fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("ESTUARY_DJANGO_PYTHON") {
@@ -81,6 +70,7 @@ pub fn python() -> PathBuf {
 }
 
 /// Where the project's data lives.
+#[derive(Debug)]
 enum Backing {
     /// The SQLite file.
     Sqlite(PathBuf),
@@ -90,6 +80,7 @@ enum Backing {
 
 /// A copy of the test project in a fresh temporary directory, removed on drop
 /// (its PostgreSQL database too).
+#[derive(Debug)]
 pub struct Project {
     dir: PathBuf,
     engine: Engine,
@@ -140,7 +131,7 @@ impl Project {
     pub fn database_url(&self) -> String {
         match &self.backing {
             Backing::Sqlite(file) => format!("sqlite://{}", file.display()),
-            Backing::Postgres(db) => format!("postgres://postgres@127.0.0.1:5432/{}", db.name),
+            Backing::Postgres(db) => db.url(),
         }
     }
 
@@ -239,6 +230,7 @@ impl Drop for Project {
 }
 
 /// The Django project's HTTP server, killed on drop.
+#[derive(Debug)]
 pub struct Django {
     child: Child,
     /// The loopback port it listens on.
@@ -252,9 +244,12 @@ impl Drop for Django {
     }
 }
 
-/// A database of its own on the machine's PostgreSQL, dropped on drop.
-struct PgDatabase {
-    name: String,
+/// A database of its own on the machine's PostgreSQL (127.0.0.1:5432, user
+/// `postgres`, trust auth), dropped on drop.
+#[derive(Debug)]
+pub struct PgDatabase {
+    /// Its name (`estuary_django_<uuid>`).
+    pub name: String,
 }
 
 /// The maintenance database, to create and drop the tests' databases from.
@@ -272,8 +267,14 @@ async fn pg_admin(sql: String) {
 }
 
 impl PgDatabase {
-    /// Creates a database with a fresh name.
-    async fn create() -> Self {
+    /// `postgres://postgres@127.0.0.1:5432/<name>`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// Creates a database with a fresh name; panics when PostgreSQL is not
+    /// reachable.
+    pub async fn create() -> Self {
         let name = format!("estuary_django_{}", uuid::Uuid::new_v4().simple());
         pg_admin(format!("CREATE DATABASE {name}")).await;
         Self { name }

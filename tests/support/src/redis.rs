@@ -1,34 +1,37 @@
-//! Redis for tests: the shared server with a unique prefix, or a private
-//! redis-server on a free port (for rings and fault tests).
-
-#![allow(dead_code, unreachable_pub)]
+//! Redis for tests: the machine's server with a unique key prefix per test,
+//! or a private `redis-server` on a free port (for rings and fault tests).
 
 use std::process::{Child, Command, Stdio};
-
-#[path = "../../../../tests/support/process.rs"]
-pub mod process;
 use std::time::Duration;
 
-/// The Redis every machine runs; tests use a unique prefix and never flush others' keys.
+use crate::process;
+
+/// The Redis every test machine runs; tests use a [`unique_prefix`] and
+/// never flush others' keys.
 pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 
-/// A prefix no other test uses.
+/// A key prefix no other test uses.
 pub fn unique_prefix() -> String {
     format!("estuarytest{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A private redis-server, stopped on drop.
+/// A private `redis-server` (from `PATH`), without persistence, stopped on
+/// drop.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
+    /// The loopback port it listens on.
     pub port: u16,
 }
 
 impl RedisServer {
+    /// Starts one on a free port.
     pub fn start() -> Self {
         Self::start_on(process::free_port())
     }
 
-    /// Starts redis-server on `port` (no persistence) and waits for "Ready to accept connections".
+    /// Starts one on `port` and waits (at most 20 s) for "Ready to accept
+    /// connections".
     pub fn start_on(port: u16) -> Self {
         let mut cmd = Command::new("redis-server");
         cmd.args([
@@ -49,6 +52,7 @@ impl RedisServer {
         }
     }
 
+    /// `redis://127.0.0.1:<port>/0`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }

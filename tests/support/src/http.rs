@@ -1,7 +1,5 @@
 //! A minimal HTTP/1.1 client for tests: one request per connection.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

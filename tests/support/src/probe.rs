@@ -5,14 +5,14 @@
 //! `target/interop-venv/bin/python`, made by `scripts/install-interop.sh`);
 //! the probe from `ESTUARY_INTEROP_PROBE` (default `../shared/interop/`).
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::workspace_root;
 
 /// The probe and the Python that runs it.
 #[derive(Debug, Clone)]
@@ -23,17 +23,8 @@ pub struct Probe {
     pub layer_args: Vec<String>,
 }
 
-fn workspace_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("Cargo.lock").exists() {
-        if !dir.pop() {
-            break;
-        }
-    }
-    dir
-}
-
 /// One running `listen` or `receive`: its stdout lines are the messages.
+#[derive(Debug)]
 pub struct Listening {
     child: Child,
     /// What the ready line said (e.g. the listener's channel name).

@@ -1,6 +1,5 @@
-//! Starts a program for a test and waits, on its output, until it is ready.
-
-#![allow(dead_code, unreachable_pub)]
+//! Programs started for a test (the `estuary` binary, `redis-server`, an
+//! example), awaited on their output until ready.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -42,4 +41,41 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    /// The stdout line that said it was ready.
+    pub ready: String,
+}
+
+impl Process {
+    /// [`spawn_ready`], killed on drop.
+    pub fn start(cmd: Command, marker: &'static str, limit: Duration) -> Self {
+        let (child, ready) = spawn_ready(cmd, marker, limit);
+        Self { child, ready }
+    }
+
+    /// The `estuary` binary at `bin` (`env!("CARGO_BIN_EXE_estuary")` in the
+    /// app's tests) running `serve` on `127.0.0.1:<port>` with `args` after,
+    /// its log at `info` on stderr, once it logged "listening".
+    pub fn estuary_serve(bin: &str, port: u16, args: &[&str]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::inherit());
+        Self::start(cmd, "listening", Duration::from_secs(30))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
