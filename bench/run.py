@@ -584,7 +584,7 @@ def main():
 
     if not args.no_build:
         log("==> building the servers and the load generator")
-        cmd = ["cargo", "build", "--quiet", "-p", "estuary-app", "-p", "estuary-bench", "-p", "naive-broadcast"]
+        cmd = ["cargo", "build", "--quiet", "-p", "estuary-cli", "-p", "estuary-bench", "-p", "naive-broadcast"]
         if not args.smoke:
             cmd.append("--release")
         subprocess.run(cmd, check=True, cwd=ROOT)

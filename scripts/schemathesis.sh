@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-schemathesis.sh
-cargo build --quiet -p estuary-app --bin estuary
+cargo build --quiet -p estuary-cli --bin estuary
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
 LOG="target/schemathesis-server.log"

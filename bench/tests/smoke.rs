@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use estuary_app::config::Config;
 use estuary_bench::client::Target;
 use estuary_bench::fanout::{self, FanoutOptions, Load};
 use estuary_bench::{connect, idle};
+use estuary_cli::config::Config;
 use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ async fn serve(stop: CancellationToken) -> SocketAddr {
     config.websocket.rate_limit_per_ip = 0.0;
     config.server.handshake_rate = 0.0;
     config.server.max_connections_per_ip = 0;
-    let service = estuary_app::app::service(&config).expect("the application");
+    let service = estuary_cli::serve::service(&config).expect("the application");
     let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()

@@ -9,7 +9,7 @@
 //! reads back ([`Config::to_toml`]), secrets redacted unless asked for.
 //!
 //! ```
-//! use estuary_app::config::{Config, Layers};
+//! use estuary_cli::config::{Config, Layers};
 //!
 //! let config = Config::from_layers(Layers {
 //!     file: Some(("estuary.toml".into(), "[websocket]\nping_interval = 5\n".into())),

@@ -1,8 +1,8 @@
-//! The `estuary` binary's application: the chat rooms, their pages and the
-//! HTTP push API, configured from a file, `ESTUARY_*` variables and flags.
+//! The `estuary` command (`estuary serve`, `estuary check-config`): the chat
+//! rooms, their pages and the HTTP push API, configured from a file,
+//! `ESTUARY_*` variables and flags. [`serve`] builds and runs the server.
 
 pub mod announce;
-pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
@@ -11,4 +11,5 @@ pub mod pages;
 pub mod posts;
 pub mod push;
 pub mod rooms;
+pub mod serve;
 pub mod usernames;

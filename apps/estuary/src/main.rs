@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use clap::{Args, Parser, Subcommand};
-use estuary_app::config::{Config, Secrets, ServeArgs};
+use estuary_cli::config::{Config, Secrets, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
                     EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
                 )
                 .init();
-            estuary_app::app::serve(Config::load(&args)?).await
+            estuary_cli::serve::serve(Config::load(&args)?).await
         }
         Command::CheckConfig(args) => {
             let secrets = if args.show_secrets {

@@ -71,7 +71,7 @@ pub fn forbidden_char(c: char) -> bool {
 /// not.
 ///
 /// ```
-/// use estuary_app::usernames::{NameProblem, check};
+/// use estuary_cli::usernames::{NameProblem, check};
 ///
 /// assert_eq!(check("  alice "), Ok(Some("alice".to_owned())));
 /// assert_eq!(check(""), Ok(None));
@@ -104,7 +104,7 @@ pub fn check(raw: &str) -> Result<Option<String>, NameProblem> {
 /// it `b`; the skeleton first loses what case folding alone makes equal.
 ///
 /// ```
-/// use estuary_app::usernames::{confusable, fold};
+/// use estuary_cli::usernames::{confusable, fold};
 ///
 /// for lookalike in ["ALICE", "alice\u{200b}", "\u{430}lice", "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}", "aIice"] {
 ///     assert!(confusable(&fold(lookalike), &fold("alice")), "{lookalike:?}");

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use common::{Client, Refused, TestServer, WAIT};
-use estuary_app::config::{CallbackSettings, Config, JwtSettings};
+use estuary_cli::config::{CallbackSettings, Config, JwtSettings};
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{CapturedLog, Client, Refused, TestServer, assert_throttled};
-use estuary_app::config::{CallbackSettings, Config};
+use estuary_cli::config::{CallbackSettings, Config};
 
 #[tokio::test]
 async fn an_unreachable_callback_logs_a_line_a_second_with_the_count_held_back() {

@@ -9,7 +9,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Client, TestServer};
-use estuary_app::config::{Config, JwtSettings};
+use estuary_cli::config::{Config, JwtSettings};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@ mod common;
 use estuary_test_support::http;
 
 use common::{Client, TestServer};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -344,12 +344,12 @@ async fn a_chat_connection_future_stays_small() {
     use estuary::server::{AnyTransport, MemoryTransport};
     use estuary::{ChannelLayerHandle, Scope, Session, SessionConfig};
 
-    let rooms = estuary_app::rooms::Rooms::default();
+    let rooms = estuary_cli::rooms::Rooms::default();
     let layer = ChannelLayerHandle::default();
-    let announcer = estuary_app::announce::Announcer::new(layer.clone());
+    let announcer = estuary_cli::announce::Announcer::new(layer.clone());
     let scope = Scope::builder("/ws/chat/lobby/").param("room", "lobby").build();
     let (session, _accept) = Session::open(
-        estuary_app::chat::ChatConsumer::new(rooms, announcer),
+        estuary_cli::chat::ChatConsumer::new(rooms, announcer),
         scope,
         layer,
         SessionConfig::default(),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use estuary_app::config::{
+use estuary_cli::config::{
     Config, Layers, RedisFlavour, SETTINGS, Secrets, ServeArgs, SessionEngineName, SlowClient,
 };
 

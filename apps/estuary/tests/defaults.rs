@@ -7,7 +7,7 @@ use estuary_test_support::http;
 mod common;
 
 use common::{Client, TestServer, WAIT};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -165,7 +165,7 @@ async fn a_wrong_token_gets_401_with_a_challenge() {
 
 #[test]
 fn a_public_bind_needs_allowed_hosts() {
-    use estuary_app::config::ServeArgs;
+    use estuary_cli::config::ServeArgs;
     for bind in ["0.0.0.0:8000", "192.0.2.1:8000", "unix:/tmp/estuary-test.sock"] {
         let args = ServeArgs::try_parse_from(["--bind", bind]).unwrap();
         let error = format!("{:#}", Config::from_layers(args.layers()).unwrap_err());
@@ -260,7 +260,7 @@ async fn a_burst_of_connects_fits_the_listen_backlog() {
         ..Config::default()
     };
     assert_eq!(config.server.listen_backlog, 4096);
-    let server = estuary_app::app::listen(&config).expect("a free port");
+    let server = estuary_cli::serve::listen(&config).expect("a free port");
     let addr = server.local_addr().unwrap();
     let connects = (0..BURST).map(|_| tokio::time::timeout(WAIT, TcpStream::connect(addr)));
     let results = futures_util::future::join_all(connects).await;

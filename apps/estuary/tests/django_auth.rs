@@ -13,7 +13,7 @@ use estuary_test_support::http;
 
 use common::{Client, Refused, TestServer};
 use django::{CALLBACK_SECRET, Database, Engine, OLD_SECRET, Project, SECRET};
-use estuary_app::config::{CallbackSettings, Config, DjangoSettings, SessionEngineName};
+use estuary_cli::config::{CallbackSettings, Config, DjangoSettings, SessionEngineName};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

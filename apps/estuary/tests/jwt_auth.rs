@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Refused, TestServer};
-use estuary_app::config::{Config, JwtSettings};
+use estuary_cli::config::{Config, JwtSettings};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 

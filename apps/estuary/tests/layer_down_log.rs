@@ -11,7 +11,7 @@ use estuary_test_support::redis as redis_server;
 use std::time::{Duration, Instant};
 
 use common::{CapturedLog, Client, TestServer, assert_throttled, held_back};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use common::{Client, TestServer, WAIT};
-use estuary_app::config::Config;
-use estuary_app::push::{OPENAPI_JSON, ROUTES};
+use estuary_cli::config::Config;
+use estuary_cli::push::{OPENAPI_JSON, ROUTES};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

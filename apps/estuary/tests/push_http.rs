@@ -7,8 +7,8 @@ use estuary::{
     ChannelLayer, ChannelLayerConfig, ChannelLayerHandle, ChannelName, GroupName, InMemoryChannelLayer,
     Message,
 };
-use estuary_app::push::{PushAccess, PushState, routes};
-use estuary_app::rooms::Rooms;
+use estuary_cli::push::{PushAccess, PushState, routes};
+use estuary_cli::rooms::Rooms;
 use http::StatusCode;
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Client, TestServer};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use probe::Probe;
 use serde_json::json;
 

@@ -17,7 +17,7 @@ use common::served::Served;
 use common::{Client, TestServer, WAIT};
 use estuary::redis::{RedisChannelLayer, RedisConfig};
 use estuary::{ChannelLayer, GroupName, Message};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{Client, TestServer};
 use estuary::ChannelLayerHandle;
 use estuary::redis::{RedisConfig, RedisPubSubChannelLayer};
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -35,7 +35,7 @@ async fn pubsub_server(
     let mut config = Config::default();
     config.layer.redis = vec![url.to_owned()];
     config.layer.prefix = prefix.to_owned();
-    config.layer.flavour = estuary_app::config::RedisFlavour::PubSub;
+    config.layer.flavour = estuary_cli::config::RedisFlavour::PubSub;
     // The load below is faster than a person types.
     config.websocket.rate_limit = 0.0;
     config.websocket.rate_limit_per_ip = 0.0;

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use common::Client;
 use estuary::{ChannelLayer, ChannelLayerHandle, ChannelName, Message, WorkerStats};
-use estuary_app::config::Config;
-use estuary_app::posts::ROOM_POSTS;
+use estuary_cli::config::Config;
+use estuary_cli::posts::ROOM_POSTS;
 use probe::Probe;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -32,9 +32,9 @@ async fn serve(config: Config, layer: ChannelLayerHandle) -> Running {
         bind: "127.0.0.1:0".into(),
         ..config
     };
-    let service = estuary_app::app::service_with_layer(&config, layer.clone()).expect("the application");
-    let (workers, stats) = estuary_app::posts::workers();
-    let server = estuary_app::app::listen(&config)
+    let service = estuary_cli::serve::service_with_layer(&config, layer.clone()).expect("the application");
+    let (workers, stats) = estuary_cli::posts::workers();
+    let server = estuary_cli::serve::listen(&config)
         .expect("a free port")
         .with_workers(workers, layer);
     let addr = server.local_addr().unwrap();
@@ -115,7 +115,7 @@ async fn a_django_send_over_redis_posts_to_the_room() {
     let mut config = Config::default();
     config.layer.redis = vec![SHARED_REDIS.to_owned()];
     config.layer.prefix = prefix.clone();
-    let layer = estuary_app::app::channel_layer(&config).expect("the Redis layer");
+    let layer = estuary_cli::serve::channel_layer(&config).expect("the Redis layer");
     let running = serve(config, layer).await;
     let mut member = Client::join(&format!("ws://{}/ws/chat/news/", running.addr)).await;
 

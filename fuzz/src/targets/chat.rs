@@ -6,10 +6,10 @@
 //! Input: the bytes, read each way.
 
 use bytes::Bytes;
-use estuary_app::chat::{
+use estuary_cli::chat::{
     ChatConsumer, ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, parse_client_message,
 };
-use estuary_app::usernames;
+use estuary_cli::usernames;
 use estuary_core::{Consumer, Message, WsMessage};
 
 use crate::{Trail, text};

@@ -196,11 +196,11 @@ fn harness() -> &'static Harness {
             .build()
             .expect("a runtime");
         let addr = runtime.block_on(async {
-            let config = estuary_app::config::Config {
+            let config = estuary_cli::config::Config {
                 push_token: Some(PUSH_TOKEN.to_owned()),
                 ..Default::default()
             };
-            let service = estuary_app::app::service(&config).expect("the app builds");
+            let service = estuary_cli::serve::service(&config).expect("the app builds");
             let mut server_config = config.server_config().expect("the default server config");
             // Every input comes from one address, fast: no rate or per-address limit.
             server_config.handshake_rate = None;

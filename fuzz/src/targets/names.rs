@@ -61,24 +61,24 @@ pub fn run(data: &[u8]) -> u64 {
         assert_eq!(serde_json::from_str::<GroupName>(&json).ok().as_ref(), Some(g));
     }
     // The chat app: a valid room always has a valid group.
-    let room_ok = estuary_app::chat::valid_room(&raw);
+    let room_ok = estuary_cli::chat::valid_room(&raw);
     trail.note(room_ok);
     if room_ok {
-        let group = estuary_app::chat::room_group(&raw);
+        let group = estuary_cli::chat::room_group(&raw);
         assert!(group.is_ok(), "room {raw:?} is valid but its group is not");
     }
     // The chat app's guest names: a checked name has no forbidden character
     // and something visible; folding never panics and ignores a trailing
     // invisible character.
-    match estuary_app::usernames::check(&raw) {
+    match estuary_cli::usernames::check(&raw) {
         Ok(Some(name)) => {
             trail.note("guest name");
-            assert!(!name.chars().any(estuary_app::usernames::forbidden_char));
-            assert!(name.chars().count() <= estuary_app::usernames::MAX_USERNAME_CHARS);
-            let key = estuary_app::usernames::fold(&name);
+            assert!(!name.chars().any(estuary_cli::usernames::forbidden_char));
+            assert!(name.chars().count() <= estuary_cli::usernames::MAX_USERNAME_CHARS);
+            let key = estuary_cli::usernames::fold(&name);
             assert!(key.iter().all(|k| !k.is_empty()), "{name:?} folds to nothing");
             assert_eq!(
-                estuary_app::usernames::fold(&format!("{name}\u{2060}")),
+                estuary_cli::usernames::fold(&format!("{name}\u{2060}")),
                 key,
                 "{name:?}"
             );

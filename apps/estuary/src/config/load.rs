@@ -21,7 +21,7 @@ invalid value is reported with its source: the file's key, the variable, or the 
 /// and one flag per row of [`SETTINGS`].
 ///
 /// ```
-/// use estuary_app::config::{Config, ServeArgs};
+/// use estuary_cli::config::{Config, ServeArgs};
 ///
 /// let args = ServeArgs::try_parse_from(["--bind", "127.0.0.1:9000", "--layer", "memory"])?;
 /// assert_eq!(Config::from_layers(args.layers())?.bind, "127.0.0.1:9000");

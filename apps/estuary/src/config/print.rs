@@ -32,7 +32,7 @@ enum Shape {
 /// query parameter) replaced by [`REDACTED`], for logs and printing.
 ///
 /// ```
-/// use estuary_app::config::redact_url;
+/// use estuary_cli::config::redact_url;
 ///
 /// assert_eq!(redact_url("redis://:pw@10.0.0.1:6379/0"), "redis://:<redacted>@10.0.0.1:6379/0");
 /// assert_eq!(redact_url("postgres://me:pw@db/x?password=pw"), "postgres://me:<redacted>@db/x?password=<redacted>");
@@ -113,7 +113,7 @@ impl Config {
     /// [`REDACTED`], and the file refuses to load until they are put back.
     ///
     /// ```
-    /// use estuary_app::config::{Config, Layers, Secrets};
+    /// use estuary_cli::config::{Config, Layers, Secrets};
     ///
     /// let config = Config { push_token: Some("s3cret".into()), ..Config::default() };
     /// let printed = config.to_toml(Secrets::Show)?;

@@ -7,7 +7,7 @@ pub mod served;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use estuary_app::config::Config;
+use estuary_cli::config::Config;
 use estuary_test_support::ws;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -56,7 +56,7 @@ impl TestServer {
             bind: "127.0.0.1:0".into(),
             ..config
         };
-        let service = estuary_app::app::service(&config).expect("the application");
+        let service = estuary_cli::serve::service(&config).expect("the application");
         Self::serve(config, service).await
     }
 
@@ -67,12 +67,12 @@ impl TestServer {
             bind: "127.0.0.1:0".into(),
             ..config
         };
-        let service = estuary_app::app::service_with_layer(&config, layer).expect("the application");
+        let service = estuary_cli::serve::service_with_layer(&config, layer).expect("the application");
         Self::serve(config, service).await
     }
 
-    async fn serve(config: Config, service: estuary_app::app::AppService) -> Self {
-        let server = estuary_app::app::listen(&config).expect("a free port");
+    async fn serve(config: Config, service: estuary_cli::serve::AppService) -> Self {
+        let server = estuary_cli::serve::listen(&config).expect("a free port");
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();

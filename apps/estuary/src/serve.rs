@@ -88,9 +88,9 @@ pub type AppService = AllowedHostsService<OriginService<AuthService<RouterServic
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
 /// use estuary::server::Server;
-/// use estuary_app::config::Config;
+/// use estuary_cli::config::Config;
 ///
-/// let service = estuary_app::app::service(&Config::default())?;
+/// let service = estuary_cli::serve::service(&Config::default())?;
 /// let server = Server::bind("127.0.0.1:0".parse()?).await?;
 /// server.serve(service, std::future::pending::<()>()).await?;
 /// # Ok(()) }
@@ -113,10 +113,10 @@ pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth
 /// # async fn demo() -> anyhow::Result<()> {
 /// use estuary::ChannelLayerHandle;
 /// use estuary::redis::{RedisConfig, RedisPubSubChannelLayer};
-/// use estuary_app::config::Config;
+/// use estuary_cli::config::Config;
 ///
 /// let layer = RedisPubSubChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
-/// let service = estuary_app::app::service_with_layer(&Config::default(), ChannelLayerHandle::new(layer.clone()))?;
+/// let service = estuary_cli::serve::service_with_layer(&Config::default(), ChannelLayerHandle::new(layer.clone()))?;
 /// # Ok(()) }
 /// ```
 pub fn service_with_layer(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<AppService> {
@@ -166,11 +166,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 ///
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
-/// use estuary_app::config::Config;
+/// use estuary_cli::config::Config;
 ///
 /// let config = Config::default();
-/// let server = estuary_app::app::listen(&config)?;
-/// server.serve(estuary_app::app::service(&config)?, std::future::pending::<()>()).await?;
+/// let server = estuary_cli::serve::listen(&config)?;
+/// server.serve(estuary_cli::serve::service(&config)?, std::future::pending::<()>()).await?;
 /// # Ok(()) }
 /// ```
 pub fn listen(config: &Config) -> anyhow::Result<Server> {
