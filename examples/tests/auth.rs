@@ -12,17 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use estuary_test_support::http;
+
 /// `GET path` with this `Host`; the whole response.
 async fn get(addr: &str, host: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .expect("no response in time")
-        .expect("read");
-    out
+    http::get_with_host(addr, host, path).await
 }
 
 async fn token(example: &Example, user: &str) -> String {

@@ -11,18 +11,7 @@ use common::{Example, assert_no_message, connect, recv_json, send_json};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET path`; the whole response.
-async fn get(addr: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .expect("no response in time")
-        .expect("read");
-    out
-}
+use estuary_test_support::http::get;
 
 #[tokio::test]
 async fn the_printed_address_serves_a_page_on_the_socket() {

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{assert_no_message, connect, recv_json, send_json};
+use estuary_test_support::http::post_json;
+use estuary_test_support::redis::unique_prefix;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,29 +59,6 @@ impl Drop for Chat {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A key prefix no other test run uses.
-fn unique_prefix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("estuary-example-{}-{nanos}", std::process::id())
-}
-
-async fn post_json(addr: &str, path: &str, body: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .expect("no response in time")
-        .expect("read");
-    out
 }
 
 #[tokio::test]
