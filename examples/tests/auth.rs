@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Example, Ws, connect, recv_json, refused};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -5,11 +5,8 @@ mod common;
 
 use estuary_test_support::http;
 
-use std::time::Duration;
-
 use common::{Example, assert_no_message, connect, recv_json, send_json};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use estuary_test_support::http::get;
 

@@ -4,13 +4,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{assert_no_message, connect, recv_json, send_json};
 use estuary_test_support::http::post_json;
 use estuary_test_support::redis::unique_prefix;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One `redis-chat` process; killed on drop.
 struct Chat {
