@@ -40,6 +40,15 @@ pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
 pub use sections::{LayerSettings, ServerSettings, SlowClient, WebSocketConfig};
 
+/// A value out of its range, or a placeholder for a secret: the key it is
+/// about, and why (the loader adds where the value came from).
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    /// The key whose value is wrong (the first, when several are named).
+    pub(crate) key: &'static str,
+    pub(crate) error: anyhow::Error,
+}
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use super::validate::Invalid;
+use super::Invalid;
 
 /// `[auth]`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

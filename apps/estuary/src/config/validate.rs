@@ -1,14 +1,6 @@
 //! What serde cannot check: ranges, and keys that depend on each other.
 
-use super::Config;
-
-/// A value out of its range: the key it is about, and why.
-#[derive(Debug)]
-pub(crate) struct Invalid {
-    /// The key whose value is wrong (the first, when several are named).
-    pub(crate) key: &'static str,
-    pub(crate) error: anyhow::Error,
-}
+use super::{Config, Invalid};
 
 fn invalid(key: &'static str, message: impl std::fmt::Display) -> Invalid {
     Invalid {
