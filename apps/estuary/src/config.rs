@@ -33,8 +33,11 @@ mod print;
 mod sections;
 mod validate;
 
-pub use auth::{AuthSettings, CallbackSettings, DjangoSettings, JwtSettings, SessionEngineName};
+pub use auth::AuthSettings;
 pub use estuary::redis::RedisFlavour;
+pub use estuary_callback::CallbackSettings;
+pub use estuary_django::{DjangoSettings, SessionEngineName};
+pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};

@@ -42,6 +42,10 @@ pub enum ConfigError {
         "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
     )]
     ShortSecret,
+    /// A count or a duration of 0 where at least 1 is needed (the
+    /// timeout, `max_in_flight`, `max_in_flight_per_client`).
+    #[error("must be at least 1")]
+    Zero,
     /// A cookie name that is not one.
     #[error("{0:?} is not a cookie name")]
     Cookie(String),

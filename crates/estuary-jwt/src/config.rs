@@ -64,6 +64,15 @@ pub enum JwtConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A PEM key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An HMAC secret was empty.
     #[error("the HMAC secret is empty")]
     EmptySecret,
