@@ -172,3 +172,55 @@ impl<'de> Deserialize<'de> for CallbackConfig {
         CallbackConfig::try_from(settings).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "url = \"http://127.0.0.1:8000/c/\"\nsecret = \"a secret of 16+ bytes\"\n";
+
+    /// The error of `BASE` with `extra` lines, as text.
+    fn error(extra: &str) -> String {
+        match toml::from_str::<CallbackConfig>(&format!("{BASE}{extra}")) {
+            Ok(_) => panic!("{extra:?} was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        assert!(toml::from_str::<CallbackConfig>(BASE).is_ok());
+        let short = toml::from_str::<CallbackConfig>("url = \"http://h/\"\nsecret = \"short\"\n");
+        assert!(
+            short
+                .unwrap_err()
+                .to_string()
+                .contains("secret: the callback secret must be")
+        );
+        let https =
+            toml::from_str::<CallbackConfig>("url = \"https://h/\"\nsecret = \"a secret of 16+ bytes\"\n");
+        assert!(https.unwrap_err().to_string().contains("url: callback URL"));
+        assert!(error("timeout_ms = 0").contains("timeout_ms: must be at least 1"));
+        assert!(error("max_in_flight = 0").contains("max_in_flight: must be at least 1"));
+        assert!(
+            error("max_in_flight_per_client = 0").contains("max_in_flight_per_client: must be at least 1")
+        );
+        assert!(error("cookies = [\"a b\"]").contains("cookies: \"a b\" is not a cookie name"));
+        assert!(error("headers = [\"host\"]").contains("headers: header \"host\""));
+        assert!(error("timeout = 3").contains("unknown field `timeout`"));
+    }
+
+    #[test]
+    fn settings_round_trip_and_become_the_config() {
+        let mut settings = CallbackSettings::new("http://127.0.0.1:8000/c/", "a secret of 16+ bytes");
+        settings.max_in_flight = 16;
+        settings.max_in_flight_per_client = Some(4);
+        settings.recheck_every = 30;
+        let text = toml::to_string(&settings).unwrap();
+        assert_eq!(toml::from_str::<CallbackSettings>(&text).unwrap(), settings);
+        let config = CallbackConfig::try_from(settings).unwrap();
+        assert_eq!(config.max_in_flight_per_client(), 4);
+        assert_eq!(config.recheck_every, Some(Duration::from_secs(30)));
+        assert_eq!(config.timeout(), Duration::from_secs(2));
+    }
+}

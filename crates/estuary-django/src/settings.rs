@@ -179,3 +179,52 @@ impl<'de> Deserialize<'de> for DjangoConfig {
         DjangoConfig::try_from(settings).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error of the settings `json` (an object's members), as text.
+    fn error(json: &str) -> String {
+        match serde_json::from_str::<DjangoConfig>(&format!("{{\"secret_key\": \"k\", {json}}}")) {
+            Ok(_) => panic!("{json:?} was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        assert!(error(r#""database": "mysql://db/x""#).starts_with("database: "));
+        assert!(error(r#""database": "sqlite://""#).starts_with("database: "));
+        let table = error(r#""database": "sqlite:///x.db", "user_table": "auth user""#);
+        assert!(table.starts_with("user_table: "), "{table}");
+        let cookie = error(r#""database": "sqlite:///x.db", "cookie_name": """#);
+        assert!(cookie.starts_with("cookie_name: "), "{cookie}");
+        let engine = error(r#""database": "sqlite:///x.db", "session_engine": "cache""#);
+        assert!(engine.contains("unknown variant `cache`"), "{engine}");
+    }
+
+    #[test]
+    fn settings_become_the_config_and_the_authenticator() {
+        let settings: DjangoSettings = toml::from_str(
+            "secret_key = \"k\"\nsecret_key_fallbacks = [\"old\"]\ndatabase = \"sqlite:///srv/db.sqlite3\"\n\
+             cookie_name = \"shop\"\nuser_table = \"accounts_member\"\nrecheck_every = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            toml::from_str::<DjangoSettings>(&toml::to_string(&settings).unwrap()).unwrap(),
+            settings
+        );
+        let config = DjangoConfig::try_from(settings.clone()).unwrap();
+        assert_eq!(config.database, DatabaseUrl::Sqlite("/srv/db.sqlite3".into()));
+        assert_eq!(config.secret_key_fallbacks, ["old"]);
+        assert_eq!(config.cookie_name, "shop");
+        assert_eq!(config.user_model.table, "accounts_member");
+        assert_eq!(config.engine, SessionEngine::Db);
+        assert!(settings.authenticator().is_ok());
+        assert!(
+            !format!("{settings:?}").contains("\"k\""),
+            "the secret is not in Debug"
+        );
+    }
+}

@@ -175,3 +175,79 @@ impl<'de> Deserialize<'de> for JwtConfig {
         JwtConfig::try_from(settings).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error of the settings `text` (TOML), as text.
+    fn error(text: &str) -> String {
+        match toml::from_str::<JwtConfig>(text) {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        let dir = std::env::temp_dir().join(format!("estuary-jwt-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "not a key").unwrap();
+        let not_jwks = dir.join("not.json");
+        std::fs::write(&not_jwks, "{}").unwrap();
+
+        assert!(error("").contains("no key: set hmac_secret"));
+        assert!(error("hmac_secret = \"\"").contains("hmac_secret: the HMAC secret is empty"));
+        let rsa = error(&format!(
+            "rsa_public_key_file = {:?}",
+            not_pem.display().to_string()
+        ));
+        assert!(
+            rsa.contains("rsa_public_key_file: invalid RS256 public key"),
+            "{rsa}"
+        );
+        let ec = error(&format!(
+            "ec_public_key_file = {:?}",
+            not_pem.display().to_string()
+        ));
+        assert!(
+            ec.contains("ec_public_key_file: invalid ES256 public key"),
+            "{ec}"
+        );
+        let missing = error("ec_public_key_file = \"/nonexistent/key.pem\"");
+        assert!(
+            missing.contains("ec_public_key_file: cannot read /nonexistent/key.pem"),
+            "{missing}"
+        );
+        for reload in ["", "\njwks_reload_every = 0"] {
+            let jwks = error(&format!(
+                "jwks_file = {:?}{reload}",
+                not_jwks.display().to_string()
+            ));
+            assert!(jwks.contains("jwks_file: invalid JWKS"), "{jwks}");
+        }
+        assert!(error("hmac_secret = \"s\"\nleeway = -1").contains("leeway"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn settings_become_the_config() {
+        let settings = JwtSettings {
+            hmac_secret: Some("a long random secret".into()),
+            audience: Some("chat".into()),
+            issuer: Some("https://auth.example.com/".into()),
+            leeway: Some(5),
+            ..JwtSettings::default()
+        };
+        let text = toml::to_string(&settings).unwrap();
+        assert_eq!(toml::from_str::<JwtSettings>(&text).unwrap(), settings);
+        let config = JwtConfig::try_from(settings.clone()).unwrap();
+        assert_eq!(config.leeway, Duration::from_secs(5));
+        assert_eq!(config.audience, Some(vec!["chat".to_owned()]));
+        assert!(
+            !format!("{settings:?}").contains("random"),
+            "the secret is not in Debug"
+        );
+    }
+}
