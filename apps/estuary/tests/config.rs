@@ -447,3 +447,36 @@ fn the_documented_examples_load() {
     }
     assert!(checked >= 3, "{checked} examples");
 }
+
+/// `[auth.*]` are the libraries' own settings: an invalid value there is
+/// an error naming its key and where it came from, without connecting.
+#[test]
+fn an_invalid_auth_value_names_its_key() {
+    for (text, key) in [
+        (
+            "[auth.callback]\nurl = \"http://127.0.0.1:8000/c/\"\nsecret = \"short\"\n",
+            "auth.callback.secret",
+        ),
+        (
+            "[auth.callback]\nurl = \"http://127.0.0.1:8000/c/\"\nsecret = \"a secret of 16+ bytes\"\n\
+             headers = [\"x-real-ip\"]\n",
+            "auth.callback.headers",
+        ),
+        (
+            "[auth.jwt]\nec_public_key_file = \"/nonexistent/key.pem\"\n",
+            "auth.jwt.ec_public_key_file",
+        ),
+        ("[auth.jwt]\naudience = \"chat\"\n", "[auth.jwt] needs a key"),
+        (
+            "[auth.django]\nsecret_key = \"k\"\ndatabase = \"mysql://db/x\"\n",
+            "auth.django.database",
+        ),
+    ] {
+        let message = error(Layers {
+            file: file(text),
+            ..Layers::default()
+        });
+        assert!(message.contains(key), "{text}: {message}");
+        assert!(message.contains("site.toml"), "{text}: {message}");
+    }
+}
