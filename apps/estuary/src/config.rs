@@ -34,6 +34,7 @@ mod sections;
 mod validate;
 
 pub use auth::AuthSettings;
+pub use estuary::redis::LayerSettings;
 pub use estuary::redis::RedisFlavour;
 pub use estuary_callback::CallbackSettings;
 pub use estuary_django::{DjangoSettings, SessionEngineName};
@@ -41,7 +42,7 @@ pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
-pub use sections::{LayerSettings, ServerSettings, SlowClient, WebSocketConfig};
+pub use sections::{ServerSettings, SlowClient, WebSocketConfig};
 
 /// A value out of its range, or a placeholder for a secret: the key it is
 /// about, and why (the loader adds where the value came from).

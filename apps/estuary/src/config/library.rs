@@ -1,12 +1,12 @@
-//! The configuration as the library's settings types: what the router, the
-//! server and the channel layer are built with.
+//! The configuration as the library's settings types: what the router and
+//! the server are built with (the channel layer's are `[layer]`'s own,
+//! `LayerSettings`).
 
 use std::time::Duration;
 
 use anyhow::bail;
-use estuary::redis::RedisConfig;
 use estuary::server::{AllowedHosts, ServerConfig, TrustedProxies};
-use estuary::{AddressRateLimiter, ChannelLayerConfig, RateLimit, SlowClientPolicy, WsSettings};
+use estuary::{AddressRateLimiter, RateLimit, SlowClientPolicy, WsSettings};
 
 use super::{Bind, Config, SlowClient};
 
@@ -101,25 +101,5 @@ impl Config {
             max_headers: v.max_headers,
             body_timeout: Duration::from_secs(v.body_timeout),
         })
-    }
-
-    /// `[layer]`'s capacity, expiries and bounds, for any channel layer.
-    pub fn layer_config(&self) -> ChannelLayerConfig {
-        let l = &self.layer;
-        ChannelLayerConfig::default()
-            .with_capacity(l.capacity)
-            .with_expiry(Duration::from_secs(l.expiry))
-            .with_group_expiry(Duration::from_secs(l.group_expiry))
-            .with_max_channels(l.max_channels.max(1))
-            .with_max_bytes(l.max_bytes)
-    }
-
-    /// `[layer]` as the Redis layer's settings (used when `layer.redis`
-    /// lists hosts; its flavour is `layer.flavour`).
-    pub fn redis_config(&self) -> RedisConfig {
-        RedisConfig::new(self.layer.redis.clone())
-            .with_prefix(self.layer.prefix.clone())
-            .with_encryption_keys(self.layer.encryption_keys.clone())
-            .with_layer_config(self.layer_config())
     }
 }

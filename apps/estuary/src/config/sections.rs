@@ -1,7 +1,6 @@
-//! The file's `[websocket]`, `[layer]` and `[server]` tables, with their
-//! defaults.
+//! The file's `[websocket]` and `[server]` tables, with their defaults
+//! (`[layer]` is the Redis crate's `LayerSettings`).
 
-use estuary::redis::RedisFlavour;
 use serde::{Deserialize, Serialize};
 
 /// `websocket.slow_client`: what happens to a client whose outbound queue
@@ -59,35 +58,6 @@ pub struct WebSocketConfig {
     pub max_groups: usize,
 }
 
-/// `[layer]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LayerSettings {
-    /// Redis URLs of the channel layer, in ring order; empty: the in-memory layer.
-    pub redis: Vec<String>,
-    /// `core` (channels_redis's default `RedisChannelLayer`) or `pubsub`
-    /// (`RedisPubSubChannelLayer`); must match the Django side.
-    pub flavour: RedisFlavour,
-    /// Key prefix in Redis (channels_redis `prefix`).
-    pub prefix: String,
-    /// channels_redis `symmetric_encryption_keys`.
-    pub encryption_keys: Vec<String>,
-    /// Messages a channel holds.
-    pub capacity: usize,
-    /// Seconds a message lives.
-    pub expiry: u64,
-    /// Seconds a group membership lives.
-    pub group_expiry: u64,
-    /// Channels the in-memory layer holds at most; past it, a push to a new
-    /// channel gets 429 (Redis layers leave this to Redis's maxmemory).
-    pub max_channels: usize,
-    /// Bytes of undelivered messages the in-memory layer holds in all (a
-    /// group message counted once for all its members); past it, sends and
-    /// pushes are refused (push API: 503) until members take what they
-    /// hold or it expires. Redis layers leave this to Redis's maxmemory.
-    pub max_bytes: usize,
-}
-
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -133,22 +103,6 @@ impl Default for WebSocketConfig {
             control_rate_limit: 5.0,
             max_event_size: 1024 * 1024,
             max_groups: 100,
-        }
-    }
-}
-
-impl Default for LayerSettings {
-    fn default() -> Self {
-        Self {
-            redis: Vec::new(),
-            flavour: RedisFlavour::Core,
-            prefix: "asgi".into(),
-            encryption_keys: Vec::new(),
-            capacity: 100,
-            expiry: 60,
-            group_expiry: 86_400,
-            max_channels: 100_000,
-            max_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -42,9 +42,6 @@ impl Config {
             ("server.handshake_timeout", s.handshake_timeout),
             ("server.listen_backlog", u64::from(s.listen_backlog)),
             ("websocket.outbound_capacity", w.outbound_capacity as u64),
-            ("layer.capacity", l.capacity as u64),
-            ("layer.expiry", l.expiry),
-            ("layer.group_expiry", l.group_expiry),
         ] {
             if value == 0 {
                 return Err(invalid(name, format_args!("{name} must be at least 1")));
@@ -81,17 +78,8 @@ impl Config {
                 ));
             }
         }
-        for url in &l.redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return Err(invalid(
-                    "layer.redis",
-                    format_args!(
-                        "invalid channel layer {:?}: use memory, redis://HOST:PORT/DB, rediss:// or unix://",
-                        super::print::redact_url(url)
-                    ),
-                ));
-            }
-        }
+        l.check()
+            .map_err(|e| invalid("layer", format_args!("layer.{e}")))?;
         Ok(())
     }
 }
