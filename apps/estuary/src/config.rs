@@ -36,13 +36,14 @@ mod validate;
 pub use auth::AuthSettings;
 pub use estuary::redis::LayerSettings;
 pub use estuary::redis::RedisFlavour;
+pub use estuary::server::ServerSettings;
 pub use estuary_callback::CallbackSettings;
 pub use estuary_django::{DjangoSettings, SessionEngineName};
 pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
-pub use sections::{ServerSettings, SlowClient, WebSocketConfig};
+pub use sections::{SlowClient, WebSocketConfig};
 
 /// A value out of its range, or a placeholder for a secret: the key it is
 /// about, and why (the loader adds where the value came from).

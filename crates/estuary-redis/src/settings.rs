@@ -17,8 +17,8 @@ use crate::{RedisConfig, RedisFlavour, RedisLayerError};
 ///
 /// [`check`](Self::check) names the key of an invalid value;
 /// [`layer`](Self::layer) makes the layer. `RedisConfig` deserializes
-/// through this form (hosts required; `flavour` is the layer's kind, not a
-/// `RedisConfig` setting: keep a `LayerSettings` to use it).
+/// through this form, checked (hosts required; `flavour` is the layer's
+/// kind, not a `RedisConfig` setting: keep a `LayerSettings` to use it).
 ///
 /// ```
 /// use estuary_redis::{LayerSettings, RedisConfig, RedisFlavour};
@@ -40,12 +40,12 @@ use crate::{RedisConfig, RedisFlavour, RedisLayerError};
 ///
 /// let error = toml::from_str::<RedisConfig>(r#"redis = ["127.0.0.1:6379"]"#).unwrap_err();
 /// assert!(error.to_string().contains("redis[0]: not a redis://, rediss:// or unix:// URL"), "{error}");
-/// let error = toml::from_str::<LayerSettings>("expiry = 0").unwrap_err();
-/// assert!(error.to_string().contains("expiry: must be at least 1"), "{error}");
+/// let unchecked: LayerSettings = toml::from_str("expiry = 0")?;
+/// assert_eq!(unchecked.check().unwrap_err().to_string(), "expiry: must be at least 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "LayerSettingsForm")]
+#[serde(default, deny_unknown_fields)]
 pub struct LayerSettings {
     /// Redis URLs of the channel layer, in ring order
     /// (`redis://[:password@]host:port/db`, `rediss://`, `unix:///path`);
@@ -88,58 +88,6 @@ impl Default for LayerSettings {
             max_channels: layer.max_channels(),
             max_bytes: layer.max_bytes(),
         }
-    }
-}
-
-/// The same fields, unchecked: what serde reads before [`LayerSettings::check`].
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct LayerSettingsForm {
-    redis: Vec<String>,
-    flavour: RedisFlavour,
-    prefix: String,
-    encryption_keys: Vec<String>,
-    capacity: usize,
-    expiry: u64,
-    group_expiry: u64,
-    max_channels: usize,
-    max_bytes: usize,
-}
-
-impl Default for LayerSettingsForm {
-    fn default() -> Self {
-        let d = LayerSettings::default();
-        Self {
-            redis: d.redis,
-            flavour: d.flavour,
-            prefix: d.prefix,
-            encryption_keys: d.encryption_keys,
-            capacity: d.capacity,
-            expiry: d.expiry,
-            group_expiry: d.group_expiry,
-            max_channels: d.max_channels,
-            max_bytes: d.max_bytes,
-        }
-    }
-}
-
-impl TryFrom<LayerSettingsForm> for LayerSettings {
-    type Error = LayerSettingsError;
-
-    fn try_from(f: LayerSettingsForm) -> Result<Self, Self::Error> {
-        let settings = Self {
-            redis: f.redis,
-            flavour: f.flavour,
-            prefix: f.prefix,
-            encryption_keys: f.encryption_keys,
-            capacity: f.capacity,
-            expiry: f.expiry,
-            group_expiry: f.group_expiry,
-            max_channels: f.max_channels,
-            max_bytes: f.max_bytes,
-        };
-        settings.check()?;
-        Ok(settings)
     }
 }
 
@@ -216,8 +164,9 @@ impl LayerSettings {
     }
 
     /// The layer: Redis of [`flavour`](Self::flavour) when `redis` lists
-    /// hosts, else in-memory. Must be called inside a tokio runtime (the
-    /// Redis layers start their tasks).
+    /// hosts, else in-memory (a 0 among the bounds counts as 1: call
+    /// [`check`](Self::check) first to refuse it). Must be called inside a
+    /// tokio runtime (the Redis layers start their tasks).
     pub fn layer(&self) -> Result<ChannelLayerHandle, RedisLayerError> {
         if self.redis.is_empty() {
             return Ok(ChannelLayerHandle::new(InMemoryChannelLayer::new(
@@ -264,7 +213,16 @@ mod tests {
             ("flavour = \"fast\"", "unknown variant `fast`"),
             ("hosts = []", "unknown field `hosts`"),
         ] {
-            let error = toml::from_str::<LayerSettings>(text).unwrap_err().to_string();
+            let error = match toml::from_str::<LayerSettings>(text) {
+                Ok(settings) => settings.check().unwrap_err().to_string(),
+                Err(error) => error.to_string(),
+            };
+            let config = toml::from_str::<RedisConfig>(&format!("redis = [\"redis://h/0\"]\n{text}"));
+            let error_of_config = config.unwrap_err().to_string();
+            assert!(
+                text.starts_with("redis") || error_of_config.contains(message),
+                "{text}: {error_of_config}"
+            );
             assert!(error.contains(message), "{text}: {error}");
         }
         let error = toml::from_str::<RedisConfig>("prefix = \"x\"")

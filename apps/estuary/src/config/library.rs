@@ -82,24 +82,9 @@ impl Config {
 
     /// The server-wide settings (timeouts, proxies, connection limits).
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
-        let v = &self.server;
-        let defaults = ServerConfig::default();
-        Ok(ServerConfig {
-            handshake_timeout: Duration::from_secs(v.handshake_timeout),
-            shutdown_timeout: Duration::from_secs(v.shutdown_timeout),
-            trusted_proxies: self.trusted_proxies()?,
-            max_connections: match v.max_connections {
-                0 => defaults.max_connections,
-                n => Some(n),
-            },
-            max_connections_per_ip: (v.max_connections_per_ip > 0).then_some(v.max_connections_per_ip),
-            handshake_rate: (v.handshake_rate > 0.0).then_some(RateLimit {
-                per_second: v.handshake_rate,
-                burst: v.handshake_burst.max(1),
-            }),
-            max_header_size: v.max_header_size,
-            max_headers: v.max_headers,
-            body_timeout: Duration::from_secs(v.body_timeout),
-        })
+        let proxies = self.trusted_proxies()?;
+        self.server
+            .server_config(proxies)
+            .map_err(|e| anyhow::anyhow!("server.{e}"))
     }
 }

@@ -30,22 +30,11 @@ impl Config {
                 "websocket.read_buffer_size must be between 256 bytes and 1 MiB",
             ));
         }
-        if !(8192..=1024 * 1024).contains(&s.max_header_size) {
+        if w.outbound_capacity == 0 {
             return Err(invalid(
-                "server.max_header_size",
-                "server.max_header_size must be between 8192 bytes and 1 MiB",
+                "websocket.outbound_capacity",
+                "websocket.outbound_capacity must be at least 1",
             ));
-        }
-        for (name, value) in [
-            ("server.max_headers", s.max_headers as u64),
-            ("server.body_timeout", s.body_timeout),
-            ("server.handshake_timeout", s.handshake_timeout),
-            ("server.listen_backlog", u64::from(s.listen_backlog)),
-            ("websocket.outbound_capacity", w.outbound_capacity as u64),
-        ] {
-            if value == 0 {
-                return Err(invalid(name, format_args!("{name} must be at least 1")));
-            }
         }
         if w.max_event_size < 1024 {
             return Err(invalid(
@@ -69,7 +58,6 @@ impl Config {
             ("websocket.rate_limit", w.rate_limit),
             ("websocket.rate_limit_per_ip", w.rate_limit_per_ip),
             ("websocket.control_rate_limit", w.control_rate_limit),
-            ("server.handshake_rate", s.handshake_rate),
         ] {
             if !(rate.is_finite() && rate >= 0.0) {
                 return Err(invalid(
@@ -78,6 +66,8 @@ impl Config {
                 ));
             }
         }
+        s.check()
+            .map_err(|e| invalid("server", format_args!("server.{e}")))?;
         l.check()
             .map_err(|e| invalid("layer", format_args!("layer.{e}")))?;
         Ok(())
