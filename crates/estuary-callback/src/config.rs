@@ -113,7 +113,13 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// assert_eq!(base().with_max_in_flight(16).max_in_flight_per_client(), 1);
 /// # Ok::<(), estuary_callback::ConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes through `CallbackSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::CallbackSettings"))]
 pub struct CallbackConfig {
     pub(crate) url: Uri,
     pub(crate) secret: Arc<[u8]>,

@@ -166,13 +166,6 @@ impl TryFrom<CallbackSettings> for CallbackConfig {
     }
 }
 
-impl<'de> Deserialize<'de> for CallbackConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let settings = CallbackSettings::deserialize(deserializer)?;
-        CallbackConfig::try_from(settings).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

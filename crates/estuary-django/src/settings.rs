@@ -173,13 +173,6 @@ impl TryFrom<DjangoSettings> for DjangoConfig {
     }
 }
 
-impl<'de> Deserialize<'de> for DjangoConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let settings = DjangoSettings::deserialize(deserializer)?;
-        DjangoConfig::try_from(settings).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

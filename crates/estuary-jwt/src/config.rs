@@ -107,7 +107,13 @@ pub enum JwtConfigError {
 ///     .sources([TokenSource::Query("token".into()), TokenSource::Header]);
 /// # Ok::<(), estuary_jwt::JwtConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes through `JwtSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::JwtSettings"))]
 pub struct JwtConfig {
     pub(crate) keys: Vec<Key>,
     pub(crate) jwks_files: Vec<JwksFile>,

@@ -169,13 +169,6 @@ impl TryFrom<JwtSettings> for JwtConfig {
     }
 }
 
-impl<'de> Deserialize<'de> for JwtConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let settings = JwtSettings::deserialize(deserializer)?;
-        JwtConfig::try_from(settings).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

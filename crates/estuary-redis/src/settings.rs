@@ -189,13 +189,6 @@ impl TryFrom<LayerSettings> for RedisConfig {
     }
 }
 
-impl<'de> Deserialize<'de> for RedisConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let settings = LayerSettings::deserialize(deserializer)?;
-        RedisConfig::try_from(settings).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,13 +165,6 @@ impl TryFrom<ServerSettings> for ServerConfig {
     }
 }
 
-impl<'de> Deserialize<'de> for ServerConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let settings = ServerSettings::deserialize(deserializer)?;
-        ServerConfig::try_from(settings).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
