@@ -57,7 +57,7 @@ pub struct ServerSettings {
     pub body_timeout: u64,
     /// Connections the kernel queues while the accept loop is busy (capped
     /// by `net.core.somaxconn`; at least 1); past it, connects wait a
-    /// second and retry. Given to [`Server::listen_backlog`](crate::Server::listen_backlog),
+    /// second and retry. Given to [`Server::bind_with_backlog`](crate::Server::bind_with_backlog),
     /// not part of a `ServerConfig`.
     pub listen_backlog: u32,
 }
