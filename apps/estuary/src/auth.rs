@@ -3,11 +3,8 @@
 //! application's connect callback (never both), or nobody (every visitor
 //! anonymous).
 
-use std::time::Duration;
-
 use estuary::server::{AuthLayer, AuthPolicy};
 use estuary::{AuthChain, Authenticator};
-use estuary_django::DjangoAuthenticator;
 
 use crate::config::Config;
 
@@ -27,20 +24,16 @@ impl AppAuth {
         let mut chain = AuthChain::new();
         // Tried first: a valid token decides; without one the next is asked.
         if let Some(jwt) = &config.auth.jwt {
-            chain = chain.then(estuary_jwt::JwtAuthenticator::new(jwt.jwt_config()?)?);
+            chain = chain.then(estuary_jwt::JwtAuthenticator::new(jwt.clone().try_into()?)?);
         }
         // The configuration allows one of these two (`AuthSettings` checks it).
         if let Some(callback) = &config.auth.callback {
             chain = chain.then(estuary_callback::ConnectCallback::new(
-                callback.callback_config()?,
+                callback.clone().try_into()?,
             ));
         }
         if let Some(django) = &config.auth.django {
-            let mut authenticator = DjangoAuthenticator::new(django.django_config()?);
-            if django.recheck_every > 0 {
-                authenticator = authenticator.recheck_every(Duration::from_secs(django.recheck_every));
-            }
-            chain = chain.then(authenticator);
+            chain = chain.then(django.authenticator()?);
         }
         Ok(Self { chain })
     }

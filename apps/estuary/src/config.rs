@@ -33,12 +33,26 @@ mod print;
 mod sections;
 mod validate;
 
-pub use auth::{AuthSettings, CallbackSettings, DjangoSettings, JwtSettings, SessionEngineName};
+pub use auth::AuthSettings;
+pub use estuary::redis::LayerSettings;
 pub use estuary::redis::RedisFlavour;
+pub use estuary::server::ServerSettings;
+pub use estuary_callback::CallbackSettings;
+pub use estuary_django::{DjangoSettings, SessionEngineName};
+pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
-pub use sections::{LayerSettings, ServerSettings, SlowClient, WebSocketConfig};
+pub use sections::{SlowClient, WebSocketConfig};
+
+/// A value out of its range, or a placeholder for a secret: the key it is
+/// about, and why (the loader adds where the value came from).
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    /// The key whose value is wrong (the first, when several are named).
+    pub(crate) key: &'static str,
+    pub(crate) error: anyhow::Error,
+}
 
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]

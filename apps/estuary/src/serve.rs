@@ -36,17 +36,14 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
 
 /// The in-memory channel layer with the configured settings.
 pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
-    ChannelLayerHandle::new(InMemoryChannelLayer::new(config.layer_config()))
+    ChannelLayerHandle::new(InMemoryChannelLayer::new(config.layer.layer_config()))
 }
 
 /// The configured channel layer: Redis of `layer.flavour` when hosts are
 /// given, else in-memory. Must be called inside the runtime (the Redis
 /// layer starts its tasks).
 pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
-    if config.layer.redis.is_empty() {
-        return Ok(in_memory_layer(config));
-    }
-    Ok(config.layer.flavour.layer(config.redis_config())?)
+    Ok(config.layer.layer()?)
 }
 
 fn describe(config: &Config) -> String {

@@ -421,8 +421,7 @@ fn a_pair_of_keys_completes_across_layers() {
 /// The TOML examples of the README and docs/ load (the documented format
 /// keeps working); their secrets and paths are placeholders, so only the
 /// keys and types are checked, not what needs a file or a connection.
-/// Cargo manifests (`[dependencies]`, `[package]`) are not `estuary serve`
-/// files and are left out.
+/// Blocks of a Cargo manifest (how to add the crate) are skipped.
 #[test]
 fn the_documented_examples_load() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -435,7 +434,9 @@ fn the_documented_examples_load() {
         let text = std::fs::read_to_string(page).unwrap();
         for block in text.split("```toml\n").skip(1) {
             let block = block.split("```").next().unwrap();
-            if block.contains("[dependencies]") || block.contains("[package]") {
+            // A Cargo manifest's lines (adding the crate) are not a config.
+            let manifest = ["[dependencies]", "[package]", "[features]", "[workspace"];
+            if manifest.iter().any(|table| block.trim_start().starts_with(table)) {
                 continue;
             }
             if let Err(error) = toml::from_str::<Config>(block) {
@@ -445,4 +446,37 @@ fn the_documented_examples_load() {
         }
     }
     assert!(checked >= 3, "{checked} examples");
+}
+
+/// `[auth.*]` are the libraries' own settings: an invalid value there is
+/// an error naming its key and where it came from, without connecting.
+#[test]
+fn an_invalid_auth_value_names_its_key() {
+    for (text, key) in [
+        (
+            "[auth.callback]\nurl = \"http://127.0.0.1:8000/c/\"\nsecret = \"short\"\n",
+            "auth.callback.secret",
+        ),
+        (
+            "[auth.callback]\nurl = \"http://127.0.0.1:8000/c/\"\nsecret = \"a secret of 16+ bytes\"\n\
+             headers = [\"x-real-ip\"]\n",
+            "auth.callback.headers",
+        ),
+        (
+            "[auth.jwt]\nec_public_key_file = \"/nonexistent/key.pem\"\n",
+            "auth.jwt.ec_public_key_file",
+        ),
+        ("[auth.jwt]\naudience = \"chat\"\n", "[auth.jwt] needs a key"),
+        (
+            "[auth.django]\nsecret_key = \"k\"\ndatabase = \"mysql://db/x\"\n",
+            "auth.django.database",
+        ),
+    ] {
+        let message = error(Layers {
+            file: file(text),
+            ..Layers::default()
+        });
+        assert!(message.contains(key), "{text}: {message}");
+        assert!(message.contains("site.toml"), "{text}: {message}");
+    }
 }

@@ -42,6 +42,10 @@ pub enum ConfigError {
         "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
     )]
     ShortSecret,
+    /// A count or a duration of 0 where at least 1 is needed (the
+    /// timeout, `max_in_flight`, `max_in_flight_per_client`).
+    #[error("must be at least 1")]
+    Zero,
     /// A cookie name that is not one.
     #[error("{0:?} is not a cookie name")]
     Cookie(String),
@@ -109,7 +113,13 @@ pub const SIGNATURE_HEADER: &str = "x-estuary-signature";
 /// assert_eq!(base().with_max_in_flight(16).max_in_flight_per_client(), 1);
 /// # Ok::<(), estuary_callback::ConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes through `CallbackSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::CallbackSettings"))]
 pub struct CallbackConfig {
     pub(crate) url: Uri,
     pub(crate) secret: Arc<[u8]>,

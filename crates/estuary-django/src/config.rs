@@ -21,7 +21,13 @@ use crate::{DjangoConfigError, DjangoError};
 /// config.cookie_name = "shop_session".into();
 /// config.engine = SessionEngine::SignedCookies { max_age: Duration::from_secs(1_209_600) };
 /// ```
+///
+/// With the `serde` feature it deserializes through `DjangoSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::DjangoSettings"))]
 pub struct DjangoConfig {
     /// `SECRET_KEY`.
     pub secret_key: String,

@@ -38,6 +38,8 @@ mod error;
 mod lazy;
 mod session;
 mod sessions;
+#[cfg(feature = "serde")]
+mod settings;
 pub mod signing;
 mod user;
 
@@ -48,4 +50,6 @@ pub use error::{DjangoConfigError, DjangoError};
 pub use lazy::DjangoAuthenticator;
 pub use session::{DB_SESSION_SALT, SIGNED_COOKIES_SALT, SessionAuth, session_auth_hash};
 pub use sessions::DjangoSessions;
+#[cfg(feature = "serde")]
+pub use settings::{DjangoSettings, DjangoSettingsError, SessionEngineName};
 pub use user::DjangoUser;

@@ -64,6 +64,15 @@ pub enum JwtConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A PEM key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An HMAC secret was empty.
     #[error("the HMAC secret is empty")]
     EmptySecret,
@@ -98,7 +107,13 @@ pub enum JwtConfigError {
 ///     .sources([TokenSource::Query("token".into()), TokenSource::Header]);
 /// # Ok::<(), estuary_jwt::JwtConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes through `JwtSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::JwtSettings"))]
 pub struct JwtConfig {
     pub(crate) keys: Vec<Key>,
     pub(crate) jwks_files: Vec<JwksFile>,

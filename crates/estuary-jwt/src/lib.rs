@@ -50,6 +50,8 @@ mod config;
 mod jwks;
 mod key;
 mod rejection;
+#[cfg(feature = "serde")]
+mod settings;
 mod verifier;
 mod watch;
 
@@ -60,3 +62,5 @@ pub use config::{
 pub use jwks::{Jwks, JwksError, MIN_RSA_BITS, parse_jwks};
 pub use key::JwtAlgorithm;
 pub use rejection::{JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};
+#[cfg(feature = "serde")]
+pub use settings::{JwtSettings, JwtSettingsError};

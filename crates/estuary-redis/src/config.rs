@@ -19,7 +19,13 @@ use crate::error::RedisLayerError;
 ///     .with_encryption_keys(["a-long-secret"]);
 /// assert_eq!(config.prefix(), "myapp");
 /// ```
+///
+/// With the `serde` feature it deserializes through `LayerSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::settings::LayerSettings"))]
 pub struct RedisConfig {
     pub(crate) hosts: Vec<String>,
     pub(crate) prefix: String,

@@ -16,6 +16,8 @@ mod layer;
 mod local;
 mod pubsub;
 mod scripts;
+#[cfg(feature = "serde")]
+mod settings;
 mod shard;
 
 pub use config::RedisConfig;
@@ -24,6 +26,8 @@ pub use faults::{NotRestored, WrongType};
 pub use flavour::{RedisFlavour, UnknownFlavour};
 pub use layer::RedisChannelLayer;
 pub use pubsub::RedisPubSubChannelLayer;
+#[cfg(feature = "serde")]
+pub use settings::{LayerSettings, LayerSettingsError};
 pub use shard::shard_index;
 
 /// The stored-message codec, reachable from the fuzz harness (`fuzz/`).

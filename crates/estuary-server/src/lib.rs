@@ -41,6 +41,8 @@ mod proxy;
 mod route;
 mod router;
 mod server;
+#[cfg(feature = "serde")]
+mod server_settings;
 mod service;
 mod settings;
 pub mod sse;
@@ -62,6 +64,8 @@ pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError};
 pub use router::{ConnectionInfo, Router, Runtime};
 pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
+#[cfg(feature = "serde")]
+pub use server_settings::{ServerSettings, ServerSettingsError};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};

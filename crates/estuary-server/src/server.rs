@@ -46,7 +46,13 @@ use estuary_core::{AddressRateLimiter, ChannelLayerHandle, ChannelNameRouter, Ra
 /// assert_eq!(config.handshake_timeout, Duration::from_secs(10));
 /// assert_eq!(config.max_header_size, 16 * 1024);
 /// ```
+///
+/// With the `serde` feature it deserializes through `ServerSettings`, its form as
+/// plain values, checked as the constructors check (an invalid value is an
+/// error naming its key).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "crate::server_settings::ServerSettings"))]
 pub struct ServerConfig {
     /// How long a client may take to send its request headers, and a
     /// consumer's `connect` to decide (default 10 s).

@@ -1,12 +1,12 @@
-//! The configuration as the library's settings types: what the router, the
-//! server and the channel layer are built with.
+//! The configuration as the library's settings types: what the router and
+//! the server are built with (the channel layer's are `[layer]`'s own,
+//! `LayerSettings`).
 
 use std::time::Duration;
 
 use anyhow::bail;
-use estuary::redis::RedisConfig;
 use estuary::server::{AllowedHosts, ServerConfig, TrustedProxies};
-use estuary::{AddressRateLimiter, ChannelLayerConfig, RateLimit, SlowClientPolicy, WsSettings};
+use estuary::{AddressRateLimiter, RateLimit, SlowClientPolicy, WsSettings};
 
 use super::{Bind, Config, SlowClient};
 
@@ -82,44 +82,9 @@ impl Config {
 
     /// The server-wide settings (timeouts, proxies, connection limits).
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
-        let v = &self.server;
-        let defaults = ServerConfig::default();
-        Ok(ServerConfig {
-            handshake_timeout: Duration::from_secs(v.handshake_timeout),
-            shutdown_timeout: Duration::from_secs(v.shutdown_timeout),
-            trusted_proxies: self.trusted_proxies()?,
-            max_connections: match v.max_connections {
-                0 => defaults.max_connections,
-                n => Some(n),
-            },
-            max_connections_per_ip: (v.max_connections_per_ip > 0).then_some(v.max_connections_per_ip),
-            handshake_rate: (v.handshake_rate > 0.0).then_some(RateLimit {
-                per_second: v.handshake_rate,
-                burst: v.handshake_burst.max(1),
-            }),
-            max_header_size: v.max_header_size,
-            max_headers: v.max_headers,
-            body_timeout: Duration::from_secs(v.body_timeout),
-        })
-    }
-
-    /// `[layer]`'s capacity, expiries and bounds, for any channel layer.
-    pub fn layer_config(&self) -> ChannelLayerConfig {
-        let l = &self.layer;
-        ChannelLayerConfig::default()
-            .with_capacity(l.capacity)
-            .with_expiry(Duration::from_secs(l.expiry))
-            .with_group_expiry(Duration::from_secs(l.group_expiry))
-            .with_max_channels(l.max_channels.max(1))
-            .with_max_bytes(l.max_bytes)
-    }
-
-    /// `[layer]` as the Redis layer's settings (used when `layer.redis`
-    /// lists hosts; its flavour is `layer.flavour`).
-    pub fn redis_config(&self) -> RedisConfig {
-        RedisConfig::new(self.layer.redis.clone())
-            .with_prefix(self.layer.prefix.clone())
-            .with_encryption_keys(self.layer.encryption_keys.clone())
-            .with_layer_config(self.layer_config())
+        let proxies = self.trusted_proxies()?;
+        self.server
+            .server_config(proxies)
+            .map_err(|e| anyhow::anyhow!("server.{e}"))
     }
 }

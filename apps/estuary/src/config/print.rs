@@ -2,7 +2,7 @@
 //! back, its secrets redacted unless asked for.
 
 use super::Config;
-use super::validate::Invalid;
+use super::Invalid;
 
 /// What `estuary check-config` prints in place of a secret (and of the
 /// password in a Redis or database URL). A file with it refuses to load,

@@ -1,7 +1,6 @@
-//! The file's `[websocket]`, `[layer]` and `[server]` tables, with their
-//! defaults.
+//! The file's `[websocket]` table, with its defaults (`[layer]` and
+//! `[server]` are the libraries' `LayerSettings` and `ServerSettings`).
 
-use estuary::redis::RedisFlavour;
 use serde::{Deserialize, Serialize};
 
 /// `websocket.slow_client`: what happens to a client whose outbound queue
@@ -59,62 +58,6 @@ pub struct WebSocketConfig {
     pub max_groups: usize,
 }
 
-/// `[layer]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LayerSettings {
-    /// Redis URLs of the channel layer, in ring order; empty: the in-memory layer.
-    pub redis: Vec<String>,
-    /// `core` (channels_redis's default `RedisChannelLayer`) or `pubsub`
-    /// (`RedisPubSubChannelLayer`); must match the Django side.
-    pub flavour: RedisFlavour,
-    /// Key prefix in Redis (channels_redis `prefix`).
-    pub prefix: String,
-    /// channels_redis `symmetric_encryption_keys`.
-    pub encryption_keys: Vec<String>,
-    /// Messages a channel holds.
-    pub capacity: usize,
-    /// Seconds a message lives.
-    pub expiry: u64,
-    /// Seconds a group membership lives.
-    pub group_expiry: u64,
-    /// Channels the in-memory layer holds at most; past it, a push to a new
-    /// channel gets 429 (Redis layers leave this to Redis's maxmemory).
-    pub max_channels: usize,
-    /// Bytes of undelivered messages the in-memory layer holds in all (a
-    /// group message counted once for all its members); past it, sends and
-    /// pushes are refused (push API: 503) until members take what they
-    /// hold or it expires. Redis layers leave this to Redis's maxmemory.
-    pub max_bytes: usize,
-}
-
-/// `[server]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Seconds for request headers and the consumer's connect.
-    pub handshake_timeout: u64,
-    /// Seconds shutdown waits for connections to close.
-    pub shutdown_timeout: u64,
-    /// Connections open at once (0: the open-file limit less 256).
-    pub max_connections: usize,
-    /// Connections open at once per client address (0: no limit).
-    pub max_connections_per_ip: usize,
-    /// WebSocket handshakes per second per client address (0: no limit).
-    pub handshake_rate: f64,
-    /// Burst of `handshake_rate`.
-    pub handshake_burst: u32,
-    /// Largest request head in bytes (at least 8192); past it, 431.
-    pub max_header_size: usize,
-    /// Most header fields in a request; past it, 431.
-    pub max_headers: usize,
-    /// Seconds a request body may take to arrive; past it, 408.
-    pub body_timeout: u64,
-    /// Connections the kernel queues while the accept loop is busy (capped
-    /// by `net.core.somaxconn`); past it, connects wait a second and retry.
-    pub listen_backlog: u32,
-}
-
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
@@ -133,39 +76,6 @@ impl Default for WebSocketConfig {
             control_rate_limit: 5.0,
             max_event_size: 1024 * 1024,
             max_groups: 100,
-        }
-    }
-}
-
-impl Default for LayerSettings {
-    fn default() -> Self {
-        Self {
-            redis: Vec::new(),
-            flavour: RedisFlavour::Core,
-            prefix: "asgi".into(),
-            encryption_keys: Vec::new(),
-            capacity: 100,
-            expiry: 60,
-            group_expiry: 86_400,
-            max_channels: 100_000,
-            max_bytes: 128 * 1024 * 1024,
-        }
-    }
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: 10,
-            shutdown_timeout: 10,
-            max_connections: 0,
-            max_connections_per_ip: 1_000,
-            handshake_rate: 50.0,
-            handshake_burst: 200,
-            max_header_size: 16 * 1024,
-            max_headers: 64,
-            body_timeout: 10,
-            listen_backlog: estuary::server::DEFAULT_LISTEN_BACKLOG,
         }
     }
 }

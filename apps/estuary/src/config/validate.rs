@@ -1,14 +1,6 @@
 //! What serde cannot check: ranges, and keys that depend on each other.
 
-use super::Config;
-
-/// A value out of its range: the key it is about, and why.
-#[derive(Debug)]
-pub(crate) struct Invalid {
-    /// The key whose value is wrong (the first, when several are named).
-    pub(crate) key: &'static str,
-    pub(crate) error: anyhow::Error,
-}
+use super::{Config, Invalid};
 
 fn invalid(key: &'static str, message: impl std::fmt::Display) -> Invalid {
     Invalid {
@@ -38,25 +30,11 @@ impl Config {
                 "websocket.read_buffer_size must be between 256 bytes and 1 MiB",
             ));
         }
-        if !(8192..=1024 * 1024).contains(&s.max_header_size) {
+        if w.outbound_capacity == 0 {
             return Err(invalid(
-                "server.max_header_size",
-                "server.max_header_size must be between 8192 bytes and 1 MiB",
+                "websocket.outbound_capacity",
+                "websocket.outbound_capacity must be at least 1",
             ));
-        }
-        for (name, value) in [
-            ("server.max_headers", s.max_headers as u64),
-            ("server.body_timeout", s.body_timeout),
-            ("server.handshake_timeout", s.handshake_timeout),
-            ("server.listen_backlog", u64::from(s.listen_backlog)),
-            ("websocket.outbound_capacity", w.outbound_capacity as u64),
-            ("layer.capacity", l.capacity as u64),
-            ("layer.expiry", l.expiry),
-            ("layer.group_expiry", l.group_expiry),
-        ] {
-            if value == 0 {
-                return Err(invalid(name, format_args!("{name} must be at least 1")));
-            }
         }
         if w.max_event_size < 1024 {
             return Err(invalid(
@@ -80,7 +58,6 @@ impl Config {
             ("websocket.rate_limit", w.rate_limit),
             ("websocket.rate_limit_per_ip", w.rate_limit_per_ip),
             ("websocket.control_rate_limit", w.control_rate_limit),
-            ("server.handshake_rate", s.handshake_rate),
         ] {
             if !(rate.is_finite() && rate >= 0.0) {
                 return Err(invalid(
@@ -89,17 +66,10 @@ impl Config {
                 ));
             }
         }
-        for url in &l.redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return Err(invalid(
-                    "layer.redis",
-                    format_args!(
-                        "invalid channel layer {:?}: use memory, redis://HOST:PORT/DB, rediss:// or unix://",
-                        super::print::redact_url(url)
-                    ),
-                ));
-            }
-        }
+        s.check()
+            .map_err(|e| invalid("server", format_args!("server.{e}")))?;
+        l.check()
+            .map_err(|e| invalid("layer", format_args!("layer.{e}")))?;
         Ok(())
     }
 }
