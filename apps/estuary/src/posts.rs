@@ -71,26 +71,43 @@ impl Worker for RoomPosts {
         if !valid_room(&post.room) {
             return Err(WorkerError::other(InvalidPost::Room));
         }
-        let text = post.message.trim();
-        if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
-            return Err(WorkerError::other(InvalidPost::Message));
-        }
-        let username = match post.username.as_deref().map(str::trim) {
-            None | Some("") => "Server".to_owned(),
-            Some(name) if name.chars().count() <= MAX_USERNAME_CHARS => name.to_owned(),
-            Some(_) => return Err(WorkerError::other(InvalidPost::Username)),
-        };
-        let event = ChatEvent::Message {
-            message: text.to_owned(),
-            username,
-            id: Some(uuid::Uuid::new_v4().simple().to_string()),
-            ts: Some(now_millis()),
-            verified: false,
-        };
+        let event = server_post(&post.message, post.username.as_deref()).map_err(WorkerError::other)?;
         let group = room_group(&post.room).map_err(WorkerError::other)?;
         ctx.group_send(&group, &event).await?;
         Ok(())
     }
+}
+
+/// A post from the server side (this worker, or `POST
+/// /api/rooms/<room>/messages`) as the `chat.message` its room receives: the
+/// message trimmed, 1 to 1,000 characters; the name trimmed, at most 50,
+/// "Server" when absent or blank; a fresh id and timestamp. The room is
+/// checked by the caller (each answers an invalid room its own way).
+///
+/// ```
+/// use estuary_cli::posts::{InvalidPost, server_post};
+///
+/// assert!(server_post(" hi ", None).is_ok());
+/// assert_eq!(server_post("  ", None).err(), Some(InvalidPost::Message));
+/// assert_eq!(server_post("hi", Some(&"x".repeat(51))).err(), Some(InvalidPost::Username));
+/// ```
+pub fn server_post(message: &str, username: Option<&str>) -> Result<ChatEvent, InvalidPost> {
+    let text = message.trim();
+    if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(InvalidPost::Message);
+    }
+    let username = match username.map(str::trim) {
+        None | Some("") => "Server".to_owned(),
+        Some(name) if name.chars().count() <= MAX_USERNAME_CHARS => name.to_owned(),
+        Some(_) => return Err(InvalidPost::Username),
+    };
+    Ok(ChatEvent::Message {
+        message: text.to_owned(),
+        username,
+        id: Some(uuid::Uuid::new_v4().simple().to_string()),
+        ts: Some(now_millis()),
+        verified: false,
+    })
 }
 
 /// The workers `estuary serve` runs beside its WebSocket tier, with their

@@ -11,7 +11,8 @@ use estuary::{GroupSendReport, SendError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::{ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, now_millis, room_group, valid_room};
+use crate::chat::{room_group, valid_room};
+use crate::posts::{InvalidPost, server_post};
 use crate::rooms::Rooms;
 
 /// What the push API handlers share.
@@ -253,22 +254,12 @@ async fn room_post(
             format!("expected {{\"message\": ...}}: {e}"),
         )
     })?;
-    let text = post.message.trim();
-    if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid message"));
-    }
-    let username = match post.username.as_deref().map(str::trim) {
-        None | Some("") => "Server".to_owned(),
-        Some(name) if name.chars().count() <= MAX_USERNAME_CHARS => name.to_owned(),
-        Some(_) => return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid username")),
-    };
-    let event = ChatEvent::Message {
-        message: text.to_owned(),
-        username,
-        id: Some(uuid::Uuid::new_v4().simple().to_string()),
-        ts: Some(now_millis()),
-        verified: false,
-    };
+    let event = server_post(&post.message, post.username.as_deref()).map_err(|invalid| match invalid {
+        InvalidPost::Username => error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid username"),
+        InvalidPost::Message | InvalidPost::Room => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid message")
+        }
+    })?;
     let group = room_group(&room).map_err(|e| error(StatusCode::NOT_FOUND, e.to_string()))?;
     let message =
         Message::encode(&event).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
