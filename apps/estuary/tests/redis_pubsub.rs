@@ -49,13 +49,11 @@ async fn pubsub_server(
     (server, layer)
 }
 
-/// Polls `done` every 10 ms until it holds; fails after [`LIMIT`].
+/// Polls `done` every 10 ms until it holds (a layer counter or health flag,
+/// which has no event to wait on); fails after [`LIMIT`], naming `what`.
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < LIMIT, "{what}: never happened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    estuary_test_support::eventually::poll(what, LIMIT, Duration::from_millis(10), || done().then_some(()))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,13 +143,11 @@ async fn interop_with_python_pubsub_encrypted() {
 /// Longest any step of the subscriber tests may take.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Polls `done` every 10 ms until it holds; fails after [`LIMIT`].
+/// Polls `done` every 10 ms until it holds (a layer counter or health flag,
+/// which has no event to wait on); fails after [`LIMIT`], naming `what`.
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done() {
-        assert!(start.elapsed() < LIMIT, "{what}: never happened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    estuary_test_support::eventually::poll(what, LIMIT, Duration::from_millis(10), || done().then_some(()))
+        .await
 }
 
 fn numbered(n: usize) -> Message {
