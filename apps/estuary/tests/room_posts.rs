@@ -7,62 +7,14 @@ use estuary_test_support::probe;
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::Client;
-use estuary::{ChannelLayer, ChannelLayerHandle, ChannelName, Message, WorkerStats};
+use common::{Client, TestServer};
+use estuary::{ChannelLayer, ChannelLayerHandle, ChannelName, Message};
 use estuary_cli::config::Config;
 use estuary_cli::posts::ROOM_POSTS;
 use probe::Probe;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
-
-struct Running {
-    addr: SocketAddr,
-    stats: WorkerStats,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The application and its workers on `layer`, as `estuary serve` runs them.
-async fn serve(config: Config, layer: ChannelLayerHandle) -> Running {
-    let config = Config {
-        bind: "127.0.0.1:0".into(),
-        ..config
-    };
-    let service = estuary_cli::serve::service_with_layer(&config, layer.clone()).expect("the application");
-    let (workers, stats) = estuary_cli::posts::workers();
-    let server = estuary_cli::serve::listen(&config)
-        .expect("a free port")
-        .with_workers(workers, layer);
-    let addr = server.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .serve(service, async move { token.cancelled().await })
-            .await
-            .unwrap();
-    });
-    Running {
-        addr,
-        stats,
-        stop,
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(common::WAIT, self.task)
-            .await
-            .expect("serve returns")
-            .unwrap();
-    }
-}
 
 fn post(value: serde_json::Value) -> Message {
     Message::from_json(&value).unwrap()
@@ -71,7 +23,7 @@ fn post(value: serde_json::Value) -> Message {
 #[tokio::test]
 async fn a_post_on_the_named_channel_reaches_the_room_and_invalid_ones_are_counted() {
     let layer = ChannelLayerHandle::default();
-    let running = serve(Config::default(), layer.clone()).await;
+    let (running, stats) = TestServer::with_workers(Config::default(), layer.clone()).await;
     let mut member = Client::join(&format!("ws://{}/ws/chat/lobby/", running.addr)).await;
     let posts = ChannelName::new(ROOM_POSTS).unwrap();
     for invalid in [
@@ -96,16 +48,9 @@ async fn a_post_on_the_named_channel_reaches_the_room_and_invalid_ones_are_count
     );
     assert!(m["id"].is_string() && m["ts"].is_i64(), "{m}");
     // One channel, one sender: the invalid posts were handled first.
-    assert_eq!(
-        (
-            running.stats.failed(),
-            running.stats.undecodable(),
-            running.stats.handled()
-        ),
-        (3, 1, 1)
-    );
+    assert_eq!((stats.failed(), stats.undecodable(), stats.handled()), (3, 1, 1));
     member.assert_no_message().await;
-    running.stop().await;
+    running.stop_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +61,7 @@ async fn a_django_send_over_redis_posts_to_the_room() {
     config.layer.redis = vec![SHARED_REDIS.to_owned()];
     config.layer.prefix = prefix.clone();
     let layer = estuary_cli::serve::channel_layer(&config).expect("the Redis layer");
-    let running = serve(config, layer).await;
+    let (running, _stats) = TestServer::with_workers(config, layer).await;
     let mut member = Client::join(&format!("ws://{}/ws/chat/news/", running.addr)).await;
 
     let django = Probe::new(SHARED_REDIS, &prefix, None);
@@ -135,5 +80,5 @@ async fn a_django_send_over_redis_posts_to_the_room() {
         (m["message"].as_str(), m["username"].as_str()),
         (Some("from Django"), Some("Server"))
     );
-    running.stop().await;
+    running.stop_cleanly().await;
 }

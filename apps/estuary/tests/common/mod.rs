@@ -71,8 +71,31 @@ impl TestServer {
         Self::serve(config, service).await
     }
 
+    /// The application and the workers `estuary serve` runs beside it
+    /// (the room-post worker), on a channel layer the test made; with the
+    /// workers' counters.
+    pub async fn with_workers(
+        config: Config,
+        layer: estuary::ChannelLayerHandle,
+    ) -> (Self, estuary::WorkerStats) {
+        let config = Config {
+            bind: "127.0.0.1:0".into(),
+            ..config
+        };
+        let service =
+            estuary_cli::serve::service_with_layer(&config, layer.clone()).expect("the application");
+        let (workers, stats) = estuary_cli::posts::workers();
+        let server = estuary_cli::serve::listen(&config)
+            .expect("a free port")
+            .with_workers(workers, layer);
+        (Self::run(server, service), stats)
+    }
+
     async fn serve(config: Config, service: estuary_cli::serve::AppService) -> Self {
-        let server = estuary_cli::serve::listen(&config).expect("a free port");
+        Self::run(estuary_cli::serve::listen(&config).expect("a free port"), service)
+    }
+
+    fn run(server: estuary::Server, service: estuary_cli::serve::AppService) -> Self {
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -124,6 +147,18 @@ impl TestServer {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+
+    /// Stops the server and checks that `serve` returned cleanly (workers
+    /// drained) within [`WAIT`].
+    pub async fn stop_cleanly(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("serve returns")
+                .expect("serve succeeds");
         }
     }
 }
