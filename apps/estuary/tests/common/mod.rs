@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chat_protocol;
 pub mod served;
 
 use std::net::SocketAddr;
@@ -141,6 +142,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// This server as the chat protocol suite's target.
+    pub fn target(&self) -> chat_protocol::ChatTarget {
+        chat_protocol::ChatTarget { addr: self.addr }
     }
 
     pub async fn stop(mut self) {
