@@ -95,6 +95,47 @@ impl AuthChain {
         self
     }
 
+    /// Asks `authenticator` after those already in the chain, for the
+    /// handshakes `when` picks; for the others it passes (as if it found no
+    /// credential of its kind), so the next is asked. For an authenticator
+    /// that costs something per handshake (a connect callback) and that
+    /// only some routes need.
+    ///
+    /// ```
+    /// use estuary_core::User;
+    /// use estuary_core::auth::{AuthChain, AuthFuture, Authenticator, Handshake};
+    ///
+    /// /// Lets everyone in as alice.
+    /// struct Everyone;
+    /// impl Authenticator for Everyone {
+    ///     fn authenticate<'a>(&'a self, _: Handshake<'a>) -> AuthFuture<'a> {
+    ///         Box::pin(async { Ok(User::new("1", "alice").into()) })
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let chain = AuthChain::new().then_when(Everyone, |h: &Handshake<'_>| h.uri.path().starts_with("/ws/private/"));
+    /// let headers = http::HeaderMap::new();
+    /// let ask = |path: &'static str| {
+    ///     let uri: http::Uri = path.parse().unwrap();
+    ///     let chain = chain.clone();
+    ///     let headers = headers.clone();
+    ///     async move { chain.authenticate(Handshake { uri: &uri, headers: &headers, client: None }).await.unwrap().user }
+    /// };
+    /// assert!(ask("/ws/private/").await.is_some());
+    /// assert!(ask("/ws/public/").await.is_none(), "not asked: anonymous");
+    /// # });
+    /// ```
+    pub fn then_when<P>(self, authenticator: impl Authenticator, when: P) -> Self
+    where
+        P: Fn(&Handshake<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.then(When {
+            inner: Arc::new(authenticator),
+            when,
+        })
+    }
+
     /// How many authenticators the chain asks.
     pub fn len(&self) -> usize {
         self.links.len()
@@ -130,6 +171,41 @@ impl Authenticator for AuthChain {
             }
             Ok(())
         })
+    }
+}
+
+/// An authenticator asked only for the handshakes its predicate picks
+/// ([`AuthChain::then_when`]).
+struct When<A, P> {
+    inner: Arc<A>,
+    when: P,
+}
+
+impl<A, P> Authenticator for When<A, P>
+where
+    A: Authenticator,
+    P: Fn(&Handshake<'_>) -> bool + Send + Sync + 'static,
+{
+    fn authenticate<'a>(&'a self, handshake: Handshake<'a>) -> AuthFuture<'a> {
+        if (self.when)(&handshake) {
+            self.inner.authenticate(handshake)
+        } else {
+            Box::pin(async { Ok(Admission::anonymous()) })
+        }
+    }
+
+    fn recheck(self: Arc<Self>, handshake: Handshake<'_>, user: &crate::User) -> Option<crate::Recheck> {
+        // Only a user this authenticator let in is rechecked by it, and it
+        // let in only handshakes its predicate picked.
+        if (self.when)(&handshake) {
+            Arc::clone(&self.inner).recheck(handshake, user)
+        } else {
+            None
+        }
+    }
+
+    fn ready(&self) -> ReadyFuture<'_> {
+        self.inner.ready()
     }
 }
 
@@ -320,5 +396,37 @@ mod tests {
         let (chain, asked) = make(&[("a", ALICE, None), ("c", BOB, None)]);
         chain.ready().await.unwrap();
         assert_eq!(*asked.lock().unwrap(), ["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_conditional_link_is_asked_only_where_its_predicate_holds_and_keeps_its_recheck() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let fixed = |name, answer, every| Fixed {
+            name,
+            answer,
+            asked: asked.clone(),
+            recheck_every: every,
+        };
+        let on = AuthChain::new()
+            .then_when(fixed("a", ALICE, Some(5)), |h: &Handshake<'_>| {
+                h.uri.path() == "/ws/"
+            })
+            .then(fixed("b", BOB, None));
+        let admission = run(&on).await.unwrap();
+        assert_eq!(name(&admission), Some("alice"));
+        assert_eq!(admission.recheck.map(|r| r.every()), Some(Duration::from_secs(5)));
+        let off = AuthChain::new()
+            .then_when(fixed("c", ALICE, Some(5)), |h: &Handshake<'_>| {
+                h.uri.path() == "/elsewhere/"
+            })
+            .then(fixed("d", BOB, None));
+        assert_eq!(name(&run(&off).await.unwrap()), Some("bob"));
+        assert_eq!(*asked.lock().unwrap(), ["a", "d"], "c was not asked");
+        off.ready().await.unwrap();
+        assert_eq!(
+            asked.lock().unwrap().last(),
+            Some(&"d"),
+            "ready reaches every link"
+        );
     }
 }
