@@ -30,27 +30,26 @@ mod keys;
 mod library;
 mod load;
 mod print;
-mod sections;
 mod validate;
 
 pub use auth::AuthSettings;
 pub use estuary::redis::LayerSettings;
 pub use estuary::redis::RedisFlavour;
-pub use estuary::server::ServerSettings;
+pub use estuary::server::{ServerSettings, SlowClient, WebSocketSettings};
 pub use estuary_callback::CallbackSettings;
 pub use estuary_django::{DjangoSettings, SessionEngineName};
 pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
-pub use sections::{SlowClient, WebSocketConfig};
 
 /// A value out of its range, or a placeholder for a secret: the key it is
 /// about, and why (the loader adds where the value came from).
 #[derive(Debug)]
 pub(crate) struct Invalid {
-    /// The key whose value is wrong (the first, when several are named).
-    pub(crate) key: &'static str,
+    /// The dotted key whose value is wrong (the first, when several are
+    /// named).
+    pub(crate) key: String,
     pub(crate) error: anyhow::Error,
 }
 
@@ -77,6 +76,13 @@ impl std::str::FromStr for Bind {
 }
 
 /// The whole configuration of `estuary serve`, as read from a TOML file.
+///
+/// `[websocket]`, `[layer]`, `[server]` and the `[auth.*]` tables are the
+/// libraries' own serde forms. [`Config::default`] holds the app's defaults,
+/// which [`Config::from_layers`] puts under the file; they differ from the
+/// libraries' in `[websocket]`, where the rate limits per connection and per
+/// address are on. (Deserialized directly, a table the text leaves out takes
+/// these defaults, but a key left out of a table takes its library's.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -100,7 +106,7 @@ pub struct Config {
     /// (Centrifugo's `api_insecure`): only for a network you trust.
     pub push_insecure: bool,
     /// WebSocket limits.
-    pub websocket: WebSocketConfig,
+    pub websocket: WebSocketSettings,
     /// Channel-layer settings.
     pub layer: LayerSettings,
     /// Timeouts.
@@ -118,11 +124,25 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             push_token: None,
             push_insecure: false,
-            websocket: WebSocketConfig::default(),
+            websocket: websocket_defaults(),
             layer: LayerSettings::default(),
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
         }
+    }
+}
+
+/// `[websocket]`'s defaults: the library's, with the rate limits on (the
+/// app serves the public: 20 messages a second per connection, 200 per
+/// client address).
+fn websocket_defaults() -> WebSocketSettings {
+    WebSocketSettings {
+        rate_limit: 20.0,
+        rate_burst: 40,
+        rate_limit_per_ip: 200.0,
+        rate_burst_per_ip: 400,
+        control_rate_limit: 5.0,
+        ..WebSocketSettings::default()
     }
 }
 

@@ -26,7 +26,7 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
     };
     Router::new()
         .with_channel_layer(layer)
-        .with_settings(config.ws_settings())
+        .with_settings(config.websocket.ws_settings())
         .websocket("ws/chat/<str:room>/", move || {
             ChatConsumer::new(rooms.clone(), announcer.clone())
         })

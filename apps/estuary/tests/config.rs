@@ -85,6 +85,52 @@ fn a_flag_wins_over_a_variable_which_wins_over_the_file() {
     assert!(all.layer.redis.is_empty());
 }
 
+/// `[websocket]` is the library's form, whose rate limits are off by
+/// default; the app's defaults (limits on) lie under the file, so a table
+/// that sets one key keeps the app's others.
+#[test]
+fn a_table_the_file_holds_keeps_the_apps_defaults() {
+    let config = Config::from_layers(Layers {
+        file: file("[websocket]\nmax_message_size = 100000\n"),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(config.websocket.max_message_size, 100_000);
+    let defaults = Config::default();
+    assert_eq!(config.websocket.rate_limit, 20.0);
+    assert_eq!(config.websocket.rate_limit_per_ip, 200.0);
+    assert_eq!(
+        config.websocket,
+        estuary_cli::config::WebSocketSettings {
+            max_message_size: 100_000,
+            ..defaults.websocket.clone()
+        }
+    );
+    assert_ne!(
+        defaults.websocket,
+        estuary_cli::config::WebSocketSettings::default(),
+        "the app's defaults are not the library's"
+    );
+    let settings = config.websocket.ws_settings();
+    assert_eq!(settings.max_frame_size, 100_000, "frames as large as messages");
+    assert_eq!(settings.session.rate_limit.map(|r| r.burst), Some(40));
+    assert_eq!(
+        settings.session.address_rate_limit.map(|l| l.limit().burst),
+        Some(400)
+    );
+    assert_eq!(settings.session.control_rate_limit.map(|r| r.burst), Some(20));
+
+    // The other tables too: one key of `[server]` keeps the rest.
+    let config = Config::from_layers(Layers {
+        file: file("[server]\nbody_timeout = 3\n[auth]\nrequired = false\n"),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(config.server.body_timeout, 3);
+    assert_eq!(config.server.handshake_timeout, defaults.server.handshake_timeout);
+    assert_eq!(config.websocket, defaults.websocket);
+}
+
 #[test]
 fn every_setting_has_one_flag_and_one_variable() {
     let mut flags: Vec<_> = SETTINGS.iter().map(|s| s.flag).collect();
@@ -150,6 +196,18 @@ fn an_invalid_value_names_its_source() {
         ..Layers::default()
     });
     assert!(message.contains("--read-buffer-size"), "{message}");
+    // The key in error, not another of its table that a variable sets.
+    for text in ["[websocket]\nmax_groups = 0\n", "[server]\nmax_headers = 0\n"] {
+        let message = error(Layers {
+            file: file(text),
+            env: env(&[("ESTUARY_PING_INTERVAL", "5"), ("ESTUARY_BODY_TIMEOUT", "5")]),
+            ..Layers::default()
+        });
+        assert!(
+            message.contains("site.toml") && !message.contains("ESTUARY_"),
+            "{text}: {message}"
+        );
+    }
     let message = error(Layers {
         env: env(&[("ESTUARY_PUSH_INSECURE", "maybe")]),
         ..Layers::default()
@@ -207,7 +265,7 @@ fn a_choice_is_one_of_its_values() {
     })
     .unwrap();
     assert_eq!(ok.websocket.slow_client, SlowClient::Drop);
-    assert_eq!(ok.slow_client_policy(), estuary::SlowClientPolicy::Drop);
+    assert_eq!(ok.websocket.slow_client_policy(), estuary::SlowClientPolicy::Drop);
     assert_eq!(
         ok.auth.django.unwrap().session_engine,
         SessionEngineName::SignedCookies

@@ -48,6 +48,8 @@ mod settings;
 pub mod sse;
 mod throttle;
 mod transport;
+#[cfg(feature = "serde")]
+mod websocket_settings;
 
 pub use auth::{AuthLayer, AuthPolicy, AuthService};
 pub use body::BodyTimeout;
@@ -69,6 +71,8 @@ pub use server_settings::{ServerSettings, ServerSettingsError};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};
+#[cfg(feature = "serde")]
+pub use websocket_settings::{SlowClient, WebSocketSettings, WebSocketSettingsError};
 
 /// The handshake's pure checks, reachable from the fuzz harness (`fuzz/`).
 ///

@@ -17,7 +17,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// settings.session.ping_interval = Some(Duration::from_secs(30));
 /// assert_eq!(settings.read_buffer_size, 1024);
 /// ```
+///
+/// With the `serde` feature it deserializes through `WebSocketSettings`, its
+/// form as plain values, checked (an invalid value is an error naming its
+/// key).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(try_from = "crate::websocket_settings::WebSocketSettings")
+)]
 pub struct WsSettings {
     /// Largest message accepted from a client, in bytes; larger closes with
     /// 1009 (default 64 KiB).

@@ -77,7 +77,7 @@
 //! | `jwt` | no | JWT authentication: HS256, RS256, ES256, keys from a JWKS file (`estuary::jwt`) |
 //! | `django` | no | Django's sessions (db, signed cookies) as the WebSocket's user (`estuary::django`) |
 //! | `callback` | no | a connect callback: the application accepts or refuses each handshake (`estuary::callback`) |
-//! | `serde` | no | `Serialize`/`Deserialize` for the settings types; the configs (`ServerConfig`, `RedisConfig`, `JwtConfig`, `DjangoConfig`, `CallbackConfig`) deserialize, checked, from the form `estuary serve`'s file uses (`ServerSettings`, `LayerSettings`, `JwtSettings`, `DjangoSettings`, `CallbackSettings`) |
+//! | `serde` | no | `Serialize`/`Deserialize` for the settings types; the configs (`ServerConfig`, `WsSettings`, `RedisConfig`, `JwtConfig`, `DjangoConfig`, `CallbackConfig`) deserialize, checked, from the form `estuary serve`'s file uses (`ServerSettings`, `WebSocketSettings`, `LayerSettings`, `JwtSettings`, `DjangoSettings`, `CallbackSettings`) |
 //!
 //! Crates behind this facade: `estuary-core` (the model and the auth
 //! boundary, no sockets), `estuary-server` (feature `server`), `estuary-redis`

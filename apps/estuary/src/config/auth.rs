@@ -32,7 +32,12 @@ impl AuthSettings {
     /// Checks what can be checked without connecting anywhere (the JWT key
     /// files are read).
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        let key = |key: &'static str| move |error: anyhow::Error| Invalid { key, error };
+        let key = |key: &'static str| {
+            move |error: anyhow::Error| Invalid {
+                key: key.into(),
+                error,
+            }
+        };
         if let Some(django) = &self.django {
             DjangoConfig::try_from(django.clone())
                 .map_err(|e| key("auth.django")(anyhow::anyhow!("auth.django.{e}")))?;

@@ -1,14 +1,11 @@
-//! The configuration as the library's settings types: what the router and
-//! the server are built with (the channel layer's are `[layer]`'s own,
-//! `LayerSettings`).
-
-use std::time::Duration;
+//! The configuration as the library's settings types: what the server is
+//! built with (the router's and the channel layer's are `[websocket]`'s and
+//! `[layer]`'s own, `WebSocketSettings::ws_settings` and `LayerSettings`).
 
 use anyhow::bail;
 use estuary::server::{AllowedHosts, ServerConfig, TrustedProxies};
-use estuary::{AddressRateLimiter, RateLimit, SlowClientPolicy, WsSettings};
 
-use super::{Bind, Config, SlowClient};
+use super::{Bind, Config};
 
 impl Config {
     /// The host names the server answers to: `allowed_hosts`, or the
@@ -34,50 +31,6 @@ impl Config {
     /// The parsed trusted proxies.
     pub fn trusted_proxies(&self) -> anyhow::Result<TrustedProxies> {
         Ok(TrustedProxies::new(&self.trusted_proxies)?)
-    }
-
-    /// `websocket.slow_client` and `websocket.slow_client_grace` as the
-    /// library's policy.
-    pub fn slow_client_policy(&self) -> SlowClientPolicy {
-        match self.websocket.slow_client {
-            SlowClient::Drop => SlowClientPolicy::Drop,
-            SlowClient::Disconnect => SlowClientPolicy::Disconnect {
-                grace: Duration::from_secs(self.websocket.slow_client_grace),
-            },
-        }
-    }
-
-    /// The WebSocket settings for the router.
-    pub fn ws_settings(&self) -> WsSettings {
-        let w = &self.websocket;
-        let mut s = WsSettings {
-            max_message_size: w.max_message_size,
-            max_frame_size: w.max_message_size,
-            read_buffer_size: w.read_buffer_size,
-            ..WsSettings::default()
-        };
-        s.session.outbound_capacity = w.outbound_capacity;
-        s.session.ping_interval = (w.ping_interval > 0).then(|| Duration::from_secs(w.ping_interval));
-        s.session.ping_timeout = Duration::from_secs(w.ping_timeout);
-        s.session.slow_client = self.slow_client_policy();
-        s.session.rate_limit = (w.rate_limit > 0.0).then_some(RateLimit {
-            per_second: w.rate_limit,
-            burst: w.rate_burst.max(1),
-        });
-        s.session.address_rate_limit = (w.rate_limit_per_ip > 0.0).then(|| {
-            AddressRateLimiter::new(RateLimit {
-                per_second: w.rate_limit_per_ip,
-                burst: w.rate_burst_per_ip.max(1),
-            })
-        });
-        s.session.control_rate_limit = (w.control_rate_limit > 0.0).then_some(RateLimit {
-            per_second: w.control_rate_limit,
-            burst: (w.control_rate_limit * 4.0).ceil().max(1.0) as u32,
-        });
-        s.session.outbound_bytes = w.outbound_bytes;
-        s.session.max_event_size = w.max_event_size;
-        s.session.max_groups = w.max_groups.max(1);
-        s
     }
 
     /// The server-wide settings (timeouts, proxies, connection limits).

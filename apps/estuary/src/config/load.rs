@@ -208,6 +208,19 @@ fn set(table: &mut Table, key: &str, value: Option<Value>) {
     }
 }
 
+/// Puts `over` on `base` key by key: a table in both is merged, any other
+/// value of `over` replaces `base`'s.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(inner)), Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 /// Whether the dotted `key` is set in `table`.
 fn is_set(table: &Table, key: &str) -> bool {
     let mut parts = key.split('.');
@@ -229,13 +242,17 @@ impl Config {
     /// then the flags; a later one wins key by key) and checks the result.
     /// An error names the source of the value it is about.
     pub fn from_layers(layers: Layers) -> anyhow::Result<Self> {
-        let mut merged = Table::new();
+        // The app's defaults are a layer of their own, under the file: a
+        // table the file holds keeps the app's defaults for the keys it
+        // leaves out, not its library's.
+        let mut merged =
+            Table::try_from(Config::default()).context("the defaults do not make a TOML table")?;
         let mut sources: HashMap<&'static str, Source> = HashMap::new();
         let mut file_table = Table::new();
         if let Some((path, text)) = &layers.file {
             file_table = toml::from_str(text)
                 .with_context(|| format!("invalid configuration file {}", path.display()))?;
-            merged = file_table.clone();
+            merge(&mut merged, file_table.clone());
         }
         let env = layers.env.iter().filter_map(|(name, text)| {
             Setting::by_env(name).map(|setting| (setting, Source::Env(setting.env), text))
@@ -292,11 +309,11 @@ impl Config {
                 is_set(&file_table, key).then(|| Source::File(path.clone()))
             })
         };
-        config.refuse_redacted().map_err(|e| match source_of(e.key) {
+        config.refuse_redacted().map_err(|e| match source_of(&e.key) {
             Some(source) => e.error.context(format!("{} (from {source})", e.key)),
             None => e.error,
         })?;
-        config.validate().map_err(|e| match source_of(e.key) {
+        config.validate().map_err(|e| match source_of(&e.key) {
             Some(source) => e.error.context(format!("{} (from {source})", e.key)),
             None => e.error,
         })?;

@@ -149,7 +149,7 @@ impl Config {
         for (key, _, value) in copy.secrets_mut() {
             if value.contains(REDACTED) {
                 return Err(Invalid {
-                    key,
+                    key: key.into(),
                     error: anyhow::anyhow!(
                         "{key} holds the placeholder {REDACTED:?} that `estuary check-config` prints in \
                          place of a secret: put the secret back, or print with --show-secrets"
