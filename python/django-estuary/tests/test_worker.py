@@ -275,7 +275,7 @@ class Scope(WorkerTestCase):
                     "query_string": "a=1&b=2",
                     "kwargs": {"room_name": "lobby"},
                     "query": {"llm": "gpt-4o"},
-                    "headers": [["origin", "https://example.org"]],
+                    "headers": [["origin", "http://127.0.0.1:8000"]],
                     "channel_name": conn.channel,
                 },
             )

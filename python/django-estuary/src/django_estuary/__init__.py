@@ -9,7 +9,8 @@ consumers written like Channels' ``AsyncWebsocketConsumer``:
   ``as_worker()`` for ``runworker``;
 - :func:`~django_estuary.views.events_view` (the HTTP transport) and
   :data:`~django_estuary.views.connect_view` (the connect callback);
-- :func:`~django_estuary.settings.channel_layers`.
+- :func:`~django_estuary.settings.channel_layers`;
+- :mod:`django_estuary.testing`, Estuary's side played over a channel layer.
 
 The submodules import Django and Channels: import them from code that runs
 with Django's settings configured.
