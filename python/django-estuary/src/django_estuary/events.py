@@ -88,7 +88,7 @@ def check_state(state: Any) -> dict:
     return state
 
 
-async def handle_event(consumer_class: type, initkwargs: dict, event: dict, send: Send) -> dict:
+async def handle_event(consumer_class: type, initkwargs: dict, event: dict, send: Send, *, close_old_connections: bool = True) -> dict:
     """Runs one event through a new consumer and returns the state to
     acknowledge it with.
 
@@ -97,6 +97,11 @@ async def handle_event(consumer_class: type, initkwargs: dict, event: dict, send
     sent (unless the event is the disconnect) and the state the event came
     with is returned unchanged. An event of a type this version does not
     know is logged and acknowledged without a call.
+
+    ``close_old_connections`` drops database connections past their
+    ``CONN_MAX_AGE`` before the handler, as Channels does before each one
+    (a worker's connections live long); a view leaves that to Django's
+    request cycle.
     """
     incoming = event.get("state") if isinstance(event.get("state"), dict) else {}
     kind = event.get("type")
@@ -108,7 +113,7 @@ async def handle_event(consumer_class: type, initkwargs: dict, event: dict, send
         check_event(event)
         consumer = consumer_class(**initkwargs)
         consumer._bind(event, send)
-        if getattr(settings, "DATABASES", None):
+        if close_old_connections and getattr(settings, "DATABASES", None):
             # As Channels does before each handler: drop connections past CONN_MAX_AGE.
             await aclose_old_connections()
         await consumer.dispatch(event)

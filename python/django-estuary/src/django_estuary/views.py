@@ -103,7 +103,7 @@ def events_view(consumer_class: type, *, secret: str | None = None, max_skew: fl
         async def send(message: dict) -> None:
             messages.append(_for_json(message))
 
-        state = await events.handle_event(consumer_class, initkwargs, payload, send)
+        state = await events.handle_event(consumer_class, initkwargs, payload, send, close_old_connections=False)
         return JsonResponse({"messages": messages, "state": state})
 
     view.__name__ = view.__qualname__ = f"{consumer_class.__name__}_events_view"
