@@ -114,6 +114,18 @@ class Concurrency(WorkerTestCase):
 
 
 class Forgetting(WorkerTestCase):
+    async def test_the_bounds_may_be_given_to_as_worker(self):
+        app = consumers.Echo.as_worker(worker_max_connections=3, worker_idle_timeout=5)
+        with self.assertRaises(TypeError):
+            consumers.Echo.as_worker(no_such_attribute=1)
+        received = asyncio.Queue()
+        task = asyncio.ensure_future(app({"type": "channel", "channel": "chat"}, received.get, None))
+        conn = await self.estuary.open()
+        await received.put({"type": "websocket.connect", "channel": conn.channel, "seq": 0, "scope": conn.scope})
+        self.assertEqual(await conn.until_ack(0), [{"type": "websocket.accept"}])
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def test_a_connection_is_forgotten_after_its_disconnect(self):
         dispatcher = Dispatcher(consumers.Counter, {}, max_connections=10, idle_timeout=60)
         conn = await self.estuary.open()

@@ -62,8 +62,8 @@ class EstuaryWorkerApplication:
         dispatcher = Dispatcher(
             self.consumer_class,
             self.initkwargs,
-            max_connections=self.consumer_class.worker_max_connections,
-            idle_timeout=self.consumer_class.worker_idle_timeout,
+            max_connections=self.initkwargs.get("worker_max_connections", self.consumer_class.worker_max_connections),
+            idle_timeout=self.initkwargs.get("worker_idle_timeout", self.consumer_class.worker_idle_timeout),
         )
         try:
             while True:
