@@ -64,6 +64,9 @@ else
   cargo test --workspace --no-fail-fast -- --include-ignored
 fi
 
+step "Python: the django-estuary package and the Django workers example (scripts/test-python.sh)"
+scripts/test-python.sh
+
 step "fuzzing (every target, bounded time)"
 # 15 s per target (seven targets: under two minutes); the seed is printed, and
 # a panic saves its input under fuzz/artifacts/ with the command to replay it.
