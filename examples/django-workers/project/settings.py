@@ -62,10 +62,18 @@ LOGIN_REDIRECT_URL = "/"
 
 # The channel layer Estuary shares: the same Redis and prefix as estuary.toml's [layer].
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = channel_layers(REDIS_URL, prefix="asgi")
+# The key prefix; tests give each run its own (CHANNEL_LAYER_PREFIX).
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
+CHANNEL_LAYERS = channel_layers(REDIS_URL, prefix=CHANNEL_LAYER_PREFIX)
 # The chat's roster of signed-in names and the dashboard's last values, shared by
 # every worker process.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "workers-example"}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{CHANNEL_LAYER_PREFIX}.workers-example",
+    }
+}
 
 # Estuary's [auth.callback] secret (the same value on both sides; at least 16 bytes).
 ESTUARY_CALLBACK_SECRET = os.environ.get("ESTUARY_CALLBACK_SECRET", "dev-only: the callback secret of the example")

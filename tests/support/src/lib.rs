@@ -12,7 +12,8 @@
 //!   `redis-server` on a free port;
 //! - [`django`], the real Django test project on SQLite or PostgreSQL;
 //! - [`probe`], the real Python channels_redis stack;
-//! - [`http`], a minimal HTTP/1.1 client.
+//! - [`http`], a minimal HTTP/1.1 client;
+//! - [`workers`], the Django workers example (runworker, runserver) on Redis.
 //!
 //! # Tests that need an outside service
 //!
@@ -45,6 +46,7 @@ pub mod probe;
 pub mod process;
 pub mod redis;
 pub mod server;
+pub mod workers;
 pub mod ws;
 
 pub use eventually::eventually;
