@@ -51,6 +51,7 @@ pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
     default: AuthPolicy,
     required_under: Arc<[String]>,
+    required_matching: Arc<[crate::PathPattern]>,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -58,6 +59,14 @@ impl std::fmt::Debug for AuthLayer {
         f.debug_struct("AuthLayer")
             .field("default", &self.default)
             .field("required_under", &self.required_under)
+            .field(
+                "required_matching",
+                &self
+                    .required_matching
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +78,7 @@ impl AuthLayer {
             authenticator: Arc::new(authenticator),
             default: AuthPolicy::Optional,
             required_under: Arc::from(Vec::new()),
+            required_matching: Arc::from(Vec::new()),
         }
     }
 
@@ -86,9 +96,37 @@ impl AuthLayer {
         self
     }
 
+    /// Requires authentication for the paths `pattern` matches (a route's
+    /// own pattern, parameters and all).
+    ///
+    /// ```
+    /// use estuary_server::{Admission, AuthFuture, AuthLayer, AuthPolicy, Authenticator, Handshake, PathPattern};
+    ///
+    /// struct Nobody;
+    /// impl Authenticator for Nobody {
+    ///     fn authenticate<'a>(&'a self, _: Handshake<'a>) -> AuthFuture<'a> {
+    ///         Box::pin(async { Ok(Admission::anonymous()) })
+    ///     }
+    /// }
+    ///
+    /// let orders = PathPattern::path("ws/orders/<int:id>/")?;
+    /// let layer = AuthLayer::new(Nobody).require_matching(orders);
+    /// assert_eq!(layer.policy_for("/ws/orders/7/"), AuthPolicy::Required);
+    /// assert_eq!(layer.policy_for("/ws/orders/"), AuthPolicy::Optional);
+    /// # Ok::<(), estuary_server::PatternError>(())
+    /// ```
+    pub fn require_matching(mut self, pattern: crate::PathPattern) -> Self {
+        let mut patterns = self.required_matching.to_vec();
+        patterns.push(pattern);
+        self.required_matching = patterns.into();
+        self
+    }
+
     /// The policy of a request path.
     pub fn policy_for(&self, path: &str) -> AuthPolicy {
-        if self.required_under.iter().any(|p| path.starts_with(p.as_str())) {
+        if self.required_under.iter().any(|p| path.starts_with(p.as_str()))
+            || self.required_matching.iter().any(|p| p.matches(path).is_some())
+        {
             AuthPolicy::Required
         } else {
             self.default
