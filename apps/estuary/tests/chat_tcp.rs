@@ -148,8 +148,8 @@ async fn flooding_past_the_rate_limit_closes_with_1008() {
 #[tokio::test]
 async fn one_bad_client_does_not_affect_another() {
     let server = TestServer::start().await;
-    let mut good = Client::join(&server.url("/ws/chat/shared/")).await;
-    let mut bad = Client::join(&server.url("/ws/chat/shared/")).await;
+    let mut good = Client::join(&server.url("/ws/chat/common/")).await;
+    let mut bad = Client::join(&server.url("/ws/chat/common/")).await;
     let frame = Frame::message(vec![0xc3, 0x28], OpCode::Data(Data::Text), true);
     bad.ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(bad.recv_close().await, 1007);
