@@ -29,7 +29,7 @@ for dir in "${dirs[@]}"; do
   done
 done
 
-unset ESTUARY_INTEROP_PYTHON ESTUARY_DJANGO_PYTHON ESTUARY_INTEROP_PROBE ESTUARY_SHARED
+unset ESTUARY_INTEROP_PYTHON ESTUARY_DJANGO_PYTHON ESTUARY_INTEROP_PROBE
 if [ "$(id -u)" = 0 ]; then unshare=(unshare --net --mount); else unshare=(unshare --net --mount --map-root-user); fi
 PATH="$bin" CARGO_NET_OFFLINE=true "${unshare[@]}" bash -c '
   ip link set lo up

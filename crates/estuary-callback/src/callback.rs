@@ -10,7 +10,7 @@ use bytes::Bytes;
 use estuary_core::auth::{Admission, AuthError, AuthFuture, Authenticator, Handshake, check_user_bounds};
 use estuary_core::{Recheck, User, address_key};
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,14 +20,16 @@ use tokio::sync::Semaphore;
 use crate::answer::{AnswerError, Decision, MAX_ANSWER_SIZE, parse_answer};
 use crate::config::{CallbackConfig, SIGNATURE_HEADER};
 
-/// Why the application's answer could not be had or used.
+/// Why the application's answer could not be had or used. Each names the
+/// callback URL, [`CallbackConfig::url`] (which holds no password:
+/// [`CallbackConfig::new`] refuses user info).
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
     /// The application could not be reached (refused, reset, DNS).
     #[error("cannot reach the connect callback {url}: {source}")]
     Unreachable {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// What the client said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -36,7 +38,7 @@ pub enum CallbackError {
     #[error("all {max_in_flight} connect callbacks to {url} in flight")]
     Busy {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// The configured bound.
         max_in_flight: usize,
     },
@@ -53,7 +55,7 @@ pub enum CallbackError {
     #[error("no answer from the connect callback {url} within {after:?}")]
     Timeout {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// The timeout.
         after: Duration,
     },
@@ -61,7 +63,7 @@ pub enum CallbackError {
     #[error("the connect callback {url} failed with {status}")]
     Failed {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// Its status.
         status: StatusCode,
     },
@@ -69,7 +71,7 @@ pub enum CallbackError {
     #[error("the connect callback {url} answered {status}: {hint}")]
     Status {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// Its status.
         status: StatusCode,
         /// What it likely means.
@@ -79,7 +81,7 @@ pub enum CallbackError {
     #[error("the connect callback {url} answered badly: {source}")]
     Answer {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// What is wrong with it.
         #[source]
         source: AnswerError,
@@ -88,7 +90,7 @@ pub enum CallbackError {
     #[error("the connect callback {url}'s answer could not be read (at most 64 KiB): {source}")]
     Body {
         /// The callback URL.
-        url: String,
+        url: Uri,
         /// What went wrong.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -151,8 +153,6 @@ struct Inner {
     /// The handshakes holding or waiting for a slot, per client address
     /// (by [`address_key`]); an address is removed at zero.
     per_client: Mutex<HashMap<IpAddr, usize>>,
-    /// The URL as text, for messages.
-    url: String,
 }
 
 /// A client address's share of the slots, given back on drop.
@@ -228,7 +228,6 @@ impl ConnectCallback {
             inner: Arc::new(Inner {
                 in_flight: Semaphore::new(config.max_in_flight),
                 per_client: Mutex::new(HashMap::new()),
-                url: config.url.to_string(),
                 config,
                 client,
             }),
@@ -339,7 +338,7 @@ impl ConnectCallback {
         let inner = &*self.inner;
         let timeout = inner.config.timeout;
         let busy = || CallbackError::Busy {
-            url: inner.url.clone(),
+            url: inner.config.url.clone(),
             max_in_flight: inner.config.max_in_flight,
         };
         // A handshake holds its address's share from before it waits for a
@@ -395,12 +394,12 @@ impl ConnectCallback {
                 match inner.client.request(request).await {
                     Ok(response) => return self.read(response).await,
                     Err(error) if again && !error.is_connect() => {
-                        tracing::debug!(url = %inner.url, %error, "connect callback failed on a kept-alive connection; asking again");
+                        tracing::debug!(url = %inner.config.url, %error, "connect callback failed on a kept-alive connection; asking again");
                         again = false;
                     }
                     Err(error) => {
                         return Err(CallbackError::Unreachable {
-                            url: inner.url.clone(),
+                            url: inner.config.url.clone(),
                             source: Box::new(error),
                         });
                     }
@@ -410,7 +409,7 @@ impl ConnectCallback {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(decided) => decided,
             Err(_) => Err(CallbackError::Timeout {
-                url: inner.url.clone(),
+                url: inner.config.url.clone(),
                 after: timeout,
             }),
         }
@@ -418,7 +417,7 @@ impl ConnectCallback {
 
     /// The decision in `response`.
     async fn read(&self, response: http::Response<hyper::body::Incoming>) -> Result<Decision, CallbackError> {
-        let url = &self.inner.url;
+        let url = &self.inner.config.url;
         let status = response.status();
         if status.is_server_error() {
             return Err(CallbackError::Failed {
@@ -459,7 +458,7 @@ impl ConnectCallback {
         let decision = parse_answer(&body).map_err(bad)?;
         if let Decision::Accept(Admission { user: Some(user), .. }) = &decision {
             check_user_bounds(user.id(), user.name(), self.inner.config.max_name_chars)
-                .map_err(|e| bad(AnswerError::User(e)))?;
+                .map_err(|e| bad(AnswerError::user(e)))?;
         }
         Ok(decision)
     }

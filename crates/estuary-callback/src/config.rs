@@ -6,52 +6,163 @@ use std::time::Duration;
 use http::{HeaderName, Uri, header};
 
 /// Why a [`CallbackConfig`] cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The URL does not parse.
-    #[error("callback URL {url:?}: {source}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What the parser said.
-        #[source]
-        source: http::uri::InvalidUri,
-    },
+///
+/// Opaque, like [`std::io::Error`]: [`kind`](Self::kind) says what is
+/// wrong, [`url`](Self::url) or [`name`](Self::name) give the value at
+/// fault, and a URL that does not parse has the parser's error as its
+/// [`source`](std::error::Error::source). A URL's password (`user:***@`)
+/// is masked in all of them.
+///
+/// ```
+/// use estuary_callback::{CallbackConfig, ConfigErrorKind};
+///
+/// let error = CallbackConfig::new("https://app.internal/estuary/connect/", "a secret of 16+ bytes").unwrap_err();
+/// assert_eq!(error.kind(), ConfigErrorKind::Https);
+/// assert_eq!(error.url(), Some("https://app.internal/estuary/connect/"));
+///
+/// let base = CallbackConfig::new("http://127.0.0.1:8000/c/", "a secret of 16+ bytes")?;
+/// let error = base.forward_cookies(["session; admin=1"]).unwrap_err();
+/// assert_eq!((error.kind(), error.name()), (ConfigErrorKind::Cookie, Some("session; admin=1")));
+/// assert_eq!(error.to_string(), r#""session; admin=1" is not a cookie name"#);
+/// # Ok::<(), estuary_callback::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct ConfigError {
+    kind: ConfigErrorKind,
+    /// The URL (its password masked), the cookie name or the header name.
+    input: Option<Box<str>>,
+    /// Why a header cannot be forwarded.
+    why: &'static str,
+    source: Option<http::uri::InvalidUri>,
+}
+
+/// What is wrong with a [`CallbackConfig`] ([`ConfigError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// The URL does not parse (the parser's error is the source).
+    InvalidUrl,
     /// An `https://` URL: this build has no TLS client.
-    #[error(
-        "callback URL {url:?}: https is not supported (no TLS client in this build): call the application over http on loopback or a private network"
-    )]
-    Https {
-        /// The URL as given.
-        url: String,
-    },
+    Https,
     /// A URL whose scheme is not `http`, or that has none.
-    #[error("callback URL {url:?}: needs an http:// URL")]
-    NotHttp {
-        /// The URL as given.
-        url: String,
-    },
+    NotHttp,
     /// A URL without a host.
-    #[error("callback URL {url:?}: has no host")]
-    NoHost {
-        /// The URL as given.
-        url: String,
-    },
+    NoHost,
+    /// A URL with user info (`user:password@host`): nothing would send it,
+    /// and a password in a URL ends up in logs. The callback is
+    /// authenticated by its signature.
+    UserInfo,
     /// The shared secret is too short to sign with.
-    #[error(
-        "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
-    )]
     ShortSecret,
     /// A count or a duration of 0 where at least 1 is needed (the
     /// timeout, `max_in_flight`, `max_in_flight_per_client`).
-    #[error("must be at least 1")]
     Zero,
-    /// A cookie name that is not one.
-    #[error("{0:?} is not a cookie name")]
-    Cookie(String),
-    /// A header that cannot be forwarded.
-    #[error("header {0:?} cannot be forwarded: {1}")]
-    Header(String, &'static str),
+    /// A cookie name that is not one ([`ConfigError::name`]).
+    Cookie,
+    /// A header that cannot be forwarded ([`ConfigError::name`]; the text
+    /// says why).
+    Header,
+}
+
+impl ConfigError {
+    fn new(kind: ConfigErrorKind, input: Option<String>) -> Self {
+        Self {
+            kind,
+            input: input.map(String::into_boxed_str),
+            why: "",
+            source: None,
+        }
+    }
+
+    fn url_error(kind: ConfigErrorKind, url: &str) -> Self {
+        Self::new(kind, Some(masked(url)))
+    }
+
+    fn header(name: &str, why: &'static str) -> Self {
+        Self {
+            why,
+            ..Self::new(ConfigErrorKind::Header, Some(name.to_owned()))
+        }
+    }
+
+    #[cfg(any(feature = "serde", test))]
+    pub(crate) fn zero() -> Self {
+        Self::new(ConfigErrorKind::Zero, None)
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
+
+    /// The URL as given, its password masked (the URL kinds only).
+    pub fn url(&self) -> Option<&str> {
+        match self.kind {
+            ConfigErrorKind::InvalidUrl
+            | ConfigErrorKind::Https
+            | ConfigErrorKind::NotHttp
+            | ConfigErrorKind::NoHost
+            | ConfigErrorKind::UserInfo => self.input.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The cookie or header name as given ([`Cookie`](ConfigErrorKind::Cookie)
+    /// and [`Header`](ConfigErrorKind::Header) only).
+    pub fn name(&self) -> Option<&str> {
+        match self.kind {
+            ConfigErrorKind::Cookie | ConfigErrorKind::Header => self.input.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let input = self.input.as_deref().unwrap_or_default();
+        match self.kind {
+            ConfigErrorKind::InvalidUrl => match &self.source {
+                Some(source) => write!(f, "callback URL {input:?}: {source}"),
+                None => write!(f, "callback URL {input:?}: not a URL"),
+            },
+            ConfigErrorKind::Https => write!(
+                f,
+                "callback URL {input:?}: https is not supported (no TLS client in this build): call the application over http on loopback or a private network"
+            ),
+            ConfigErrorKind::NotHttp => write!(f, "callback URL {input:?}: needs an http:// URL"),
+            ConfigErrorKind::NoHost => write!(f, "callback URL {input:?}: has no host"),
+            ConfigErrorKind::UserInfo => write!(
+                f,
+                "callback URL {input:?}: user info (user:password@) is not sent; the callback is authenticated by its signature"
+            ),
+            ConfigErrorKind::ShortSecret => write!(
+                f,
+                "the callback secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
+            ),
+            ConfigErrorKind::Zero => f.write_str("must be at least 1"),
+            ConfigErrorKind::Cookie => write!(f, "{input:?} is not a cookie name"),
+            ConfigErrorKind::Header => write!(f, "header {input:?} cannot be forwarded: {}", self.why),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// `url` with the password of its user info masked (`http://user:***@host/`),
+/// also when it is no valid URL: the user info ends at the last `@`.
+fn masked(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    match rest.rfind('@').and_then(|at| Some((rest[..at].find(':')?, at))) {
+        Some((colon, at)) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 /// The shortest shared secret accepted.
@@ -153,21 +264,24 @@ impl CallbackConfig {
     /// network or loopback: this build has no TLS client), signed with
     /// `secret` (at least 16 bytes).
     pub fn new(url: &str, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        let parsed: Uri = url.parse().map_err(|source| ConfigError::InvalidUrl {
-            url: url.to_owned(),
-            source,
+        let parsed: Uri = url.parse().map_err(|source| ConfigError {
+            source: Some(source),
+            ..ConfigError::url_error(ConfigErrorKind::InvalidUrl, url)
         })?;
         match parsed.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(ConfigError::Https { url: url.to_owned() }),
-            _ => return Err(ConfigError::NotHttp { url: url.to_owned() }),
+            Some("https") => return Err(ConfigError::url_error(ConfigErrorKind::Https, url)),
+            _ => return Err(ConfigError::url_error(ConfigErrorKind::NotHttp, url)),
         }
         if parsed.host().is_none_or(str::is_empty) {
-            return Err(ConfigError::NoHost { url: url.to_owned() });
+            return Err(ConfigError::url_error(ConfigErrorKind::NoHost, url));
+        }
+        if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(ConfigError::url_error(ConfigErrorKind::UserInfo, url));
         }
         let secret = secret.as_ref();
         if secret.len() < MIN_SECRET_LEN {
-            return Err(ConfigError::ShortSecret);
+            return Err(ConfigError::new(ConfigErrorKind::ShortSecret, None));
         }
         Ok(Self {
             url: parsed,
@@ -205,30 +319,27 @@ impl CallbackConfig {
         for name in names {
             let name = name.as_ref();
             let parsed = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| ConfigError::Header(name.to_owned(), "not a header name"))?;
+                .map_err(|_| ConfigError::header(name, "not a header name"))?;
             if parsed == header::COOKIE {
-                return Err(ConfigError::Header(
-                    name.to_owned(),
-                    "list cookies with forward_cookies",
-                ));
+                return Err(ConfigError::header(name, "list cookies with forward_cookies"));
             }
             if NOT_FORWARDED.contains(&parsed)
                 || parsed.as_str().starts_with("proxy-")
                 || parsed.as_str() == "keep-alive"
             {
-                return Err(ConfigError::Header(name.to_owned(), "it belongs to one HTTP hop"));
+                return Err(ConfigError::header(name, "it belongs to one HTTP hop"));
             }
             if parsed == header::FORWARDED
                 || parsed.as_str().starts_with("x-forwarded-")
                 || parsed.as_str() == "x-real-ip"
             {
-                return Err(ConfigError::Header(
-                    name.to_owned(),
+                return Err(ConfigError::header(
+                    name,
                     "the application would take the visitor's word for its address (the body's client is the one Estuary saw)",
                 ));
             }
             if parsed.as_str() == SIGNATURE_HEADER {
-                return Err(ConfigError::Header(name.to_owned(), "the callback sets it"));
+                return Err(ConfigError::header(name, "the callback sets it"));
             }
             headers.push(parsed);
         }
@@ -249,7 +360,7 @@ impl CallbackConfig {
             let name = name.into();
             let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
             if name.is_empty() || !name.bytes().all(token) {
-                return Err(ConfigError::Cookie(name));
+                return Err(ConfigError::new(ConfigErrorKind::Cookie, Some(name)));
             }
             cookies.push(name);
         }
@@ -317,5 +428,114 @@ impl CallbackConfig {
     /// The exchange's timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a secret of 16+ bytes";
+
+    fn url_error(url: &str) -> ConfigError {
+        match CallbackConfig::new(url, SECRET) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn every_url_error_names_its_kind_and_the_url() {
+        for (url, kind, text) in [
+            (
+                "http://exa mple/",
+                ConfigErrorKind::InvalidUrl,
+                "callback URL \"http://exa mple/\": invalid uri character",
+            ),
+            (
+                "https://h/",
+                ConfigErrorKind::Https,
+                "callback URL \"https://h/\": https is not supported (no TLS client in this build): call the application over http on loopback or a private network",
+            ),
+            (
+                "ftp://h/",
+                ConfigErrorKind::NotHttp,
+                "callback URL \"ftp://h/\": needs an http:// URL",
+            ),
+            (
+                "/c/",
+                ConfigErrorKind::NotHttp,
+                "callback URL \"/c/\": needs an http:// URL",
+            ),
+            (
+                "http://u:secret@h/c/",
+                ConfigErrorKind::UserInfo,
+                "callback URL \"http://u:***@h/c/\": user info (user:password@) is not sent; the callback is authenticated by its signature",
+            ),
+        ] {
+            let error = url_error(url);
+            assert_eq!(
+                (error.kind(), error.to_string()),
+                (kind, text.to_owned()),
+                "{url}"
+            );
+            assert_eq!(error.name(), None);
+            assert_eq!(
+                std::error::Error::source(&error).is_some(),
+                kind == ConfigErrorKind::InvalidUrl,
+                "{url}"
+            );
+        }
+        let masked = url_error("http://u:pa ss@h/");
+        assert_eq!(masked.kind(), ConfigErrorKind::InvalidUrl);
+        assert_eq!(masked.url(), Some("http://u:***@h/"));
+        assert!(!format!("{masked:?}").contains("pa ss"), "{masked:?}");
+        let short = CallbackConfig::new("http://h/", "short").unwrap_err();
+        assert_eq!(
+            (short.kind(), short.url(), short.name()),
+            (ConfigErrorKind::ShortSecret, None, None)
+        );
+        assert!(
+            short
+                .to_string()
+                .starts_with("the callback secret must be at least 16 bytes")
+        );
+        let zero = ConfigError::zero();
+        assert_eq!(
+            (zero.kind(), zero.to_string()),
+            (ConfigErrorKind::Zero, "must be at least 1".to_owned())
+        );
+    }
+
+    #[test]
+    fn cookie_and_header_errors_name_them() {
+        let base = || CallbackConfig::new("http://127.0.0.1:8000/c/", SECRET).unwrap();
+        let cookie = base().forward_cookies([""]).unwrap_err();
+        assert_eq!(
+            (cookie.kind(), cookie.name(), cookie.url()),
+            (ConfigErrorKind::Cookie, Some(""), None)
+        );
+        assert_eq!(cookie.to_string(), "\"\" is not a cookie name");
+        for (name, why) in [
+            ("bad header", "not a header name"),
+            ("cookie", "list cookies with forward_cookies"),
+            ("Host", "it belongs to one HTTP hop"),
+            ("proxy-x", "it belongs to one HTTP hop"),
+            (
+                "x-real-ip",
+                "the application would take the visitor's word for its address (the body's client is the one Estuary saw)",
+            ),
+            (SIGNATURE_HEADER, "the callback sets it"),
+        ] {
+            let error = base().forward_headers([name]).unwrap_err();
+            assert_eq!(
+                (error.kind(), error.name()),
+                (ConfigErrorKind::Header, Some(name))
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("header {name:?} cannot be forwarded: {why}")
+            );
+        }
     }
 }

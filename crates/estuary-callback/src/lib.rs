@@ -127,10 +127,11 @@ mod config;
 #[cfg(feature = "serde")]
 mod settings;
 
-pub use answer::{AnswerError, Decision, MAX_ANSWER_SIZE, Rejection, parse_answer};
+pub use answer::{AnswerError, AnswerErrorKind, Decision, MAX_ANSWER_SIZE, Rejection, parse_answer};
 pub use callback::{CallbackError, ConnectCallback, sign};
 pub use config::{
-    CallbackConfig, ConfigError, DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE, MIN_SECRET_LEN, SIGNATURE_HEADER,
+    CallbackConfig, ConfigError, ConfigErrorKind, DEFAULT_IN_FLIGHT_PER_CLIENT_SHARE, MIN_SECRET_LEN,
+    SIGNATURE_HEADER,
 };
 #[cfg(feature = "serde")]
 pub use settings::{CallbackSettings, CallbackSettingsError};

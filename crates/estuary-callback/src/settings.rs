@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CallbackConfig, ConfigError};
+use crate::{CallbackConfig, ConfigError, ConfigErrorKind};
 
 /// A [`CallbackConfig`] as plain values, the form serde reads and writes
 /// (`[auth.callback]` of `estuary serve`'s TOML file). Turned into a
@@ -139,18 +139,18 @@ impl TryFrom<CallbackSettings> for CallbackConfig {
     fn try_from(s: CallbackSettings) -> Result<Self, Self::Error> {
         let at = |key: &'static str| move |source: ConfigError| CallbackSettingsError { key, source };
         if s.timeout_ms == 0 {
-            return Err(at("timeout_ms")(ConfigError::Zero));
+            return Err(at("timeout_ms")(ConfigError::zero()));
         }
         if s.max_in_flight == 0 {
-            return Err(at("max_in_flight")(ConfigError::Zero));
+            return Err(at("max_in_flight")(ConfigError::zero()));
         }
         if s.max_in_flight_per_client == Some(0) {
-            return Err(at("max_in_flight_per_client")(ConfigError::Zero));
+            return Err(at("max_in_flight_per_client")(ConfigError::zero()));
         }
         let mut config = CallbackConfig::new(&s.url, &s.secret)
-            .map_err(|e| match e {
-                ConfigError::ShortSecret => at("secret")(e),
-                e => at("url")(e),
+            .map_err(|e| match e.kind() {
+                ConfigErrorKind::ShortSecret => at("secret")(e),
+                _ => at("url")(e),
             })?
             .with_timeout(Duration::from_millis(s.timeout_ms))
             .forward_headers(&s.headers)

@@ -1,5 +1,6 @@
 //! WebSocket close codes, and the one place where reasons map to codes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A WebSocket close code (RFC 6455 section 7.4), with the codes Estuary uses
@@ -115,13 +116,7 @@ impl CloseFrame {
     /// ```
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         let mut reason = reason.into();
-        if reason.len() > Self::MAX_REASON_LEN {
-            let mut end = Self::MAX_REASON_LEN;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
+        reason.truncate(cut_len(&reason));
         Self { code, reason }
     }
 
@@ -136,9 +131,147 @@ impl CloseFrame {
     }
 }
 
+/// The length of the longest prefix of `reason` that fits a close frame,
+/// ending on a character boundary.
+fn cut_len(reason: &str) -> usize {
+    let mut end = reason.len().min(CloseFrame::MAX_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// Why a connection is closed or a handshake refused, as the client is told:
+/// at most [`MAX_LEN`](Self::MAX_LEN) (123) bytes, what a close frame
+/// carries, cut at a character boundary when it is made.
+///
+/// It is data for the client, not a description of an error: the errors
+/// that carry one ([`ConsumerError::Close`](crate::ConsumerError::Close),
+/// [`AuthError::Refused`](crate::auth::AuthError::Refused) and
+/// [`AuthError::Closed`](crate::auth::AuthError::Closed)) hold it in this
+/// bounded type, so what they hold is what is sent. A `&'static str` is
+/// kept without a copy.
+///
+/// ```
+/// use estuary_core::CloseReason;
+///
+/// let reason = CloseReason::from("token expired");
+/// assert_eq!(reason, "token expired");
+/// assert_eq!(reason.to_string(), "token expired");
+///
+/// let long = CloseReason::from("é".repeat(100));
+/// assert_eq!(long.as_str().len(), 122); // 61 two-byte characters fit in 123 bytes
+/// assert!(long.as_str().chars().all(|c| c == 'é'));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct CloseReason(Cow<'static, str>);
+
+impl CloseReason {
+    /// The most bytes a reason holds: a close frame's 125 bytes of payload
+    /// less the code.
+    pub const MAX_LEN: usize = CloseFrame::MAX_REASON_LEN;
+
+    /// A reason; text over [`MAX_LEN`](Self::MAX_LEN) bytes is cut at a
+    /// character boundary.
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        let mut reason = reason.into();
+        let end = cut_len(&reason);
+        if end < reason.len() {
+            match &mut reason {
+                Cow::Borrowed(text) => *text = &text[..end],
+                Cow::Owned(text) => text.truncate(end),
+            }
+        }
+        Self(reason)
+    }
+
+    /// The reason's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when there is no text.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&'static str> for CloseReason {
+    fn from(reason: &'static str) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<String> for CloseReason {
+    fn from(reason: String) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<Cow<'static, str>> for CloseReason {
+    fn from(reason: Cow<'static, str>) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<CloseReason> for String {
+    fn from(reason: CloseReason) -> String {
+        reason.0.into_owned()
+    }
+}
+
+impl AsRef<str> for CloseReason {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for CloseReason {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for CloseReason {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Debug for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_reason_is_bounded_whether_borrowed_or_owned() {
+        let borrowed = CloseReason::from(concat!(
+            "0123456789012345678901234567890123456789012345678901234567890123456789",
+            "0123456789012345678901234567890123456789012345678901234567890123456789"
+        ));
+        assert_eq!(borrowed.as_str().len(), CloseReason::MAX_LEN);
+        assert!(
+            matches!(borrowed.0, Cow::Borrowed(_)),
+            "a static reason is not copied"
+        );
+        let owned = CloseReason::from("ü".repeat(70));
+        assert_eq!(owned.as_str().len(), 122);
+        assert_eq!(CloseReason::from("bye"), "bye");
+        assert_eq!(format!("{:?}", CloseReason::from("bye")), "\"bye\"");
+        assert!(CloseReason::default().is_empty());
+        assert_eq!(String::from(CloseReason::from("bye")), "bye");
+    }
 
     #[test]
     fn reason_is_cut_on_a_char_boundary() {

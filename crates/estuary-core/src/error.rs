@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::close::CloseCode;
+use crate::close::{CloseCode, CloseReason};
 use crate::layer::{BoxError, ChannelLayerError, SendError};
 use crate::message::MessageError;
 use crate::names::NameError;
@@ -22,6 +22,8 @@ use crate::scope::ScopeError;
 ///
 /// let e = ConsumerError::close(CloseCode::from(4003), "token expired");
 /// assert_eq!(e.close_code(), CloseCode::from(4003));
+/// assert_eq!(e.close_reason(), "token expired");
+/// assert_eq!(e.to_string(), "closing with 4003: token expired");
 /// let e = ConsumerError::other(std::io::Error::other("database down"));
 /// assert_eq!(e.close_code(), CloseCode::INTERNAL_ERROR);
 /// ```
@@ -35,12 +37,15 @@ pub enum ConsumerError {
     #[error("connection closed")]
     ConnectionClosed,
     /// The handler asked to close the connection with this code and reason.
+    /// The reason is what the client is told (in the close frame, or the
+    /// body of a refused handshake), so it is a [`CloseReason`]: bounded to
+    /// what a close frame carries when it is made.
     #[error("closing with {code}: {reason}")]
     Close {
         /// The close code to send.
         code: CloseCode,
         /// The reason to send.
-        reason: String,
+        reason: CloseReason,
     },
     /// The connection is already in as many groups as it may be
     /// ([`SessionConfig::max_groups`](crate::SessionConfig::max_groups); close 1008).
@@ -73,8 +78,9 @@ pub enum ConsumerError {
 }
 
 impl ConsumerError {
-    /// An error that closes the connection with `code` and `reason`.
-    pub fn close(code: CloseCode, reason: impl Into<String>) -> Self {
+    /// An error that closes the connection with `code` and `reason` (cut
+    /// to 123 bytes, see [`CloseReason`]).
+    pub fn close(code: CloseCode, reason: impl Into<CloseReason>) -> Self {
         ConsumerError::Close {
             code,
             reason: reason.into(),
@@ -107,7 +113,7 @@ impl ConsumerError {
     pub fn close_reason(&self) -> &str {
         match self {
             ConsumerError::SlowClient => "client too slow",
-            ConsumerError::Close { reason, .. } => reason,
+            ConsumerError::Close { reason, .. } => reason.as_str(),
             ConsumerError::Scope(_) | ConsumerError::Name(_) => "invalid request",
             ConsumerError::TooManyGroups { .. } => "too many groups",
             ConsumerError::Json(_) => "invalid JSON",
@@ -136,7 +142,7 @@ impl ConsumerError {
             ConsumerError::Scope(e) => e.to_string(),
             ConsumerError::Name(e) => e.to_string(),
             ConsumerError::Json(e) => format!("invalid JSON: {e}"),
-            ConsumerError::Close { reason, .. } => reason.clone(),
+            ConsumerError::Close { reason, .. } => reason.to_string(),
             ConsumerError::TooManyGroups { .. } => "too many groups".into(),
             ConsumerError::ChannelLayer(_) | ConsumerError::Send(_) => "channel layer unavailable".into(),
             _ => "internal error".into(),

@@ -38,7 +38,7 @@ mod worker;
 mod ws;
 
 pub use auth::{Admission, AuthChain, AuthError, AuthFuture, Authenticator, Handshake};
-pub use close::{CloseCode, CloseFrame};
+pub use close::{CloseCode, CloseFrame, CloseReason};
 pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};
 pub use error::ConsumerError;
@@ -50,7 +50,9 @@ pub use layer::{
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
-pub use scope::{Recheck, RecheckFuture, Scope, ScopeBuilder, ScopeError, User, empty_as_none};
+pub use scope::{
+    Recheck, RecheckFuture, Scope, ScopeBuilder, ScopeError, ScopeErrorKind, User, empty_as_none,
+};
 pub use session::{
     AddressRateLimiter, Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError,
     address_key,

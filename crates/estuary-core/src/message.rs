@@ -18,10 +18,13 @@ pub enum MessageError {
     #[error("cannot encode message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
     /// The message did not decode into the requested type.
-    #[error("cannot decode message of type {type_name:?}: {source}")]
+    #[error("cannot decode message of type {:?} into {into}: {source}", .message.message_type())]
     Decode {
-        /// The message's `type` field.
-        type_name: String,
+        /// The message (its [`message_type`](Message::message_type) says
+        /// which it was; a clone shares the original's bytes).
+        message: Message,
+        /// The Rust type asked for ([`std::any::type_name`]).
+        into: &'static str,
         /// What the decoder said.
         source: rmp_serde::decode::Error,
     },
@@ -168,7 +171,8 @@ impl Message {
     /// tagged with `#[serde(tag = "type")]`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
         rmp_serde::from_slice(&self.inner.bytes).map_err(|source| MessageError::Decode {
-            type_name: self.message_type().to_owned(),
+            message: self.clone(),
+            into: std::any::type_name::<T>(),
             source,
         })
     }
@@ -298,6 +302,29 @@ fn skip_value(rd: &mut &[u8]) -> Result<(), MessageError> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn a_decode_error_names_the_message_type_and_the_rust_type() {
+        #[derive(Debug, Deserialize)]
+        struct Wanted {
+            #[allow(dead_code)]
+            count: u32,
+        }
+        let msg = Message::from_json(&serde_json::json!({"type": "chat.message", "count": "x"})).unwrap();
+        let error = msg.decode::<Wanted>().unwrap_err();
+        let MessageError::Decode { message, into, .. } = &error else {
+            panic!("not a decode error: {error:?}");
+        };
+        assert_eq!(message.message_type(), "chat.message");
+        assert!(into.ends_with("Wanted"), "{into}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("cannot decode message of type \"chat.message\" into ")
+                && text.contains("Wanted: "),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+    }
 
     #[test]
     fn finds_type_anywhere_in_the_map() {

@@ -10,25 +10,119 @@ use http::{Extensions, HeaderMap};
 use serde::de::DeserializeOwned;
 
 /// Why the query string or a route parameter could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ScopeError {
+///
+/// Opaque, like [`std::io::Error`]: [`kind`](Self::kind) says which check
+/// failed, [`param`](Self::param) and [`value`](Self::value) give the
+/// parameter and the text at fault, and [`source`](std::error::Error::source)
+/// is the parser's own error. A consumer whose `connect` fails with it
+/// refuses the handshake with 400 and this text.
+///
+/// ```
+/// use estuary_core::{Scope, ScopeErrorKind};
+///
+/// let scope = Scope::builder("/ws/items/x/").param("id", "x").build();
+/// let error = scope.param::<u32>("id").unwrap_err();
+/// assert_eq!(error.kind(), ScopeErrorKind::InvalidParam);
+/// assert_eq!((error.param(), error.value()), (Some("id"), Some("x")));
+/// assert_eq!(error.to_string(), r#"route parameter "id" = "x" is not valid: invalid digit found in string"#);
+///
+/// let error = scope.param::<u32>("page").unwrap_err();
+/// assert_eq!(error.kind(), ScopeErrorKind::MissingParam);
+/// assert_eq!(error.to_string(), r#"no route parameter named "page""#);
+/// ```
+#[derive(Debug)]
+pub struct ScopeError {
+    kind: ScopeErrorKind,
+    /// The route parameter's name (not for `Query`).
+    param: Option<Box<str>>,
+    /// The route parameter's raw value (`InvalidParam` only).
+    value: Option<Box<str>>,
+    /// The parser's error (not for `MissingParam`).
+    source: Option<crate::BoxError>,
+}
+
+/// Which check a [`ScopeError`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScopeErrorKind {
     /// The query string did not deserialize into the requested type.
-    #[error("invalid query string: {0}")]
-    Query(#[from] serde_urlencoded::de::Error),
+    Query,
     /// The route has no parameter of that name.
-    #[error("no route parameter named {0:?}")]
-    MissingParam(String),
+    MissingParam,
     /// A route parameter did not parse as the requested type.
-    #[error("route parameter {name:?} = {value:?} is not valid: {source}")]
-    InvalidParam {
-        /// The parameter's name.
-        name: String,
-        /// Its raw value.
-        value: String,
-        /// What the parser said.
-        #[source]
-        source: crate::BoxError,
-    },
+    InvalidParam,
+}
+
+impl ScopeError {
+    fn missing(name: &str) -> Self {
+        Self {
+            kind: ScopeErrorKind::MissingParam,
+            param: Some(name.into()),
+            value: None,
+            source: None,
+        }
+    }
+
+    fn invalid(name: &str, value: &str, source: crate::BoxError) -> Self {
+        Self {
+            kind: ScopeErrorKind::InvalidParam,
+            param: Some(name.into()),
+            value: Some(value.into()),
+            source: Some(source),
+        }
+    }
+
+    /// Which check failed.
+    pub fn kind(&self) -> ScopeErrorKind {
+        self.kind
+    }
+
+    /// The route parameter asked for (`None` for a query string error).
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+
+    /// The route parameter's raw value, for
+    /// [`InvalidParam`](ScopeErrorKind::InvalidParam).
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+}
+
+impl From<serde_urlencoded::de::Error> for ScopeError {
+    fn from(error: serde_urlencoded::de::Error) -> Self {
+        Self {
+            kind: ScopeErrorKind::Query,
+            param: None,
+            value: None,
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+impl fmt::Display for ScopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let param = self.param().unwrap_or_default();
+        match (self.kind, &self.source) {
+            (ScopeErrorKind::Query, Some(source)) => write!(f, "invalid query string: {source}"),
+            (ScopeErrorKind::MissingParam, _) => write!(f, "no route parameter named {param:?}"),
+            (ScopeErrorKind::InvalidParam, Some(source)) => write!(
+                f,
+                "route parameter {param:?} = {:?} is not valid: {source}",
+                self.value().unwrap_or_default()
+            ),
+            (ScopeErrorKind::Query, None) => f.write_str("invalid query string"),
+            (ScopeErrorKind::InvalidParam, None) => write!(f, "route parameter {param:?} is not valid"),
+        }
+    }
+}
+
+impl std::error::Error for ScopeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The authenticated user of a connection, as an authentication middleware
@@ -342,12 +436,9 @@ impl Scope {
             .iter()
             .find(|(k, _)| &**k == name)
             .map(|(_, v)| v)
-            .ok_or_else(|| ScopeError::MissingParam(name.to_owned()))?;
-        raw.parse().map_err(|e: T::Err| ScopeError::InvalidParam {
-            name: name.to_owned(),
-            value: raw.clone(),
-            source: Box::new(e),
-        })
+            .ok_or_else(|| ScopeError::missing(name))?;
+        raw.parse()
+            .map_err(|e: T::Err| ScopeError::invalid(name, raw, Box::new(e)))
     }
 
     /// The authenticated user, when an authentication middleware set one.
@@ -567,7 +658,13 @@ mod tests {
     fn malformed_query_is_an_error() {
         let s = Scope::builder("/").query_string("character_id=two").build();
         let err = s.query::<Params>().unwrap_err();
-        assert!(err.to_string().contains("invalid query string"), "{err}");
+        assert!(err.to_string().starts_with("invalid query string: "), "{err}");
+        assert_eq!(
+            (err.kind(), err.param(), err.value()),
+            (ScopeErrorKind::Query, None, None)
+        );
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<serde_urlencoded::de::Error>().is_some());
         let s = Scope::builder("/").query_string("chatmode=video").build();
         assert!(s.query::<Params>().is_err());
     }
@@ -584,12 +681,19 @@ mod tests {
         assert_eq!(s.cookie("sessionid"), Some("abc"));
         assert_eq!(s.cookie("theme"), Some("dark"));
         assert_eq!(s.param::<i64>("id").unwrap(), 12);
-        assert!(matches!(s.param::<i64>("nope"), Err(ScopeError::MissingParam(_))));
+        let missing = s.param::<i64>("nope").unwrap_err();
+        assert_eq!(missing.kind(), ScopeErrorKind::MissingParam);
+        assert_eq!((missing.param(), missing.value()), (Some("nope"), None));
+        assert_eq!(missing.to_string(), "no route parameter named \"nope\"");
+        assert!(std::error::Error::source(&missing).is_none());
         assert!(matches!(s.param::<u8>("id").map(|_| ()), Ok(())));
         // The parser's own error is the source, not a string.
         let invalid = s.param::<bool>("id").unwrap_err();
-        assert!(
-            matches!(&invalid, ScopeError::InvalidParam { name, value, .. } if name == "id" && value == "12")
+        assert_eq!(invalid.kind(), ScopeErrorKind::InvalidParam);
+        assert_eq!((invalid.param(), invalid.value()), (Some("id"), Some("12")));
+        assert_eq!(
+            invalid.to_string(),
+            "route parameter \"id\" = \"12\" is not valid: provided string was not `true` or `false`"
         );
         let source = std::error::Error::source(&invalid).expect("a source");
         assert!(source.downcast_ref::<std::str::ParseBoolError>().is_some());

@@ -146,11 +146,11 @@ impl FromStr for DatabaseUrl {
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(DjangoConfigError::SqliteWithoutPath.into());
+                return Err(DjangoConfigError::sqlite_without_path().into());
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
-        Err(DjangoConfigError::UnsupportedDatabaseUrl.into())
+        Err(DjangoConfigError::unsupported_database_url().into())
     }
 }
 
@@ -228,7 +228,7 @@ impl UserModel {
             let mut bytes = name.bytes();
             let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
             if !first_ok || name.len() > 63 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(DjangoConfigError::NotAnIdentifier { name: name.clone() }.into());
+                return Err(DjangoConfigError::not_an_identifier(name).into());
             }
         }
         Ok(())

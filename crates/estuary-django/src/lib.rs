@@ -46,7 +46,7 @@ mod user;
 pub use authenticator::{MAX_USERNAME_CHARS, cookie_header};
 pub use config::{DatabaseUrl, DjangoConfig, SessionEngine, UserModel};
 pub use cookie::cookie_value;
-pub use error::{DjangoConfigError, DjangoError};
+pub use error::{DjangoConfigError, DjangoConfigErrorKind, DjangoError};
 pub use lazy::DjangoAuthenticator;
 pub use session::{DB_SESSION_SALT, SIGNED_COOKIES_SALT, SessionAuth, session_auth_hash};
 pub use sessions::DjangoSessions;

@@ -52,7 +52,7 @@ impl DjangoSessions {
     pub async fn connect(config: DjangoConfig) -> Result<Self, DjangoError> {
         config.user_model.validate()?;
         if config.cookie_name.is_empty() {
-            return Err(DjangoConfigError::EmptyCookieName.into());
+            return Err(DjangoConfigError::empty_cookie_name().into());
         }
         let salt = match config.engine {
             SessionEngine::Db => DB_SESSION_SALT,

@@ -156,7 +156,7 @@ impl TryFrom<DjangoSettings> for DjangoConfig {
         let at = |key: &'static str| move |source: DjangoError| DjangoSettingsError { key, source };
         let database: DatabaseUrl = s.database.parse().map_err(at("database"))?;
         if s.cookie_name.is_empty() {
-            return Err(at("cookie_name")(DjangoConfigError::EmptyCookieName.into()));
+            return Err(at("cookie_name")(DjangoConfigError::empty_cookie_name().into()));
         }
         let mut config = DjangoConfig::new(s.secret_key, database);
         config.user_model.table = s.user_table;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{JwtConfig, JwtConfigError, TokenSource};
 use crate::key::JwtAlgorithm;
-use crate::rejection::{JwtRejection, MAX_TOKEN_LEN, header_algorithm, numeric_date};
+use crate::rejection::{JwtClaim, JwtRejection, MAX_TOKEN_LEN, header_algorithm, numeric_date};
 use crate::verifier::{Rules, Verifier};
 use crate::watch::{Watch, Why};
 
@@ -285,7 +285,7 @@ impl JwtAuthenticator {
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
-        let id = text(&self.id_claim).ok_or_else(|| JwtRejection::Claim(self.id_claim.clone()))?;
+        let id = text(&self.id_claim).ok_or(JwtRejection::Claim(JwtClaim::Id))?;
         let name = self
             .name_claims
             .iter()
@@ -299,7 +299,7 @@ impl JwtAuthenticator {
         let expiry = match exp {
             // The leeway is at most a day: past year 9999 it still fits.
             Some(exp) => Some(exp.checked_add(self.leeway).unwrap_or(exp)),
-            None if self.rules.require_exp => return Err(JwtRejection::Claim("exp".into())),
+            None if self.rules.require_exp => return Err(JwtRejection::Claim(JwtClaim::Exp)),
             None => None,
         };
         if expiry.is_some_and(|expiry| expiry <= now) {

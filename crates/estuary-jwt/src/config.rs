@@ -56,19 +56,19 @@ pub enum JwtConfigError {
     #[error("invalid JWKS: {0}")]
     Jwks(#[from] JwksError),
     /// The JWKS file could not be opened.
-    #[error("cannot read the JWKS file {path}: {source}")]
+    #[error("cannot read the JWKS file {}: {source}", .path.display())]
     JwksFile {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A PEM key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", .path.display())]
     KeyFile {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// The I/O error.
         #[source]
         source: std::io::Error,
@@ -243,7 +243,7 @@ impl JwtConfig {
     pub fn jwks_file(mut self, path: impl AsRef<Path>) -> Result<Self, JwtConfigError> {
         let path = path.as_ref();
         let error = |source| JwtConfigError::JwksFile {
-            path: path.display().to_string(),
+            path: path.to_owned(),
             source,
         };
         let (stamp, bytes) = crate::watch::read(path).map_err(error)?;

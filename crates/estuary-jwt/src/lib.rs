@@ -61,6 +61,6 @@ pub use config::{
 };
 pub use jwks::{Jwks, JwksError, MIN_RSA_BITS, parse_jwks};
 pub use key::JwtAlgorithm;
-pub use rejection::{JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};
+pub use rejection::{JwtClaim, JwtRejection, MAX_NUMERIC_DATE, MAX_TOKEN_LEN};
 #[cfg(feature = "serde")]
 pub use settings::{JwtSettings, JwtSettingsError};

@@ -52,8 +52,8 @@ pub enum JwtRejection {
     WrongIssuer,
     /// A required claim is missing or of the wrong type (`exp`, `aud`,
     /// `iss`, the id claim).
-    #[error("missing or malformed claim {0}")]
-    Claim(String),
+    #[error("missing or malformed claim: {0}")]
+    Claim(JwtClaim),
     /// `exp`, `nbf` or `iat` is not a NumericDate this server can use: not
     /// a number (a string, `null`, ...), negative, or past
     /// [`MAX_NUMERIC_DATE`]. Never ignored: a time claim that cannot be
@@ -74,6 +74,71 @@ pub enum JwtRejection {
     /// [`JwtConfig::max_name_chars`](crate::JwtConfig::max_name_chars)).
     #[error("{0}")]
     User(#[from] UserBoundsError),
+}
+
+/// Which claim a [`JwtRejection::Claim`] is about: one of the registered
+/// claims this crate reads, or the configured id claim.
+///
+/// ```
+/// use estuary_jwt::{JwtClaim, JwtRejection};
+///
+/// assert_eq!(JwtRejection::Claim(JwtClaim::Aud).to_string(), "missing or malformed claim: aud");
+/// assert_eq!(
+///     JwtRejection::Claim(JwtClaim::Id).to_string(),
+///     "missing or malformed claim: the id claim (JwtConfig::id_claim)"
+/// );
+/// assert_eq!(JwtClaim::Other.to_string(), "another registered claim");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JwtClaim {
+    /// `exp`, the expiry.
+    Exp,
+    /// `nbf`, not before.
+    Nbf,
+    /// `iat`, issued at.
+    Iat,
+    /// `aud`, the audience.
+    Aud,
+    /// `iss`, the issuer.
+    Iss,
+    /// `sub`, the subject.
+    Sub,
+    /// The claim that holds the user's id ([`JwtConfig::id_claim`](crate::JwtConfig::id_claim),
+    /// `sub` by default): a string or a number is needed.
+    Id,
+    /// Another registered claim the verifier named.
+    Other,
+}
+
+impl JwtClaim {
+    /// The registered claim of this name, or [`Other`](Self::Other).
+    fn named(name: &str) -> Self {
+        match name {
+            "exp" => Self::Exp,
+            "nbf" => Self::Nbf,
+            "iat" => Self::Iat,
+            "aud" => Self::Aud,
+            "iss" => Self::Iss,
+            "sub" => Self::Sub,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for JwtClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Exp => "exp",
+            Self::Nbf => "nbf",
+            Self::Iat => "iat",
+            Self::Aud => "aud",
+            Self::Iss => "iss",
+            Self::Sub => "sub",
+            Self::Id => "the id claim (JwtConfig::id_claim)",
+            Self::Other => "another registered claim",
+        })
+    }
 }
 
 impl JwtRejection {
@@ -139,7 +204,7 @@ impl JwtRejection {
             ErrorKind::InvalidIssuer => Self::WrongIssuer,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Self::AlgorithmNotAllowed,
             ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
-                Self::Claim(claim.clone())
+                Self::Claim(JwtClaim::named(claim))
             }
             // A key that the crypto backend cannot use (an EC point off the
             // curve) verifies nothing.

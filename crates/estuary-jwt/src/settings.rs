@@ -106,7 +106,7 @@ pub enum JwtSettingsError {
 /// The PEM file at `path`, or an error naming it.
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, JwtConfigError> {
     std::fs::read(path).map_err(|source| JwtConfigError::KeyFile {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         source,
     })
 }
@@ -139,7 +139,7 @@ impl TryFrom<JwtSettings> for JwtConfig {
                 Some(0) => {
                     let json = std::fs::read_to_string(path)
                         .map_err(|source| JwtConfigError::JwksFile {
-                            path: path.display().to_string(),
+                            path: path.clone(),
                             source,
                         })
                         .map_err(at("jwks_file"))?;

@@ -235,10 +235,16 @@ fn reloaded_keys_follow_the_allowed_algorithms_and_claims() {
 #[test]
 fn a_file_that_cannot_be_read_at_first_is_an_error() {
     let path = dir("first").join("jwks.json");
-    assert!(matches!(
-        JwtConfig::new().jwks_file(&path),
-        Err(estuary_jwt::JwtConfigError::JwksFile { .. })
-    ));
+    let missing = JwtConfig::new().jwks_file(&path).err();
+    assert!(
+        matches!(&missing, Some(estuary_jwt::JwtConfigError::JwksFile { path: at, .. }) if *at == path),
+        "{missing:?}"
+    );
+    let text = missing.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("cannot read the JWKS file {}: ", path.display())),
+        "{text}"
+    );
     replace(&path, "{}");
     assert!(matches!(
         JwtConfig::new().jwks_file(&path),

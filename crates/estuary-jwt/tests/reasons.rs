@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig, JwtRejection, TokenSource};
+use estuary_jwt::{JwtAlgorithm, JwtAuthenticator, JwtClaim, JwtConfig, JwtRejection, TokenSource};
 use estuary_server::{Authenticator, Handshake, UserBoundsError};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
@@ -42,13 +42,13 @@ fn each_invalid_token_is_refused_for_its_reason() {
             hs(&with(c.clone(), "aud", json!(["a", "b"]))),
             JwtRejection::WrongAudience,
         ),
-        (hs(&without(c.clone(), "aud")), JwtRejection::Claim("aud".into())),
+        (hs(&without(c.clone(), "aud")), JwtRejection::Claim(JwtClaim::Aud)),
         (
             hs(&with(c.clone(), "iss", json!("https://evil.test/"))),
             JwtRejection::WrongIssuer,
         ),
-        (hs(&without(c.clone(), "iss")), JwtRejection::Claim("iss".into())),
-        (hs(&without(c.clone(), "exp")), JwtRejection::Claim("exp".into())),
+        (hs(&without(c.clone(), "iss")), JwtRejection::Claim(JwtClaim::Iss)),
+        (hs(&without(c.clone(), "exp")), JwtRejection::Claim(JwtClaim::Exp)),
         (
             hs(&with(c.clone(), "exp", json!("tomorrow"))),
             JwtRejection::Time {
@@ -96,7 +96,7 @@ fn each_invalid_token_is_refused_for_its_reason() {
             hs(&with(c.clone(), "sub", json!("1".repeat(256)))),
             JwtRejection::User(UserBoundsError::IdTooLong { len: 256, max: 255 }),
         ),
-        (hs(&without(c.clone(), "sub")), JwtRejection::Claim("sub".into())),
+        (hs(&without(c.clone(), "sub")), JwtRejection::Claim(JwtClaim::Id)),
         (unsigned(&c), JwtRejection::AlgorithmNotAllowed),
         (
             sign(Algorithm::HS384, None, &EncodingKey::from_secret(SECRET), &c),
@@ -110,6 +110,21 @@ fn each_invalid_token_is_refused_for_its_reason() {
         assert!(jwt.validate(&token).is_none());
     }
     assert!(jwt.check(&hs(&c)).is_ok());
+    // A claim is named by kind, the id claim whatever it is called.
+    assert_eq!(
+        JwtRejection::Claim(JwtClaim::Exp).to_string(),
+        "missing or malformed claim: exp"
+    );
+    let by_user_id = JwtAuthenticator::new(main_config().id_claim("user_id")).unwrap();
+    assert_eq!(
+        by_user_id.check(&hs(&c)).err(),
+        Some(JwtRejection::Claim(JwtClaim::Id))
+    );
+    assert!(
+        by_user_id
+            .check(&hs(&with(c.clone(), "user_id", json!(7))))
+            .is_ok()
+    );
 }
 
 #[test]

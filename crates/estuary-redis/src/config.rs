@@ -1,11 +1,12 @@
 //! Settings of the Redis channel layer, named as in channels_redis.
 
+use std::fmt;
 use std::time::Duration;
 
 use estuary_core::ChannelLayerConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::error::RedisLayerError;
+use crate::error::{RedisLayerError, redacted};
 
 /// Settings of a [`RedisChannelLayer`](crate::RedisChannelLayer); every
 /// process sharing the layer (Django ones included) must agree on the hosts
@@ -23,7 +24,18 @@ use crate::error::RedisLayerError;
 /// With the `serde` feature it deserializes through `LayerSettings`, its form as
 /// plain values, checked as the constructors check (an invalid value is an
 /// error naming its key).
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output masks the hosts' passwords and the encryption keys:
+///
+/// ```
+/// use estuary_redis::RedisConfig;
+///
+/// let config = RedisConfig::new(["redis://:hunter2@10.0.0.1:6379/0"]).with_encryption_keys(["a-long-secret"]);
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("redis://:***@10.0.0.1:6379/0"), "{shown}");
+/// assert!(!shown.contains("hunter2") && !shown.contains("a-long-secret"), "{shown}");
+/// ```
+#[derive(Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "crate::settings::LayerSettings"))]
 pub struct RedisConfig {
@@ -35,6 +47,25 @@ pub struct RedisConfig {
     pub(crate) command_timeout: Duration,
     pub(crate) membership_check: Duration,
     pub(crate) pubsub_keepalive: Duration,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts: Vec<String> = self.hosts.iter().map(|url| redacted(url)).collect();
+        f.debug_struct("RedisConfig")
+            .field("hosts", &hosts)
+            .field("prefix", &self.prefix)
+            .field("layer", &self.layer)
+            .field(
+                "encryption_keys",
+                &format_args!("<{} redacted>", self.encryption_keys.len()),
+            )
+            .field("receive_timeout", &self.receive_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("membership_check", &self.membership_check)
+            .field("pubsub_keepalive", &self.pubsub_keepalive)
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -203,10 +234,10 @@ impl RedisConfig {
     /// command connection per host, lazily: nothing waits for Redis here.
     pub(crate) fn open_hosts(&self) -> Result<Vec<Host>, RedisLayerError> {
         if self.hosts.is_empty() {
-            return Err(RedisLayerError::NoHosts);
+            return Err(RedisLayerError::no_hosts());
         }
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(RedisLayerError::NoRuntime);
+            return Err(RedisLayerError::no_runtime());
         }
         let commands = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -216,16 +247,10 @@ impl RedisConfig {
         self.hosts
             .iter()
             .map(|url| {
-                let invalid = |source| RedisLayerError::InvalidUrl {
-                    url: url.clone(),
-                    source,
-                };
+                let invalid = |source| RedisLayerError::invalid_url(url, source);
                 let client = redis::Client::open(url.as_str()).map_err(invalid)?;
                 let commands = ConnectionManager::new_lazy_with_config(client.clone(), commands.clone())
-                    .map_err(|source| RedisLayerError::InvalidUrl {
-                        url: url.clone(),
-                        source,
-                    })?;
+                    .map_err(invalid)?;
                 Ok(Host { client, commands })
             })
             .collect()

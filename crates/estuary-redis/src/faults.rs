@@ -7,12 +7,36 @@ use estuary_core::ChannelLayerError;
 /// A key the layer owns (a channel queue or a group) holds a value of another
 /// type than the sorted set channels_redis keeps there: someone wrote over
 /// it. The layer never deletes another process's key; it skips it, counts
-/// it, and says which key it is.
-#[derive(Debug, thiserror::Error)]
+/// it, and says which key it is ([`key`](Self::key)).
+///
+/// ```
+/// use estuary_core::ChannelLayerError;
+/// use estuary_redis::WrongType;
+///
+/// /// The key someone wrote over, if that is what `error` says.
+/// fn written_over(error: &ChannelLayerError) -> Option<&str> {
+///     match error {
+///         ChannelLayerError::Corrupt(source) => source.downcast_ref::<WrongType>().map(WrongType::key),
+///         _ => None,
+///     }
+/// }
+/// assert_eq!(written_over(&ChannelLayerError::Lost { count: 1 }), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Redis key {key:?} holds a value of the wrong type (expected a sorted set)")]
 pub struct WrongType {
-    /// The key.
-    pub key: String,
+    key: Box<str>,
+}
+
+impl WrongType {
+    pub(crate) fn new(key: &str) -> Self {
+        Self { key: key.into() }
+    }
+
+    /// The key written over.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// A group send was refused because Redis is unreachable, or reachable
@@ -27,7 +51,7 @@ pub struct NotRestored;
 /// other failure [`ChannelLayerError::Unavailable`].
 pub(crate) fn layer_error(error: redis::RedisError, key: &str) -> ChannelLayerError {
     if is_wrong_type(&error) {
-        ChannelLayerError::Corrupt(Box::new(WrongType { key: key.to_owned() }))
+        ChannelLayerError::Corrupt(Box::new(WrongType::new(key)))
     } else {
         ChannelLayerError::Unavailable(Box::new(error))
     }
@@ -51,7 +75,15 @@ mod tests {
         );
         let e = layer_error(wrong, "asgispecific.x!");
         assert!(matches!(e, ChannelLayerError::Corrupt(_)), "{e:?}");
-        assert!(e.to_string().contains("asgispecific.x!"), "{e}");
+        let ChannelLayerError::Corrupt(source) = &e else {
+            panic!("not corrupt: {e:?}");
+        };
+        let wrong = source.downcast_ref::<WrongType>().expect("a WrongType");
+        assert_eq!(wrong.key(), "asgispecific.x!");
+        assert_eq!(
+            e.to_string(),
+            "undecodable message in channel layer: Redis key \"asgispecific.x!\" holds a value of the wrong type (expected a sorted set)"
+        );
         let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(matches!(layer_error(io, "k"), ChannelLayerError::Unavailable(_)));
     }

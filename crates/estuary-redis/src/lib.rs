@@ -21,7 +21,7 @@ mod settings;
 mod shard;
 
 pub use config::RedisConfig;
-pub use error::RedisLayerError;
+pub use error::{RedisLayerError, RedisLayerErrorKind};
 pub use faults::{NotRestored, WrongType};
 pub use flavour::{RedisFlavour, UnknownFlavour};
 pub use layer::RedisChannelLayer;

@@ -146,10 +146,7 @@ impl RedisPubSubChannelLayer {
         }
         // Channel names start with the prefix: it must be valid in one.
         if let Err(source) = ChannelName::new(&format!("{}specific.x", config.prefix)) {
-            return Err(RedisLayerError::InvalidPrefix {
-                prefix: config.prefix.clone(),
-                source,
-            });
+            return Err(RedisLayerError::invalid_prefix(&config.prefix, source));
         }
         let inner = Arc::new(Inner {
             crypto: Crypto::new(&config.encryption_keys, None),

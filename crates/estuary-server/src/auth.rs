@@ -213,7 +213,7 @@ where
                     req.extensions_mut().insert(admission);
                 }
                 Err(AuthError::Refused { status, reason }) => {
-                    let mut response = crate::service::plain(status, &reason);
+                    let mut response = crate::service::plain(status, reason.as_str());
                     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
                         response
                             .headers_mut()

@@ -63,7 +63,7 @@ pub use layers::UnknownChannelLayer;
 pub use limits::ServerStats;
 pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
-pub use route::{PathPattern, PatternError};
+pub use route::{PathPattern, PatternError, PatternErrorKind};
 pub use router::{ConnectionInfo, Router, Runtime};
 pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
 #[cfg(feature = "serde")]

@@ -34,10 +34,31 @@ pub struct TrustedProxies {
     unix: bool,
 }
 
-/// A trusted-proxy entry is neither an IP address nor a CIDR network.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid trusted proxy {0:?}: expected an IP address or a CIDR network")]
-pub struct InvalidProxy(String);
+/// A trusted-proxy entry is neither an IP address nor a CIDR network (nor
+/// `unix`); [`entry`](Self::entry) is the entry as given.
+///
+/// ```
+/// use estuary_server::TrustedProxies;
+///
+/// let error = "127.0.0.1, 10.0.0.0/33".parse::<TrustedProxies>().unwrap_err();
+/// assert_eq!(error.entry(), "10.0.0.0/33");
+/// assert_eq!(
+///     error.to_string(),
+///     r#"invalid trusted proxy "10.0.0.0/33": expected an IP address or a CIDR network"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid trusted proxy {entry:?}: expected an IP address or a CIDR network")]
+pub struct InvalidProxy {
+    entry: Box<str>,
+}
+
+impl InvalidProxy {
+    /// The entry that is not an address or a network.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+}
 
 impl FromStr for TrustedProxies {
     type Err = InvalidProxy;
@@ -68,7 +89,7 @@ impl TrustedProxies {
                 Ok(net) => net,
                 Err(_) => IpAddr::from_str(entry)
                     .map(IpNet::from)
-                    .map_err(|_| InvalidProxy(entry.to_owned()))?,
+                    .map_err(|_| InvalidProxy { entry: entry.into() })?,
             };
             nets.push(net);
         }

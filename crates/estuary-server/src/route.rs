@@ -7,25 +7,127 @@ use estuary_core::ChannelLayerHandle;
 use regex::Regex;
 
 /// A route pattern could not be compiled.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PatternError {
-    /// `<conv:name>` names a converter Django does not have.
-    #[error("unknown path converter {0:?} (use str, int, slug, uuid or path)")]
-    UnknownConverter(String),
-    /// A `<...>` or `{...}` is not closed, or a parameter name is not an identifier.
-    #[error("malformed parameter in pattern {0:?}")]
-    Malformed(String),
-    /// The regex did not compile.
-    #[error("invalid regex: {0}")]
-    Regex(#[source] regex::Error),
+///
+/// Opaque, like [`std::io::Error`]: [`kind`](Self::kind) says what is
+/// wrong, [`input`](Self::input) names the part of the pattern at fault,
+/// and a regex that does not compile is the [`source`](std::error::Error::source).
+///
+/// ```
+/// use estuary_server::{PathPattern, PatternErrorKind};
+///
+/// let error = PathPattern::path("ws/<float:x>/").unwrap_err();
+/// assert_eq!(error.kind(), PatternErrorKind::UnknownConverter);
+/// assert_eq!(error.input(), Some("float"));
+/// assert_eq!(
+///     error.to_string(),
+///     r#"unknown path converter "float" (use str, int, slug, uuid or path)"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternError {
+    kind: PatternErrorKind,
+    /// The converter, the pattern or the parameter name at fault.
+    input: Option<Box<str>>,
+    /// The regex compiler's error, for `Regex`.
+    source: Option<regex::Error>,
+}
+
+/// What is wrong with a route pattern ([`PatternError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PatternErrorKind {
+    /// `<conv:name>` names a converter Django does not have;
+    /// [`input`](PatternError::input) is the converter's name.
+    UnknownConverter,
+    /// A `<...>` or `{...}` is not closed, or a parameter name is not an
+    /// identifier; [`input`](PatternError::input) is the pattern.
+    Malformed,
+    /// The regex did not compile (its error is the source).
+    Regex,
     /// Two parameters share a name (in one pattern, or in an included
-    /// router's prefix and one of its routes).
-    #[error("parameter {0:?} appears twice")]
-    Duplicate(String),
+    /// router's prefix and one of its routes); [`input`](PatternError::input)
+    /// is the name.
+    Duplicate,
     /// An included router with HTTP routes is mounted under a prefix with a
     /// `path` converter (`<path:rest>`, `{*rest}`), which axum cannot nest.
-    #[error("a prefix with a path wildcard cannot have HTTP routes nested under it")]
     WildcardPrefix,
+}
+
+impl PatternError {
+    fn new(kind: PatternErrorKind, input: Option<&str>) -> Self {
+        Self {
+            kind,
+            input: input.map(Box::from),
+            source: None,
+        }
+    }
+
+    pub(crate) fn unknown_converter(name: &str) -> Self {
+        Self::new(PatternErrorKind::UnknownConverter, Some(name))
+    }
+
+    pub(crate) fn malformed(pattern: &str) -> Self {
+        Self::new(PatternErrorKind::Malformed, Some(pattern))
+    }
+
+    pub(crate) fn duplicate(name: &str) -> Self {
+        Self::new(PatternErrorKind::Duplicate, Some(name))
+    }
+
+    pub(crate) fn wildcard_prefix() -> Self {
+        Self::new(PatternErrorKind::WildcardPrefix, None)
+    }
+
+    pub(crate) fn regex(error: regex::Error) -> Self {
+        Self {
+            kind: PatternErrorKind::Regex,
+            input: None,
+            source: Some(error),
+        }
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> PatternErrorKind {
+        self.kind
+    }
+
+    /// The part of the pattern at fault: the unknown converter's name, the
+    /// malformed pattern, or the parameter named twice (`None` for the
+    /// other kinds).
+    pub fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let input = self.input().unwrap_or_default();
+        match self.kind {
+            PatternErrorKind::UnknownConverter => {
+                write!(
+                    f,
+                    "unknown path converter {input:?} (use str, int, slug, uuid or path)"
+                )
+            }
+            PatternErrorKind::Malformed => write!(f, "malformed parameter in pattern {input:?}"),
+            PatternErrorKind::Regex => match &self.source {
+                Some(source) => write!(f, "invalid regex: {source}"),
+                None => f.write_str("invalid regex"),
+            },
+            PatternErrorKind::Duplicate => write!(f, "parameter {input:?} appears twice"),
+            PatternErrorKind::WildcardPrefix => {
+                f.write_str("a prefix with a path wildcard cannot have HTTP routes nested under it")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PatternError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// A compiled WebSocket route pattern.
@@ -74,7 +176,7 @@ fn converter(name: &str) -> Result<&'static str, PatternError> {
         "slug" => "[-a-zA-Z0-9_]+",
         "uuid" => UUID,
         "path" => ".+",
-        other => return Err(PatternError::UnknownConverter(other.to_owned())),
+        other => return Err(PatternError::unknown_converter(other)),
     })
 }
 
@@ -110,7 +212,7 @@ fn path_body(pattern: &str) -> Result<PathBody, PatternError> {
         let close = if rest.as_bytes()[i] == b'<' { '>' } else { '}' };
         let end = rest[i..]
             .find(close)
-            .ok_or_else(|| PatternError::Malformed(pattern.to_owned()))?
+            .ok_or_else(|| PatternError::malformed(pattern))?
             + i;
         let inner = &rest[i + 1..end];
         let (conv, name) = if close == '>' {
@@ -121,10 +223,10 @@ fn path_body(pattern: &str) -> Result<PathBody, PatternError> {
             ("str", inner)
         };
         if !is_ident(name) {
-            return Err(PatternError::Malformed(pattern.to_owned()));
+            return Err(PatternError::malformed(pattern));
         }
         if parsed.names.iter().any(|n| &**n == name) {
-            return Err(PatternError::Duplicate(name.to_owned()));
+            return Err(PatternError::duplicate(name));
         }
         parsed
             .regex
@@ -146,7 +248,7 @@ impl PathPattern {
             regex: body, names, ..
         } = path_body(pattern)?;
         let re = format!("^/{body}/?$");
-        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
+        let regex = Regex::new(&re).map_err(PatternError::regex)?;
         Ok(Self {
             source: pattern.to_owned(),
             regex,
@@ -167,7 +269,7 @@ impl PathPattern {
         } else {
             format!("^/{body}(/.*)?$")
         };
-        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
+        let regex = Regex::new(&re).map_err(PatternError::regex)?;
         Ok(Self {
             source: pattern.to_owned(),
             regex,
@@ -203,7 +305,7 @@ impl PathPattern {
     pub(crate) fn axum_prefix(&self) -> Result<Option<String>, PatternError> {
         let parsed = path_body(&self.source)?;
         if parsed.wildcard {
-            return Err(PatternError::WildcardPrefix);
+            return Err(PatternError::wildcard_prefix());
         }
         Ok((!parsed.axum.is_empty()).then(|| format!("/{}", parsed.axum)))
     }
@@ -224,10 +326,10 @@ impl PathPattern {
         // On its own first: a body that closes a group it did not open
         // (`a)|(b`) would otherwise escape the anchoring group around it and
         // match paths the pattern never meant (Python's `re` refuses it too).
-        Regex::new(&body).map_err(PatternError::Regex)?;
+        Regex::new(&body).map_err(PatternError::regex)?;
         let tail = if anchored_end { "/?$" } else { "" };
         let re = format!("^/(?:{body}){tail}");
-        let regex = Regex::new(&re).map_err(PatternError::Regex)?;
+        let regex = Regex::new(&re).map_err(PatternError::regex)?;
         let names = regex.capture_names().flatten().map(Arc::from).collect();
         Ok(Self {
             source: pattern.to_owned(),
@@ -404,7 +506,7 @@ mod tests {
         // group (`^/(?:a)|(b)`, matching any path with a `b`): refused.
         for escaping in [r"a)|(b", r"^ws/a)|(b$", r"a)|.*|(b"] {
             assert!(
-                matches!(PathPattern::regex(escaping), Err(PatternError::Regex(_))),
+                PathPattern::regex(escaping).map_err(|e| e.kind()).err() == Some(PatternErrorKind::Regex),
                 "{escaping}"
             );
         }
@@ -412,24 +514,47 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
+        let error = |pattern: &str| PathPattern::path(pattern).unwrap_err();
+        let unknown = error("a/<float:x>");
         assert_eq!(
-            PathPattern::path("a/<float:x>").unwrap_err(),
-            PatternError::UnknownConverter("float".into())
+            (unknown.kind(), unknown.input()),
+            (PatternErrorKind::UnknownConverter, Some("float"))
         );
-        assert!(matches!(
-            PathPattern::path("a/<int:x"),
-            Err(PatternError::Malformed(_))
-        ));
-        assert!(matches!(
-            PathPattern::path("a/<int:1x>"),
-            Err(PatternError::Malformed(_))
-        ));
-        assert!(matches!(
-            PathPattern::path("<a>/<a>"),
-            Err(PatternError::Duplicate(_))
-        ));
+        assert_eq!(
+            unknown.to_string(),
+            "unknown path converter \"float\" (use str, int, slug, uuid or path)"
+        );
+        for malformed in ["a/<int:x", "a/<int:1x>"] {
+            let e = error(malformed);
+            assert_eq!(
+                (e.kind(), e.input()),
+                (PatternErrorKind::Malformed, Some(malformed))
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("malformed parameter in pattern {malformed:?}")
+            );
+        }
+        let twice = error("<a>/<a>");
+        assert_eq!(
+            (twice.kind(), twice.input()),
+            (PatternErrorKind::Duplicate, Some("a"))
+        );
+        assert_eq!(twice.to_string(), "parameter \"a\" appears twice");
         let unclosed = PathPattern::regex("(unclosed").unwrap_err();
-        assert!(matches!(unclosed, PatternError::Regex(regex::Error::Syntax(_))));
-        assert!(std::error::Error::source(&unclosed).is_some());
+        assert_eq!(
+            (unclosed.kind(), unclosed.input()),
+            (PatternErrorKind::Regex, None)
+        );
+        assert!(unclosed.to_string().starts_with("invalid regex: "), "{unclosed}");
+        let source = std::error::Error::source(&unclosed).expect("a source");
+        assert!(matches!(
+            source.downcast_ref::<regex::Error>(),
+            Some(regex::Error::Syntax(_))
+        ));
+        assert_eq!(
+            PatternError::wildcard_prefix().to_string(),
+            "a prefix with a path wildcard cannot have HTTP routes nested under it"
+        );
     }
 }

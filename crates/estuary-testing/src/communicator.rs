@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use estuary_core::{CloseCode, CloseFrame, Inbound, Outcome, User, WsMessage};
 use estuary_server::{Admission, ConnectionInfo, InMemoryConnection, RouterService, ServerFrame};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
@@ -20,13 +21,15 @@ pub enum CommunicatorError {
     /// The server closed the connection (the frame it sent, if any).
     #[error("connection closed by the server: {0:?}")]
     Closed(Option<CloseFrame>),
-    /// The handshake was rejected.
-    #[error("handshake rejected with {status}: {body}")]
+    /// The handshake was rejected. The body is the response's, as the
+    /// server sent it (Estuary's refusals: the reason and a line feed); the
+    /// message shows it as text.
+    #[error("handshake rejected with {status}: {}", String::from_utf8_lossy(body).trim())]
     Rejected {
         /// The HTTP status.
         status: StatusCode,
         /// The response body.
-        body: String,
+        body: Bytes,
     },
     /// The handshake request could not be built (a header or path given to
     /// the communicator is invalid).
@@ -218,10 +221,7 @@ impl Communicator {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                Err(CommunicatorError::Rejected {
-                    status,
-                    body: String::from_utf8_lossy(&body).trim().to_owned(),
-                })
+                Err(CommunicatorError::Rejected { status, body })
             }
         }
     }

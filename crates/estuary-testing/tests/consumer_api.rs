@@ -425,10 +425,17 @@ async fn an_admission_with_more_groups_than_allowed_is_refused_before_connect() 
         });
     let mut c = Communicator::new(app, "/ws/room/lobby/").admission(admission);
     match c.connect().await {
-        Err(CommunicatorError::Rejected { status, body }) => {
+        Err(error @ CommunicatorError::Rejected { .. }) => {
             assert_eq!(
-                (status, body.as_str()),
-                (StatusCode::FORBIDDEN, "too many groups")
+                error.to_string(),
+                "handshake rejected with 403 Forbidden: too many groups"
+            );
+            let CommunicatorError::Rejected { status, body } = error else {
+                unreachable!()
+            };
+            assert_eq!(
+                (status, &body[..]),
+                (StatusCode::FORBIDDEN, &b"too many groups\n"[..])
             );
         }
         other => panic!("expected a refusal, got {other:?}"),

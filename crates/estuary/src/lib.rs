@@ -88,8 +88,9 @@ pub use estuary_core::*;
 
 #[cfg(feature = "server")]
 pub use estuary_server::{
-    AllowedHosts, BodyTimeout, ConnectionInfo, OriginLayer, PathPattern, PatternError, Router, RouterService,
-    Server, ServerConfig, ServerStats, TrustedProxies, UnknownChannelLayer, WsSettings, shutdown_signal,
+    AllowedHosts, BodyTimeout, ConnectionInfo, OriginLayer, PathPattern, PatternError, PatternErrorKind,
+    Router, RouterService, Server, ServerConfig, ServerStats, TrustedProxies, UnknownChannelLayer,
+    WsSettings, shutdown_signal,
 };
 
 /// The server crate, for everything not re-exported at the top.

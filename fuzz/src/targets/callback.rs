@@ -65,6 +65,7 @@ pub fn run(data: &[u8]) -> u64 {
                 Rejection::Status(status, reason) => {
                     assert!(status.is_client_error(), "a refusal status is a client error");
                     assert!(!reason.is_empty(), "a status refusal has a reason");
+                    assert!(reason.as_str().len() <= estuary_core::CloseReason::MAX_LEN);
                     trail.note(("status", status.as_u16()));
                 }
                 Rejection::Close(code, _) => {

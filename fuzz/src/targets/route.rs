@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use estuary_server::{PathPattern, PatternError};
+use estuary_server::{PathPattern, PatternErrorKind};
 
 use crate::{Trail, text};
 
@@ -23,9 +23,9 @@ pub fn run(data: &[u8]) -> u64 {
     let compiled = match compiled {
         Ok(p) => p,
         Err(e) => {
-            trail.note(std::mem::discriminant(&e));
-            if let PatternError::Duplicate(name) = &e {
-                assert!(!name.is_empty());
+            trail.note(e.kind());
+            if e.kind() == PatternErrorKind::Duplicate {
+                assert!(e.input().is_some_and(|name| !name.is_empty()));
             }
             return trail.finish();
         }

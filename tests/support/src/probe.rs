@@ -1,9 +1,11 @@
 //! Drives the real Python stack (Django settings → channels_redis) through
-//! `shared/interop/interop_probe.py`, for the interop tests.
+//! the repository's probe, `tests/interop/channels_probe.py`, for the
+//! interop tests.
 //!
 //! The Python comes from `ESTUARY_INTEROP_PYTHON` (default
 //! `target/interop-venv/bin/python`, made by `scripts/install-interop.sh`);
-//! the probe from `ESTUARY_INTEROP_PROBE` (default `../shared/interop/`).
+//! `ESTUARY_INTEROP_PROBE` names another probe script with the same
+//! commands.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -41,16 +43,11 @@ impl Probe {
             .unwrap_or_else(|| root.join("target/interop-venv/bin/python"));
         let script = std::env::var_os("ESTUARY_INTEROP_PROBE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let shared = std::env::var_os("ESTUARY_SHARED")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| root.join("../shared"));
-                shared.join("interop/interop_probe.py")
-            });
+            .unwrap_or_else(|| root.join("tests/interop/channels_probe.py"));
         assert!(
             python.exists() && script.exists(),
-            "interop probe not found ({} / {}): run scripts/install-interop.sh, or set \
-             ESTUARY_INTEROP_PYTHON and ESTUARY_INTEROP_PROBE",
+            "the interop Python ({}) or probe ({}) is missing: run scripts/install-interop.sh, \
+             or set ESTUARY_INTEROP_PYTHON (and ESTUARY_INTEROP_PROBE for another probe)",
             python.display(),
             script.display()
         );
@@ -65,23 +62,15 @@ impl Probe {
         }
     }
 
-    fn command(&self, sub: &str, args: &[&str], layer: bool) -> Command {
+    fn command(&self, sub: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.python);
-        cmd.arg(&self.script).arg(sub);
-        if layer {
-            cmd.args(&self.layer_args);
-        }
-        cmd.args(args);
+        cmd.arg(&self.script).arg(sub).args(&self.layer_args).args(args);
         cmd
     }
 
     /// Runs a command to completion; returns (exit code, stdout lines, stderr lines).
     pub fn run(&self, sub: &str, args: &[&str]) -> (i32, Vec<Value>, Vec<Value>) {
-        let layer = sub != "ws-listen";
-        let out = self
-            .command(sub, args, layer)
-            .output()
-            .expect("run the interop probe");
+        let out = self.command(sub, args).output().expect("run the interop probe");
         let parse = |bytes: &[u8]| -> Vec<Value> {
             String::from_utf8_lossy(bytes)
                 .lines()
@@ -120,7 +109,7 @@ impl Probe {
     /// Starts a command that prints messages, and waits for its ready line.
     pub fn start(&self, sub: &str, args: &[&str]) -> Listening {
         let mut child = self
-            .command(sub, args, sub != "ws-listen")
+            .command(sub, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -125,8 +125,8 @@ pub async fn invalid_utf8_closes_with_1007(target: &ChatTarget) {
 }
 
 pub async fn one_bad_client_does_not_affect_another(target: &ChatTarget) {
-    let mut good = Client::join(&target.url("/ws/chat/shared/")).await;
-    let mut bad = Client::join(&target.url("/ws/chat/shared/")).await;
+    let mut good = Client::join(&target.url("/ws/chat/common/")).await;
+    let mut bad = Client::join(&target.url("/ws/chat/common/")).await;
     let frame = Frame::message(vec![0xc3, 0x28], OpCode::Data(Data::Text), true);
     bad.ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(bad.recv_close().await, 1007);

@@ -41,9 +41,7 @@ pub(crate) struct Postgres {
 
 impl Postgres {
     pub(crate) async fn connect(url: &str, sql: Sql, sessions_table: bool) -> Result<Self, DjangoError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| DjangoConfigError::PostgresUrl(Box::new(e)))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(DjangoConfigError::postgres_url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -143,10 +141,7 @@ impl Postgres {
                 // comes from the server's catalogue; it is still checked to be plain.
                 let name = other.name();
                 if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(DjangoConfigError::UnsupportedPrimaryKey {
-                        type_name: name.to_owned(),
-                    }
-                    .into());
+                    return Err(DjangoConfigError::unsupported_primary_key(name).into());
                 }
                 let sql = self.user_sql(&format!("CAST($1::text AS {name})"));
                 return Ok((client.prepare(&sql).await.map_err(err)?, PkKind::Text));

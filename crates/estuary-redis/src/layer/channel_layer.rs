@@ -54,7 +54,7 @@ impl ChannelLayer for RedisChannelLayer {
                 }
                 Err(SendError::Backend {
                     channel: channel.clone(),
-                    error: ChannelLayerError::Corrupt(Box::new(WrongType { key })),
+                    error: ChannelLayerError::Corrupt(Box::new(WrongType::new(&key))),
                     message,
                 })
             }

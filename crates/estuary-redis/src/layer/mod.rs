@@ -279,10 +279,7 @@ impl RedisChannelLayer {
         let key = inner.channel_key(&inner.client_prefix);
         let shard = &inner.shards[inner.shard(&inner.client_prefix)];
         let blocking = ConnectionManager::new_lazy_with_config(shard.client.clone(), inner.blocking_config())
-            .map_err(|source| RedisLayerError::InvalidUrl {
-                url: inner.config.hosts[0].clone(),
-                source,
-            })?;
+            .map_err(|source| RedisLayerError::invalid_url(&inner.config.hosts[0], source))?;
         tokio::spawn(receive_loop(
             Arc::downgrade(&inner),
             blocking,
