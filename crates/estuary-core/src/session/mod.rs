@@ -20,6 +20,8 @@
 //!   member holds more than its capacity), the session reads nothing from
 //!   its client, so producers slow down instead of members losing messages.
 
+#[cfg(test)]
+mod client_tests;
 mod config;
 mod conn;
 mod drive;
