@@ -345,8 +345,13 @@ impl<C: Consumer> Session<C> {
             layer,
             channel,
             write_timeout,
+            receiver,
             ..
         } = conn;
+        // No longer read by the session: `disconnect` may read the channel
+        // itself (`ChannelLayer::receive`), and a waker the receiver left
+        // would take its wake-ups.
+        drop(receiver);
         // No longer drained: the channel must not hold the layer's flow
         // control up while the connection closes and `disconnect` runs.
         layer.set_receiver(channel, ReceiverState::Detached);
