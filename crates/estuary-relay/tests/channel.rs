@@ -601,3 +601,38 @@ async fn a_reply_that_is_not_one_is_forwarded_and_a_malformed_one_dropped() {
     worker.echo().await;
     assert_eq!(c.receive_text().await.unwrap(), "echo:y");
 }
+
+#[tokio::test]
+async fn over_tcp_refusals_are_http_statuses_and_an_accepted_connection_talks() {
+    use estuary_test_support::{server, ws};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as Frame;
+
+    let (relay, layer, worker) = setup(builder().connect_timeout(Duration::from_millis(300)));
+    let served = server::serve(app(&relay, &layer)).await;
+    let url = served.ws("/ws/chat/a/1/");
+
+    let refusing = tokio::spawn(ws::handshake(url.clone()));
+    let connect = worker.expect("websocket.connect").await;
+    worker.reply(&connect, json!({"type": "websocket.close"})).await;
+    assert!(matches!(refusing.await.unwrap(), Err(403)));
+    worker.expect("websocket.disconnect").await;
+
+    let unanswered = tokio::spawn(ws::handshake(url.clone()));
+    worker.expect("websocket.connect").await;
+    assert!(matches!(unanswered.await.unwrap(), Err(504)));
+    worker.expect("websocket.disconnect").await;
+
+    let accepting = tokio::spawn(ws::handshake(url));
+    worker.accept().await;
+    let Ok(mut client) = accepting.await.unwrap() else {
+        panic!("accepted")
+    };
+    client.send(Frame::text("over tcp")).await.unwrap();
+    worker.echo().await;
+    assert_eq!(ws::next_text(&mut client).await, "echo:over tcp");
+    client.close(None).await.unwrap();
+    let end = worker.expect("websocket.disconnect").await;
+    assert_eq!(end["code"], 1005, "closed without a code");
+    served.stop.cancel();
+}
