@@ -7,7 +7,6 @@ use estuary_core::{
     Message, MessageError, Scope, WsMessage,
 };
 use http::StatusCode;
-use tokio::time::Instant;
 
 use crate::link::{Item, Link, state_bytes};
 use crate::relay::{ConnectMode, Shared, TargetKind};
@@ -144,7 +143,7 @@ impl RelayConsumer {
     /// Reads the connection's channel (its session does not yet) until the
     /// acknowledgement of event 0, within `connect_timeout`.
     async fn await_handshake(&self, ctx: &mut Context, link: &Link) -> Result<Handshake, ConsumerError> {
-        let deadline = Instant::now() + self.shared.connect_timeout;
+        let deadline = crate::relay::deadline_after(self.shared.connect_timeout);
         let mut accepted = None;
         loop {
             let received = match tokio::time::timeout_at(

@@ -165,7 +165,7 @@ impl Link {
 
     /// Marks `seq` in flight (its slot taken) and has the watchdog watch it.
     fn mark_in_flight(&self, st: &mut LinkState, seq: u64) {
-        let deadline = Instant::now() + self.shared.reply_timeout;
+        let deadline = crate::relay::deadline_after(self.shared.reply_timeout);
         st.in_flight = Some(InFlight { seq, deadline });
         if !st.armed {
             st.armed = true;

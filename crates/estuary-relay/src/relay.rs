@@ -494,6 +494,14 @@ impl Relay {
     }
 }
 
+/// `timeout` from now; a timeout too long for the clock (from a
+/// configuration) is as good as never.
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
 /// What a relay's connections share.
 pub(crate) struct Shared {
     pub(crate) name: String,
@@ -605,6 +613,11 @@ mod tests {
         assert!(Target::http("http://127.0.0.1:8000/estuary/events/", secret).is_ok());
         let debug = format!("{:?}", Target::http("http://127.0.0.1/", secret).unwrap());
         assert!(!debug.contains(secret), "{debug}");
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_is_never() {
+        assert!(deadline_after(Duration::MAX) > tokio::time::Instant::now() + Duration::from_secs(1 << 20));
     }
 
     #[test]
