@@ -1,11 +1,22 @@
 //! A handle to one connection's client, for tasks beside its handlers.
 
+use std::time::Duration;
+
 use crate::close::{CloseCode, CloseFrame};
-use crate::context::SlowClientPolicy;
 use crate::error::ConsumerError;
 use crate::names::ChannelName;
 use crate::outbound::{OutboundSender, Outgoing, TrySendError};
 use crate::ws::WsMessage;
+
+/// What a handle does when the outbound queue is full: the connection's
+/// slow-client policy, as the handle applies it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WhenFull {
+    /// Drop the message and count it.
+    Drop,
+    /// Wait this long for room, then close the connection with 1013.
+    Wait(Duration),
+}
 
 /// Sends to one connection's client from anywhere: a task a handler spawned
 /// (a reply streamed while the next messages are handled, Channels'
@@ -14,10 +25,10 @@ use crate::ws::WsMessage;
 /// share the connection.
 ///
 /// Messages go to the connection's own outbound queue, in order with what
-/// its handlers send, under its [`SlowClientPolicy`]: with
-/// [`Disconnect`](SlowClientPolicy::Disconnect) a send waits up to the grace
+/// its handlers send, under its [`SlowClientPolicy`](crate::SlowClientPolicy): with
+/// [`Disconnect`](crate::SlowClientPolicy::Disconnect) a send waits up to the grace
 /// for room, then the connection is closed with 1013 and the send fails with
-/// [`ConsumerError::SlowClient`]; with [`Drop`](SlowClientPolicy::Drop) the
+/// [`ConsumerError::SlowClient`]; with [`Drop`](crate::SlowClientPolicy::Drop) the
 /// message is dropped and counted ([`Outcome::dropped`](crate::Outcome::dropped)).
 /// Once the connection has ended (or a handle closed it) sends fail with
 /// [`ConsumerError::ConnectionClosed`]: a task can stop when its client is
@@ -58,7 +69,7 @@ use crate::ws::WsMessage;
 #[derive(Clone)]
 pub struct ClientHandle {
     outbound: OutboundSender,
-    policy: SlowClientPolicy,
+    when_full: WhenFull,
     channel: ChannelName,
 }
 
@@ -72,10 +83,10 @@ impl std::fmt::Debug for ClientHandle {
 }
 
 impl ClientHandle {
-    pub(crate) fn new(outbound: OutboundSender, policy: SlowClientPolicy, channel: ChannelName) -> Self {
+    pub(crate) fn new(outbound: OutboundSender, when_full: WhenFull, channel: ChannelName) -> Self {
         Self {
             outbound,
-            policy,
+            when_full,
             channel,
         }
     }
@@ -102,12 +113,12 @@ impl ClientHandle {
             Err(TrySendError::Closed) => return Err(ConsumerError::ConnectionClosed),
             Err(TrySendError::Full(item)) => item,
         };
-        match self.policy {
-            SlowClientPolicy::Drop => {
+        match self.when_full {
+            WhenFull::Drop => {
                 self.outbound.count_dropped();
                 Ok(())
             }
-            SlowClientPolicy::Disconnect { grace } => {
+            WhenFull::Wait(grace) => {
                 match tokio::time::timeout(grace, self.outbound.send(item)).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(())) => Err(ConsumerError::ConnectionClosed),
@@ -162,12 +173,13 @@ mod tests {
     use futures_util::FutureExt;
 
     use super::*;
+    use crate::SlowClientPolicy;
     use crate::outbound::{OutboundReceiver, outbound};
 
     fn handle(capacity: usize, policy: SlowClientPolicy) -> (ClientHandle, OutboundReceiver) {
         let (tx, rx) = outbound(capacity, usize::MAX);
         let channel = ChannelName::new("specific.test!one").unwrap();
-        (ClientHandle::new(tx, policy, channel), rx)
+        (ClientHandle::new(tx, WhenFull::from(policy), channel), rx)
     }
 
     fn describe(item: Option<Outgoing>) -> String {

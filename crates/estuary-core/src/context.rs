@@ -8,7 +8,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
 
-use crate::client::ClientHandle;
+use crate::client::{ClientHandle, WhenFull};
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
 use crate::json_encoder::JsonEncoder;
@@ -59,6 +59,15 @@ pub enum SlowClientPolicy {
     },
     /// Drop the message at once and count it; the connection stays open.
     Drop,
+}
+
+impl From<SlowClientPolicy> for WhenFull {
+    fn from(policy: SlowClientPolicy) -> Self {
+        match policy {
+            SlowClientPolicy::Drop => WhenFull::Drop,
+            SlowClientPolicy::Disconnect { grace } => WhenFull::Wait(grace),
+        }
+    }
 }
 
 impl Default for SlowClientPolicy {
@@ -219,7 +228,7 @@ impl Context {
     /// # let _ = Slow;
     /// ```
     pub fn client(&self) -> ClientHandle {
-        ClientHandle::new(self.outbound.clone(), self.policy, self.channel.clone())
+        ClientHandle::new(self.outbound.clone(), self.policy.into(), self.channel.clone())
     }
 
     /// Sends a message to the client.

@@ -8,10 +8,11 @@ use estuary_core::{
 };
 use http::StatusCode;
 
-use crate::link::{Item, Link, state_bytes};
-use crate::relay::{ConnectMode, Shared, TargetKind};
+use crate::link::{Item, Link};
+use crate::shared::{Shared, deadline_after};
 use crate::stats::Count;
-use crate::wire::{self, REPLY_TYPES, Reply, ScopeRules};
+use crate::target::{ConnectMode, TargetKind};
+use crate::wire::{self, REPLY_TYPES, Reply, ScopeRules, state_bytes};
 
 /// The consumer of a relayed connection: hands its events to the
 /// application and the application's messages to the client, as
@@ -143,7 +144,7 @@ impl RelayConsumer {
     /// Reads the connection's channel (its session does not yet) until the
     /// acknowledgement of event 0, within `connect_timeout`.
     async fn await_handshake(&self, ctx: &mut Context, link: &Link) -> Result<Handshake, ConsumerError> {
-        let deadline = crate::relay::deadline_after(self.shared.connect_timeout);
+        let deadline = deadline_after(self.shared.connect_timeout);
         let mut accepted = None;
         loop {
             let received = match tokio::time::timeout_at(

@@ -14,8 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
-use crate::link::state_bytes;
-use crate::wire::{self, Reply};
+use crate::wire::{self, Reply, state_bytes};
 
 /// Why an event got no answer over HTTP.
 #[derive(Debug, thiserror::Error)]

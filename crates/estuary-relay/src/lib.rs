@@ -64,16 +64,19 @@ mod http;
 mod link;
 mod relay;
 mod settings;
+mod shared;
 mod stats;
+mod target;
 mod watchdog;
 mod wire;
 
 pub use consumer::RelayConsumer;
 pub use groups::{GroupTemplate, TemplateError};
 pub use relay::{
-    ConnectMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_PENDING, DEFAULT_REPLY_TIMEOUT, MIN_SECRET_LEN, Relay, RelayBuilder, RelayError, Target,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING,
+    DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
 };
 pub use settings::RelaySettings;
 pub use stats::RelayStats;
+pub use target::{ConnectMode, MIN_SECRET_LEN, RelayError, Target};
 pub use wire::{Bin, Reply};

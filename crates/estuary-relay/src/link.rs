@@ -23,10 +23,11 @@ use estuary_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::relay::{Shared, TargetKind};
+use crate::shared::{Shared, deadline_after};
 use crate::stats::Count;
-use crate::watchdog::Watch;
-use crate::wire::{self, Body, Reply};
+use crate::target::TargetKind;
+use crate::watchdog::{Watch, Watched};
+use crate::wire::{self, Body, Reply, state_bytes};
 
 /// What a connection hands the application after its `websocket.connect`.
 pub(crate) enum Item {
@@ -165,13 +166,13 @@ impl Link {
 
     /// Marks `seq` in flight (its slot taken) and has the watchdog watch it.
     fn mark_in_flight(&self, st: &mut LinkState, seq: u64) {
-        let deadline = crate::relay::deadline_after(self.shared.reply_timeout);
+        let deadline = deadline_after(self.shared.reply_timeout);
         st.in_flight = Some(InFlight { seq, deadline });
         if !st.armed {
             st.armed = true;
             self.shared.watch(Watch {
                 deadline,
-                link: self.me.clone(),
+                link: self.me.clone() as Weak<dyn Watched>,
             });
         }
     }
@@ -358,30 +359,6 @@ impl Link {
             }
         }
         Some(step.merge(self.next_locked(&mut st)))
-    }
-
-    /// The watchdog's look at this link when a deadline it held passed.
-    pub(crate) fn check(&self, now: Instant) {
-        let mut st = self.lock();
-        st.armed = false;
-        let Some(flight) = st.in_flight else {
-            return;
-        };
-        if flight.deadline > now {
-            st.armed = true;
-            self.shared.watch(Watch {
-                deadline: flight.deadline,
-                link: self.me.clone(),
-            });
-            return;
-        }
-        drop(st);
-        let Some(step) = self.expire(flight.seq, Why::Timeout) else {
-            return;
-        };
-        if let Some(link) = self.me.upgrade() {
-            tokio::spawn(async move { link.drive(step).await });
-        }
     }
 
     /// Runs a step: tells the client, then hands the next event over (and
@@ -604,14 +581,28 @@ impl Link {
     }
 }
 
-/// An acknowledgement's state as msgpack, when it is a map.
-pub(crate) fn state_bytes(state: Option<rmpv::Value>) -> Option<Bytes> {
-    match state? {
-        value @ rmpv::Value::Map(_) => Some(wire::encode_value(&value)),
-        rmpv::Value::Nil => None,
-        _ => {
-            estuary_core::throttled!(warn, "estuary.ack with a state that is not a map; state kept");
-            None
+impl Watched for Link {
+    /// The watchdog's look at this link when a deadline it held passed.
+    fn check(&self, now: Instant) {
+        let mut st = self.lock();
+        st.armed = false;
+        let Some(flight) = st.in_flight else {
+            return;
+        };
+        if flight.deadline > now {
+            st.armed = true;
+            self.shared.watch(Watch {
+                deadline: flight.deadline,
+                link: self.me.clone() as Weak<dyn Watched>,
+            });
+            return;
+        }
+        drop(st);
+        let Some(step) = self.expire(flight.seq, Why::Timeout) else {
+            return;
+        };
+        if let Some(link) = self.me.upgrade() {
+            tokio::spawn(async move { link.drive(step).await });
         }
     }
 }

@@ -1,189 +1,18 @@
-//! A relayed route: where its events go, its bounds and timeouts, and what
-//! all of its connections share (the in-flight count, the counters, the
-//! watchdog, the HTTP client).
+//! A relayed route: its builder, and the handle the router's factory and
+//! the operator hold.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use estuary_core::{ChannelName, NameError, WsMessage};
-use tokio::sync::mpsc;
+use estuary_core::WsMessage;
 
 use crate::consumer::RelayConsumer;
-use crate::groups::{GroupTemplate, TemplateError};
+use crate::groups::GroupTemplate;
 use crate::http::HttpClient;
+use crate::shared::Shared;
 use crate::stats::RelayStats;
-use crate::watchdog::{self, Watch};
-
-/// The shortest HTTP secret accepted, as for the connect callback.
-pub use estuary_callback::MIN_SECRET_LEN;
-
-/// Why a [`Relay`] cannot be built.
-///
-/// ```
-/// use estuary_relay::{Relay, RelayError, Target};
-///
-/// let unknown = Relay::builder(Target::channel("chat").unwrap())
-///     .route("ws/chat/<room>/")
-///     .groups(["chat_{room_name}"])
-///     .build();
-/// assert!(matches!(unknown, Err(RelayError::Template(_))));
-/// assert!(matches!(Target::channel("specific.a!b"), Err(RelayError::SpecificChannel(_))));
-/// ```
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// The worker channel's name is not a valid channel name.
-    #[error("relay channel {name:?}: {source}")]
-    Channel {
-        /// The name as given.
-        name: String,
-        /// What is wrong with it.
-        #[source]
-        source: NameError,
-    },
-    /// A process-specific name (`specific.…!…`) as the worker channel:
-    /// only its own process could receive on it.
-    #[error("relay channel {0:?}: a process-specific name cannot be a worker channel")]
-    SpecificChannel(String),
-    /// The HTTP URL does not parse, or is not `http://host/...`.
-    #[error("relay URL {url:?}: {reason}")]
-    Url {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The HTTP secret is shorter than [`MIN_SECRET_LEN`] bytes.
-    #[error(
-        "the relay's HTTP secret must be at least {MIN_SECRET_LEN} bytes (for example the output of `openssl rand -hex 32`)"
-    )]
-    ShortSecret,
-    /// Neither `channel` nor `http`, or both, in [`RelaySettings`](crate::RelaySettings).
-    #[error("a relayed route needs exactly one of `channel` and `http`")]
-    Target,
-    /// `http` without `secret`, or `secret` without `http`.
-    #[error("`secret` goes with `http` (the HTTP requests are signed with it), and only with it")]
-    Secret,
-    /// A duration or a bound of 0 where at least 1 is needed.
-    #[error("{0} must be more than 0")]
-    Zero(&'static str),
-    /// A group template names something the route does not have.
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-}
-
-/// Where a relay hands its connections' events.
-///
-/// ```
-/// use estuary_relay::Target;
-///
-/// let worker = Target::channel("chat").unwrap();
-/// let view = Target::http("http://127.0.0.1:8000/estuary/events/", "a secret of 16 bytes or more").unwrap();
-/// assert!(Target::channel("no spaces").is_err());
-/// assert!(Target::http("http://127.0.0.1:8000/", "short").is_err());
-/// # let _ = (worker, view);
-/// ```
-#[derive(Clone)]
-pub struct Target {
-    kind: TargetKind,
-}
-
-#[derive(Clone)]
-pub(crate) enum TargetKind {
-    Channel(ChannelName),
-    Http { url: http::Uri, secret: Arc<[u8]> },
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.kind {
-            TargetKind::Channel(name) => f.debug_tuple("Channel").field(name).finish(),
-            // The secret never reaches a log line.
-            TargetKind::Http { url, .. } => f.debug_struct("Http").field("url", url).finish_non_exhaustive(),
-        }
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.kind {
-            TargetKind::Channel(name) => write!(f, "channel {name}"),
-            TargetKind::Http { url, .. } => write!(f, "{url}"),
-        }
-    }
-}
-
-impl Target {
-    /// A named channel on the channel layer, where Django workers
-    /// `receive` (`runworker <name>`).
-    pub fn channel(name: &str) -> Result<Self, RelayError> {
-        let channel = ChannelName::new(name).map_err(|source| RelayError::Channel {
-            name: name.to_owned(),
-            source,
-        })?;
-        if channel.is_process_specific() {
-            return Err(RelayError::SpecificChannel(name.to_owned()));
-        }
-        Ok(Self {
-            kind: TargetKind::Channel(channel),
-        })
-    }
-
-    /// An HTTP endpoint each event is POSTed to, signed with `secret`
-    /// (at least [`MIN_SECRET_LEN`] bytes). Plain `http://` only: call the
-    /// application on loopback or a private network.
-    pub fn http(url: &str, secret: impl AsRef<[u8]>) -> Result<Self, RelayError> {
-        let bad = |reason: &str| RelayError::Url {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https is not supported (no TLS client in this build)")),
-            _ => return Err(bad("needs an http:// URL")),
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(bad("has no host"));
-        }
-        let secret = secret.as_ref();
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(RelayError::ShortSecret);
-        }
-        Ok(Self {
-            kind: TargetKind::Http {
-                url: uri,
-                secret: Arc::from(secret),
-            },
-        })
-    }
-
-    pub(crate) fn kind(&self) -> &TargetKind {
-        &self.kind
-    }
-}
-
-/// How the handshake of a relayed connection completes.
-///
-/// ```
-/// use estuary_relay::ConnectMode;
-///
-/// assert_eq!(ConnectMode::default(), ConnectMode::Worker);
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
-pub enum ConnectMode {
-    /// The handshake waits for the application: `websocket.accept` then
-    /// the acknowledgement of `websocket.connect` completes it; a close, or
-    /// an acknowledgement without an accept, refuses it with 403.
-    #[default]
-    Worker,
-    /// Estuary accepts at once; `websocket.connect` is only a notification.
-    Accept,
-}
+use crate::target::{ConnectMode, RelayError, Target, TargetKind};
 
 /// Builds a [`Relay`]; see [`Relay::builder`].
 ///
@@ -494,69 +323,6 @@ impl Relay {
     }
 }
 
-/// `timeout` from now; a timeout too long for the clock (from a
-/// configuration) is as good as never.
-pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
-}
-
-/// What a relay's connections share.
-pub(crate) struct Shared {
-    pub(crate) name: String,
-    pub(crate) target: Target,
-    pub(crate) connect: ConnectMode,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) reply_timeout: Duration,
-    pub(crate) max_pending: usize,
-    pub(crate) max_in_flight: usize,
-    pub(crate) busy_frame: Option<WsMessage>,
-    pub(crate) query: Vec<(String, String)>,
-    pub(crate) int_params: Vec<String>,
-    pub(crate) groups: Vec<GroupTemplate>,
-    pub(crate) http: Option<HttpClient>,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) stats: RelayStats,
-    /// The watchdog's queue, started with the first event that needs it.
-    watchdog: OnceLock<Option<mpsc::UnboundedSender<Watch>>>,
-}
-
-impl Shared {
-    /// Takes one of the `max_in_flight` slots, if one is free.
-    pub(crate) fn take_slot(&self) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_in_flight).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives a slot back.
-    pub(crate) fn release_slot(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
-    /// Hands a deadline to the watchdog (started on the current runtime
-    /// the first time).
-    pub(crate) fn watch(&self, watch: Watch) {
-        let queue = self.watchdog.get_or_init(|| {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                tracing::error!(relay = %self.name, "relay used outside a tokio runtime: acknowledgements will not time out");
-                return None;
-            };
-            let (tx, rx) = mpsc::unbounded_channel();
-            runtime.spawn(watchdog::run(rx));
-            Some(tx)
-        });
-        if let Some(queue) = queue {
-            let _ = queue.send(watch);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,25 +365,6 @@ mod tests {
             Relay::builder(target()).max_pending(0).build().is_ok(),
             "0 pending: one at a time"
         );
-    }
-
-    #[test]
-    fn targets_are_checked() {
-        assert!(matches!(
-            Target::channel("specific.abc!def"),
-            Err(RelayError::SpecificChannel(_))
-        ));
-        let secret = "0123456789abcdef";
-        assert!(Target::http("https://example.org/", secret).is_err());
-        assert!(Target::http("/relative", secret).is_err());
-        assert!(Target::http("http://127.0.0.1:8000/estuary/events/", secret).is_ok());
-        let debug = format!("{:?}", Target::http("http://127.0.0.1/", secret).unwrap());
-        assert!(!debug.contains(secret), "{debug}");
-    }
-
-    #[test]
-    fn a_timeout_too_long_for_the_clock_is_never() {
-        assert!(deadline_after(Duration::MAX) > tokio::time::Instant::now() + Duration::from_secs(1 << 20));
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::relay::{
-    ConnectMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_REPLY_TIMEOUT,
-    Relay, RelayBuilder, RelayError, Target,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_REPLY_TIMEOUT, Relay,
+    RelayBuilder,
 };
+use crate::target::{ConnectMode, RelayError, Target};
 
 /// The relay keys of a route, as plain values: exactly one of `channel`
 /// and `http` (with `secret`), the connect mode, the timeouts (seconds in

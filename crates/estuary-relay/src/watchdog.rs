@@ -16,12 +16,17 @@ use std::sync::Weak;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::link::Link;
+/// What the watchdog looks at: a relayed connection.
+pub(crate) trait Watched: Send + Sync {
+    /// A deadline it handed over passed (`now`): expire what is overdue,
+    /// hand over the next deadline.
+    fn check(&self, now: Instant);
+}
 
 /// A connection to look at when `deadline` passes.
 pub(crate) struct Watch {
     pub(crate) deadline: Instant,
-    pub(crate) link: Weak<Link>,
+    pub(crate) link: Weak<dyn Watched>,
 }
 
 impl PartialEq for Watch {

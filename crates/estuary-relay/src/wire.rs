@@ -361,6 +361,18 @@ fn json_of(value: &Value, key: Option<&str>) -> serde_json::Value {
     }
 }
 
+/// An acknowledgement's state as msgpack, when it is a map.
+pub(crate) fn state_bytes(state: Option<rmpv::Value>) -> Option<Bytes> {
+    match state? {
+        value @ rmpv::Value::Map(_) => Some(encode_value(&value)),
+        rmpv::Value::Nil => None,
+        _ => {
+            estuary_core::throttled!(warn, "estuary.ack with a state that is not a map; state kept");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
