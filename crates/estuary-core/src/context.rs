@@ -8,6 +8,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
 
+use crate::client::{ClientHandle, WhenFull};
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::ConsumerError;
 use crate::json_encoder::JsonEncoder;
@@ -58,6 +59,15 @@ pub enum SlowClientPolicy {
     },
     /// Drop the message at once and count it; the connection stays open.
     Drop,
+}
+
+impl From<SlowClientPolicy> for WhenFull {
+    fn from(policy: SlowClientPolicy) -> Self {
+        match policy {
+            SlowClientPolicy::Drop => WhenFull::Drop,
+            SlowClientPolicy::Disconnect { grace } => WhenFull::Wait(grace),
+        }
+    }
 }
 
 impl Default for SlowClientPolicy {
@@ -193,6 +203,32 @@ impl Context {
     /// True once [`close`](Self::close) was called.
     pub fn is_closing(&self) -> bool {
         self.closing
+    }
+
+    /// A handle that sends to this connection's client from other tasks
+    /// (a reply streamed by a spawned task, a timer), through the same
+    /// outbound queue and under the same [`SlowClientPolicy`]; see
+    /// [`ClientHandle`].
+    ///
+    /// ```
+    /// use estuary_core::{Consumer, ConsumerError, Context, NoEvent, WsMessage};
+    ///
+    /// struct Slow;
+    /// impl Consumer for Slow {
+    ///     type Event = NoEvent;
+    ///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+    ///         let client = ctx.client();
+    ///         // The next message is handled while this one is worked on.
+    ///         tokio::spawn(async move {
+    ///             let _ = client.send(msg).await;
+    ///         });
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let _ = Slow;
+    /// ```
+    pub fn client(&self) -> ClientHandle {
+        ClientHandle::new(self.outbound.clone(), self.policy.into(), self.channel.clone())
     }
 
     /// Sends a message to the client.
@@ -364,9 +400,10 @@ impl Context {
     }
 
     /// Messages dropped for this client under [`SlowClientPolicy::Drop`]
-    /// (its own sends, and group messages its channel had no room for).
+    /// (its own sends, its [`ClientHandle`]s', and group messages its
+    /// channel had no room for).
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped + self.outbound.dropped()
     }
 
     /// Leaves every group joined through this context and closes the

@@ -2,7 +2,8 @@
 //!
 //! * [`Scope`]: what is known about a connection when it opens.
 //! * [`Consumer`] and [`Context`]: the code that handles one connection;
-//!   [`JsonConsumer`] for clients that speak JSON.
+//!   [`JsonConsumer`] for clients that speak JSON; [`ClientHandle`] to
+//!   send to a client from other tasks.
 //! * [`ChannelLayer`]: how consumers and processes reach each other, with
 //!   [`InMemoryChannelLayer`] for one process and a cloneable
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
@@ -18,6 +19,7 @@
 //! Nothing here opens a socket.
 
 pub mod auth;
+mod client;
 mod close;
 mod consumer;
 mod context;
@@ -38,6 +40,7 @@ mod worker;
 mod ws;
 
 pub use auth::{Admission, AuthChain, AuthError, AuthFuture, Authenticator, Handshake};
+pub use client::ClientHandle;
 pub use close::{CloseCode, CloseFrame, CloseReason};
 pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
 pub use context::{Context, SlowClientPolicy};

@@ -13,10 +13,16 @@
 //! message is alone in the queue; messages come out in the order they went in; after
 //! [`OutboundReceiver::close`] sends fail and what is queued can still be
 //! taken.
+//!
+//! A [`ClientHandle`](crate::ClientHandle) holds a clone of the sending side
+//! and sends from other tasks: several senders may wait for room at once,
+//! and a handle's close is queued past the capacity (it carries no payload,
+//! and is queued once) or, for a client too slow, ahead of everything.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 
@@ -51,14 +57,21 @@ struct State {
     closed: bool,
     /// The session, waiting for a message.
     receiver: Option<Waker>,
-    /// A handler, waiting for room.
-    sender: Option<Waker>,
+    /// Senders waiting for room: the handler, and tasks holding a
+    /// [`ClientHandle`](crate::ClientHandle). Empty (no allocation) unless
+    /// the queue was found full.
+    senders: Vec<Waker>,
 }
 
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
     byte_capacity: usize,
+    /// Messages [`ClientHandle`](crate::ClientHandle)s dropped under
+    /// [`SlowClientPolicy::Drop`](crate::SlowClientPolicy::Drop).
+    dropped: AtomicU64,
+    /// A handle queued a close: later handle sends fail.
+    handle_closed: AtomicBool,
 }
 
 impl Shared {
@@ -81,10 +94,12 @@ pub(crate) fn outbound(capacity: usize, bytes: usize) -> (OutboundSender, Outbou
             bytes: 0,
             closed: false,
             receiver: None,
-            sender: None,
+            senders: Vec::new(),
         }),
         capacity: capacity.max(1),
         byte_capacity: bytes,
+        dropped: AtomicU64::new(0),
+        handle_closed: AtomicBool::new(false),
     });
     (
         OutboundSender {
@@ -101,12 +116,61 @@ pub(crate) enum TrySendError {
     Closed,
 }
 
-/// The sending side, held by the connection's [`Context`](crate::Context).
+/// The sending side, held by the connection's [`Context`](crate::Context)
+/// and its [`ClientHandle`](crate::ClientHandle)s.
+#[derive(Clone)]
 pub(crate) struct OutboundSender {
     shared: Arc<Shared>,
 }
 
 impl OutboundSender {
+    /// Queues a close frame whatever the queue holds: at the back (after
+    /// what is queued, past the capacity: a close carries no payload), or,
+    /// with `first`, ahead of everything (the client is too slow: what is
+    /// queued is not written). `Err` once the queue is closed.
+    pub(crate) fn force_close(&self, frame: crate::close::CloseFrame, first: bool) -> Result<(), ()> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(());
+        }
+        if first {
+            state.queue.push_front(Outgoing::Close(frame));
+        } else {
+            state.queue.push_back(Outgoing::Close(frame));
+        }
+        if let Some(waker) = state.receiver.take() {
+            drop(state);
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// True once the session stopped taking messages (the connection ended
+    /// or is closing).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// Counts a message a handle dropped for a slow client.
+    pub(crate) fn count_dropped(&self) {
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages handles dropped for a slow client.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Marks the queue as closed by a handle; true if it already was.
+    pub(crate) fn mark_handle_closed(&self) -> bool {
+        self.shared.handle_closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once a handle queued a close.
+    pub(crate) fn is_handle_closed(&self) -> bool {
+        self.shared.handle_closed.load(Ordering::Acquire)
+    }
+
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), TrySendError> {
         let mut state = self.shared.lock();
@@ -143,8 +207,8 @@ impl OutboundSender {
                     // Room may have been made between the two locks.
                     if self.shared.has_room(&state, size) || state.closed {
                         cx.waker().wake_by_ref();
-                    } else {
-                        state.sender = Some(cx.waker().clone());
+                    } else if !state.senders.iter().any(|w| w.will_wake(cx.waker())) {
+                        state.senders.push(cx.waker().clone());
                     }
                     Poll::Pending
                 }
@@ -163,11 +227,9 @@ impl OutboundReceiver {
     /// Takes the next message, if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
         let mut state = self.shared.lock();
-        let (item, sender) = take(&mut state);
+        let (item, senders) = take(&mut state);
         drop(state);
-        if let Some(waker) = sender {
-            waker.wake();
-        }
+        wake_all(senders);
         item
     }
 
@@ -192,23 +254,29 @@ impl OutboundReceiver {
     pub(crate) fn close(&mut self) {
         let mut state = self.shared.lock();
         state.closed = true;
-        if let Some(waker) = state.sender.take() {
-            drop(state);
-            waker.wake();
-        }
+        let senders = std::mem::take(&mut state.senders);
+        drop(state);
+        wake_all(senders);
     }
 }
 
-/// Pops the next message; with it, the waker of a handler waiting for room.
-fn take(state: &mut State) -> (Option<Outgoing>, Option<Waker>) {
+/// Pops the next message; with it, the wakers of senders waiting for room.
+fn take(state: &mut State) -> (Option<Outgoing>, Vec<Waker>) {
     let Some(item) = state.queue.pop_front() else {
-        return (None, None);
+        return (None, Vec::new());
     };
     state.bytes -= item.size();
     if state.queue.is_empty() && state.queue.capacity() > KEEP {
         state.queue.shrink_to(KEEP);
     }
-    (Some(item), state.sender.take())
+    (Some(item), std::mem::take(&mut state.senders))
+}
+
+/// Wakes every sender that waited for room (usually none: no allocation).
+fn wake_all(senders: Vec<Waker>) {
+    for waker in senders {
+        waker.wake();
+    }
 }
 
 /// [`OutboundReceiver::recv`]. While it waits, a send wakes its task; once
@@ -224,7 +292,7 @@ impl Future for Recv<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
         let mut state = self.rx.shared.lock();
-        let (item, sender) = take(&mut state);
+        let (item, senders) = take(&mut state);
         if item.is_none() {
             if state.closed {
                 return Poll::Ready(None);
@@ -236,9 +304,7 @@ impl Future for Recv<'_> {
             return Poll::Pending;
         }
         drop(state);
-        if let Some(waker) = sender {
-            waker.wake();
-        }
+        wake_all(senders);
         Poll::Ready(item)
     }
 }

@@ -77,12 +77,14 @@
 //! | `jwt` | no | JWT authentication: HS256, RS256, ES256, keys from a JWKS file (`estuary::jwt`) |
 //! | `django` | no | Django's sessions (db, signed cookies) as the WebSocket's user (`estuary::django`) |
 //! | `callback` | no | a connect callback: the application accepts or refuses each handshake (`estuary::callback`) |
-//! | `serde` | no | `Serialize`/`Deserialize` for the settings types; the configs (`ServerConfig`, `WsSettings`, `RedisConfig`, `JwtConfig`, `DjangoConfig`, `CallbackConfig`) deserialize, checked, from the form `estuary serve`'s file uses (`ServerSettings`, `WebSocketSettings`, `LayerSettings`, `JwtSettings`, `DjangoSettings`, `CallbackSettings`) |
+//! | `relay` | no | the relay: a connection's events handed to Django workers (channel layer or HTTP), their answers back (`estuary::relay`) |
+//! | `serde` | no | `Serialize`/`Deserialize` for the settings types; the configs (`ServerConfig`, `WsSettings`, `RedisConfig`, `JwtConfig`, `DjangoConfig`, `CallbackConfig`) deserialize, checked, from the form `estuary serve`'s file uses (`ServerSettings`, `WebSocketSettings`, `LayerSettings`, `JwtSettings`, `DjangoSettings`, `CallbackSettings`; with `relay`, `RelaySettings` reads and writes) |
 //!
 //! Crates behind this facade: `estuary-core` (the model and the auth
 //! boundary, no sockets), `estuary-server` (feature `server`), `estuary-redis`
 //! (`redis`), `estuary-testing` (`testing`), `estuary-jwt` (`jwt`),
-//! `estuary-django` (`django`) and `estuary-callback` (`callback`).
+//! `estuary-django` (`django`), `estuary-callback` (`callback`) and
+//! `estuary-relay` (`relay`).
 
 pub use estuary_core::*;
 
@@ -120,6 +122,11 @@ pub use estuary_django as django;
 /// the application about each handshake.
 #[cfg(feature = "callback")]
 pub use estuary_callback as callback;
+
+/// The relay to Django workers: [`Relay`](relay::Relay) and its
+/// [`RelayConsumer`](relay::RelayConsumer).
+#[cfg(feature = "relay")]
+pub use estuary_relay as relay;
 
 /// The names most applications need.
 pub mod prelude {

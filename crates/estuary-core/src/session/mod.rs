@@ -20,6 +20,8 @@
 //!   member holds more than its capacity), the session reads nothing from
 //!   its client, so producers slow down instead of members losing messages.
 
+#[cfg(test)]
+mod client_tests;
 mod config;
 mod conn;
 mod drive;
@@ -343,8 +345,13 @@ impl<C: Consumer> Session<C> {
             layer,
             channel,
             write_timeout,
+            receiver,
             ..
         } = conn;
+        // No longer read by the session: `disconnect` may read the channel
+        // itself (`ChannelLayer::receive`), and a waker the receiver left
+        // would take its wake-ups.
+        drop(receiver);
         // No longer drained: the channel must not hold the layer's flow
         // control up while the connection closes and `disconnect` runs.
         layer.set_receiver(channel, ReceiverState::Detached);

@@ -320,3 +320,56 @@ async fn a_rendered_frame_after_a_close_is_not_sent() {
     assert_eq!(outcome.code, CloseCode::from(4000));
     assert_eq!(texts(&flushes.lock().unwrap()), ["0"]);
 }
+
+/// Reads its own channel in `disconnect` (a consumer that waits there for
+/// the answers to what it sent) and reports what it read.
+struct ReadsAtTheEnd {
+    read: Option<tokio::sync::oneshot::Sender<Message>>,
+}
+
+impl Consumer for ReadsAtTheEnd {
+    type Event = Event;
+
+    async fn disconnect(&mut self, ctx: &mut Context, _code: CloseCode) {
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            ctx.channel_layer().receive(ctx.channel_name()),
+        );
+        if let (Ok(Ok(message)), Some(tx)) = (read.await, self.read.take()) {
+            let _ = tx.send(message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn disconnect_can_read_the_channel_the_session_read() {
+    let layer = ChannelLayerHandle::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let consumer = ReadsAtTheEnd { read: Some(tx) };
+    let (session, _) = Session::open(
+        consumer,
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let channel = session.channel_name().clone();
+    let (recorder, to_session, _flushes) = Recorder::new();
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    // The session waits on its channel (its waker is in the queue) when the
+    // client leaves; the message comes while `disconnect` reads.
+    tokio::task::yield_now().await;
+    to_session.send(Inbound::Close(None)).unwrap();
+    let sender = async {
+        tokio::task::yield_now().await;
+        layer.send(&channel, say(7)).await.unwrap();
+    };
+    let (read, ()) = tokio::join!(rx, sender);
+    let read = read.expect("disconnect read the message");
+    assert_eq!(read, say(7));
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

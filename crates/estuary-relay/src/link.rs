@@ -1,0 +1,608 @@
+//! One relayed connection's side of the protocol: its events in order, one
+//! in flight at a time, its pending queue, its state, and what happens on
+//! an acknowledgement, a missing one, or a refusal.
+//!
+//! The link is shared: the connection's handlers submit client messages
+//! and settle acknowledgements, the relay's watchdog expires events past
+//! their deadline, and the HTTP transport settles with its answers. Each
+//! change is made under the link's lock and yields a [`Step`] (what to
+//! tell the client, which event to send next), run after the lock is let
+//! go. So the next event goes out whoever finished the last one, and a
+//! client that sends nothing still hears of a timeout.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use estuary_core::{
+    ChannelLayer, ChannelLayerError, ChannelLayerHandle, ChannelName, ClientHandle, CloseCode, Message,
+    MessageError, WsMessage,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::shared::{Shared, deadline_after};
+use crate::stats::Count;
+use crate::target::TargetKind;
+use crate::watchdog::{Watch, Watched};
+use crate::wire::{self, Body, Reply, state_bytes};
+
+/// What a connection hands the application after its `websocket.connect`.
+pub(crate) enum Item {
+    /// A client message (`websocket.receive`).
+    Receive(WsMessage),
+    /// Another message sent to the connection (`estuary.event`).
+    Forward(Message),
+}
+
+/// What to tell the client.
+enum Report {
+    /// The route's busy frame.
+    Busy,
+    /// Close with 1013 and this reason.
+    Close(&'static str),
+}
+
+/// What to do once the lock is let go: tell the client, then send an event.
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Step {
+    reports: Vec<Report>,
+    deliver: Option<(u64, Message)>,
+}
+
+impl Step {
+    fn merge(mut self, mut other: Step) -> Step {
+        self.reports.append(&mut other.reports);
+        self.deliver = self.deliver.or(other.deliver);
+        self
+    }
+}
+
+/// Why an event in flight ended without its acknowledgement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why {
+    /// No acknowledgement within `reply_timeout`.
+    Timeout,
+    /// It could not be handed over (layer, HTTP).
+    Undelivered,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    deadline: Instant,
+}
+
+struct LinkState {
+    next_seq: u64,
+    in_flight: Option<InFlight>,
+    pending: VecDeque<Item>,
+    /// The connection's state, as msgpack (a map).
+    conn_state: Bytes,
+    /// The watchdog holds an entry for this link.
+    armed: bool,
+    /// The connection ended: flushing, nothing is reported to the client.
+    closing: bool,
+    /// Nothing more is sent but `websocket.disconnect` (the client was
+    /// closed for a missing acknowledgement, or one went missing while
+    /// flushing).
+    gave_up: bool,
+}
+
+/// One relayed connection, shared by its consumer, the watchdog and HTTP
+/// tasks.
+pub(crate) struct Link {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) layer: ChannelLayerHandle,
+    pub(crate) channel: ChannelName,
+    pub(crate) client: ClientHandle,
+    /// The scope without headers, as msgpack: the same in every event.
+    scope: Bytes,
+    state: Mutex<LinkState>,
+    /// Told when the event in flight is settled or expired.
+    settled: Notify,
+    me: Weak<Link>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // A connection abandoned mid-event (its task dropped) gives its
+        // slot back.
+        let st = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if st.in_flight.take().is_some() {
+            self.shared.release_slot();
+        }
+    }
+}
+
+impl Link {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        layer: ChannelLayerHandle,
+        channel: ChannelName,
+        client: ClientHandle,
+        scope: Bytes,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Link {
+            shared,
+            layer,
+            channel,
+            client,
+            scope,
+            state: Mutex::new(LinkState {
+                next_seq: 1,
+                in_flight: None,
+                pending: VecDeque::new(),
+                conn_state: Bytes::from_static(wire::EMPTY_STATE),
+                armed: false,
+                closing: false,
+                gave_up: false,
+            }),
+            settled: Notify::new(),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        estuary_core::sync::lock(&self.state)
+    }
+
+    /// `websocket.connect` (event 0), with `scope` (the one with headers).
+    pub(crate) fn connect_event(&self, scope: &[u8]) -> Result<Message, MessageError> {
+        let st = self.lock();
+        wire::event(&Body::Connect, self.channel.as_str(), 0, scope, &st.conn_state)
+    }
+
+    /// Replaces the connection's state (an acknowledgement's map).
+    pub(crate) fn set_state(&self, state: Bytes) {
+        self.lock().conn_state = state;
+    }
+
+    /// Marks `seq` in flight (its slot taken) and has the watchdog watch it.
+    fn mark_in_flight(&self, st: &mut LinkState, seq: u64) {
+        let deadline = deadline_after(self.shared.reply_timeout);
+        st.in_flight = Some(InFlight { seq, deadline });
+        if !st.armed {
+            st.armed = true;
+            self.shared.watch(Watch {
+                deadline,
+                link: self.me.clone() as Weak<dyn Watched>,
+            });
+        }
+    }
+
+    /// `websocket.connect` as a notification (connect mode `accept`): event
+    /// 0 in flight, its slot taken by the caller.
+    pub(crate) fn begin_connect(&self) {
+        let mut st = self.lock();
+        self.mark_in_flight(&mut st, 0);
+    }
+
+    /// POSTs `websocket.connect` as event 0 (connect mode `accept`).
+    pub(crate) fn post_connect(self: &Arc<Self>, event: Message) {
+        tokio::spawn(self.clone().post(0, event));
+    }
+
+    /// Undoes [`begin_connect`](Self::begin_connect): the event was not
+    /// handed over.
+    pub(crate) fn abandon_connect(&self) {
+        let mut st = self.lock();
+        if st.in_flight.take().is_some() {
+            self.shared.release_slot();
+        }
+    }
+
+    /// Keeps a message that came while connecting, for after it: `false`
+    /// when `max_pending` are kept already.
+    pub(crate) fn stash(&self, item: Item) -> bool {
+        let mut st = self.lock();
+        if st.pending.len() >= self.shared.max_pending {
+            return false;
+        }
+        st.pending.push_back(item);
+        true
+    }
+
+    /// Sends what is pending, if nothing is in flight.
+    pub(crate) fn kick(&self) -> Step {
+        let mut st = self.lock();
+        self.next_locked(&mut st)
+    }
+
+    /// A client message or another message for the connection: sent now
+    /// if nothing is in flight, else kept (up to `max_pending`), else
+    /// refused.
+    pub(crate) fn submit(&self, item: Item) -> Step {
+        let mut st = self.lock();
+        if st.gave_up || st.closing {
+            // The connection is closing already (with 1013, which said it).
+            self.shared.stats.add(Count::RefusedBusy, 1);
+            return Step::default();
+        }
+        if st.in_flight.is_some() && st.pending.len() >= self.shared.max_pending {
+            self.shared.stats.add(Count::RefusedBusy, 1);
+            let mut step = Step::default();
+            self.refuse(
+                &mut st,
+                item,
+                "too many messages waiting for the application",
+                &mut step,
+            );
+            return step;
+        }
+        st.pending.push_back(item);
+        self.next_locked(&mut st)
+    }
+
+    /// Tells the client `item` was refused (a client message), or logs it
+    /// (another message).
+    fn refuse(&self, st: &mut LinkState, item: Item, reason: &'static str, step: &mut Step) {
+        match item {
+            Item::Receive(_) => match self.shared.busy_frame {
+                Some(_) => step.reports.push(Report::Busy),
+                None => {
+                    st.gave_up = true;
+                    step.reports.push(Report::Close(reason));
+                }
+            },
+            Item::Forward(message) => {
+                estuary_core::throttled!(
+                    warn,
+                    relay = %self.shared.name,
+                    channel = %self.channel,
+                    r#type = message.message_type(),
+                    "message for a relayed connection not handed to the application: {reason} (counted in refused_busy)"
+                );
+            }
+        }
+    }
+
+    /// Takes the next pending item, if nothing is in flight: its event goes
+    /// out (a slot taken), or it is refused when `max_in_flight` are out.
+    fn next_locked(&self, st: &mut LinkState) -> Step {
+        let mut step = Step::default();
+        while st.in_flight.is_none() && !st.gave_up {
+            let Some(item) = st.pending.pop_front() else {
+                break;
+            };
+            if !self.shared.take_slot() {
+                self.shared.stats.add(Count::RefusedBusy, 1);
+                self.refuse(st, item, "too many events waiting for the application", &mut step);
+                continue;
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let body = match &item {
+                Item::Receive(message) => Body::Receive(message),
+                Item::Forward(message) => Body::Event(message),
+            };
+            match wire::event(&body, self.channel.as_str(), seq, &self.scope, &st.conn_state) {
+                Ok(message) => {
+                    self.mark_in_flight(st, seq);
+                    step.deliver = Some((seq, message));
+                }
+                Err(error) => {
+                    self.shared.release_slot();
+                    estuary_core::throttled!(error, relay = %self.shared.name, %error, "cannot encode a relay event (a bug); dropped");
+                }
+            }
+        }
+        step
+    }
+
+    /// The application acknowledged `seq` (with a new state, maybe): the
+    /// next event may go. `None` when `seq` is not the event in flight (an
+    /// acknowledgement after its timeout).
+    pub(crate) fn settle(&self, seq: u64, state: Option<Bytes>) -> Option<Step> {
+        let mut st = self.lock();
+        if st.in_flight.is_none_or(|f| f.seq != seq) {
+            return None;
+        }
+        st.in_flight = None;
+        self.shared.release_slot();
+        self.shared.stats.add(Count::Acked, 1);
+        if let Some(state) = state {
+            st.conn_state = state;
+        }
+        self.settled.notify_one();
+        Some(self.next_locked(&mut st))
+    }
+
+    /// Event `seq` ended without its acknowledgement: the client gets the
+    /// busy frame and the next event goes, or it is closed with 1013.
+    /// `None` when `seq` is no longer in flight.
+    pub(crate) fn expire(&self, seq: u64, why: Why) -> Option<Step> {
+        let mut st = self.lock();
+        if st.in_flight.is_none_or(|f| f.seq != seq) {
+            return None;
+        }
+        st.in_flight = None;
+        self.shared.release_slot();
+        self.shared.stats.add(
+            match why {
+                Why::Timeout => Count::TimedOut,
+                Why::Undelivered => Count::Undelivered,
+            },
+            1,
+        );
+        self.settled.notify_one();
+        let what = match why {
+            Why::Timeout => "no acknowledgement within reply_timeout (is a worker running on the channel?)",
+            Why::Undelivered => "the event could not be handed to the application",
+        };
+        estuary_core::throttled!(
+            warn,
+            relay = %self.shared.name,
+            target = %self.shared.target,
+            channel = %self.channel,
+            seq,
+            closing = st.closing,
+            "relayed event given up: {what}"
+        );
+        if st.closing {
+            st.gave_up = true;
+            return Some(Step::default());
+        }
+        let mut step = Step::default();
+        match self.shared.busy_frame {
+            Some(_) => step.reports.push(Report::Busy),
+            None => {
+                st.gave_up = true;
+                step.reports
+                    .push(Report::Close("the application did not answer in time"));
+            }
+        }
+        Some(step.merge(self.next_locked(&mut st)))
+    }
+
+    /// Runs a step: tells the client, then hands the next event over (and
+    /// when that fails, runs what its expiry yields).
+    pub(crate) async fn drive(self: &Arc<Self>, mut step: Step) {
+        loop {
+            for report in std::mem::take(&mut step.reports) {
+                self.report(report).await;
+            }
+            let Some((seq, message)) = step.deliver.take() else {
+                return;
+            };
+            self.shared.stats.add(Count::EventsSent, 1);
+            if self.hand_over(seq, message).await {
+                return;
+            }
+            match self.expire(seq, Why::Undelivered) {
+                Some(next) => step = next,
+                None => return,
+            }
+        }
+    }
+
+    async fn report(&self, report: Report) {
+        match report {
+            Report::Busy => {
+                if let Some(frame) = &self.shared.busy_frame {
+                    let _ = self.client.send(frame.clone()).await;
+                }
+            }
+            Report::Close(reason) => {
+                let _ = self.client.close(CloseCode::TRY_AGAIN_LATER, reason).await;
+            }
+        }
+    }
+
+    /// Hands event `seq` to the application: sent to the worker channel, or
+    /// POSTed (on a task of its own, which settles it). `false` when it
+    /// could not be.
+    async fn hand_over(self: &Arc<Self>, seq: u64, message: Message) -> bool {
+        match self.shared.target.kind() {
+            TargetKind::Channel(worker) => match self.layer.send(worker, message).await {
+                Ok(()) => true,
+                Err(error) => {
+                    estuary_core::throttled!(
+                        warn,
+                        relay = %self.shared.name,
+                        %worker,
+                        %error,
+                        "cannot send a relay event to the worker channel (full, or the channel layer is down)"
+                    );
+                    false
+                }
+            },
+            TargetKind::Http { .. } => {
+                tokio::spawn(self.clone().post(seq, message));
+                true
+            }
+        }
+    }
+
+    /// POSTs event `seq` and applies the answer: its messages, then the
+    /// acknowledgement. Named and boxed: it is spawned from
+    /// [`drive`](Self::drive), which it runs itself.
+    fn post(
+        self: Arc<Self>,
+        seq: u64,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(async move {
+            let Some(http) = &self.shared.http else {
+                return;
+            };
+            let step = match http.post(&message, self.shared.reply_timeout).await {
+                Ok(answer) => {
+                    self.apply(answer.messages).await;
+                    self.settle(seq, answer.state)
+                }
+                Err(error) => {
+                    estuary_core::throttled!(
+                        warn,
+                        relay = %self.shared.name,
+                        target = %self.shared.target,
+                        channel = %self.channel,
+                        seq,
+                        %error,
+                        "relay event not answered over HTTP"
+                    );
+                    self.expire(seq, Why::Undelivered)
+                }
+            };
+            if let Some(step) = step {
+                self.drive(step).await;
+            }
+        })
+    }
+
+    /// The messages of an HTTP answer, in order, to the client.
+    pub(crate) async fn apply(&self, messages: Vec<Reply>) {
+        for reply in messages {
+            match reply {
+                Reply::Send { .. } => {
+                    if let Some(frame) = reply.frame() {
+                        let _ = self.client.send(frame).await;
+                    }
+                }
+                Reply::Close { code, reason } => {
+                    let code = Reply::close_code(code.as_ref());
+                    if code == 1011 {
+                        self.shared.stats.add(Count::WorkerErrors, 1);
+                    }
+                    let _ = self
+                        .client
+                        .close(CloseCode::from(code), reason.as_deref().unwrap_or(""))
+                        .await;
+                }
+                Reply::Accept { .. } | Reply::Ack { .. } => {}
+            }
+        }
+    }
+
+    /// The connection ended: its pending events are handed over, each
+    /// waiting at most `reply_timeout` for its acknowledgement (read here
+    /// from the connection's channel, which its session no longer reads),
+    /// then `websocket.disconnect` is sent and not waited for. What is not
+    /// delivered is counted and logged.
+    pub(crate) async fn finish(self: &Arc<Self>, code: u16) {
+        self.lock().closing = true;
+        let reads_channel = matches!(self.shared.target.kind(), TargetKind::Channel(_));
+        loop {
+            let Some(flight) = self.lock().in_flight else {
+                break;
+            };
+            let step = tokio::select! {
+                () = self.settled.notified() => None,
+                read = self.read_reply(), if reads_channel => match read {
+                    Ok(Some(Reply::Ack { seq, state })) => self.settle(seq, state_bytes(state)),
+                    // Frames for a client that is gone; other messages.
+                    Ok(_) => None,
+                    Err(()) => self.expire(flight.seq, Why::Undelivered),
+                },
+                () = tokio::time::sleep_until(flight.deadline) => self.expire(flight.seq, Why::Timeout),
+            };
+            if let Some(step) = step {
+                self.drive(step).await;
+            }
+            if self.lock().gave_up {
+                break;
+            }
+        }
+        let (lost, disconnect) = {
+            let mut st = self.lock();
+            let lost = st.pending.len();
+            st.pending.clear();
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let event = wire::event(
+                &Body::Disconnect(code),
+                self.channel.as_str(),
+                seq,
+                &self.scope,
+                &st.conn_state,
+            );
+            (lost, event)
+        };
+        if lost > 0 {
+            self.lost(
+                lost as u64,
+                "pending events given up after a missing acknowledgement",
+            );
+        }
+        let Ok(disconnect) = disconnect else {
+            return;
+        };
+        self.shared.stats.add(Count::EventsSent, 1);
+        match self.shared.target.kind() {
+            TargetKind::Channel(worker) => {
+                if self.layer.send(worker, disconnect).await.is_err() {
+                    self.lost(
+                        1,
+                        "websocket.disconnect not sent (worker channel full, or the layer down)",
+                    );
+                }
+            }
+            TargetKind::Http { .. } => {
+                let link = self.clone();
+                tokio::spawn(async move {
+                    let Some(http) = &link.shared.http else {
+                        return;
+                    };
+                    if let Err(error) = http.post(&disconnect, link.shared.reply_timeout).await {
+                        tracing::debug!(relay = %link.shared.name, %error, "websocket.disconnect not answered over HTTP");
+                        link.lost(1, "websocket.disconnect not answered over HTTP");
+                    }
+                });
+            }
+        }
+    }
+
+    fn lost(&self, count: u64, what: &'static str) {
+        self.shared.stats.add(Count::LostAtDisconnect, count);
+        estuary_core::throttled!(
+            warn,
+            relay = %self.shared.name,
+            target = %self.shared.target,
+            channel = %self.channel,
+            count,
+            "relay events lost at disconnect: {what}"
+        );
+    }
+
+    /// The next reply on the connection's own channel (`None`: a message
+    /// that is no reply); `Err` when the channel cannot be read.
+    pub(crate) async fn read_reply(&self) -> Result<Option<Reply>, ()> {
+        match self.layer.receive(&self.channel).await {
+            Ok(message) => Ok(message.decode::<Reply>().ok()),
+            Err(ChannelLayerError::Lost { .. }) => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+impl Watched for Link {
+    /// The watchdog's look at this link when a deadline it held passed.
+    fn check(&self, now: Instant) {
+        let mut st = self.lock();
+        st.armed = false;
+        let Some(flight) = st.in_flight else {
+            return;
+        };
+        if flight.deadline > now {
+            st.armed = true;
+            self.shared.watch(Watch {
+                deadline: flight.deadline,
+                link: self.me.clone() as Weak<dyn Watched>,
+            });
+            return;
+        }
+        drop(st);
+        let Some(step) = self.expire(flight.seq, Why::Timeout) else {
+            return;
+        };
+        if let Some(link) = self.me.upgrade() {
+            tokio::spawn(async move { link.drive(step).await });
+        }
+    }
+}
