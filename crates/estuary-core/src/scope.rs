@@ -51,6 +51,8 @@ pub enum ScopeErrorKind {
     MissingParam,
     /// A route parameter did not parse as the requested type.
     InvalidParam,
+    /// A query-string parameter that is needed is absent.
+    MissingQueryParam,
 }
 
 impl ScopeError {
@@ -72,12 +74,34 @@ impl ScopeError {
         }
     }
 
+    /// The query-string parameter `name` is needed and absent (for
+    /// code that reads the scope for something, e.g. a group name made from
+    /// it).
+    ///
+    /// ```
+    /// use estuary_core::{ScopeError, ScopeErrorKind};
+    ///
+    /// let error = ScopeError::missing_query_param("order_id");
+    /// assert_eq!(error.kind(), ScopeErrorKind::MissingQueryParam);
+    /// assert_eq!(error.param(), Some("order_id"));
+    /// assert_eq!(error.to_string(), r#"no query parameter named "order_id""#);
+    /// ```
+    pub fn missing_query_param(name: &str) -> Self {
+        Self {
+            kind: ScopeErrorKind::MissingQueryParam,
+            param: Some(name.into()),
+            value: None,
+            source: None,
+        }
+    }
+
     /// Which check failed.
     pub fn kind(&self) -> ScopeErrorKind {
         self.kind
     }
 
-    /// The route parameter asked for (`None` for a query string error).
+    /// The route or query parameter asked for (`None` for a query string
+    /// that did not deserialize).
     pub fn param(&self) -> Option<&str> {
         self.param.as_deref()
     }
@@ -106,6 +130,7 @@ impl fmt::Display for ScopeError {
         match (self.kind, &self.source) {
             (ScopeErrorKind::Query, Some(source)) => write!(f, "invalid query string: {source}"),
             (ScopeErrorKind::MissingParam, _) => write!(f, "no route parameter named {param:?}"),
+            (ScopeErrorKind::MissingQueryParam, _) => write!(f, "no query parameter named {param:?}"),
             (ScopeErrorKind::InvalidParam, Some(source)) => write!(
                 f,
                 "route parameter {param:?} = {:?} is not valid: {source}",

@@ -140,10 +140,7 @@ impl GroupTemplate {
                             .map(|(_, d)| d.as_str())
                     });
                     let Some(value) = value else {
-                        let error = <serde_urlencoded::de::Error as serde::de::Error>::custom(format!(
-                            "missing query parameter {query:?}"
-                        ));
-                        return Err(ConsumerError::Scope(ScopeError::Query(error)));
+                        return Err(ConsumerError::Scope(ScopeError::missing_query_param(query)));
                     };
                     name.push_str(value);
                 }
