@@ -1,5 +1,5 @@
 //! The history checks: for layers whose
-//! [`ChannelLayer::history`](estuary_core::ChannelLayer::history) is `Some`.
+//! [`ChannelLayer::history`] is `Some`.
 //!
 //! They check the model written in `estuary_core::layer::history`: a
 //! recorded group's messages carry consecutive positions, a reader recovers

@@ -1,5 +1,5 @@
 //! The presence checks: for layers whose
-//! [`ChannelLayer::presence`](estuary_core::ChannelLayer::presence) is `Some`.
+//! [`ChannelLayer::presence`] is `Some`.
 //!
 //! They check the model written in `estuary_core::layer::presence`: one
 //! presence per key however many connections, join and leave announced
