@@ -125,6 +125,14 @@ pub const RESERVED_KEY: &str = "__asgi_channel__";
 /// The key under which a recording layer puts a group message's position
 /// ([`StreamPosition`], as `{"offset": 17, "epoch": "k3vQ9cXa"}`): see
 /// [`Message::position`] and the [history model](crate::layer::history).
+///
+/// ```
+/// use estuary_core::{Epoch, Message, POSITION_KEY, StreamPosition};
+///
+/// let msg = Message::from_json(&serde_json::json!({"type": "note"})).unwrap();
+/// let kept = msg.with_position(StreamPosition::new(3, Epoch::random()));
+/// assert_eq!(kept.to_json()[POSITION_KEY]["offset"], 3);
+/// ```
 pub const POSITION_KEY: &str = "__position__";
 
 impl Message {

@@ -87,6 +87,12 @@ use crate::names::GroupName;
 pub use crate::message::POSITION_KEY;
 
 /// The length of an [`Epoch`], in characters.
+///
+/// ```
+/// use estuary_core::{EPOCH_LEN, Epoch};
+///
+/// assert_eq!(Epoch::random().as_str().len(), EPOCH_LEN);
+/// ```
 pub const EPOCH_LEN: usize = 8;
 
 /// The name of one unbroken run of a group's offsets: it changes when the
@@ -337,6 +343,31 @@ pub enum HistoryError {
 ///
 /// Recording itself happens in the layer's
 /// [`group_send`](crate::ChannelLayer::group_send); these methods read.
+///
+/// ```
+/// use std::time::Duration;
+/// use estuary_core::{
+///     ChannelLayer, ChannelLayerConfig, ChannelLayerHandle, GroupName, HistoryConfig, HistoryError,
+///     InMemoryChannelLayer, Message,
+/// };
+///
+/// /// The last messages of a room, for a page that has just loaded.
+/// async fn recent(layer: &ChannelLayerHandle, room: &GroupName) -> Result<Vec<Message>, HistoryError> {
+///     let history = layer.history().ok_or(HistoryError::Unsupported)?;
+///     Ok(history.history_recent(room, 20).await?.messages)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let config = ChannelLayerConfig::default()
+///     .with_history_glob("chat_*", HistoryConfig::new(100, Duration::from_secs(60)))
+///     .unwrap();
+/// let layer = ChannelLayerHandle::new(InMemoryChannelLayer::new(config));
+/// let room = GroupName::new("chat_lobby").unwrap();
+/// let hi = Message::from_json(&serde_json::json!({"type": "chat.message", "text": "hi"})).unwrap();
+/// layer.group_send(&room, hi).await.unwrap();
+/// assert_eq!(recent(&layer, &room).await.unwrap().len(), 1);
+/// # });
+/// ```
 pub trait History: Send + Sync {
     /// True when a group send to `group` records (a pattern matches it).
     fn is_recorded(&self, group: &GroupName) -> bool;

@@ -33,6 +33,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The future an object-safe layer capability ([`Presence`], [`History`])
 /// returns.
+///
+/// ```
+/// use estuary_core::LayerFuture;
+///
+/// fn answer<'a>(n: &'a u32) -> LayerFuture<'a, u32> {
+///     Box::pin(async move { *n + 1 })
+/// }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(answer(&41).await, 42);
+/// # });
+/// ```
 pub type LayerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A channel layer failed.

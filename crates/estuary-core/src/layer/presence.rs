@@ -108,12 +108,34 @@ pub use coalesce::{PresenceCoalescer, PresenceTransition};
 pub use view::PresenceView;
 
 /// The `type` of the event that announces a group's presence changes.
+///
+/// ```
+/// use estuary_core::{GroupName, PRESENCE_DIFF, PresenceDiff};
+///
+/// let event = PresenceDiff::new(GroupName::new("room").unwrap()).to_message().unwrap();
+/// assert_eq!(event.message_type(), PRESENCE_DIFF);
+/// ```
 pub const PRESENCE_DIFF: &str = "presence.diff";
 
 /// The longest [`PresenceKey`], in bytes.
+///
+/// ```
+/// use estuary_core::{MAX_PRESENCE_KEY_LEN, PresenceKey};
+///
+/// assert!(PresenceKey::new(&"k".repeat(MAX_PRESENCE_KEY_LEN)).is_ok());
+/// assert!(PresenceKey::new(&"k".repeat(MAX_PRESENCE_KEY_LEN + 1)).is_err());
+/// ```
 pub const MAX_PRESENCE_KEY_LEN: usize = 256;
 
 /// The most bytes a [`PresenceMeta`] may take as JSON.
+///
+/// ```
+/// use estuary_core::{MAX_PRESENCE_META_BYTES, PresenceMeta};
+///
+/// // A JSON string of n characters takes n + 2 bytes.
+/// let fits = "x".repeat(MAX_PRESENCE_META_BYTES - 2);
+/// assert!(PresenceMeta::new(serde_json::json!(fits)).is_ok());
+/// ```
 pub const MAX_PRESENCE_META_BYTES: usize = 1024;
 
 /// Who a presence is: a user id, or a connection's channel name for an
@@ -332,6 +354,20 @@ pub struct PresenceJoined {
 }
 
 /// One key in a group's presence.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, GroupName, InMemoryChannelLayer, PresenceKey, PresenceMeta};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = InMemoryChannelLayer::default();
+/// let room = GroupName::new("room").unwrap();
+/// let me = layer.new_channel().await.unwrap();
+/// let presence = layer.presence().unwrap();
+/// presence.presence_join(&room, &me, &PresenceKey::new("42").unwrap(), &PresenceMeta::default()).await.unwrap();
+/// let entry = &presence.presence_list(&room).await.unwrap().entries[0];
+/// assert_eq!((entry.key.as_str(), entry.connections), ("42", 1));
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceEntry {
     /// Who.
@@ -389,6 +425,13 @@ pub struct PresenceCount {
 }
 
 /// One key's change in a [`PresenceDiff`].
+///
+/// ```
+/// use estuary_core::{PresenceChange, PresenceMeta};
+///
+/// let change: PresenceChange = serde_json::from_str(r#"{"meta": {"name": "ann"}, "version": 7}"#).unwrap();
+/// assert_eq!(change.meta, PresenceMeta::new(serde_json::json!({"name": "ann"})).unwrap());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceChange {
     /// For a join, the key's metadata now; for a leave, the metadata it had.
@@ -508,7 +551,22 @@ pub enum PresenceError {
 ///
 /// Consumers use it through their [`Context`](crate::Context)
 /// (`presence_join`, `presence_leave`, `presence_list`), which passes the
-/// connection's own channel.
+/// connection's own channel; anything holding a layer (an HTTP handler
+/// answering "who is online") lists and counts through it directly.
+///
+/// ```
+/// use estuary_core::{ChannelLayer, ChannelLayerHandle, GroupName, PresenceError};
+///
+/// async fn online(layer: &ChannelLayerHandle, room: &GroupName) -> Result<usize, PresenceError> {
+///     let presence = layer.presence().ok_or(PresenceError::Unsupported)?;
+///     Ok(presence.presence_count(room).await?.keys)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let layer = ChannelLayerHandle::default();
+/// assert_eq!(online(&layer, &GroupName::new("chat_lobby").unwrap()).await.unwrap(), 0);
+/// # });
+/// ```
 pub trait Presence: Send + Sync {
     /// Adds `channel`, an open connection of this process, to `group`'s
     /// presence as `key` with `meta` (or changes its key or metadata). The

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{RedisChannelLayer, unavailable};
 use crate::codec::{Target, encode_member};
-use crate::faults::{WrongType, layer_error};
+use crate::faults::{NotRestored, WrongType, layer_error};
 use crate::local::{LocalQueue, lock};
 use crate::scripts;
 impl ChannelLayer for RedisChannelLayer {
@@ -130,6 +130,13 @@ impl ChannelLayer for RedisChannelLayer {
         let Some(history) = inner.config.layer.history_for(group) else {
             return inner.group_send(group, message).await;
         };
+        if !inner.is_healthy() {
+            // Refused before anything is recorded, as `Inner::group_send`
+            // would refuse it: a retry then records it once.
+            let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
+            inner.count_failure(&error);
+            return Err(error);
+        }
         // Recorded first: a member that sees the message finds it in the
         // history too.
         let position = inner.record(group, history, &message).await?;
