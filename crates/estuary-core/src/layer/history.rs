@@ -38,7 +38,9 @@
 //! Live delivery keeps the layer's own order rules: on the in-memory layer a
 //! group's members receive its messages in offset order; across processes
 //! (Redis) two senders' messages may reach a member in either order while
-//! the history keeps one. Messages that do not go through a recording
+//! the history keeps one. A client that must never miss one keeps, as its
+//! position, the highest offset below which it received every message
+//! (not merely the highest it received), and skips offsets it already has. Messages that do not go through a recording
 //! layer's `group_send` (a Django process's channels_redis `group_send`
 //! into a shared Redis) are delivered live and not recorded.
 //!
