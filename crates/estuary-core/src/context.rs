@@ -1,5 +1,7 @@
 //! What a consumer's handlers work with: the scope, the layer, the client.
 
+mod presence;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

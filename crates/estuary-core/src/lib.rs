@@ -9,6 +9,11 @@
 //!   [`ChannelLayerHandle`] for everything that needs a layer.
 //! * [`ChannelName`], [`GroupName`], [`Message`]: validated names and
 //!   encode-once messages.
+//! * [`Presence`] (who is in a group, once per user, announced as
+//!   `presence.diff` events) and [`History`] (recorded groups, positions,
+//!   recovery after a reconnect): optional capabilities of a layer, which
+//!   the in-memory layer has (modules [`layer::presence`] and
+//!   [`layer::history`]).
 //! * [`Worker`], [`ChannelNameRouter`] and [`run_workers`]: background
 //!   workers on named channels (Channels' `runworker`).
 //! * [`Authenticator`], [`Handshake`], [`Admission`] and [`AuthChain`]
@@ -49,7 +54,12 @@ pub use json::{JsonConsumer, JsonFrameError, OnMalformed};
 pub use json_encoder::{JsonEncoder, SerdeJsonEncoder};
 pub use layer::{
     BoxError, ChannelLayer, ChannelLayerConfig, ChannelLayerError, ChannelLayerHandle, ChannelReceiver,
-    GroupSendReport, InMemoryChannelLayer, OVERFLOW_FACTOR, REAP_INTERVAL, ReceiverState, SendError,
+    EPOCH_LEN, Epoch, GroupSendReport, History, HistoryConfig, HistoryError, InMemoryChannelLayer,
+    InvalidEpoch, LayerFuture, MAX_PRESENCE_KEY_LEN, MAX_PRESENCE_META_BYTES, OVERFLOW_FACTOR, POSITION_KEY,
+    PRESENCE_DIFF, Presence, PresenceChange, PresenceCoalescer, PresenceConfig, PresenceCount, PresenceDiff,
+    PresenceEntry, PresenceError, PresenceJoined, PresenceKey, PresenceList, PresenceMeta,
+    PresenceTransition, PresenceView, REAP_INTERVAL, ReceiverState, Recovered, Recovery, SendError,
+    StreamPosition, Unrecoverable,
 };
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::layer::StreamPosition;
 use crate::ws::WsMessage;
 
 /// Why a value cannot be a channel-layer message, or a message cannot be decoded.
@@ -124,6 +125,19 @@ pub(crate) enum Handling<E> {
 /// The key channel layers use to address a message inside a shared queue.
 pub const RESERVED_KEY: &str = "__asgi_channel__";
 
+/// The key under which a recording layer puts a group message's position
+/// ([`StreamPosition`], as `{"offset": 17, "epoch": "k3vQ9cXa"}`): see
+/// [`Message::position`] and the [history model](crate::layer::history).
+///
+/// ```
+/// use estuary_core::{Epoch, Message, POSITION_KEY, StreamPosition};
+///
+/// let msg = Message::from_json(&serde_json::json!({"type": "note"})).unwrap();
+/// let kept = msg.with_position(StreamPosition::new(3, Epoch::random()));
+/// assert_eq!(kept.to_json()[POSITION_KEY]["offset"], 3);
+/// ```
+pub const POSITION_KEY: &str = "__position__";
+
 impl Message {
     /// Encodes a serde value as a message (structs as maps, as Python reads them).
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, MessageError> {
@@ -196,6 +210,59 @@ impl Message {
     /// The encoded msgpack bytes, by value.
     pub fn into_bytes(self) -> Bytes {
         self.inner.bytes.clone()
+    }
+
+    /// The message with its position under [`POSITION_KEY`] (what a
+    /// recording layer delivers and keeps). The map's other entries are
+    /// copied as they are, not decoded; a position the message held already
+    /// is replaced.
+    ///
+    /// ```
+    /// use estuary_core::{Epoch, Message, StreamPosition};
+    ///
+    /// let msg = Message::from_json(&serde_json::json!({"type": "chat.message", "text": "hi"})).unwrap();
+    /// assert_eq!(msg.position(), None);
+    /// let at = StreamPosition::new(7, Epoch::random());
+    /// let recorded = msg.with_position(at);
+    /// assert_eq!(recorded.position(), Some(at));
+    /// assert_eq!(recorded.to_json()["text"], "hi");
+    /// assert_eq!(recorded.to_json()["__position__"]["offset"], 7);
+    /// ```
+    pub fn with_position(&self, position: StreamPosition) -> Message {
+        let bytes = &self.inner.bytes[..];
+        let Some((count, body, held)) = top_level(bytes, POSITION_KEY) else {
+            return self.clone();
+        };
+        let mut out = Vec::with_capacity(bytes.len() + 40);
+        let count = count - u32::from(held.is_some()) + 1;
+        // Writing to a Vec cannot fail.
+        let _ = rmp::encode::write_map_len(&mut out, count);
+        match held {
+            Some((start, end)) => {
+                out.extend_from_slice(&bytes[body..start]);
+                out.extend_from_slice(&bytes[end..]);
+            }
+            None => out.extend_from_slice(&bytes[body..]),
+        }
+        let _ = rmp::encode::write_str(&mut out, POSITION_KEY);
+        let _ = rmp::encode::write_map_len(&mut out, 2);
+        let _ = rmp::encode::write_str(&mut out, "offset");
+        let _ = rmp::encode::write_uint(&mut out, position.offset);
+        let _ = rmp::encode::write_str(&mut out, "epoch");
+        let _ = rmp::encode::write_str(&mut out, position.epoch.as_str());
+        Message::from_msgpack(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+    }
+
+    /// The position a recording layer gave this message (its
+    /// [`POSITION_KEY`] entry), if it has a well-formed one.
+    pub fn position(&self) -> Option<StreamPosition> {
+        let bytes = &self.inner.bytes[..];
+        let (_, _, held) = top_level(bytes, POSITION_KEY)?;
+        let (start, end) = held?;
+        let mut entry = &bytes[start..end];
+        let _ = rmp::decode::read_str_len(&mut entry).ok()?;
+        let value = &entry[POSITION_KEY.len()..];
+        rmp_serde::from_slice(value).ok()
     }
 
     /// True once a channel layer counts this message against its bound.
@@ -290,6 +357,30 @@ fn find_type(bytes: &[u8]) -> Result<(u32, u32), MessageError> {
         return Err(MessageError::Shape("trailing bytes"));
     }
     type_at.ok_or(MessageError::Shape("no \"type\""))
+}
+
+/// A top-level map as [`top_level`] finds it: its entry count, where its
+/// first entry starts, and the byte range (key and value) of the entry
+/// looked for, if it is there.
+type TopLevel = (u32, usize, Option<(usize, usize)>);
+
+/// Walks a top-level map, looking for the entry whose key is `key`.
+fn top_level(bytes: &[u8], key: &str) -> Option<TopLevel> {
+    let mut rd = bytes;
+    let count = rmp::decode::read_map_len(&mut rd).ok()?;
+    let body = bytes.len() - rd.len();
+    let mut found = None;
+    for _ in 0..count {
+        let start = bytes.len() - rd.len();
+        let key_len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
+        let this = rd.get(..key_len)?;
+        rd = &rd[key_len..];
+        skip_value(&mut rd).ok()?;
+        if this == key.as_bytes() {
+            found = Some((start, bytes.len() - rd.len()));
+        }
+    }
+    Some((count, body, found))
 }
 
 fn skip_value(rd: &mut &[u8]) -> Result<(), MessageError> {

@@ -6,6 +6,9 @@
 //! per-channel capacities. Each check makes a fresh layer through your
 //! factory, so a shared backend must give each call its own key prefix.
 //!
+//! The optional capabilities have suites of their own: [`presence`] for a
+//! layer that tracks presence, [`history`] for one that records groups.
+//!
 //! ```
 //! use estuary_core::InMemoryChannelLayer;
 //! use estuary_testing::conformance::{self, PausedClock};
@@ -16,6 +19,9 @@
 //! }
 //! # fn main() {}
 //! ```
+
+pub mod history;
+pub mod presence;
 
 use std::future::Future;
 use std::time::Duration;

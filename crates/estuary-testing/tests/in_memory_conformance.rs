@@ -85,3 +85,39 @@ async fn in_memory_reports_every_skip_and_full_process_channel() {
     ));
     let _ = ChannelName::new("unused");
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_memory_presence_passes_the_presence_suite() {
+    conformance::presence::run_all(
+        |config| async move { InMemoryChannelLayer::new(config) },
+        PausedClock,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_passes_the_presence_suite() {
+    conformance::presence::run_all(
+        |config| async move { ChannelLayerHandle::new(InMemoryChannelLayer::new(config)) },
+        PausedClock,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_memory_history_passes_the_history_suite() {
+    conformance::history::run_all(
+        |config| async move { InMemoryChannelLayer::new(config) },
+        PausedClock,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_passes_the_history_suite() {
+    conformance::history::run_all(
+        |config| async move { ChannelLayerHandle::new(InMemoryChannelLayer::new(config)) },
+        PausedClock,
+    )
+    .await;
+}

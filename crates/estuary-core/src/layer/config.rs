@@ -1,8 +1,13 @@
 //! Settings shared by every channel layer, with Django Channels' defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
+
+use super::history::HistoryConfig;
+use super::presence::PresenceConfig;
+use crate::names::GroupName;
 
 /// The settings every channel layer honours, named and defaulted as in
 /// Channels' `CHANNEL_LAYERS[...]["CONFIG"]`.
@@ -27,6 +32,16 @@ pub struct ChannelLayerConfig {
     channel_capacity: Vec<(Regex, usize)>,
     max_channels: usize,
     max_bytes: usize,
+    history: Option<Arc<HistoryPatterns>>,
+    presence: PresenceConfig,
+}
+
+/// The recorded group patterns, compiled into one set.
+#[derive(Debug)]
+struct HistoryPatterns {
+    globs: Vec<String>,
+    configs: Vec<HistoryConfig>,
+    set: RegexSet,
 }
 
 impl Default for ChannelLayerConfig {
@@ -38,6 +53,8 @@ impl Default for ChannelLayerConfig {
             channel_capacity: Vec::new(),
             max_channels: 100_000,
             max_bytes: 128 * 1024 * 1024,
+            history: None,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -113,6 +130,74 @@ impl ChannelLayerConfig {
     /// ```
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
+    }
+
+    /// Records the groups whose names match a shell glob (`*`, `?`,
+    /// `[...]`, as for [`with_channel_capacity_glob`](Self::with_channel_capacity_glob))
+    /// with `config`: their group sends are kept and numbered (see the
+    /// [history model](crate::layer::history)). Patterns are tried in the
+    /// order they were added; the first that matches decides. With no
+    /// pattern, nothing is recorded and group sends check nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_core::{ChannelLayerConfig, GroupName, HistoryConfig};
+    ///
+    /// let config = ChannelLayerConfig::default()
+    ///     .with_history_glob("chat_*", HistoryConfig::new(100, Duration::from_secs(300)))
+    ///     .unwrap();
+    /// let lobby = GroupName::new("chat_lobby").unwrap();
+    /// assert_eq!(config.history_for(&lobby).map(|h| h.size()), Some(100));
+    /// assert!(config.history_for(&GroupName::new("user.42").unwrap()).is_none());
+    /// assert_eq!(config.history_globs().collect::<Vec<_>>(), ["chat_*"]);
+    /// ```
+    pub fn with_history_glob(mut self, glob: &str, config: HistoryConfig) -> Result<Self, regex::Error> {
+        let (mut globs, mut configs) = match self.history.take() {
+            Some(patterns) => (patterns.globs.clone(), patterns.configs.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        globs.push(glob.to_owned());
+        configs.push(config);
+        let set = RegexSet::new(globs.iter().map(|g| glob_to_regex(g)))?;
+        self.history = Some(Arc::new(HistoryPatterns { globs, configs, set }));
+        Ok(self)
+    }
+
+    /// How `group` is recorded: the config of the first history pattern
+    /// that matches it, or `None` (not recorded). Free when no pattern is
+    /// configured; otherwise one match against the compiled set.
+    pub fn history_for(&self, group: &GroupName) -> Option<&HistoryConfig> {
+        let patterns = self.history.as_deref()?;
+        let first = patterns.set.matches(group.as_str()).into_iter().next()?;
+        patterns.configs.get(first)
+    }
+
+    /// The recorded group patterns, in the order they are tried.
+    pub fn history_globs(&self) -> impl Iterator<Item = &str> {
+        self.history
+            .iter()
+            .flat_map(|patterns| patterns.globs.iter().map(String::as_str))
+    }
+
+    /// How presence is announced and, on layers shared by processes,
+    /// refreshed (see [`PresenceConfig`]).
+    pub fn presence(&self) -> &PresenceConfig {
+        &self.presence
+    }
+
+    /// Sets [`presence`](Self::presence).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_core::{ChannelLayerConfig, PresenceConfig};
+    ///
+    /// let config = ChannelLayerConfig::default()
+    ///     .with_presence(PresenceConfig::default().with_interval(Duration::from_millis(250)));
+    /// assert_eq!(config.presence().interval(), Duration::from_millis(250));
+    /// ```
+    pub fn with_presence(mut self, presence: PresenceConfig) -> Self {
+        self.presence = presence;
+        self
     }
 
     /// Sets [`max_bytes`](Self::max_bytes).

@@ -5,7 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, ReceiverState, SendError};
+use super::{
+    ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, History, Presence, ReceiverState,
+    SendError,
+};
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
@@ -39,6 +42,8 @@ trait DynChannelLayer: Send + Sync {
     fn backlogged(&self) -> bool;
     fn relieved(&self) -> BoxFuture<'_, ()>;
     fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a>;
+    fn presence(&self) -> Option<&dyn Presence>;
+    fn history(&self) -> Option<&dyn History>;
     fn type_name(&self) -> &'static str;
 }
 
@@ -97,6 +102,12 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     }
     fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
         ChannelLayer::receiver(self, channel)
+    }
+    fn presence(&self) -> Option<&dyn Presence> {
+        ChannelLayer::presence(self)
+    }
+    fn history(&self) -> Option<&dyn History> {
+        ChannelLayer::history(self)
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<L>()
@@ -193,5 +204,11 @@ impl ChannelLayer for ChannelLayerHandle {
     }
     fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
         self.inner.receiver(channel)
+    }
+    fn presence(&self) -> Option<&dyn Presence> {
+        self.inner.presence()
+    }
+    fn history(&self) -> Option<&dyn History> {
+        self.inner.history()
     }
 }

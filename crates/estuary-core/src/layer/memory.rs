@@ -2,6 +2,8 @@
 
 mod budget;
 mod channel_layer;
+mod history;
+mod presence;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -13,9 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::time::Instant;
 
 use super::ChannelLayerConfig;
+use super::presence::PresenceCoalescer;
 use crate::names::{ChannelName, GroupName};
 use crate::sync::{lock, read, write};
 use budget::Budget;
+use history::Recorded;
+use presence::Book;
 use queue::{Backlog, Queue};
 
 /// The longest pause between two runs of the in-memory layer's reaper.
@@ -73,6 +78,12 @@ struct Inner {
     dropped: AtomicU64,
     backlog: Arc<Backlog>,
     budget: Arc<Budget>,
+    /// Who is present in which group.
+    presence: Mutex<Book>,
+    /// Presence changes waiting to be announced.
+    diffs: PresenceCoalescer,
+    /// The recorded groups' histories.
+    histories: Mutex<HashMap<GroupName, Recorded>>,
 }
 
 type Members = HashMap<ChannelName, Member>;
@@ -128,6 +139,9 @@ impl InMemoryChannelLayer {
         Self {
             inner: Arc::new(Inner {
                 budget,
+                presence: Mutex::default(),
+                diffs: PresenceCoalescer::new(config.presence().interval()),
+                histories: Mutex::default(),
                 config,
                 client_prefix: format!("specific.{}!", uuid::Uuid::new_v4().simple()),
                 channels: Mutex::new(HashMap::new()),
@@ -188,6 +202,11 @@ impl InMemoryChannelLayer {
 impl Inner {
     fn channels(&self) -> MutexGuard<'_, HashMap<ChannelName, Arc<Queue>>> {
         lock(&self.channels)
+    }
+
+    /// True while `channel` is an open channel made by this layer.
+    fn is_open(&self, channel: &ChannelName) -> bool {
+        channel.as_str().starts_with(&self.client_prefix) && self.channels().contains_key(channel)
     }
 
     fn group(&self, group: &GroupName) -> Option<Arc<Mutex<Members>>> {
@@ -303,5 +322,6 @@ impl Inner {
                 self.remove_if_empty(&group);
             }
         }
+        self.reap_histories(now);
     }
 }

@@ -4,7 +4,9 @@
 
 mod config;
 mod handle;
+pub mod history;
 mod memory;
+pub mod presence;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,13 +14,37 @@ use std::task::Poll;
 
 pub use config::ChannelLayerConfig;
 pub use handle::ChannelLayerHandle;
+pub use history::{
+    EPOCH_LEN, Epoch, History, HistoryConfig, HistoryError, InvalidEpoch, POSITION_KEY, Recovered, Recovery,
+    StreamPosition, Unrecoverable,
+};
 pub use memory::{InMemoryChannelLayer, REAP_INTERVAL};
+pub use presence::{
+    MAX_PRESENCE_KEY_LEN, MAX_PRESENCE_META_BYTES, PRESENCE_DIFF, Presence, PresenceChange,
+    PresenceCoalescer, PresenceConfig, PresenceCount, PresenceDiff, PresenceEntry, PresenceError,
+    PresenceJoined, PresenceKey, PresenceList, PresenceMeta, PresenceTransition, PresenceView,
+};
 
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
 
 /// A boxed error from a layer's backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The future an object-safe layer capability ([`Presence`], [`History`])
+/// returns.
+///
+/// ```
+/// use estuary_core::LayerFuture;
+///
+/// fn answer<'a>(n: &'a u32) -> LayerFuture<'a, u32> {
+///     Box::pin(async move { *n + 1 })
+/// }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(answer(&41).await, 42);
+/// # });
+/// ```
+pub type LayerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A channel layer failed.
 ///
@@ -169,7 +195,7 @@ impl SendError {
 /// let hello = Message::from_json(&serde_json::json!({"type": "hello"})).unwrap();
 /// layer.send(&a, hello.clone()).await.unwrap(); // `a` is now full
 /// let report = layer.group_send(&room, hello).await.unwrap();
-/// assert_eq!(report, GroupSendReport { delivered: 1, dropped: 1 });
+/// assert_eq!(report, GroupSendReport { delivered: 1, dropped: 1, position: None });
 /// # });
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,6 +205,9 @@ pub struct GroupSendReport {
     pub delivered: usize,
     /// Members skipped because their channel was full.
     pub dropped: usize,
+    /// The message's position when the group is recorded (see
+    /// [`ChannelLayerConfig::with_history_glob`]); `None` otherwise.
+    pub position: Option<StreamPosition>,
 }
 
 /// How many times its capacity a [`ReceiverState::Live`] channel may hold
@@ -279,6 +308,12 @@ pub enum ReceiverState {
 ///   future loses no message: use it in `tokio::select!`.
 /// * **Names only.** A layer knows channel and group names and messages; it
 ///   never sees a socket.
+/// * **Optional capabilities.** A layer may track presence
+///   ([`presence`](ChannelLayer::presence)) and record groups' history
+///   ([`history`](ChannelLayer::history)); a recorded group's
+///   [`group_send`](ChannelLayer::group_send) delivers the message with its
+///   position. A layer that tracks presence leaves a channel's presences
+///   when the channel is closed.
 ///
 /// # Example
 ///
@@ -335,7 +370,10 @@ pub trait ChannelLayer: Send + Sync + 'static {
 
     /// Sends `message` to every current member of `group`, skipping full ones
     /// (a live member that is merely behind is not full until the overflow
-    /// limit: see the flow-control rule above).
+    /// limit: see the flow-control rule above). When the layer records
+    /// `group` ([`history`](ChannelLayer::history)), the message is kept
+    /// and delivered with its position under [`POSITION_KEY`], and the
+    /// report has the position.
     fn group_send(
         &self,
         group: &GroupName,
@@ -394,6 +432,34 @@ pub trait ChannelLayer: Send + Sync + 'static {
     /// (at once when it is not).
     fn relieved(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// The layer's presence tracking, if it has it (`None` by default): see
+    /// [`Presence`].
+    ///
+    /// ```
+    /// use estuary_core::{ChannelLayer, ChannelLayerHandle, InMemoryChannelLayer};
+    ///
+    /// let layer = ChannelLayerHandle::new(InMemoryChannelLayer::default());
+    /// assert!(layer.presence().is_some());
+    /// ```
+    fn presence(&self) -> Option<&dyn Presence> {
+        None
+    }
+
+    /// The layer's group history, if it keeps one (`None` by default): see
+    /// [`History`].
+    ///
+    /// ```
+    /// use estuary_core::{ChannelLayer, GroupName, InMemoryChannelLayer};
+    ///
+    /// let layer = InMemoryChannelLayer::default();
+    /// let history = layer.history().expect("the in-memory layer can record");
+    /// // Nothing is recorded until a pattern is configured.
+    /// assert!(!history.is_recorded(&GroupName::new("chat_lobby").unwrap()));
+    /// ```
+    fn history(&self) -> Option<&dyn History> {
+        None
     }
 
     /// A receiver bound to `channel`, for a caller that receives on it for a

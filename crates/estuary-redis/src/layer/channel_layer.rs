@@ -1,14 +1,15 @@
 //! The Redis layer's [`ChannelLayer`] operations.
 
 use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
+    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, History, Message, Presence,
+    SendError,
 };
 
 use std::sync::Arc;
 
 use super::{RedisChannelLayer, unavailable};
 use crate::codec::{Target, encode_member};
-use crate::faults::{WrongType, layer_error};
+use crate::faults::{NotRestored, WrongType, layer_error};
 use crate::local::{LocalQueue, lock};
 use crate::scripts;
 impl ChannelLayer for RedisChannelLayer {
@@ -125,7 +126,23 @@ impl ChannelLayer for RedisChannelLayer {
         group: &GroupName,
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
-        self.inner.group_send(group, message).await
+        let inner = &self.inner;
+        let Some(history) = inner.config.layer.history_for(group) else {
+            return inner.group_send(group, message).await;
+        };
+        if !inner.is_healthy() {
+            // Refused before anything is recorded, as `Inner::group_send`
+            // would refuse it: a retry then records it once.
+            let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
+            inner.count_failure(&error);
+            return Err(error);
+        }
+        // Recorded first: a member that sees the message finds it in the
+        // history too.
+        let position = inner.record(group, history, &message).await?;
+        let mut report = inner.group_send(group, message.with_position(position)).await?;
+        report.position = Some(position);
+        Ok(report)
     }
 
     async fn flush(&self) -> Result<(), ChannelLayerError> {
@@ -140,6 +157,8 @@ impl ChannelLayer for RedisChannelLayer {
                 .map_err(unavailable)?;
         }
         lock(&inner.memberships).clear();
+        lock(&inner.held).clear();
+        inner.diffs.clear();
         for queue in lock(&inner.local).values() {
             queue.clear();
         }
@@ -160,5 +179,14 @@ impl ChannelLayer for RedisChannelLayer {
             rx.token.cancel();
             rx.queue.close();
         }
+        inner.leave_all(channel).await;
+    }
+
+    fn presence(&self) -> Option<&dyn Presence> {
+        Some(self)
+    }
+
+    fn history(&self) -> Option<&dyn History> {
+        Some(self)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estuary_core::{ChannelLayerError, ChannelName, GroupName};
+use estuary_core::{ChannelLayerError, ChannelName, GroupName, PresenceCoalescer};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -18,13 +18,16 @@ use crate::shard::shard_index;
 mod channel_layer;
 mod dispatch;
 mod group_send;
+mod history;
 mod memberships;
+mod presence;
 mod receive;
 mod registry;
 mod untrusted;
 mod warnings;
 
 use memberships::membership_loop;
+use presence::{Held, presence_loop};
 use receive::receive_loop;
 use registry::Registry;
 
@@ -141,6 +144,35 @@ use registry::Registry;
 /// Each warning these faults log is logged at most once a second per kind,
 /// with the number held back since the last one, and says what to do.
 ///
+/// # Presence and history
+///
+/// The layer tracks presence ([`ChannelLayer::presence`](estuary_core::ChannelLayer::presence))
+/// and records the groups its configuration names
+/// ([`ChannelLayerConfig::with_history_glob`](estuary_core::ChannelLayerConfig::with_history_glob)),
+/// shared by every process on the same Redis and prefix:
+///
+/// * **Presence** lives in two keys per group on the group's shard
+///   (`{prefix}:presence:{group}:c` and `:h`). Each connection's entry
+///   lapses [`PresenceConfig::timeout`](estuary_core::PresenceConfig::timeout)
+///   after its process last renewed it; every
+///   [`PresenceConfig::refresh`](estuary_core::PresenceConfig::refresh) a
+///   process renews its own and takes out lapsed ones in the groups it holds
+///   presences or members in, announcing the leaves. A process that dies
+///   loses its presences within timeout plus refresh (plus the diff
+///   interval for the announcement); lists and counts never show a lapsed
+///   entry. Transitions are numbered in Redis, so diffs from two processes
+///   apply in any order ([`PresenceView`](estuary_core::PresenceView)).
+/// * **History** is a stream per recorded group (`{prefix}:history:{group}`,
+///   capped with `MAXLEN` at the size, entry ids the offsets) and its epoch
+///   and last offset beside it (`:meta`), so that every process records into
+///   one order; Redis's clock decides the ttl. When the keys are lost
+///   (expired after `meta_ttl`, evicted, flushed, Redis restarted empty), the
+///   group starts a new epoch. A group send records before it delivers, so a
+///   member never sees a message its history lacks; two processes sending at
+///   once may deliver in the other order than their offsets. Messages sent
+///   by a channels_redis process (a Django `group_send`) are delivered and
+///   not recorded.
+///
 /// # Differences from channels_redis
 ///
 /// * Sends to plain channels (no `!`) use the consistent hash on their name,
@@ -203,6 +235,10 @@ struct Inner {
     /// Losses reported to this process's channels because Redis lost their
     /// group membership or this process's queue.
     losses_reported: AtomicU64,
+    /// This process's presences, renewed every presence refresh.
+    held: Mutex<Held>,
+    /// Presence changes waiting to be announced.
+    diffs: PresenceCoalescer,
     shutdown: CancellationToken,
 }
 
@@ -273,6 +309,8 @@ impl RedisChannelLayer {
             repaired: AtomicU64::new(0),
             invalid_members: AtomicU64::new(0),
             losses_reported: AtomicU64::new(0),
+            held: Mutex::default(),
+            diffs: PresenceCoalescer::new(config.layer.presence().interval()),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -287,6 +325,7 @@ impl RedisChannelLayer {
             inner.shutdown.clone(),
         ));
         tokio::spawn(membership_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
+        tokio::spawn(presence_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
         Ok(Self { inner })
     }
 

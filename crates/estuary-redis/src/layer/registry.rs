@@ -117,6 +117,11 @@ impl Registry {
             .collect()
     }
 
+    /// Every group this process has members in.
+    pub(super) fn groups(&self) -> Vec<GroupName> {
+        self.by_group.keys().cloned().collect()
+    }
+
     /// One member of each group, to check the group key still holds it.
     pub(super) fn samples(&self) -> Vec<(GroupName, ChannelName)> {
         self.by_group

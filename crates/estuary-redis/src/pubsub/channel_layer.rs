@@ -168,6 +168,7 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         Ok(GroupSendReport {
             delivered: receivers.max(0) as usize,
             dropped: 0,
+            position: None,
         })
     }
 

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::queue::QueueReceiver;
-use super::{InMemoryChannelLayer, Member, Missing};
+use super::{InMemoryChannelLayer, Inner, Member, Missing};
 use crate::layer::{
-    ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, OVERFLOW_FACTOR, ReceiveLoop,
-    ReceiverState, SendError,
+    ChannelLayer, ChannelLayerError, ChannelReceiver, GroupSendReport, History, OVERFLOW_FACTOR, Presence,
+    ReceiveLoop, ReceiverState, SendError,
 };
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};
@@ -117,55 +117,14 @@ impl ChannelLayer for InMemoryChannelLayer {
         group: &GroupName,
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
-        let now = Instant::now();
-        let expires = now + self.inner.config.expiry();
-        let ttl = self.inner.config.group_expiry();
-        let mut report = GroupSendReport::default();
-        let mut live_dropped = 0;
-        let Some(members) = self.inner.group(group) else {
-            return Ok(report);
-        };
-        let empty = {
-            let mut members = lock(&members);
-            members.retain(|name, m| !m.is_stale(name, now, ttl));
-            if !members.is_empty() {
-                // Charged once for every member: they share the message.
-                self.inner.budget.charge(&message)?;
-                for member in members.values() {
-                    // Cloning a Message clones a refcounted Bytes: one encoding for all.
-                    match member.queue.push(message.clone(), expires, now, true) {
-                        Ok(()) => report.delivered += 1,
-                        Err(rejected) => {
-                            report.dropped += 1;
-                            live_dropped += usize::from(rejected.live);
-                        }
-                    }
-                }
-            }
-            members.is_empty()
-        };
-        if empty {
-            self.inner.remove_if_empty(group);
-        }
-        if report.dropped > 0 {
-            self.inner
-                .dropped
-                .fetch_add(report.dropped as u64, Ordering::Relaxed);
-            tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
-        }
-        if live_dropped > 0 {
-            crate::throttled!(
-                warn,
-                %group,
-                members = live_dropped,
-                "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
-            );
-        }
-        Ok(report)
+        self.inner.deliver(group, message, true)
     }
 
     async fn flush(&self) -> Result<(), ChannelLayerError> {
         write(&self.inner.groups).clear();
+        lock(&self.inner.presence).clear();
+        self.inner.diffs.clear();
+        lock(&self.inner.histories).clear();
         // Open channels stay open (their receivers keep waiting); only
         // messages go, and worker queues are forgotten.
         let own = self.inner.client_prefix.clone();
@@ -188,6 +147,10 @@ impl ChannelLayer for InMemoryChannelLayer {
                 receiver.wake();
             }
         }
+        // After the channel left the map: a presence join racing this
+        // finds it closed, or is cleared here.
+        let left = lock(&self.inner.presence).leave_all(channel);
+        self.inner.announce(left);
     }
 
     fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
@@ -218,6 +181,14 @@ impl ChannelLayer for InMemoryChannelLayer {
         })
     }
 
+    fn presence(&self) -> Option<&dyn Presence> {
+        Some(self)
+    }
+
+    fn history(&self) -> Option<&dyn History> {
+        Some(self)
+    }
+
     async fn relieved(&self) {
         let backlog = &self.inner.backlog;
         loop {
@@ -229,5 +200,78 @@ impl ChannelLayer for InMemoryChannelLayer {
             }
             relief.await;
         }
+    }
+}
+
+impl Inner {
+    /// A group send; `record` false for the layer's own events (presence
+    /// diffs), which are never recorded. A recorded group's message is
+    /// numbered and kept under the group's lock, so that members receive
+    /// the group's messages in offset order.
+    pub(super) fn deliver(
+        &self,
+        group: &GroupName,
+        message: Message,
+        record: bool,
+    ) -> Result<GroupSendReport, ChannelLayerError> {
+        let now = Instant::now();
+        let recorded = if record {
+            self.config.history_for(group)
+        } else {
+            None
+        };
+        let mut report = GroupSendReport::default();
+        let Some(members) = self.group(group) else {
+            if let Some(history) = recorded {
+                report.position = Some(self.record(group, history, &message, now)?.1);
+            }
+            return Ok(report);
+        };
+        let expires = now + self.config.expiry();
+        let ttl = self.config.group_expiry();
+        let mut live_dropped = 0;
+        let empty = {
+            let mut members = lock(&members);
+            let message = match recorded {
+                Some(history) => {
+                    let (message, position) = self.record(group, history, &message, now)?;
+                    report.position = Some(position);
+                    message
+                }
+                None => message,
+            };
+            members.retain(|name, m| !m.is_stale(name, now, ttl));
+            if !members.is_empty() {
+                // Charged once for every member: they share the message.
+                self.budget.charge(&message)?;
+                for member in members.values() {
+                    // Cloning a Message clones a refcounted Bytes: one encoding for all.
+                    match member.queue.push(message.clone(), expires, now, true) {
+                        Ok(()) => report.delivered += 1,
+                        Err(rejected) => {
+                            report.dropped += 1;
+                            live_dropped += usize::from(rejected.live);
+                        }
+                    }
+                }
+            }
+            members.is_empty()
+        };
+        if empty {
+            self.remove_if_empty(group);
+        }
+        if report.dropped > 0 {
+            self.dropped.fetch_add(report.dropped as u64, Ordering::Relaxed);
+            tracing::debug!(%group, dropped = report.dropped, "group_send skipped full channels");
+        }
+        if live_dropped > 0 {
+            crate::throttled!(
+                warn,
+                %group,
+                members = live_dropped,
+                "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
+            );
+        }
+        Ok(report)
     }
 }

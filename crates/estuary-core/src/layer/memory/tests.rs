@@ -64,7 +64,8 @@ async fn a_live_member_behind_gets_everything_and_backlogs_the_layer() {
             report,
             GroupSendReport {
                 delivered: 1,
-                dropped: 0
+                dropped: 0,
+                position: None,
             }
         );
     }
