@@ -4,9 +4,9 @@
 //! anonymous).
 
 use estuary::server::{AuthLayer, AuthPolicy};
-use estuary::{AuthChain, Authenticator};
+use estuary::{AuthChain, Authenticator, Handshake};
 
-use crate::config::Config;
+use crate::config::{Config, RouteAuth};
 
 /// The configured authenticator: a chain, in `[auth]`'s order. Django's
 /// database is connected by [`AppAuth::ready`] at startup (so that building
@@ -28,9 +28,22 @@ impl AppAuth {
         }
         // The configuration allows one of these two (`AuthSettings` checks it).
         if let Some(callback) = &config.auth.callback {
-            chain = chain.then(estuary_callback::ConnectCallback::new(
-                callback.clone().try_into()?,
-            ));
+            let callback = estuary_callback::ConnectCallback::new(callback.clone().try_into()?);
+            // Routes with `callback = false` are not asked about.
+            let skipped = config
+                .routes
+                .iter()
+                .filter(|route| !route.asks_callback())
+                .map(|route| route.pattern())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if skipped.is_empty() {
+                chain = chain.then(callback);
+            } else {
+                chain = chain.then_when(callback, move |handshake: &Handshake<'_>| {
+                    let path = handshake.uri.path();
+                    !skipped.iter().any(|pattern| pattern.matches(path).is_some())
+                });
+            }
         }
         if let Some(django) = &config.auth.django {
             chain = chain.then(django.authenticator()?);
@@ -48,13 +61,17 @@ impl AppAuth {
     }
 
     /// The tower layer: optional authentication, or required with
-    /// `auth.required`.
-    pub fn layer(&self, config: &Config) -> AuthLayer {
+    /// `auth.required`, and required on the `[[routes]]` with `auth = "required"`.
+    pub fn layer(&self, config: &Config) -> anyhow::Result<AuthLayer> {
         let policy = if config.auth.required {
             AuthPolicy::Required
         } else {
             AuthPolicy::Optional
         };
-        AuthLayer::new(self.chain.clone()).with_policy(policy)
+        let mut layer = AuthLayer::new(self.chain.clone()).with_policy(policy);
+        for route in config.routes.iter().filter(|r| r.auth == RouteAuth::Required) {
+            layer = layer.require_matching(route.pattern()?);
+        }
+        Ok(layer)
     }
 }

@@ -30,6 +30,7 @@ mod keys;
 mod library;
 mod load;
 mod print;
+mod routes;
 mod validate;
 
 pub use auth::AuthSettings;
@@ -42,6 +43,7 @@ pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
 pub use print::{REDACTED, Secrets, redact_url};
+pub use routes::{RouteAuth, RouteConfig};
 
 /// A value out of its range, or a placeholder for a secret: the key it is
 /// about, and why (the loader adds where the value came from).
@@ -113,6 +115,10 @@ pub struct Config {
     pub server: ServerSettings,
     /// Who is connecting: a JWT, Django's sessions, or the connect callback.
     pub auth: AuthSettings,
+    /// WebSocket routes relayed to the application (Django workers or an
+    /// HTTP endpoint), matched in order before the built-in chat's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for Config {
@@ -128,6 +134,7 @@ impl Default for Config {
             layer: LayerSettings::default(),
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
+            routes: Vec::new(),
         }
     }
 }

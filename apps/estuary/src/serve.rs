@@ -14,8 +14,9 @@ use crate::config::{Bind, Config, redact_url};
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
 
-/// The chat application: pages, WebSocket rooms and the push API.
-pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
+/// The application: the relayed routes of `[[routes]]`, then the chat (pages,
+/// WebSocket rooms) and the push API.
+pub fn router(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<Router> {
     let rooms = Rooms::default();
     let announcer = Announcer::new(layer.clone());
     let push = PushState {
@@ -24,14 +25,22 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         access: PushAccess::from_config(config),
         max_body: config.websocket.max_event_size,
     };
-    Router::new()
+    let mut router = Router::new()
         .with_channel_layer(layer)
-        .with_settings(config.websocket.ws_settings())
+        .with_settings(config.websocket.ws_settings());
+    // The configured routes first: the first route that matches serves.
+    for (at, route) in config.routes.iter().enumerate() {
+        let relay = route
+            .relay()
+            .with_context(|| format!("routes[{at}] ({})", route.path))?;
+        router = router.websocket(&route.path, relay.factory());
+    }
+    Ok(router
         .websocket("ws/chat/<str:room>/", move || {
             ChatConsumer::new(rooms.clone(), announcer.clone())
         })
         .merge(crate::pages::routes())
-        .merge(push_routes(push))
+        .merge(push_routes(push)))
 }
 
 /// The in-memory channel layer with the configured settings.
@@ -124,11 +133,11 @@ fn assemble(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<(AppSe
     let hosts = config.allowed_hosts()?;
     let origins = origin_layer(config)?;
     let auth = AppAuth::from_config(config)?;
-    let service: RouterService = router(config, layer).into_service();
+    let service: RouterService = router(config, layer)?.into_service();
     Ok((
         hosts
             .layer()
-            .layer(origins.layer(auth.layer(config).layer(service))),
+            .layer(origins.layer(auth.layer(config)?.layer(service))),
         auth,
     ))
 }

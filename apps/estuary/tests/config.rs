@@ -302,9 +302,25 @@ secret_key = "django-secret-key"
 secret_key_fallbacks = ["old-django-secret"]
 database = "postgres://reader:db-password@127.0.0.1:5432/site"
 session_engine = "signed_cookies"
+
+[[routes]]
+path = "ws/orders/<int:order_id>/"
+channel = "orders"
+auth = "required"
+groups = ["orders.{order_id}", "user.{user.id}"]
+query = { lang = "en" }
+
+[[routes]]
+path = "ws/dashboard/"
+http = "http://127.0.0.1:8000/estuary/events/"
+secret = "route-secret-of-some-length"
+callback = false
+connect = "accept"
+busy_frame = '{"type": "busy"}'
 "#;
 
-const SECRETS: [&str; 8] = [
+const SECRETS: [&str; 9] = [
+    "route-secret-of-some-length",
     "push-token-secret",
     "redis-password",
     "key-one",
@@ -504,6 +520,48 @@ fn the_documented_examples_load() {
         }
     }
     assert!(checked >= 3, "{checked} examples");
+}
+
+/// The Django workers example's file loads, with its routes.
+#[test]
+fn the_django_workers_example_loads() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = root.join("examples/django-workers/estuary.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = Config::from_layers(Layers {
+        file: Some((path, text)),
+        env: env(&[("ESTUARY_CALLBACK_SECRET", "a callback secret of some length")]),
+        ..Layers::default()
+    })
+    .unwrap();
+    let paths: Vec<_> = config.routes.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "ws/chat/<str:room_name>/",
+            "ws/notifications/",
+            "ws/assistant/",
+            "ws/dashboard/"
+        ]
+    );
+}
+
+/// A route's mistake names the route.
+#[test]
+fn a_bad_route_names_itself() {
+    let message = error(Layers {
+        file: file("[[routes]]\npath = \"ws/x/<room>/\"\nchannel = \"x\"\ngroups = [\"g.{rom}\"]\n"),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("routes[0]") && message.contains("rom"),
+        "{message}"
+    );
+    let message = error(Layers {
+        file: file("[[routes]]\npath = \"ws/x/\"\nchanel = \"x\"\n"),
+        ..Layers::default()
+    });
+    assert!(message.contains("chanel"), "{message}");
 }
 
 /// `[auth.*]` are the libraries' own settings: an invalid value there is

@@ -92,6 +92,11 @@ impl Config {
         if let Some(callback) = &mut auth.callback {
             secrets.push(("auth.callback.secret", Shape::Whole, &mut callback.secret));
         }
+        for route in &mut self.routes {
+            if let Some(secret) = &mut route.relay.secret {
+                secrets.push(("routes.secret", Shape::Whole, secret));
+            }
+        }
         secrets
     }
 

@@ -35,6 +35,14 @@ impl Config {
             .map_err(|e| invalid(format!("server.{}", e.key()), format_args!("server.{e}")))?;
         l.check()
             .map_err(|e| invalid(format!("layer.{}", e.key()), format_args!("layer.{e}")))?;
+        for (at, route) in self.routes.iter().enumerate() {
+            route.relay().map_err(|e| {
+                invalid(
+                    format!("routes[{at}]"),
+                    format_args!("routes[{at}] ({}): {e}", route.path),
+                )
+            })?;
+        }
         Ok(())
     }
 }
