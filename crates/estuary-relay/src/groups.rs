@@ -3,37 +3,73 @@
 
 use estuary_core::{ConsumerError, GroupName, Scope, ScopeError};
 
-/// Why a group template cannot be used.
+/// Why a group template cannot be used: which check failed
+/// ([`kind`](Self::kind)), the template ([`template`](Self::template)) and,
+/// for an unknown placeholder, which ([`placeholder`](Self::placeholder)).
 ///
 /// ```
-/// use estuary_relay::{GroupTemplate, TemplateError};
+/// use estuary_relay::{GroupTemplate, TemplateErrorKind};
 ///
 /// let error = GroupTemplate::parse("chat_{room}", &["room_name"], &[]).unwrap_err();
-/// assert!(matches!(error, TemplateError::Unknown { ref placeholder, .. } if placeholder == "room"));
-/// assert!(matches!(GroupTemplate::parse("chat_{room", &[], &[]), Err(TemplateError::Unbalanced { .. })));
+/// assert_eq!(error.kind(), TemplateErrorKind::Unknown);
+/// assert_eq!(error.placeholder(), Some("room"));
+/// let unbalanced = GroupTemplate::parse("chat_{room", &[], &[]).unwrap_err();
+/// assert_eq!(unbalanced.kind(), TemplateErrorKind::Unbalanced);
+/// assert_eq!(unbalanced.template(), "chat_{room");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    /// A `{` without its `}`, or a `}` without its `{`.
-    #[error("group template {template:?}: unbalanced braces")]
-    Unbalanced {
-        /// The template.
-        template: String,
-    },
-    /// A placeholder that names nothing the connection has.
-    #[error(
-        "group template {template:?}: unknown placeholder {{{placeholder}}} (known: {known}; \
-         user.id, user.name; query.<name> for a declared query parameter)"
-    )]
-    Unknown {
-        /// The template.
-        template: String,
-        /// The placeholder, without braces.
-        placeholder: String,
-        /// The route's path parameters, comma-separated.
-        known: String,
-    },
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    kind: TemplateErrorKind,
+    template: Box<str>,
+    placeholder: Option<Box<str>>,
+    /// The route's path parameters, comma-separated (for the message).
+    known: Box<str>,
 }
+
+/// Which check a [`TemplateError`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TemplateErrorKind {
+    /// A `{` without its `}`, or a `}` without its `{`.
+    Unbalanced,
+    /// A placeholder that names nothing the connection has.
+    Unknown,
+}
+
+impl TemplateError {
+    /// Which check failed.
+    pub fn kind(&self) -> TemplateErrorKind {
+        self.kind
+    }
+
+    /// The template, as given.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// The unknown placeholder, without braces.
+    pub fn placeholder(&self) -> Option<&str> {
+        self.placeholder.as_deref()
+    }
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let template = &self.template;
+        match self.kind {
+            TemplateErrorKind::Unbalanced => write!(f, "group template {template:?}: unbalanced braces"),
+            TemplateErrorKind::Unknown => write!(
+                f,
+                "group template {template:?}: unknown placeholder {{{}}} (known: {}; \
+                 user.id, user.name; query.<name> for a declared query parameter)",
+                self.placeholder.as_deref().unwrap_or_default(),
+                self.known
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -82,8 +118,11 @@ impl GroupTemplate {
     /// `path_params` and whose declared query parameters are
     /// `query_params`.
     pub fn parse(template: &str, path_params: &[&str], query_params: &[&str]) -> Result<Self, TemplateError> {
-        let unbalanced = || TemplateError::Unbalanced {
-            template: template.to_owned(),
+        let unbalanced = || TemplateError {
+            kind: TemplateErrorKind::Unbalanced,
+            template: template.into(),
+            placeholder: None,
+            known: "".into(),
         };
         let mut parts = Vec::new();
         let mut rest = template;
@@ -176,13 +215,14 @@ fn placeholder(
         None if path_params.contains(&name) => Some(Part::Param(name.to_owned())),
         _ => None,
     };
-    part.ok_or_else(|| TemplateError::Unknown {
-        template: template.to_owned(),
-        placeholder: name.to_owned(),
+    part.ok_or_else(|| TemplateError {
+        kind: TemplateErrorKind::Unknown,
+        template: template.into(),
+        placeholder: Some(name.into()),
         known: if path_params.is_empty() {
-            "no path parameters".to_owned()
+            "no path parameters".into()
         } else {
-            path_params.join(", ")
+            path_params.join(", ").into()
         },
     })
 }

@@ -71,12 +71,12 @@ mod watchdog;
 mod wire;
 
 pub use consumer::RelayConsumer;
-pub use groups::{GroupTemplate, TemplateError};
+pub use groups::{GroupTemplate, TemplateError, TemplateErrorKind};
 pub use relay::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING,
     DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
 };
 pub use settings::RelaySettings;
 pub use stats::RelayStats;
-pub use target::{ConnectMode, MIN_SECRET_LEN, RelayError, Target};
+pub use target::{ConnectMode, MIN_SECRET_LEN, RelayError, RelayErrorKind, Target};
 pub use wire::{Bin, Reply};

@@ -12,6 +12,8 @@ use crate::groups::GroupTemplate;
 use crate::http::HttpClient;
 use crate::shared::Shared;
 use crate::stats::RelayStats;
+#[cfg(test)]
+use crate::target::RelayErrorKind;
 use crate::target::{ConnectMode, RelayError, Target, TargetKind};
 
 /// Builds a [`Relay`]; see [`Relay::builder`].
@@ -158,7 +160,7 @@ impl RelayBuilder {
             (self.max_answer_bytes == 0, "max_answer_bytes"),
         ] {
             if value {
-                return Err(RelayError::Zero(what));
+                return Err(RelayError::zero(what));
             }
         }
         let params = self.route.as_deref().map(route_params).unwrap_or_default();
@@ -347,20 +349,21 @@ mod tests {
             .build();
         assert!(ok.is_ok());
         let unknown = Relay::builder(target()).groups(["chat_{room_name}"]).build();
-        assert!(matches!(unknown, Err(RelayError::Template(_))));
+        assert_eq!(unknown.unwrap_err().kind(), RelayErrorKind::Template);
     }
 
     #[test]
     fn zero_bounds_and_timeouts_are_refused() {
         let target = || Target::channel("chat").unwrap();
-        assert!(matches!(
-            Relay::builder(target()).reply_timeout(Duration::ZERO).build(),
-            Err(RelayError::Zero("reply_timeout"))
-        ));
-        assert!(matches!(
-            Relay::builder(target()).max_in_flight(0).build(),
-            Err(RelayError::Zero("max_in_flight"))
-        ));
+        let zero = |built: Result<Relay, RelayError>| built.unwrap_err().setting();
+        assert_eq!(
+            zero(Relay::builder(target()).reply_timeout(Duration::ZERO).build()),
+            Some("reply_timeout")
+        );
+        assert_eq!(
+            zero(Relay::builder(target()).max_in_flight(0).build()),
+            Some("max_in_flight")
+        );
         assert!(
             Relay::builder(target()).max_pending(0).build().is_ok(),
             "0 pending: one at a time"

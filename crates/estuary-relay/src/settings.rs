@@ -8,7 +8,7 @@ use crate::relay::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_REPLY_TIMEOUT, Relay,
     RelayBuilder,
 };
-use crate::target::{ConnectMode, RelayError, Target};
+use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 
 /// The relay keys of a route, as plain values: exactly one of `channel`
 /// and `http` (with `secret`), the connect mode, the timeouts (seconds in
@@ -117,8 +117,10 @@ impl RelaySettings {
         let target = match (&self.channel, &self.http, &self.secret) {
             (Some(channel), None, None) => Target::channel(channel)?,
             (None, Some(url), Some(secret)) => Target::http(url, secret)?,
-            (None, Some(_), None) | (Some(_), None, Some(_)) => return Err(RelayError::Secret),
-            _ => return Err(RelayError::Target),
+            (None, Some(_), None) | (Some(_), None, Some(_)) => {
+                return Err(RelayError::new(RelayErrorKind::Secret));
+            }
+            _ => return Err(RelayError::new(RelayErrorKind::Target)),
         };
         let mut builder = Relay::builder(target)
             .connect_mode(self.connect)
@@ -234,8 +236,8 @@ mod tests {
         assert!(toml::from_str::<RelaySettings>("connect = \"later\"").is_err());
         assert!(toml::from_str::<RelaySettings>("reply_timeout = -1").is_err());
         let both: RelaySettings = toml::from_str("channel = \"chat\"\nhttp = \"http://x/\"").unwrap();
-        assert!(matches!(both.build(), Err(RelayError::Target)));
+        assert_eq!(both.build().unwrap_err().kind(), RelayErrorKind::Target);
         let no_secret: RelaySettings = toml::from_str("http = \"http://x/\"").unwrap();
-        assert!(matches!(no_secret.build(), Err(RelayError::Secret)));
+        assert_eq!(no_secret.build().unwrap_err().kind(), RelayErrorKind::Secret);
     }
 }
