@@ -37,6 +37,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
 
 SERVERS = ["estuary-memory", "estuary-redis", "naive-rust", "node", "django-memory", "django-redis"]
+# Not in the default run (--servers workers-redis): the chat served by a
+# Django worker (examples/django-workers, `runworker chat`) through Estuary's
+# relay, over the same private Redis; its CPU is Estuary's, the worker's and
+# Redis's together.
+EXTRA_SERVERS = ["workers-redis"]
 SCENARIOS = ["fanout", "connect", "idle", "slow", "raw"]
 # Scenarios run only when asked for (--scenarios): longer, and read apart.
 EXTRA_SCENARIOS = ["open"]
@@ -60,6 +65,7 @@ FULL = {
 }
 OPEN_RATES = [50, 100, 150, 200, 300, 400, 500, 600, 700, 800]
 OPEN_RATES_DJANGO = [0.5, 1, 2, 3, 4, 5]
+OPEN_RATES_WORKERS = [5, 10, 20, 30, 50, 75, 100, 150]
 OPEN_P99_LIMIT_US = 100_000
 OPEN_AT = 100  # the rate whose p99 the issue asks about: 100,000 deliveries/s
 SMOKE = {
@@ -163,7 +169,7 @@ class Server:
     def __init__(self, name, args, logdir, tag):
         self.name = name
         self.port = free_port()
-        self.proc = self.log = None
+        self.proc = self.log = self.worker = None
         self.redis = Redis(args.server_cpu, logdir) if name.endswith("-redis") else None
         try:
             self._start(args, logdir, tag)
@@ -176,6 +182,9 @@ class Server:
         env = dict(os.environ)
         cmd = ["taskset", "-c", str(args.server_cpu)]
         bindir = os.path.join(ROOT, "target", args.profile)
+        if name == "workers-redis":
+            self._start_workers(args, logdir, tag, env, cmd, bindir)
+            return
         if name.startswith(("estuary", "baseline")):
             exe = args.baseline if name.startswith("baseline") else os.path.join(bindir, "estuary")
             cmd += [exe, "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
@@ -198,14 +207,51 @@ class Server:
         self.proc = start(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_port(self.port, self.proc)
 
+    def _start_workers(self, args, logdir, tag, env, cmd, bindir):
+        """Estuary with the example's chat route relayed to `runworker chat`,
+        both pinned with Redis."""
+        prefix = f"bench{tag}"
+        venv_python = os.path.join(ROOT, "target", "bench-venv", "bin", "python")
+        example = os.path.join(ROOT, "examples", "django-workers")
+        worker_env = dict(env, REDIS_URL=self.redis.url, CHANNEL_LAYER_PREFIX=prefix,
+                          DJANGO_SETTINGS_MODULE="project.settings", DJANGO_DEBUG="0",
+                          PYTHONPATH=example)
+        self.worker_log = open(os.path.join(logdir, f"{self.name}-worker-{tag}.log"), "w")
+        self.worker = start(cmd + [venv_python, "manage.py", "runworker", "chat"], env=worker_env,
+                            stdout=self.worker_log, stderr=subprocess.STDOUT, cwd=example)
+        config = os.path.join(logdir, f"{self.name}-{tag}.toml")
+        with open(config, "w") as f:
+            f.write(f"""[layer]
+redis = ["{self.redis.url}"]
+prefix = "{prefix}"
+
+[[routes]]
+path = "ws/chat/<str:room_name>/"
+channel = "chat"
+max_pending = 64
+""")
+        env.update(ESTUARY_MAX_CONNECTIONS_PER_IP="0", ESTUARY_HANDSHAKE_RATE="0",
+                   ESTUARY_RATE_LIMIT_PER_IP="0")
+        env.setdefault("RUST_LOG", "warn")
+        estuary = cmd + [os.path.join(bindir, "estuary"), "serve", "--config", config,
+                         "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
+        self.log = open(os.path.join(logdir, f"{self.name}-{tag}.log"), "w")
+        self.proc = start(estuary, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_port(self.port, self.proc)
+
     @property
     def pids(self):
         pids = [self.proc.pid]
         if self.redis:
             pids.append(self.redis.proc.pid)
+        if self.worker:
+            pids.append(self.worker.pid)
         return pids
 
     def stop(self):
+        if self.worker:
+            stop(self.worker)
+            self.worker_log.close()
         stop(self.proc)
         if self.redis:
             self.redis.stop()
@@ -231,7 +277,10 @@ def open_ladder(args, name, out, sizes, tag):
     """The open-loop ladder for one server: each rate on a fresh server, up
     to the first step that fails; the steps' reports, each with its rate and
     verdict."""
-    rates = OPEN_RATES_SMOKE if args.smoke else (OPEN_RATES_DJANGO if name.startswith("django") else OPEN_RATES)
+    rates = (OPEN_RATES_SMOKE if args.smoke
+             else OPEN_RATES_DJANGO if name.startswith("django")
+             else OPEN_RATES_WORKERS if name.startswith("workers")
+             else OPEN_RATES)
     steps = []
     for rate in rates:
         server = Server(name, args, out, f"{tag}r{rate}")
@@ -529,7 +578,7 @@ def us(v):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS + EXTRA_SERVERS))
     p.add_argument("--scenarios", default=None,
                    help="comma-separated, from: " + ", ".join(SCENARIOS + EXTRA_SCENARIOS)
                         + " (default: all but " + ", ".join(EXTRA_SCENARIOS) + "; all with --smoke)")
@@ -554,7 +603,7 @@ def main():
         args.scenarios = ",".join(SCENARIOS + (EXTRA_SCENARIOS if args.smoke else []))
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for s in args.servers:
-        if s not in SERVERS:
+        if s not in SERVERS + EXTRA_SERVERS:
             p.error(f"unknown server {s}")
     for s in args.scenarios:
         if s not in SCENARIOS + EXTRA_SCENARIOS:
@@ -588,7 +637,7 @@ def main():
         if not args.smoke:
             cmd.append("--release")
         subprocess.run(cmd, check=True, cwd=ROOT)
-    peers = {s for s in args.servers if s.startswith(("django", "node"))}
+    peers = {s for s in args.servers if s.startswith(("django", "node", "workers"))}
     if peers and not args.no_install:
         log("==> installing the peers at pinned versions")
         subprocess.run([os.path.join(PEERS, "install.sh")], check=True, cwd=ROOT)

@@ -33,6 +33,11 @@ else
   echo "$WANT" > "$STAMP"
 fi
 
+# The Django workers example's package (bench/run.py --servers workers-redis),
+# from this checkout; quick, so always reinstalled.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "$ROOT/python/django-estuary" \
+  || fail "pip install python/django-estuary failed"
+
 # --- Node peer ---------------------------------------------------------------
 NODE_DIR="$PEERS/node"
 LOCK="$NODE_DIR/package-lock.json"
