@@ -432,6 +432,45 @@ async fn the_dashboard_answers_typed_requests_and_pushes_metrics_over_http() {
     dashboard_speaks_its_protocol(&server, &django).await;
 }
 
+/// A connection's events are handled in order even when two worker
+/// processes read the channel: each client's many quick messages come back
+/// in the order sent.
+#[tokio::test]
+#[ignore = "needs Redis at 127.0.0.1:6379 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
+async fn two_workers_on_one_channel_keep_each_connections_order() {
+    const CLIENTS: usize = 3;
+    const MESSAGES: usize = 40;
+    let project = WorkersProject::new();
+    let _workers = [
+        KillOnDrop(project.runworker(&["chat"])),
+        KillOnDrop(project.runworker(&["chat"])),
+    ];
+    let mut config = unlimited(example_config(&project, None));
+    // All of them sent at once wait their turn: none is refused as busy.
+    route(&mut config, "ws/chat/<str:room_name>/").relay.max_pending = MESSAGES;
+    let server = TestServer::with_config(config).await;
+
+    let runs = (0..CLIENTS).map(|n| {
+        let url = server.url(&format!("/ws/chat/order{n}/"));
+        async move {
+            let mut client = Client::join(&url).await;
+            for i in 0..MESSAGES {
+                client.send_json(&json!({"message": format!("{n}.{i}")})).await;
+            }
+            let mut received = Vec::new();
+            for _ in 0..MESSAGES {
+                let frame = client.recv_json().await;
+                assert_eq!(frame["type"], "chat_message", "client {n}: {frame}");
+                received.push(frame["message"].as_str().unwrap_or_default().to_owned());
+            }
+            let sent: Vec<String> = (0..MESSAGES).map(|i| format!("{n}.{i}")).collect();
+            assert_eq!(received, sent, "client {n}: the messages came back out of order");
+            client.assert_no_message().await;
+        }
+    });
+    futures_util::future::join_all(runs).await;
+}
+
 /// The assistant's test configuration: short reply timeouts, and the
 /// route's `busy_frame` when given.
 fn assistant_config(project: &WorkersProject, reply_timeout: Duration, busy_frame: Option<&str>) -> Config {
