@@ -490,10 +490,11 @@ const BUSY: &str = r#"{"type": "busy"}"#;
 #[tokio::test]
 #[ignore = "needs Redis at 127.0.0.1:6379 and Python with Django (ESTUARY_DJANGO_PYTHON)"]
 async fn a_worker_killed_mid_event_is_reported_to_the_client_and_a_new_worker_answers() {
-    // A reply streams in about a second; it is given two.
-    let project = WorkersProject::new().with_env("ASSISTANT_CHUNK_DELAY", "0.05");
+    // A reply streams in about 1.4 s (14 pauses of 0.1 s): time to kill the
+    // worker mid-stream, and within the 3 s an event is given.
+    let project = WorkersProject::new().with_env("ASSISTANT_CHUNK_DELAY", "0.1");
     let mut worker = KillOnDrop(project.runworker(&["assistant"]));
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(3);
     let with_busy = TestServer::with_config(assistant_config(&project, timeout, Some(BUSY))).await;
     let without = TestServer::with_config(assistant_config(&project, timeout, None)).await;
 
