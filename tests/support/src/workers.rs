@@ -5,7 +5,7 @@
 //! for the connect callback and the views that push) as child processes
 //! killed on drop.
 //!
-//! Python comes from [`django::python`] (`target/django-venv`, which
+//! Python comes from [`django::python`](crate::django::python) (`target/django-venv`, which
 //! `scripts/install-django-test.sh` fills with Django, channels and
 //! channels_redis); the `django-estuary` package is imported from this
 //! tree's `python/django-estuary/src`, whatever copy the venv installed.
