@@ -82,7 +82,7 @@ ESTUARY_CALLBACK_SECRET = os.environ.get("ESTUARY_CALLBACK_SECRET", "dev-only: t
 EXAMPLE_PUSH_TOKEN = os.environ.get("EXAMPLE_PUSH_TOKEN", "dev-push-token")
 
 # How long the assistant's fake model waits between two chunks, in seconds.
-ASSISTANT_CHUNK_DELAY = 0.15
+ASSISTANT_CHUNK_DELAY = float(os.environ.get("ASSISTANT_CHUNK_DELAY", "0.15"))
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,8 @@ from pathlib import Path
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
+from django_estuary.layers import RedisChannelLayer as EstuaryRedisChannelLayer
+
 from .harness import FakeEstuary
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -66,3 +68,40 @@ class RunworkerOverRedis(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(await b.receive("two"), [{"type": "websocket.send", "text": "two"}])
         await self.layer.send(gate, {"type": "gate.open", "text": "opened"})
         self.assertEqual(await a.until_ack(slow), [{"type": "websocket.send", "text": "done:opened"}])
+
+
+@unittest.skipIf(os.environ.get("DJANGO_ESTUARY_NO_REDIS"), "needs Redis at 127.0.0.1:6379")
+class SharedWorkerChannel(unittest.IsolatedAsyncioTestCase):
+    """Two processes reading one worker channel (two ``runworker``), each
+    with its own layer: every message goes to one of them, once.
+    (channels_redis's own layer gives some messages to both.)"""
+
+    MESSAGES = 300
+
+    async def asyncSetUp(self):
+        prefix = f"{settings.REDIS_PREFIX}-shared-{uuid.uuid4().hex[:8]}"
+        config = dict(settings.CHANNEL_LAYERS["redis"]["CONFIG"], prefix=prefix, capacity=self.MESSAGES)
+        self.sender = RedisChannelLayer(**config)
+        self.readers = [EstuaryRedisChannelLayer(**config), EstuaryRedisChannelLayer(**config)]
+
+    async def asyncTearDown(self):
+        await self.sender.flush()  # this test's prefix only
+        for layer in (self.sender, *self.readers):
+            await layer.close_pools()
+
+    async def test_each_message_is_received_once(self):
+        for n in range(self.MESSAGES):
+            await self.sender.send("chat", {"type": "websocket.receive", "n": n})
+        received = []
+
+        async def read(layer):
+            # Each reader takes what it can until the channel stays empty.
+            while True:
+                try:
+                    message = await asyncio.wait_for(layer.receive("chat"), 1)
+                except asyncio.TimeoutError:
+                    return
+                received.append(message["n"])
+
+        await asyncio.gather(*(read(layer) for layer in self.readers))
+        self.assertEqual(sorted(received), list(range(self.MESSAGES)), "a message was lost or received twice")

@@ -15,7 +15,7 @@ class ChannelLayers(unittest.TestCase):
             layers,
             {
                 "default": {
-                    "BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "BACKEND": "django_estuary.layers.RedisChannelLayer",
                     "CONFIG": {
                         "hosts": [
                             {"address": "redis://a:6379/0", "socket_timeout": 30},

@@ -5,9 +5,10 @@
 //! for the connect callback and the views that push) as child processes
 //! killed on drop.
 //!
-//! Python comes from [`django::python`] (`target/django-venv`, which
-//! `scripts/install-django-test.sh` fills with Django, channels,
-//! channels_redis and the repository's `django-estuary` package).
+//! Python comes from [`django::python`](crate::django::python) (`target/django-venv`, which
+//! `scripts/install-django-test.sh` fills with Django, channels and
+//! channels_redis); the `django-estuary` package is imported from this
+//! tree's `python/django-estuary/src`, whatever copy the venv installed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +32,39 @@ const HTTP_READY: Duration = Duration::from_secs(60);
 pub struct WorkersProject {
     dir: PathBuf,
     prefix: String,
+    env: Vec<(String, String)>,
 }
+
+/// A user of the project with a logged-in session: what a browser that
+/// signed in at the admin's login holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The user's primary key.
+    pub id: u64,
+    /// The user's name.
+    pub username: String,
+    /// The value of the `sessionid` cookie.
+    pub session_key: String,
+}
+
+impl SignedIn {
+    /// The `Cookie` header a browser sends with the session.
+    pub fn cookie(&self) -> String {
+        format!("sessionid={}", self.session_key)
+    }
+}
+
+/// Makes a user (named by `WORKERS_USERNAME`) and a logged-in session for
+/// it, and prints `<id> <session key>`.
+const SIGN_IN: &str = "\
+import os
+from django.contrib.auth import get_user_model
+from django.test import Client
+user = get_user_model().objects.create_user(username=os.environ['WORKERS_USERNAME'])
+client = Client()
+client.force_login(user)
+print('signed-in', user.pk, client.cookies['sessionid'].value)
+";
 
 impl WorkersProject {
     /// Copies the example to a fresh directory and migrates its database.
@@ -41,6 +74,7 @@ impl WorkersProject {
         let project = Self {
             dir,
             prefix: unique_prefix(),
+            env: Vec::new(),
         };
         let output = project
             .manage(&["migrate", "--noinput"])
@@ -52,6 +86,45 @@ impl WorkersProject {
             String::from_utf8_lossy(&output.stderr)
         );
         project
+    }
+
+    /// Sets an environment variable for every `manage.py` command run
+    /// from now on (a setting the example reads from the environment, such
+    /// as `ASSISTANT_CHUNK_DELAY`).
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Makes the user `username` and a logged-in session for it, as the
+    /// admin's login would.
+    pub fn sign_in(&self, username: &str) -> SignedIn {
+        let output = self
+            .manage(&["shell", "-c", SIGN_IN])
+            .env("WORKERS_USERNAME", username)
+            .output()
+            .expect("run manage.py shell");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "signing in {username} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("signed-in "))
+            .unwrap_or_else(|| panic!("no session printed for {username}:\n{stdout}"));
+        let mut fields = line.split_whitespace();
+        let id = fields.next().and_then(|id| id.parse().ok());
+        let key = fields.next();
+        match (id, key) {
+            (Some(id), Some(key)) => SignedIn {
+                id,
+                username: username.to_owned(),
+                session_key: key.to_owned(),
+            },
+            _ => panic!("not an id and a session key: {line}"),
+        }
     }
 
     /// The project's directory.
@@ -82,7 +155,9 @@ impl WorkersProject {
             .env("CHANNEL_LAYER_PREFIX", &self.prefix)
             .env("ESTUARY_CALLBACK_SECRET", CALLBACK_SECRET)
             .env("EXAMPLE_PUSH_TOKEN", PUSH_TOKEN)
-            .env("PYTHONUNBUFFERED", "1");
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONPATH", workspace_root().join("python/django-estuary/src"))
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
         command
     }
 

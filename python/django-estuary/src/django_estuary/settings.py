@@ -21,7 +21,9 @@ __all__ = ["MIN_SECRET_LEN", "callback_secret", "channel_layers", "events_secret
 MIN_SECRET_LEN = 16
 
 _BACKENDS = {
-    "core": "channels_redis.core.RedisChannelLayer",
+    # channels_redis's core layer, each message of a worker channel given to
+    # one reader only (django_estuary.layers).
+    "core": "django_estuary.layers.RedisChannelLayer",
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
 }
 
@@ -39,7 +41,11 @@ def channel_layers(
 
     ``hosts`` is one Redis URL or several (in the same order as Estuary's
     ``[layer] redis``); ``prefix`` must be Estuary's ``[layer] prefix``;
-    ``flavour`` is ``"core"`` or ``"pubsub"`` as Estuary's. Each host gets
+    ``flavour`` is ``"core"`` or ``"pubsub"`` as Estuary's. ``"core"`` is
+    :class:`django_estuary.layers.RedisChannelLayer`, channels_redis's core
+    layer delivering each event of a worker channel to one ``runworker``
+    only; ``"pubsub"`` gives every reader every message, so run one worker
+    per channel with it. Each host gets
     redis-py's ``socket_timeout`` (30 s): redis-py 8's default of 5 s equals
     the layer's blocking pop and tears down idle workers (docs/DJANGO.md).
     Further keywords (``capacity``, ``expiry``, ``group_expiry``,
