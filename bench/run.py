@@ -240,6 +240,16 @@ max_pending = 64
         wait_port(self.port, self.proc)
 
     @property
+    def processes(self):
+        """The server's processes by role, for the CPU split."""
+        roles = [("server", self.proc)]
+        if self.redis:
+            roles.append(("redis", self.redis.proc))
+        if self.worker:
+            roles.append(("worker", self.worker))
+        return roles
+
+    @property
     def pids(self):
         pids = [self.proc.pid]
         if self.redis:
@@ -270,7 +280,26 @@ def loadgen(args, server, scenario, sizes, extra=()):
     for pid in server.pids:
         cmd += ["--server-pid", str(pid)]
     cmd += mode_args
-    return run_json(cmd, limit=600)
+    before = {role: cpu_seconds(proc.pid) for role, proc in server.processes}
+    report = run_json(cmd, limit=600)
+    if len(before) > 1:
+        # Each process's share of the server's CPU over the whole run (warm-up
+        # and drain included), to split the per-delivery figure by role.
+        used = {role: cpu_seconds(proc.pid) - before[role] for role, proc in server.processes}
+        total = sum(used.values()) or 1.0
+        report["cpu_share"] = {role: round(v / total, 3) for role, v in used.items()}
+        log("      cpu share: " + ", ".join(f"{role} {share:.0%}" for role, share in report["cpu_share"].items()))
+    return report
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def open_ladder(args, name, out, sizes, tag):
