@@ -83,8 +83,9 @@ scripts/schemathesis.sh
 step "Autobahn conformance (echo example, cases 1-10)"
 scripts/autobahn.sh
 
-step "benchmark harness smoke run (every scenario, Estuary and every peer, tiny sizes)"
-bench/run.py --smoke --no-install
+step "benchmark harness smoke run (every scenario, Estuary and every peer, the Django-worker chat too, tiny sizes)"
+bench/run.py --smoke --no-install \
+    --servers estuary-memory,estuary-redis,naive-rust,node,django-memory,django-redis,workers-redis
 
 step "browser tests (headless Chromium: the chat pages, the live example's EventSource page)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" LIVE_BIN="$PWD/../../target/debug/live" node --test)
