@@ -34,16 +34,19 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
         .merge(push_routes(push))
 }
 
-/// The in-memory channel layer with the configured settings.
-pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
-    ChannelLayerHandle::new(InMemoryChannelLayer::new(config.layer.layer_config()))
+/// The in-memory channel layer with the configured settings (presence and
+/// history included).
+pub fn in_memory_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
+    Ok(ChannelLayerHandle::new(InMemoryChannelLayer::new(
+        config.layer_config()?,
+    )))
 }
 
 /// The configured channel layer: Redis of `layer.flavour` when hosts are
-/// given, else in-memory. Must be called inside the runtime (the Redis
-/// layer starts its tasks).
+/// given, else in-memory, with `[presence]` and `[history]`. Must be
+/// called inside the runtime (the Redis layer starts its tasks).
 pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
-    Ok(config.layer.layer()?)
+    config.channel_layer()
 }
 
 fn describe(config: &Config) -> String {
