@@ -9,27 +9,31 @@ use tower::Layer as _;
 
 use crate::announce::Announcer;
 use crate::auth::AppAuth;
-use crate::chat::ChatConsumer;
+use crate::chat::{ChatConsumer, ChatShared};
 use crate::config::{Bind, Config, redact_url};
+use crate::online::Online;
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
 
 /// The chat application: pages, WebSocket rooms and the push API.
 pub fn router(config: &Config, layer: ChannelLayerHandle) -> Router {
-    let rooms = Rooms::default();
-    let announcer = Announcer::new(layer.clone());
+    let chat = ChatShared {
+        rooms: Rooms::default(),
+        announcer: Announcer::new(layer.clone()),
+        online: Online::new(layer.clone(), config.chat.leave_delay()),
+        recent_history: config.chat.recent_history,
+    };
     let push = PushState {
         layer: layer.clone(),
-        rooms: rooms.clone(),
+        rooms: chat.rooms.clone(),
+        online: chat.online.clone(),
         access: PushAccess::from_config(config),
         max_body: config.websocket.max_event_size,
     };
     Router::new()
         .with_channel_layer(layer)
         .with_settings(config.websocket.ws_settings())
-        .websocket("ws/chat/<str:room>/", move || {
-            ChatConsumer::new(rooms.clone(), announcer.clone())
-        })
+        .websocket("ws/chat/<str:room>/", move || ChatConsumer::new(chat.clone()))
         .merge(crate::pages::routes())
         .merge(push_routes(push))
 }

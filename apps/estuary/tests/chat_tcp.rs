@@ -218,12 +218,16 @@ async fn a_chat_connection_future_stays_small() {
     use estuary::server::{AnyTransport, MemoryTransport};
     use estuary::{ChannelLayerHandle, Scope, Session, SessionConfig};
 
-    let rooms = estuary_cli::rooms::Rooms::default();
     let layer = ChannelLayerHandle::default();
-    let announcer = estuary_cli::announce::Announcer::new(layer.clone());
+    let shared = estuary_cli::chat::ChatShared {
+        rooms: estuary_cli::rooms::Rooms::default(),
+        announcer: estuary_cli::announce::Announcer::new(layer.clone()),
+        online: estuary_cli::online::Online::new(layer.clone(), std::time::Duration::from_secs(3)),
+        recent_history: 50,
+    };
     let scope = Scope::builder("/ws/chat/lobby/").param("room", "lobby").build();
     let (session, _accept) = Session::open(
-        estuary_cli::chat::ChatConsumer::new(rooms, announcer),
+        estuary_cli::chat::ChatConsumer::new(shared),
         scope,
         layer,
         SessionConfig::default(),
