@@ -86,7 +86,7 @@ scripts/autobahn.sh
 step "benchmark harness smoke run (every scenario, Estuary and every peer, tiny sizes)"
 bench/run.py --smoke --no-install
 
-step "browser tests (headless Chromium: the chat pages, the live example's EventSource page)"
+step "browser tests (headless Chromium: the chat pages, who is online and catching up over Redis, the live example's EventSource page)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" LIVE_BIN="$PWD/../../target/debug/live" node --test)
 
 if [ "$import_cycles" = 1 ]; then

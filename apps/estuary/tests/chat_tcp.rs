@@ -524,3 +524,31 @@ async fn the_room_api_counts_from_presence() {
     );
     assert_eq!(server.get_status("/api/rooms/a.b/presence").await, 404);
 }
+
+/// A room name that is none gets a page (404) with a way back to the
+/// picker, and the pages' icon is served (no 404 for `/favicon.ico`).
+#[tokio::test]
+async fn a_bad_room_is_a_page_with_a_way_back_and_the_icon_is_served() {
+    let server = TestServer::start().await;
+    for path in ["/chat/a.b/", "/chat/a.b"] {
+        let page = server.get(path).await;
+        assert!(page.starts_with("HTTP/1.1 404"), "{path}: {page}");
+        let lower = page.to_ascii_lowercase();
+        assert!(lower.contains("content-type: text/html"), "{page}");
+        assert!(page.contains("href=\"/chat/\""), "a way back: {page}");
+    }
+    for path in ["/favicon.ico", "/static/favicon.svg"] {
+        let icon = server.get(path).await;
+        assert!(icon.starts_with("HTTP/1.1 200"), "{path}: {icon}");
+        assert!(
+            icon.to_ascii_lowercase().contains("content-type: image/svg+xml"),
+            "{icon}"
+        );
+    }
+    for page in ["/chat/", "/chat/lobby/"] {
+        assert!(
+            server.get(page).await.contains("/static/favicon.svg"),
+            "{page} names its icon"
+        );
+    }
+}
