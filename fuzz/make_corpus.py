@@ -151,6 +151,12 @@ def chat():
         "event-json": '{"type": "chat.message", "message": "hi", "username": "dj", "id": "abc", "ts": 1732272000123}',
         "event-json-join": '{"type": "user.join", "username": "alice"}',
         "event-json-unknown": '{"type": "chat.typing", "username": "alice"}',
+        "event-json-position": '{"type": "chat.message", "message": "hi", "username": "dj",'
+                               ' "__position__": {"offset": 17, "epoch": "k3vQ9cXa"}}',
+        "event-json-presence": '{"type": "presence.diff", "group": "chat_lobby", "version": 12,'
+                               ' "joins": {"42": {"meta": {"username": "ann", "verified": true}, "version": 12},'
+                               ' "guest:bob": {"meta": {"username": "bob"}, "version": 11}},'
+                               ' "leaves": {"7": {"meta": {"username": "cy"}, "version": 10}}}',
     }
     for name, text in frames.items():
         write("chat", name, text)
@@ -162,6 +168,11 @@ def chat():
     write("chat", "event-leave", pack({"type": "user.leave", "username": "alice"}))
     write("chat", "event-bin-message", pack({"type": "chat.message", "message": b"hi"}))
     write("chat", "event-neg-ts", pack({"type": "chat.message", "message": "x", "ts": -(2**63)}))
+    write("chat", "event-position", pack({"type": "chat.message", "message": "x",
+                                          "__position__": {"offset": 3, "epoch": "k3vQ9cXa"}}))
+    write("chat", "event-presence", pack({"type": "presence.diff", "group": "chat_lobby", "version": 5,
+                                          "joins": {"guest:ann": {"meta": {"username": "ann"}, "version": 5}},
+                                          "leaves": {}}))
 
 
 def names():

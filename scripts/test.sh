@@ -87,7 +87,7 @@ step "benchmark harness smoke run (every scenario, Estuary and every peer, the D
 bench/run.py --smoke --no-install \
     --servers estuary-memory,estuary-redis,naive-rust,node,django-memory,django-redis,workers-redis
 
-step "browser tests (headless Chromium: the chat pages, the live example's EventSource page)"
+step "browser tests (headless Chromium: the chat pages, who is online and catching up over Redis, the live example's EventSource page)"
 (cd tests/browser && ESTUARY_BIN="$PWD/../../target/debug/estuary" LIVE_BIN="$PWD/../../target/debug/live" node --test)
 
 if [ "$import_cycles" = 1 ]; then

@@ -3,6 +3,10 @@
 // All user-supplied text goes into the page through textContent only.
 // Whether a name is signed in comes from the frame's "verified" field and is
 // shown as a badge element (signed in, or guest), never as text a guest could type.
+// Who is online: the "presence" frame (asked for with ?presence=1), then the
+// user_join and user_leave frames. Catching up (docs/CHAT.md): the page keeps
+// the position below which it received every message, and reconnects with
+// ?since= to get what it missed (marked recovered), or is told it cannot.
 (function () {
   "use strict";
 
@@ -11,6 +15,7 @@
   var BACKOFF_CAP_MS = 5000;
   var JITTER = 0.1; // +/- 10 %
   var MAX_LOG = 500; // children kept in the log
+  var GAP_MS = 3000; // a gap in the positions older than this is skipped on reconnect
 
   var $ = function (id) { return document.getElementById(id); };
   var statusEl = $("status");
@@ -20,6 +25,10 @@
   var nameInput = $("username");
   var msgInput = $("message");
   var sendBtn = $("send");
+  var onlineList = $("online");
+  var onlineCount = $("online-count");
+  var onlineEmpty = $("online-empty");
+  var emptyNote = $("empty");
 
   var m = /^\/chat\/([^/]+)\/?$/.exec(location.pathname);
   var room = m ? decodeURIComponent(m[1]) : "";
@@ -111,9 +120,10 @@
       if (seenIds.has(key)) return; // history replayed after a reconnect
       seenIds.add(key);
     }
+    if (emptyNote) { emptyNote.remove(); emptyNote = null; }
     var username = typeof ev.username === "string" && ev.username ? ev.username : "Anonymous";
     var div = document.createElement("div");
-    div.className = "msg" + (ev.history ? " history" : "") +
+    div.className = "msg" + (ev.history ? " history" : "") + (ev.recovered ? " recovered" : "") +
       (username === (currentName() || "Anonymous") ? " own" : "");
     if (ev.id != null) div.dataset.id = String(ev.id);
     var head = document.createElement("div");
@@ -125,11 +135,104 @@
     if (typeof ev.ts === "number") time.dateTime = new Date(ev.ts).toISOString();
     time.textContent = fmtTime(ev.ts);
     head.append(user, time);
+    if (ev.recovered) {
+      var mark = document.createElement("span");
+      mark.className = "tag";
+      mark.textContent = "recovered";
+      mark.title = "Sent while this page was disconnected";
+      head.append(mark);
+    }
     var body = document.createElement("div");
     body.className = "text";
     body.textContent = String(ev.message);
     div.append(head, body);
     append(div);
+  }
+
+  // ---- who is online --------------------------------------------------
+  // Keyed by name and badge: a guest and a signed-in member of one name are two.
+  var online = new Map();
+  var onlineTotal = 0; // named members present, beyond those listed too
+  function onlineKey(u) { return (u.verified === true ? "v:" : "g:") + u.username; }
+  function namedUsers(list) {
+    return (Array.isArray(list) ? list : []).filter(function (u) {
+      return u && typeof u.username === "string" && u.username;
+    });
+  }
+  function noticeUsers(ev) {
+    return namedUsers(Array.isArray(ev.users) && ev.users.length
+      ? ev.users : [{ username: ev.username, verified: ev.verified }]);
+  }
+  function renderOnline() {
+    var items = Array.from(online.values())
+      .sort(function (a, b) { return a.username < b.username ? -1 : a.username > b.username ? 1 : 0; })
+      .map(function (u) {
+        var li = document.createElement("li");
+        li.dataset.username = u.username;
+        li.dataset.verified = u.verified === true ? "true" : "false";
+        li.append(nameEl(u.username, u.verified === true));
+        return li;
+      });
+    onlineList.replaceChildren.apply(onlineList, items);
+    var total = Math.max(onlineTotal, online.size);
+    onlineCount.textContent = String(total);
+    onlineEmpty.hidden = total > 0;
+  }
+  function setOnline(ev) {
+    online.clear();
+    namedUsers(ev.users).forEach(function (u) { online.set(onlineKey(u), u); });
+    onlineTotal = typeof ev.count === "number" ? ev.count : online.size;
+    renderOnline();
+  }
+  function joined(ev) {
+    noticeUsers(ev).forEach(function (u) {
+      var key = onlineKey(u);
+      if (!online.has(key)) { online.set(key, u); onlineTotal += 1; }
+    });
+    renderOnline();
+  }
+  function left(ev) {
+    noticeUsers(ev).forEach(function (u) {
+      if (online.delete(onlineKey(u)) || onlineTotal > online.size) onlineTotal = Math.max(0, onlineTotal - 1);
+    });
+    renderOnline();
+  }
+
+  // ---- position in the room's history ----------------------------------
+  // `pos`: every recorded message up to it was received. Offsets above a gap
+  // wait in `ahead` (messages from two servers may arrive out of order).
+  var pos = null;
+  var ahead = new Set();
+  var gapSince = 0;
+  function validPosition(p) {
+    return p && typeof p.epoch === "string" && /^[A-Za-z0-9]{8}$/.test(p.epoch) &&
+      typeof p.offset === "number" && p.offset >= 0 && Math.floor(p.offset) === p.offset;
+  }
+  function startAt(p) {
+    pos = validPosition(p) ? { epoch: p.epoch, offset: p.offset } : null;
+    ahead.clear();
+    gapSince = 0;
+  }
+  function received(p) {
+    if (!pos || !validPosition(p) || p.epoch !== pos.epoch || p.offset <= pos.offset) return;
+    if (p.offset === pos.offset + 1) {
+      pos.offset += 1;
+      while (ahead.delete(pos.offset + 1)) pos.offset += 1;
+      if (!ahead.size) gapSince = 0;
+    } else {
+      if (!ahead.size) gapSince = Date.now();
+      ahead.add(p.offset);
+    }
+  }
+  // What to ask for when reconnecting: a gap that stayed open is a message
+  // this page never gets (an event it does not show), not one on its way.
+  function sinceParam() {
+    if (!pos) return "";
+    var offset = pos.offset;
+    if (ahead.size && Date.now() - gapSince > GAP_MS) {
+      ahead.forEach(function (o) { offset = Math.max(offset, o); });
+    }
+    return pos.epoch + ":" + offset;
   }
 
   // ---- connection state ----------------------------------------------
@@ -145,12 +248,15 @@
   var attempt = 0;
   var retryTimer = null;
   var countdownTimer = null;
+  var dropped = false; // the connection dropped after it had been open
 
   function wsUrl() {
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
-    var url = proto + "//" + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
+    var url = proto + "//" + location.host + "/ws/chat/" + encodeURIComponent(room) + "/?presence=1";
     var name = currentName();
-    if (name) url += "?username=" + encodeURIComponent(name);
+    if (name) url += "&username=" + encodeURIComponent(name);
+    var since = sinceParam();
+    if (since) url += "&since=" + encodeURIComponent(since);
     return url;
   }
 
@@ -186,19 +292,40 @@
       if (!ev || typeof ev !== "object") return;
       switch (ev.type) {
         case "connection_established":
+          // Recovering: the missed messages follow and bring the position up
+          // to the greeting's. Otherwise live messages follow the greeting's.
+          if (ev.position && !(ev.recovered === true && pos && pos.epoch === ev.position.epoch)) {
+            startAt(ev.position);
+          }
+          if (dropped) {
+            dropped = false;
+            line("status-line", "Connection is back.");
+          }
           established();
           break;
         case "error":
           line("error", "Error: " + (ev.message || "unknown error"));
           break;
+        case "recovery_failed":
+          line("notice", typeof ev.message === "string" && ev.message
+            ? ev.message + "." : "Some messages could not be recovered.");
+          break;
+        case "presence":
+          setOnline(ev);
+          break;
         case "user_join":
+          received(ev.position);
           presence(ev, "joined");
+          joined(ev);
           break;
         case "user_leave":
+          received(ev.position);
           presence(ev, "left");
+          left(ev);
           break;
         case "chat_message":
         case undefined: // tutorial-style frame: {"message": ...}
+          received(ev.position);
           if (typeof ev.message === "string") showMessage(ev);
           break;
         default:
@@ -209,6 +336,11 @@
       clearTimeout(fallback);
       if (ws !== sock) return;
       ws = null;
+      var wasOpen = statusEl.dataset.state === "connected";
+      // Who is online is read again on reconnecting.
+      online.clear();
+      onlineTotal = 0;
+      renderOnline();
       if (e.code >= 4000 && e.code <= 4999) {
         // The application's refusal (signed out, not allowed in): trying
         // again would only meet it again, so the page stops and says why.
@@ -225,6 +357,10 @@
       }
       if (e.code === 1009) line("error", "Message too large; the server closed the connection.");
       else if (e.code === 1008) line("error", "Too many messages; the server closed the connection.");
+      if (wasOpen && !dropped) {
+        dropped = true;
+        line("status-line", "Connection lost. Reconnecting\u2026");
+      }
       scheduleReconnect();
     };
     // onerror is always followed by onclose; nothing to do here.
@@ -273,6 +409,7 @@
     line("error", "No room in this address.");
     return;
   }
+  renderOnline();
   setState("connecting");
   connect();
 })();

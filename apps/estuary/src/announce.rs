@@ -179,11 +179,13 @@ pub fn batch_events(batch: Vec<(Presence, Member)>) -> Vec<ChatEvent> {
                     username: first.username,
                     verified: first.verified,
                     users,
+                    position: None,
                 },
                 Presence::Leave => ChatEvent::Leave {
                     username: first.username,
                     verified: first.verified,
                     users,
+                    position: None,
                 },
             })
         })

@@ -2,11 +2,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use estuary::ChannelLayerError;
 use estuary::prelude::*;
+use estuary::{
+    ChannelLayerError, PresenceDiff, PresenceKey, PresenceMeta, Recovery, StreamPosition, Unrecoverable,
+};
 use serde::Serialize;
 
 use crate::announce::{Announcer, Presence};
+use crate::online::{Online, OnlineUser};
 use crate::rooms::Rooms;
 use crate::usernames::{self, NameProblem};
 
@@ -34,9 +37,17 @@ enum Outgoing<'a> {
         ts: i64,
         #[serde(skip_serializing_if = "is_false")]
         verified: bool,
+        #[serde(flatten)]
+        place: Place,
     },
     ConnectionEstablished {
         message: &'a str,
+        /// The room's position: live messages follow it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<StreamPosition>,
+        /// Only when the client asked to recover (`?since=`): whether it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Error {
         message: &'a str,
@@ -50,6 +61,8 @@ enum Outgoing<'a> {
         verified: bool,
         #[serde(skip_serializing_if = "<[Member]>::is_empty")]
         users: &'a [Member],
+        #[serde(flatten)]
+        place: Place,
     },
     UserLeave {
         username: &'a str,
@@ -58,7 +71,33 @@ enum Outgoing<'a> {
         verified: bool,
         #[serde(skip_serializing_if = "<[Member]>::is_empty")]
         users: &'a [Member],
+        #[serde(flatten)]
+        place: Place,
     },
+    /// Who is present (for a client that asked, `?presence=1`).
+    Presence {
+        users: &'a [OnlineUser],
+        count: usize,
+    },
+    /// The client asked to recover (`?since=`) and cannot.
+    RecoveryFailed {
+        message: &'a str,
+        reason: &'a str,
+    },
+}
+
+/// Where a frame's event sits in the room's history, and how it reaches
+/// this client.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Place {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<StreamPosition>,
+    /// Recent history sent when the client joined.
+    #[serde(skip_serializing_if = "is_false")]
+    history: bool,
+    /// Missed while the client was away, recovered when it came back.
+    #[serde(skip_serializing_if = "is_false")]
+    recovered: bool,
 }
 
 const INVALID_JSON: &str = "Invalid JSON format";
@@ -79,32 +118,52 @@ pub const CLOSE_USERNAME_TAKEN: u16 = 4409;
 const UNDELIVERED: &str = "Message not delivered: the server cannot reach its channel layer; try again";
 /// The error frame for a message the channel layer had no room for.
 const UNDELIVERED_BUSY: &str = "Message not delivered: the server is busy; try again";
+/// The `message` of a `recovery_failed` frame.
+const NOT_RECOVERED: &str = "Some messages sent while you were away could not be recovered";
+
+/// What the chat connections of a process share: the room counts, the
+/// announcer (for a layer without presence), presence, and how many
+/// recorded messages a joining page gets.
+#[derive(Debug, Clone)]
+pub struct ChatShared {
+    /// This process's rooms: the signed-in members' names, and the counts
+    /// of a layer without presence.
+    pub rooms: Rooms,
+    /// Joins and leaves, on a layer without presence.
+    pub announcer: Announcer,
+    /// Presence, on a layer with it.
+    pub online: Online,
+    /// Recorded messages a page joining without a position gets.
+    pub recent_history: usize,
+}
 
 /// One chat connection.
 #[derive(Debug)]
 pub struct ChatConsumer {
-    rooms: Rooms,
-    announcer: Announcer,
+    shared: ChatShared,
     room: Option<String>,
-    /// The member's name when known (authenticated, or `?username=`).
+    /// The member's name when known (authenticated, `?username=`, or a
+    /// guest's frame).
     known_name: Option<String>,
     authenticated: bool,
     /// The folded name of a signed-in member, counted in `rooms` (boxed:
     /// most connections are guests, and an idle connection's size counts).
     signed_in_key: Option<Box<[String; 2]>>,
+    /// The presence this connection holds in its room (boxed: anonymous
+    /// connections hold none).
+    present: Option<Box<(PresenceKey, PresenceMeta)>>,
 }
 
 impl ChatConsumer {
-    /// A consumer that counts its room in `rooms` and announces named
-    /// members with `announcer`.
-    pub fn new(rooms: Rooms, announcer: Announcer) -> Self {
+    /// A consumer sharing `shared` with the process's other connections.
+    pub fn new(shared: ChatShared) -> Self {
         Self {
-            rooms,
-            announcer,
+            shared,
             room: None,
             known_name: None,
             authenticated: false,
             signed_in_key: None,
+            present: None,
         }
     }
 
@@ -231,7 +290,7 @@ impl Consumer for ChatConsumer {
                     return Self::refuse(ctx, CLOSE_INVALID_USERNAME, reason).await;
                 }
                 Some(Ok(Some(name))) => {
-                    if self.rooms.name_taken(&room, &name) {
+                    if self.shared.rooms.name_taken(&room, &name) {
                         return Self::refuse(ctx, CLOSE_USERNAME_TAKEN, USERNAME_TAKEN).await;
                     }
                     Some(name)
@@ -240,22 +299,46 @@ impl Consumer for ChatConsumer {
         }
         let group = room_group(&room)?;
         ctx.group_add(&group).await?;
-        self.rooms.join(&room);
+        self.shared.rooms.join(&room);
         if self.authenticated {
             let key = usernames::fold(self.known_name.as_deref().unwrap_or_default());
-            self.rooms.sign_in(&room, &key);
+            self.shared.rooms.sign_in(&room, &key);
             self.signed_in_key = Some(Box::new(key));
-        }
-        if let Some(member) = self.member() {
-            self.announcer.announce(&room, Presence::Join, member);
         }
         // Set before anything else can fail: `disconnect` undoes the count,
         // the sign-in and the join from it.
-        self.room = Some(room);
+        self.room = Some(room.clone());
+        if self.shared.online.tracks() {
+            self.shared.online.enter(ctx, &room).await;
+            if let Some(member) = self.member() {
+                self.be_present(ctx, &group, member).await;
+            }
+        } else if let Some(member) = self.member() {
+            self.shared.announcer.announce(&room, Presence::Join, member);
+        }
+        let catch_up = self.catch_up(ctx, &group).await;
         ctx.send_json(&Outgoing::ConnectionEstablished {
             message: "Connected to chat room",
+            position: catch_up.position,
+            recovered: catch_up.recovered,
         })
         .await?;
+        for frame in catch_up.frames {
+            ctx.send(frame).await?;
+        }
+        let wants_list = matches!(ctx.scope().query_param("presence"), Some("1" | "true"));
+        if wants_list && self.shared.online.tracks() {
+            match ctx.presence_list(&group).await {
+                Ok(list) => {
+                    let (count, users) = crate::online::users(list);
+                    ctx.send_json(&Outgoing::Presence { users: &users, count })
+                        .await?;
+                }
+                Err(error) => {
+                    estuary::throttled!(warn, %error, "could not list a room's presence (is the channel layer reachable?)");
+                }
+            }
+        }
         Ok(Connect::accept())
     }
 
@@ -274,9 +357,15 @@ impl Consumer for ChatConsumer {
             Ok(parsed) => parsed,
             Err(reason) => return Self::error(ctx, reason).await,
         };
-        let Some(room) = &self.room else { return Ok(()) };
-        if guest_named && self.rooms.name_taken(room, &username) {
+        let Some(room) = self.room.clone() else {
+            return Ok(());
+        };
+        if guest_named && self.shared.rooms.name_taken(&room, &username) {
             return Self::error(ctx, USERNAME_TAKEN).await;
+        }
+        let group = room_group(&room)?;
+        if guest_named && username != anonymous() && self.known_name.as_deref() != Some(&username) {
+            self.rename(ctx, &room, &group, &username).await;
         }
         let event = ChatEvent::Message {
             message,
@@ -284,8 +373,9 @@ impl Consumer for ChatConsumer {
             id: Some(uuid::Uuid::new_v4().simple().to_string()),
             ts: Some(now_millis()),
             verified: self.authenticated,
+            position: None,
         };
-        match ctx.group_send(&room_group(room)?, &event).await {
+        match ctx.group_send(&group, &event).await {
             Ok(_) => Ok(()),
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
@@ -302,12 +392,15 @@ impl Consumer for ChatConsumer {
         }
     }
 
-    /// Every chat event renders to the same frame for every member: made
-    /// once per group message and shared (an id and time filled in for a
-    /// Django-sent message are the same for the whole room).
+    /// A chat message, or a presence change that is only joins or only
+    /// leaves, renders to the same frame for every member: made once per
+    /// group message and shared (an id and time filled in for a
+    /// Django-sent message are the same for the whole room). A presence
+    /// change with both (two frames) is handled by each member.
     fn render(event: &ChatEvent) -> Option<WsMessage> {
-        match frame(event) {
-            Ok(frame) => Some(frame),
+        match frames(event, Place::default()) {
+            Ok(mut frames) if frames.len() == 1 => frames.pop(),
+            Ok(_) => None,
             Err(error) => {
                 estuary::throttled!(warn, %error, "cannot render a chat event; each member renders its own");
                 None
@@ -316,30 +409,208 @@ impl Consumer for ChatConsumer {
     }
 
     async fn event(&mut self, ctx: &mut Context, event: ChatEvent) -> Result<(), ConsumerError> {
-        ctx.send(frame(&event)?).await
+        for frame in frames(&event, Place::default())? {
+            ctx.send(frame).await?;
+        }
+        Ok(())
     }
 
     async fn disconnect(&mut self, _ctx: &mut Context, _code: CloseCode) {
         let Some(room) = self.room.take() else { return };
-        self.rooms.leave(&room);
+        self.shared.rooms.leave(&room);
         if let Some(key) = self.signed_in_key.take() {
-            self.rooms.sign_out(&room, &key);
+            self.shared.rooms.sign_out(&room, &key);
         }
-        if let Some(member) = self.member() {
-            self.announcer.announce(&room, Presence::Leave, member);
+        if let Some(present) = self.present.take() {
+            // Still held by this connection: the member stays for the
+            // leave delay, and leaves then unless it came back.
+            if let Ok(group) = room_group(&room) {
+                let (key, meta) = &*present;
+                self.shared.online.linger(&group, key, meta).await;
+            }
+        } else if !self.shared.online.tracks() {
+            if let Some(member) = self.member() {
+                self.shared.announcer.announce(&room, Presence::Leave, member);
+            }
         }
     }
 }
 
-/// The frame a chat event becomes for the room's clients.
-fn frame(event: &ChatEvent) -> Result<WsMessage, serde_json::Error> {
-    match event {
+impl ChatConsumer {
+    /// Makes this connection present in its room as `member`.
+    async fn be_present(&mut self, ctx: &Context, group: &GroupName, member: Member) {
+        let user_id = self
+            .authenticated
+            .then(|| ctx.scope().user().map(|u| u.id().to_owned()))
+            .flatten();
+        let key = Online::key(&member, user_id.as_deref())
+            .unwrap_or_else(|| PresenceKey::for_channel(ctx.channel_name()));
+        let meta = member.to_meta();
+        if self.shared.online.join(ctx, group, &key, &meta).await {
+            self.present = Some(Box::new((key, meta)));
+        }
+    }
+
+    /// A guest's frame named it `name`, another name than its last: it is
+    /// present (and announced) under the new one.
+    async fn rename(&mut self, ctx: &Context, room: &str, group: &GroupName, name: &str) {
+        let before = self.member();
+        self.known_name = Some(name.to_owned());
+        let Some(member) = self.member() else { return };
+        if self.shared.online.tracks() {
+            self.be_present(ctx, group, member).await;
+        } else {
+            if let Some(before) = before {
+                self.shared.announcer.announce(room, Presence::Leave, before);
+            }
+            self.shared.announcer.announce(room, Presence::Join, member);
+        }
+    }
+
+    /// What a joining client gets from the room's history: the room's
+    /// position, and the messages it missed (`?since=`) or the recent ones.
+    /// Live messages at or below the position are dropped from then on.
+    async fn catch_up(&self, ctx: &mut Context, group: &GroupName) -> CatchUp {
+        let mut out = CatchUp::default();
+        let Some(history) = ctx.channel_layer().history() else {
+            return out;
+        };
+        if !history.is_recorded(group) {
+            return out;
+        }
+        let since = ctx.scope().query_param("since").map(parse_position);
+        let result = match since {
+            Some(Some(since)) => match ctx.history_since(group, since).await {
+                Ok(Recovery::Recovered(missed)) => {
+                    out.recovered = Some(true);
+                    out.position = Some(missed.position);
+                    out.frames = recorded_frames(&missed.messages, true);
+                    Ok(())
+                }
+                Ok(Recovery::Unrecoverable { reason, .. }) => {
+                    out.recovered = Some(false);
+                    self.start_over(ctx, group, reason_name(reason), &mut out).await
+                }
+                Err(error) => Err(error),
+            },
+            Some(None) => {
+                out.recovered = Some(false);
+                self.start_over(ctx, group, "invalid_position", &mut out).await
+            }
+            None => self.recent(ctx, group, &mut out).await,
+        };
+        match result {
+            Ok(()) => {
+                if let Some(position) = out.position {
+                    ctx.skip_recorded_through(position);
+                }
+            }
+            Err(error) => {
+                estuary::throttled!(warn, %error, "could not read a room's history (is the channel layer reachable?)");
+                out.position = None;
+            }
+        }
+        out
+    }
+
+    /// Recovery is impossible: a frame saying so, then the recent history.
+    async fn start_over(
+        &self,
+        ctx: &Context,
+        group: &GroupName,
+        reason: &str,
+        out: &mut CatchUp,
+    ) -> Result<(), ConsumerError> {
+        let failed = Outgoing::RecoveryFailed {
+            message: NOT_RECOVERED,
+            reason,
+        };
+        out.frames.push(WsMessage::json(&failed)?);
+        self.recent(ctx, group, out).await
+    }
+
+    /// The room's recent history (and position).
+    async fn recent(&self, ctx: &Context, group: &GroupName, out: &mut CatchUp) -> Result<(), ConsumerError> {
+        let limit = self.shared.recent_history;
+        if limit == 0 {
+            out.position = Some(ctx.history_position(group).await?);
+            return Ok(());
+        }
+        let recent = ctx.history_recent(group, limit).await?;
+        out.position = Some(recent.position);
+        let messages: Vec<Message> = recent
+            .messages
+            .into_iter()
+            .filter(|m| m.message_type() == "chat.message")
+            .collect();
+        out.frames.extend(recorded_frames(&messages, false));
+        Ok(())
+    }
+}
+
+/// What [`ChatConsumer::catch_up`] found.
+#[derive(Debug, Default)]
+struct CatchUp {
+    position: Option<StreamPosition>,
+    recovered: Option<bool>,
+    frames: Vec<WsMessage>,
+}
+
+/// `?since=<epoch>:<offset>`, as a page gives it back.
+fn parse_position(text: &str) -> Option<StreamPosition> {
+    let (epoch, offset) = text.split_once(':')?;
+    Some(StreamPosition::new(offset.parse().ok()?, epoch.parse().ok()?))
+}
+
+/// The `reason` of a `recovery_failed` frame.
+fn reason_name(reason: Unrecoverable) -> &'static str {
+    match reason {
+        Unrecoverable::EpochChanged => "epoch_changed",
+        Unrecoverable::TooOld => "too_old",
+    }
+}
+
+/// The frames of recorded messages: recovered (`"recovered": true`), or
+/// recent history (`"history": true`). Events that are no chat event are
+/// skipped.
+fn recorded_frames(messages: &[Message], recovered: bool) -> Vec<WsMessage> {
+    let place = |position| Place {
+        position,
+        history: !recovered,
+        recovered,
+    };
+    messages
+        .iter()
+        .filter_map(|message| {
+            let event = message.decode::<ChatEvent>().ok()?;
+            let position = message.position();
+            frames(&event, place(position)).ok()
+        })
+        .flatten()
+        .collect()
+}
+
+/// The frames a chat event becomes for the room's clients: one, or for a
+/// presence change, a `user_leave` for the named members who left and a
+/// `user_join` for those who arrived (none for a change without names).
+#[doc(hidden)] // Public for the fuzz harness (`fuzz/`), not an API.
+pub fn event_frames(event: &ChatEvent) -> Result<Vec<WsMessage>, serde_json::Error> {
+    frames(event, Place::default())
+}
+
+fn frames(event: &ChatEvent, place: Place) -> Result<Vec<WsMessage>, serde_json::Error> {
+    let place = |position: &Option<StreamPosition>| Place {
+        position: *position,
+        ..place
+    };
+    let frame = match event {
         ChatEvent::Message {
             message,
             username,
             id,
             ts,
             verified,
+            position,
         } => {
             let fresh;
             let id = match id {
@@ -355,29 +626,80 @@ fn frame(event: &ChatEvent) -> Result<WsMessage, serde_json::Error> {
                 id,
                 ts: ts.unwrap_or_else(now_millis),
                 verified: *verified,
-            })
+                place: place(position),
+            })?
         }
         ChatEvent::Join {
             username,
             verified,
             users,
-        } => WsMessage::json(&Outgoing::UserJoin {
-            username,
-            message: &format!("{} joined the room", who(username, users)),
-            verified: *verified,
-            users,
-        }),
+            position,
+        } => notice(Presence::Join, username, *verified, users, place(position))?,
         ChatEvent::Leave {
             username,
             verified,
             users,
-        } => WsMessage::json(&Outgoing::UserLeave {
+            position,
+        } => notice(Presence::Leave, username, *verified, users, place(position))?,
+        ChatEvent::Presence(diff) => return presence_frames(diff),
+    };
+    Ok(vec![frame])
+}
+
+/// A `user_join` or `user_leave` frame.
+fn notice(
+    kind: Presence,
+    username: &str,
+    verified: bool,
+    users: &[Member],
+    place: Place,
+) -> Result<WsMessage, serde_json::Error> {
+    match kind {
+        Presence::Join => WsMessage::json(&Outgoing::UserJoin {
+            username,
+            message: &format!("{} joined the room", who(username, users)),
+            verified,
+            users,
+            place,
+        }),
+        Presence::Leave => WsMessage::json(&Outgoing::UserLeave {
             username,
             message: &format!("{} left the room", who(username, users)),
-            verified: *verified,
+            verified,
             users,
+            place,
         }),
     }
+}
+
+/// The notices of a presence change: the named members who left, then
+/// those who arrived (or changed their name), each in the order of their
+/// change.
+fn presence_frames(diff: &PresenceDiff) -> Result<Vec<WsMessage>, serde_json::Error> {
+    let named = |changes: &std::collections::BTreeMap<PresenceKey, estuary::PresenceChange>| {
+        let mut named: Vec<(u64, Member)> = changes
+            .values()
+            .filter_map(|c| Some((c.version, Member::from_meta(&c.meta)?)))
+            .collect();
+        named.sort_by_key(|(version, _)| *version);
+        named.into_iter().map(|(_, m)| m).collect::<Vec<_>>()
+    };
+    let mut frames = Vec::new();
+    for (kind, members) in [
+        (Presence::Leave, named(&diff.leaves)),
+        (Presence::Join, named(&diff.joins)),
+    ] {
+        let Some(first) = members.first() else { continue };
+        let users: &[Member] = if members.len() > 1 { &members } else { &[] };
+        frames.push(notice(
+            kind,
+            &first.username,
+            first.verified,
+            users,
+            Place::default(),
+        )?);
+    }
+    Ok(frames)
 }
 
 /// Who an announcement names, for its `message`: `alice`, `alice and bob`,
@@ -422,6 +744,7 @@ mod tests {
             id,
             ts,
             verified,
+            ..
         } = m.decode().unwrap()
         else {
             panic!()

@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod chat;
 mod keys;
 mod library;
 mod load;
@@ -34,9 +35,11 @@ mod routes;
 mod validate;
 
 pub use auth::AuthSettings;
+pub use chat::ChatSettings;
 pub use estuary::redis::LayerSettings;
 pub use estuary::redis::RedisFlavour;
 pub use estuary::server::{ServerSettings, SlowClient, WebSocketSettings};
+pub use estuary::{HistorySettings, PresenceSettings};
 pub use estuary_callback::CallbackSettings;
 pub use estuary_django::{DjangoSettings, SessionEngineName};
 pub use estuary_jwt::JwtSettings;
@@ -115,6 +118,12 @@ pub struct Config {
     pub server: ServerSettings,
     /// Who is connecting: a JWT, Django's sessions, or the connect callback.
     pub auth: AuthSettings,
+    /// How presence is announced and kept alive across processes.
+    pub presence: PresenceSettings,
+    /// Which groups are recorded for recovery and recent history, and how.
+    pub history: HistorySettings,
+    /// How the chat rooms use presence and history.
+    pub chat: ChatSettings,
     /// WebSocket routes relayed to the application (Django workers or an
     /// HTTP endpoint), matched in order before the built-in chat's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -134,6 +143,9 @@ impl Default for Config {
             layer: LayerSettings::default(),
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
+            presence: PresenceSettings::default(),
+            history: chat::history_defaults(),
+            chat: ChatSettings::default(),
             routes: Vec::new(),
         }
     }

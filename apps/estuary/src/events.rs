@@ -3,6 +3,7 @@
 //! and the announcer both speak them (neither depends on the other for it).
 
 use estuary::prelude::*;
+use estuary::{PresenceDiff, PresenceMeta, StreamPosition};
 use serde::{Deserialize, Serialize};
 
 /// The longest room name: the group `chat_{room}` must stay under Django's
@@ -28,7 +29,8 @@ pub fn room_group(room: &str) -> Result<GroupName, ConsumerError> {
 ///
 /// `verified` is true when the server authenticated the member named
 /// (absent, false, from guests, the push API, and Django code that does not
-/// set it).
+/// set it). `position` is where the layer recorded the event in the room's
+/// history (`"__position__"`), when it records the room.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ChatEvent {
@@ -49,6 +51,9 @@ pub enum ChatEvent {
         /// The sender is signed in as `username`.
         #[serde(default, skip_serializing_if = "is_false")]
         verified: bool,
+        /// Where the room's history recorded it.
+        #[serde(rename = "__position__", default, skip_serializing_if = "Option::is_none")]
+        position: Option<StreamPosition>,
     },
     /// Named members arrived: `username` (the first), or all of `users`
     /// when there are several.
@@ -62,6 +67,10 @@ pub enum ChatEvent {
         /// Every member announced, in order, when more than one.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<Member>,
+        /// Where the room's history recorded it (sent by Django through
+        /// the push API, say).
+        #[serde(rename = "__position__", default, skip_serializing_if = "Option::is_none")]
+        position: Option<StreamPosition>,
     },
     /// Named members left: `username` (the first), or all of `users` when
     /// there are several.
@@ -75,7 +84,16 @@ pub enum ChatEvent {
         /// Every member announced, in order, when more than one.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<Member>,
+        /// Where the room's history recorded it (sent by Django through
+        /// the push API, say).
+        #[serde(rename = "__position__", default, skip_serializing_if = "Option::is_none")]
+        position: Option<StreamPosition>,
     },
+    /// The room's presence changed: the layer's coalesced diff (see
+    /// [`estuary::layer::presence`]). Its named joins and leaves become
+    /// the `user_join` and `user_leave` frames.
+    #[serde(rename = "presence.diff")]
+    Presence(PresenceDiff),
 }
 
 /// A member named in a join or leave announcement.
@@ -86,6 +104,31 @@ pub struct Member {
     /// The member is signed in as `username`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub verified: bool,
+}
+
+impl Member {
+    /// The member a presence's metadata names (`{"username": ..., "verified":
+    /// true}`), if it names one.
+    pub fn from_meta(meta: &PresenceMeta) -> Option<Self> {
+        let value = meta.as_value();
+        let username = value.get("username")?.as_str()?;
+        (!username.is_empty()).then(|| Self {
+            username: username.to_owned(),
+            verified: value.get("verified") == Some(&serde_json::Value::Bool(true)),
+        })
+    }
+
+    /// The presence metadata naming this member.
+    pub fn to_meta(&self) -> PresenceMeta {
+        let value = if self.verified {
+            serde_json::json!({"username": self.username, "verified": true})
+        } else {
+            serde_json::json!({"username": self.username})
+        };
+        // A name of at most 50 characters (a signed-in member's, at most
+        // 150) is far below the bound on metadata.
+        PresenceMeta::new(value).unwrap_or_default()
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

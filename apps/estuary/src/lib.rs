@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod events;
+pub mod online;
 pub mod pages;
 pub mod posts;
 pub mod push;

@@ -12,6 +12,8 @@ const ROOM_HTML: &str = include_str!("../assets/room.html");
 const CHAT_CSS: &str = include_str!("../assets/chat.css");
 const CHAT_JS: &str = include_str!("../assets/chat.js");
 const ROOMS_JS: &str = include_str!("../assets/rooms.js");
+const NOT_FOUND_HTML: &str = include_str!("../assets/notfound.html");
+const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
 /// What a page may load and who may frame it: its own scripts, styles and
 /// socket, nothing inline, no framing (clickjacking), no foreign form
@@ -36,15 +38,19 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
+/// A room name that is none: a page saying so, with a way back to the
+/// room picker.
+fn no_such_room() -> Response {
+    let mut response = asset(NOT_FOUND_HTML, "text/html; charset=utf-8");
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
 async fn room_page(Path(room): Path<String>) -> Response {
     if valid_room(&room) {
         asset(ROOM_HTML, "text/html; charset=utf-8")
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            "no such room: room names are 1 to 94 of A-Z a-z 0-9 _ -\n",
-        )
-            .into_response()
+        no_such_room()
     }
 }
 
@@ -52,12 +58,13 @@ async fn room_without_slash(Path(room): Path<String>) -> Response {
     if valid_room(&room) {
         Redirect::permanent(&format!("/chat/{room}/")).into_response()
     } else {
-        StatusCode::NOT_FOUND.into_response()
+        no_such_room()
     }
 }
 
-/// `/`, `/chat/`, `/chat/{room}/` and `/static/*`.
+/// `/`, `/chat/`, `/chat/{room}/`, `/static/*` and the icon.
 pub fn routes() -> axum::Router {
+    let icon = || async { asset(FAVICON_SVG, "image/svg+xml") };
     axum::Router::new()
         .route("/", get(|| async { Redirect::temporary("/chat/") }))
         .route("/chat", get(|| async { Redirect::permanent("/chat/") }))
@@ -79,4 +86,7 @@ pub fn routes() -> axum::Router {
             "/static/rooms.js",
             get(|| async { asset(ROOMS_JS, "text/javascript; charset=utf-8") }),
         )
+        .route("/static/favicon.svg", get(icon))
+        // Browsers ask for it whatever the page says.
+        .route("/favicon.ico", get(icon))
 }

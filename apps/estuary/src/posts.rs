@@ -107,6 +107,7 @@ pub fn server_post(message: &str, username: Option<&str>) -> Result<ChatEvent, I
         id: Some(uuid::Uuid::new_v4().simple().to_string()),
         ts: Some(now_millis()),
         verified: false,
+        position: None,
     })
 }
 

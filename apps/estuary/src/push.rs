@@ -7,11 +7,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use estuary::prelude::*;
-use estuary::{GroupSendReport, SendError};
+use estuary::{GroupSendReport, PresenceError, SendError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chat::{room_group, valid_room};
+use crate::online::Online;
 use crate::posts::{InvalidPost, server_post};
 use crate::rooms::Rooms;
 
@@ -20,8 +21,10 @@ use crate::rooms::Rooms;
 pub struct PushState {
     /// The channel layer.
     pub layer: ChannelLayerHandle,
-    /// Room occupancy.
+    /// Room occupancy in this process (for a layer without presence).
     pub rooms: Rooms,
+    /// Room occupancy across processes (for a layer with presence).
+    pub online: Online,
     /// Who may push.
     pub access: PushAccess,
     /// Largest body accepted, in bytes (`websocket.max_event_size`); larger
@@ -117,12 +120,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// 202 with the report: how many members got the message, how many were
+/// skipped, and where a recorded group's history put it.
 fn report(r: GroupSendReport) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"delivered": r.delivered, "dropped": r.dropped})),
-    )
-        .into_response()
+    let mut body = json!({"delivered": r.delivered, "dropped": r.dropped});
+    if let Some(position) = r.position {
+        body["position"] = json!(position);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 /// Refuses bodies not sent as `application/json`: a browser can POST other
@@ -269,6 +274,68 @@ async fn room_post(
     }
 }
 
+/// `GET /api/rooms`: the occupied rooms and their connections, across
+/// processes (presence), or in this process (a layer without presence).
+async fn rooms(State(state): State<PushState>) -> Result<Response, ApiError> {
+    if !state.online.tracks() {
+        return Ok(Json(json!({"rooms": state.rooms.list()})).into_response());
+    }
+    let rooms = state.online.rooms().await.map_err(presence_error)?;
+    Ok(Json(json!({"rooms": rooms})).into_response())
+}
+
+/// `GET /api/rooms/{room}/presence`: who is in a room, by name, across
+/// processes.
+async fn room_presence(
+    State(state): State<PushState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    if !valid_room(&room) {
+        return Err(error(StatusCode::NOT_FOUND, "invalid room name"));
+    }
+    if !state.online.tracks() {
+        return Err(presence_error(PresenceError::Unsupported));
+    }
+    let presence = state.online.room(&room).await.map_err(presence_error)?;
+    Ok(Json(presence).into_response())
+}
+
+/// `GET /api/groups/{group}/presence`: a group's presence as the library
+/// lists it (keys, metadata, connections, versions), for the application
+/// (a Django view asking who is online).
+async fn group_presence(
+    State(state): State<PushState>,
+    Path(group): Path<String>,
+) -> Result<Response, ApiError> {
+    let group = GroupName::new(&group)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid group name: {e}")))?;
+    let presence = state
+        .layer
+        .presence()
+        .ok_or_else(|| presence_error(PresenceError::Unsupported))?;
+    let list = presence.presence_list(&group).await.map_err(presence_error)?;
+    Ok(Json(json!({
+        "group": group.as_str(),
+        "keys": list.keys(),
+        "connections": list.connections(),
+        "version": list.version,
+        "entries": list.entries,
+    }))
+    .into_response())
+}
+
+/// 501 for a layer without presence (Redis pub/sub), 503 for a failed one.
+fn presence_error(e: PresenceError) -> ApiError {
+    match e {
+        PresenceError::Unsupported => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this channel layer does not track presence (the Redis pub/sub layer)",
+        ),
+        PresenceError::Layer(e) => layer_error(e),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
 /// `GET /healthz`: 200 when the channel layer is reachable, 503 when not
 /// (WebSockets stay open meanwhile).
 async fn health(State(state): State<PushState>) -> Response {
@@ -294,24 +361,27 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// that this list and the document's operations are the same.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/rooms"),
+    ("GET", "/api/rooms/{room}/presence"),
     ("POST", "/api/rooms/{room}/messages"),
     ("POST", "/api/groups/{group}/send"),
+    ("GET", "/api/groups/{group}/presence"),
     ("POST", "/api/channels/{channel}/send"),
     ("GET", "/api/openapi.json"),
     ("GET", "/healthz"),
 ];
 
-/// The handler of one entry of [`ROUTES`]; POST routes need the token.
+/// The handler of one entry of [`ROUTES`]; POST routes, and what the
+/// application asks about groups, need the token.
 fn endpoint(method: &str, path: &str, state: &PushState) -> MethodRouter<PushState> {
     let push = |route: MethodRouter<PushState>| {
         route.route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
     };
     match (method, path) {
-        ("GET", "/api/rooms") => {
-            get(|State(s): State<PushState>| async move { Json(json!({"rooms": s.rooms.list()})) })
-        }
+        ("GET", "/api/rooms") => get(rooms),
+        ("GET", "/api/rooms/{room}/presence") => get(room_presence),
         ("POST", "/api/rooms/{room}/messages") => push(post(room_post)),
         ("POST", "/api/groups/{group}/send") => push(post(group_send)),
+        ("GET", "/api/groups/{group}/presence") => push(get(group_presence)),
         ("POST", "/api/channels/{channel}/send") => push(post(channel_send)),
         ("GET", "/api/openapi.json") => {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) })
@@ -321,7 +391,8 @@ fn endpoint(method: &str, path: &str, state: &PushState) -> MethodRouter<PushSta
     }
 }
 
-/// The routes of [`ROUTES`]: `GET /api/rooms`, `POST /api/groups/{group}/send`,
+/// The routes of [`ROUTES`]: `GET /api/rooms`, `GET /api/rooms/{room}/presence`,
+/// `POST /api/groups/{group}/send`, `GET /api/groups/{group}/presence`,
 /// `POST /api/channels/{channel}/send`, `POST /api/rooms/{room}/messages`,
 /// `GET /api/openapi.json`, `GET /healthz`.
 pub fn routes(state: PushState) -> axum::Router {

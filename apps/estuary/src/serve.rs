@@ -9,19 +9,25 @@ use tower::Layer as _;
 
 use crate::announce::Announcer;
 use crate::auth::AppAuth;
-use crate::chat::ChatConsumer;
+use crate::chat::{ChatConsumer, ChatShared};
 use crate::config::{Bind, Config, redact_url};
+use crate::online::Online;
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
 
 /// The application: the relayed routes of `[[routes]]`, then the chat (pages,
 /// WebSocket rooms) and the push API.
 pub fn router(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<Router> {
-    let rooms = Rooms::default();
-    let announcer = Announcer::new(layer.clone());
+    let chat = ChatShared {
+        rooms: Rooms::default(),
+        announcer: Announcer::new(layer.clone()),
+        online: Online::new(layer.clone(), config.chat.leave_delay()),
+        recent_history: config.chat.recent_history,
+    };
     let push = PushState {
         layer: layer.clone(),
-        rooms: rooms.clone(),
+        rooms: chat.rooms.clone(),
+        online: chat.online.clone(),
         access: PushAccess::from_config(config),
         max_body: config.websocket.max_event_size,
     };
@@ -36,23 +42,24 @@ pub fn router(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<Rout
         router = router.websocket(&route.path, relay.factory());
     }
     Ok(router
-        .websocket("ws/chat/<str:room>/", move || {
-            ChatConsumer::new(rooms.clone(), announcer.clone())
-        })
+        .websocket("ws/chat/<str:room>/", move || ChatConsumer::new(chat.clone()))
         .merge(crate::pages::routes())
         .merge(push_routes(push)))
 }
 
-/// The in-memory channel layer with the configured settings.
-pub fn in_memory_layer(config: &Config) -> ChannelLayerHandle {
-    ChannelLayerHandle::new(InMemoryChannelLayer::new(config.layer.layer_config()))
+/// The in-memory channel layer with the configured settings (presence and
+/// history included).
+pub fn in_memory_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
+    Ok(ChannelLayerHandle::new(InMemoryChannelLayer::new(
+        config.layer_config()?,
+    )))
 }
 
 /// The configured channel layer: Redis of `layer.flavour` when hosts are
-/// given, else in-memory. Must be called inside the runtime (the Redis
-/// layer starts its tasks).
+/// given, else in-memory, with `[presence]` and `[history]`. Must be
+/// called inside the runtime (the Redis layer starts its tasks).
 pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
-    Ok(config.layer.layer()?)
+    config.channel_layer()
 }
 
 fn describe(config: &Config) -> String {

@@ -303,6 +303,20 @@ secret_key_fallbacks = ["old-django-secret"]
 database = "postgres://reader:db-password@127.0.0.1:5432/site"
 session_engine = "signed_cookies"
 
+[presence]
+interval_ms = 50
+refresh_ms = 300
+timeout_ms = 1000
+
+[history]
+groups = ["chat_*", "news.*"]
+size = 20
+ttl = 120
+
+[chat]
+leave_delay_ms = 500
+recent_history = 10
+
 [[routes]]
 path = "ws/orders/<int:order_id>/"
 channel = "orders"
@@ -595,4 +609,150 @@ fn an_invalid_auth_value_names_its_key() {
         assert!(message.contains(key), "{text}: {message}");
         assert!(message.contains("site.toml"), "{text}: {message}");
     }
+}
+
+/// `[presence]`, `[history]` and `[chat]` from every layer: each key from
+/// the file, a variable or a flag; an empty list turns recording off; a
+/// wrong value names its key and source; `check-config` prints them so that
+/// they load back.
+#[test]
+fn presence_history_and_chat_keys_come_from_every_layer_and_print_back() {
+    let config = Config::from_layers(Layers {
+        file: file(
+            "[history]\ngroups = [\"chat_*\", \"news.*\"]\nsize = 20\n[presence]\ntimeout_ms = 4000\n",
+        ),
+        env: env(&[
+            ("ESTUARY_HISTORY_TTL", "120"),
+            ("ESTUARY_PRESENCE_REFRESH_MS", "500"),
+            ("ESTUARY_LEAVE_DELAY_MS", "0"),
+            ("ESTUARY_HISTORY_SIZE", "25"),
+        ]),
+        flags: flags(&[
+            "--history-size",
+            "30",
+            "--presence-interval-ms",
+            "50",
+            "--recent-history",
+            "5",
+            "--presence-timeout-ms",
+            "2000",
+        ]),
+    })
+    .unwrap();
+    assert_eq!(config.history.groups, ["chat_*", "news.*"]);
+    assert_eq!((config.history.size, config.history.ttl), (30, 120));
+    assert_eq!(
+        (
+            config.presence.interval_ms,
+            config.presence.refresh_ms,
+            config.presence.timeout_ms
+        ),
+        (50, 500, 2000)
+    );
+    assert_eq!((config.chat.leave_delay_ms, config.chat.recent_history), (0, 5));
+    let layer = config.layer_config().unwrap();
+    assert_eq!(layer.presence().timeout(), std::time::Duration::from_secs(2));
+    assert_eq!(layer.history_globs().collect::<Vec<_>>(), ["chat_*", "news.*"]);
+
+    let defaults = Config::default();
+    assert_eq!(
+        defaults.history.groups,
+        ["chat_*"],
+        "the rooms are recorded by default"
+    );
+    let off = Config::from_layers(Layers {
+        env: env(&[("ESTUARY_HISTORY_GROUPS", "")]),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert!(off.history.groups.is_empty());
+    assert_eq!(off.layer_config().unwrap().history_globs().count(), 0);
+
+    for (layers, key, source) in [
+        (
+            Layers {
+                flags: flags(&["--presence-refresh-ms", "20000"]),
+                ..Layers::default()
+            },
+            "presence.refresh_ms",
+            "--presence-refresh-ms",
+        ),
+        (
+            Layers {
+                file: file("[history]\nsize = 0\n"),
+                ..Layers::default()
+            },
+            "history.size",
+            "site.toml",
+        ),
+        (
+            Layers {
+                env: env(&[
+                    ("ESTUARY_HISTORY_GROUPS", "chat_*,,x"),
+                    ("ESTUARY_HISTORY_TTL", "0"),
+                ]),
+                ..Layers::default()
+            },
+            "history.ttl",
+            "ESTUARY_HISTORY_TTL",
+        ),
+        (
+            Layers {
+                env: env(&[("ESTUARY_RECENT_HISTORY", "5000")]),
+                ..Layers::default()
+            },
+            "chat.recent_history",
+            "ESTUARY_RECENT_HISTORY",
+        ),
+        (
+            Layers {
+                file: file("[chat]\nleave_delay = 3\n"),
+                ..Layers::default()
+            },
+            "leave_delay",
+            "site.toml",
+        ),
+    ] {
+        let message = error(layers);
+        assert!(
+            message.contains(key) && message.contains(source),
+            "{key} from {source}: {message}"
+        );
+    }
+
+    let printed = stdout(&estuary(&[
+        "check-config",
+        "--history-groups",
+        "chat_*,news.*",
+        "--history-size",
+        "30",
+        "--presence-timeout-ms",
+        "2000",
+        "--presence-refresh-ms",
+        "600",
+        "--leave-delay-ms",
+        "250",
+    ]));
+    for line in [
+        "groups = [\n    \"chat_*\",\n    \"news.*\",\n]",
+        "size = 30",
+        "timeout_ms = 2000",
+        "leave_delay_ms = 250",
+    ] {
+        assert!(printed.contains(line), "{line:?} in\n{printed}");
+    }
+    let again = Config::from_layers(Layers {
+        file: Some(("printed.toml".into(), printed)),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(again.history.groups, ["chat_*", "news.*"]);
+    assert_eq!(
+        (
+            again.history.size,
+            again.presence.timeout_ms,
+            again.chat.leave_delay_ms
+        ),
+        (30, 2000, 250)
+    );
 }

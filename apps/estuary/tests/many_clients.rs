@@ -61,7 +61,7 @@ async fn thousand_clients_in_ten_rooms() {
                     }
                     *got.entry(text).or_default() += 1;
                 }
-                client.assert_no_message().await;
+                client.assert_no_chat_message().await;
                 assert_eq!(got.len(), expected_per_room, "lost messages in room {r}");
                 assert!(got.values().all(|&n| n == 1), "duplicated messages in room {r}");
                 client

@@ -406,6 +406,23 @@ async fn failures_are_answered_as_documented() {
         assert_eq!(answer.status, expected, "POST {path}: {answer:?}");
         assert_documented(&doc, "POST", template, &answer);
     }
+    let room_presence = "/api/rooms/{room}/presence";
+    let group_presence = "/api/groups/{group}/presence";
+    for (template, path, headers, expected) in [
+        (room_presence, "/api/rooms/a.b/presence", "", 404),
+        (group_presence, "/api/groups/chat_lobby/presence", "", 401),
+        (
+            group_presence,
+            "/api/groups/chat_lobby/presence",
+            wrong_token.as_str(),
+            401,
+        ),
+        (group_presence, "/api/groups/a%20b/presence", a.as_str(), 400),
+    ] {
+        let answer = send(addr, &host, "GET", path, headers, None).await;
+        assert_eq!(answer.status, expected, "GET {path}: {answer:?}");
+        assert_documented(&doc, "GET", template, &answer);
+    }
 
     // The body timeout: a length announced, no body sent.
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -441,6 +458,27 @@ async fn a_closed_api_and_an_occupied_room_are_answered_as_documented() {
     assert_documented(&doc, "GET", "/api/rooms", &answer);
     let rooms: Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(rooms, json!({"rooms": [{"room": "lobby", "members": 1}]}));
+    let mut named = Client::join(&server.url("/ws/chat/lobby/?username=ann")).await;
+    named.recv_type("user_join").await;
+    member.recv_type("user_join").await;
+    let answer = send(server.addr, &host, "GET", "/api/rooms/lobby/presence", "", None).await;
+    assert_documented(&doc, "GET", "/api/rooms/{room}/presence", &answer);
+    let presence: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        presence,
+        json!({"room": "lobby", "members": 2, "online": 1, "users": [{"username": "ann", "connections": 1}]})
+    );
+    let answer = send(
+        server.addr,
+        &host,
+        "GET",
+        "/api/groups/chat_lobby/presence",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "the push API is closed: {answer:?}");
+    assert_documented(&doc, "GET", "/api/groups/{group}/presence", &answer);
     let answer = send(server.addr, &host, "GET", "/healthz", "", None).await;
     assert_eq!(answer.status, 200);
     assert_documented(&doc, "GET", "/healthz", &answer);
@@ -468,5 +506,6 @@ async fn a_closed_api_and_an_occupied_room_are_answered_as_documented() {
     }
     member.assert_no_message().await;
     member.close().await;
+    named.close().await;
     server.stop().await;
 }

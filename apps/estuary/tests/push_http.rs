@@ -5,8 +5,9 @@
 use estuary::testing::HttpClient;
 use estuary::{
     ChannelLayer, ChannelLayerConfig, ChannelLayerHandle, ChannelName, GroupName, InMemoryChannelLayer,
-    Message,
+    Message, PresenceKey, PresenceMeta,
 };
+use estuary_cli::online::{DIRECTORY, Online};
 use estuary_cli::push::{PushAccess, PushState, routes};
 use estuary_cli::rooms::Rooms;
 use http::StatusCode;
@@ -15,8 +16,10 @@ use serde_json::{Value, json};
 const TOKEN: &str = "s3cret";
 
 fn client(layer: &InMemoryChannelLayer, rooms: Rooms) -> HttpClient {
+    let layer = ChannelLayerHandle::new(layer.clone());
     let state = PushState {
-        layer: ChannelLayerHandle::new(layer.clone()),
+        online: Online::new(layer.clone(), std::time::Duration::ZERO),
+        layer,
         rooms,
         access: PushAccess::Token(TOKEN.into()),
         max_body: 64 * 1024,
@@ -91,9 +94,20 @@ async fn callers_without_the_token_or_json_are_refused() {
 #[tokio::test]
 async fn a_full_channel_gets_429_and_health_and_rooms_answer() {
     let layer = InMemoryChannelLayer::new(ChannelLayerConfig::default().with_capacity(1));
-    let rooms = Rooms::default();
-    rooms.join("lobby");
-    let client = client(&layer, rooms);
+    // A connection in the lobby, as the chat counts it (across processes).
+    let member = layer.new_channel().await.unwrap();
+    layer
+        .presence()
+        .unwrap()
+        .presence_join(
+            &GroupName::new(DIRECTORY).unwrap(),
+            &member,
+            &PresenceKey::new("lobby").unwrap(),
+            &PresenceMeta::default(),
+        )
+        .await
+        .unwrap();
+    let client = client(&layer, Rooms::default());
     let worker = ChannelName::new("thumbnails").unwrap();
     layer
         .send(&worker, Message::from_json(&json!({"type": "job"})).unwrap())

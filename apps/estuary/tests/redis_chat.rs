@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::chat_protocol::recv_chat;
 use common::{Client, TestServer};
 use estuary_cli::config::Config;
 use probe::Probe;
@@ -36,7 +37,9 @@ async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     let server = TestServer::with_config(config).await;
     let mut probe = Probe::new(SHARED_REDIS, &prefix, key);
     probe.layer_args.extend(["--layer".into(), flavour.into()]);
-    let mut alice = Client::join(&server.url("/ws/chat/lobby/")).await;
+    // Named from the start: she is announced now, not when her first
+    // message names her (the listener below takes one event).
+    let mut alice = Client::join(&server.url("/ws/chat/lobby/?username=alice")).await;
     let mut bob = Client::join(&server.url("/ws/chat/lobby/")).await;
 
     // Django → Estuary: a view's group_send reaches every client of the room.
@@ -50,7 +53,7 @@ async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     .await
     .unwrap();
     for c in [&mut alice, &mut bob] {
-        let m = c.recv_json().await;
+        let m = recv_chat(c).await;
         assert_eq!(
             (m["type"].as_str(), m["message"].as_str(), m["username"].as_str()),
             (Some("chat_message"), Some("hi"), Some("django"))
@@ -63,8 +66,8 @@ async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     })
     .await
     .unwrap();
-    assert_eq!(alice.recv_json().await["username"], "Anonymous");
-    bob.recv_json().await;
+    assert_eq!(recv_chat(&mut alice).await["username"], "Anonymous");
+    recv_chat(&mut bob).await;
 
     // Estuary → Django: a client's message reaches a Python consumer of the group.
     let listening = probe.start(
@@ -82,7 +85,7 @@ async fn django_and_estuary_share_a_room(key: Option<&str>, flavour: &str) {
     assert_eq!(lines[0]["message"], "hello");
     assert_eq!(lines[0]["username"], "alice");
     assert_eq!(
-        bob.recv_json().await["message"],
+        recv_chat(&mut bob).await["message"],
         "hello",
         "Estuary's own members get it once, through Redis"
     );
@@ -183,7 +186,7 @@ async fn two_processes_share_a_room_through_redis() {
                 }
                 *got.entry(text).or_default() += 1;
             }
-            client.assert_no_message().await;
+            client.assert_no_chat_message().await;
             assert_eq!(got.len(), expected, "lost messages");
             assert!(got.values().all(|&n| n == 1), "duplicates");
         }));

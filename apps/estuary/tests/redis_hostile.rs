@@ -89,7 +89,7 @@ async fn a_member_no_process_could_have_written_does_not_take_the_room_down() {
             .send_json(&json!({"message": format!("m{sent}"), "username": "alice"}))
             .await;
         // Paced by its own echo: each send meets the bad member.
-        let echo = alice.recv_json().await;
+        let echo = common::chat_protocol::recv_chat(&mut alice).await;
         assert_eq!(
             (echo["type"].as_str(), echo["message"].as_str()),
             (Some("chat_message"), Some(format!("m{sent}").as_str())),

@@ -145,6 +145,9 @@ pub struct Context {
     stalled: bool,
     /// What [`send_json`](Self::send_json) writes with; `None`: serde_json.
     json_encoder: Option<Arc<dyn JsonEncoder>>,
+    /// Recorded messages to drop on arrival, one position per epoch (see
+    /// [`skip_recorded_through`](Self::skip_recorded_through)).
+    skip_recorded: Vec<crate::layer::StreamPosition>,
 }
 
 impl std::fmt::Debug for Context {
@@ -178,6 +181,7 @@ impl Context {
             released: false,
             stalled: false,
             json_encoder: None,
+            skip_recorded: Vec::new(),
         }
     }
 

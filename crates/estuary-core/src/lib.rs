@@ -61,6 +61,8 @@ pub use layer::{
     PresenceTransition, PresenceView, REAP_INTERVAL, ReceiverState, Recovered, Recovery, SendError,
     StreamPosition, Unrecoverable,
 };
+#[cfg(feature = "serde")]
+pub use layer::{HistorySettings, HistorySettingsError, PresenceSettings, PresenceSettingsError};
 pub use message::{Message, MessageError, RESERVED_KEY};
 pub use names::{ChannelName, GroupName, MAX_NAME_LEN, NameError};
 pub use scope::{

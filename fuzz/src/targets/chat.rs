@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use estuary_cli::chat::{
-    ChatConsumer, ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, parse_client_message,
+    ChatConsumer, ChatEvent, MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS, event_frames, parse_client_message,
 };
 use estuary_cli::usernames;
 use estuary_core::{Consumer, Message, WsMessage};
@@ -97,6 +97,7 @@ fn kind(event: &ChatEvent) -> &'static str {
         ChatEvent::Message { .. } => "chat_message",
         ChatEvent::Join { .. } => "user_join",
         ChatEvent::Leave { .. } => "user_leave",
+        ChatEvent::Presence(_) => "presence",
     }
 }
 
@@ -111,7 +112,28 @@ fn check_event(event: &ChatEvent) {
         "decode-then-encode is not stable for {event:?}"
     );
 
-    let frame = ChatConsumer::render(event).expect("every chat event renders");
+    let frames = event_frames(event).expect("every chat event renders");
+    if let ChatEvent::Presence(diff) = event {
+        // A leave frame and a join frame at most, each naming someone;
+        // rendered once for everyone when there is one.
+        assert!(frames.len() <= 2 && frames.len() <= diff.joins.len() + diff.leaves.len());
+        assert_eq!(ChatConsumer::render(event).is_some(), frames.len() == 1);
+        for frame in frames {
+            let WsMessage::Text(text) = frame else {
+                panic!("a chat frame is text")
+            };
+            let json: serde_json::Value = serde_json::from_str(&text).expect("a chat frame is JSON");
+            assert!(
+                json["type"] == "user_join" || json["type"] == "user_leave",
+                "{text}"
+            );
+            assert!(json["username"].as_str().is_some_and(|n| !n.is_empty()), "{text}");
+            assert!(json["message"].is_string(), "{text}");
+        }
+        return;
+    }
+    assert_eq!(frames.len(), 1, "one frame for {event:?}");
+    let frame = ChatConsumer::render(event).expect("every chat event but a presence change renders");
     let WsMessage::Text(text) = frame else {
         panic!("a chat frame is text")
     };
@@ -131,11 +153,13 @@ fn check_event(event: &ChatEvent) {
             username,
             verified,
             users,
+            ..
         }
         | ChatEvent::Leave {
             username,
             verified,
             users,
+            ..
         } => {
             assert_eq!(json["username"], username.as_str());
             assert_eq!(json["verified"].as_bool().unwrap_or(false), *verified, "{text}");
@@ -146,6 +170,7 @@ fn check_event(event: &ChatEvent) {
             );
             assert!(json["message"].is_string(), "{text}");
         }
+        ChatEvent::Presence(_) => unreachable!("handled above"),
     }
 }
 
@@ -161,6 +186,15 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"\"ts\"",
     b"\"verified\"",
     b"\"users\"",
+    b"\"presence.diff\"",
+    b"\"joins\"",
+    b"\"leaves\"",
+    b"\"version\"",
+    b"\"meta\"",
+    b"\"group\"",
+    b"\"__position__\"",
+    b"\"offset\"",
+    b"\"epoch\"",
     b"\\u202e",
     b"\\u200b",
     b"\\ufeff",

@@ -120,6 +120,22 @@ settings! {
         "Seconds a channel-layer message lives";
     "layer.group_expiry", "group-expiry", "ESTUARY_GROUP_EXPIRY", Integer,
         "Seconds a group membership lives";
+    "presence.interval_ms", "presence-interval-ms", "ESTUARY_PRESENCE_INTERVAL_MS", Integer,
+        "Milliseconds a group's presence changes may wait, to go out together as one diff";
+    "presence.refresh_ms", "presence-refresh-ms", "ESTUARY_PRESENCE_REFRESH_MS", Integer,
+        "Milliseconds between a process's renewals of its presences in Redis (below the timeout)";
+    "presence.timeout_ms", "presence-timeout-ms", "ESTUARY_PRESENCE_TIMEOUT_MS", Integer,
+        "Milliseconds a dead process's presences stay in Redis before the others announce them gone";
+    "history.groups", "history-groups", "ESTUARY_HISTORY_GROUPS", List,
+        "Groups whose messages are recorded for recovery, comma-separated globs (empty: none) [default: chat_*]";
+    "history.size", "history-size", "ESTUARY_HISTORY_SIZE", Integer,
+        "Messages a recorded group keeps";
+    "history.ttl", "history-ttl", "ESTUARY_HISTORY_TTL", Integer,
+        "Seconds a recorded message is kept";
+    "chat.leave_delay_ms", "leave-delay-ms", "ESTUARY_LEAVE_DELAY_MS", Integer,
+        "Milliseconds a chat member stays present after its last connection closed (0: leaves at once)";
+    "chat.recent_history", "recent-history", "ESTUARY_RECENT_HISTORY", Integer,
+        "Recorded messages a chat page gets when it joins without a position (0: none)";
 }
 
 /// Why a flag's or a variable's text is not a value of its kind.

@@ -35,6 +35,7 @@ impl Config {
             .map_err(|e| invalid(format!("server.{}", e.key()), format_args!("server.{e}")))?;
         l.check()
             .map_err(|e| invalid(format!("layer.{}", e.key()), format_args!("layer.{e}")))?;
+        self.validate_chat()?;
         for (at, route) in self.routes.iter().enumerate() {
             route.relay().map_err(|e| {
                 invalid(

@@ -236,11 +236,13 @@ impl Client {
         }
     }
 
-    /// Receives chat frames until one of type `kind` arrives.
+    /// Receives chat frames until one of type `kind` arrives that is not
+    /// the room's recent history (`"history": true`, sent on joining a
+    /// room that talked before).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
             let v = self.recv_json().await;
-            if v["type"] == kind {
+            if v["type"] == kind && v["history"] != true {
                 return v;
             }
         }
@@ -269,6 +271,27 @@ impl Client {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected no message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that nothing but pings and presence frames (`user_join`,
+    /// `user_leave`, `presence`, which a member naming itself in its
+    /// messages causes) arrives for a short while.
+    pub async fn assert_no_chat_message(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Text(text))))
+                    if serde_json::from_str::<Value>(&text).is_ok_and(|v| {
+                        matches!(v["type"].as_str(), Some("user_join" | "user_leave" | "presence"))
+                    }) =>
+                {
+                    continue;
+                }
                 Ok(other) => panic!("expected no message, got {other:?}"),
             }
         }

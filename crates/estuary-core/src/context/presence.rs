@@ -6,6 +6,7 @@ use crate::layer::{
     ChannelLayer, HistoryError, PresenceError, PresenceJoined, PresenceKey, PresenceList, PresenceMeta,
     Recovered, Recovery, StreamPosition,
 };
+use crate::message::Message;
 use crate::names::GroupName;
 
 impl From<PresenceError> for ConsumerError {
@@ -123,5 +124,84 @@ impl Context {
     pub async fn history_recent(&self, group: &GroupName, limit: usize) -> Result<Recovered, ConsumerError> {
         let history = self.layer.history().ok_or(HistoryError::Unsupported)?;
         Ok(history.history_recent(group, limit).await?)
+    }
+
+    /// Drops the layer events recorded at or below `position` (of its
+    /// epoch, with an offset up to its offset) when they arrive, before
+    /// any handler or [`render`](crate::Consumer::render) sees them: the
+    /// live copies of the messages that a read of the history
+    /// ([`history_since`](Self::history_since),
+    /// [`history_recent`](Self::history_recent)) already gave this
+    /// connection, which joined the group before reading. Call it with the
+    /// position the read returned; one position is kept per epoch (a later
+    /// one for the same epoch replaces it, at most eight epochs are kept).
+    /// Messages without a position are never dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use estuary_core::{
+    ///     ChannelLayer, ChannelLayerConfig, ChannelLayerHandle, Connect, Consumer, ConsumerError, Context,
+    ///     GroupName, HistoryConfig, InMemoryChannelLayer, NoEvent, Recovery, Scope, Session,
+    ///     SessionConfig, StreamPosition,
+    /// };
+    ///
+    /// /// A client that comes back with the last position it saw.
+    /// struct Returning(StreamPosition);
+    ///
+    /// impl Consumer for Returning {
+    ///     type Event = NoEvent;
+    ///
+    ///     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+    ///         let room = GroupName::new("chat_lobby")?;
+    ///         ctx.group_add(&room).await?; // first: nothing sent from now on is missed
+    ///         if let Recovery::Recovered(missed) = ctx.history_since(&room, self.0).await? {
+    ///             for message in &missed.messages {
+    ///                 ctx.send_json(&message.to_json()).await?;
+    ///             }
+    ///             // Their live copies, already queued for this connection, are dropped.
+    ///             ctx.skip_recorded_through(missed.position);
+    ///         }
+    ///         Ok(Connect::accept())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let config = ChannelLayerConfig::default()
+    ///     .with_history_glob("chat_*", HistoryConfig::new(100, Duration::from_secs(60)))
+    ///     .unwrap();
+    /// let layer = ChannelLayerHandle::new(InMemoryChannelLayer::new(config));
+    /// let room = GroupName::new("chat_lobby").unwrap();
+    /// let seen = layer.history().unwrap().history_position(&room).await.unwrap();
+    /// let scope = Scope::builder("/ws/chat/lobby/").build();
+    /// let (session, _accept) = Session::open(Returning(seen), scope, layer, SessionConfig::default())
+    ///     .await
+    ///     .expect("accepted");
+    /// # drop(session);
+    /// # });
+    /// ```
+    pub fn skip_recorded_through(&mut self, position: StreamPosition) {
+        const MAX_EPOCHS: usize = 8;
+        match self.skip_recorded.iter_mut().find(|p| p.epoch == position.epoch) {
+            Some(kept) => kept.offset = kept.offset.max(position.offset),
+            None => {
+                if self.skip_recorded.len() == MAX_EPOCHS {
+                    self.skip_recorded.remove(0);
+                }
+                self.skip_recorded.push(position);
+            }
+        }
+    }
+
+    /// True when `message` is a recorded message at or below a position
+    /// given to [`skip_recorded_through`](Self::skip_recorded_through).
+    pub(crate) fn skips(&self, message: &Message) -> bool {
+        if self.skip_recorded.is_empty() {
+            return false;
+        }
+        message.position().is_some_and(|at| {
+            self.skip_recorded
+                .iter()
+                .any(|p| p.epoch == at.epoch && at.offset <= p.offset)
+        })
     }
 }

@@ -7,6 +7,8 @@ mod handle;
 pub mod history;
 mod memory;
 pub mod presence;
+#[cfg(feature = "serde")]
+mod settings;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +26,8 @@ pub use presence::{
     PresenceCoalescer, PresenceConfig, PresenceCount, PresenceDiff, PresenceEntry, PresenceError,
     PresenceJoined, PresenceKey, PresenceList, PresenceMeta, PresenceTransition, PresenceView,
 };
+#[cfg(feature = "serde")]
+pub use settings::{HistorySettings, HistorySettingsError, PresenceSettings, PresenceSettingsError};
 
 use crate::message::Message;
 use crate::names::{ChannelName, GroupName};

@@ -142,6 +142,9 @@ impl<C: Consumer> Session<C> {
                 oversized_event(conn.channel, message.message_type(), message.as_bytes().len());
                 Step::Continue
             }
+            // A recorded message this connection already has (from a read
+            // of the history): its live copy is dropped.
+            Ok(message) if self.ctx.skips(&message) => Step::Continue,
             Ok(message) => {
                 let flow = self.flow(conn);
                 let (step, waited) = {

@@ -373,3 +373,69 @@ async fn disconnect_can_read_the_channel_the_session_read() {
         .unwrap()
         .unwrap();
 }
+
+/// Reads a recorded group's history in `connect`, after joining it and
+/// sending to it: the live copies of what it read are dropped.
+struct Recovering;
+
+impl Consumer for Recovering {
+    type Event = Event;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<crate::Connect, ConsumerError> {
+        let room = crate::GroupName::new("rec_room")?;
+        ctx.group_add(&room).await?;
+        for n in 0..3 {
+            ctx.group_send(&room, &serde_json::json!({"type": "say", "n": n}))
+                .await?;
+        }
+        let read = ctx.history_recent(&room, 10).await?;
+        for message in &read.messages {
+            ctx.send(WsMessage::text(format!("r{}", message.to_json()["n"])))
+                .await?;
+        }
+        ctx.skip_recorded_through(read.position);
+        Ok(crate::Connect::accept())
+    }
+
+    async fn event(&mut self, ctx: &mut Context, event: Event) -> Result<(), ConsumerError> {
+        let Event::Say { n } = event;
+        ctx.send(WsMessage::text(n.to_string())).await
+    }
+}
+
+#[tokio::test]
+async fn recorded_messages_already_read_are_not_delivered_again() {
+    let config = crate::ChannelLayerConfig::default()
+        .with_history_glob("rec_*", crate::HistoryConfig::new(10, Duration::from_secs(60)))
+        .unwrap();
+    let layer = ChannelLayerHandle::new(crate::InMemoryChannelLayer::new(config));
+    let (session, _) = Session::open(
+        Recovering,
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let (recorder, to_session, flushes) = Recorder::new();
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    let room = crate::GroupName::new("rec_room").unwrap();
+    layer.group_send(&room, say(3)).await.unwrap();
+    let written = {
+        let flushes = flushes.clone();
+        move || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>()
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while written() < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the recovered frames and the live one written");
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(texts(&flushes.lock().unwrap()), ["r0", "r1", "r2", "3"]);
+}
