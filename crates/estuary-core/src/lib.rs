@@ -35,6 +35,7 @@ pub mod layer;
 mod message;
 mod names;
 mod outbound;
+mod position;
 mod scope;
 #[cfg(feature = "serde")]
 mod secs;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::layer::StreamPosition;
+use crate::position::StreamPosition;
 use crate::ws::WsMessage;
 
 /// Why a value cannot be a channel-layer message, or a message cannot be decoded.
