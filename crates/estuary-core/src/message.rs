@@ -74,6 +74,9 @@ struct Inner {
     /// What a channel layer counts for this message against its bound,
     /// given back when the last clone is dropped (see [`Charge`]).
     charge: OnceLock<Charge>,
+    /// The recorded position, read from `bytes` once (every member of a
+    /// group send asks it when its connection skips what it recovered).
+    position: OnceLock<Option<StreamPosition>>,
 }
 
 /// Bytes a channel layer counts against its bound
@@ -170,6 +173,7 @@ impl Message {
                 type_at,
                 rendered: OnceLock::new(),
                 charge: OnceLock::new(),
+                position: OnceLock::new(),
             }),
         })
     }
@@ -256,6 +260,10 @@ impl Message {
     /// The position a recording layer gave this message (its
     /// [`POSITION_KEY`] entry), if it has a well-formed one.
     pub fn position(&self) -> Option<StreamPosition> {
+        *self.inner.position.get_or_init(|| self.read_position())
+    }
+
+    fn read_position(&self) -> Option<StreamPosition> {
         let bytes = &self.inner.bytes[..];
         let (_, _, held) = top_level(bytes, POSITION_KEY)?;
         let (start, end) = held?;
