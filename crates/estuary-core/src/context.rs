@@ -365,8 +365,16 @@ impl Context {
                 limit: self.max_groups,
             });
         }
-        self.layer.group_add(group, &self.channel).await?;
-        self.groups.insert(group.clone());
+        // Recorded before the layer is asked: a context dropped while the
+        // layer works (a handshake abandoned mid-`connect`) may hold the
+        // membership already, and leaves it with the others.
+        let new = self.groups.insert(group.clone());
+        if let Err(error) = self.layer.group_add(group, &self.channel).await {
+            if new {
+                self.groups.remove(group);
+            }
+            return Err(error.into());
+        }
         Ok(())
     }
 
