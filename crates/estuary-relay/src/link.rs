@@ -90,6 +90,11 @@ struct LinkState {
     /// closed for a missing acknowledgement, or one went missing while
     /// flushing).
     gave_up: bool,
+    /// `websocket.connect` may have reached the application: it hears of
+    /// the end, whatever the handshake's.
+    delivered: bool,
+    /// `websocket.disconnect` was made (by [`Link::finish`], or on drop).
+    ended: bool,
 }
 
 /// One relayed connection, shared by its consumer, the watchdog and HTTP
@@ -118,7 +123,97 @@ impl Drop for Link {
         if st.in_flight.take().is_some() {
             self.shared.release_slot();
         }
+        if !st.delivered || std::mem::replace(&mut st.ended, true) {
+            return;
+        }
+        // Abandoned before `finish` (a handshake dropped by the server's
+        // `handshake_timeout` or a client gone mid-connect, a task
+        // dropped): the application hears of the end all the same, with
+        // 1006 as for a connection lost.
+        let disconnect = wire::event(
+            &Body::Disconnect(CloseCode::ABNORMAL.as_u16()),
+            self.channel.as_str(),
+            st.next_seq,
+            &self.scope,
+            &st.conn_state,
+        );
+        let Ok(disconnect) = disconnect else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            lost(
+                &self.shared,
+                &self.channel,
+                1,
+                "websocket.disconnect not sent (the connection was dropped outside a runtime)",
+            );
+            return;
+        };
+        self.shared.stats.add(Count::EventsSent, 1);
+        let shared = self.shared.clone();
+        let layer = self.layer.clone();
+        let channel = self.channel.clone();
+        runtime.spawn(async move {
+            if let Some(sent) = hand_over_disconnect(&shared, &layer, &channel, disconnect) {
+                sent.await;
+            }
+        });
     }
+}
+
+/// Hands `websocket.disconnect` over: sent to the worker channel (the
+/// future returned), or POSTed on a task of its own (nothing to await).
+/// What cannot be sent is counted and logged.
+fn hand_over_disconnect<'a>(
+    shared: &'a Arc<Shared>,
+    layer: &'a ChannelLayerHandle,
+    channel: &'a ChannelName,
+    disconnect: Message,
+) -> Option<impl Future<Output = ()> + Send + 'a> {
+    match shared.target.kind() {
+        TargetKind::Channel(worker) => Some(async move {
+            if layer.send(worker, disconnect).await.is_err() {
+                lost(
+                    shared,
+                    channel,
+                    1,
+                    "websocket.disconnect not sent (worker channel full, or the layer down)",
+                );
+            }
+        }),
+        TargetKind::Http { .. } => {
+            let shared = shared.clone();
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let Some(http) = &shared.http else {
+                    return;
+                };
+                if let Err(error) = http.post(&disconnect, shared.reply_timeout).await {
+                    tracing::debug!(relay = %shared.name, %error, "websocket.disconnect not answered over HTTP");
+                    lost(
+                        &shared,
+                        &channel,
+                        1,
+                        "websocket.disconnect not answered over HTTP",
+                    );
+                }
+            });
+            None
+        }
+    }
+}
+
+/// Counts and logs events lost at the end of `channel`'s connection.
+fn lost(shared: &Shared, channel: &ChannelName, count: u64, what: &'static str) {
+    shared.stats.add(Count::LostAtDisconnect, count);
+    estuary_core::throttled!(
+        warn,
+        relay = %shared.name,
+        target = %shared.target,
+        %channel,
+        count,
+        "relay events lost at disconnect: {what}"
+    );
 }
 
 impl Link {
@@ -143,6 +238,8 @@ impl Link {
                 armed: false,
                 closing: false,
                 gave_up: false,
+                delivered: false,
+                ended: false,
             }),
             settled: Notify::new(),
             me: me.clone(),
@@ -157,6 +254,14 @@ impl Link {
     pub(crate) fn connect_event(&self, scope: &[u8]) -> Result<Message, MessageError> {
         let st = self.lock();
         wire::event(&Body::Connect, self.channel.as_str(), 0, scope, &st.conn_state)
+    }
+
+    /// Whether `websocket.connect` may have reached the application (set
+    /// before it is handed over, unset when it could not be): then the
+    /// application gets `websocket.disconnect` however the connection
+    /// ends, even when it is dropped before [`finish`](Self::finish).
+    pub(crate) fn set_delivered(&self, delivered: bool) {
+        self.lock().delivered = delivered;
     }
 
     /// Replaces the connection's state (an acknowledgement's map).
@@ -509,12 +614,13 @@ impl Link {
                 break;
             }
         }
-        let (lost, disconnect) = {
+        let (lost_pending, disconnect) = {
             let mut st = self.lock();
             let lost = st.pending.len();
             st.pending.clear();
             let seq = st.next_seq;
             st.next_seq += 1;
+            st.ended = true;
             let event = wire::event(
                 &Body::Disconnect(code),
                 self.channel.as_str(),
@@ -524,9 +630,11 @@ impl Link {
             );
             (lost, event)
         };
-        if lost > 0 {
-            self.lost(
-                lost as u64,
+        if lost_pending > 0 {
+            lost(
+                &self.shared,
+                &self.channel,
+                lost_pending as u64,
                 "pending events given up after a missing acknowledgement",
             );
         }
@@ -534,40 +642,9 @@ impl Link {
             return;
         };
         self.shared.stats.add(Count::EventsSent, 1);
-        match self.shared.target.kind() {
-            TargetKind::Channel(worker) => {
-                if self.layer.send(worker, disconnect).await.is_err() {
-                    self.lost(
-                        1,
-                        "websocket.disconnect not sent (worker channel full, or the layer down)",
-                    );
-                }
-            }
-            TargetKind::Http { .. } => {
-                let link = self.clone();
-                tokio::spawn(async move {
-                    let Some(http) = &link.shared.http else {
-                        return;
-                    };
-                    if let Err(error) = http.post(&disconnect, link.shared.reply_timeout).await {
-                        tracing::debug!(relay = %link.shared.name, %error, "websocket.disconnect not answered over HTTP");
-                        link.lost(1, "websocket.disconnect not answered over HTTP");
-                    }
-                });
-            }
+        if let Some(sent) = hand_over_disconnect(&self.shared, &self.layer, &self.channel, disconnect) {
+            sent.await;
         }
-    }
-
-    fn lost(&self, count: u64, what: &'static str) {
-        self.shared.stats.add(Count::LostAtDisconnect, count);
-        estuary_core::throttled!(
-            warn,
-            relay = %self.shared.name,
-            target = %self.shared.target,
-            channel = %self.channel,
-            count,
-            "relay events lost at disconnect: {what}"
-        );
     }
 
     /// The next reply on the connection's own channel (`None`: a message

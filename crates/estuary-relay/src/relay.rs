@@ -53,8 +53,10 @@ pub struct RelayBuilder {
     max_answer_bytes: usize,
 }
 
-/// The default `connect_timeout`: 10 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `connect_timeout`: 5 s, half the server's default
+/// `handshake_timeout` (which covers the whole handshake: authentication,
+/// groups, then this wait).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default `reply_timeout`: 30 s.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default `max_pending`: 16 client messages per connection.
@@ -78,8 +80,9 @@ impl RelayBuilder {
         self
     }
 
-    /// How long the handshake waits for the application (default 10 s;
-    /// 504 past it).
+    /// How long the handshake waits for the application (default 5 s;
+    /// 504 past it). Keep it under the server's `handshake_timeout`, which
+    /// covers the whole handshake.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -273,7 +276,7 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// Starts a relay to `target` with the defaults: connect mode
-    /// `worker`, 10 s to connect, 30 s per event, 16 pending messages per
+    /// `worker`, 5 s to connect, 30 s per event, 16 pending messages per
     /// connection, 4,096 events in flight, no busy frame (1013).
     pub fn builder(target: Target) -> RelayBuilder {
         RelayBuilder {
@@ -322,6 +325,34 @@ impl Relay {
     /// Where the events go.
     pub fn target(&self) -> &Target {
         &self.shared.target
+    }
+
+    /// How the handshake completes.
+    ///
+    /// ```
+    /// use estuary_relay::{ConnectMode, Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::channel("chat").unwrap()).build().unwrap();
+    /// assert_eq!(relay.connect_mode(), ConnectMode::Worker);
+    /// ```
+    pub fn connect_mode(&self) -> ConnectMode {
+        self.shared.connect
+    }
+
+    /// The groups each connection joins before its `websocket.connect`.
+    ///
+    /// ```
+    /// use estuary_relay::{Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::channel("chat").unwrap())
+    ///     .route("ws/chat/<room>/")
+    ///     .groups(["chat_{room}"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(relay.groups()[0].is_client_chosen());
+    /// ```
+    pub fn groups(&self) -> &[GroupTemplate] {
+        &self.shared.groups
     }
 }
 

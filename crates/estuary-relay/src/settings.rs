@@ -22,7 +22,7 @@ use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 /// ```toml
 /// channel = "chat"
 /// connect = "worker"          # or "accept"
-/// connect_timeout = 10
+/// connect_timeout = 5
 /// reply_timeout = 30
 /// max_pending = 16
 /// max_in_flight = 4096

@@ -1,8 +1,8 @@
 //! What all the connections of one relay share: its settings, the
 //! in-flight count, the counters, the watchdog, the HTTP client.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use estuary_core::WsMessage;
@@ -20,6 +20,15 @@ pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+/// One of the `max_in_flight` slots, given back on drop.
+pub(crate) struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
 }
 
 /// What a relay's connections share.
@@ -51,6 +60,13 @@ impl Shared {
                 (n < self.max_in_flight).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Takes a slot held by the returned guard, given back when it is
+    /// dropped: a handshake's, which its future may be dropped with (the
+    /// server's `handshake_timeout`, a client gone).
+    pub(crate) fn slot(self: &Arc<Self>) -> Option<Slot> {
+        self.take_slot().then(|| Slot(self.clone()))
     }
 
     /// Gives a slot back.
