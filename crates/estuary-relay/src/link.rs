@@ -182,9 +182,21 @@ fn hand_over_disconnect<'a>(
             }
         }),
         TargetKind::Http { .. } => {
+            // Not awaited by its connection: bounded here, so that a slow
+            // endpoint and many closing connections cannot pile requests up.
+            let Ok(permit) = shared.disconnects.clone().try_acquire_owned() else {
+                lost(
+                    shared,
+                    channel,
+                    1,
+                    "websocket.disconnect not POSTed: max_in_flight disconnects are out already (the endpoint is slow)",
+                );
+                return None;
+            };
             let shared = shared.clone();
             let channel = channel.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let Some(http) = &shared.http else {
                     return;
                 };

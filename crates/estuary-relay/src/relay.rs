@@ -63,6 +63,10 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_PENDING: usize = 16;
 /// The default `max_in_flight`: 4,096 events per relay.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// Idle connections an HTTP relay keeps to its endpoint, at most (fewer
+/// when `max_in_flight` is lower).
+const MAX_IDLE_CONNECTIONS: usize = 256;
+
 /// The largest HTTP answer read by default: 1 MiB.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -184,6 +188,7 @@ impl RelayBuilder {
                 url.clone(),
                 secret.clone(),
                 self.max_answer_bytes,
+                self.max_in_flight.min(MAX_IDLE_CONNECTIONS),
             )),
             TargetKind::Channel(_) => None,
         };
@@ -206,6 +211,9 @@ impl RelayBuilder {
                 groups,
                 http,
                 in_flight: AtomicUsize::new(0),
+                disconnects: Arc::new(tokio::sync::Semaphore::new(
+                    self.max_in_flight.min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
                 stats: RelayStats::default(),
                 watchdog: OnceLock::new(),
             }),
@@ -315,6 +323,25 @@ impl Relay {
     /// Events out now, waiting for their acknowledgement.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// `websocket.disconnect` requests out now, over HTTP (at most
+    /// `max_in_flight`; one more is counted in
+    /// [`lost_at_disconnect`](RelayStats::lost_at_disconnect)).
+    ///
+    /// ```
+    /// use estuary_relay::{Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::http("http://127.0.0.1:8000/estuary/events/", "0123456789abcdef").unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(relay.disconnects_out(), 0);
+    /// ```
+    pub fn disconnects_out(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .saturating_sub(self.shared.disconnects.available_permits())
     }
 
     /// The name log lines give the relay.

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) groups: Vec<GroupTemplate>,
     pub(crate) http: Option<HttpClient>,
     pub(crate) in_flight: AtomicUsize,
+    /// `websocket.disconnect` POSTs out at once (over HTTP; not awaited
+    /// by their connections), at most `max_in_flight`.
+    pub(crate) disconnects: Arc<tokio::sync::Semaphore>,
     pub(crate) stats: RelayStats,
     /// The watchdog's queue, started with the first event that needs it
     /// (empty when the relay is built).
