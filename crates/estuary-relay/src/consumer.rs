@@ -272,7 +272,7 @@ impl RelayConsumer {
                 Err(_) => {
                     if !link.stash(Item::Forward(received)) {
                         self.shared.stats.add(Count::RefusedBusy, 1);
-                        estuary_core::throttled!(warn, relay = %self.shared.name, channel = %link.channel, "message for a connecting relayed connection dropped: max_pending kept already (counted in refused_busy)");
+                        estuary_core::throttled!(warn, relay = %self.shared.name, channel = %link.channel, "message for a connecting relayed connection dropped: max_pending (or max_pending_bytes) kept already (counted in refused_busy)");
                     }
                 }
             }

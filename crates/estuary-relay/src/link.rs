@@ -37,6 +37,16 @@ pub(crate) enum Item {
     Forward(Message),
 }
 
+impl Item {
+    /// Its bytes, for `max_pending_bytes`.
+    fn size(&self) -> usize {
+        match self {
+            Item::Receive(message) => message.len(),
+            Item::Forward(message) => message.as_bytes().len(),
+        }
+    }
+}
+
 /// What to tell the client.
 enum Report {
     /// The route's busy frame.
@@ -80,6 +90,8 @@ struct LinkState {
     next_seq: u64,
     in_flight: Option<InFlight>,
     pending: VecDeque<Item>,
+    /// The bytes of `pending`.
+    pending_bytes: usize,
     /// The connection's state, as msgpack (a map).
     conn_state: Bytes,
     /// The watchdog holds an entry for this link.
@@ -246,6 +258,7 @@ impl Link {
                 next_seq: 1,
                 in_flight: None,
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 conn_state: Bytes::from_static(wire::EMPTY_STATE),
                 armed: false,
                 closing: false,
@@ -316,14 +329,27 @@ impl Link {
     }
 
     /// Keeps a message that came while connecting, for after it: `false`
-    /// when `max_pending` are kept already.
+    /// when `max_pending` (or `max_pending_bytes`) are kept already.
     pub(crate) fn stash(&self, item: Item) -> bool {
         let mut st = self.lock();
-        if st.pending.len() >= self.shared.max_pending {
+        if !self.has_room(&st, &item) {
             return false;
         }
-        st.pending.push_back(item);
+        Self::push(&mut st, item);
         true
+    }
+
+    /// True when `item` may wait: under `max_pending` and
+    /// `max_pending_bytes` (one item always fits when none waits).
+    fn has_room(&self, st: &LinkState, item: &Item) -> bool {
+        st.pending.len() < self.shared.max_pending
+            && (st.pending.is_empty()
+                || st.pending_bytes.saturating_add(item.size()) <= self.shared.max_pending_bytes)
+    }
+
+    fn push(st: &mut LinkState, item: Item) {
+        st.pending_bytes = st.pending_bytes.saturating_add(item.size());
+        st.pending.push_back(item);
     }
 
     /// Sends what is pending, if nothing is in flight.
@@ -342,18 +368,18 @@ impl Link {
             self.shared.stats.add(Count::RefusedBusy, 1);
             return Step::default();
         }
-        if st.in_flight.is_some() && st.pending.len() >= self.shared.max_pending {
+        if st.in_flight.is_some() && !self.has_room(&st, &item) {
             self.shared.stats.add(Count::RefusedBusy, 1);
             let mut step = Step::default();
             self.refuse(
                 &mut st,
                 item,
-                "too many messages waiting for the application",
+                "too many messages (or bytes) waiting for the application",
                 &mut step,
             );
             return step;
         }
-        st.pending.push_back(item);
+        Self::push(&mut st, item);
         self.next_locked(&mut st)
     }
 
@@ -388,6 +414,7 @@ impl Link {
             let Some(item) = st.pending.pop_front() else {
                 break;
             };
+            st.pending_bytes = st.pending_bytes.saturating_sub(item.size());
             if !self.shared.take_slot() {
                 self.shared.stats.add(Count::RefusedBusy, 1);
                 self.refuse(st, item, "too many events waiting for the application", &mut step);
@@ -630,6 +657,7 @@ impl Link {
             let mut st = self.lock();
             let lost = st.pending.len();
             st.pending.clear();
+            st.pending_bytes = 0;
             let seq = st.next_seq;
             st.next_seq += 1;
             st.ended = true;

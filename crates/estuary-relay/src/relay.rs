@@ -31,6 +31,7 @@ use crate::target::{ConnectMode, RelayError, Target, TargetKind};
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .reply_timeout(Duration::from_secs(10))
 ///     .max_pending(8)
+///     .max_pending_bytes(128 * 1024)
 ///     .max_in_flight(1024)
 ///     .max_answer_bytes(64 * 1024)
 ///     .build()
@@ -45,6 +46,7 @@ pub struct RelayBuilder {
     connect_timeout: Duration,
     reply_timeout: Duration,
     max_pending: usize,
+    max_pending_bytes: usize,
     max_in_flight: usize,
     busy_frame: Option<WsMessage>,
     query: Vec<(String, String)>,
@@ -61,6 +63,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default `max_pending`: 16 client messages per connection.
 pub const DEFAULT_MAX_PENDING: usize = 16;
+/// The default `max_pending_bytes`: 256 KiB of client messages per
+/// connection.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 * 1024;
 /// The default `max_in_flight`: 4,096 events per relay.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 /// Idle connections an HTTP relay keeps to its endpoint, at most (fewer
@@ -104,6 +109,15 @@ impl RelayBuilder {
     /// 16); one more gets the busy frame (or 1013).
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
+        self
+    }
+
+    /// Bytes of the messages a connection holds while an event is out
+    /// (default 256 KiB); a message past it gets the busy frame (or 1013),
+    /// as one past `max_pending` does. One message always fits when none
+    /// is held (its size is the WebSocket limit's to bound).
+    pub fn max_pending_bytes(mut self, max: usize) -> Self {
+        self.max_pending_bytes = max;
         self
     }
 
@@ -204,6 +218,7 @@ impl RelayBuilder {
                 connect_timeout: self.connect_timeout,
                 reply_timeout: self.reply_timeout,
                 max_pending: self.max_pending,
+                max_pending_bytes: self.max_pending_bytes,
                 max_in_flight: self.max_in_flight,
                 busy_frame: self.busy_frame,
                 query: self.query,
@@ -284,8 +299,8 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// Starts a relay to `target` with the defaults: connect mode
-    /// `worker`, 5 s to connect, 30 s per event, 16 pending messages per
-    /// connection, 4,096 events in flight, no busy frame (1013).
+    /// `worker`, 5 s to connect, 30 s per event, 16 pending messages (256
+    /// KiB) per connection, 4,096 events in flight, no busy frame (1013).
     pub fn builder(target: Target) -> RelayBuilder {
         RelayBuilder {
             target,
@@ -294,6 +309,7 @@ impl Relay {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             busy_frame: None,
             query: Vec::new(),

@@ -39,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) connect_timeout: Duration,
     pub(crate) reply_timeout: Duration,
     pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) busy_frame: Option<WsMessage>,
     pub(crate) query: Vec<(String, String)>,
