@@ -23,6 +23,7 @@ use estuary_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::http::{Answer, HttpError};
 use crate::shared::{Shared, deadline_after};
 use crate::stats::Count;
 use crate::target::TargetKind;
@@ -446,6 +447,8 @@ impl Link {
     pub(crate) fn settle(&self, seq: u64, state: Option<Bytes>) -> Option<Step> {
         let mut st = self.lock();
         if st.in_flight.is_none_or(|f| f.seq != seq) {
+            self.shared.stats.add(Count::Late, 1);
+            tracing::debug!(relay = %self.shared.name, channel = %self.channel, seq, "acknowledgement for no event in flight (given up already?); ignored");
             return None;
         }
         st.in_flight = None;
@@ -564,8 +567,8 @@ impl Link {
         }
     }
 
-    /// POSTs event `seq` and applies the answer: its messages, then the
-    /// acknowledgement. Named and boxed: it is spawned from
+    /// POSTs event `seq` and applies the answer: the acknowledgement (when
+    /// `seq` is still in flight), then its messages. Named and boxed: it is spawned from
     /// [`drive`](Self::drive), which it runs itself.
     fn post(
         self: Arc<Self>,
@@ -576,28 +579,38 @@ impl Link {
             let Some(http) = &self.shared.http else {
                 return;
             };
-            let step = match http.post(&message, self.shared.reply_timeout).await {
-                Ok(answer) => {
-                    self.apply(answer.messages).await;
-                    self.settle(seq, answer.state)
-                }
-                Err(error) => {
-                    estuary_core::throttled!(
-                        warn,
-                        relay = %self.shared.name,
-                        target = %self.shared.target,
-                        channel = %self.channel,
-                        seq,
-                        %error,
-                        "relay event not answered over HTTP"
-                    );
-                    self.expire(seq, Why::Undelivered)
-                }
-            };
-            if let Some(step) = step {
+            let answer = http.post(&message, self.shared.reply_timeout).await;
+            if let Some(step) = self.answered(seq, answer).await {
                 self.drive(step).await;
             }
         })
+    }
+
+    /// Applies the HTTP answer to event `seq`: settled first, so that an
+    /// answer that comes after its event was given up is not applied (its
+    /// client heard of the timeout, and the next event may have been
+    /// answered since); then its messages, before the next event goes out
+    /// (the step returned).
+    async fn answered(&self, seq: u64, answer: Result<Answer, HttpError>) -> Option<Step> {
+        match answer {
+            Ok(answer) => {
+                let step = self.settle(seq, answer.state)?;
+                self.apply(answer.messages).await;
+                Some(step)
+            }
+            Err(error) => {
+                estuary_core::throttled!(
+                    warn,
+                    relay = %self.shared.name,
+                    target = %self.shared.target,
+                    channel = %self.channel,
+                    seq,
+                    %error,
+                    "relay event not answered over HTTP"
+                );
+                self.expire(seq, Why::Undelivered)
+            }
+        }
     }
 
     /// The messages of an HTTP answer, in order, to the client.
@@ -721,5 +734,93 @@ impl Watched for Link {
         if let Some(link) = self.me.upgrade() {
             tokio::spawn(async move { link.drive(step).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent};
+    use estuary_testing::Communicator;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{Relay, Target};
+
+    /// Makes a link to its connection, as the relay's consumer does, and
+    /// hands it to the test.
+    #[derive(Clone)]
+    struct Links {
+        shared: Arc<Shared>,
+        out: Arc<Mutex<Option<oneshot::Sender<Arc<Link>>>>>,
+    }
+
+    impl Consumer for Links {
+        type Event = NoEvent;
+        async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+            let link = Link::new(
+                self.shared.clone(),
+                ctx.channel_layer().clone(),
+                ctx.channel_name().clone(),
+                ctx.client(),
+                Bytes::from_static(wire::EMPTY_STATE),
+            );
+            if let Some(out) = self.out.lock().unwrap().take() {
+                let _ = out.send(link);
+            }
+            Ok(Connect::accept())
+        }
+    }
+
+    /// A connected client and its link, on an HTTP relay to nowhere.
+    async fn linked(relay: &Relay) -> (Communicator, Arc<Link>) {
+        let (tx, rx) = oneshot::channel();
+        let links = Links {
+            shared: relay.shared.clone(),
+            out: Arc::new(Mutex::new(Some(tx))),
+        };
+        let service = estuary_server::Router::new()
+            .websocket("ws/", move || links.clone())
+            .into_service();
+        let mut c = Communicator::new(service, "/ws/").timeout(std::time::Duration::from_secs(30));
+        c.connect().await.unwrap();
+        (c, rx.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_http_answer_after_its_event_was_given_up_is_not_applied() {
+        let relay = Relay::builder(Target::http("http://127.0.0.1:9/", "0123456789abcdef").unwrap())
+            .busy_frame("busy")
+            .build()
+            .unwrap();
+        let (mut c, link) = linked(&relay).await;
+        // Event 1 goes out (not POSTed here) and is given up.
+        let sent = link.submit(Item::Receive(WsMessage::text("slow")));
+        assert!(matches!(sent.deliver, Some((1, _))));
+        let given_up = link.expire(1, Why::Timeout).expect("in flight");
+        link.drive(given_up).await;
+        assert_eq!(c.receive_text().await.unwrap(), "busy");
+
+        let late = Answer {
+            messages: vec![Reply::Send {
+                text: Some("too late".into()),
+                bytes: None,
+            }],
+            state: state_bytes(Some(rmpv::Value::Map(vec![("late".into(), true.into())]))),
+        };
+        assert!(link.answered(1, Ok(late)).await.is_none());
+        assert_eq!(relay.stats().late(), 1);
+        link.client.send(WsMessage::text("marker")).await.unwrap();
+        assert_eq!(
+            c.receive_text().await.unwrap(),
+            "marker",
+            "the late answer's frame was not sent"
+        );
+        assert_eq!(
+            &link.lock().conn_state[..],
+            wire::EMPTY_STATE,
+            "nor its state kept"
+        );
     }
 }

@@ -283,7 +283,7 @@ fn route_params(pattern: &str) -> Vec<(String, bool)> {
 /// ```
 #[derive(Clone)]
 pub struct Relay {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Relay {
