@@ -292,7 +292,26 @@ impl Link {
 
     /// Replaces the connection's state (an acknowledgement's map).
     pub(crate) fn set_state(&self, state: Bytes) {
-        self.lock().conn_state = state;
+        let mut st = self.lock();
+        self.keep_state(&mut st, state);
+    }
+
+    /// Keeps `state`, unless it is larger than `max_state_bytes`: then the
+    /// previous one stays, and the refusal is counted and logged.
+    fn keep_state(&self, st: &mut LinkState, state: Bytes) {
+        if state.len() > self.shared.max_state_bytes {
+            self.shared.stats.add(Count::StatesRefused, 1);
+            estuary_core::throttled!(
+                warn,
+                relay = %self.shared.name,
+                channel = %self.channel,
+                bytes = state.len(),
+                max = self.shared.max_state_bytes,
+                "connection state larger than max_state_bytes refused; the previous state is kept (counted in states_refused)"
+            );
+            return;
+        }
+        st.conn_state = state;
     }
 
     /// Marks `seq` in flight (its slot taken) and has the watchdog watch it.
@@ -455,7 +474,7 @@ impl Link {
         self.shared.release_slot();
         self.shared.stats.add(Count::Acked, 1);
         if let Some(state) = state {
-            st.conn_state = state;
+            self.keep_state(&mut st, state);
         }
         self.settled.notify_one();
         Some(self.next_locked(&mut st))

@@ -34,6 +34,7 @@ use crate::target::{ConnectMode, RelayError, Target, TargetKind};
 ///     .max_pending_bytes(128 * 1024)
 ///     .max_in_flight(1024)
 ///     .max_answer_bytes(64 * 1024)
+///     .max_state_bytes(16 * 1024)
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(relay.name(), "orders");
@@ -53,6 +54,7 @@ pub struct RelayBuilder {
     route: Option<String>,
     groups: Vec<String>,
     max_answer_bytes: usize,
+    max_state_bytes: usize,
 }
 
 /// The default `connect_timeout`: 5 s, half the server's default
@@ -68,6 +70,10 @@ pub const DEFAULT_MAX_PENDING: usize = 16;
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 * 1024;
 /// The default `max_in_flight`: 4,096 events per relay.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// The default `max_state_bytes`: a connection's state is at most 64 KiB
+/// (as msgpack).
+pub const DEFAULT_MAX_STATE_BYTES: usize = 64 * 1024;
+
 /// Idle connections an HTTP relay keeps to its endpoint, at most (fewer
 /// when `max_in_flight` is lower).
 const MAX_IDLE_CONNECTIONS: usize = 256;
@@ -172,6 +178,15 @@ impl RelayBuilder {
         self
     }
 
+    /// The largest state a connection keeps, as msgpack (default 64 KiB):
+    /// a larger one in an acknowledgement is refused (logged and counted
+    /// in [`RelayStats::states_refused`]) and the previous state kept; the
+    /// event still counts as acknowledged. It travels with every event.
+    pub fn max_state_bytes(mut self, max: usize) -> Self {
+        self.max_state_bytes = max;
+        self
+    }
+
     /// Checks the settings and builds the relay.
     pub fn build(self) -> Result<Relay, RelayError> {
         for (value, what) in [
@@ -179,6 +194,7 @@ impl RelayBuilder {
             (self.reply_timeout.is_zero(), "reply_timeout"),
             (self.max_in_flight == 0, "max_in_flight"),
             (self.max_answer_bytes == 0, "max_answer_bytes"),
+            (self.max_state_bytes == 0, "max_state_bytes"),
         ] {
             if value {
                 return Err(RelayError::zero(what));
@@ -219,6 +235,7 @@ impl RelayBuilder {
                 reply_timeout: self.reply_timeout,
                 max_pending: self.max_pending,
                 max_pending_bytes: self.max_pending_bytes,
+                max_state_bytes: self.max_state_bytes,
                 max_in_flight: self.max_in_flight,
                 busy_frame: self.busy_frame,
                 query: self.query,
@@ -316,6 +333,7 @@ impl Relay {
             route: None,
             groups: Vec::new(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
 
@@ -437,6 +455,10 @@ mod tests {
         assert_eq!(
             zero(Relay::builder(target()).max_in_flight(0).build()),
             Some("max_in_flight")
+        );
+        assert_eq!(
+            zero(Relay::builder(target()).max_state_bytes(0).build()),
+            Some("max_state_bytes")
         );
         assert!(
             Relay::builder(target()).max_pending(0).build().is_ok(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::relay::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES,
-    DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
 };
 use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 
@@ -27,6 +27,7 @@ use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 /// max_pending = 16
 /// max_pending_bytes = 262144
 /// max_in_flight = 4096
+/// max_state_bytes = 65536
 /// busy_frame = '{"type": "busy"}'
 /// query = { lang = "en", page = 1 }
 /// ```
@@ -70,6 +71,8 @@ pub struct RelaySettings {
     pub max_pending_bytes: usize,
     /// Events the relay has out at once.
     pub max_in_flight: usize,
+    /// The largest state a connection keeps (msgpack bytes).
+    pub max_state_bytes: usize,
     /// The text frame a client gets for a refused message or a missing
     /// acknowledgement (else: close 1013).
     pub busy_frame: Option<String>,
@@ -90,6 +93,7 @@ impl Default for RelaySettings {
             max_pending: DEFAULT_MAX_PENDING,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             busy_frame: None,
             query: BTreeMap::new(),
         }
@@ -109,6 +113,7 @@ impl std::fmt::Debug for RelaySettings {
             .field("max_pending", &self.max_pending)
             .field("max_pending_bytes", &self.max_pending_bytes)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_state_bytes", &self.max_state_bytes)
             .field("busy_frame", &self.busy_frame)
             .field("query", &self.query)
             .finish()
@@ -133,7 +138,8 @@ impl RelaySettings {
             .reply_timeout(self.reply_timeout)
             .max_pending(self.max_pending)
             .max_pending_bytes(self.max_pending_bytes)
-            .max_in_flight(self.max_in_flight);
+            .max_in_flight(self.max_in_flight)
+            .max_state_bytes(self.max_state_bytes);
         if let Some(frame) = &self.busy_frame {
             builder = builder.busy_frame(frame.clone());
         }

@@ -40,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) reply_timeout: Duration,
     pub(crate) max_pending: usize,
     pub(crate) max_pending_bytes: usize,
+    pub(crate) max_state_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) busy_frame: Option<WsMessage>,
     pub(crate) query: Vec<(String, String)>,

@@ -33,6 +33,7 @@ struct Counters {
     connects_timed_out: AtomicU64,
     connects_unavailable: AtomicU64,
     late: AtomicU64,
+    states_refused: AtomicU64,
 }
 
 /// Which counter to add to.
@@ -49,6 +50,7 @@ pub(crate) enum Count {
     ConnectsTimedOut,
     ConnectsUnavailable,
     Late,
+    StatesRefused,
 }
 
 impl RelayStats {
@@ -66,6 +68,7 @@ impl RelayStats {
             Count::ConnectsTimedOut => &c.connects_timed_out,
             Count::ConnectsUnavailable => &c.connects_unavailable,
             Count::Late => &c.late,
+            Count::StatesRefused => &c.states_refused,
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -133,6 +136,12 @@ impl RelayStats {
     /// messages and state alike (an HTTP answer's messages are not sent).
     pub fn late(&self) -> u64 {
         self.inner.late.load(Ordering::Relaxed)
+    }
+
+    /// States refused because they were larger than `max_state_bytes`
+    /// (the event was acknowledged; the previous state was kept).
+    pub fn states_refused(&self) -> u64 {
+        self.inner.states_refused.load(Ordering::Relaxed)
     }
 
     /// Handshakes refused because the connect event could not be handed

@@ -7,6 +7,7 @@ use common::{FakeWorker, WAIT, app};
 use estuary_core::InMemoryChannelLayer;
 use estuary_relay::{Relay, RelayBuilder, Target};
 use estuary_testing::Communicator;
+use serde_json::json;
 
 fn builder() -> RelayBuilder {
     Relay::builder(Target::channel(common::WORKER).unwrap()).route(common::ROUTE)
@@ -63,4 +64,25 @@ async fn pending_messages_are_bounded_in_bytes_too() {
     worker.ack(&one, None).await;
     assert_eq!(worker.echo().await["text"], sixty.as_str());
     assert_eq!(relay.stats().refused_busy(), 0);
+}
+
+#[tokio::test]
+async fn a_state_past_max_state_bytes_is_refused_and_the_previous_one_kept() {
+    let (relay, layer, worker) = setup(builder().max_state_bytes(64));
+    let mut c = connected(&relay, &layer, &worker).await;
+    c.send_text("one").await.unwrap();
+    let one = worker.expect("websocket.receive").await;
+    worker.ack(&one, Some(json!({"n": 1}))).await;
+    c.send_text("two").await.unwrap();
+    let two = worker.expect("websocket.receive").await;
+    assert_eq!(two["state"], json!({"n": 1}));
+    worker
+        .ack(&two, Some(json!({"n": 2, "blob": "x".repeat(100)})))
+        .await;
+    // The event counts as acknowledged: the next one goes.
+    c.send_text("three").await.unwrap();
+    let three = worker.expect("websocket.receive").await;
+    assert_eq!(three["state"], json!({"n": 1}), "the previous state is kept");
+    worker.ack(&three, None).await;
+    assert_eq!(relay.stats().states_refused(), 1);
 }
