@@ -656,14 +656,19 @@ impl Link {
         }
     }
 
-    /// The connection ended: its pending events are handed over, each
-    /// waiting at most `reply_timeout` for its acknowledgement (read here
-    /// from the connection's channel, which its session no longer reads),
-    /// then `websocket.disconnect` is sent and not waited for. What is not
+    /// The connection ended: its pending events are handed over, one at a
+    /// time, all within `reply_timeout` from now (their acknowledgements
+    /// read here from the connection's channel, which its session no
+    /// longer reads), then `websocket.disconnect` is sent and not waited
+    /// for. What is not
     /// delivered is counted and logged.
     pub(crate) async fn finish(self: &Arc<Self>, code: u16) {
         self.lock().closing = true;
         let reads_channel = matches!(self.shared.target.kind(), TargetKind::Channel(_));
+        // One deadline for the whole flush: a slow worker answering each
+        // event just in time must not keep a closed connection's session
+        // alive for every pending event's reply_timeout in turn.
+        let overall = deadline_after(self.shared.reply_timeout);
         loop {
             let Some(flight) = self.lock().in_flight else {
                 break;
@@ -676,7 +681,7 @@ impl Link {
                     Ok(_) => None,
                     Err(()) => self.expire(flight.seq, Why::Undelivered),
                 },
-                () = tokio::time::sleep_until(flight.deadline) => self.expire(flight.seq, Why::Timeout),
+                () = tokio::time::sleep_until(flight.deadline.min(overall)) => self.expire(flight.seq, Why::Timeout),
             };
             if let Some(step) = step {
                 self.drive(step).await;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{FakeWorker, WAIT, app};
 use estuary_core::InMemoryChannelLayer;
 use estuary_relay::{Relay, RelayBuilder, Target};
@@ -85,4 +87,31 @@ async fn a_state_past_max_state_bytes_is_refused_and_the_previous_one_kept() {
     assert_eq!(three["state"], json!({"n": 1}), "the previous state is kept");
     worker.ack(&three, None).await;
     assert_eq!(relay.stats().states_refused(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_flush_at_disconnect_takes_at_most_one_reply_timeout_in_all() {
+    let (relay, layer, worker) = setup(builder().reply_timeout(Duration::from_secs(5)));
+    let mut c = connected(&relay, &layer, &worker).await;
+    c.send_text("one").await.unwrap();
+    let one = worker.expect("websocket.receive").await;
+    c.send_text("two").await.unwrap();
+    c.send_text("three").await.unwrap();
+    let closed = tokio::spawn(async move { c.disconnect().await });
+    // A slow worker: each event answered in 4 s, under reply_timeout, but
+    // the three of them would hold the closed connection 12 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    worker.ack(&one, None).await;
+    let two = worker.expect("websocket.receive").await;
+    assert_eq!(two["text"], "two");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    worker.ack(&two, None).await;
+    let end = worker.next().await;
+    assert_eq!(
+        end["type"], "websocket.disconnect",
+        "\"two\" was given up when reply_timeout passed since the disconnect: {end}"
+    );
+    assert!(closed.await.unwrap().is_some());
+    assert_eq!(relay.stats().lost_at_disconnect(), 1, "\"three\"");
+    assert_eq!(relay.in_flight(), 0);
 }
