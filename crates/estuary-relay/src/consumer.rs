@@ -135,21 +135,26 @@ impl RelayConsumer {
                 }
                 Err(error) => {
                     estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel");
+                    link.set_delivered(false);
                     Ok(Handshake::Unavailable)
                 }
             },
-            TargetKind::Http { .. } => self.connect_http(ctx, &link, &event).await,
+            TargetKind::Http { .. } => {
+                let outcome = self.connect_http(ctx, &link, &event).await;
+                // Unanswered (unreachable, or not a valid answer): as
+                // before, the application is not told of an end.
+                if matches!(outcome, Ok(Handshake::Unavailable)) {
+                    link.set_delivered(false);
+                } else {
+                    self.link = Some(link.clone());
+                }
+                outcome
+            }
         };
-        if matches!(outcome, Ok(Handshake::Unavailable)) {
-            link.set_delivered(false);
-        } else {
-            self.link = Some(link.clone());
-        }
         drop(slot);
         let outcome = outcome?;
         Ok(match outcome {
             Handshake::Accepted { subprotocol, close } => {
-                self.link = Some(link.clone());
                 if let Some((code, reason)) = close {
                     // After what the application sent, as its `accept()`
                     // then `close()` would be on Daphne; the close never
