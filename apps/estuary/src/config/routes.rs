@@ -98,6 +98,18 @@ impl RouteConfig {
     /// which no Django worker can read, and `connect = "accept"` with
     /// groups named from the path or query, which any client joins by
     /// choosing them before the application decides.
+    ///
+    /// ```
+    /// use estuary_cli::config::RouteConfig;
+    ///
+    /// let route: RouteConfig = toml::from_str(
+    ///     "path = \"ws/chat/<room>/\"\nchannel = \"chat\"\nconnect = \"accept\"\ngroups = [\"chat_{room}\"]",
+    /// )
+    /// .unwrap();
+    /// let warnings = route.warnings(0, true);
+    /// assert_eq!(warnings.len(), 2, "{warnings:?}");
+    /// assert!(warnings[0].contains("in-memory") && warnings[1].contains("chat_{room}"));
+    /// ```
     pub fn warnings(&self, at: usize, in_memory: bool) -> Vec<String> {
         let mut warnings = Vec::new();
         let Ok(relay) = self.relay() else {
