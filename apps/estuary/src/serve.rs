@@ -218,5 +218,11 @@ fn warn_about_openings(config: &Config) -> anyhow::Result<()> {
         ),
         PushAccess::Token(_) => {}
     }
+    let in_memory = config.layer.redis.is_empty();
+    for (at, route) in config.routes.iter().enumerate() {
+        for warning in route.warnings(at, in_memory) {
+            tracing::warn!("{warning}");
+        }
+    }
     Ok(())
 }

@@ -578,6 +578,36 @@ fn a_bad_route_names_itself() {
     assert!(message.contains("chanel"), "{message}");
 }
 
+/// A route waiting for its worker longer than the server waits for the
+/// whole handshake would never give its own 504: refused when loaded.
+#[test]
+fn a_routes_connect_timeout_leaves_the_server_time() {
+    let route = "[[routes]]\npath = \"ws/x/\"\nchannel = \"x\"\n";
+    let message = error(Layers {
+        file: file(&format!(
+            "[server]\nhandshake_timeout = 5\n{route}connect_timeout = 5\n"
+        )),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("routes[0]")
+            && message.contains("connect_timeout")
+            && message.contains("handshake_timeout"),
+        "{message}"
+    );
+    for fine in [
+        route.to_owned(),
+        format!("{route}connect_timeout = 9.5\n"),
+        format!("[server]\nhandshake_timeout = 2\n{route}connect = \"accept\"\n"),
+    ] {
+        Config::from_layers(Layers {
+            file: file(&fine),
+            ..Layers::default()
+        })
+        .unwrap_or_else(|e| panic!("{fine}: {e:#}"));
+    }
+}
+
 /// `[auth.*]` are the libraries' own settings: an invalid value there is
 /// an error naming its key and where it came from, without connecting.
 #[test]

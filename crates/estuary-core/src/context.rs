@@ -249,6 +249,50 @@ impl Context {
         self.enqueue(Outgoing::Message(message.into())).await
     }
 
+    /// Queues a message for the client only if the outbound queue has room
+    /// now ([`SessionConfig::outbound_capacity`](crate::SessionConfig::outbound_capacity)
+    /// messages, [`outbound_bytes`](crate::SessionConfig::outbound_bytes)
+    /// bytes): `Ok(false)` when it has none, and nothing is queued, waited
+    /// for or counted, whatever the [`SlowClientPolicy`].
+    ///
+    /// For what must not wait: in [`Consumer::connect`](crate::Consumer::connect)
+    /// nothing is written until the handshake completes, so a
+    /// [`send`](Self::send) that finds the queue full would wait out the
+    /// slow-client grace (then fail) or drop its message; `try_send` lets
+    /// the consumer refuse the handshake instead. Fails with
+    /// [`ConsumerError::ConnectionClosed`] as `send` does.
+    ///
+    /// ```
+    /// use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent, WsMessage};
+    /// use http::StatusCode;
+    ///
+    /// /// Sends its backlog with the handshake, or refuses it.
+    /// struct Backlog(Vec<String>);
+    ///
+    /// impl Consumer for Backlog {
+    ///     type Event = NoEvent;
+    ///     async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+    ///         for line in std::mem::take(&mut self.0) {
+    ///             if !ctx.try_send(WsMessage::text(line))? {
+    ///                 return Ok(Connect::reject_with(StatusCode::SERVICE_UNAVAILABLE, "backlog too long"));
+    ///             }
+    ///         }
+    ///         Ok(Connect::accept())
+    ///     }
+    /// }
+    /// # let _ = Backlog(Vec::new());
+    /// ```
+    pub fn try_send(&mut self, message: impl Into<WsMessage>) -> Result<bool, ConsumerError> {
+        if self.closing {
+            return Err(ConsumerError::ConnectionClosed);
+        }
+        match self.outbound.try_send(Outgoing::Message(message.into())) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Closed) => Err(ConsumerError::ConnectionClosed),
+        }
+    }
+
     /// Sends a text message to the client.
     pub async fn send_text(&mut self, text: impl Into<ByteString>) -> Result<(), ConsumerError> {
         self.send(WsMessage::Text(text.into())).await
@@ -369,8 +413,16 @@ impl Context {
                 limit: self.max_groups,
             });
         }
-        self.layer.group_add(group, &self.channel).await?;
-        self.groups.insert(group.clone());
+        // Recorded before the layer is asked: a context dropped while the
+        // layer works (a handshake abandoned mid-`connect`) may hold the
+        // membership already, and leaves it with the others.
+        let new = self.groups.insert(group.clone());
+        if let Err(error) = self.layer.group_add(group, &self.channel).await {
+            if new {
+                self.groups.remove(group);
+            }
+            return Err(error.into());
+        }
         Ok(())
     }
 

@@ -47,10 +47,41 @@ impl std::fmt::Debug for RelayConsumer {
 
 /// How the handshake ended, in connect mode `worker`.
 enum Handshake {
-    Accepted(Option<String>),
+    /// Accepted, with the subprotocol, and closed right after when the
+    /// application closed after accepting (Channels' `accept()` then
+    /// `close(4001)` in `connect`).
+    Accepted {
+        subprotocol: Option<String>,
+        close: Option<(u16, String)>,
+    },
     Refused,
     TimedOut,
     Unavailable,
+    /// More frames during the handshake than the connection's outbound
+    /// queue holds until it completes.
+    Overflow,
+}
+
+/// What the application said so far during the handshake.
+#[derive(Default)]
+struct Said {
+    /// `websocket.accept`, with the subprotocol kept.
+    accepted: Option<Option<String>>,
+    /// `websocket.close` after the accept: its code and reason.
+    close: Option<(u16, String)>,
+}
+
+impl Said {
+    /// The handshake's end, now that the application is done with it.
+    fn outcome(self) -> Handshake {
+        match self.accepted {
+            Some(subprotocol) => Handshake::Accepted {
+                subprotocol,
+                close: self.close,
+            },
+            None => Handshake::Refused,
+        }
+    }
 }
 
 impl RelayConsumer {
@@ -85,38 +116,54 @@ impl RelayConsumer {
                 Count::ConnectsUnavailable,
             )
         };
-        if !self.shared.take_slot() {
+        // Given back when the handshake ends, or when its future is
+        // dropped (the server's `handshake_timeout`, a client gone).
+        let Some(slot) = self.shared.slot() else {
             estuary_core::throttled!(warn, relay = %self.shared.name, "handshake refused with 503: max_in_flight events are out");
             return Ok(unavailable(self));
-        }
+        };
         self.shared.stats.add(Count::EventsSent, 1);
+        // From here the application may hear of the connection: it hears
+        // of its end too, whatever the handshake's (unset below when the
+        // event could not be handed over).
+        link.set_delivered(true);
         let outcome = match self.shared.target.kind() {
             TargetKind::Channel(worker) => match ctx.channel_layer().send(worker, event).await {
                 Ok(()) => {
-                    // Delivered: the application hears of the end too,
-                    // whatever the handshake's.
                     self.link = Some(link.clone());
                     self.await_handshake(ctx, &link).await
                 }
                 Err(error) => {
                     estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel");
+                    link.set_delivered(false);
                     Ok(Handshake::Unavailable)
                 }
             },
             TargetKind::Http { .. } => {
                 let outcome = self.connect_http(ctx, &link, &event).await;
-                if !matches!(outcome, Ok(Handshake::Unavailable)) {
+                // Unanswered (unreachable, or not a valid answer): as
+                // before, the application is not told of an end.
+                if matches!(outcome, Ok(Handshake::Unavailable)) {
+                    link.set_delivered(false);
+                } else {
                     self.link = Some(link.clone());
                 }
                 outcome
             }
         };
-        self.shared.release_slot();
+        drop(slot);
         let outcome = outcome?;
         Ok(match outcome {
-            Handshake::Accepted(subprotocol) => {
-                self.shared.stats.add(Count::Acked, 1);
-                self.link = Some(link.clone());
+            Handshake::Accepted { subprotocol, close } => {
+                if let Some((code, reason)) = close {
+                    // After what the application sent, as its `accept()`
+                    // then `close()` would be on Daphne; the close never
+                    // waits for room.
+                    if code == 1011 {
+                        self.shared.stats.add(Count::WorkerErrors, 1);
+                    }
+                    let _ = ctx.client().close(CloseCode::from(code), &reason).await;
+                }
                 let step = link.kick();
                 link.drive(step).await;
                 match subprotocol {
@@ -138,14 +185,66 @@ impl RelayConsumer {
                 )
             }
             Handshake::Unavailable => unavailable(self),
+            Handshake::Overflow => {
+                estuary_core::throttled!(warn, relay = %self.shared.name, target = %self.shared.target, "handshake refused with 503: the application sent more frames before completing the handshake than the connection's outbound queue holds until then (the server's outbound_capacity and outbound_bytes)");
+                unavailable(self)
+            }
         })
+    }
+
+    /// Applies one reply of the application during the handshake: `Some`
+    /// when it decides the handshake. Frames go to the outbound queue,
+    /// written once the handshake completes: when it is full they cannot
+    /// wait (nothing is written before), and the handshake is refused.
+    fn during_handshake(
+        &self,
+        ctx: &mut Context,
+        link: &Link,
+        said: &mut Said,
+        reply: Reply,
+    ) -> Result<Option<Handshake>, ConsumerError> {
+        match reply {
+            Reply::Accept { subprotocol } => {
+                if said.accepted.is_none() {
+                    said.accepted = Some(self.subprotocol(ctx.scope(), subprotocol));
+                }
+            }
+            Reply::Send { .. } => {
+                // After a close nothing more is sent, as on Daphne.
+                if said.close.is_none()
+                    && let Some(frame) = reply.frame()
+                    && !ctx.try_send(frame)?
+                {
+                    return Ok(Some(Handshake::Overflow));
+                }
+            }
+            Reply::Close { code, reason } => {
+                if said.accepted.is_none() {
+                    return Ok(Some(Handshake::Refused));
+                }
+                if said.close.is_none() {
+                    said.close = Some((Reply::close_code(code.as_ref()), reason.unwrap_or_default()));
+                }
+            }
+            Reply::Ack { seq: 0, state } => {
+                if let Some(state) = state_bytes(state) {
+                    link.set_state(state);
+                }
+                if said.accepted.is_some() {
+                    self.shared.stats.add(Count::Acked, 1);
+                }
+                return Ok(Some(std::mem::take(said).outcome()));
+            }
+            Reply::Ack { .. } => {}
+        }
+        Ok(None)
     }
 
     /// Reads the connection's channel (its session does not yet) until the
     /// acknowledgement of event 0, within `connect_timeout`.
     async fn await_handshake(&self, ctx: &mut Context, link: &Link) -> Result<Handshake, ConsumerError> {
         let deadline = deadline_after(self.shared.connect_timeout);
-        let mut accepted = None;
+        let mut said = Said::default();
         loop {
             let received = match tokio::time::timeout_at(
                 deadline,
@@ -153,6 +252,9 @@ impl RelayConsumer {
             )
             .await
             {
+                // Accepted and closed already: the missing acknowledgement
+                // changes nothing the client sees.
+                Err(_) if said.close.is_some() => return Ok(said.outcome()),
                 Err(_) => return Ok(Handshake::TimedOut),
                 Ok(Err(ChannelLayerError::Lost { .. })) => continue,
                 Ok(Err(error)) => {
@@ -162,23 +264,11 @@ impl RelayConsumer {
                 Ok(Ok(message)) => message,
             };
             match received.decode::<Reply>() {
-                Ok(Reply::Accept { subprotocol }) => {
-                    accepted = Some(self.subprotocol(ctx.scope(), subprotocol))
-                }
-                Ok(reply @ Reply::Send { .. }) => {
-                    // Sent once the handshake completes.
-                    if let Some(frame) = reply.frame() {
-                        ctx.send(frame).await?;
+                Ok(reply) => {
+                    if let Some(outcome) = self.during_handshake(ctx, link, &mut said, reply)? {
+                        return Ok(outcome);
                     }
                 }
-                Ok(Reply::Close { .. }) => return Ok(Handshake::Refused),
-                Ok(Reply::Ack { seq: 0, state }) => {
-                    if let Some(state) = state_bytes(state) {
-                        link.set_state(state);
-                    }
-                    return Ok(accepted.map_or(Handshake::Refused, Handshake::Accepted));
-                }
-                Ok(Reply::Ack { .. }) => {}
                 Err(error) if REPLY_TYPES.contains(&received.message_type()) => {
                     self.malformed(link, &received, &error);
                 }
@@ -187,7 +277,7 @@ impl RelayConsumer {
                 Err(_) => {
                     if !link.stash(Item::Forward(received)) {
                         self.shared.stats.add(Count::RefusedBusy, 1);
-                        estuary_core::throttled!(warn, relay = %self.shared.name, channel = %link.channel, "message for a connecting relayed connection dropped: max_pending kept already (counted in refused_busy)");
+                        estuary_core::throttled!(warn, relay = %self.shared.name, channel = %link.channel, "message for a connecting relayed connection dropped: max_pending (or max_pending_bytes) kept already (counted in refused_busy)");
                     }
                 }
             }
@@ -215,23 +305,23 @@ impl RelayConsumer {
                 });
             }
         };
-        let mut accepted = None;
+        let mut said = Said::default();
         for reply in answer.messages {
-            match reply {
-                Reply::Accept { subprotocol } => accepted = Some(self.subprotocol(ctx.scope(), subprotocol)),
-                Reply::Send { .. } => {
-                    if let Some(frame) = reply.frame() {
-                        ctx.send(frame).await?;
-                    }
-                }
-                Reply::Close { .. } => return Ok(Handshake::Refused),
-                Reply::Ack { .. } => {}
+            // The answer is the acknowledgement; one inside it is ignored.
+            if matches!(reply, Reply::Ack { .. }) {
+                continue;
+            }
+            if let Some(outcome) = self.during_handshake(ctx, link, &mut said, reply)? {
+                return Ok(outcome);
             }
         }
         if let Some(state) = answer.state {
             link.set_state(state);
         }
-        Ok(accepted.map_or(Handshake::Refused, Handshake::Accepted))
+        if said.accepted.is_some() {
+            self.shared.stats.add(Count::Acked, 1);
+        }
+        Ok(said.outcome())
     }
 
     /// The subprotocol the application chose, if the client offered it.
@@ -293,12 +383,14 @@ impl Consumer for RelayConsumer {
                     ));
                 }
                 link.begin_connect();
+                link.set_delivered(true);
                 self.shared.stats.add(Count::EventsSent, 1);
                 match self.shared.target.kind() {
                     TargetKind::Channel(worker) => {
                         if let Err(error) = ctx.channel_layer().send(worker, event).await {
                             estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel");
                             link.abandon_connect();
+                            link.set_delivered(false);
                             return Ok(self.reject(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "the application is unavailable",

@@ -159,6 +159,25 @@ impl GroupTemplate {
         &self.source
     }
 
+    /// True when the name depends on the path or the query string:
+    /// values the client chooses, so any client may join the group by
+    /// choosing them (`{user...}` alone is the signed-in user's own).
+    ///
+    /// ```
+    /// use estuary_relay::GroupTemplate;
+    ///
+    /// let room = GroupTemplate::parse("chat_{room}", &["room"], &[]).unwrap();
+    /// let mine = GroupTemplate::parse("user.{user.id}", &[], &[]).unwrap();
+    /// let fixed = GroupTemplate::parse("announcements", &[], &[]).unwrap();
+    /// assert!(room.is_client_chosen());
+    /// assert!(!mine.is_client_chosen() && !fixed.is_client_chosen());
+    /// ```
+    pub fn is_client_chosen(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Param(_) | Part::Query(_)))
+    }
+
     /// The group name for `scope`; `query_defaults` are the route's
     /// declared query parameters with their defaults.
     pub fn render(

@@ -63,7 +63,10 @@ pub(crate) struct HttpClient {
 }
 
 impl HttpClient {
-    pub(crate) fn new(url: http::Uri, secret: Arc<[u8]>, max_answer: usize) -> Self {
+    /// A client keeping at most `max_idle` idle connections. How many
+    /// requests are out at once is the relay's to bound: its events by
+    /// `max_in_flight`, its disconnects by as many again.
+    pub(crate) fn new(url: http::Uri, secret: Arc<[u8]>, max_answer: usize, max_idle: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // Idle connections go before the application closes them
@@ -72,6 +75,7 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_millis(1500))
+            .pool_max_idle_per_host(max_idle)
             .build(connector);
         Self {
             client,

@@ -74,7 +74,7 @@ pub use consumer::RelayConsumer;
 pub use groups::{GroupTemplate, TemplateError, TemplateErrorKind};
 pub use relay::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING,
-    DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
+    DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
 };
 pub use settings::RelaySettings;
 pub use stats::RelayStats;

@@ -23,6 +23,7 @@ use estuary_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::http::{Answer, HttpError};
 use crate::shared::{Shared, deadline_after};
 use crate::stats::Count;
 use crate::target::TargetKind;
@@ -35,6 +36,16 @@ pub(crate) enum Item {
     Receive(WsMessage),
     /// Another message sent to the connection (`estuary.event`).
     Forward(Message),
+}
+
+impl Item {
+    /// Its bytes, for `max_pending_bytes`.
+    fn size(&self) -> usize {
+        match self {
+            Item::Receive(message) => message.len(),
+            Item::Forward(message) => message.as_bytes().len(),
+        }
+    }
 }
 
 /// What to tell the client.
@@ -80,6 +91,8 @@ struct LinkState {
     next_seq: u64,
     in_flight: Option<InFlight>,
     pending: VecDeque<Item>,
+    /// The bytes of `pending`.
+    pending_bytes: usize,
     /// The connection's state, as msgpack (a map).
     conn_state: Bytes,
     /// The watchdog holds an entry for this link.
@@ -90,6 +103,11 @@ struct LinkState {
     /// closed for a missing acknowledgement, or one went missing while
     /// flushing).
     gave_up: bool,
+    /// `websocket.connect` may have reached the application: it hears of
+    /// the end, whatever the handshake's.
+    delivered: bool,
+    /// `websocket.disconnect` was made (by [`Link::finish`], or on drop).
+    ended: bool,
 }
 
 /// One relayed connection, shared by its consumer, the watchdog and HTTP
@@ -118,7 +136,109 @@ impl Drop for Link {
         if st.in_flight.take().is_some() {
             self.shared.release_slot();
         }
+        if !st.delivered || std::mem::replace(&mut st.ended, true) {
+            return;
+        }
+        // Abandoned before `finish` (a handshake dropped by the server's
+        // `handshake_timeout` or a client gone mid-connect, a task
+        // dropped): the application hears of the end all the same, with
+        // 1006 as for a connection lost.
+        let disconnect = wire::event(
+            &Body::Disconnect(CloseCode::ABNORMAL.as_u16()),
+            self.channel.as_str(),
+            st.next_seq,
+            &self.scope,
+            &st.conn_state,
+        );
+        let Ok(disconnect) = disconnect else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            lost(
+                &self.shared,
+                &self.channel,
+                1,
+                "websocket.disconnect not sent (the connection was dropped outside a runtime)",
+            );
+            return;
+        };
+        self.shared.stats.add(Count::EventsSent, 1);
+        let shared = self.shared.clone();
+        let layer = self.layer.clone();
+        let channel = self.channel.clone();
+        runtime.spawn(async move {
+            if let Some(sent) = hand_over_disconnect(&shared, &layer, &channel, disconnect) {
+                sent.await;
+            }
+        });
     }
+}
+
+/// Hands `websocket.disconnect` over: sent to the worker channel (the
+/// future returned), or POSTed on a task of its own (nothing to await).
+/// What cannot be sent is counted and logged.
+fn hand_over_disconnect<'a>(
+    shared: &'a Arc<Shared>,
+    layer: &'a ChannelLayerHandle,
+    channel: &'a ChannelName,
+    disconnect: Message,
+) -> Option<impl Future<Output = ()> + Send + 'a> {
+    match shared.target.kind() {
+        TargetKind::Channel(worker) => Some(async move {
+            if layer.send(worker, disconnect).await.is_err() {
+                lost(
+                    shared,
+                    channel,
+                    1,
+                    "websocket.disconnect not sent (worker channel full, or the layer down)",
+                );
+            }
+        }),
+        TargetKind::Http { .. } => {
+            // Not awaited by its connection: bounded here, so that a slow
+            // endpoint and many closing connections cannot pile requests up.
+            let Ok(permit) = shared.disconnects.clone().try_acquire_owned() else {
+                lost(
+                    shared,
+                    channel,
+                    1,
+                    "websocket.disconnect not POSTed: max_in_flight disconnects are out already (the endpoint is slow)",
+                );
+                return None;
+            };
+            let shared = shared.clone();
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Some(http) = &shared.http else {
+                    return;
+                };
+                if let Err(error) = http.post(&disconnect, shared.reply_timeout).await {
+                    tracing::debug!(relay = %shared.name, %error, "websocket.disconnect not answered over HTTP");
+                    lost(
+                        &shared,
+                        &channel,
+                        1,
+                        "websocket.disconnect not answered over HTTP",
+                    );
+                }
+            });
+            None
+        }
+    }
+}
+
+/// Counts and logs events lost at the end of `channel`'s connection.
+fn lost(shared: &Shared, channel: &ChannelName, count: u64, what: &'static str) {
+    shared.stats.add(Count::LostAtDisconnect, count);
+    estuary_core::throttled!(
+        warn,
+        relay = %shared.name,
+        target = %shared.target,
+        %channel,
+        count,
+        "relay events lost at disconnect: {what}"
+    );
 }
 
 impl Link {
@@ -139,10 +259,13 @@ impl Link {
                 next_seq: 1,
                 in_flight: None,
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 conn_state: Bytes::from_static(wire::EMPTY_STATE),
                 armed: false,
                 closing: false,
                 gave_up: false,
+                delivered: false,
+                ended: false,
             }),
             settled: Notify::new(),
             me: me.clone(),
@@ -159,9 +282,36 @@ impl Link {
         wire::event(&Body::Connect, self.channel.as_str(), 0, scope, &st.conn_state)
     }
 
+    /// Whether `websocket.connect` may have reached the application (set
+    /// before it is handed over, unset when it could not be): then the
+    /// application gets `websocket.disconnect` however the connection
+    /// ends, even when it is dropped before [`finish`](Self::finish).
+    pub(crate) fn set_delivered(&self, delivered: bool) {
+        self.lock().delivered = delivered;
+    }
+
     /// Replaces the connection's state (an acknowledgement's map).
     pub(crate) fn set_state(&self, state: Bytes) {
-        self.lock().conn_state = state;
+        let mut st = self.lock();
+        self.keep_state(&mut st, state);
+    }
+
+    /// Keeps `state`, unless it is larger than `max_state_bytes`: then the
+    /// previous one stays, and the refusal is counted and logged.
+    fn keep_state(&self, st: &mut LinkState, state: Bytes) {
+        if state.len() > self.shared.max_state_bytes {
+            self.shared.stats.add(Count::StatesRefused, 1);
+            estuary_core::throttled!(
+                warn,
+                relay = %self.shared.name,
+                channel = %self.channel,
+                bytes = state.len(),
+                max = self.shared.max_state_bytes,
+                "connection state larger than max_state_bytes refused; the previous state is kept (counted in states_refused)"
+            );
+            return;
+        }
+        st.conn_state = state;
     }
 
     /// Marks `seq` in flight (its slot taken) and has the watchdog watch it.
@@ -199,14 +349,27 @@ impl Link {
     }
 
     /// Keeps a message that came while connecting, for after it: `false`
-    /// when `max_pending` are kept already.
+    /// when `max_pending` (or `max_pending_bytes`) are kept already.
     pub(crate) fn stash(&self, item: Item) -> bool {
         let mut st = self.lock();
-        if st.pending.len() >= self.shared.max_pending {
+        if !self.has_room(&st, &item) {
             return false;
         }
-        st.pending.push_back(item);
+        Self::push(&mut st, item);
         true
+    }
+
+    /// True when `item` may wait: under `max_pending` and
+    /// `max_pending_bytes` (one item always fits when none waits).
+    fn has_room(&self, st: &LinkState, item: &Item) -> bool {
+        st.pending.len() < self.shared.max_pending
+            && (st.pending.is_empty()
+                || st.pending_bytes.saturating_add(item.size()) <= self.shared.max_pending_bytes)
+    }
+
+    fn push(st: &mut LinkState, item: Item) {
+        st.pending_bytes = st.pending_bytes.saturating_add(item.size());
+        st.pending.push_back(item);
     }
 
     /// Sends what is pending, if nothing is in flight.
@@ -225,18 +388,18 @@ impl Link {
             self.shared.stats.add(Count::RefusedBusy, 1);
             return Step::default();
         }
-        if st.in_flight.is_some() && st.pending.len() >= self.shared.max_pending {
+        if st.in_flight.is_some() && !self.has_room(&st, &item) {
             self.shared.stats.add(Count::RefusedBusy, 1);
             let mut step = Step::default();
             self.refuse(
                 &mut st,
                 item,
-                "too many messages waiting for the application",
+                "too many messages (or bytes) waiting for the application",
                 &mut step,
             );
             return step;
         }
-        st.pending.push_back(item);
+        Self::push(&mut st, item);
         self.next_locked(&mut st)
     }
 
@@ -271,6 +434,7 @@ impl Link {
             let Some(item) = st.pending.pop_front() else {
                 break;
             };
+            st.pending_bytes = st.pending_bytes.saturating_sub(item.size());
             if !self.shared.take_slot() {
                 self.shared.stats.add(Count::RefusedBusy, 1);
                 self.refuse(st, item, "too many events waiting for the application", &mut step);
@@ -302,13 +466,15 @@ impl Link {
     pub(crate) fn settle(&self, seq: u64, state: Option<Bytes>) -> Option<Step> {
         let mut st = self.lock();
         if st.in_flight.is_none_or(|f| f.seq != seq) {
+            self.shared.stats.add(Count::Late, 1);
+            tracing::debug!(relay = %self.shared.name, channel = %self.channel, seq, "acknowledgement for no event in flight (given up already?); ignored");
             return None;
         }
         st.in_flight = None;
         self.shared.release_slot();
         self.shared.stats.add(Count::Acked, 1);
         if let Some(state) = state {
-            st.conn_state = state;
+            self.keep_state(&mut st, state);
         }
         self.settled.notify_one();
         Some(self.next_locked(&mut st))
@@ -420,8 +586,8 @@ impl Link {
         }
     }
 
-    /// POSTs event `seq` and applies the answer: its messages, then the
-    /// acknowledgement. Named and boxed: it is spawned from
+    /// POSTs event `seq` and applies the answer: the acknowledgement (when
+    /// `seq` is still in flight), then its messages. Named and boxed: it is spawned from
     /// [`drive`](Self::drive), which it runs itself.
     fn post(
         self: Arc<Self>,
@@ -432,28 +598,38 @@ impl Link {
             let Some(http) = &self.shared.http else {
                 return;
             };
-            let step = match http.post(&message, self.shared.reply_timeout).await {
-                Ok(answer) => {
-                    self.apply(answer.messages).await;
-                    self.settle(seq, answer.state)
-                }
-                Err(error) => {
-                    estuary_core::throttled!(
-                        warn,
-                        relay = %self.shared.name,
-                        target = %self.shared.target,
-                        channel = %self.channel,
-                        seq,
-                        %error,
-                        "relay event not answered over HTTP"
-                    );
-                    self.expire(seq, Why::Undelivered)
-                }
-            };
-            if let Some(step) = step {
+            let answer = http.post(&message, self.shared.reply_timeout).await;
+            if let Some(step) = self.answered(seq, answer).await {
                 self.drive(step).await;
             }
         })
+    }
+
+    /// Applies the HTTP answer to event `seq`: settled first, so that an
+    /// answer that comes after its event was given up is not applied (its
+    /// client heard of the timeout, and the next event may have been
+    /// answered since); then its messages, before the next event goes out
+    /// (the step returned).
+    async fn answered(&self, seq: u64, answer: Result<Answer, HttpError>) -> Option<Step> {
+        match answer {
+            Ok(answer) => {
+                let step = self.settle(seq, answer.state)?;
+                self.apply(answer.messages).await;
+                Some(step)
+            }
+            Err(error) => {
+                estuary_core::throttled!(
+                    warn,
+                    relay = %self.shared.name,
+                    target = %self.shared.target,
+                    channel = %self.channel,
+                    seq,
+                    %error,
+                    "relay event not answered over HTTP"
+                );
+                self.expire(seq, Why::Undelivered)
+            }
+        }
     }
 
     /// The messages of an HTTP answer, in order, to the client.
@@ -480,14 +656,19 @@ impl Link {
         }
     }
 
-    /// The connection ended: its pending events are handed over, each
-    /// waiting at most `reply_timeout` for its acknowledgement (read here
-    /// from the connection's channel, which its session no longer reads),
-    /// then `websocket.disconnect` is sent and not waited for. What is not
+    /// The connection ended: its pending events are handed over, one at a
+    /// time, all within `reply_timeout` from now (their acknowledgements
+    /// read here from the connection's channel, which its session no
+    /// longer reads), then `websocket.disconnect` is sent and not waited
+    /// for. What is not
     /// delivered is counted and logged.
     pub(crate) async fn finish(self: &Arc<Self>, code: u16) {
         self.lock().closing = true;
         let reads_channel = matches!(self.shared.target.kind(), TargetKind::Channel(_));
+        // One deadline for the whole flush: a slow worker answering each
+        // event just in time must not keep a closed connection's session
+        // alive for every pending event's reply_timeout in turn.
+        let overall = deadline_after(self.shared.reply_timeout);
         loop {
             let Some(flight) = self.lock().in_flight else {
                 break;
@@ -500,7 +681,7 @@ impl Link {
                     Ok(_) => None,
                     Err(()) => self.expire(flight.seq, Why::Undelivered),
                 },
-                () = tokio::time::sleep_until(flight.deadline) => self.expire(flight.seq, Why::Timeout),
+                () = tokio::time::sleep_until(flight.deadline.min(overall)) => self.expire(flight.seq, Why::Timeout),
             };
             if let Some(step) = step {
                 self.drive(step).await;
@@ -509,12 +690,14 @@ impl Link {
                 break;
             }
         }
-        let (lost, disconnect) = {
+        let (lost_pending, disconnect) = {
             let mut st = self.lock();
             let lost = st.pending.len();
             st.pending.clear();
+            st.pending_bytes = 0;
             let seq = st.next_seq;
             st.next_seq += 1;
+            st.ended = true;
             let event = wire::event(
                 &Body::Disconnect(code),
                 self.channel.as_str(),
@@ -524,9 +707,11 @@ impl Link {
             );
             (lost, event)
         };
-        if lost > 0 {
-            self.lost(
-                lost as u64,
+        if lost_pending > 0 {
+            lost(
+                &self.shared,
+                &self.channel,
+                lost_pending as u64,
                 "pending events given up after a missing acknowledgement",
             );
         }
@@ -534,40 +719,9 @@ impl Link {
             return;
         };
         self.shared.stats.add(Count::EventsSent, 1);
-        match self.shared.target.kind() {
-            TargetKind::Channel(worker) => {
-                if self.layer.send(worker, disconnect).await.is_err() {
-                    self.lost(
-                        1,
-                        "websocket.disconnect not sent (worker channel full, or the layer down)",
-                    );
-                }
-            }
-            TargetKind::Http { .. } => {
-                let link = self.clone();
-                tokio::spawn(async move {
-                    let Some(http) = &link.shared.http else {
-                        return;
-                    };
-                    if let Err(error) = http.post(&disconnect, link.shared.reply_timeout).await {
-                        tracing::debug!(relay = %link.shared.name, %error, "websocket.disconnect not answered over HTTP");
-                        link.lost(1, "websocket.disconnect not answered over HTTP");
-                    }
-                });
-            }
+        if let Some(sent) = hand_over_disconnect(&self.shared, &self.layer, &self.channel, disconnect) {
+            sent.await;
         }
-    }
-
-    fn lost(&self, count: u64, what: &'static str) {
-        self.shared.stats.add(Count::LostAtDisconnect, count);
-        estuary_core::throttled!(
-            warn,
-            relay = %self.shared.name,
-            target = %self.shared.target,
-            channel = %self.channel,
-            count,
-            "relay events lost at disconnect: {what}"
-        );
     }
 
     /// The next reply on the connection's own channel (`None`: a message
@@ -604,5 +758,93 @@ impl Watched for Link {
         if let Some(link) = self.me.upgrade() {
             tokio::spawn(async move { link.drive(step).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use estuary_core::{Connect, Consumer, ConsumerError, Context, NoEvent};
+    use estuary_testing::Communicator;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{Relay, Target};
+
+    /// Makes a link to its connection, as the relay's consumer does, and
+    /// hands it to the test.
+    #[derive(Clone)]
+    struct Links {
+        shared: Arc<Shared>,
+        out: Arc<Mutex<Option<oneshot::Sender<Arc<Link>>>>>,
+    }
+
+    impl Consumer for Links {
+        type Event = NoEvent;
+        async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+            let link = Link::new(
+                self.shared.clone(),
+                ctx.channel_layer().clone(),
+                ctx.channel_name().clone(),
+                ctx.client(),
+                Bytes::from_static(wire::EMPTY_STATE),
+            );
+            if let Some(out) = self.out.lock().unwrap().take() {
+                let _ = out.send(link);
+            }
+            Ok(Connect::accept())
+        }
+    }
+
+    /// A connected client and its link, on an HTTP relay to nowhere.
+    async fn linked(relay: &Relay) -> (Communicator, Arc<Link>) {
+        let (tx, rx) = oneshot::channel();
+        let links = Links {
+            shared: relay.shared.clone(),
+            out: Arc::new(Mutex::new(Some(tx))),
+        };
+        let service = estuary_server::Router::new()
+            .websocket("ws/", move || links.clone())
+            .into_service();
+        let mut c = Communicator::new(service, "/ws/").timeout(std::time::Duration::from_secs(30));
+        c.connect().await.unwrap();
+        (c, rx.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_http_answer_after_its_event_was_given_up_is_not_applied() {
+        let relay = Relay::builder(Target::http("http://127.0.0.1:9/", "0123456789abcdef").unwrap())
+            .busy_frame("busy")
+            .build()
+            .unwrap();
+        let (mut c, link) = linked(&relay).await;
+        // Event 1 goes out (not POSTed here) and is given up.
+        let sent = link.submit(Item::Receive(WsMessage::text("slow")));
+        assert!(matches!(sent.deliver, Some((1, _))));
+        let given_up = link.expire(1, Why::Timeout).expect("in flight");
+        link.drive(given_up).await;
+        assert_eq!(c.receive_text().await.unwrap(), "busy");
+
+        let late = Answer {
+            messages: vec![Reply::Send {
+                text: Some("too late".into()),
+                bytes: None,
+            }],
+            state: state_bytes(Some(rmpv::Value::Map(vec![("late".into(), true.into())]))),
+        };
+        assert!(link.answered(1, Ok(late)).await.is_none());
+        assert_eq!(relay.stats().late(), 1);
+        link.client.send(WsMessage::text("marker")).await.unwrap();
+        assert_eq!(
+            c.receive_text().await.unwrap(),
+            "marker",
+            "the late answer's frame was not sent"
+        );
+        assert_eq!(
+            &link.lock().conn_state[..],
+            wire::EMPTY_STATE,
+            "nor its state kept"
+        );
     }
 }

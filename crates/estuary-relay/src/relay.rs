@@ -31,8 +31,10 @@ use crate::target::{ConnectMode, RelayError, Target, TargetKind};
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .reply_timeout(Duration::from_secs(10))
 ///     .max_pending(8)
+///     .max_pending_bytes(128 * 1024)
 ///     .max_in_flight(1024)
 ///     .max_answer_bytes(64 * 1024)
+///     .max_state_bytes(16 * 1024)
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(relay.name(), "orders");
@@ -45,22 +47,37 @@ pub struct RelayBuilder {
     connect_timeout: Duration,
     reply_timeout: Duration,
     max_pending: usize,
+    max_pending_bytes: usize,
     max_in_flight: usize,
     busy_frame: Option<WsMessage>,
     query: Vec<(String, String)>,
     route: Option<String>,
     groups: Vec<String>,
     max_answer_bytes: usize,
+    max_state_bytes: usize,
 }
 
-/// The default `connect_timeout`: 10 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `connect_timeout`: 5 s, half the server's default
+/// `handshake_timeout` (which covers the whole handshake: authentication,
+/// groups, then this wait).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default `reply_timeout`: 30 s.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default `max_pending`: 16 client messages per connection.
 pub const DEFAULT_MAX_PENDING: usize = 16;
+/// The default `max_pending_bytes`: 256 KiB of client messages per
+/// connection.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 * 1024;
 /// The default `max_in_flight`: 4,096 events per relay.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// The default `max_state_bytes`: a connection's state is at most 64 KiB
+/// (as msgpack).
+pub const DEFAULT_MAX_STATE_BYTES: usize = 64 * 1024;
+
+/// Idle connections an HTTP relay keeps to its endpoint, at most (fewer
+/// when `max_in_flight` is lower).
+const MAX_IDLE_CONNECTIONS: usize = 256;
+
 /// The largest HTTP answer read by default: 1 MiB.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -78,8 +95,9 @@ impl RelayBuilder {
         self
     }
 
-    /// How long the handshake waits for the application (default 10 s;
-    /// 504 past it).
+    /// How long the handshake waits for the application (default 5 s;
+    /// 504 past it). Keep it under the server's `handshake_timeout`, which
+    /// covers the whole handshake.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -97,6 +115,15 @@ impl RelayBuilder {
     /// 16); one more gets the busy frame (or 1013).
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
+        self
+    }
+
+    /// Bytes of the messages a connection holds while an event is out
+    /// (default 256 KiB); a message past it gets the busy frame (or 1013),
+    /// as one past `max_pending` does. One message always fits when none
+    /// is held (its size is the WebSocket limit's to bound).
+    pub fn max_pending_bytes(mut self, max: usize) -> Self {
+        self.max_pending_bytes = max;
         self
     }
 
@@ -151,6 +178,15 @@ impl RelayBuilder {
         self
     }
 
+    /// The largest state a connection keeps, as msgpack (default 64 KiB):
+    /// a larger one in an acknowledgement is refused (logged and counted
+    /// in [`RelayStats::states_refused`]) and the previous state kept; the
+    /// event still counts as acknowledged. It travels with every event.
+    pub fn max_state_bytes(mut self, max: usize) -> Self {
+        self.max_state_bytes = max;
+        self
+    }
+
     /// Checks the settings and builds the relay.
     pub fn build(self) -> Result<Relay, RelayError> {
         for (value, what) in [
@@ -158,6 +194,7 @@ impl RelayBuilder {
             (self.reply_timeout.is_zero(), "reply_timeout"),
             (self.max_in_flight == 0, "max_in_flight"),
             (self.max_answer_bytes == 0, "max_answer_bytes"),
+            (self.max_state_bytes == 0, "max_state_bytes"),
         ] {
             if value {
                 return Err(RelayError::zero(what));
@@ -181,6 +218,7 @@ impl RelayBuilder {
                 url.clone(),
                 secret.clone(),
                 self.max_answer_bytes,
+                self.max_in_flight.min(MAX_IDLE_CONNECTIONS),
             )),
             TargetKind::Channel(_) => None,
         };
@@ -196,6 +234,8 @@ impl RelayBuilder {
                 connect_timeout: self.connect_timeout,
                 reply_timeout: self.reply_timeout,
                 max_pending: self.max_pending,
+                max_pending_bytes: self.max_pending_bytes,
+                max_state_bytes: self.max_state_bytes,
                 max_in_flight: self.max_in_flight,
                 busy_frame: self.busy_frame,
                 query: self.query,
@@ -203,6 +243,9 @@ impl RelayBuilder {
                 groups,
                 http,
                 in_flight: AtomicUsize::new(0),
+                disconnects: Arc::new(tokio::sync::Semaphore::new(
+                    self.max_in_flight.min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
                 stats: RelayStats::default(),
                 watchdog: OnceLock::new(),
             }),
@@ -257,7 +300,7 @@ fn route_params(pattern: &str) -> Vec<(String, bool)> {
 /// ```
 #[derive(Clone)]
 pub struct Relay {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -273,8 +316,8 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// Starts a relay to `target` with the defaults: connect mode
-    /// `worker`, 10 s to connect, 30 s per event, 16 pending messages per
-    /// connection, 4,096 events in flight, no busy frame (1013).
+    /// `worker`, 5 s to connect, 30 s per event, 16 pending messages (256
+    /// KiB) per connection, 4,096 events in flight, no busy frame (1013).
     pub fn builder(target: Target) -> RelayBuilder {
         RelayBuilder {
             target,
@@ -283,12 +326,14 @@ impl Relay {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             busy_frame: None,
             query: Vec::new(),
             route: None,
             groups: Vec::new(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
 
@@ -314,6 +359,25 @@ impl Relay {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
+    /// `websocket.disconnect` requests out now, over HTTP (at most
+    /// `max_in_flight`; one more is counted in
+    /// [`lost_at_disconnect`](RelayStats::lost_at_disconnect)).
+    ///
+    /// ```
+    /// use estuary_relay::{Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::http("http://127.0.0.1:8000/estuary/events/", "0123456789abcdef").unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(relay.disconnects_out(), 0);
+    /// ```
+    pub fn disconnects_out(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .saturating_sub(self.shared.disconnects.available_permits())
+    }
+
     /// The name log lines give the relay.
     pub fn name(&self) -> &str {
         &self.shared.name
@@ -322,6 +386,34 @@ impl Relay {
     /// Where the events go.
     pub fn target(&self) -> &Target {
         &self.shared.target
+    }
+
+    /// How the handshake completes.
+    ///
+    /// ```
+    /// use estuary_relay::{ConnectMode, Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::channel("chat").unwrap()).build().unwrap();
+    /// assert_eq!(relay.connect_mode(), ConnectMode::Worker);
+    /// ```
+    pub fn connect_mode(&self) -> ConnectMode {
+        self.shared.connect
+    }
+
+    /// The groups each connection joins before its `websocket.connect`.
+    ///
+    /// ```
+    /// use estuary_relay::{Relay, Target};
+    ///
+    /// let relay = Relay::builder(Target::channel("chat").unwrap())
+    ///     .route("ws/chat/<room>/")
+    ///     .groups(["chat_{room}"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(relay.groups()[0].is_client_chosen());
+    /// ```
+    pub fn groups(&self) -> &[GroupTemplate] {
+        &self.shared.groups
     }
 }
 
@@ -363,6 +455,10 @@ mod tests {
         assert_eq!(
             zero(Relay::builder(target()).max_in_flight(0).build()),
             Some("max_in_flight")
+        );
+        assert_eq!(
+            zero(Relay::builder(target()).max_state_bytes(0).build()),
+            Some("max_state_bytes")
         );
         assert!(
             Relay::builder(target()).max_pending(0).build().is_ok(),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::relay::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_REPLY_TIMEOUT, Relay,
-    RelayBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_REPLY_TIMEOUT, Relay, RelayBuilder,
 };
 use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 
@@ -22,10 +22,12 @@ use crate::target::{ConnectMode, RelayError, RelayErrorKind, Target};
 /// ```toml
 /// channel = "chat"
 /// connect = "worker"          # or "accept"
-/// connect_timeout = 10
+/// connect_timeout = 5
 /// reply_timeout = 30
 /// max_pending = 16
+/// max_pending_bytes = 262144
 /// max_in_flight = 4096
+/// max_state_bytes = 65536
 /// busy_frame = '{"type": "busy"}'
 /// query = { lang = "en", page = 1 }
 /// ```
@@ -65,8 +67,12 @@ pub struct RelaySettings {
     pub reply_timeout: Duration,
     /// Client messages a connection holds while an event is out.
     pub max_pending: usize,
+    /// Bytes of those messages.
+    pub max_pending_bytes: usize,
     /// Events the relay has out at once.
     pub max_in_flight: usize,
+    /// The largest state a connection keeps (msgpack bytes).
+    pub max_state_bytes: usize,
     /// The text frame a client gets for a refused message or a missing
     /// acknowledgement (else: close 1013).
     pub busy_frame: Option<String>,
@@ -85,7 +91,9 @@ impl Default for RelaySettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             busy_frame: None,
             query: BTreeMap::new(),
         }
@@ -103,7 +111,9 @@ impl std::fmt::Debug for RelaySettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("reply_timeout", &self.reply_timeout)
             .field("max_pending", &self.max_pending)
+            .field("max_pending_bytes", &self.max_pending_bytes)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_state_bytes", &self.max_state_bytes)
             .field("busy_frame", &self.busy_frame)
             .field("query", &self.query)
             .finish()
@@ -127,7 +137,9 @@ impl RelaySettings {
             .connect_timeout(self.connect_timeout)
             .reply_timeout(self.reply_timeout)
             .max_pending(self.max_pending)
-            .max_in_flight(self.max_in_flight);
+            .max_pending_bytes(self.max_pending_bytes)
+            .max_in_flight(self.max_in_flight)
+            .max_state_bytes(self.max_state_bytes);
         if let Some(frame) = &self.busy_frame {
             builder = builder.busy_frame(frame.clone());
         }
@@ -213,6 +225,7 @@ mod tests {
             connect_timeout = 2.5
             reply_timeout = 5
             max_pending = 4
+            max_pending_bytes = 1000
             busy_frame = "busy"
             query = { lang = "en", page = 1, debug = false }
             "#,
@@ -222,6 +235,7 @@ mod tests {
         assert_eq!(settings.connect_timeout, Duration::from_millis(2500));
         assert_eq!(settings.reply_timeout, Duration::from_secs(5));
         assert_eq!(settings.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(settings.max_pending_bytes, 1000);
         assert_eq!(settings.query["page"], "1");
         assert_eq!(settings.query["debug"], "false");
         assert!(!format!("{settings:?}").contains("0123456789abcdef0123"));

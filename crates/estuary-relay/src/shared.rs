@@ -1,8 +1,8 @@
 //! What all the connections of one relay share: its settings, the
 //! in-flight count, the counters, the watchdog, the HTTP client.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use estuary_core::WsMessage;
@@ -22,6 +22,15 @@ pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
+/// One of the `max_in_flight` slots, given back on drop.
+pub(crate) struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
+}
+
 /// What a relay's connections share.
 pub(crate) struct Shared {
     pub(crate) name: String,
@@ -30,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) connect_timeout: Duration,
     pub(crate) reply_timeout: Duration,
     pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: usize,
+    pub(crate) max_state_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) busy_frame: Option<WsMessage>,
     pub(crate) query: Vec<(String, String)>,
@@ -37,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) groups: Vec<GroupTemplate>,
     pub(crate) http: Option<HttpClient>,
     pub(crate) in_flight: AtomicUsize,
+    /// `websocket.disconnect` POSTs out at once (over HTTP; not awaited
+    /// by their connections), at most `max_in_flight`.
+    pub(crate) disconnects: Arc<tokio::sync::Semaphore>,
     pub(crate) stats: RelayStats,
     /// The watchdog's queue, started with the first event that needs it
     /// (empty when the relay is built).
@@ -51,6 +65,13 @@ impl Shared {
                 (n < self.max_in_flight).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Takes a slot held by the returned guard, given back when it is
+    /// dropped: a handshake's, which its future may be dropped with (the
+    /// server's `handshake_timeout`, a client gone).
+    pub(crate) fn slot(self: &Arc<Self>) -> Option<Slot> {
+        self.take_slot().then(|| Slot(self.clone()))
     }
 
     /// Gives a slot back.

@@ -32,6 +32,8 @@ struct Counters {
     connects_refused: AtomicU64,
     connects_timed_out: AtomicU64,
     connects_unavailable: AtomicU64,
+    late: AtomicU64,
+    states_refused: AtomicU64,
 }
 
 /// Which counter to add to.
@@ -47,6 +49,8 @@ pub(crate) enum Count {
     ConnectsRefused,
     ConnectsTimedOut,
     ConnectsUnavailable,
+    Late,
+    StatesRefused,
 }
 
 impl RelayStats {
@@ -63,6 +67,8 @@ impl RelayStats {
             Count::ConnectsRefused => &c.connects_refused,
             Count::ConnectsTimedOut => &c.connects_timed_out,
             Count::ConnectsUnavailable => &c.connects_unavailable,
+            Count::Late => &c.late,
+            Count::StatesRefused => &c.states_refused,
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -123,6 +129,19 @@ impl RelayStats {
     /// `connect_timeout`: 504.
     pub fn connects_timed_out(&self) -> u64 {
         self.inner.connects_timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Acknowledgements (`estuary.ack`, HTTP answers) that came for no
+    /// event in flight, mostly after their event was given up: ignored,
+    /// messages and state alike (an HTTP answer's messages are not sent).
+    pub fn late(&self) -> u64 {
+        self.inner.late.load(Ordering::Relaxed)
+    }
+
+    /// States refused because they were larger than `max_state_bytes`
+    /// (the event was acknowledged; the previous state was kept).
+    pub fn states_refused(&self) -> u64 {
+        self.inner.states_refused.load(Ordering::Relaxed)
     }
 
     /// Handshakes refused because the connect event could not be handed

@@ -316,20 +316,52 @@ pub(crate) fn encode_value(value: &Value) -> Bytes {
 /// The empty state: a msgpack map with nothing in it.
 pub(crate) const EMPTY_STATE: &[u8] = &[0x80];
 
-/// An event (msgpack) as the JSON of an HTTP request: byte strings under a
-/// `bytes` key in base64, other byte strings (the query string, headers)
-/// as text; plus `time`, Unix seconds.
+/// The key a byte string is tagged with inside an `estuary.event`'s
+/// `event` over HTTP: `{"$bytes": "<base64>"}`.
+pub(crate) const BYTES_TAG: &str = "$bytes";
+
+/// An event (msgpack) as the JSON of an HTTP request, plus `time` (Unix
+/// seconds). Byte strings: the `bytes` of `websocket.receive` in base64,
+/// the scope's (query string, headers) as text, and every one inside an
+/// `estuary.event`'s `event` (an application's message, whatever its
+/// shape) as `{"$bytes": "<base64>"}`, at any depth, so that the view
+/// gets back the bytes a worker would (docs/WORKERS.md).
 pub(crate) fn to_json(message: &Message, time: u64) -> serde_json::Value {
-    let mut json = json_of(&message.to_value(), None);
+    let mut json = match message.to_value() {
+        Value::Map(pairs) => serde_json::Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let name = key_of(k);
+                    let value = if name == "event" {
+                        tagged_json_of(v)
+                    } else {
+                        json_of(v, Some(&name))
+                    };
+                    (name, value)
+                })
+                .collect(),
+        ),
+        other => json_of(&other, None),
+    };
     if let serde_json::Value::Object(map) = &mut json {
         map.insert("time".into(), time.into());
     }
     json
 }
 
-fn json_of(value: &Value, key: Option<&str>) -> serde_json::Value {
+/// A map key as JSON has them: a string.
+fn key_of(key: &Value) -> String {
+    match key {
+        Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => json_of(other, None).to_string(),
+    }
+}
+
+/// A scalar as JSON, `None` for byte strings, arrays and maps.
+fn scalar_json_of(value: &Value) -> Option<serde_json::Value> {
     use serde_json::Value as J;
-    match value {
+    Some(match value {
         Value::Nil | Value::Ext(..) => J::Null,
         Value::Boolean(b) => J::Bool(*b),
         Value::Integer(n) => n
@@ -340,6 +372,18 @@ fn json_of(value: &Value, key: Option<&str>) -> serde_json::Value {
         Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
         Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
         Value::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Binary(_) | Value::Array(_) | Value::Map(_) => return None,
+    })
+}
+
+/// The protocol's own keys: byte strings under a `bytes` key in base64,
+/// others (the scope's) as text.
+fn json_of(value: &Value, key: Option<&str>) -> serde_json::Value {
+    use serde_json::Value as J;
+    if let Some(scalar) = scalar_json_of(value) {
+        return scalar;
+    }
+    match value {
         Value::Binary(b) if key == Some("bytes") => {
             J::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
@@ -349,15 +393,39 @@ fn json_of(value: &Value, key: Option<&str>) -> serde_json::Value {
             pairs
                 .iter()
                 .map(|(k, v)| {
-                    let name = match k {
-                        Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                        other => json_of(other, None).to_string(),
-                    };
+                    let name = key_of(k);
                     let value = json_of(v, Some(&name));
                     (name, value)
                 })
                 .collect(),
         ),
+        _ => J::Null,
+    }
+}
+
+/// An application's message: every byte string as `{"$bytes": "<base64>"}`.
+fn tagged_json_of(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    if let Some(scalar) = scalar_json_of(value) {
+        return scalar;
+    }
+    match value {
+        Value::Binary(b) => {
+            let mut tagged = serde_json::Map::new();
+            tagged.insert(
+                BYTES_TAG.into(),
+                J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            );
+            J::Object(tagged)
+        }
+        Value::Array(items) => J::Array(items.iter().map(tagged_json_of).collect()),
+        Value::Map(pairs) => J::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (key_of(k), tagged_json_of(v)))
+                .collect(),
+        ),
+        _ => J::Null,
     }
 }
 
@@ -450,6 +518,37 @@ mod tests {
         assert_eq!(
             message.to_json()["event"],
             serde_json::json!({"type": "chat.message", "n": [1, 2]})
+        );
+    }
+
+    #[test]
+    fn over_http_every_byte_string_of_a_forwarded_message_is_tagged_base64() {
+        let inner = Value::Map(vec![
+            ("type".into(), "file.chunk".into()),
+            ("data".into(), Value::Binary(vec![0, 255])),
+            ("bytes".into(), Value::Binary(vec![1])),
+            (
+                "list".into(),
+                Value::Array(vec![Value::Binary(vec![2]), "text".into()]),
+            ),
+            (
+                "nested".into(),
+                Value::Map(vec![("deep".into(), Value::Binary(vec![3]))]),
+            ),
+            ("text".into(), "hi".into()),
+        ]);
+        let inner = Message::from_msgpack(encode_value(&inner)).unwrap();
+        let message = event(&Body::Event(&inner), "c", 2, EMPTY_STATE, EMPTY_STATE).unwrap();
+        assert_eq!(
+            to_json(&message, 0)["event"],
+            serde_json::json!({
+                "type": "file.chunk",
+                "data": {"$bytes": "AP8="},
+                "bytes": {"$bytes": "AQ=="},
+                "list": [{"$bytes": "Ag=="}, "text"],
+                "nested": {"deep": {"$bytes": "Aw=="}},
+                "text": "hi",
+            })
         );
     }
 

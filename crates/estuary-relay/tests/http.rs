@@ -338,3 +338,63 @@ async fn in_accept_mode_the_connect_answer_sets_the_state_for_the_next_event() {
     assert_eq!(event.body["state"], json!({"user": 1}));
     answer(event, json!({}));
 }
+
+#[tokio::test]
+async fn a_handshake_abandoned_while_the_view_thinks_still_disconnects() {
+    use estuary_core::{ChannelLayerHandle, Scope, Session, SessionConfig};
+
+    let mut view = View::start().await;
+    let relay = builder(&view).max_in_flight(1).build().unwrap();
+    let scope = Scope::builder("/ws/chat/a/1/")
+        .param("room", "a")
+        .param("n", "1")
+        .build();
+    // As the server does past its handshake_timeout: the open future dropped.
+    let opening = Session::open(
+        relay.consumer(),
+        scope,
+        ChannelLayerHandle::default(),
+        SessionConfig::default(),
+    );
+    let (abandoned, connect) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(300), opening),
+        view.expect("websocket.connect")
+    );
+    assert!(abandoned.is_err(), "the view never answered");
+    let end = view.expect("websocket.disconnect").await;
+    assert_eq!(end.body["code"], 1006);
+    assert_eq!(end.body["channel"], connect.body["channel"]);
+    assert_eq!(relay.in_flight(), 0, "the handshake's slot is given back");
+    answer(end, json!({}));
+}
+
+#[tokio::test]
+async fn disconnects_out_at_once_are_bounded_and_the_rest_counted() {
+    let mut view = View::start().await;
+    let relay = builder(&view).max_in_flight(1).build().unwrap();
+    let a = connected(&relay, &mut view).await;
+    let b = connected(&relay, &mut view).await;
+    let c = connected(&relay, &mut view).await;
+    a.disconnect().await;
+    // The view holds the first disconnect: it is the one allowed out.
+    let held = view.expect("websocket.disconnect").await;
+    b.disconnect().await;
+    assert_eq!(
+        relay.stats().lost_at_disconnect(),
+        1,
+        "b's disconnect is counted, not posted"
+    );
+    answer(held, json!({}));
+    // Once the first is answered, the next may go out.
+    estuary_test_support::eventually::poll(
+        "the first disconnect's slot to be free",
+        WAIT,
+        Duration::from_millis(5),
+        || relay.disconnects_out().eq(&0).then_some(()),
+    )
+    .await;
+    c.disconnect().await;
+    let end = view.expect("websocket.disconnect").await;
+    answer(end, json!({}));
+    assert_eq!(relay.stats().lost_at_disconnect(), 1);
+}

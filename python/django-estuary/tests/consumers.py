@@ -112,6 +112,20 @@ class Handlers(EstuaryConsumer):
         await self.send(text_data=json.dumps({"message": event["message"]}))
 
 
+class Files(EstuaryConsumer):
+    """Sends back the bytes of a ``file.chunk`` event: its data, then its parts."""
+
+    async def file_chunk(self, event):
+        await self.send(bytes_data=event["data"] + b"".join(event["meta"]["parts"]))
+
+
+class IntKeys(EstuaryConsumer):
+    """Keeps a state JSON would change: an integer key."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        self.state["counts"] = {1: text_data}
+
+
 class Json(AsyncJsonEstuaryConsumer):
     async def receive_json(self, content):
         await self.send_json({"got": content}, close=content == "bye")

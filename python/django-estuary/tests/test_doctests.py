@@ -2,10 +2,10 @@
 
 import doctest
 
-from django_estuary import consumer, layers, scope, settings, signing, testing, views, worker
+from django_estuary import consumer, events, layers, scope, settings, signing, testing, views, worker
 
 
 def load_tests(loader, tests, ignore):
-    for module in (consumer, layers, scope, settings, signing, testing, views, worker):
+    for module in (consumer, events, layers, scope, settings, signing, testing, views, worker):
         tests.addTests(doctest.DocTestSuite(module))
     return tests

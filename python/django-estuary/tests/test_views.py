@@ -52,6 +52,12 @@ class EventsView(SimpleTestCase):
             {"messages": [{"type": "websocket.send", "text": '{"message": "yo"}'}], "state": {"old": 1, "last": "yo"}},
         )
 
+    async def test_bytes_in_a_forwarded_message_are_bytes_again(self):
+        tag = lambda data: {"$bytes": base64.b64encode(data).decode()}  # noqa: E731
+        inner = {"type": "file.chunk", "data": tag(b"\x00\xff"), "meta": {"parts": [tag(b"\x01"), tag(b"\x02")]}}
+        response = await self.post(event("estuary.event", 4, event=inner), url="/estuary/files/")
+        self.assertEqual(response.json()["messages"], [{"type": "websocket.send", "bytes": base64.b64encode(b"\x00\xff\x01\x02").decode()}])
+
     async def test_a_handler_that_raises_is_answered_with_1011(self):
         with self.assertLogs("django_estuary", "ERROR"):
             response = await self.post(event("websocket.receive", 1, text="boom", state={"kept": True}), url="/estuary/boom/")
@@ -63,6 +69,12 @@ class EventsView(SimpleTestCase):
                 "state": {"kept": True},
             },
         )
+
+    async def test_a_state_with_a_key_that_is_not_a_string_is_refused_with_1011(self):
+        with self.assertLogs("django_estuary", "ERROR") as logs:
+            response = await self.post(event("websocket.receive", 1, text="x", state={"kept": True}), url="/estuary/int-keys/")
+        self.assertIn("string keys", "\n".join(logs.output))
+        self.assertEqual(response.json(), {"messages": [{"type": "websocket.close", "code": 1011}], "state": {"kept": True}})
 
     async def test_bad_base64_closes_with_1011(self):
         with self.assertLogs("django_estuary", "ERROR"):

@@ -24,4 +24,6 @@ urlpatterns = [
     path("estuary/events/", events_view(consumers.Echo)),
     path("estuary/boom/", events_view(consumers.Boom)),
     path("estuary/handlers/", consumers.Handlers.as_view()),
+    path("estuary/files/", consumers.Files.as_view()),
+    path("estuary/int-keys/", consumers.IntKeys.as_view()),
 ]

@@ -12,10 +12,23 @@
 //! ```
 //!
 //! Every other key is the relay's ([`RelaySettings`]): `connect`,
-//! `connect_timeout`, `reply_timeout`, `max_pending`, `max_in_flight`,
-//! `busy_frame`, `query`.
+//! `connect_timeout`, `reply_timeout`, `max_pending`, `max_pending_bytes`,
+//! `max_in_flight`, `max_state_bytes`, `busy_frame`, `query`.
+//!
+//! **`connect = "accept"` lets the client pick its groups.** Estuary joins
+//! the route's `groups` before `websocket.connect`, and with `connect =
+//! "accept"` it accepts at once: a group named from the path or the query
+//! (`chat_{room}`, `orders.{query.id}`) then delivers its broadcasts to
+//! whoever asks for that path, before your code has decided anything. Keep
+//! `connect = "worker"` (the default) where a group is private, or name it
+//! from `{user.id}` only; `estuary serve` warns at startup about such a
+//! route. With `connect = "worker"`, `connect_timeout` must be less than
+//! `server.handshake_timeout` (the server would give up first), and a
+//! `channel` route needs the Redis layer that your Django workers share
+//! (on the in-memory layer nothing outside the process reads it; `estuary
+//! serve` warns).
 
-use estuary::relay::{Relay, RelaySettings};
+use estuary::relay::{ConnectMode, Relay, RelaySettings};
 use estuary::server::PathPattern;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -76,6 +89,56 @@ impl RouteConfig {
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(relay)
+    }
+}
+
+impl RouteConfig {
+    /// What `estuary serve` warns about at startup for this route (the
+    /// `at`th): a `channel` route on the in-memory layer (`in_memory`),
+    /// which no Django worker can read, and `connect = "accept"` with
+    /// groups named from the path or query, which any client joins by
+    /// choosing them before the application decides.
+    ///
+    /// ```
+    /// use estuary_cli::config::RouteConfig;
+    ///
+    /// let route: RouteConfig = toml::from_str(
+    ///     "path = \"ws/chat/<room>/\"\nchannel = \"chat\"\nconnect = \"accept\"\ngroups = [\"chat_{room}\"]",
+    /// )
+    /// .unwrap();
+    /// let warnings = route.warnings(0, true);
+    /// assert_eq!(warnings.len(), 2, "{warnings:?}");
+    /// assert!(warnings[0].contains("in-memory") && warnings[1].contains("chat_{room}"));
+    /// ```
+    pub fn warnings(&self, at: usize, in_memory: bool) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Ok(relay) = self.relay() else {
+            return warnings;
+        };
+        let route = format!("routes[{at}] ({})", self.path);
+        if in_memory && let Some(channel) = &self.relay.channel {
+            warnings.push(format!(
+                "{route}: channel = {channel:?} is on the in-memory channel layer, which no Django \
+                 worker can read: handshakes will get 504. Set [layer] redis to the Redis your \
+                 workers share"
+            ));
+        }
+        let chosen: Vec<&str> = relay
+            .groups()
+            .iter()
+            .filter(|g| g.is_client_chosen())
+            .map(|g| g.as_str())
+            .collect();
+        if relay.connect_mode() == ConnectMode::Accept && !chosen.is_empty() {
+            warnings.push(format!(
+                "{route}: connect = \"accept\" with groups named from the path or query ({}): any \
+                 client joins them, and hears their broadcasts, by choosing those values, before \
+                 your code decides. Use connect = \"worker\" to check in connect(), or name \
+                 private groups from {{user.id}}",
+                chosen.join(", ")
+            ));
+        }
+        warnings
     }
 }
 
@@ -168,6 +231,33 @@ mod tests {
         assert_eq!(route.relay().unwrap().name(), "ws/orders/<int:order_id>/");
         let again: RouteConfig = toml::from_str(&toml::to_string(&route).unwrap()).unwrap();
         assert_eq!(again, route, "it round-trips");
+    }
+
+    #[test]
+    fn a_channel_on_the_in_memory_layer_and_client_chosen_groups_at_accept_are_warned_of() {
+        let route = |text: &str| parse(&format!("path = \"ws/chat/<room>/\"\n{text}")).unwrap();
+        let quiet = route("channel = \"chat\"\ngroups = [\"chat_{room}\"]");
+        assert!(quiet.warnings(0, false).is_empty());
+        let memory = quiet.warnings(0, true);
+        assert!(
+            memory.len() == 1
+                && memory[0].contains("routes[0] (ws/chat/<room>/)")
+                && memory[0].contains("in-memory"),
+            "{memory:?}"
+        );
+        let open =
+            route("channel = \"chat\"\nconnect = \"accept\"\ngroups = [\"chat_{room}\", \"user.{user.id}\"]");
+        let warned = open.warnings(3, false);
+        assert!(
+            warned.len() == 1 && warned[0].contains("routes[3]") && warned[0].contains("chat_{room}"),
+            "{warned:?}"
+        );
+        assert!(
+            !warned[0].contains("user.{user.id}"),
+            "the user's own group is fine"
+        );
+        let own = route("channel = \"chat\"\nconnect = \"accept\"\ngroups = [\"user.{user.id}\"]");
+        assert!(own.warnings(0, false).is_empty());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! What serde cannot check: ranges, and keys that depend on each other.
 
+use estuary::relay::ConnectMode;
+
 use super::{Config, Invalid};
 
 fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> Invalid {
@@ -36,6 +38,7 @@ impl Config {
         l.check()
             .map_err(|e| invalid(format!("layer.{}", e.key()), format_args!("layer.{e}")))?;
         self.validate_chat()?;
+        let handshake = std::time::Duration::from_secs(s.handshake_timeout);
         for (at, route) in self.routes.iter().enumerate() {
             route.relay().map_err(|e| {
                 invalid(
@@ -43,6 +46,20 @@ impl Config {
                     format_args!("routes[{at}] ({}): {e}", route.path),
                 )
             })?;
+            // The server's timeout covers the whole handshake: past it the
+            // relay's own 504 (and its log line) would never come.
+            if route.relay.connect == ConnectMode::Worker && route.relay.connect_timeout >= handshake {
+                return Err(invalid(
+                    format!("routes[{at}].connect_timeout"),
+                    format_args!(
+                        "routes[{at}] ({}): connect_timeout ({} s) must be less than \
+                         server.handshake_timeout ({} s), which covers the whole handshake",
+                        route.path,
+                        route.relay.connect_timeout.as_secs_f64(),
+                        s.handshake_timeout
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -21,6 +21,8 @@
 //!   its client, so producers slow down instead of members losing messages.
 
 #[cfg(test)]
+mod abandon_tests;
+#[cfg(test)]
 mod client_tests;
 mod config;
 mod conn;

@@ -439,3 +439,56 @@ async fn recorded_messages_already_read_are_not_delivered_again() {
         .unwrap();
     assert_eq!(texts(&flushes.lock().unwrap()), ["r0", "r1", "r2", "3"]);
 }
+
+/// Queues frames in `connect` with `try_send` until it finds no room,
+/// and reports how many it queued.
+struct FillsInConnect {
+    queued: Option<tokio::sync::oneshot::Sender<usize>>,
+}
+
+impl Consumer for FillsInConnect {
+    type Event = crate::NoEvent;
+    async fn connect(&mut self, ctx: &mut Context) -> Result<crate::Connect, ConsumerError> {
+        let mut n = 0;
+        while ctx.try_send(WsMessage::text(n.to_string()))? {
+            n += 1;
+        }
+        if let Some(tell) = self.queued.take() {
+            let _ = tell.send(n);
+        }
+        Ok(crate::Connect::accept())
+    }
+}
+
+#[tokio::test]
+async fn try_send_in_connect_fills_the_queue_without_waiting_then_all_of_it_is_written() {
+    let (tell, told) = tokio::sync::oneshot::channel();
+    let config = SessionConfig {
+        outbound_capacity: 4,
+        ..SessionConfig::default()
+    };
+    let (session, _) = Session::open(
+        FillsInConnect { queued: Some(tell) },
+        Scope::builder("/ws/t").build(),
+        ChannelLayerHandle::default(),
+        config,
+    )
+    .await
+    .expect("accepted at once: try_send never waits for the grace");
+    assert_eq!(told.await.unwrap(), 4);
+    let (recorder, to_session, flushes) = Recorder::new();
+    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>() < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the queued frames are written");
+    assert_eq!(texts(&flushes.lock().unwrap()), ["0", "1", "2", "3"]);
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -262,7 +262,9 @@ class EstuaryConsumer:
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Closes the connection (code 1000 unless given); in :meth:`connect`,
-        before :meth:`accept`, it refuses the handshake with 403."""
+        before :meth:`accept`, it refuses the handshake with 403, and after
+        it the handshake completes and the connection is closed right away
+        with ``code``, as Channels does."""
         message: dict[str, Any] = {"type": "websocket.close"}
         if code is not None and code is not True:
             message["code"] = code

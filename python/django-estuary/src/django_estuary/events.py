@@ -76,15 +76,40 @@ def check_event(event: dict) -> None:
             raise ProtocolError("estuary.event needs an event: a map with a type")
 
 
+def _check_keys(value: Any, where: str) -> None:
+    """Raises ``TypeError`` at the first map key in ``value`` that is not a
+    string: JSON would turn it into one over HTTP, msgpack would not over
+    the channel layer, so the state would differ by transport."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"the connection's state must have string keys only: {where} has the key {key!r}")
+            _check_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_keys(item, f"{where}[{index}]")
+
+
 def check_state(state: Any) -> dict:
     """The connection's state as it goes back to Estuary: a map with string
-    keys whose values JSON can carry (both transports must)."""
+    keys (at any depth) whose values JSON can carry (both transports must).
+    Estuary keeps at most the route's ``max_state_bytes`` of it (64 KiB by
+    default, as msgpack); it refuses a larger one and keeps the previous.
+
+    >>> check_state({"room": "lobby", "seen": [1, 2], "prefs": {"theme": "dark"}})
+    {'room': 'lobby', 'seen': [1, 2], 'prefs': {'theme': 'dark'}}
+    >>> check_state({"counts": {1: "one"}})
+    Traceback (most recent call last):
+      ...
+    TypeError: the connection's state must have string keys only: state['counts'] has the key 1
+    """
     if not isinstance(state, dict):
         raise TypeError(f"the connection's state must be a dict, not {type(state).__name__}")
+    _check_keys(state, "state")
     try:
         json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"the connection's state must hold only JSON values (str keys): {error}") from None
+        raise TypeError(f"the connection's state must hold only JSON values: {error}") from None
     return state
 
 

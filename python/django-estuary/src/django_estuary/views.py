@@ -58,6 +58,31 @@ def _signed_json(request: HttpRequest, secret: str, max_skew: float) -> dict | H
     return payload
 
 
+#: How a byte string is written inside an ``estuary.event``'s ``event`` over
+#: HTTP: ``{"$bytes": "<base64>"}`` (docs/WORKERS.md).
+BYTES_TAG = "$bytes"
+
+
+def _untag_bytes(value: Any) -> Any:
+    """``value`` with every ``{"$bytes": "<base64>"}`` in it, at any depth,
+    back to the bytes it stands for (one that is not base64 is left as it
+    is).
+
+    >>> _untag_bytes({"type": "file.chunk", "data": {"$bytes": "AP8="}, "parts": [{"$bytes": "AQ=="}, "text"]})
+    {'type': 'file.chunk', 'data': b'\\x00\\xff', 'parts': [b'\\x01', 'text']}
+    """
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(BYTES_TAG), str):
+            try:
+                return base64.b64decode(value[BYTES_TAG].encode("ascii"), validate=True)
+            except ValueError:
+                return value
+        return {key: _untag_bytes(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_untag_bytes(item) for item in value]
+    return value
+
+
 def _for_json(message: dict) -> dict:
     """A message as JSON carries it: ``bytes`` in base64."""
     if isinstance(message.get("bytes"), (bytes, bytearray)):
@@ -93,11 +118,16 @@ def events_view(consumer_class: type, *, secret: str | None = None, max_skew: fl
             return payload
         if events.connection_of(payload) is None:
             return HttpResponseBadRequest("the event has no connection channel and seq")
+        # JSON has no bytes: a frame's are base64, and those of a forwarded
+        # message are tagged ({"$bytes": ...}); both become bytes again, as
+        # a worker reading msgpack gets them.
         if payload.get("type") == events.RECEIVE and isinstance(payload.get("bytes"), str):
             try:
                 payload["bytes"] = base64.b64decode(payload["bytes"].encode("ascii"), validate=True)
             except ValueError:
                 pass  # left a string: handle_event refuses it (close 1011)
+        if payload.get("type") == events.ESTUARY_EVENT and isinstance(payload.get("event"), dict):
+            payload["event"] = _untag_bytes(payload["event"])
         messages: list[dict] = []
 
         async def send(message: dict) -> None:
