@@ -8,96 +8,9 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import http from 'node:http';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { setTimeout as delay } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.ESTUARY_BIN
-  ? path.resolve(process.env.ESTUARY_BIN)
-  : path.resolve(HERE, '../../target/debug/estuary');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const WAIT = 15_000; // upper bound of any single wait in the browser
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** True when `promise` settles within `ms`; the timer never outlives the wait. */
-async function settlesWithin(promise, ms) {
-  const ac = new AbortController();
-  const timer = delay(ms, false, { signal: ac.signal }).catch(() => false);
-  try {
-    return await Promise.race([promise.then(() => true), timer]);
-  } finally {
-    ac.abort();
-  }
-}
-
-/** A running `estuary serve`; its output is kept (not printed) for failure messages. */
-class Server {
-  constructor(port, args = []) {
-    this.port = port;
-    this.args = args;
-    this.base = `http://127.0.0.1:${port}`;
-    this.output = '';
-    this.proc = null;
-    this.exited = null;
-  }
-
-  async start() {
-    const proc = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`, ...this.args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-    });
-    this.proc = proc;
-    const keep = (d) => { this.output = (this.output + d).slice(-8000); };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
-    this.exited = new Promise((resolve) => {
-      proc.on('error', (err) => { keep(`spawn error: ${err.message}\n`); resolve(-1); });
-      proc.on('exit', (code, signal) => resolve(code ?? signal));
-    });
-    let gone = false;
-    this.exited.then(() => { gone = true; });
-
-    // Poll GET /chat/ a bounded number of times; fail early if the process dies.
-    for (let i = 0; i < 150; i++) {
-      if (gone) break;
-      try {
-        const res = await fetch(`${this.base}/chat/`, { signal: AbortSignal.timeout(1000) });
-        await res.arrayBuffer();
-        if (res.ok) return;
-      } catch { /* not listening yet */ }
-      await delay(100);
-    }
-    await this.stop();
-    throw new Error(`estuary did not answer GET /chat/ on port ${this.port} (bin ${BIN})\n${this.output}`);
-  }
-
-  async stop() {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    if (!(await settlesWithin(this.exited, 10_000))) {
-      proc.kill('SIGKILL');
-      await settlesWithin(this.exited, 5_000);
-      throw new Error(`estuary ignored SIGTERM for 10 s\n${this.output}`);
-    }
-  }
-}
+import { WAIT, Server, freePort, launchBrowser, send } from './support.mjs';
 
 const statusIs = (page, state) =>
   page.waitForFunction(
@@ -118,11 +31,6 @@ const messageShown = (page, text, user) =>
     { timeout: WAIT },
   );
 
-async function send(page, text) {
-  await page.waitForSelector('#send:not([disabled])', { timeout: WAIT });
-  await page.fill('#message', text);
-  await page.press('#message', 'Enter');
-}
 
 /**
  * A room page written the way the Django Channels tutorial writes one: the room
@@ -192,14 +100,7 @@ describe('chat pages in Chromium', { timeout: 120_000 }, () => {
   before(async () => {
     server = new Server(await freePort());
     await server.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-      timeout: 60_000,
-    });
+    browser = await launchBrowser();
     // One context per user, so localStorage (the stored name) is not shared.
     a = await (await browser.newContext()).newPage();
     b = await (await browser.newContext()).newPage();
@@ -361,14 +262,7 @@ describe('chat pages refused by the application', { timeout: 120_000 }, () => {
       '--callback-url', callback, '--callback-secret', 'the browser test callback secret',
     ]);
     await server.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-      timeout: 60_000,
-    });
+    browser = await launchBrowser();
   });
 
   after(async () => {
@@ -422,14 +316,7 @@ describe('signed-in members and guests', { timeout: 120_000 }, () => {
       '--callback-secret', 'the browser test callback secret',
     ]);
     await server.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-      timeout: 60_000,
-    });
+    browser = await launchBrowser();
   });
 
   after(async () => {

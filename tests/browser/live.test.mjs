@@ -11,26 +11,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as delay } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
+import { launchBrowser, settlesWithin } from './support.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.LIVE_BIN
   ? path.resolve(process.env.LIVE_BIN)
   : path.resolve(HERE, '../../target/debug/live');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const WAIT = 15_000; // upper bound of any single wait
-
-/** True when `promise` settles within `ms`; the timer never outlives the wait. */
-async function settlesWithin(promise, ms) {
-  const ac = new AbortController();
-  const timer = delay(ms, false, { signal: ac.signal }).catch(() => false);
-  try {
-    return await Promise.race([promise.then(() => true), timer]);
-  } finally {
-    ac.abort();
-  }
-}
 
 /** The running example on a port of its choosing; its output is kept for failure messages. */
 class Live {
@@ -101,13 +88,7 @@ describe('live page (EventSource) in Chromium', { timeout: 120_000 }, () => {
   before(async () => {
     live = new Live();
     await live.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-    });
+    browser = await launchBrowser();
     page = await browser.newPage();
   });
 

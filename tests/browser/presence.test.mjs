@@ -10,111 +10,17 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { setTimeout as delay } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.ESTUARY_BIN
-  ? path.resolve(process.env.ESTUARY_BIN)
-  : path.resolve(HERE, '../../target/debug/estuary');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
-const WAIT = 15_000; // upper bound of any single wait in the browser
+import { REDIS, WAIT, Server as Estuary, freePort, launchBrowser, send } from './support.mjs';
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** True when `promise` settles within `ms`; the timer never outlives the wait. */
-async function settlesWithin(promise, ms) {
-  const ac = new AbortController();
-  const timer = delay(ms, false, { signal: ac.signal }).catch(() => false);
-  try {
-    return await Promise.race([promise.then(() => true), timer]);
-  } finally {
-    ac.abort();
-  }
-}
-
-/** A running `estuary serve` on the shared Redis; its output is kept for failure messages. */
-class Server {
+/** `estuary serve` on the shared Redis under `prefix`, ready when /healthz answers. */
+class Server extends Estuary {
   constructor(port, prefix, args = []) {
-    this.port = port;
-    this.args = ['--layer', REDIS, '--redis-prefix', prefix, ...args];
-    this.base = `http://127.0.0.1:${port}`;
-    this.output = '';
-    this.proc = null;
-    this.exited = null;
-  }
-
-  async start() {
-    const proc = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`, ...this.args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    super(port, ['--layer', REDIS, '--redis-prefix', prefix, ...args], {
+      readyPath: '/healthz',
+      needs: `Redis at ${REDIS}`,
     });
-    this.proc = proc;
-    const keep = (d) => { this.output = (this.output + d).slice(-8000); };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
-    this.exited = new Promise((resolve) => {
-      proc.on('error', (err) => { keep(`spawn error: ${err.message}\n`); resolve(-1); });
-      proc.on('exit', (code, signal) => resolve(code ?? signal));
-    });
-    let gone = false;
-    this.exited.then(() => { gone = true; });
-    for (let i = 0; i < 150; i++) {
-      if (gone) break;
-      try {
-        const res = await fetch(`${this.base}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await res.arrayBuffer();
-        if (res.ok) return;
-      } catch { /* not listening yet */ }
-      await delay(100);
-    }
-    await this.stop();
-    throw new Error(`estuary did not answer GET /healthz on port ${this.port} (bin ${BIN}; ` +
-      `this test needs Redis at ${REDIS})\n${this.output}`);
-  }
-
-  async stop() {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    if (!(await settlesWithin(this.exited, 10_000))) {
-      proc.kill('SIGKILL');
-      await settlesWithin(this.exited, 5_000);
-      throw new Error(`estuary ignored SIGTERM for 10 s\n${this.output}`);
-    }
-  }
-
-  kill() {
-    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
-  }
-
-  /** `POST /api/rooms/{room}/messages` (the server runs with --push-insecure). */
-  async post(room, message, username) {
-    const res = await fetch(`${this.base}/api/rooms/${room}/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ message, username }),
-      signal: AbortSignal.timeout(WAIT),
-    });
-    const body = await res.text();
-    assert.equal(res.status, 202, body);
-    return JSON.parse(body);
   }
 }
 
@@ -162,11 +68,6 @@ const logLineShown = (page, re) =>
     { timeout: WAIT },
   );
 
-async function send(page, text) {
-  await page.waitForSelector('#send:not([disabled])', { timeout: WAIT });
-  await page.fill('#message', text);
-  await page.press('#message', 'Enter');
-}
 
 describe('who is online, and catching up (Redis layer)', { timeout: 180_000 }, () => {
   const prefix = `estuarybrowser${randomUUID().replaceAll('-', '')}`;
@@ -192,14 +93,7 @@ describe('who is online, and catching up (Redis layer)', { timeout: 180_000 }, (
     b = new Server(await freePort(), prefix, ['--leave-delay-ms', '300', '--push-insecure']);
     await a.start();
     await b.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-      timeout: 60_000,
-    });
+    browser = await launchBrowser();
   });
 
   after(async () => {
