@@ -9,6 +9,7 @@
 
 mod common;
 
+use estuary_test_support::eventually::poll_async;
 use estuary_test_support::redis as redis_server;
 
 use std::sync::Arc;
@@ -80,10 +81,13 @@ async fn wait_above(counter: &watch::Sender<usize>, above: usize, what: &str) {
 /// measured is the HTTP answer, so it is asked every 10 ms.)
 async fn wait_for_status(server: &TestServer, status: u16) -> Duration {
     let start = Instant::now();
-    while server.get_status("/healthz").await != status {
-        assert!(start.elapsed() < LIMIT, "/healthz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_async(
+        &format!("/healthz to answer {status}"),
+        LIMIT,
+        Duration::from_millis(10),
+        || async { (server.get_status("/healthz").await == status).then_some(()) },
+    )
+    .await;
     start.elapsed()
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 use common::chat_protocol::recv_chat;
-use estuary_test_support::eventually::eventually;
+use estuary_test_support::eventually::poll_async;
 use estuary_test_support::http;
 use estuary_test_support::process::{Process, free_port};
 use estuary_test_support::redis::{SHARED_REDIS, unique_prefix};
@@ -290,17 +290,14 @@ async fn presence_is_one_across_processes_and_a_dead_process_leaves_in_time() {
     assert!(took <= bound, "bob left {took:?} after A died (bound {bound:?})");
     println!("a dead process's member announced gone after {took:?}");
     // B's API no longer counts A's connections.
-    eventually(
+    // Another process's counter announces nothing: ask it until it holds.
+    poll_async(
         "B to count only its own connection",
         Duration::from_secs(10),
-        async {
-            loop {
-                if get_json(b_port, "/api/rooms").await == json!({"rooms": [{"room": "tabs", "members": 1}]})
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        Duration::from_millis(50),
+        || async {
+            (get_json(b_port, "/api/rooms").await == json!({"rooms": [{"room": "tabs", "members": 1}]}))
+                .then_some(())
         },
     )
     .await;

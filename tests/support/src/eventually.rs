@@ -65,3 +65,39 @@ pub async fn poll<T>(
     })
     .await
 }
+
+/// [`poll`] for a check that has to wait itself (an HTTP request to another
+/// process): awaits `check` until it returns `Some`, `every` apart, for at
+/// most `deadline`; panics naming `what` when it never does.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use estuary_test_support::eventually::poll_async;
+///
+/// let mut tries = 0;
+/// let n = poll_async("the second try", Duration::from_secs(5), Duration::from_millis(1), || {
+///     tries += 1;
+///     let now = tries;
+///     async move { (now == 2).then_some(now) }
+/// })
+/// .await;
+/// assert_eq!(n, 2);
+/// # }
+/// ```
+pub async fn poll_async<T, F, Fut>(what: &str, deadline: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually(what, deadline, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await
+}
