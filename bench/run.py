@@ -306,7 +306,8 @@ def open_ladder(args, name, out, sizes, tag):
     """The open-loop ladder for one server: each rate on a fresh server, up
     to the first step that fails; the steps' reports, each with its rate and
     verdict."""
-    rates = (OPEN_RATES_SMOKE if args.smoke
+    rates = (args.open_rates if args.open_rates
+             else OPEN_RATES_SMOKE if args.smoke
              else OPEN_RATES_DJANGO if name.startswith("django")
              else OPEN_RATES_WORKERS if name.startswith("workers")
              else OPEN_RATES)
@@ -323,7 +324,7 @@ def open_ladder(args, name, out, sizes, tag):
                             and p99 is not None and p99 < OPEN_P99_LIMIT_US)
         log(f"      open loop at {rate} msg/s per sender: {'pass' if report['passed'] else 'FAIL'}")
         steps.append(report)
-        if not report["passed"]:
+        if not report["passed"] and not args.open_rates:
             break
     return {"steps": steps}
 
@@ -568,6 +569,25 @@ def table(results, args):
                 us(median([at(l)["latency"]["p99_us"] if at(l) and at(l)["latency"]["count"] else None for l in ladders])),
                 fmt(median([at(l)["lost"] if at(l) else None for l in ladders])),
                 "; ".join(sorted(set(failing)))))
+        if args.open_rates:
+            lines += ["", "#### At each offered rate", "",
+                      "| server | offered deliveries/s | server CPU per delivery | server cores | p50 | p99 | lost "
+                      "| TCP segments per delivery |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for n in names:
+                for rate in args.open_rates:
+                    steps = [st for l in reps("open", n) for st in l["steps"] if st["rate"] == rate]
+                    if not steps:
+                        continue
+                    m = lambda key: median([key(st) for st in steps])
+                    lines.append("| {} | {} | {} us | {} | {} | {} | {} | {} |".format(
+                        n, fmt(rate * 1000),
+                        fmt(m(lambda st: st.get("server_us_per_delivery")), 2),
+                        fmt(m(per("window.server_cpu_seconds", "window.seconds")), 2),
+                        us(m(lambda st: st["latency"]["p50_us"] if st["latency"]["count"] else None)),
+                        us(m(lambda st: st["latency"]["p99_us"] if st["latency"]["count"] else None)),
+                        fmt(m(lambda st: st["lost"])),
+                        fmt(m(per("window.tcp_segments", "window_deliveries")), 2)))
         lines += ["", "Offered load: messages per second per sender x 10 rooms x 100 members. Each step is a fresh "
                   "server; the ladder stops at the first failing step. Django's ladder runs at 1/100 of the "
                   "others' rates. Medians over repetitions.", ""]
@@ -618,6 +638,9 @@ def main():
     p.add_argument("--no-build", action="store_true", help="use the binaries as built")
     p.add_argument("--no-install", action="store_true", help="do not (re)install the peers")
     p.add_argument("--out", default=None, help="results folder (default target/bench/<stamp>)")
+    p.add_argument("--open-rates", type=lambda v: [int(r) if r.isdigit() else float(r) for r in v.split(",")], default=None,
+                   metavar="R,R", help="the open loop at these rates only (messages/s per sender; "
+                   "100 and 200 are 100,000 and 200,000 deliveries/s), each run even after one fails")
     p.add_argument("--idle-connections", type=int, default=None, metavar="N",
                    help="connections in the idle scenario (default 5000; the issue's target is at 19000, "
                         "near the 20,000 open files one process may hold here)")

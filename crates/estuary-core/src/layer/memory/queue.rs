@@ -211,8 +211,12 @@ impl ChannelReceiver for QueueReceiver<'_> {
             let count = std::mem::take(&mut state.lost);
             return Poll::Ready(Err(ChannelLayerError::Lost { count }));
         }
-        if let Some(message) = queue.pop_locked(&mut state, Instant::now()) {
-            return Poll::Ready(Ok(message));
+        // The clock is read only when there is something to check: a session
+        // polls its receiver on every wake-up, most of them for other reasons.
+        if !state.items.is_empty() {
+            if let Some(message) = queue.pop_locked(&mut state, Instant::now()) {
+                return Poll::Ready(Ok(message));
+            }
         }
         // Checked under the lock that `close_channel` takes after setting it.
         if queue.closed.load(Ordering::Acquire) {
