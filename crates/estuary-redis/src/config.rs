@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use estuary_core::ChannelLayerConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
+
+use crate::connection::{Client, ConnectionManager};
 
 use crate::error::{RedisLayerError, redacted};
 
@@ -225,7 +227,7 @@ impl RedisConfig {
 
 /// A host's client and its (lazily connected, self-healing) command connection.
 pub(crate) struct Host {
-    pub(crate) client: redis::Client,
+    pub(crate) client: Client,
     pub(crate) commands: ConnectionManager,
 }
 
@@ -248,7 +250,8 @@ impl RedisConfig {
             .iter()
             .map(|url| {
                 let invalid = |source| RedisLayerError::invalid_url(url, source);
-                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+                let client = Client::open(url, self.command_timeout)
+                    .map_err(|source| RedisLayerError::invalid_url(url, source))?;
                 let commands = ConnectionManager::new_lazy_with_config(client.clone(), commands.clone())
                     .map_err(invalid)?;
                 Ok(Host { client, commands })

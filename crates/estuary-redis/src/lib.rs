@@ -6,20 +6,28 @@
 //! Estuary's WebSocket clients, and Estuary's consumers reach Django's.
 //! See [`RedisChannelLayer`] and `docs/DJANGO.md`.
 
+#[cfg(feature = "serde")]
+mod capacity;
 mod codec;
 mod config;
+mod connection;
 mod crypto;
 mod error;
 mod faults;
 mod flavour;
+#[cfg(feature = "serde")]
+mod hosts;
 mod layer;
 mod local;
 mod pubsub;
 mod scripts;
+mod sentinel;
 #[cfg(feature = "serde")]
 mod settings;
 mod shard;
 
+#[cfg(feature = "serde")]
+pub use capacity::{CapacityPattern, ChannelCapacity, NotACapacity};
 pub use config::RedisConfig;
 pub use error::{RedisLayerError, RedisLayerErrorKind};
 pub use faults::{NotRestored, WrongType};

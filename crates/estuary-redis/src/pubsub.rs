@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use estuary_core::{ChannelLayerError, ChannelName, GroupName, Message, Throttle};
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
+
+use crate::connection::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

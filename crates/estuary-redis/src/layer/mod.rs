@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estuary_core::{ChannelLayerError, ChannelName, GroupName, PresenceCoalescer};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
+use crate::connection::{Client, ConnectionManager};
 use crate::crypto::Crypto;
 use crate::error::RedisLayerError;
 use crate::local::{LocalQueue, now};
@@ -199,7 +200,7 @@ pub struct RedisChannelLayer {
 }
 
 struct Shard {
-    client: redis::Client,
+    client: Client,
     conn: ConnectionManager,
 }
 

@@ -154,7 +154,7 @@ impl Inner {
 pub(super) async fn subscriber(
     inner: Weak<Inner>,
     shard: usize,
-    client: redis::Client,
+    client: crate::connection::Client,
     token: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
