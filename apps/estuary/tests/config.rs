@@ -914,3 +914,54 @@ fn sentinel_hosts_come_from_the_file_and_the_variables() {
         "{message}"
     );
 }
+
+/// channels_redis's `serializer_format` from the file, a variable or a
+/// flag; an unknown format names its source.
+#[test]
+fn the_serializer_format_comes_from_every_layer() {
+    use estuary_cli::config::SerializerFormat;
+    let config = |layers: Layers| Config::from_layers(layers).unwrap().layer.serializer_format;
+    assert_eq!(
+        config(Layers::default()),
+        SerializerFormat::Msgpack,
+        "channels_redis's default"
+    );
+    let text = "[layer]\nserializer_format = \"json\"\n";
+    assert_eq!(
+        config(Layers {
+            file: file(text),
+            ..Layers::default()
+        }),
+        SerializerFormat::Json
+    );
+    assert_eq!(
+        config(Layers {
+            file: file(text),
+            env: env(&[("ESTUARY_SERIALIZER_FORMAT", "msgpack")]),
+            ..Layers::default()
+        }),
+        SerializerFormat::Msgpack
+    );
+    assert_eq!(
+        config(Layers {
+            env: env(&[("ESTUARY_SERIALIZER_FORMAT", "msgpack")]),
+            flags: flags(&["--serializer-format", "json"]),
+            ..Layers::default()
+        }),
+        SerializerFormat::Json
+    );
+    let with_json = Config::from_layers(Layers {
+        file: file(text),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(
+        with_json.layer.redis_config().serializer_format(),
+        SerializerFormat::Json
+    );
+    let message = error(Layers {
+        flags: flags(&["--serializer-format", "pickle"]),
+        ..Layers::default()
+    });
+    assert!(message.contains("--serializer-format"), "{message}");
+}

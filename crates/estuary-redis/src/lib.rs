@@ -22,6 +22,7 @@ mod local;
 mod pubsub;
 mod scripts;
 mod sentinel;
+mod serializer;
 #[cfg(feature = "serde")]
 mod settings;
 mod shard;
@@ -34,6 +35,7 @@ pub use faults::{NotRestored, WrongType};
 pub use flavour::{RedisFlavour, UnknownFlavour};
 pub use layer::RedisChannelLayer;
 pub use pubsub::RedisPubSubChannelLayer;
+pub use serializer::{NotJson, SerializerFormat, UnknownFormat};
 #[cfg(feature = "serde")]
 pub use settings::{LayerSettings, LayerSettingsError};
 pub use shard::shard_index;

@@ -151,7 +151,7 @@ impl RedisPubSubChannelLayer {
             return Err(RedisLayerError::invalid_prefix(&config.prefix, source));
         }
         let inner = Arc::new(Inner {
-            crypto: Crypto::new(&config.encryption_keys, None),
+            crypto: Crypto::for_layer(&config.encryption_keys, None, config.serializer_format),
             shards,
             local: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),

@@ -70,6 +70,9 @@ pub struct LayerSettings {
     pub prefix: String,
     /// channels_redis `symmetric_encryption_keys`.
     pub encryption_keys: Vec<String>,
+    /// channels_redis `serializer_format`: `msgpack` (the default) or
+    /// `json`; must match the Django side.
+    pub serializer_format: crate::SerializerFormat,
     /// Messages a channel holds (at least 1).
     pub capacity: usize,
     /// channels_redis `channel_capacity`: the capacity of the channels
@@ -98,6 +101,7 @@ impl Default for LayerSettings {
             flavour: RedisFlavour::Core,
             prefix: "asgi".into(),
             encryption_keys: Vec::new(),
+            serializer_format: crate::SerializerFormat::Msgpack,
             capacity: layer.capacity(),
             channel_capacity: Vec::new(),
             expiry: layer.expiry().as_secs(),
@@ -209,6 +213,7 @@ impl LayerSettings {
         RedisConfig::new(self.redis.clone())
             .with_prefix(self.prefix.clone())
             .with_encryption_keys(self.encryption_keys.clone())
+            .with_serializer_format(self.serializer_format)
             .with_layer_config(self.layer_config())
     }
 

@@ -116,6 +116,8 @@ settings! {
         "Redis key prefix (must match Django's CHANNEL_LAYERS prefix)";
     "layer.encryption_keys", "encryption-key", "ESTUARY_ENCRYPTION_KEYS", List,
         "channels_redis symmetric encryption keys, comma-separated (first encrypts)";
+    "layer.serializer_format", "serializer-format", "ESTUARY_SERIALIZER_FORMAT", Text,
+        "How messages are written in Redis: msgpack or json (channels_redis serializer_format; must match Django's)";
     "layer.capacity", "capacity", "ESTUARY_CAPACITY", Integer,
         "Messages a channel holds";
     "layer.channel_capacity", "channel-capacity", "ESTUARY_CHANNEL_CAPACITY", List,

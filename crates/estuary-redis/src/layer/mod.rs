@@ -292,7 +292,7 @@ impl RedisChannelLayer {
             })
             .collect();
         let ttl = config.layer.expiry().as_secs() + 10;
-        let crypto = Crypto::new(&config.encryption_keys, Some(ttl));
+        let crypto = Crypto::for_layer(&config.encryption_keys, Some(ttl), config.serializer_format);
         let client_prefix = format!("specific.{}!", uuid::Uuid::new_v4().simple());
         let inner = Arc::new(Inner {
             shards,
