@@ -253,6 +253,24 @@ async fn fence(
     }
 }
 
+/// The id of the last entry of `stream` on the Redis at `port`, as numbers.
+async fn last_entry(port: u16, stream: &str) -> (u64, u64) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("XREVRANGE");
+    let id = entries.first().map(|(id, _)| id.clone()).unwrap_or_default();
+    let (ms, seq) = id.split_once('-').unwrap_or(("0", "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// How the primary is failed over.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -335,18 +353,35 @@ async fn failover_mid_conversation(fault: Fault) {
         switched.ends_with(&format!("127.0.0.1 {replica_port}")),
         "the replica was promoted: {switched}"
     );
-    if let Fault::Demoted = fault {
-        // The former primary takes writes until the sentinel makes it a
-        // replica of the new one (and drops its clients): only then must
-        // the servers move.
-        let converted = sentinel.wait_for("+convert-to-slave").await;
-        println!("{fault:?}: {converted}");
-    }
     let before = echoes.borrow().received.len();
     wait_until(&echoes, "load flowing again on the new primary", |s| {
         s.received.len() > before + 20 || s.closed.is_some()
     })
     .await;
+    if let Fault::Demoted = fault {
+        // The former primary still takes writes until the sentinel makes
+        // it a replica of the new one, seconds later: the servers moved on
+        // the sentinel's announcement, so the room's history (recorded on
+        // the primary) has grown on the new primary, not on the old one.
+        let stream = format!("{prefix}:history:chat_failover");
+        let (old, new) = (
+            last_entry(primary_port, &stream).await,
+            last_entry(replica_port, &stream).await,
+        );
+        assert!(
+            new > old,
+            "the servers write to the new primary: last entries {old:?} (old), {new:?} (new)"
+        );
+        let converted = sentinel.wait_for("+convert-to-slave").await;
+        println!("{fault:?}: {converted}");
+        let before = echoes.borrow().received.len();
+        wait_until(
+            &echoes,
+            "load flowing after the former primary became a replica",
+            |s| s.received.len() > before + 20 || s.closed.is_some(),
+        )
+        .await;
+    }
     stop.cancel();
     let (sent, sink) = load.await.expect("load");
 

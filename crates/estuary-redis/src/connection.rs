@@ -46,7 +46,7 @@ impl Client {
     pub(crate) fn open(url: &str, timeout: Duration) -> Result<Self, OpenError> {
         if url.starts_with(SCHEME) {
             let target = SentinelTarget::new(SentinelUrl::parse(url)?, timeout)?;
-            return Ok(Self::Sentinel(Arc::new(target)));
+            return Ok(Self::Sentinel(target));
         }
         Ok(Self::Direct(redis::Client::open(url)?))
     }

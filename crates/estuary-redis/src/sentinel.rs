@@ -200,12 +200,20 @@ impl SentinelUrl {
 
 /// A primary found through Sentinel: the sentinels, and the primary's
 /// client once asked (asked again after [`forget`](Self::forget)).
+///
+/// Besides the failures its connections meet, a task listens to the
+/// sentinels' `+switch-master` announcements: a failover moves every
+/// connection at once, rather than when each meets the former primary
+/// refusing writes (which, after a `SENTINEL FAILOVER`, it does only once
+/// the sentinel has made it a replica, seconds later).
 pub(crate) struct SentinelTarget {
     url: SentinelUrl,
     sentinel: tokio::sync::Mutex<Sentinel>,
     node: SentinelNodeConnectionInfo,
     current: std::sync::Mutex<Current>,
     timeout: Duration,
+    /// Stops the `+switch-master` listener when the target goes.
+    _listener: tokio_util::sync::DropGuard,
 }
 
 /// The primary last found.
@@ -229,15 +237,42 @@ impl std::fmt::Debug for SentinelTarget {
 }
 
 impl SentinelTarget {
-    /// The target of `url`; asks nothing yet.
-    pub(crate) fn new(url: SentinelUrl, timeout: Duration) -> redis::RedisResult<Self> {
-        Ok(Self {
+    /// The target of `url`; asks nothing yet, and starts listening for
+    /// failovers (inside a tokio runtime).
+    pub(crate) fn new(url: SentinelUrl, timeout: Duration) -> redis::RedisResult<std::sync::Arc<Self>> {
+        let token = tokio_util::sync::CancellationToken::new();
+        let target = std::sync::Arc::new(Self {
             sentinel: tokio::sync::Mutex::new(url.sentinel()?),
             node: url.node(),
             url,
             current: std::sync::Mutex::default(),
             timeout,
-        })
+            _listener: token.clone().drop_guard(),
+        });
+        tokio::spawn(listen(std::sync::Arc::downgrade(&target), token));
+        Ok(target)
+    }
+
+    /// The sentinels' clients, for the listener.
+    fn sentinel_clients(&self) -> Vec<redis::Client> {
+        let mut auth = RedisConnectionInfo::default();
+        if let Some(user) = &self.url.sentinel_username {
+            auth = auth.set_username(user);
+        }
+        if let Some(password) = &self.url.sentinel_password {
+            auth = auth.set_password(password);
+        }
+        self.url
+            .sentinels
+            .iter()
+            .filter_map(|(host, port)| {
+                let info = ConnectionAddr::Tcp(host.clone(), *port)
+                    .into_connection_info()
+                    .ok()?
+                    .set_redis_settings(auth.clone());
+                redis::Client::open(info).ok()
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -306,6 +341,52 @@ impl SentinelTarget {
         let mut current = self.lock();
         if current.generation == generation {
             current.client = None;
+        }
+    }
+}
+
+/// Listens to the sentinels in turn for `+switch-master` of the target's
+/// primary, and forgets the primary when one comes; until `token` is
+/// cancelled.
+async fn listen(target: std::sync::Weak<SentinelTarget>, token: tokio_util::sync::CancellationToken) {
+    use futures_util::StreamExt;
+    let Some(clients) = target.upgrade().map(|t| t.sentinel_clients()) else {
+        return;
+    };
+    let mut turn = 0usize;
+    loop {
+        let Some(client) = clients.get(turn % clients.len().max(1)).cloned() else {
+            return;
+        };
+        turn += 1;
+        let listened = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                // "<master name> <old ip> <old port> <new ip> <new port>"
+                let text: String = message.get_payload().unwrap_or_default();
+                let Some(target) = target.upgrade() else {
+                    return Ok(());
+                };
+                if text.split(' ').next() == Some(target.url.master_name.as_str()) {
+                    tracing::warn!(announcement = %text, "the sentinels switched the primary; following");
+                    target.forget(target.generation());
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = token.cancelled() => return,
+            ended = listened => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "lost a sentinel's announcements; trying the next");
+                }
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
