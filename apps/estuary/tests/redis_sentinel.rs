@@ -12,9 +12,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,122 +19,16 @@ use common::{Client, TestServer};
 use estuary::ChannelLayerHandle;
 use estuary::redis::RedisChannelLayer;
 use estuary_cli::config::Config;
-use estuary_test_support::process::{Process, free_port};
 use estuary_test_support::redis as redis_server;
+use estuary_test_support::sentinel::{SentinelSetup, connect};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Longest any step may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(30);
-const MASTER: &str = "mymaster";
-
-/// A `redis-server` on `port` with `args` after the defaults, once it
-/// printed `marker`; its files (a replica's copy of the primary) in `dir`.
-fn redis(dir: &std::path::Path, port: u16, args: &[&str], marker: &'static str) -> Process {
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--dir",
-        dir.to_str().expect("a UTF-8 temporary directory"),
-        "--dbfilename",
-        &format!("{port}.rdb"),
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        // A replica syncs at once rather than after 5 s.
-        "--repl-diskless-sync-delay",
-        "0",
-    ])
-    .args(args)
-    .stderr(Stdio::null());
-    Process::start(cmd, marker, LIMIT)
-}
-
-/// One `redis-sentinel` watching the primary on `primary` (quorum 1, down
-/// after 500 ms), and its log lines as they come.
-struct Sentinel {
-    child: Child,
-    port: u16,
-    lines: mpsc::UnboundedReceiver<String>,
-    dir: PathBuf,
-}
-
-impl Sentinel {
-    fn start(primary: u16) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("estuary-sentinel-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).expect("a directory for the sentinel's file");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\nsentinel resolve-hostnames no\n\
-                 sentinel monitor {MASTER} 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds {MASTER} 500\n\
-                 sentinel failover-timeout {MASTER} 5000\n\
-                 sentinel parallel-syncs {MASTER} 1\n"
-            ),
-        )
-        .expect("the sentinel's file");
-        let mut child = Command::new("redis-sentinel")
-            .arg(&conf)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel (scripts/install-sentinel.sh)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            port,
-            lines,
-            dir,
-        }
-    }
-
-    /// Waits (at most [`LIMIT`]) for a log line containing `needle`.
-    async fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return line,
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the sentinel exited before logging {needle:?}"),
-                Err(_) => panic!("the sentinel did not log {needle:?} within {LIMIT:?}"),
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis+sentinel://127.0.0.1:{}/{MASTER}/0", self.port)
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn uuid_like() -> String {
-    redis_server::unique_prefix()
-}
 
 /// A chat server on the sentinel's primary, with its layer (for its counters).
 async fn server(url: &str, prefix: &str) -> (TestServer, RedisChannelLayer) {
@@ -255,8 +146,7 @@ async fn fence(
 
 /// The id of the last entry of `stream` on the Redis at `port`, as numbers.
 async fn last_entry(port: u16, stream: &str) -> (u64, u64) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = connect(port).await;
     let entries: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
         .arg(stream)
         .arg("+")
@@ -281,19 +171,8 @@ enum Fault {
 }
 
 async fn failover_mid_conversation(fault: Fault) {
-    let primary_port = free_port();
-    let replica_port = free_port();
-    let dir = std::env::temp_dir().join(format!("estuary-redis-{}", redis_server::unique_prefix()));
-    std::fs::create_dir_all(&dir).expect("a directory for the servers' files");
-    let mut primary = Some(redis(&dir, primary_port, &[], "Ready to accept connections"));
-    let _replica = redis(
-        &dir,
-        replica_port,
-        &["--replicaof", "127.0.0.1", &primary_port.to_string()],
-        "sync: Finished with success",
-    );
-    let mut sentinel = Sentinel::start(primary_port);
-    sentinel.wait_for("+slave slave").await;
+    let mut sentinel = SentinelSetup::start().await;
+    let (primary_port, replica_port) = (sentinel.primary_port, sentinel.replica_port);
 
     let prefix = redis_server::unique_prefix();
     let (a, layer_a) = server(&sentinel.url(), &prefix).await;
@@ -334,18 +213,8 @@ async fn failover_mid_conversation(fault: Fault) {
     .await;
 
     match fault {
-        Fault::Demoted => {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{}/", sentinel.port)).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let ok: String = redis::cmd("SENTINEL")
-                .arg("FAILOVER")
-                .arg(MASTER)
-                .query_async(&mut conn)
-                .await
-                .expect("SENTINEL FAILOVER");
-            assert_eq!(ok, "OK");
-        }
-        Fault::Killed => drop(primary.take()),
+        Fault::Demoted => sentinel.failover().await,
+        Fault::Killed => sentinel.kill_primary(),
     }
     let switched = sentinel.wait_for("+switch-master").await;
     println!("{fault:?}: {switched}");
@@ -467,8 +336,6 @@ async fn failover_mid_conversation(fault: Fault) {
 
     a.stop().await;
     b.stop().await;
-    drop(primary);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
