@@ -71,6 +71,27 @@ impl Client {
     }
 }
 
+impl Client {
+    /// For a Sentinel host, what changes when the primary moves; `None`
+    /// for a host at a fixed address.
+    pub(crate) fn moved(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Self::Direct(_) => None,
+            Self::Sentinel(target) => Some(target.moved()),
+        }
+    }
+}
+
+/// Resolves when `moved` changes; never for a host at a fixed address.
+pub(crate) async fn primary_moved(moved: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(moved) = moved {
+        if moved.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// A self-healing command connection to a host (see the module's doc).
 #[derive(Clone)]
 pub(crate) enum ConnectionManager {

@@ -212,6 +212,8 @@ pub(crate) struct SentinelTarget {
     node: SentinelNodeConnectionInfo,
     current: std::sync::Mutex<Current>,
     timeout: Duration,
+    /// Counts the failovers seen (announced, or another address found).
+    moved: tokio::sync::watch::Sender<u64>,
     /// Stops the `+switch-master` listener when the target goes.
     _listener: tokio_util::sync::DropGuard,
 }
@@ -247,6 +249,7 @@ impl SentinelTarget {
             url,
             current: std::sync::Mutex::default(),
             timeout,
+            moved: tokio::sync::watch::Sender::new(0),
             _listener: token.clone().drop_guard(),
         });
         tokio::spawn(listen(std::sync::Arc::downgrade(&target), token));
@@ -330,9 +333,16 @@ impl SentinelTarget {
                 "the sentinels name a new primary"
             );
             current.address = address;
+            self.moved.send_modify(|moved| *moved += 1);
         }
         current.client = Some(found.clone());
         Ok((current.generation, found))
+    }
+
+    /// Changes at each failover seen from now on (for a connection that
+    /// must move, such as a subscriber that meets no error at a failover).
+    pub(crate) fn moved(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moved.subscribe()
     }
 
     /// Forgets the primary of `generation` (it failed, or says it is a
@@ -372,6 +382,7 @@ async fn listen(target: std::sync::Weak<SentinelTarget>, token: tokio_util::sync
                 if text.split(' ').next() == Some(target.url.master_name.as_str()) {
                     tracing::warn!(announcement = %text, "the sentinels switched the primary; following");
                     target.forget(target.generation());
+                    target.moved.send_modify(|moved| *moved += 1);
                 }
             }
             Ok::<(), redis::RedisError>(())

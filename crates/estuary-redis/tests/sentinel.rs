@@ -46,6 +46,10 @@ async fn across_a_failover(layers: [ChannelLayerHandle; 2], mut sentinel: Sentin
     // After: a send succeeds again and reaches the member; whatever the
     // member got in between came in order or was reported missed.
     delivered_again(&sender, &receiver, &group, &member, 100).await;
+    assert!(
+        !sentinel.logged("+convert-to-slave"),
+        "the layers followed the announcement, before the former primary was made a replica"
+    );
     // The former primary made a replica: its clients are dropped (the
     // pub/sub layer's subscriber among them, which reconnects to the new
     // primary and tells its members), and sends reach the member again.

@@ -60,6 +60,8 @@ pub struct SentinelSetup {
     pub sentinel_port: u16,
     sentinel: Child,
     lines: mpsc::UnboundedReceiver<String>,
+    /// Lines read by [`logged`](Self::logged) and not yet waited for.
+    seen: Vec<String>,
     dir: PathBuf,
 }
 
@@ -112,6 +114,7 @@ impl SentinelSetup {
             sentinel_port,
             sentinel,
             lines,
+            seen: Vec::new(),
             dir,
         };
         setup.wait_for("+slave slave").await;
@@ -126,6 +129,12 @@ impl SentinelSetup {
     /// Waits (at most 30 s) for a sentinel log line containing `needle`;
     /// returns it.
     pub async fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(at) = self.seen.iter().position(|line| line.contains(needle)) {
+            let line = self.seen.remove(at);
+            self.seen.drain(..at);
+            return line;
+        }
+        self.seen.clear();
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
@@ -135,6 +144,15 @@ impl SentinelSetup {
                 Err(_) => panic!("the sentinel did not log {needle:?} within {LIMIT:?}"),
             }
         }
+    }
+
+    /// Whether the sentinel has logged a line containing `needle` so far
+    /// (without waiting; a later [`wait_for`](Self::wait_for) still finds it).
+    pub fn logged(&mut self, needle: &str) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().any(|line| line.contains(needle))
     }
 
     /// `SENTINEL FAILOVER mymaster`: the replica is promoted, and the
