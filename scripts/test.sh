@@ -9,13 +9,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel)"
 scripts/install-browser.sh
 scripts/install-interop.sh
 scripts/install-django-test.sh
 scripts/install-schemathesis.sh
 bench/peers/install.sh
 scripts/install-cargo-deny.sh
+scripts/install-sentinel.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }

@@ -17,7 +17,8 @@ Commands:
     dump        every key under the prefix, stored messages decoded
 
 Layer options: --redis URL (repeat it for a ring, in order), --layer core or
-pubsub, --prefix, --capacity, --encryption-key (repeatable).
+pubsub, --prefix, --capacity, --encryption-key (repeatable), --serializer-format
+(msgpack or json; channels_redis's default when absent).
 
 Messages are JSON objects; bytes are written {"__bytes_b64__": "<base64>"},
 both in --json and in what is printed. Received messages go to stdout, one
@@ -89,6 +90,8 @@ def the_layer(options):
     config = {"hosts": hosts, "prefix": options.prefix}
     if options.encryption_key:
         config["symmetric_encryption_keys"] = options.encryption_key
+    if options.serializer_format:
+        config["serializer_format"] = options.serializer_format
     if options.layer == "core":
         config["capacity"] = options.capacity
     settings.configure(
@@ -280,6 +283,7 @@ def parser():
     layer.add_argument("--prefix", default="asgi")
     layer.add_argument("--capacity", type=int, default=100)
     layer.add_argument("--encryption-key", action="append", default=[], metavar="KEY")
+    layer.add_argument("--serializer-format", choices=["msgpack", "json"], default=None)
 
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--count", type=int, default=1, help="messages wanted")

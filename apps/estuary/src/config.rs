@@ -37,7 +37,7 @@ mod validate;
 pub use auth::AuthSettings;
 pub use chat::ChatSettings;
 pub use estuary::redis::LayerSettings;
-pub use estuary::redis::RedisFlavour;
+pub use estuary::redis::{RedisFlavour, SerializerFormat};
 pub use estuary::server::{ServerSettings, SlowClient, WebSocketSettings};
 pub use estuary::{HistorySettings, PresenceSettings};
 pub use estuary_callback::CallbackSettings;

@@ -289,6 +289,7 @@ ping_interval = 0
 redis = ["redis://:redis-password@127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"]
 flavour = "pubsub"
 encryption_keys = ["key-one", "key-two"]
+channel_capacity = [{ glob = "http.request*", capacity = 200 }, 're:^websocket\.send!.+=20']
 
 [auth]
 required = true
@@ -785,4 +786,182 @@ fn presence_history_and_chat_keys_come_from_every_layer_and_print_back() {
         ),
         (30, 2000, 250)
     );
+}
+
+/// channels_redis's `channel_capacity` from every layer: patterns in order
+/// (globs, and regexes marked `re:`), the first match deciding; a variable
+/// or a flag replaces the file's list; a bad entry names its source.
+#[test]
+fn channel_capacity_patterns_come_from_every_layer() {
+    let text = "[layer]\ncapacity = 50\nchannel_capacity = [\n  { glob = \"http.request*\", capacity = 200 },\n  \
+                { regex = '^websocket\\.send!.+', capacity = 20 },\n]\n";
+    let from_file = Config::from_layers(Layers {
+        file: file(text),
+        ..Layers::default()
+    })
+    .unwrap();
+    let layer = from_file.layer_config().unwrap();
+    assert_eq!(layer.capacity_for("http.request.x"), 200);
+    assert_eq!(layer.capacity_for("websocket.send!abc"), 20);
+    assert_eq!(layer.capacity_for("websocket.send"), 50);
+
+    let from_env = Config::from_layers(Layers {
+        file: file(text),
+        env: env(&[("ESTUARY_CHANNEL_CAPACITY", "worker.*=7, re:^chat[0-9]+=3")]),
+        ..Layers::default()
+    })
+    .unwrap();
+    let layer = from_env.layer_config().unwrap();
+    assert_eq!(layer.capacity_for("worker.thumbnails"), 7);
+    assert_eq!(layer.capacity_for("chat42"), 3);
+    assert_eq!(
+        layer.capacity_for("http.request.x"),
+        50,
+        "the variable replaced the file's list"
+    );
+
+    let from_flags = Config::from_layers(Layers {
+        env: env(&[("ESTUARY_CHANNEL_CAPACITY", "worker.*=7")]),
+        flags: flags(&["--channel-capacity", "a*=1", "--channel-capacity", "b*=2"]),
+        ..Layers::default()
+    })
+    .unwrap();
+    let layer = from_flags.layer_config().unwrap();
+    assert_eq!(
+        (
+            layer.capacity_for("ax"),
+            layer.capacity_for("bx"),
+            layer.capacity_for("worker.x")
+        ),
+        (1, 2, 100)
+    );
+    let printed = from_flags.to_toml(Secrets::Show).unwrap();
+    let back = Config::from_layers(Layers {
+        file: file(&printed),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(
+        back, from_flags,
+        "check-config prints them so that they load back:\n{printed}"
+    );
+
+    for (layers, wanted) in [
+        (
+            Layers {
+                env: env(&[("ESTUARY_CHANNEL_CAPACITY", "worker.*")]),
+                ..Layers::default()
+            },
+            "ESTUARY_CHANNEL_CAPACITY",
+        ),
+        (
+            Layers {
+                flags: flags(&["--channel-capacity", "re:(=3"]),
+                ..Layers::default()
+            },
+            "--channel-capacity",
+        ),
+        (
+            Layers {
+                file: file("[layer]\nchannel_capacity = [\"a=0\"]\n"),
+                ..Layers::default()
+            },
+            "site.toml",
+        ),
+    ] {
+        let message = error(layers);
+        assert!(
+            message.contains(wanted) && message.contains("channel_capacity"),
+            "{wanted}: {message}"
+        );
+    }
+}
+
+/// A Sentinel host: channels_redis's table in the file, its
+/// `redis+sentinel://` URL in a variable (its sentinels comma-separated
+/// like the layer's hosts), both the same setting; printed with its
+/// passwords redacted.
+#[test]
+fn sentinel_hosts_come_from_the_file_and_the_variables() {
+    let text = "[layer]\nredis = [{ sentinels = [[\"10.0.0.1\", 26379], \"10.0.0.2:26379\"], \
+                master_name = \"mymaster\", sentinel_kwargs = { password = \"sentinel-secret\" }, \
+                password = \"primary-secret\" }]\n";
+    let from_file = Config::from_layers(Layers {
+        file: file(text),
+        ..Layers::default()
+    })
+    .unwrap();
+    let url = "redis+sentinel://:primary-secret@10.0.0.1:26379,10.0.0.2:26379/mymaster/0\
+               ?sentinel_password=sentinel-secret";
+    assert_eq!(from_file.layer.redis, [url]);
+    let from_env = Config::from_layers(Layers {
+        env: env(&[("ESTUARY_LAYER", &format!("{url},redis://10.0.0.9:6379/0"))]),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(from_env.layer.redis, [url, "redis://10.0.0.9:6379/0"]);
+    let printed = from_file.to_toml(Secrets::Redact).unwrap();
+    assert!(
+        !printed.contains("primary-secret") && !printed.contains("sentinel-secret"),
+        "{printed}"
+    );
+    let message = error(Layers {
+        env: env(&[("ESTUARY_LAYER", "redis+sentinel://10.0.0.1:26379")]),
+        ..Layers::default()
+    });
+    assert!(
+        message.contains("ESTUARY_LAYER") && message.contains("master_name"),
+        "{message}"
+    );
+}
+
+/// channels_redis's `serializer_format` from the file, a variable or a
+/// flag; an unknown format names its source.
+#[test]
+fn the_serializer_format_comes_from_every_layer() {
+    use estuary_cli::config::SerializerFormat;
+    let config = |layers: Layers| Config::from_layers(layers).unwrap().layer.serializer_format;
+    assert_eq!(
+        config(Layers::default()),
+        SerializerFormat::Msgpack,
+        "channels_redis's default"
+    );
+    let text = "[layer]\nserializer_format = \"json\"\n";
+    assert_eq!(
+        config(Layers {
+            file: file(text),
+            ..Layers::default()
+        }),
+        SerializerFormat::Json
+    );
+    assert_eq!(
+        config(Layers {
+            file: file(text),
+            env: env(&[("ESTUARY_SERIALIZER_FORMAT", "msgpack")]),
+            ..Layers::default()
+        }),
+        SerializerFormat::Msgpack
+    );
+    assert_eq!(
+        config(Layers {
+            env: env(&[("ESTUARY_SERIALIZER_FORMAT", "msgpack")]),
+            flags: flags(&["--serializer-format", "json"]),
+            ..Layers::default()
+        }),
+        SerializerFormat::Json
+    );
+    let with_json = Config::from_layers(Layers {
+        file: file(text),
+        ..Layers::default()
+    })
+    .unwrap();
+    assert_eq!(
+        with_json.layer.redis_config().serializer_format(),
+        SerializerFormat::Json
+    );
+    let message = error(Layers {
+        flags: flags(&["--serializer-format", "pickle"]),
+        ..Layers::default()
+    });
+    assert!(message.contains("--serializer-format"), "{message}");
 }

@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use estuary_core::ChannelLayerConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
+
+use crate::connection::{Client, ConnectionManager};
 
 use crate::error::{RedisLayerError, redacted};
 
@@ -43,6 +45,7 @@ pub struct RedisConfig {
     pub(crate) prefix: String,
     pub(crate) layer: ChannelLayerConfig,
     pub(crate) encryption_keys: Vec<String>,
+    pub(crate) serializer_format: crate::SerializerFormat,
     pub(crate) receive_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) membership_check: Duration,
@@ -60,6 +63,7 @@ impl fmt::Debug for RedisConfig {
                 "encryption_keys",
                 &format_args!("<{} redacted>", self.encryption_keys.len()),
             )
+            .field("serializer_format", &self.serializer_format)
             .field("receive_timeout", &self.receive_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("membership_check", &self.membership_check)
@@ -93,6 +97,7 @@ impl RedisConfig {
             prefix: "asgi".into(),
             layer: ChannelLayerConfig::default(),
             encryption_keys: Vec::new(),
+            serializer_format: crate::SerializerFormat::Msgpack,
             receive_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             membership_check: Duration::from_secs(2),
@@ -134,6 +139,22 @@ impl RedisConfig {
     {
         self.encryption_keys = keys.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// channels_redis `serializer_format`: how messages are written in
+    /// Redis (msgpack, the default, or JSON); every process sharing the
+    /// layer must use the same. It applies before encryption, as in
+    /// channels_redis: with `symmetric_encryption_keys`, the JSON is
+    /// encrypted.
+    pub fn with_serializer_format(mut self, format: crate::SerializerFormat) -> Self {
+        self.serializer_format = format;
+        self
+    }
+
+    /// How messages are written in Redis (see
+    /// [`with_serializer_format`](Self::with_serializer_format)).
+    pub fn serializer_format(&self) -> crate::SerializerFormat {
+        self.serializer_format
     }
 
     /// How long one blocking pop waits before it is issued again (default
@@ -225,7 +246,7 @@ impl RedisConfig {
 
 /// A host's client and its (lazily connected, self-healing) command connection.
 pub(crate) struct Host {
-    pub(crate) client: redis::Client,
+    pub(crate) client: Client,
     pub(crate) commands: ConnectionManager,
 }
 
@@ -248,7 +269,8 @@ impl RedisConfig {
             .iter()
             .map(|url| {
                 let invalid = |source| RedisLayerError::invalid_url(url, source);
-                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+                let client = Client::open(url, self.command_timeout)
+                    .map_err(|source| RedisLayerError::invalid_url(url, source))?;
                 let commands = ConnectionManager::new_lazy_with_config(client.clone(), commands.clone())
                     .map_err(invalid)?;
                 Ok(Host { client, commands })

@@ -59,7 +59,7 @@ impl RedisLayerError {
         Self::new(RedisLayerErrorKind::NoRuntime, None, None)
     }
 
-    pub(crate) fn invalid_url(url: &str, source: redis::RedisError) -> Self {
+    pub(crate) fn invalid_url(url: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::new(
             RedisLayerErrorKind::InvalidUrl,
             Some(redacted(url).into()),
@@ -155,7 +155,9 @@ pub(crate) fn redacted(url: &str) -> String {
         };
         match pair.split_once('=') {
             Some((key, _))
-                if i > 0 && (key.eq_ignore_ascii_case("pass") || key.eq_ignore_ascii_case("password")) =>
+                if i > 0
+                    && (key.eq_ignore_ascii_case("pass")
+                        || key.to_ascii_lowercase().ends_with("password")) =>
             {
                 out.push_str(key);
                 out.push_str("=***");

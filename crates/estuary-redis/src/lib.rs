@@ -6,26 +6,36 @@
 //! Estuary's WebSocket clients, and Estuary's consumers reach Django's.
 //! See [`RedisChannelLayer`] and `docs/DJANGO.md`.
 
+#[cfg(feature = "serde")]
+mod capacity;
 mod codec;
 mod config;
+mod connection;
 mod crypto;
 mod error;
 mod faults;
 mod flavour;
+#[cfg(feature = "serde")]
+mod hosts;
 mod layer;
 mod local;
 mod pubsub;
 mod scripts;
+mod sentinel;
+mod serializer;
 #[cfg(feature = "serde")]
 mod settings;
 mod shard;
 
+#[cfg(feature = "serde")]
+pub use capacity::{CapacityPattern, ChannelCapacity, NotACapacity};
 pub use config::RedisConfig;
 pub use error::{RedisLayerError, RedisLayerErrorKind};
 pub use faults::{NotRestored, WrongType};
 pub use flavour::{RedisFlavour, UnknownFlavour};
 pub use layer::RedisChannelLayer;
 pub use pubsub::RedisPubSubChannelLayer;
+pub use serializer::{NotJson, SerializerFormat, UnknownFormat};
 #[cfg(feature = "serde")]
 pub use settings::{LayerSettings, LayerSettingsError};
 pub use shard::shard_index;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use estuary_core::{ChannelLayerError, ChannelName, GroupName, Message, Throttle};
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
+
+use crate::connection::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -149,7 +151,7 @@ impl RedisPubSubChannelLayer {
             return Err(RedisLayerError::invalid_prefix(&config.prefix, source));
         }
         let inner = Arc::new(Inner {
-            crypto: Crypto::new(&config.encryption_keys, None),
+            crypto: Crypto::for_layer(&config.encryption_keys, None, config.serializer_format),
             shards,
             local: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),

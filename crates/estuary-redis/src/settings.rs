@@ -7,7 +7,7 @@ use std::time::Duration;
 use estuary_core::{ChannelLayerConfig, ChannelLayerHandle, InMemoryChannelLayer};
 use serde::{Deserialize, Serialize};
 
-use crate::{RedisConfig, RedisFlavour, RedisLayerError};
+use crate::{ChannelCapacity, RedisConfig, RedisFlavour, RedisLayerError};
 
 /// A channel layer's settings as plain values, the form serde reads and
 /// writes (`[layer]` of `estuary serve`'s TOML file): the Redis hosts (none:
@@ -40,6 +40,11 @@ use crate::{RedisConfig, RedisFlavour, RedisLayerError};
 ///
 /// let error = toml::from_str::<RedisConfig>(r#"redis = ["127.0.0.1:6379"]"#).unwrap_err();
 /// assert!(error.to_string().contains("redis[0]: not a redis://, rediss:// or unix:// URL"), "{error}");
+/// // channels_redis's Sentinel entry is a `redis+sentinel://` URL:
+/// let sentinel: LayerSettings = toml::from_str(
+///     r#"redis = [{ sentinels = [["10.0.0.1", 26379]], master_name = "mymaster" }]"#,
+/// )?;
+/// assert_eq!(sentinel.redis, ["redis+sentinel://10.0.0.1:26379/mymaster/0"]);
 /// let unchecked: LayerSettings = toml::from_str("expiry = 0")?;
 /// assert_eq!(unchecked.check().unwrap_err().to_string(), "expiry: must be at least 1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -48,8 +53,15 @@ use crate::{RedisConfig, RedisFlavour, RedisLayerError};
 #[serde(default, deny_unknown_fields)]
 pub struct LayerSettings {
     /// Redis URLs of the channel layer, in ring order
-    /// (`redis://[:password@]host:port/db`, `rediss://`, `unix:///path`);
-    /// empty: the in-memory layer.
+    /// (`redis://[:password@]host:port/db`, `rediss://`, `unix:///path`,
+    /// or a primary found through Sentinel:
+    /// `redis+sentinel://[:password@]host:port[,host:port...]/master_name[/db]`);
+    /// empty: the in-memory layer. The file may write a Sentinel host as
+    /// channels_redis's `hosts` entry does, a table that reads as that
+    /// URL: `{ sentinels = [["10.0.0.1", 26379], "10.0.0.2:26379"],
+    /// master_name = "mymaster", sentinel_kwargs = { password = "..." },
+    /// password = "...", db = 0 }`.
+    #[serde(deserialize_with = "crate::hosts::deserialize")]
     pub redis: Vec<String>,
     /// `core` (channels_redis's default `RedisChannelLayer`) or `pubsub`
     /// (`RedisPubSubChannelLayer`); must match the Django side.
@@ -58,8 +70,15 @@ pub struct LayerSettings {
     pub prefix: String,
     /// channels_redis `symmetric_encryption_keys`.
     pub encryption_keys: Vec<String>,
+    /// channels_redis `serializer_format`: `msgpack` (the default) or
+    /// `json`; must match the Django side.
+    pub serializer_format: crate::SerializerFormat,
     /// Messages a channel holds (at least 1).
     pub capacity: usize,
+    /// channels_redis `channel_capacity`: the capacity of the channels
+    /// whose names match a pattern, tried in order (the first that
+    /// matches decides; others have `capacity`).
+    pub channel_capacity: Vec<ChannelCapacity>,
     /// Seconds a message lives (at least 1).
     pub expiry: u64,
     /// Seconds a group membership lives (at least 1).
@@ -82,7 +101,9 @@ impl Default for LayerSettings {
             flavour: RedisFlavour::Core,
             prefix: "asgi".into(),
             encryption_keys: Vec::new(),
+            serializer_format: crate::SerializerFormat::Msgpack,
             capacity: layer.capacity(),
+            channel_capacity: Vec::new(),
             expiry: layer.expiry().as_secs(),
             group_expiry: layer.group_expiry().as_secs(),
             max_channels: layer.max_channels(),
@@ -101,7 +122,10 @@ pub enum LayerSettingsError {
         key: &'static str,
     },
     /// A host that is not a Redis URL.
-    #[error("redis[{index}]: not a redis://, rediss:// or unix:// URL")]
+    #[error(
+        "redis[{index}]: not a redis://, rediss:// or unix:// URL, nor a valid \
+         redis+sentinel://host:port[,host:port...]/master_name[/db]"
+    )]
     NotARedisUrl {
         /// Its place in `redis`, from 0.
         index: usize,
@@ -109,6 +133,12 @@ pub enum LayerSettingsError {
     /// A [`RedisConfig`] is wanted and `redis` lists no host.
     #[error("redis: lists no host")]
     NoHosts,
+    /// An entry of `channel_capacity` whose pattern does not compile.
+    #[error("channel_capacity[{index}]: not a valid glob or regular expression")]
+    InvalidPattern {
+        /// Its place in `channel_capacity`, from 0.
+        index: usize,
+    },
 }
 
 impl LayerSettingsError {
@@ -117,6 +147,7 @@ impl LayerSettingsError {
         match self {
             Self::Zero { key } => key,
             Self::NotARedisUrl { .. } | Self::NoHosts => "redis",
+            Self::InvalidPattern { .. } => "channel_capacity",
         }
     }
 }
@@ -126,7 +157,11 @@ impl LayerSettings {
     /// seconds at least 1.
     pub fn check(&self) -> Result<(), LayerSettingsError> {
         if let Some(index) = self.redis.iter().position(|url| {
-            !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+            !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://")
+                || (url.starts_with(crate::sentinel::SCHEME)
+                    && crate::sentinel::SentinelUrl::parse(url).is_ok()))
         }) {
             return Err(LayerSettingsError::NotARedisUrl { index });
         }
@@ -141,17 +176,35 @@ impl LayerSettings {
                 return Err(LayerSettingsError::Zero { key });
             }
         }
+        for (index, entry) in self.channel_capacity.iter().enumerate() {
+            if entry.capacity == 0 {
+                return Err(LayerSettingsError::Zero {
+                    key: "channel_capacity",
+                });
+            }
+            if entry.apply(ChannelLayerConfig::default()).is_err() {
+                return Err(LayerSettingsError::InvalidPattern { index });
+            }
+        }
         Ok(())
     }
 
-    /// Capacity, expiries and bounds, for any channel layer.
+    /// Capacity (with the `channel_capacity` patterns), expiries and
+    /// bounds, for any channel layer. A pattern that does not compile is
+    /// left out: call [`check`](Self::check) first to refuse it.
     pub fn layer_config(&self) -> ChannelLayerConfig {
-        ChannelLayerConfig::default()
+        let config = ChannelLayerConfig::default()
             .with_capacity(self.capacity)
             .with_expiry(Duration::from_secs(self.expiry))
             .with_group_expiry(Duration::from_secs(self.group_expiry))
             .with_max_channels(self.max_channels.max(1))
-            .with_max_bytes(self.max_bytes)
+            .with_max_bytes(self.max_bytes);
+        self.channel_capacity
+            .iter()
+            .fold(config, |config, entry| match entry.apply(config.clone()) {
+                Ok(with) => with,
+                Err(_) => config,
+            })
     }
 
     /// The Redis layer's settings (whatever `redis` lists; see
@@ -160,6 +213,7 @@ impl LayerSettings {
         RedisConfig::new(self.redis.clone())
             .with_prefix(self.prefix.clone())
             .with_encryption_keys(self.encryption_keys.clone())
+            .with_serializer_format(self.serializer_format)
             .with_layer_config(self.layer_config())
     }
 
@@ -205,6 +259,15 @@ mod tests {
             ),
             ("flavour = \"fast\"", "unknown variant `fast`"),
             ("hosts = []", "unknown field `hosts`"),
+            (
+                "channel_capacity = [\"a*=0\"]",
+                "channel_capacity: must be at least 1",
+            ),
+            (
+                "channel_capacity = [\"a=1\", \"re:(=2\"]",
+                "channel_capacity[1]: not a valid glob or regular expression",
+            ),
+            ("channel_capacity = [\"a\"]", "expected PATTERN=CAPACITY"),
         ] {
             let error = match toml::from_str::<LayerSettings>(text) {
                 Ok(settings) => settings.check().unwrap_err().to_string(),
@@ -223,6 +286,51 @@ mod tests {
             .to_string();
         assert!(error.contains("redis: lists no host"), "{error}");
         assert_eq!(LayerSettingsError::NotARedisUrl { index: 0 }.key(), "redis");
+    }
+
+    /// channels_redis's Sentinel `hosts` entry reads as its URL, which
+    /// reads back the same; a table without its keys is refused.
+    #[test]
+    fn a_sentinel_table_reads_as_its_url() {
+        let settings: LayerSettings = toml::from_str(
+            r#"
+            redis = [
+                "redis://10.0.0.9:6379/0",
+                { sentinels = [["10.0.0.1", 26379], "10.0.0.2:26380"], master_name = "my master",
+                  sentinel_kwargs = { password = "s@cret" }, password = "p:w", db = 3 },
+            ]
+            "#,
+        )
+        .unwrap();
+        settings.check().unwrap();
+        let url =
+            "redis+sentinel://:p%3Aw@10.0.0.1:26379,10.0.0.2:26380/my%20master/3?sentinel_password=s%40cret";
+        assert_eq!(settings.redis, ["redis://10.0.0.9:6379/0", url]);
+        let parsed = crate::sentinel::SentinelUrl::parse(url).unwrap();
+        assert_eq!(
+            (
+                parsed.master_name.as_str(),
+                parsed.password.as_deref(),
+                parsed.sentinel_password.as_deref()
+            ),
+            ("my master", Some("p:w"), Some("s@cret"))
+        );
+        let text = toml::to_string(&settings).unwrap();
+        assert_eq!(toml::from_str::<LayerSettings>(&text).unwrap(), settings);
+        let shown = format!("{:?}", settings.redis_config());
+        assert!(!shown.contains("p%3Aw") && !shown.contains("s%40cret"), "{shown}");
+        for bad in [
+            "redis = [{ master_name = \"m\" }]",
+            "redis = [{ sentinels = [\"h:1\"], master_name = \"m\", socket_timeout = 1 }]",
+        ] {
+            let error = toml::from_str::<LayerSettings>(bad).unwrap_err().to_string();
+            assert!(error.contains("sentinels and master_name"), "{bad}: {error}");
+        }
+        let settings: LayerSettings = toml::from_str("redis = [\"redis+sentinel://h:1\"]").unwrap();
+        assert_eq!(
+            settings.check().unwrap_err(),
+            LayerSettingsError::NotARedisUrl { index: 0 }
+        );
     }
 
     #[test]

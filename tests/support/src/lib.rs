@@ -45,6 +45,7 @@ pub mod http;
 pub mod probe;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
 pub mod server;
 pub mod workers;
 pub mod ws;

@@ -21,7 +21,9 @@ pub enum ValueKind {
     /// Comma-separated (or a repeated flag); empty items are dropped.
     List,
     /// `memory`, or Redis URLs as a [`List`](Self::List): `memory` items
-    /// are dropped, so `memory` alone is the in-memory layer.
+    /// are dropped, so `memory` alone is the in-memory layer. An item that
+    /// is not a URL after a `redis+sentinel://` one is one more sentinel of
+    /// it (`redis+sentinel://s1:26379,s2:26379/mymaster`).
     Layer,
 }
 
@@ -114,8 +116,12 @@ settings! {
         "Redis key prefix (must match Django's CHANNEL_LAYERS prefix)";
     "layer.encryption_keys", "encryption-key", "ESTUARY_ENCRYPTION_KEYS", List,
         "channels_redis symmetric encryption keys, comma-separated (first encrypts)";
+    "layer.serializer_format", "serializer-format", "ESTUARY_SERIALIZER_FORMAT", Text,
+        "How messages are written in Redis: msgpack or json (channels_redis serializer_format; must match Django's)";
     "layer.capacity", "capacity", "ESTUARY_CAPACITY", Integer,
         "Messages a channel holds";
+    "layer.channel_capacity", "channel-capacity", "ESTUARY_CHANNEL_CAPACITY", List,
+        "Capacities of channels by name, first match wins: GLOB=N or re:REGEX=N, comma-separated (channels_redis channel_capacity; a regex with a comma goes in the file)";
     "layer.expiry", "expiry", "ESTUARY_EXPIRY", Integer,
         "Seconds a channel-layer message lives";
     "layer.group_expiry", "group-expiry", "ESTUARY_GROUP_EXPIRY", Integer,
@@ -165,14 +171,23 @@ impl Setting {
 
     /// `text` as this setting's value; `None` unsets the key.
     pub(crate) fn value(&self, text: &str) -> Result<Option<Value>, KindError> {
-        let list = |skip_memory: bool| {
-            Value::Array(
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|item| !(item.is_empty() || (skip_memory && *item == "memory")))
-                    .map(|item| Value::String(item.to_owned()))
-                    .collect(),
-            )
+        let list = |layer: bool| {
+            let mut items: Vec<String> = Vec::new();
+            for item in text.split(',').map(str::trim) {
+                if item.is_empty() || (layer && item == "memory") {
+                    continue;
+                }
+                match items.last_mut() {
+                    // `redis+sentinel://s1:26379,s2:26379/mymaster`: s2 is
+                    // a sentinel of the URL before it.
+                    Some(last) if layer && last.starts_with("redis+sentinel://") && !item.contains("://") => {
+                        last.push(',');
+                        last.push_str(item);
+                    }
+                    _ => items.push(item.to_owned()),
+                }
+            }
+            Value::Array(items.into_iter().map(Value::String).collect())
         };
         Ok(Some(match self.kind {
             ValueKind::Text => Value::String(text.to_owned()),

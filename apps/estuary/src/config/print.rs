@@ -37,6 +37,10 @@ enum Shape {
 /// assert_eq!(redact_url("redis://:pw@10.0.0.1:6379/0"), "redis://:<redacted>@10.0.0.1:6379/0");
 /// assert_eq!(redact_url("postgres://me:pw@db/x?password=pw"), "postgres://me:<redacted>@db/x?password=<redacted>");
 /// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+/// assert_eq!(
+///     redact_url("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/0?sentinel_password=spw"),
+///     "redis+sentinel://:<redacted>@s1:26379,s2:26379/mymaster/0?sentinel_password=<redacted>"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
@@ -55,7 +59,9 @@ pub fn redact_url(url: &str) -> String {
         let tail = tail
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}={REDACTED}"),
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                    format!("{name}={REDACTED}")
+                }
                 _ => pair.to_owned(),
             })
             .collect::<Vec<_>>()

@@ -24,6 +24,13 @@ impl ChannelLayer for RedisChannelLayer {
 
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
         let inner = &self.inner;
+        if let Some(Err(error)) = inner.crypto.as_ref().map(|c| c.accepts(&message)) {
+            return Err(SendError::Backend {
+                channel: channel.clone(),
+                error: ChannelLayerError::Corrupt(Box::new(error)),
+                message,
+            });
+        }
         let (non_local, target) = if channel.is_process_specific() {
             (channel.non_local_name(), Target::One(channel))
         } else {
@@ -127,6 +134,9 @@ impl ChannelLayer for RedisChannelLayer {
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
         let inner = &self.inner;
+        if let Some(Err(error)) = inner.crypto.as_ref().map(|c| c.accepts(&message)) {
+            return Err(ChannelLayerError::Corrupt(Box::new(error)));
+        }
         let Some(history) = inner.config.layer.history_for(group) else {
             return inner.group_send(group, message).await;
         };

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estuary_core::{ChannelLayerError, ChannelName, GroupName, PresenceCoalescer};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
+use crate::connection::{Client, ConnectionManager};
 use crate::crypto::Crypto;
 use crate::error::RedisLayerError;
 use crate::local::{LocalQueue, now};
@@ -199,7 +200,7 @@ pub struct RedisChannelLayer {
 }
 
 struct Shard {
-    client: redis::Client,
+    client: Client,
     conn: ConnectionManager,
 }
 
@@ -291,7 +292,7 @@ impl RedisChannelLayer {
             })
             .collect();
         let ttl = config.layer.expiry().as_secs() + 10;
-        let crypto = Crypto::new(&config.encryption_keys, Some(ttl));
+        let crypto = Crypto::for_layer(&config.encryption_keys, Some(ttl), config.serializer_format);
         let client_prefix = format!("specific.{}!", uuid::Uuid::new_v4().simple());
         let inner = Arc::new(Inner {
             shards,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::group_send::refused_key;

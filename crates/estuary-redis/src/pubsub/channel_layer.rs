@@ -33,6 +33,13 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     async fn send(&self, channel: &ChannelName, message: Message) -> Result<(), SendError> {
         let inner = &self.inner;
+        if let Some(Err(error)) = inner.crypto.as_ref().map(|c| c.accepts(&message)) {
+            return Err(SendError::Backend {
+                channel: channel.clone(),
+                error: ChannelLayerError::Corrupt(Box::new(error)),
+                message,
+            });
+        }
         let payload = inner.encode(&message);
         let mut conn = inner.shards[inner.shard(channel.as_str())].publish.clone();
         match redis::cmd("PUBLISH")
@@ -156,6 +163,9 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         message: Message,
     ) -> Result<GroupSendReport, ChannelLayerError> {
         let inner = &self.inner;
+        if let Some(Err(error)) = inner.crypto.as_ref().map(|c| c.accepts(&message)) {
+            return Err(ChannelLayerError::Corrupt(Box::new(error)));
+        }
         let name = inner.group_channel(group);
         let payload = inner.encode(&message);
         let mut conn = inner.shards[inner.shard(&name)].publish.clone();

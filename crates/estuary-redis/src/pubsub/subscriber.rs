@@ -38,6 +38,9 @@ enum Loss {
     NoPong(Duration),
     /// A keepalive `PING` failed.
     PingFailed(redis::RedisError),
+    /// The sentinels named another primary: what is published there does
+    /// not reach this connection.
+    Moved,
 }
 
 impl std::fmt::Display for Loss {
@@ -48,6 +51,7 @@ impl std::fmt::Display for Loss {
             ),
             Loss::NoPong(within) => write!(f, "no answer to a keepalive PING within {within:?}"),
             Loss::PingFailed(error) => write!(f, "a keepalive PING failed: {error}"),
+            Loss::Moved => f.write_str("the sentinels named another primary (a failover)"),
         }
     }
 }
@@ -154,7 +158,7 @@ impl Inner {
 pub(super) async fn subscriber(
     inner: Weak<Inner>,
     shard: usize,
-    client: redis::Client,
+    client: crate::connection::Client,
     token: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -175,7 +179,8 @@ pub(super) async fn subscriber(
                 match subscribed {
                     Ok(()) => {
                         let up = Instant::now();
-                        let Some(loss) = read(&inner, sink, stream, &token).await else {
+                        let moved = client.moved();
+                        let Some(loss) = read(&inner, sink, stream, &token, moved).await else {
                             return;
                         };
                         let Some(layer) = inner.upgrade() else { return };
@@ -227,6 +232,7 @@ async fn read(
     sink: PubSubSink,
     mut stream: PubSubStream,
     token: &CancellationToken,
+    mut moved: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> Option<Loss> {
     let (every, within) = {
         let layer = inner.upgrade()?;
@@ -238,6 +244,7 @@ async fn read(
     loop {
         tokio::select! {
             _ = token.cancelled() => return None,
+            _ = crate::connection::primary_moved(&mut moved) => return Some(Loss::Moved),
             next = stream.next() => {
                 let Some(msg) = next else { return Some(Loss::Closed) };
                 inner.upgrade()?.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
