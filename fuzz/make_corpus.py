@@ -359,6 +359,51 @@ def callback():
     write("callback", "bad-array", "[]")
 
 
+def frame(first, payload, key=b"\x12\x34\x56\x78"):
+    """A client frame with any first byte (FIN, reserved bits, opcode)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([first, 0x80 | n])
+    elif n < 65536:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def codec():
+    # ws-read: a chunk step, a limit selector, then the client's bytes.
+    read = {
+        "text": frame(0x81, "h\u00e9llo".encode()),
+        "binary-126": frame(0x82, bytes(range(126))),
+        "fragments-ping": frame(0x01, b"ab") + frame(0x89, b"hi") + frame(0x80, b"cd"),
+        "close-normal": frame(0x88, struct.pack(">H", 1000) + b"bye"),
+        "close-empty": frame(0x88, b""),
+        "close-bad-code": frame(0x88, struct.pack(">H", 1005)),
+        "bad-utf8-fragment": frame(0x01, "\u03ba".encode()) + frame(0x80, b"\xf4\x90\x80\x80"),
+        "reserved-bits": frame(0xC1, b"x"),
+        "unmasked": bytes([0x81, 0x01]) + b"x",
+        "continuation-alone": frame(0x80, b"x"),
+        "too-big": frame(0x82, bytes(2000)),
+        "pong-then-text": frame(0x8A, b"") + frame(0x81, b"ok"),
+    }
+    for i, (name, data) in enumerate(read.items()):
+        write("ws-read", name, bytes([i * 5 % 32, 3]) + data)
+    # ws-roundtrip: a step, a mask, then (kind, length, payload) records.
+    trips = {
+        "one-text": b"\x01\x05hello",
+        "fragmented-text": b"\x07\x06" + "\u03ba\u03bb\u03bc".encode(),
+        "binary-ping": b"\x14\x04\x00\x01\x02\x03",
+        "empty": b"\x01\x00\x00\x00",
+        "long": b"\x00\xff" + bytes(255),
+        "many": b"".join(bytes([k, 3]) + b"abc" for k in range(0, 32, 3)),
+        "emoji": b"\x1f\x08" + "\U0001f600\U0001f601".encode(),
+        "mixed": b"\x01\x02hi\x02\x02\xff\xfe\x11\x01x",
+    }
+    for i, (name, data) in enumerate(trips.items()):
+        write("ws-roundtrip", name, bytes([i, 0xA1, 0xB2, 0xC3, 0xD4]) + data)
+
+
 routes()
 queries()
 chat()
@@ -367,3 +412,4 @@ stored()
 http()
 jwt()
 callback()
+codec()

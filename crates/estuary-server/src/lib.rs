@@ -32,6 +32,7 @@
 
 mod auth;
 mod body;
+mod codec;
 mod hosts;
 mod include;
 mod layers;
@@ -45,6 +46,7 @@ mod server;
 mod server_settings;
 mod service;
 mod settings;
+mod socket;
 pub mod sse;
 mod throttle;
 mod transport;
@@ -101,5 +103,77 @@ pub mod fuzzing {
     /// The copy of the headers a scope keeps.
     pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
         crate::service::compact_headers(headers)
+    }
+
+    /// What the WebSocket reader made of a client frame.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum FrameEvent {
+        /// A complete text message.
+        Text(String),
+        /// A complete binary message.
+        Binary(Vec<u8>),
+        /// A ping and its payload.
+        Ping(Vec<u8>),
+        /// A pong.
+        Pong,
+        /// A close frame: its code and reason, if it had a code.
+        Close(Option<(u16, String)>),
+    }
+
+    /// The server's WebSocket reader, fed socket reads by hand.
+    #[derive(Debug)]
+    pub struct FrameReader(crate::codec::read::Inbox);
+
+    impl FrameReader {
+        /// A reader taking messages up to `max_message` bytes and frames
+        /// up to `max_frame`.
+        pub fn new(max_message: usize, max_frame: usize) -> Self {
+            Self(crate::codec::read::Inbox::new(crate::codec::read::Limits {
+                max_message,
+                max_frame,
+            }))
+        }
+
+        /// Takes `bytes` as one socket read, and returns every event the
+        /// bytes held so far complete, then the first error's close code
+        /// (after which nothing more should be read).
+        pub fn read(&mut self, bytes: &[u8]) -> (Vec<FrameEvent>, Option<u16>) {
+            use crate::codec::read::Event;
+            let mut events = Vec::new();
+            let mut next = self.0.absorb(bytes);
+            loop {
+                let event = match next {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return (events, None),
+                    Err(e) => {
+                        let code = estuary_core::TransportError::from(e).close_code().as_u16();
+                        return (events, Some(code));
+                    }
+                };
+                events.push(match event {
+                    Event::Message(estuary_core::WsMessage::Text(t)) => FrameEvent::Text(t.to_string()),
+                    Event::Message(estuary_core::WsMessage::Binary(b)) => FrameEvent::Binary(b.to_vec()),
+                    Event::Ping(p) => FrameEvent::Ping(p.to_vec()),
+                    Event::Pong => FrameEvent::Pong,
+                    Event::Close(f) => {
+                        FrameEvent::Close(f.map(|f| (f.code().as_u16(), f.reason().to_owned())))
+                    }
+                });
+                next = self.0.next_held();
+            }
+        }
+    }
+
+    /// A client's frame: `first` is its first byte (FIN, reserved bits,
+    /// opcode), the payload masked with `mask`.
+    pub fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        crate::codec::frame::client_frame(first, payload, mask)
+    }
+
+    /// The bytes the server writes for the frames `(opcode, payload)`,
+    /// through its write queue, into a sink taking at most `step` bytes a
+    /// write.
+    pub fn server_frames(frames: &[(u8, &[u8])], step: usize) -> Vec<u8> {
+        crate::codec::write::write_all_to_vec(frames, step)
     }
 }

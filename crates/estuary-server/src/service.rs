@@ -13,9 +13,7 @@ use base64::Engine as _;
 use estuary_core::{Accept, Outcome, Scope};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
 use crate::layers::UnknownChannelLayer;
@@ -257,13 +255,16 @@ pub(crate) fn close_at_once<B>(mut req: Request<B>, frame: estuary_core::CloseFr
         };
         // Nothing the client sends is wanted: small buffers and limits bound
         // what it can make the server hold meanwhile.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(1024)
-            .write_buffer_size(0)
-            .max_message_size(Some(4096))
-            .max_frame_size(Some(4096));
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        let mut transport = SocketTransport::new(ws, CLOSE_AT_ONCE_TIMEOUT, 0);
+        let config = crate::socket::SocketConfig {
+            limits: crate::codec::read::Limits {
+                max_message: 4096,
+                max_frame: 4096,
+            },
+            read_size: 1024,
+            write_size: 0,
+            close_timeout: CLOSE_AT_ONCE_TIMEOUT,
+        };
+        let mut transport = SocketTransport::new(TokioIo::new(upgraded), config);
         tokio::select! {
             () = estuary_core::Transport::close(&mut transport, Some(frame)) => {}
             () = shutdown.cancelled() => {}
@@ -407,8 +408,7 @@ impl RouterService {
             }
         }
 
-        let ws_config = self.inner.settings.tungstenite();
-        let close_timeout = self.inner.settings.close_timeout;
+        let socket_config = self.inner.settings.socket_config();
         let shutdown = runtime.shutdown.clone();
         runtime.tracker.spawn(async move {
             let _slots = slots;
@@ -425,13 +425,7 @@ impl RouterService {
                     return;
                 }
             };
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-            let transport = AnyTransport::Socket(SocketTransport::new(
-                ws,
-                close_timeout,
-                ws_config.write_buffer_size,
-            ));
+            let transport = AnyTransport::Socket(SocketTransport::new(TokioIo::new(upgraded), socket_config));
             let outcome = session.run(transport, shutdown).await;
             tracing::debug!(code = %outcome.code, client_closed = outcome.client_closed, "connection closed");
         });

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use estuary_core::SessionConfig;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::codec::read::Limits;
+use crate::socket::SocketConfig;
 
 /// WebSocket settings of a [`Router`](crate::Router). The defaults are safe
 /// for a public server.
@@ -33,14 +35,16 @@ pub struct WsSettings {
     pub max_message_size: usize,
     /// Largest single frame accepted, in bytes (default 64 KiB).
     pub max_frame_size: usize,
-    /// Read buffer per connection, and the most one socket read takes
-    /// (default 1 KiB). Every connection keeps it resident, idle or not
-    /// (tungstenite zero-fills it): 1 KiB instead of 4 took an idle chat
-    /// connection from 13.0 to 10.0 KiB; tungstenite's own default of
-    /// 128 KiB would cost 128. A message larger than it arrives in several
-    /// reads: raise it for servers that mostly receive large messages.
+    /// The most one socket read takes, in bytes (default 1 KiB). Sockets
+    /// are read into one buffer per worker thread, not per connection, so
+    /// this costs no memory per connection; a message larger than it
+    /// arrives in several reads (raise it for servers that mostly receive
+    /// large messages).
     pub read_buffer_size: usize,
-    /// Bytes buffered before a write is flushed by itself (default 4 KiB).
+    /// Bytes of outgoing frames queued before they are written without
+    /// waiting for the batch's end (default 4 KiB). Frames are not copied
+    /// into a buffer: this bounds how much a batch holds before its first
+    /// write, not a buffer's size.
     pub write_buffer_size: usize,
     /// How long the server waits for the client's close reply (default 2 s).
     pub close_timeout: Duration,
@@ -62,14 +66,18 @@ impl Default for WsSettings {
 }
 
 impl WsSettings {
-    pub(crate) fn tungstenite(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(self.write_buffer_size)
-            // tungstenite's write buffer stays unbounded (its default): the
-            // outbound queue already bounds what a connection holds, and a
-            // cap here would refuse large outgoing messages outright.
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_frame_size.min(self.max_message_size)))
+    /// The socket transport's configuration. What a connection queues for
+    /// writing is bounded by the session's outbound queue; `write_buffer_size`
+    /// only decides when a batch starts going out before it is complete.
+    pub(crate) fn socket_config(&self) -> SocketConfig {
+        SocketConfig {
+            limits: Limits {
+                max_message: self.max_message_size,
+                max_frame: self.max_frame_size.min(self.max_message_size),
+            },
+            read_size: self.read_buffer_size,
+            write_size: self.write_buffer_size,
+            close_timeout: self.close_timeout,
+        }
     }
 }

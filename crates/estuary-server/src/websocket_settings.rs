@@ -69,8 +69,9 @@ pub struct WebSocketSettings {
     /// closes with 1009.
     pub max_message_size: usize,
     /// Bytes read from a client's socket at a time (256 bytes to 1 MiB).
-    /// Each connection keeps a buffer this large, so it weighs on idle
-    /// memory; messages larger than it take several reads.
+    /// Sockets are read into one buffer per worker thread, so this costs
+    /// no memory per connection; messages larger than it take several
+    /// reads.
     pub read_buffer_size: usize,
     /// Seconds between keepalive pings (0: no pings).
     pub ping_interval: u64,

@@ -2,6 +2,7 @@
 
 pub mod callback;
 pub mod chat;
+pub mod codec;
 pub mod django;
 pub mod http;
 pub mod jwt;
@@ -68,6 +69,20 @@ pub const ALL: &[Target] = &[
         about: "connect-callback answers and their signature (estuary-callback)",
         run: callback::run,
         dictionary: callback::DICTIONARY,
+        max_len: 2048,
+    },
+    Target {
+        name: "ws-read",
+        about: "client WebSocket frames in any chunking through the server's frame reader",
+        run: codec::read,
+        dictionary: codec::DICTIONARY,
+        max_len: 2048,
+    },
+    Target {
+        name: "ws-roundtrip",
+        about: "messages framed as a client and as the server, read back",
+        run: codec::roundtrip,
+        dictionary: codec::DICTIONARY,
         max_len: 2048,
     },
     Target {

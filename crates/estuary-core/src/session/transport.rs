@@ -84,7 +84,7 @@ impl TransportError {
 }
 
 /// A WebSocket connection as a session needs it. Implemented by the server
-/// over tokio-tungstenite and by the test communicator over in-process queues.
+/// over its own RFC 6455 codec and by the test communicator over in-process queues.
 ///
 /// A transport that replays scripted client frames and records what the
 /// server sends, running an echo consumer through a [`Session`](crate::Session):

@@ -1,0 +1,253 @@
+//! A WebSocket over an upgraded HTTP connection: the codec (`crate::codec`)
+//! on a socket, as a [`Transport`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use estuary_core::{CloseFrame, Inbound, Transport, TransportError, WsMessage};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::codec::frame::{self, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::codec::read::{Event, Inbox, Limits, with_scratch};
+use crate::codec::write::Writer;
+
+/// A WebSocket over an upgraded HTTP connection, framed by Estuary's own
+/// RFC 6455 codec.
+///
+/// Reading: the socket is read into a buffer of the worker thread's, and
+/// only when it is readable; complete frames are decoded straight out of it.
+/// A frame that arrived in part (and whatever came after a message that is
+/// returned) is kept in a buffer of the connection's, freed once used up, so
+/// an idle connection holds no read buffer. `recv` is cancel-safe: a read
+/// that is not ready consumes nothing, and one that is is decoded in the
+/// same poll.
+///
+/// Writing: a message is queued as a header of 2 to 10 bytes beside its
+/// shared payload (a room's members all write from one copy), and what is
+/// queued goes out in vectored writes on `flush`, or on `feed` once more
+/// than `write_buffer_size` bytes are queued. A write abandoned midway keeps
+/// its progress. Pongs (and the reply to a client's close) are queued when
+/// their ping arrives, and written while `recv` waits for the next frame.
+pub struct SocketTransport {
+    io: TokioIo<Upgraded>,
+    /// The decoder, and the bytes of a frame that arrived in part.
+    inbox: Inbox,
+    writer: Writer,
+    /// The most one socket read takes.
+    read_size: usize,
+    /// Queued bytes past which `feed` writes before queueing more.
+    write_size: usize,
+    close_timeout: Duration,
+    /// A close frame was queued (no frame may follow it).
+    close_sent: bool,
+    /// The client's close frame arrived, or reading failed: nothing more
+    /// is read (except the close reply `close` waits for).
+    read_done: bool,
+    /// Reading failed on a protocol error: the bytes held are not frames.
+    failed: bool,
+}
+
+impl std::fmt::Debug for SocketTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketTransport").finish_non_exhaustive()
+    }
+}
+
+/// A socket transport's sizes and limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketConfig {
+    /// What the client may send.
+    pub(crate) limits: Limits,
+    /// The most one socket read takes.
+    pub(crate) read_size: usize,
+    /// Queued bytes past which `feed` writes first.
+    pub(crate) write_size: usize,
+    /// How long `close` waits for the closing handshake.
+    pub(crate) close_timeout: Duration,
+}
+
+impl SocketTransport {
+    /// A transport over `io`, upgraded already.
+    pub(crate) fn new(io: TokioIo<Upgraded>, config: SocketConfig) -> Self {
+        Self {
+            io,
+            inbox: Inbox::new(config.limits),
+            writer: Writer::default(),
+            read_size: config.read_size.max(1),
+            write_size: config.write_size,
+            close_timeout: config.close_timeout,
+            close_sent: false,
+            read_done: false,
+            failed: false,
+        }
+    }
+
+    /// The next frame's meaning for the session; see `Transport::recv`.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Inbound, TransportError>>> {
+        // Pongs and a close reply go out while waiting for the client. A
+        // client that sends pings and does not read the pongs is read no
+        // further once they pile up (as a blocked write would stop it).
+        if !self.writer.is_empty() {
+            match self.writer.poll_flush(&mut self.io, cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(self.fail(e.into())),
+                Poll::Pending if self.writer.queued() > self.write_size.max(MIN_PONG_BACKLOG) => {
+                    return Poll::Pending;
+                }
+                _ => {}
+            }
+        }
+        if self.read_done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.inbox.next_held() {
+                Ok(Some(event)) => return Poll::Ready(Some(Ok(self.on_event(event)))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(self.fail(e.into())),
+            }
+            let Self {
+                io, read_size, inbox, ..
+            } = self;
+            let read = with_scratch(*read_size, |scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok(match buf.filled() {
+                    [] => None,
+                    fresh => Some(inbox.absorb(fresh)),
+                }))
+            });
+            match ready!(read) {
+                Err(e) => return Poll::Ready(self.fail(TransportError::Io(e))),
+                // The connection ended (a frame cut short with it).
+                Ok(None) => {
+                    self.read_done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(Some(Ok(Some(event)))) => return Poll::Ready(Some(Ok(self.on_event(event)))),
+                Ok(Some(Ok(None))) => {}
+                Ok(Some(Err(e))) => return Poll::Ready(self.fail(e.into())),
+            }
+        }
+    }
+
+    /// What an event means for the session; answers pings and closes.
+    fn on_event(&mut self, event: Event) -> Inbound {
+        match event {
+            Event::Message(message) => Inbound::Message(message),
+            Event::Ping(payload) => {
+                if !self.close_sent {
+                    self.writer.push(OP_PONG, payload);
+                }
+                Inbound::Pong
+            }
+            Event::Pong => Inbound::Pong,
+            Event::Close(frame) => {
+                self.read_done = true;
+                self.inbox.reset();
+                if !self.close_sent {
+                    // The reply echoes the client's code (RFC 6455, 5.5.1).
+                    let reply = frame.as_ref().map(|f| CloseFrame::new(f.code(), ""));
+                    self.writer.push(OP_CLOSE, frame::close_payload(reply.as_ref()));
+                    self.close_sent = true;
+                }
+                Inbound::Close(frame)
+            }
+        }
+    }
+
+    /// Stops reading after an error, and returns it.
+    fn fail(&mut self, error: TransportError) -> Option<Result<Inbound, TransportError>> {
+        self.read_done = true;
+        self.failed = true;
+        self.inbox.reset();
+        Some(Err(error))
+    }
+
+    async fn flush_queued(&mut self) -> Result<(), TransportError> {
+        let Self { io, writer, .. } = self;
+        std::future::poll_fn(|cx| writer.poll_flush(io, cx)).await?;
+        Ok(())
+    }
+
+    /// After our close frame: reads until the client's close (or the end,
+    /// or anything unreadable), discarding data.
+    async fn await_close_reply(&mut self) {
+        // Frames the session left unread (it may have stopped reading a
+        // flood) are read through, a frame cut short included: dropping the
+        // socket with bytes unread would reset the connection, and the
+        // client could lose the close frame. After an error the bytes held
+        // are not frames: what follows is read afresh.
+        if std::mem::take(&mut self.failed) {
+            self.inbox.reset();
+        }
+        self.read_done = false;
+        loop {
+            match std::future::poll_fn(|cx| self.poll_recv(cx)).await {
+                Some(Ok(Inbound::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Pong bytes a client may leave unread before it is read no further.
+const MIN_PONG_BACKLOG: usize = 4096;
+
+impl Transport for SocketTransport {
+    async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
+        if self.close_sent {
+            return Err(TransportError::Closed);
+        }
+        // Bounded like a write buffer: past `write_size` queued bytes, what
+        // is queued goes out first.
+        if self.writer.queued() > self.write_size {
+            self.flush_queued().await?;
+        }
+        match message {
+            WsMessage::Text(text) => self.writer.push(OP_TEXT, text.into_bytes()),
+            WsMessage::Binary(bytes) => self.writer.push(OP_BINARY, bytes),
+        }
+        if self.writer.queued() > self.write_size {
+            self.flush_queued().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.flush_queued().await
+    }
+
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        if self.close_sent {
+            return Err(TransportError::Closed);
+        }
+        self.writer.push(OP_PING, bytes::Bytes::new());
+        self.flush_queued().await
+    }
+
+    async fn close(&mut self, frame: Option<CloseFrame>) {
+        let deadline = self.close_timeout;
+        let handshake = async {
+            if let Some(frame) = frame.filter(|_| !self.close_sent) {
+                self.writer.push(OP_CLOSE, frame::close_payload(Some(&frame)));
+                self.close_sent = true;
+                if self.flush_queued().await.is_err() {
+                    return;
+                }
+                // Wait for the client's close reply (the closing handshake).
+                self.await_close_reply().await;
+            } else {
+                // The client closed first: write the queued reply.
+                let _ = self.flush_queued().await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, handshake).await;
+    }
+}
