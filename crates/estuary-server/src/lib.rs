@@ -32,6 +32,7 @@
 
 mod auth;
 mod body;
+mod forwarded;
 mod hosts;
 mod include;
 mod layers;
@@ -58,6 +59,7 @@ pub use estuary_core::auth::{
     Admission, AuthChain, AuthError, AuthFuture, Authenticator, DEFAULT_MAX_USER_NAME_CHARS, Handshake,
     MAX_USER_ID_LEN, ReadyFuture, UserBoundsError, check_user_bounds,
 };
+pub use forwarded::normalize_root_path;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use layers::UnknownChannelLayer;
 pub use limits::ServerStats;

@@ -86,6 +86,13 @@ pub struct ServerConfig {
     /// a handler starts reading it (default 10 s). Past it the body fails
     /// with [`BodyTimeout`](crate::BodyTimeout).
     pub body_timeout: Duration,
+    /// The prefix the application is mounted under (daphne's
+    /// `--root-path`; `None`: none), in the form
+    /// [`normalize_root_path`](crate::normalize_root_path) gives. A request
+    /// under it routes without it (`/prefix/ws/chat/x/` as `/ws/chat/x/`),
+    /// and the scope carries it as its `root_path`; a request outside it
+    /// routes as it came (a proxy may have taken the prefix off already).
+    pub root_path: Option<String>,
 }
 
 /// File descriptors kept free below the open-file limit by the default
@@ -111,6 +118,7 @@ impl Default for ServerConfig {
             max_header_size: 16 * 1024,
             max_headers: 64,
             body_timeout: Duration::from_secs(10),
+            root_path: None,
         }
     }
 }
@@ -540,12 +548,19 @@ impl<S> Conn<S> {
         let proxies = config.trusted_proxies;
         let proxied =
             peer.is_some_and(|p| proxies.trusts(p.ip())) || (peer.is_none() && proxies.trusts_unix());
+        let root_path: Option<std::sync::Arc<str>> = config.root_path.as_deref().map(Into::into);
         let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
             if let Some(fault) = host_fault(&req) {
                 refused_request(peer, fault);
                 return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
             }
             let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
+            let secure = proxied && crate::forwarded::apply_trusted(req.headers_mut());
+            if let Some(root) = &root_path
+                && let Some(uri) = crate::forwarded::strip_root_path(req.uri(), root)
+            {
+                *req.uri_mut() = uri;
+            }
             let client = proxies.client_of(peer, req.headers());
             if !proxied && req.headers().contains_key("x-forwarded-for") {
                 untrusted_forwarding(peer);
@@ -560,7 +575,13 @@ impl<S> Conn<S> {
                 }
             }
             let ext = req.extensions_mut();
-            ext.insert(ConnectionInfo { peer, client, local });
+            ext.insert(ConnectionInfo {
+                peer,
+                client,
+                local,
+                secure,
+                root_path: root_path.clone(),
+            });
             ext.insert(runtime.clone());
             ext.insert(HandshakeTimeout(handshake_timeout));
             ext.insert(slots);

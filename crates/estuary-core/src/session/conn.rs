@@ -33,6 +33,8 @@ pub(super) struct Conn<'a, T> {
     pub(super) client_turns: u8,
     /// When the user's credential expires (a JWT's `exp`).
     pub(super) credential_deadline: Option<Instant>,
+    /// When the connection has lived its `max_lifetime`.
+    pub(super) lifetime_deadline: Option<Instant>,
     /// The check that the user is still signed in (boxed: rare).
     pub(super) recheck: Option<Box<Rechecks>>,
     pub(super) write_timeout: Duration,

@@ -307,3 +307,29 @@ async fn a_slow_recheck_does_not_hold_the_connection_up() {
         .unwrap();
     assert_eq!(outcome.code, CloseCode::CREDENTIALS_EXPIRED);
 }
+
+/// `max_lifetime` (daphne's `websocket_timeout`): a connection that lived
+/// it is closed with 1001 after what was queued for it, however busy.
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_closes_with_1001() {
+    let layer = ChannelLayerHandle::default();
+    let config = SessionConfig {
+        max_lifetime: Some(Duration::from_secs(3600)),
+        ping_interval: None,
+        ..SessionConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut running = start(&layer, config, "192.0.2.1:1000").await;
+    running
+        .to_session
+        .send(Inbound::Message(WsMessage::text("before")))
+        .unwrap();
+    assert_eq!(running.next_written().await, WsMessage::text("before"));
+    let outcome = tokio::time::timeout(Duration::from_secs(7200), running.task)
+        .await
+        .expect("closed at its lifetime")
+        .unwrap();
+    assert_eq!(outcome.code, CloseCode::GOING_AWAY);
+    assert!(!outcome.client_closed);
+    assert!(started.elapsed() >= Duration::from_secs(3600), "not before");
+}

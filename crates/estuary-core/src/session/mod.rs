@@ -255,6 +255,7 @@ impl<C: Consumer> Session<C> {
                     .unwrap_or_default();
                 Instant::now() + left
             }),
+            lifetime_deadline: self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
             write_timeout: self.config.write_timeout,
         };
         // From here on a session drains this channel: group sends may hold
@@ -311,6 +312,10 @@ impl<C: Consumer> Session<C> {
                     _ = sleep_until_opt(conn.credential_deadline) => {
                         tracing::debug!(channel = %conn.channel, "credentials expired; closing");
                         Closing::server(CloseCode::CREDENTIALS_EXPIRED, "credentials expired", true)
+                    }
+                    _ = sleep_until_opt(conn.lifetime_deadline) => {
+                        tracing::debug!(channel = %conn.channel, "max_lifetime reached; closing");
+                        Closing::server(CloseCode::GOING_AWAY, "connection lifetime reached", true)
                     }
                 },
             };
