@@ -69,13 +69,28 @@ pub enum Bind {
 
 impl std::str::FromStr for Bind {
     type Err = anyhow::Error;
+
+    /// `unix:PATH`, `IP:PORT`, or `NAME:PORT` with a host name resolved
+    /// now (`localhost:8000`; the first address it resolves to).
     fn from_str(s: &str) -> anyhow::Result<Self> {
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Bind::Unix(path.into()));
         }
-        let addr = s
-            .parse()
-            .with_context(|| format!("invalid bind address {s:?} (use HOST:PORT or unix:PATH)"))?;
+        if let Ok(addr) = s.parse() {
+            return Ok(Bind::Tcp(addr));
+        }
+        let syntax = || anyhow::anyhow!("invalid bind address {s:?} (use HOST:PORT or unix:PATH)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(syntax)?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(syntax());
+        }
+        use std::net::ToSocketAddrs as _;
+        let mut addrs = s
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the bind address {s:?}"))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the bind address {s:?} resolves to no address"))?;
         Ok(Bind::Tcp(addr))
     }
 }

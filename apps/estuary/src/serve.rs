@@ -189,13 +189,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub fn listen(config: &Config) -> anyhow::Result<Server> {
     let backlog = config.server.listen_backlog;
     let server = match config.bind()? {
-        Bind::Tcp(addr) => {
-            Server::bind_with_backlog(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?
-        }
+        Bind::Tcp(addr) => Server::bind_with_backlog(addr, backlog).map_err(|e| cannot_listen(e, &addr))?,
         Bind::Unix(path) => Server::bind_unix_with_backlog(&path, backlog)
-            .with_context(|| format!("cannot listen on {}", path.display()))?,
+            .map_err(|e| cannot_listen(e, &format!("unix:{}", path.display())))?,
     };
     Ok(server.with_config(config.server_config()?))
+}
+
+/// The error of a failed bind, with the address, and with what to do
+/// when another process holds it.
+fn cannot_listen(error: std::io::Error, addr: &dyn std::fmt::Display) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: the address is already in use (another estuary or daphne \
+             still running?); stop it, or listen elsewhere with --bind HOST:PORT (or ESTUARY_BIND)"
+        )
+    } else {
+        anyhow::Error::new(error).context(format!("cannot listen on {addr}"))
+    }
 }
 
 /// Says at startup what the configuration leaves open.
