@@ -108,6 +108,13 @@ impl std::str::FromStr for Bind {
 pub struct Config {
     /// `HOST:PORT` or `unix:PATH` (default `127.0.0.1:8000`).
     pub bind: String,
+    /// Serve on the listening socket the process inherited as this file
+    /// descriptor instead of binding `bind` (daphne's `--fd`), by
+    /// systemd's protocol: `LISTEN_FDS` counts the sockets from fd 3 (see
+    /// docs/DEPLOY.md). Without it, a socket systemd passes (`LISTEN_FDS`)
+    /// is used all the same, the first one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
     /// Host names the server answers to (Django's `ALLOWED_HOSTS`): requests
     /// with another `Host` get 400. Empty: the loopback names when bound to
     /// a loopback address, else the server refuses to start. `["*"]` allows
@@ -149,6 +156,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8000".into(),
+            fd: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

@@ -160,22 +160,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_about_openings(&config)?;
     let (workers, _) = crate::posts::workers();
     let server = listen(&config)?.with_workers(workers, layer);
+    // Before "listening": from then on, SIGTERM is a graceful shutdown.
+    let shutdown = shutdown_signal();
     match server.local_addr() {
         Some(addr) => tracing::info!(
             "estuary listening on http://{addr}/chat/ (channel layer: {})",
+            describe(&config)
+        ),
+        None if config.fd.is_some() || std::env::var_os("LISTEN_FDS").is_some() => tracing::info!(
+            "estuary listening on an inherited Unix socket (channel layer: {})",
             describe(&config)
         ),
         None => {
             tracing::info!(bind = %config.bind, "estuary listening (channel layer: {})", describe(&config))
         }
     }
-    server.serve(service, shutdown_signal()).await?;
+    server.serve(service, shutdown).await?;
     tracing::info!("estuary stopped");
     Ok(())
 }
 
 /// The server `config` describes, listening (its `bind` address and
-/// `server.listen_backlog`) but not yet accepting.
+/// `server.listen_backlog`, or the socket the process inherited: see
+/// [`crate::activation`]) but not yet accepting.
 ///
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
@@ -187,6 +194,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// # Ok(()) }
 /// ```
 pub fn listen(config: &Config) -> anyhow::Result<Server> {
+    if let Some(server) = crate::activation::inherited(config.fd)? {
+        return Ok(server.with_config(config.server_config()?));
+    }
     let backlog = config.server.listen_backlog;
     let server = match config.bind()? {
         Bind::Tcp(addr) => Server::bind_with_backlog(addr, backlog).map_err(|e| cannot_listen(e, &addr))?,

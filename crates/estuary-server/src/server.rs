@@ -123,12 +123,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// How long a connection accepted but not yet asked anything may take to
+/// send its first request once shutdown has begun.
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
+
 /// The smallest head limit hyper accepts.
 const MIN_HEADER_SIZE: usize = 8 * 1024;
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// With the socket file's path when this server made it (removed at
+    /// shutdown); `None` for a socket it was given.
+    Unix(UnixListener, Option<PathBuf>),
 }
 
 /// Serves a [`Router`](crate::Router) (or any service wrapping one) over HTTP/1.1.
@@ -209,6 +215,18 @@ impl Server {
         }
     }
 
+    /// Serves on a Unix listener you made, or one the process inherited
+    /// (systemd's socket activation): its socket file is left in place at
+    /// shutdown, for the next process.
+    pub fn from_unix(listener: UnixListener) -> Self {
+        Self {
+            listener: Listener::Unix(listener, None),
+            config: ServerConfig::default(),
+            stats: ServerStats::default(),
+            workers: None,
+        }
+    }
+
     /// Listens on a Unix socket, replacing a stale socket file, with a
     /// backlog of [`DEFAULT_LISTEN_BACKLOG`].
     pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
@@ -226,7 +244,7 @@ impl Server {
         socket.bind(path)?;
         let listener = socket.listen(backlog.max(1))?;
         Ok(Self {
-            listener: Listener::Unix(listener, path.to_owned()),
+            listener: Listener::Unix(listener, Some(path.to_owned())),
             config: ServerConfig::default(),
             stats: ServerStats::default(),
             workers: None,
@@ -367,7 +385,7 @@ impl Server {
             websockets = runtime.tracker.len(),
             "shutting down: closing WebSockets with 1001"
         );
-        if let Listener::Unix(_, path) = &self.listener {
+        if let Listener::Unix(_, Some(path)) = &self.listener {
             let _ = std::fs::remove_file(path);
         }
         drop(self.listener);
@@ -549,7 +567,11 @@ impl<S> Conn<S> {
         let proxied =
             peer.is_some_and(|p| proxies.trusts(p.ip())) || (peer.is_none() && proxies.trusts_unix());
         let root_path: Option<std::sync::Arc<str>> = config.root_path.as_deref().map(Into::into);
+        // A permit once a request has come: see the shutdown below.
+        let requested = std::sync::Arc::new(tokio::sync::Notify::new());
+        let request_came = requested.clone();
         let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            request_came.notify_one();
             if let Some(fault) = host_fault(&req) {
                 refused_request(peer, fault);
                 return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
@@ -598,8 +620,24 @@ impl<S> Conn<S> {
         let result = tokio::select! {
             result = conn.as_mut() => result,
             _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+                // A connection accepted just before shutdown whose request
+                // has not arrived yet would be closed unanswered by hyper's
+                // graceful shutdown (it closes idle connections): in a
+                // rolling restart on a shared socket, that client sees a
+                // connection closed instead of the answer. It gets its
+                // first request answered, if it comes within a second (a
+                // browser's preconnect that never sends one does not hold
+                // the shutdown up longer).
+                let grace = handshake_timeout.min(FRESH_CONNECTION_GRACE);
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = async {
+                        let _ = tokio::time::timeout(grace, requested.notified()).await;
+                    } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
             }
         };
         if let Err(error) = result {
@@ -685,22 +723,35 @@ fn too_many<B: Default>(retry_after: &'static str) -> Response<B> {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+///
+/// The handlers are installed when this is called (inside the runtime),
+/// not when the future is first polled: a SIGTERM that comes between the
+/// "listening" line and the accept loop's first turn (a supervisor's
+/// restart, a test) is a shutdown, not the default action's sudden death.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        // Outside a runtime the handlers could not be installed above:
+        // installed now, on the first poll.
+        let mut interrupt = interrupt.or_else(|_| signal(SignalKind::interrupt())).ok();
+        let mut terminate = terminate.or_else(|_| signal(SignalKind::terminate())).ok();
+        let int = async {
+            match &mut interrupt {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let term = async {
+            match &mut terminate {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = int => tracing::info!("SIGINT received"),
+            () = term => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }

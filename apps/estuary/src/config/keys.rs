@@ -56,6 +56,8 @@ macro_rules! settings {
 settings! {
     "bind", "bind", "ESTUARY_BIND", Text,
         "Address to listen on: HOST:PORT or unix:PATH [default: 127.0.0.1:8000]";
+    "fd", "fd", "ESTUARY_FD", Integer,
+        "Serve on this inherited listening socket (systemd's LISTEN_FDS protocol, fds from 3) instead of --bind";
     "allowed_hosts", "allowed-hosts", "ESTUARY_ALLOWED_HOSTS", List,
         "Host names the server answers to, comma-separated (Django's ALLOWED_HOSTS; * for any) [default: the loopback names when bound to loopback]";
     "allowed_origins", "allowed-origins", "ESTUARY_ALLOWED_ORIGINS", List,
