@@ -115,6 +115,13 @@ pub struct Config {
     /// is used all the same, the first one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<u32>,
+    /// TLS on the port: the certificate chain (PEM, the server's first),
+    /// with `tls_key`. Both files are read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Host names the server answers to (Django's `ALLOWED_HOSTS`): requests
     /// with another `Host` get 400. Empty: the loopback names when bound to
     /// a loopback address, else the server refuses to start. `["*"]` allows
@@ -157,6 +164,8 @@ impl Default for Config {
         Self {
             bind: "127.0.0.1:8000".into(),
             fd: None,
+            tls_cert: None,
+            tls_key: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

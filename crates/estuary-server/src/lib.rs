@@ -48,6 +48,8 @@ mod service;
 mod settings;
 pub mod sse;
 mod throttle;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 #[cfg(feature = "serde")]
 mod websocket_settings;
@@ -72,6 +74,8 @@ pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
 pub use server_settings::{ServerSettings, ServerSettingsError};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
+#[cfg(feature = "tls")]
+pub use tls::{TlsError, TlsErrorKind, TlsFiles};
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};
 #[cfg(feature = "serde")]
 pub use websocket_settings::{SlowClient, WebSocketSettings, WebSocketSettingsError};

@@ -93,6 +93,11 @@ pub struct ServerConfig {
     /// and the scope carries it as its `root_path`; a request outside it
     /// routes as it came (a proxy may have taken the prefix off already).
     pub root_path: Option<String>,
+    /// TLS on this port (`None`, the default: plain TCP). The handshake
+    /// shares [`handshake_timeout`](Self::handshake_timeout); the scope's
+    /// scheme is then `wss`. Unix sockets stay plain.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::TlsFiles>,
 }
 
 /// File descriptors kept free below the open-file limit by the default
@@ -119,6 +124,8 @@ impl Default for ServerConfig {
             max_headers: 64,
             body_timeout: Duration::from_secs(10),
             root_path: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -367,8 +374,14 @@ impl Server {
                         slots,
                         peer,
                         local,
+                        tls: false,
                     };
                     match io {
+                        #[cfg(feature = "tls")]
+                        Io::Tcp(s) if self.config.tls.is_some() => {
+                            let acceptor = self.config.tls.as_ref().map(crate::TlsFiles::acceptor);
+                            connections.spawn(conn.run_tls(s, acceptor))
+                        }
                         Io::Tcp(s) => connections.spawn(conn.run(s)),
                         Io::Unix(s) => connections.spawn(conn.run(s)),
                     };
@@ -537,9 +550,34 @@ struct Conn<S> {
     slots: Slots,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    /// The connection came over TLS to this server.
+    tls: bool,
 }
 
 impl<S> Conn<S> {
+    /// The TLS handshake (within the handshake timeout), then [`run`](Self::run).
+    #[cfg(feature = "tls")]
+    async fn run_tls<B>(mut self, io: tokio::net::TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>)
+    where
+        S: tower::Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+        B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(acceptor) = acceptor else {
+            return self.run(io).await;
+        };
+        match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => {
+                self.tls = true;
+                self.run(stream).await;
+            }
+            Ok(Err(error)) => tracing::debug!(%error, peer = ?self.peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = ?self.peer, "TLS handshake timed out"),
+        }
+    }
+
     async fn run<I, B>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -558,6 +596,7 @@ impl<S> Conn<S> {
             slots,
             peer,
             local,
+            tls,
         } = self;
         let shutdown = runtime.shutdown.clone();
         let handshake_timeout = config.handshake_timeout;
@@ -577,7 +616,8 @@ impl<S> Conn<S> {
                 return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
             }
             let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
-            let secure = proxied && crate::forwarded::apply_trusted(req.headers_mut());
+            let forwarded_secure = proxied && crate::forwarded::apply_trusted(req.headers_mut());
+            let secure = tls || forwarded_secure;
             if let Some(root) = &root_path
                 && let Some(uri) = crate::forwarded::strip_root_path(req.uri(), root)
             {

@@ -172,6 +172,8 @@ impl ServerSettings {
             max_headers: self.max_headers,
             body_timeout: Duration::from_secs(self.body_timeout),
             root_path: crate::normalize_root_path(&self.root_path),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 }

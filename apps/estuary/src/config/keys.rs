@@ -58,6 +58,10 @@ settings! {
         "Address to listen on: HOST:PORT or unix:PATH [default: 127.0.0.1:8000]";
     "fd", "fd", "ESTUARY_FD", Integer,
         "Serve on this inherited listening socket (systemd's LISTEN_FDS protocol, fds from 3) instead of --bind";
+    "tls_cert", "tls-cert", "ESTUARY_TLS_CERT", Text,
+        "TLS certificate chain (PEM) to serve https/wss on the port, with --tls-key; reread on SIGHUP";
+    "tls_key", "tls-key", "ESTUARY_TLS_KEY", Text,
+        "TLS private key (PEM) of --tls-cert";
     "allowed_hosts", "allowed-hosts", "ESTUARY_ALLOWED_HOSTS", List,
         "Host names the server answers to, comma-separated (Django's ALLOWED_HOSTS; * for any) [default: the loopback names when bound to loopback]";
     "allowed_origins", "allowed-origins", "ESTUARY_ALLOWED_ORIGINS", List,
