@@ -32,6 +32,7 @@
 
 mod auth;
 mod body;
+mod connection;
 mod forwarded;
 mod hosts;
 mod include;
@@ -42,10 +43,12 @@ mod proxy;
 mod route;
 mod router;
 mod server;
+mod server_config;
 #[cfg(feature = "serde")]
 mod server_settings;
 mod service;
 mod settings;
+mod signal;
 pub mod sse;
 mod throttle;
 #[cfg(feature = "tls")]
@@ -69,11 +72,13 @@ pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError, PatternErrorKind};
 pub use router::{ConnectionInfo, Router, Runtime};
-pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
+pub use server::{DEFAULT_LISTEN_BACKLOG, Server};
+pub use server_config::ServerConfig;
 #[cfg(feature = "serde")]
 pub use server_settings::{ServerSettings, ServerSettingsError};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
+pub use signal::shutdown_signal;
 #[cfg(feature = "tls")]
 pub use tls::{TlsError, TlsErrorKind, TlsFiles};
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};
