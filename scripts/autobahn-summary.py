@@ -35,6 +35,9 @@ def main():
     results = {}
     for cases in json.loads(report.read_text()).values():
         results.update(cases)
+    if not results:
+        print(f"autobahn: the report at {report} holds no case: nothing was tested", file=sys.stderr)
+        return 2
     passed, failed, skipped = 0, [], 0
     for case in sorted(results, key=case_order):
         behaviour, close = results[case].get("behavior"), results[case].get("behaviorClose")

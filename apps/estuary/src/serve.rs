@@ -4,7 +4,9 @@ use anyhow::Context as _;
 
 use estuary::InMemoryChannelLayer;
 use estuary::prelude::*;
-use estuary::server::{AllowedHostsService, AuthService, OriginLayer, OriginService, RouterService};
+use estuary::server::{
+    AllowedHostsService, AuthService, OriginLayer, OriginService, RouterService, TlsFiles,
+};
 use tower::Layer as _;
 
 use crate::announce::Announcer;
@@ -159,23 +161,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     auth.ready().await?;
     warn_about_openings(&config)?;
     let (workers, _) = crate::posts::workers();
-    let server = listen(&config)?.with_workers(workers, layer);
+    let tls = tls_files(&config)?;
+    let server = listen_with(&config, tls.clone())?.with_workers(workers, layer);
+    // Before "listening": from then on, SIGTERM is a graceful shutdown (and
+    // SIGHUP rereads the TLS files).
+    let shutdown = shutdown_signal();
+    if let Some(tls) = tls.clone() {
+        reload_on_sighup(tls)?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     match server.local_addr() {
         Some(addr) => tracing::info!(
-            "estuary listening on http://{addr}/chat/ (channel layer: {})",
+            "estuary listening on {scheme}://{addr}/chat/ (channel layer: {})",
+            describe(&config)
+        ),
+        None if config.fd.is_some() || std::env::var_os("LISTEN_FDS").is_some() => tracing::info!(
+            "estuary listening on an inherited Unix socket (channel layer: {})",
             describe(&config)
         ),
         None => {
             tracing::info!(bind = %config.bind, "estuary listening (channel layer: {})", describe(&config))
         }
     }
-    server.serve(service, shutdown_signal()).await?;
+    server.serve(service, shutdown).await?;
     tracing::info!("estuary stopped");
     Ok(())
 }
 
 /// The server `config` describes, listening (its `bind` address and
-/// `server.listen_backlog`) but not yet accepting.
+/// `server.listen_backlog`, or the socket the process inherited: see
+/// [`crate::activation`]) but not yet accepting.
 ///
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
@@ -187,15 +202,64 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// # Ok(()) }
 /// ```
 pub fn listen(config: &Config) -> anyhow::Result<Server> {
+    listen_with(config, tls_files(config)?)
+}
+
+/// The certificate and key of `tls_cert` and `tls_key`, read (`None`
+/// without them).
+pub fn tls_files(config: &Config) -> anyhow::Result<Option<TlsFiles>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles::load(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Rereads the TLS files on every SIGHUP (a renewal): the next handshake
+/// uses them, open connections keep theirs; a pair that does not load is
+/// logged and the previous one stays. Installs the handler now.
+fn reload_on_sighup(tls: TlsFiles) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS reload failed; the previous certificate stays")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// [`listen`] with the TLS files already read.
+fn listen_with(config: &Config, tls: Option<TlsFiles>) -> anyhow::Result<Server> {
+    let mut server_config = config.server_config()?;
+    server_config.tls = tls;
+    if let Some(server) = crate::activation::inherited(config.fd)? {
+        return Ok(server.with_config(server_config));
+    }
     let backlog = config.server.listen_backlog;
     let server = match config.bind()? {
-        Bind::Tcp(addr) => {
-            Server::bind_with_backlog(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?
-        }
+        Bind::Tcp(addr) => Server::bind_with_backlog(addr, backlog).map_err(|e| cannot_listen(e, &addr))?,
         Bind::Unix(path) => Server::bind_unix_with_backlog(&path, backlog)
-            .with_context(|| format!("cannot listen on {}", path.display()))?,
+            .map_err(|e| cannot_listen(e, &format!("unix:{}", path.display())))?,
     };
-    Ok(server.with_config(config.server_config()?))
+    Ok(server.with_config(server_config))
+}
+
+/// The error of a failed bind, with the address, and with what to do
+/// when another process holds it.
+fn cannot_listen(error: std::io::Error, addr: &dyn std::fmt::Display) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: the address is already in use (another estuary or daphne \
+             still running?); stop it, or listen elsewhere with --bind HOST:PORT (or ESTUARY_BIND)"
+        )
+    } else {
+        anyhow::Error::new(error).context(format!("cannot listen on {addr}"))
+    }
 }
 
 /// Says at startup what the configuration leaves open.

@@ -332,6 +332,8 @@ pub struct Scope {
     cookies: OnceLock<HashMap<String, String>>,
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
+    secure: bool,
+    root_path: String,
     subprotocols: Vec<String>,
     params: Vec<(Arc<str>, String)>,
     user: Option<User>,
@@ -353,6 +355,8 @@ impl Scope {
                 cookies: OnceLock::new(),
                 client: None,
                 server: None,
+                secure: false,
+                root_path: String::new(),
                 subprotocols: Vec::new(),
                 params: Vec::new(),
                 user: None,
@@ -440,6 +444,35 @@ impl Scope {
         self.server
     }
 
+    /// ASGI's `scheme`: `"wss"` when the client's connection is encrypted
+    /// (TLS to this server, or `X-Forwarded-Proto: https` from a trusted
+    /// proxy), else `"ws"`.
+    ///
+    /// ```
+    /// use estuary_core::Scope;
+    ///
+    /// assert_eq!(Scope::builder("/ws/").build().scheme(), "ws");
+    /// assert_eq!(Scope::builder("/ws/").secure(true).build().scheme(), "wss");
+    /// ```
+    pub fn scheme(&self) -> &'static str {
+        if self.secure { "wss" } else { "ws" }
+    }
+
+    /// ASGI's `root_path`: the prefix the application is mounted under
+    /// (`--root-path`; empty when none). [`path`](Self::path) is the path
+    /// below it, the one routes match.
+    ///
+    /// ```
+    /// use estuary_core::Scope;
+    ///
+    /// let scope = Scope::builder("/ws/chat/lobby/").root_path("/realtime").build();
+    /// assert_eq!(scope.root_path(), "/realtime");
+    /// assert_eq!(scope.path(), "/ws/chat/lobby/");
+    /// ```
+    pub fn root_path(&self) -> &str {
+        &self.root_path
+    }
+
     /// The subprotocols the client offered, in its order of preference.
     pub fn subprotocols(&self) -> &[String] {
         &self.subprotocols
@@ -514,6 +547,8 @@ impl fmt::Debug for Scope {
             .field("path", &self.path)
             .field("query_string", &self.query_string)
             .field("client", &self.client)
+            .field("scheme", &self.scheme())
+            .field("root_path", &self.root_path)
             .field("params", &self.params)
             .field("user", &self.user)
             .field("data", &self.data)
@@ -556,6 +591,18 @@ impl ScopeBuilder {
     /// Sets the server's address.
     pub fn server(mut self, addr: SocketAddr) -> Self {
         self.scope.server = Some(addr);
+        self
+    }
+
+    /// Marks the client's connection as encrypted ([`Scope::scheme`] `"wss"`).
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.scope.secure = secure;
+        self
+    }
+
+    /// Sets the prefix the application is mounted under ([`Scope::root_path`]).
+    pub fn root_path(mut self, root_path: impl Into<String>) -> Self {
+        self.scope.root_path = root_path.into();
         self
     }
 

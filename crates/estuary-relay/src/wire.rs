@@ -230,9 +230,11 @@ pub(crate) struct ScopeRules<'a> {
 /// `self.scope`); with `headers` only for `websocket.connect`.
 pub(crate) fn scope(scope: &Scope, groups: &[String], rules: &ScopeRules<'_>, headers: bool) -> Bytes {
     let text = |s: &str| Value::from(s);
-    let mut map: Vec<(Value, Value)> = Vec::with_capacity(11);
+    let mut map: Vec<(Value, Value)> = Vec::with_capacity(13);
     map.push((text("type"), text("websocket")));
+    map.push((text("scheme"), text(scope.scheme())));
     map.push((text("path"), text(scope.path())));
+    map.push((text("root_path"), text(scope.root_path())));
     map.push((
         text("query_string"),
         Value::Binary(scope.query_string().as_bytes().to_vec()),

@@ -61,6 +61,8 @@ async fn the_worker_accepts_and_answers_with_the_scope_and_state_it_set() {
     assert_eq!(connect["state"], json!({}));
     let scope = &connect["scope"];
     assert_eq!(scope["type"], "websocket");
+    assert_eq!(scope["scheme"], "ws");
+    assert_eq!(scope["root_path"], "");
     assert_eq!(scope["path"], "/ws/chat/lobby/7/");
     assert_eq!(scope["query_string"], json!({"bin": "page=3&other=x"}));
     assert_eq!(scope["query"], json!({"lang": "en", "page": "3"}));

@@ -33,6 +33,8 @@
 mod auth;
 mod body;
 mod codec;
+mod connection;
+mod forwarded;
 mod hosts;
 mod include;
 mod layers;
@@ -42,13 +44,17 @@ mod proxy;
 mod route;
 mod router;
 mod server;
+mod server_config;
 #[cfg(feature = "serde")]
 mod server_settings;
 mod service;
 mod settings;
+mod signal;
 mod socket;
 pub mod sse;
 mod throttle;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 #[cfg(feature = "serde")]
 mod websocket_settings;
@@ -60,6 +66,7 @@ pub use estuary_core::auth::{
     Admission, AuthChain, AuthError, AuthFuture, Authenticator, DEFAULT_MAX_USER_NAME_CHARS, Handshake,
     MAX_USER_ID_LEN, ReadyFuture, UserBoundsError, check_user_bounds,
 };
+pub use forwarded::normalize_root_path;
 pub use hosts::{AllowedHosts, AllowedHostsLayer, AllowedHostsService, LOOPBACK_HOSTS};
 pub use layers::UnknownChannelLayer;
 pub use limits::ServerStats;
@@ -67,11 +74,15 @@ pub use origin::{OriginLayer, OriginService};
 pub use proxy::{InvalidProxy, TrustedProxies};
 pub use route::{PathPattern, PatternError, PatternErrorKind};
 pub use router::{ConnectionInfo, Router, Runtime};
-pub use server::{DEFAULT_LISTEN_BACKLOG, Server, ServerConfig, shutdown_signal};
+pub use server::{DEFAULT_LISTEN_BACKLOG, Server};
+pub use server_config::ServerConfig;
 #[cfg(feature = "serde")]
 pub use server_settings::{ServerSettings, ServerSettingsError};
 pub use service::{InMemoryConnection, RouterService};
 pub use settings::WsSettings;
+pub use signal::shutdown_signal;
+#[cfg(feature = "tls")]
+pub use tls::{TlsError, TlsErrorKind, TlsFiles};
 pub use transport::{AnyTransport, MemoryClient, MemoryTransport, ServerFrame, SocketTransport};
 #[cfg(feature = "serde")]
 pub use websocket_settings::{SlowClient, WebSocketSettings, WebSocketSettingsError};

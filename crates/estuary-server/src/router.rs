@@ -113,6 +113,14 @@ pub struct ConnectionInfo {
     pub client: Option<SocketAddr>,
     /// The local address the connection arrived on.
     pub local: Option<SocketAddr>,
+    /// The client's connection is encrypted: TLS to this server, or a
+    /// trusted proxy's `X-Forwarded-Proto: https` (the scope's `scheme`
+    /// is then `wss`).
+    pub secure: bool,
+    /// The prefix the application is mounted under
+    /// ([`ServerConfig::root_path`](crate::ServerConfig::root_path)), taken
+    /// off the request's path before routing; the scope's `root_path`.
+    pub root_path: Option<Arc<str>>,
 }
 
 /// Where accepted WebSockets run: the server's task tracker and shutdown

@@ -9,118 +9,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixSocket};
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
-use crate::body::TimedBody;
-use crate::limits::{ServerStats, Slots, open_file_limit};
-use crate::proxy::TrustedProxies;
-use crate::router::{ConnectionInfo, Runtime};
-use crate::service::HandshakeTimeout;
-use estuary_core::{AddressRateLimiter, ChannelLayerHandle, ChannelNameRouter, RateLimit};
-
-/// Server-wide settings. The defaults are safe for a public server: every
-/// limit is on, and each refusal is a clear HTTP status, counted in
-/// [`ServerStats`].
-///
-/// | limit | default | past it |
-/// |---|---|---|
-/// | `max_connections` | the open-file limit less 256 | `503`, closed |
-/// | `max_connections_per_ip` | 1,000 | `429`, closed |
-/// | `handshake_rate` | 50/s per address, bursts of 200 | `429` + `Retry-After` |
-/// | `max_header_size` | 16 KiB | `431` |
-/// | `max_headers` | 64 | `431` |
-/// | `body_timeout` | 10 s | the body fails with [`BodyTimeout`](crate::BodyTimeout) |
-/// | `handshake_timeout` | 10 s | connection closed (headers), `504` (`connect`) |
-///
-/// ```
-/// use std::time::Duration;
-/// use estuary_server::ServerConfig;
-///
-/// let config = ServerConfig { shutdown_timeout: Duration::from_secs(5), ..ServerConfig::default() };
-/// assert_eq!(config.handshake_timeout, Duration::from_secs(10));
-/// assert_eq!(config.max_header_size, 16 * 1024);
-/// ```
-///
-/// With the `serde` feature it deserializes through `ServerSettings`, its form as
-/// plain values, checked as the constructors check (an invalid value is an
-/// error naming its key).
-#[derive(Debug, Clone)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "crate::server_settings::ServerSettings"))]
-pub struct ServerConfig {
-    /// How long a client may take to send its request headers, and a
-    /// consumer's `connect` to decide (default 10 s).
-    pub handshake_timeout: Duration,
-    /// How long shutdown waits for connections to close after telling every
-    /// WebSocket 1001 (default 10 s); then the rest are dropped.
-    pub shutdown_timeout: Duration,
-    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed.
-    pub trusted_proxies: TrustedProxies,
-    /// Connections open at once, HTTP and WebSocket (`None`: no limit). A
-    /// connection past it is answered `503` and closed. Default: the
-    /// process's open-file limit less 256 (kept for the channel layer, logs
-    /// and the listener), so that the server refuses cleanly instead of
-    /// failing `accept` and every file it opens.
-    pub max_connections: Option<usize>,
-    /// Connections open at once per client address (IPv6 per /64; `None`:
-    /// no limit; default 1,000). Counted on the TCP peer, or, for peers
-    /// that are trusted proxies, per WebSocket on the client address the
-    /// proxy reports. Past it: `429`.
-    pub max_connections_per_ip: Option<usize>,
-    /// WebSocket handshakes per second per client address (default 50, in
-    /// bursts of 200; `None`: no limit). Past it: `429` with `Retry-After`.
-    pub handshake_rate: Option<RateLimit>,
-    /// Largest request head (request line and headers) in bytes; past it
-    /// `431` (default 16 KiB; at least 8 KiB). nginx's default is 8 KiB
-    /// per header line.
-    pub max_header_size: usize,
-    /// Most header fields in a request (default 64); past it `431`.
-    pub max_headers: usize,
-    /// How long a request body may take to arrive in full, from the moment
-    /// a handler starts reading it (default 10 s). Past it the body fails
-    /// with [`BodyTimeout`](crate::BodyTimeout).
-    pub body_timeout: Duration,
-}
-
-/// File descriptors kept free below the open-file limit by the default
-/// [`ServerConfig::max_connections`].
-const RESERVED_FILES: usize = 256;
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(10),
-            trusted_proxies: TrustedProxies::default(),
-            max_connections: Some(
-                open_file_limit()
-                    .map_or(10_000, |n| n.saturating_sub(RESERVED_FILES))
-                    .max(1),
-            ),
-            max_connections_per_ip: Some(1_000),
-            handshake_rate: Some(RateLimit {
-                per_second: 50.0,
-                burst: 200,
-            }),
-            max_header_size: 16 * 1024,
-            max_headers: 64,
-            body_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The smallest head limit hyper accepts.
-const MIN_HEADER_SIZE: usize = 8 * 1024;
+use crate::connection::Conn;
+use crate::limits::{ServerStats, Slots};
+use crate::router::Runtime;
+use crate::server_config::ServerConfig;
+use crate::throttle::{PER_IP_REFUSED, refused_log};
+use estuary_core::{AddressRateLimiter, ChannelLayerHandle, ChannelNameRouter};
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// With the socket file's path when this server made it (removed at
+    /// shutdown); `None` for a socket it was given.
+    Unix(UnixListener, Option<PathBuf>),
 }
 
 /// Serves a [`Router`](crate::Router) (or any service wrapping one) over HTTP/1.1.
@@ -201,6 +104,18 @@ impl Server {
         }
     }
 
+    /// Serves on a Unix listener you made, or one the process inherited
+    /// (systemd's socket activation): its socket file is left in place at
+    /// shutdown, for the next process.
+    pub fn from_unix(listener: UnixListener) -> Self {
+        Self {
+            listener: Listener::Unix(listener, None),
+            config: ServerConfig::default(),
+            stats: ServerStats::default(),
+            workers: None,
+        }
+    }
+
     /// Listens on a Unix socket, replacing a stale socket file, with a
     /// backlog of [`DEFAULT_LISTEN_BACKLOG`].
     pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
@@ -218,7 +133,7 @@ impl Server {
         socket.bind(path)?;
         let listener = socket.listen(backlog.max(1))?;
         Ok(Self {
-            listener: Listener::Unix(listener, path.to_owned()),
+            listener: Listener::Unix(listener, Some(path.to_owned())),
             config: ServerConfig::default(),
             stats: ServerStats::default(),
             workers: None,
@@ -341,8 +256,14 @@ impl Server {
                         slots,
                         peer,
                         local,
+                        tls: false,
                     };
                     match io {
+                        #[cfg(feature = "tls")]
+                        Io::Tcp(s) if self.config.tls.is_some() => {
+                            let acceptor = self.config.tls.as_ref().map(crate::TlsFiles::acceptor);
+                            connections.spawn(conn.run_tls(s, acceptor))
+                        }
                         Io::Tcp(s) => connections.spawn(conn.run(s)),
                         Io::Unix(s) => connections.spawn(conn.run(s)),
                     };
@@ -359,7 +280,7 @@ impl Server {
             websockets = runtime.tracker.len(),
             "shutting down: closing WebSockets with 1001"
         );
-        if let Listener::Unix(_, path) = &self.listener {
+        if let Listener::Unix(_, Some(path)) = &self.listener {
             let _ = std::fs::remove_file(path);
         }
         drop(self.listener);
@@ -426,33 +347,6 @@ enum Refusal {
 }
 
 static TOTAL_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
-static PER_IP_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
-static UNTRUSTED_FORWARDING: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(60));
-
-/// A peer that is not a trusted proxy sent `X-Forwarded-For`: either a
-/// client lying about its address (ignored), or a proxy the operator forgot
-/// to trust, whose clients then all count as one address in every
-/// per-address limit. Said once a minute.
-fn untrusted_forwarding(peer: Option<SocketAddr>) {
-    if let Some(held_back) = UNTRUSTED_FORWARDING.allow(std::time::Instant::now()) {
-        tracing::warn!(
-            ?peer,
-            held_back,
-            "X-Forwarded-For from a peer not in trusted_proxies: ignored; if this is your reverse \
-             proxy, add it to trusted_proxies, or all its clients count as one address in the \
-             per-address limits"
-        );
-    }
-}
-
-static HANDSHAKES_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
-
-fn refused_log(throttle: &estuary_core::Throttle, peer: Option<SocketAddr>, limit: &'static str) {
-    if let Some(held_back) = throttle.allow(std::time::Instant::now()) {
-        tracing::warn!(?peer, limit, held_back, "connection refused: limit reached");
-    }
-}
-
 /// Answers a refused connection with a minimal response and closes it,
 /// without reading its request (bounded: a peer that does not read gets
 /// dropped after a second).
@@ -499,187 +393,5 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Option<SocketAddr>)> {
             let (s, _) = l.accept().await?;
             Ok((Io::Unix(s), None))
         }
-    }
-}
-
-struct Conn<S> {
-    service: S,
-    runtime: Runtime,
-    config: ServerConfig,
-    stats: ServerStats,
-    handshakes: Option<AddressRateLimiter>,
-    slots: Slots,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-}
-
-impl<S> Conn<S> {
-    async fn run<I, B>(self, io: I)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: tower::Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-        B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let Conn {
-            service,
-            runtime,
-            config,
-            stats,
-            handshakes,
-            slots,
-            peer,
-            local,
-        } = self;
-        let shutdown = runtime.shutdown.clone();
-        let handshake_timeout = config.handshake_timeout;
-        let body_timeout = config.body_timeout;
-        let per_ip = config.max_connections_per_ip;
-        let proxies = config.trusted_proxies;
-        let proxied =
-            peer.is_some_and(|p| proxies.trusts(p.ip())) || (peer.is_none() && proxies.trusts_unix());
-        let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            if let Some(fault) = host_fault(&req) {
-                refused_request(peer, fault);
-                return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
-            }
-            let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)));
-            let client = proxies.client_of(peer, req.headers());
-            if !proxied && req.headers().contains_key("x-forwarded-for") {
-                untrusted_forwarding(peer);
-            }
-            let upgrade = req.headers().contains_key(http::header::SEC_WEBSOCKET_KEY);
-            let mut slots = slots.clone();
-            if upgrade {
-                if let Some(refused) =
-                    admit_handshake(&handshakes, &stats, client, proxied, per_ip, &mut slots)
-                {
-                    return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
-                }
-            }
-            let ext = req.extensions_mut();
-            ext.insert(ConnectionInfo { peer, client, local });
-            ext.insert(runtime.clone());
-            ext.insert(HandshakeTimeout(handshake_timeout));
-            ext.insert(slots);
-            futures_util::future::Either::Right(service.clone().oneshot(req))
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(handshake_timeout)
-            .max_buf_size(config.max_header_size.max(MIN_HEADER_SIZE))
-            .max_headers(config.max_headers)
-            .serve_connection(TokioIo::new(io), hyper_service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%error, ?peer, "HTTP connection ended with an error");
-        }
-    }
-}
-
-/// The handshake rate and, behind a trusted proxy, the per-address count
-/// of WebSockets. `Some(response)` refuses the handshake; else the slot
-/// taken joins `slots`.
-fn admit_handshake<B: Default>(
-    handshakes: &Option<AddressRateLimiter>,
-    stats: &ServerStats,
-    client: Option<SocketAddr>,
-    proxied: bool,
-    per_ip: Option<usize>,
-    slots: &mut Slots,
-) -> Option<Response<B>> {
-    let ip = client.map(|c| c.ip())?;
-    if handshakes.as_ref().is_some_and(|limiter| !limiter.check(ip)) {
-        stats.count_handshake_refused();
-        refused_log(&HANDSHAKES_REFUSED, client, "handshake_rate");
-        return Some(too_many("1"));
-    }
-    if let (true, Some(max)) = (proxied, per_ip) {
-        match stats.open_for(ip, max) {
-            Some(slot) => slots.0.push(std::sync::Arc::new(slot)),
-            None => {
-                refused_log(&PER_IP_REFUSED, client, "max_connections_per_ip");
-                return Some(too_many("5"));
-            }
-        }
-    }
-    None
-}
-
-/// RFC 9112 3.2: a request with more than one `Host`, or an HTTP/1.1
-/// request with none, gets 400. Two `Host` headers are how a request is
-/// made to mean one host to a proxy and another to the server (the host
-/// check reads the first; something behind it may read the last).
-fn host_fault<B>(req: &Request<B>) -> Option<&'static str> {
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Some("more than one Host header"),
-        (None, _) if req.version() == http::Version::HTTP_11 => Some("HTTP/1.1 request without Host"),
-        _ => None,
-    }
-}
-
-static REQUESTS_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
-
-fn refused_request(peer: Option<SocketAddr>, fault: &'static str) {
-    if let Some(held_back) = REQUESTS_REFUSED.allow(std::time::Instant::now()) {
-        tracing::warn!(
-            ?peer,
-            fault,
-            held_back,
-            "request refused with 400 (a broken client or a request-smuggling attempt; if a proxy \
-             in front sends this, fix its configuration)"
-        );
-    }
-}
-
-/// An empty 400 that closes the connection.
-fn bad_request<B: Default>() -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = http::StatusCode::BAD_REQUEST;
-    response
-        .headers_mut()
-        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    response
-}
-
-fn too_many<B: Default>(retry_after: &'static str) -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static(retry_after),
-    );
-    response
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }

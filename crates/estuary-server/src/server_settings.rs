@@ -60,6 +60,11 @@ pub struct ServerSettings {
     /// second and retry. Given to [`Server::bind_with_backlog`](crate::Server::bind_with_backlog),
     /// not part of a `ServerConfig`.
     pub listen_backlog: u32,
+    /// The prefix the application is mounted under (daphne's
+    /// `--root-path`; empty: none): `/realtime/ws/chat/x/` routes as
+    /// `/ws/chat/x/`, with `root_path` `/realtime` in the scope. See
+    /// [`ServerConfig::root_path`].
+    pub root_path: String,
 }
 
 impl Default for ServerSettings {
@@ -76,6 +81,7 @@ impl Default for ServerSettings {
             max_headers: d.max_headers,
             body_timeout: d.body_timeout.as_secs(),
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            root_path: String::new(),
         }
     }
 }
@@ -95,6 +101,10 @@ pub enum ServerSettingsError {
     /// `handshake_rate` negative or not a number.
     #[error("handshake_rate: must be a number of at least 0 (0: no limit)")]
     Rate,
+    /// `root_path` is not a URL path (it holds `?`, `#`, `%`, a space or a
+    /// control character).
+    #[error("root_path: must be a URL path such as /realtime (no ?, #, %, spaces)")]
+    RootPath,
 }
 
 impl ServerSettingsError {
@@ -104,6 +114,7 @@ impl ServerSettingsError {
             Self::Zero { key } => key,
             Self::HeaderSize => "max_header_size",
             Self::Rate => "handshake_rate",
+            Self::RootPath => "root_path",
         }
     }
 }
@@ -116,6 +127,13 @@ impl ServerSettings {
         }
         if !(self.handshake_rate.is_finite() && self.handshake_rate >= 0.0) {
             return Err(ServerSettingsError::Rate);
+        }
+        if self
+            .root_path
+            .chars()
+            .any(|c| matches!(c, '?' | '#' | '%') || c.is_whitespace() || c.is_control())
+        {
+            return Err(ServerSettingsError::RootPath);
         }
         for (key, value) in [
             ("handshake_timeout", self.handshake_timeout),
@@ -153,6 +171,9 @@ impl ServerSettings {
             max_header_size: self.max_header_size,
             max_headers: self.max_headers,
             body_timeout: Duration::from_secs(self.body_timeout),
+            root_path: crate::normalize_root_path(&self.root_path),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 }
@@ -178,6 +199,7 @@ mod tests {
             ("max_headers = 0", "max_headers: must be at least 1"),
             ("body_timeout = 0", "body_timeout: must be at least 1"),
             ("listen_backlog = 0", "listen_backlog: must be at least 1"),
+            ("root_path = \"/a b\"", "root_path: must be a URL path"),
             ("timeout = 3", "unknown field `timeout`"),
         ] {
             let error = toml::from_str::<ServerConfig>(text).unwrap_err().to_string();

@@ -334,6 +334,10 @@ impl RouterService {
         if let Some(local) = info.local {
             builder = builder.server(local);
         }
+        if let Some(root_path) = &info.root_path {
+            builder = builder.root_path(root_path.as_ref());
+        }
+        builder = builder.secure(info.secure);
         for (name, value) in params {
             builder = builder.param(name, value);
         }

@@ -110,6 +110,10 @@ pub struct WebSocketSettings {
     pub max_event_size: usize,
     /// Groups one connection may be in (at least 1).
     pub max_groups: usize,
+    /// Seconds a connection may stay open (daphne's `websocket_timeout`;
+    /// 0, the default: no limit). Past it the connection is closed with
+    /// 1001 (going away), reason `"connection lifetime reached"`.
+    pub max_lifetime: u64,
 }
 
 impl Default for WebSocketSettings {
@@ -143,6 +147,7 @@ impl Default for WebSocketSettings {
             control_rate_limit: s.control_rate_limit.map_or(0.0, |r| r.per_second),
             max_event_size: s.max_event_size,
             max_groups: s.max_groups,
+            max_lifetime: s.max_lifetime.map_or(0, |d| d.as_secs()),
         }
     }
 }
@@ -266,6 +271,7 @@ impl WebSocketSettings {
         session.control_rate_limit = limit(self.control_rate_limit, control_burst);
         session.max_event_size = self.max_event_size;
         session.max_groups = self.max_groups.max(1);
+        session.max_lifetime = (self.max_lifetime > 0).then(|| Duration::from_secs(self.max_lifetime));
         settings
     }
 }
@@ -345,9 +351,11 @@ mod tests {
         );
         assert!(s.address_rate_limit.is_none() && ds.address_rate_limit.is_none());
         assert_eq!(
-            (s.max_event_size, s.max_groups),
-            (ds.max_event_size, ds.max_groups)
+            (s.max_event_size, s.max_groups, s.max_lifetime),
+            (ds.max_event_size, ds.max_groups, ds.max_lifetime)
         );
+        let lived: WsSettings = toml::from_str("max_lifetime = 86400").unwrap();
+        assert_eq!(lived.session.max_lifetime, Some(Duration::from_secs(86400)));
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Communicator {
                 peer: Some(([127, 0, 0, 1], 40000).into()),
                 client: Some(([127, 0, 0, 1], 40000).into()),
                 local: Some(([127, 0, 0, 1], 8000).into()),
+                ..ConnectionInfo::default()
             },
             timeout: Duration::from_secs(1),
             no_message_wait: Duration::from_millis(100),

@@ -111,6 +111,7 @@ impl HttpClient {
                 peer: Some(([127, 0, 0, 1], 40000).into()),
                 client: Some(([127, 0, 0, 1], 40000).into()),
                 local: Some(([127, 0, 0, 1], 8000).into()),
+                ..ConnectionInfo::default()
             },
             timeout: Duration::from_secs(1),
             no_event_wait: Duration::from_millis(100),

@@ -58,6 +58,12 @@ macro_rules! settings {
 settings! {
     "bind", "bind", "ESTUARY_BIND", Text,
         "Address to listen on: HOST:PORT or unix:PATH [default: 127.0.0.1:8000]";
+    "fd", "fd", "ESTUARY_FD", Integer,
+        "Serve on this inherited listening socket (systemd's LISTEN_FDS protocol, fds from 3) instead of --bind";
+    "tls_cert", "tls-cert", "ESTUARY_TLS_CERT", Text,
+        "TLS certificate chain (PEM) to serve https/wss on the port, with --tls-key; reread on SIGHUP";
+    "tls_key", "tls-key", "ESTUARY_TLS_KEY", Text,
+        "TLS private key (PEM) of --tls-cert";
     "allowed_hosts", "allowed-hosts", "ESTUARY_ALLOWED_HOSTS", List,
         "Host names the server answers to, comma-separated (Django's ALLOWED_HOSTS; * for any) [default: the loopback names when bound to loopback]";
     "allowed_origins", "allowed-origins", "ESTUARY_ALLOWED_ORIGINS", List,
@@ -82,6 +88,8 @@ settings! {
         "Client message burst per connection";
     "websocket.rate_limit_per_ip", "rate-limit-per-ip", "ESTUARY_RATE_LIMIT_PER_IP", Number,
         "Client messages per second per client address, over all its connections (0: no limit)";
+    "websocket.max_lifetime", "max-lifetime", "ESTUARY_MAX_LIFETIME", Integer,
+        "Seconds a WebSocket may stay open before it is closed with 1001 (daphne's websocket_timeout; 0: no limit)";
     "websocket.max_event_size", "max-event-size", "ESTUARY_MAX_EVENT_SIZE", Integer,
         "Largest event from the channel layer or the push API, in bytes";
     "auth.required", "auth-required", "ESTUARY_AUTH_REQUIRED", Switch,
@@ -108,6 +116,8 @@ settings! {
         "Seconds shutdown waits for connections to close";
     "server.listen_backlog", "listen-backlog", "ESTUARY_LISTEN_BACKLOG", Integer,
         "Connections the kernel queues while the accept loop is busy (capped by net.core.somaxconn)";
+    "server.root_path", "root-path", "ESTUARY_ROOT_PATH", Text,
+        "Prefix the routes live under (daphne's --root-path): /prefix/ws/chat/x/ routes as /ws/chat/x/";
     "layer.redis", "layer", "ESTUARY_LAYER", Layer,
         "Channel layer: `memory`, or Redis URLs (comma-separated or repeated, in ring order)";
     "layer.flavour", "redis-flavour", "ESTUARY_REDIS_FLAVOUR", Text,

@@ -21,6 +21,11 @@ impl Config {
             }
         };
         self.bind().map_err(key("bind"))?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls_key", "tls_cert needs tls_key (--tls-key)")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "tls_key needs tls_cert (--tls-cert)")),
+            _ => {}
+        }
         self.allowed_hosts().map_err(key("allowed_hosts"))?;
         self.trusted_proxies().map_err(key("trusted_proxies"))?;
         self.auth.validate()?;

@@ -53,6 +53,11 @@ impl Served {
         Self { child, port, log }
     }
 
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn addr(&self) -> std::net::SocketAddr {
         ([127, 0, 0, 1], self.port).into()
     }

@@ -56,6 +56,13 @@ pub struct SessionConfig {
     /// Groups one connection may be in at once (default 100); past it,
     /// [`Context::group_add`](crate::Context::group_add) fails with [`ConsumerError::TooManyGroups`](crate::ConsumerError::TooManyGroups).
     pub max_groups: usize,
+    /// How long a connection may stay open (daphne's `websocket_timeout`;
+    /// `None`, the default: no limit). When it elapses the session sends
+    /// what is queued and closes with 1001 (going away, reason
+    /// `"connection lifetime reached"`), as at shutdown: a client that
+    /// reconnects on 1001 lands on a fresh connection (after a deploy, on
+    /// the new process).
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -75,6 +82,7 @@ impl Default for SessionConfig {
             }),
             max_event_size: 1024 * 1024,
             max_groups: 100,
+            max_lifetime: None,
         }
     }
 }

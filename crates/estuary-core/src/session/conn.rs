@@ -31,8 +31,9 @@ pub(super) struct Conn<'a, T> {
     pub(super) oversized: u64,
     /// Client messages handled since the layer's last turn.
     pub(super) client_turns: u8,
-    /// When the user's credential expires (a JWT's `exp`).
-    pub(super) credential_deadline: Option<Instant>,
+    /// When the connection closes by itself: the user's credential expires
+    /// (a JWT's `exp`) or it has lived its `max_lifetime`.
+    pub(super) deadline: Option<super::Deadline>,
     /// The check that the user is still signed in (boxed: rare).
     pub(super) recheck: Option<Box<Rechecks>>,
     pub(super) write_timeout: Duration,

@@ -307,3 +307,60 @@ async fn a_slow_recheck_does_not_hold_the_connection_up() {
         .unwrap();
     assert_eq!(outcome.code, CloseCode::CREDENTIALS_EXPIRED);
 }
+
+/// `max_lifetime` (daphne's `websocket_timeout`): a connection that lived
+/// it is closed with 1001 after what was queued for it, however busy.
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_closes_with_1001() {
+    let layer = ChannelLayerHandle::default();
+    let config = SessionConfig {
+        max_lifetime: Some(Duration::from_secs(3600)),
+        ping_interval: None,
+        ..SessionConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut running = start(&layer, config, "192.0.2.1:1000").await;
+    running
+        .to_session
+        .send(Inbound::Message(WsMessage::text("before")))
+        .unwrap();
+    assert_eq!(running.next_written().await, WsMessage::text("before"));
+    let outcome = tokio::time::timeout(Duration::from_secs(7200), running.task)
+        .await
+        .expect("closed at its lifetime")
+        .unwrap();
+    assert_eq!(outcome.code, CloseCode::GOING_AWAY);
+    assert!(!outcome.client_closed);
+    assert!(started.elapsed() >= Duration::from_secs(3600), "not before");
+}
+
+/// The credential's expiry and `max_lifetime` share one timer: the earlier
+/// decides the code.
+#[tokio::test(start_paused = true)]
+async fn the_earlier_of_expiry_and_lifetime_closes() {
+    for (expires_in, lifetime, code) in [
+        (60, 30, CloseCode::GOING_AWAY),
+        (30, 60, CloseCode::CREDENTIALS_EXPIRED),
+    ] {
+        let user = crate::User::new("1", "alice")
+            .with_expiry(std::time::SystemTime::now() + Duration::from_secs(expires_in));
+        let scope = Scope::builder("/ws/t").user(Some(user)).build();
+        let config = SessionConfig {
+            ping_interval: None,
+            max_lifetime: Some(Duration::from_secs(lifetime)),
+            ..SessionConfig::default()
+        };
+        let (session, _) = Session::open(Echo { join: 0 }, scope, ChannelLayerHandle::default(), config)
+            .await
+            .expect("accepted");
+        let (_to_session, inbound) = mpsc::unbounded_channel();
+        let (tx, _written) = mpsc::unbounded_channel();
+        let outcome = session
+            .run(Fed { inbound, written: tx }, CancellationToken::new())
+            .await;
+        assert_eq!(
+            outcome.code, code,
+            "expiry in {expires_in} s, lifetime {lifetime} s"
+        );
+    }
+}

@@ -249,12 +249,15 @@ impl<C: Consumer> Session<C> {
                 .extensions()
                 .get::<crate::Recheck>()
                 .map(|r| Box::new(Rechecks::new(r.clone(), Instant::now()))),
-            credential_deadline: self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
-                let left = at
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default();
-                Instant::now() + left
-            }),
+            deadline: Deadline::earliest(
+                self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
+                    let left = at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    Instant::now() + left
+                }),
+                self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
+            ),
             write_timeout: self.config.write_timeout,
         };
         // From here on a session drains this channel: group sends may hold
@@ -308,9 +311,10 @@ impl<C: Consumer> Session<C> {
                         Some(rechecks) => rechecks.poll_next(cx),
                         None => std::task::Poll::Pending,
                     }), if conn.recheck.is_some() => on_recheck(conn.channel, verdict),
-                    _ = sleep_until_opt(conn.credential_deadline) => {
-                        tracing::debug!(channel = %conn.channel, "credentials expired; closing");
-                        Closing::server(CloseCode::CREDENTIALS_EXPIRED, "credentials expired", true)
+                    _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
+                        let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                        tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
+                        Closing::server(closing.0, closing.1, true)
                     }
                 },
             };
@@ -389,6 +393,35 @@ impl<C: Consumer> Session<C> {
 /// Client messages a session handles in a row, while its channel holds
 /// deliveries, before it takes those first.
 const CLIENT_TURNS: u8 = 8;
+
+/// When the connection must close by itself, and with what: the earlier
+/// of the user's credential expiry (4401) and `max_lifetime` (1001). One
+/// timer for both keeps the session loop's select as small as before.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline {
+    pub(super) at: Instant,
+    pub(super) why: (CloseCode, &'static str),
+}
+
+impl Deadline {
+    const CREDENTIALS: (CloseCode, &'static str) = (CloseCode::CREDENTIALS_EXPIRED, "credentials expired");
+    const LIFETIME: (CloseCode, &'static str) = (CloseCode::GOING_AWAY, "connection lifetime reached");
+
+    fn earliest(credentials: Option<Instant>, lifetime: Option<Instant>) -> Option<Self> {
+        let credentials = credentials.map(|at| Self {
+            at,
+            why: Self::CREDENTIALS,
+        });
+        let lifetime = lifetime.map(|at| Self {
+            at,
+            why: Self::LIFETIME,
+        });
+        match (credentials, lifetime) {
+            (Some(c), Some(l)) => Some(if l.at < c.at { l } else { c }),
+            (c, l) => c.or(l),
+        }
+    }
+}
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
