@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use super::Inner;
-use crate::codec::decode_member;
-use crate::local::lock;
+use crate::codec::{check_target, decode_member};
+use crate::local::{lock, now};
 
 impl Inner {
     /// Hands a popped member to the local channels it names. Nothing in a
@@ -32,7 +32,7 @@ impl Inner {
                 return;
             }
         };
-        if decoded.targets.is_empty() {
+        if decoded.has_no_target() {
             estuary_core::throttled!(
                 warn,
                 r#type = decoded.message.message_type(),
@@ -42,16 +42,23 @@ impl Inner {
             return;
         }
         let expires = score + self.config.layer.expiry().as_secs_f64();
+        // One clock read and one lock for every member the message names;
+        // each gets the same message (its bytes, and the frame rendered
+        // from them, shared).
+        let now = now();
         let local = lock(&self.local);
-        for target in decoded.targets {
-            match local.get(&target) {
+        for target in decoded.targets() {
+            match local.get(target) {
                 Some(queue) => {
-                    if !queue.push(expires, decoded.message.clone()) {
+                    if !queue.push_at(expires, decoded.message.clone(), now) {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(channel = %target, "local buffer full; message dropped");
                     }
                 }
-                None => tracing::debug!(channel = %target, "message for a closed channel; dropped"),
+                None => {
+                    check_target(target);
+                    tracing::debug!(channel = %target, "message for a closed channel; dropped");
+                }
             }
         }
     }
