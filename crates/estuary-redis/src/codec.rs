@@ -8,6 +8,11 @@ use rand::RngCore;
 
 use crate::crypto::Crypto;
 
+/// The key under which a group message in this process's own queue names
+/// its group instead of its members (only this process reads that queue,
+/// and delivers to its own members of the group by its own record).
+pub(crate) const GROUP_KEY: &str = "__estuary_group__";
+
 /// Length of the random prefix that keeps sorted-set members unique.
 pub(crate) const RANDOM_PREFIX_LEN: usize = 12;
 
@@ -86,6 +91,8 @@ pub(crate) struct Decoded {
     body: Vec<u8>,
     /// Byte ranges of the target names in `body` (valid UTF-8).
     targets: Vec<(usize, usize)>,
+    /// The byte range of the group named under [`GROUP_KEY`] (valid UTF-8).
+    group: Option<(usize, usize)>,
 }
 
 impl Decoded {
@@ -96,9 +103,16 @@ impl Decoded {
             .map(|&(from, to)| std::str::from_utf8(&self.body[from..to]).unwrap_or_default())
     }
 
-    /// Whether the message names no channel.
+    /// The group the message is for, when it names one (this process's
+    /// own group messages) rather than channels.
+    pub(crate) fn group(&self) -> Option<&str> {
+        self.group
+            .and_then(|(from, to)| std::str::from_utf8(&self.body[from..to]).ok())
+    }
+
+    /// Whether the message names no channel and no group.
     pub(crate) fn has_no_target(&self) -> bool {
-        self.targets.is_empty()
+        self.targets.is_empty() && self.group.is_none()
     }
 }
 
@@ -131,10 +145,18 @@ fn split_channel(body: Vec<u8>) -> Result<Decoded, DecodeError> {
     let entries_start = body.len() - rd.len();
     let mut cut: Option<(usize, usize)> = None;
     let mut targets = Vec::new();
+    let mut group = None;
     for _ in 0..len {
         let entry_start = body.len() - rd.len();
         let (from, to) = read_str(&body, &mut rd)?;
-        if &body[from..to] == RESERVED_KEY.as_bytes() {
+        if cut.is_none() && &body[from..to] == GROUP_KEY.as_bytes() {
+            let named = read_str(&body, &mut rd)?;
+            if std::str::from_utf8(&body[named.0..named.1]).is_err() {
+                return Err(DecodeError::Malformed("group name is not UTF-8"));
+            }
+            group = Some(named);
+            cut = Some((entry_start, body.len() - rd.len()));
+        } else if cut.is_none() && &body[from..to] == RESERVED_KEY.as_bytes() {
             let mut peek = rd;
             match rmp::decode::read_array_len(&mut peek) {
                 Ok(n) => {
@@ -176,6 +198,7 @@ fn split_channel(body: Vec<u8>) -> Result<Decoded, DecodeError> {
         message: Message::from_msgpack(bytes)?,
         body,
         targets,
+        group,
     })
 }
 

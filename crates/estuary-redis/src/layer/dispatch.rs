@@ -46,6 +46,22 @@ impl Inner {
         // each gets the same message (its bytes, and the frame rendered
         // from them, shared).
         let now = now();
+        if let Some(group) = decoded.group() {
+            // This process's own group message: its members of the group
+            // now, by its own record (a channel that joined after the send
+            // began may get it, one that left does not).
+            let memberships = lock(&self.memberships);
+            let local = lock(&self.local);
+            for channel in memberships.channels(group) {
+                if let Some(queue) = local.get(channel)
+                    && !queue.push_at(expires, decoded.message.clone(), now)
+                {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%channel, "local buffer full; message dropped");
+                }
+            }
+            return;
+        }
         let local = lock(&self.local);
         for target in decoded.targets() {
             match local.get(target) {

@@ -1,9 +1,14 @@
 //! `group_send` in one round trip: one script reads the group's members,
 //! records the message when the group is recorded, and stores one payload
-//! per destination queue, in the channels_redis form, byte for byte what
-//! the general path (`group_send.rs`) writes. The process does not read,
-//! check and re-encode the member list on every send: Redis builds each
-//! queue's `__asgi_channel__` array from the members it holds.
+//! per destination queue. Another process's queue (Django's or Estuary's)
+//! gets the channels_redis form, byte for byte what the general path
+//! (`group_send.rs`) writes: Redis builds its `__asgi_channel__` array from
+//! the members it holds. This process's own queue, which only this process
+//! reads, gets the group's name instead of its members' names
+//! (`__estuary_group__`), and the receive task hands the message to this
+//! process's members of the group by its own record: a group of a hundred
+//! local members costs Redis a count, not a hundred names built, stored,
+//! popped and parsed.
 //!
 //! It applies when the layer has one Redis host (every key on one shard),
 //! no encryption (Redis cannot encrypt) and no per-channel capacities
@@ -27,7 +32,7 @@ use rand::RngCore;
 use redis::{Script, Value};
 
 use super::Inner;
-use crate::codec::RANDOM_PREFIX_LEN;
+use crate::codec::{GROUP_KEY, RANDOM_PREFIX_LEN};
 use crate::faults::layer_error;
 use crate::local::lock;
 
@@ -36,9 +41,19 @@ use crate::local::lock;
 /// membership score, 3 the layer's key prefix, 4 the payload's head (random
 /// prefix, map header, the message's entries), 5 now (the score), 6 queue
 /// prune-up-to, 7 expiry, 8 this process's prefix (`specific.<id>!`), 9
-/// capacity, 10 this process's own queue's limit; for a recorded group, 11
-/// a new epoch, 12 meta ttl (ms), 13 the message as recorded, 14 size, 15
-/// ttl (ms).
+/// capacity, 10 this process's own queue's limit, 11 the group's name, 12
+/// how many members of the group this process holds by its own record; for
+/// a recorded group, 13 a new epoch, 14 meta ttl (ms), 15 the message as
+/// recorded, 16 size, 17 ttl (ms).
+///
+/// Another process's queue gets the channels_redis form (its members in
+/// `__asgi_channel__`); this process's own queue gets the group's name
+/// instead ([`GROUP_KEY`]) when Redis lists as many of this process's
+/// members as its own record holds, and this process hands the message to
+/// its own members of the group by that record, so that neither Redis nor
+/// this process handles each member's name. When the counts differ
+/// (another process removed one of them, or added one of this process's
+/// channels), the own queue gets the names too.
 ///
 /// Returns `{0, absurd}` when a member is not a channel name (nothing else
 /// done), or `{1, absurd, own, epoch, offset, then per queue: name, members,
@@ -57,21 +72,29 @@ redis.call('ZREMRANGEBYSCORE', g, 0, ARGV[1])
 local absurd = redis.call('ZREMRANGEBYSCORE', g, '-inf', '(0')
   + redis.call('ZREMRANGEBYSCORE', g, '(' .. ARGV[2], '+inf')
 local members = redis.call('ZRANGE', g, 0, -1)
+local ownq = ARGV[8]
+local ownlist = {}
 local order, by = {}, {}
 for i = 1, #members do
   local m = members[i]
-  if #m > 99 or not string.find(m, '^[%w%-_%.]+!?[%w%-_%.]*$') then
-    return {0, absurd}
+  if string.find(m, ownq, 1, true) == 1 then
+    -- This process's own: unless its record differs, it delivers to them
+    -- by that record.
+    ownlist[#ownlist + 1] = m
+  else
+    if #m > 99 or not string.find(m, '^[%w%-_%.]+!?[%w%-_%.]*$') then
+      return {0, absurd}
+    end
+    local bang = string.find(m, '!', 1, true)
+    local q = bang and string.sub(m, 1, bang) or m
+    local list = by[q]
+    if not list then
+      list = {}
+      by[q] = list
+      order[#order + 1] = q
+    end
+    list[#list + 1] = m
   end
-  local bang = string.find(m, '!', 1, true)
-  local q = bang and string.sub(m, 1, bang) or m
-  local list = by[q]
-  if not list then
-    list = {}
-    by[q] = list
-    order[#order + 1] = q
-  end
-  list[#list + 1] = m
 end
 local function be(n, bytes)
   local out = {}
@@ -95,6 +118,7 @@ local function str(s)
   return '\218' .. be(n, 2) .. s
 end
 local head = ARGV[4]
+local ownhead = head
 local epoch, top = '', 0
 if #KEYS == 3 then
   local clock = redis.call('TIME')
@@ -106,52 +130,73 @@ if #KEYS == 3 then
   end
   epoch = redis.call('HGET', m, 'epoch')
   if not epoch then
-    epoch = ARGV[11]
+    epoch = ARGV[13]
     redis.call('DEL', s)
     redis.call('HSET', m, 'epoch', epoch, 'top', '0')
   end
   top = redis.call('HINCRBY', m, 'top', 1)
-  redis.call('XADD', s, 'MAXLEN', ARGV[14], string.format('%.0f', top) .. '-0', 'd', ARGV[13], 't', string.format('%.0f', now))
-  redis.call('PEXPIRE', s, ARGV[15])
-  redis.call('PEXPIRE', m, ARGV[12])
-  head = head .. '\172__position__\130\166offset' .. uint(top) .. '\165epoch' .. str(epoch)
+  redis.call('XADD', s, 'MAXLEN', ARGV[16], string.format('%.0f', top) .. '-0', 'd', ARGV[15], 't', string.format('%.0f', now))
+  redis.call('PEXPIRE', s, ARGV[17])
+  redis.call('PEXPIRE', m, ARGV[14])
+  local position = '\172__position__\130\166offset' .. uint(top) .. '\165epoch' .. str(epoch)
+  head = head .. position
+  ownhead = ownhead .. position
 end
 head = head .. '\176__asgi_channel__'
-local own = by[ARGV[8]] and #by[ARGV[8]] or 0
+local own = #ownlist
 local out = {1, absurd, own, epoch, top}
+-- As many as this process holds (ARGV[12]): the group's name will do.
+-- Otherwise (one of them removed by another process, or one of this
+-- process's channels added by another), the names, as for any queue.
+local dense = own > 0 and own == tonumber(ARGV[12])
+if own > 0 and not dense then
+  by[ownq] = ownlist
+  table.insert(order, 1, ownq)
+end
+local function room(key, limit)
+  local kt = redis.call('TYPE', key).ok
+  if kt ~= 'zset' and kt ~= 'none' then
+    return -1
+  end
+  redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[6])
+  if redis.call('ZCARD', key) < tonumber(limit) then
+    return 1
+  end
+  return 0
+end
+if dense then
+  local key = ARGV[3] .. ownq
+  local stored = room(key, ARGV[10])
+  if stored == 1 then
+    redis.call('ZADD', key, ARGV[5], ownhead .. '\177__estuary_group__' .. str(ARGV[11]))
+    redis.call('EXPIRE', key, ARGV[7])
+  end
+  out[#out + 1] = ownq
+  out[#out + 1] = own
+  out[#out + 1] = stored
+end
 for _, q in ipairs(order) do
   local names = by[q]
   local key = ARGV[3] .. q
-  local stored
-  local kt = redis.call('TYPE', key).ok
-  if kt ~= 'zset' and kt ~= 'none' then
-    stored = -1
-  else
-    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[6])
-    local limit = tonumber(q == ARGV[8] and ARGV[10] or ARGV[9])
-    if redis.call('ZCARD', key) < limit then
-      local n = #names
-      local parts = {head}
-      if n < 16 then
-        parts[2] = string.char(144 + n)
-      elseif n < 65536 then
-        parts[2] = '\220' .. be(n, 2)
-      else
-        parts[2] = '\221' .. be(n, 4)
-      end
-      for j = 1, n do
-        parts[#parts + 1] = str(names[j])
-      end
-      redis.call('ZADD', key, ARGV[5], table.concat(parts))
-      redis.call('EXPIRE', key, ARGV[7])
-      stored = 1
+  local stored = room(key, q == ownq and ARGV[10] or ARGV[9])
+  if stored == 1 then
+    local n = #names
+    local parts = {head}
+    if n < 16 then
+      parts[2] = string.char(144 + n)
+    elseif n < 65536 then
+      parts[2] = '\220' .. be(n, 2)
     else
-      stored = 0
-      if q ~= ARGV[8] and string.sub(q, -1) == '!' then
-        redis.call('INCR', key .. ':refused')
-        redis.call('EXPIRE', key .. ':refused', ARGV[7])
-      end
+      parts[2] = '\221' .. be(n, 4)
     end
+    for j = 1, n do
+      parts[#parts + 1] = str(names[j])
+    end
+    redis.call('ZADD', key, ARGV[5], table.concat(parts))
+    redis.call('EXPIRE', key, ARGV[7])
+  elseif stored == 0 and q ~= ownq and string.sub(q, -1) == '!' then
+    redis.call('INCR', key .. ':refused')
+    redis.call('EXPIRE', key .. ':refused', ARGV[7])
   end
   out[#out + 1] = q
   out[#out + 1] = #names
@@ -216,7 +261,9 @@ impl Inner {
             .arg(expiry)
             .arg(&self.client_prefix)
             .arg(capacity)
-            .arg(capacity.saturating_mul(OVERFLOW_FACTOR));
+            .arg(capacity.saturating_mul(OVERFLOW_FACTOR))
+            .arg(group.as_str())
+            .arg(local.map_or(0, |(_, held)| held));
         if let Some((config, _)) = history_key {
             invocation
                 .arg(Epoch::random().as_str())
@@ -375,7 +422,10 @@ fn payload_head(message: &Message, recorded: bool) -> Option<Vec<u8>> {
     for _ in 0..len {
         let key_len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
         let key = rd.get(..key_len)?;
-        if key == RESERVED_KEY.as_bytes() || key == POSITION_KEY.as_bytes() {
+        if [RESERVED_KEY, POSITION_KEY, GROUP_KEY]
+            .iter()
+            .any(|k| key == k.as_bytes())
+        {
             return None;
         }
         rd = &rd[key_len..];

@@ -162,8 +162,10 @@ use registry::Registry;
 ///
 /// With one host, no encryption and no per-channel capacities, a group
 /// send is one script call: it reads the members, records the message
-/// (recorded groups) and writes each destination queue's payload, in the
-/// channels_redis form, in one round trip. Anything it cannot decide alone
+/// (recorded groups) and writes each destination queue's payload in one
+/// round trip: the channels_redis form for other processes, the group's
+/// name for this process's own queue (its receive task delivers to its own
+/// members of the group by its own record). Anything it cannot decide alone
 /// (a member no process could have written, a group key gone with this
 /// process's members in it) goes to the general path, which reads the
 /// members first and writes after (as with several hosts).

@@ -147,6 +147,14 @@ impl Registry {
             .map(|e| (Version(e.changed), e.channels.len()))
     }
 
+    /// This process's channels in `group`.
+    pub(super) fn channels(&self, group: &str) -> impl Iterator<Item = &ChannelName> {
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flat_map(|e| e.channels.iter())
+    }
+
     /// `group`'s version, when this process has members in it.
     pub(super) fn version(&self, group: &GroupName) -> Option<Version> {
         self.by_group.get(group).map(|e| Version(e.changed))
@@ -212,6 +220,8 @@ mod tests {
         assert_eq!(r.samples(), vec![(room.clone(), a.clone())]);
         assert_eq!(r.members_at(&room), (r.version(&room), vec![a.clone()]));
         assert_eq!(r.count(&room), r.version(&room).map(|v| (v, 1)));
+        assert_eq!(r.channels("room").collect::<Vec<_>>(), [&a]);
+        assert_eq!(r.channels("elsewhere").count(), 0);
         assert_eq!(r.due(None).len(), 1);
     }
 }
