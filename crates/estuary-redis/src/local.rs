@@ -73,6 +73,34 @@ impl Backlog {
     }
 }
 
+/// Wake-ups held back while the receive task hands out a batch of
+/// messages and takes the next one from Redis: each session then wakes
+/// once to what both brought, and writes them to its client together,
+/// rather than a frame per wake-up. Released before the receive task waits
+/// for messages that are not there yet, and by the time the next batch is
+/// in (one round trip later).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    queues: Vec<Arc<LocalQueue>>,
+}
+
+impl Held {
+    /// Wakes every receiver whose wake-up was held back.
+    pub(crate) fn release(&mut self) {
+        for queue in self.queues.drain(..) {
+            let mut buffer = queue.items();
+            buffer.held = false;
+            queue.wake(buffer);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A bounded buffer for one channel. Entries carry their wall-clock expiry
 /// (the sender's score plus the layer's expiry).
 #[derive(Debug)]
@@ -100,6 +128,8 @@ struct Buffer {
     receiver: ReceiverState,
     /// Whether this buffer is counted in the layer's backlog.
     counted: bool,
+    /// A wake-up held back for the rest of a batch (see [`Held`]).
+    held: bool,
 }
 
 impl Default for Buffer {
@@ -110,6 +140,7 @@ impl Default for Buffer {
             waiting: None,
             receiver: ReceiverState::Detached,
             counted: false,
+            held: false,
         }
     }
 }
@@ -164,15 +195,48 @@ impl LocalQueue {
     }
 
     /// Buffers a message; false (and nothing stored) when full or closed.
-    /// `now` is the wall clock (read once for a batch).
     pub(crate) fn push(&self, expires: f64, message: Message) -> bool {
         self.push_at(expires, message, now())
     }
 
-    /// [`push`](Self::push) with the wall clock already read.
+    /// [`push`](Self::push) with the wall clock already read (once for a
+    /// batch).
     pub(crate) fn push_at(&self, expires: f64, message: Message, now: f64) -> bool {
+        match self.insert(expires, message, now) {
+            Some(buffer) => {
+                self.wake(buffer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`push_at`](Self::push_at), the receiver's wake-up held back in
+    /// `held` until the batch is over ([`Held::release`]).
+    pub(crate) fn push_held(
+        self: &Arc<Self>,
+        expires: f64,
+        message: Message,
+        now: f64,
+        held: &mut Held,
+    ) -> bool {
+        match self.insert(expires, message, now) {
+            Some(mut buffer) => {
+                if !std::mem::replace(&mut buffer.held, true) {
+                    held.queues.push(Arc::clone(self));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores a message unless the buffer is full (after dropping expired
+    /// ones) or closed: the buffer, locked, to wake its receiver; `None`
+    /// when it was not stored (a loss to report is reported here).
+    fn insert(&self, expires: f64, message: Message, now: f64) -> Option<std::sync::MutexGuard<'_, Buffer>> {
         if self.closed.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         let mut buffer = self.items();
         while buffer.items.front().is_some_and(|(at, _)| *at <= now) {
@@ -189,12 +253,11 @@ impl LocalQueue {
                 buffer.lost += 1;
                 self.wake(buffer);
             }
-            return false;
+            return None;
         }
         buffer.items.push_back((expires, message));
         self.recount(&mut buffer);
-        self.wake(buffer);
-        true
+        Some(buffer)
     }
 
     /// Records that messages for this channel may have been lost outside

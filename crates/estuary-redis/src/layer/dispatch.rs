@@ -4,15 +4,16 @@ use std::sync::atomic::Ordering;
 
 use super::Inner;
 use crate::codec::{check_target, decode_member};
-use crate::local::{lock, now};
+use crate::local::{Held, lock, now};
 
 impl Inner {
-    /// Hands a popped member to the local channels it names. Nothing in a
+    /// Hands a popped member to the local channels it names, their
+    /// wake-ups held back in `held` until the batch is over. Nothing in a
     /// stored member can stop the receive loop: a panic while decoding is
     /// caught, logged and counted.
-    pub(super) fn dispatch(&self, member: &[u8], score: f64) {
+    pub(super) fn dispatch(&self, member: &[u8], score: f64, held: &mut Held) {
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.dispatch_inner(member, score)
+            self.dispatch_inner(member, score, held)
         }));
         if handled.is_err() {
             let total = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
@@ -24,7 +25,7 @@ impl Inner {
         }
     }
 
-    fn dispatch_inner(&self, member: &[u8], score: f64) {
+    fn dispatch_inner(&self, member: &[u8], score: f64, held: &mut Held) {
         let decoded = match decode_member(member, self.crypto.as_ref()) {
             Ok(d) => d,
             Err(error) => {
@@ -54,7 +55,7 @@ impl Inner {
             let local = lock(&self.local);
             for channel in memberships.channels(group) {
                 if let Some(queue) = local.get(channel)
-                    && !queue.push_at(expires, decoded.message.clone(), now)
+                    && !queue.push_held(expires, decoded.message.clone(), now, held)
                 {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%channel, "local buffer full; message dropped");
@@ -66,7 +67,7 @@ impl Inner {
         for target in decoded.targets() {
             match local.get(target) {
                 Some(queue) => {
-                    if !queue.push_at(expires, decoded.message.clone(), now) {
+                    if !queue.push_held(expires, decoded.message.clone(), now, held) {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(channel = %target, "local buffer full; message dropped");
                     }

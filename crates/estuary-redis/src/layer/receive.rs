@@ -13,7 +13,7 @@ use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
 use crate::faults::is_wrong_type;
-use crate::local::{LocalQueue, lock};
+use crate::local::{Held, LocalQueue, lock};
 use estuary_core::{ChannelLayerError, ChannelName, Message};
 
 /// One blocking-pop loop: its dedicated connection, key and backoff.
@@ -289,11 +289,13 @@ pub(super) async fn receive_loop(
             }
             hit_or_idle => {
                 if let Pop::Hit { member, score } = hit_or_idle {
-                    // Each popped message is dispatched as soon as its reply
-                    // is in: nothing popped waits on another round trip
-                    // (a `flush` or a capacity check meanwhile would not see
-                    // it). Then what else is waiting comes in one batch.
-                    layer.dispatch(&member, score);
+                    // Each popped message is put in its channels' buffers as
+                    // soon as its reply is in (a `flush` or a capacity check
+                    // meanwhile sees it). Then what else is waiting comes in
+                    // one batch, and the sessions wake once to both, so that
+                    // each writes them to its client together.
+                    let mut held = Held::default();
+                    layer.dispatch(&member, score, &mut held);
                     // Without the layer held: it must be free to go while
                     // this waits on Redis.
                     drop(layer);
@@ -302,8 +304,9 @@ pub(super) async fn receive_loop(
                     match more {
                         Ok((more, refused)) => {
                             for (member, score) in more {
-                                layer.dispatch(&member, score);
+                                layer.dispatch(&member, score, &mut held);
                             }
+                            held.release();
                             if refused > 0 {
                                 layer.own_queue_refused(refused);
                             }
