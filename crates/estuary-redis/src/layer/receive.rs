@@ -118,6 +118,10 @@ impl Popper {
 /// Messages taken per round trip after a blocking pop's hit.
 const BATCH: usize = 32;
 
+/// Round trips after a hit whose messages join the same wake-up of the
+/// sessions, as long as each brings some (see `receive_loop`).
+const HOLD_ROUNDS: usize = 4;
+
 /// `ZPOPMIN key count`'s answer as (member, score) pairs: a flat array of
 /// member, score (RESP2) or an array of pairs (RESP3). An answer of any
 /// other shape (never seen) is dropped with a warning: the messages in it
@@ -299,28 +303,38 @@ pub(super) async fn receive_loop(
                     // Without the layer held: it must be free to go while
                     // this waits on Redis.
                     drop(layer);
-                    let more = popper.pop_more(BATCH).await;
-                    let Some(layer) = inner.upgrade() else { return };
-                    match more {
-                        Ok((more, refused)) => {
-                            for (member, score) in more {
-                                layer.dispatch(&member, score, &mut held);
+                    // While messages keep coming, a few more batches join
+                    // the held ones (each one round trip): the sessions then
+                    // write several frames per system call.
+                    for _ in 0..HOLD_ROUNDS {
+                        let more = popper.pop_more(BATCH).await;
+                        let Some(layer) = inner.upgrade() else { return };
+                        match more {
+                            Ok((more, refused)) => {
+                                let got = more.len();
+                                for (member, score) in more {
+                                    layer.dispatch(&member, score, &mut held);
+                                }
+                                if refused > 0 {
+                                    layer.own_queue_refused(refused);
+                                }
+                                if got == 0 {
+                                    break;
+                                }
                             }
-                            held.release();
-                            if refused > 0 {
-                                layer.own_queue_refused(refused);
+                            Err(error) => {
+                                estuary_core::throttled!(
+                                    warn,
+                                    %error,
+                                    key = %popper.key,
+                                    "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
+                                     were lost with the reply. Check that Redis is reachable"
+                                );
+                                break;
                             }
-                        }
-                        Err(error) => {
-                            estuary_core::throttled!(
-                                warn,
-                                %error,
-                                key = %popper.key,
-                                "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
-                                 were lost with the reply. Check that Redis is reachable"
-                            );
                         }
                     }
+                    held.release();
                 }
             }
         }
