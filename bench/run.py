@@ -41,7 +41,9 @@ SERVERS = ["estuary-memory", "estuary-redis", "naive-rust", "node", "django-memo
 # Django worker (examples/django-workers, `runworker chat`) through Estuary's
 # relay, over the same private Redis; its CPU is Estuary's, the worker's and
 # Redis's together.
-EXTRA_SERVERS = ["workers-redis"]
+# The pub/sub flavour (channels_redis.pubsub.RedisPubSubChannelLayer and
+# Estuary's `flavour = "pubsub"`), side by side: --servers estuary-pubsub,django-pubsub.
+EXTRA_SERVERS = ["workers-redis", "estuary-pubsub", "django-pubsub"]
 SCENARIOS = ["fanout", "connect", "idle", "slow", "raw"]
 # Scenarios run only when asked for (--scenarios): longer, and read apart.
 EXTRA_SCENARIOS = ["open"]
@@ -170,7 +172,7 @@ class Server:
         self.name = name
         self.port = free_port()
         self.proc = self.log = self.worker = None
-        self.redis = Redis(args.server_cpu, logdir) if name.endswith("-redis") else None
+        self.redis = Redis(args.server_cpu, logdir) if uses_redis(name) else None
         try:
             self._start(args, logdir, tag)
         except BaseException:
@@ -195,6 +197,8 @@ class Server:
                        ESTUARY_RATE_LIMIT_PER_IP="0")
             if self.redis:
                 cmd += ["--layer", self.redis.url, "--redis-prefix", f"bench{tag}"]
+            if name.endswith("-pubsub"):
+                env["ESTUARY_REDIS_FLAVOUR"] = "pubsub"
             env.setdefault("RUST_LOG", "warn")
         elif name == "naive-rust":
             cmd += [os.path.join(bindir, "naive-broadcast"), "--bind", f"127.0.0.1:{self.port}"]
@@ -452,9 +456,16 @@ def per(num, den):
     return f
 
 
+def uses_redis(name):
+    """Whether a server runs on a channel layer over Redis (core or pub/sub)."""
+    return name.endswith(("-redis", "-pubsub"))
+
+
 def base_of(name):
     """The run a server is compared with: Estuary on the same kind of layer
     (a baseline build's row then reads as baseline / current)."""
+    if name.endswith("-pubsub"):
+        return "estuary-pubsub"
     return "estuary-redis" if name.endswith("-redis") else "estuary-memory"
 
 
@@ -493,7 +504,8 @@ def table(results, args):
                 fmt(med("fanout", n, per("window.server_cpu_seconds", "window.seconds")), 2),
                 fmt(med("fanout", n, per("window.loadgen_cpu_seconds", "window.seconds")), 2),
                 fmt(med("fanout", n, per("window.tcp_segments", "window_deliveries")), 2)))
-        lines += ["", "Ratios compare in-memory servers with estuary-memory and Redis ones with estuary-redis. "
+        lines += ["", "Ratios compare in-memory servers with estuary-memory, Redis ones with estuary-redis and "
+                  "pub/sub ones with estuary-pubsub. "
                   "Redis variants count Redis's CPU as the server's; their TCP segments include server-Redis traffic.", ""]
     if "raw" in results and results["raw"].get("raw"):
         runs = results["raw"]["raw"]

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Starts one benchmark peer in the foreground: bench/peers/start.sh NAME PORT
-# NAME: django-memory | django-redis | node | naive-rust. The server is exec'd,
+# NAME: django-memory | django-redis | django-pubsub | node | naive-rust. The server is exec'd,
 # so this script's pid is the server's (the harness reads /proc/PID/stat).
-# django-redis reads BENCH_REDIS_URL, BENCH_REDIS_PREFIX and
+# django-redis and django-pubsub read BENCH_REDIS_URL, BENCH_REDIS_PREFIX and
 # BENCH_REDIS_MAX_CONNECTIONS (see django/benchchat/settings.py) from the environment.
 set -euo pipefail
 PEERS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$PEERS/../.." && pwd)"
 
 usage() {
-  echo "usage: bench/peers/start.sh django-memory|django-redis|node|naive-rust PORT" >&2
+  echo "usage: bench/peers/start.sh django-memory|django-redis|django-pubsub|node|naive-rust PORT" >&2
   exit 2
 }
 [ $# -eq 2 ] || usage
@@ -23,7 +23,7 @@ fail() {
 }
 
 case "$NAME" in
-  django-memory | django-redis)
+  django-memory | django-redis | django-pubsub)
     VENV="$ROOT/target/bench-venv"
     [ -x "$VENV/bin/daphne" ] || fail "$VENV is missing; run bench/peers/install.sh"
     export BENCH_LAYER="${NAME#django-}"

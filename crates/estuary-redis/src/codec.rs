@@ -8,6 +8,11 @@ use rand::RngCore;
 
 use crate::crypto::Crypto;
 
+/// The key under which a group message in this process's own queue names
+/// its group instead of its members (only this process reads that queue,
+/// and delivers to its own members of the group by its own record).
+pub(crate) const GROUP_KEY: &str = "__estuary_group__";
+
 /// Length of the random prefix that keeps sorted-set members unique.
 pub(crate) const RANDOM_PREFIX_LEN: usize = 12;
 
@@ -75,11 +80,40 @@ pub(crate) fn encode_member(message: &Message, target: Target<'_>, crypto: Optio
 }
 
 /// A stored message, decoded: the message without `__asgi_channel__`, and
-/// the channels it names (empty when it names none).
+/// the channels it names (none when it names none), as they were stored:
+/// the receiver looks them up among its own channels, so a name that is
+/// not one of them (closed, or one Estuary cannot address) costs a lookup,
+/// not a validation per target.
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub(crate) message: Message,
-    pub(crate) targets: Vec<ChannelName>,
+    /// The stored body the target names point into.
+    body: Vec<u8>,
+    /// Byte ranges of the target names in `body` (valid UTF-8).
+    targets: Vec<(usize, usize)>,
+    /// The byte range of the group named under [`GROUP_KEY`] (valid UTF-8).
+    group: Option<(usize, usize)>,
+}
+
+impl Decoded {
+    /// The channel names the message is for, as stored.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .iter()
+            .map(|&(from, to)| std::str::from_utf8(&self.body[from..to]).unwrap_or_default())
+    }
+
+    /// The group the message is for, when it names one (this process's
+    /// own group messages) rather than channels.
+    pub(crate) fn group(&self) -> Option<&str> {
+        self.group
+            .and_then(|(from, to)| std::str::from_utf8(&self.body[from..to]).ok())
+    }
+
+    /// Whether the message names no channel and no group.
+    pub(crate) fn has_no_target(&self) -> bool {
+        self.targets.is_empty() && self.group.is_none()
+    }
 }
 
 /// Decodes a stored member; accepts `__asgi_channel__` as a string or an array.
@@ -89,51 +123,49 @@ pub(crate) fn decode_member(member: &[u8], crypto: Option<&Crypto>) -> Result<De
         Some(c) => c.decrypt(body)?,
         None => body.to_vec(),
     };
-    split_channel(&body)
+    split_channel(body)
 }
 
-fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+/// Reads a string's byte range; `rd` is what is left of `body`.
+fn read_str(body: &[u8], rd: &mut &[u8]) -> Result<(usize, usize), DecodeError> {
     let len =
         rmp::decode::read_str_len(rd).map_err(|_| DecodeError::Malformed("expected a string"))? as usize;
     if rd.len() < len {
         return Err(DecodeError::Malformed("truncated string"));
     }
-    let (s, rest) = rd.split_at(len);
-    *rd = rest;
-    Ok(s)
-}
-
-fn name(bytes: &[u8]) -> Result<ChannelName, DecodeError> {
-    let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::Malformed("channel name is not UTF-8"))?;
-    Ok(ChannelName::new(s)?)
+    let from = body.len() - rd.len();
+    *rd = &rd[len..];
+    Ok((from, from + len))
 }
 
 /// Cuts the `__asgi_channel__` entry out of the top-level map.
-fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut rd: &[u8] = body;
+fn split_channel(body: Vec<u8>) -> Result<Decoded, DecodeError> {
+    let mut rd: &[u8] = &body;
     let len = rmp::decode::read_map_len(&mut rd).map_err(|_| DecodeError::Malformed("not a map"))?;
     let entries_start = body.len() - rd.len();
     let mut cut: Option<(usize, usize)> = None;
     let mut targets = Vec::new();
+    let mut group = None;
     for _ in 0..len {
         let entry_start = body.len() - rd.len();
-        let key = read_str(&mut rd)?;
-        if key == RESERVED_KEY.as_bytes() {
+        let (from, to) = read_str(&body, &mut rd)?;
+        if cut.is_none() && &body[from..to] == GROUP_KEY.as_bytes() {
+            let named = read_str(&body, &mut rd)?;
+            if std::str::from_utf8(&body[named.0..named.1]).is_err() {
+                return Err(DecodeError::Malformed("group name is not UTF-8"));
+            }
+            group = Some(named);
+            cut = Some((entry_start, body.len() - rd.len()));
+        } else if cut.is_none() && &body[from..to] == RESERVED_KEY.as_bytes() {
             let mut peek = rd;
-            let names = match rmp::decode::read_array_len(&mut peek) {
+            match rmp::decode::read_array_len(&mut peek) {
                 Ok(n) => {
                     rd = peek;
-                    (0..n).map(|_| read_str(&mut rd)).collect::<Result<Vec<_>, _>>()?
+                    for _ in 0..n {
+                        targets.push(read_str(&body, &mut rd)?);
+                    }
                 }
-                Err(_) => vec![read_str(&mut rd)?],
-            };
-            // A name Rust cannot hold (Python's `\w` admits Unicode after
-            // `!`) is skipped alone; the other targets still get the message.
-            for raw in names {
-                match name(raw) {
-                    Ok(n) => targets.push(n),
-                    Err(error) => invalid_target(&error),
-                }
+                Err(_) => targets.push(read_str(&body, &mut rd)?),
             }
             cut = Some((entry_start, body.len() - rd.len()));
         } else {
@@ -143,8 +175,17 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
     if !rd.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes"));
     }
+    // A name that is not UTF-8 is no channel of anyone's: skipped alone; the
+    // other targets still get the message.
+    targets.retain(|&(from, to)| {
+        let ok = std::str::from_utf8(&body[from..to]).is_ok();
+        if !ok {
+            invalid_target(&DecodeError::Malformed("channel name is not UTF-8"));
+        }
+        ok
+    });
     let bytes = match cut {
-        None => Bytes::copy_from_slice(body),
+        None => Bytes::copy_from_slice(&body),
         Some((from, to)) => {
             let mut out = Vec::with_capacity(body.len());
             let _ = rmp::encode::write_map_len(&mut out, len - 1);
@@ -155,8 +196,18 @@ fn split_channel(body: &[u8]) -> Result<Decoded, DecodeError> {
     };
     Ok(Decoded {
         message: Message::from_msgpack(bytes)?,
+        body,
         targets,
+        group,
     })
+}
+
+/// A target name that is not one of this process's channels: when it is
+/// not a name Estuary can address at all, says so (throttled).
+pub(crate) fn check_target(name: &str) {
+    if let Err(error) = ChannelName::new(name) {
+        invalid_target(&DecodeError::Name(error));
+    }
 }
 
 /// Logs a target name skipped, at most once a second: one stored message
@@ -229,7 +280,7 @@ mod tests {
         let mut member = b"RUSTRUSTRUST".to_vec();
         member.extend_from_slice(&body);
         let d = decode_member(&member, None).unwrap();
-        assert!(d.targets.is_empty());
+        assert!(d.has_no_target());
         assert_eq!(
             &d.message.as_bytes()[..],
             &body[..],
@@ -240,7 +291,7 @@ mod tests {
         let other = ChannelName::new("specific.x!y").unwrap();
         let member = encode_member(&d.message, Target::Many(&[&ch, &other]), None);
         let back = decode_member(&member, None).unwrap();
-        assert_eq!(back.targets, vec![ch.clone(), other]);
+        assert_eq!(back.targets().collect::<Vec<_>>(), [ch.as_str(), other.as_str()]);
         assert_eq!(
             back.message.as_bytes(),
             d.message.as_bytes(),
@@ -248,7 +299,13 @@ mod tests {
         );
 
         let member = encode_member(&d.message, Target::One(&ch), None);
-        assert_eq!(decode_member(&member, None).unwrap().targets, vec![ch]);
+        assert_eq!(
+            decode_member(&member, None)
+                .unwrap()
+                .targets()
+                .collect::<Vec<_>>(),
+            [ch.as_str()]
+        );
     }
 
     #[test]
@@ -279,7 +336,7 @@ mod tests {
             "82 a4 74797065 a1 78 b0 5f5f617367695f6368616e6e656c5f5f a3 6e6f21",
         ));
         let d = decode_member(&member, None).unwrap();
-        assert_eq!(d.targets[0].as_str(), "no!");
+        assert_eq!(d.targets().next(), Some("no!"));
     }
 
     #[test]
@@ -293,9 +350,8 @@ mod tests {
 
         body.extend_from_slice(&hex("93 a3 612162 a9 626164206e616d6521 a3 632164"));
         let d = decode_member(&body, None).unwrap();
-        assert_eq!(
-            d.targets.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            ["a!b", "c!d"]
-        );
+        // The invalid one is skipped where it is looked up (no channel has
+        // that name); the others are there.
+        assert_eq!(d.targets().collect::<Vec<_>>(), ["a!b", "bad name!", "c!d"]);
     }
 }

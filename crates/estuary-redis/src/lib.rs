@@ -73,7 +73,11 @@ pub mod fuzzing {
     /// encryption, msgpack with `__asgi_channel__`); errors as text.
     pub fn decode_member(member: &[u8], keys: Option<&Keys>) -> Result<Decoded, String> {
         crate::codec::decode_member(member, keys.map(|k| &k.0))
-            .map(|d| (d.message, d.targets))
+            .map(|d| {
+                // The names the layer would reach: those Estuary can address.
+                let targets = d.targets().filter_map(|t| ChannelName::new(t).ok()).collect();
+                (d.message, targets)
+            })
             .map_err(|e| e.to_string())
     }
 

@@ -51,10 +51,14 @@ def _channel_layers():
     layer = os.environ.get("BENCH_LAYER", "memory")
     if layer == "memory":
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    if layer == "redis":
+    if layer in ("redis", "pubsub"):
+        backend = {
+            "redis": "channels_redis.core.RedisChannelLayer",
+            "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        }[layer]
         return {
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "BACKEND": backend,
                 "CONFIG": {
                     "hosts": [
                         {
@@ -75,7 +79,7 @@ def _channel_layers():
                 },
             }
         }
-    raise RuntimeError(f"BENCH_LAYER must be 'memory' or 'redis', not {layer!r}")
+    raise RuntimeError(f"BENCH_LAYER must be 'memory', 'redis' or 'pubsub', not {layer!r}")
 
 
 # Layer options other than hosts/prefix are left at their defaults, as a team

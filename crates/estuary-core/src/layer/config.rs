@@ -84,6 +84,21 @@ impl ChannelLayerConfig {
             .map_or(self.capacity, |(_, c)| *c)
     }
 
+    /// Whether some channels have a capacity of their own (a pattern
+    /// override), so that [`capacity_for`](Self::capacity_for) must be asked
+    /// per channel.
+    ///
+    /// ```
+    /// use estuary_core::ChannelLayerConfig;
+    ///
+    /// assert!(!ChannelLayerConfig::default().has_channel_capacities());
+    /// let config = ChannelLayerConfig::default().with_channel_capacity_glob("http.request*", 10).unwrap();
+    /// assert!(config.has_channel_capacities());
+    /// ```
+    pub fn has_channel_capacities(&self) -> bool {
+        !self.channel_capacity.is_empty()
+    }
+
     /// Sets the default capacity (at least 1).
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);

@@ -267,8 +267,9 @@ pub enum ReceiverState {
 ///   channel: the shared queue plus the channel's own buffer. When that buffer
 ///   is full, the layer drops the message and counts it instead of returning
 ///   `Full` (so does the Redis pub/sub layer, which stores nothing in Redis).
-/// * **Flow control** (optional; the [`InMemoryChannelLayer`] keeps it,
-///   other layers keep the plain capacity rule). A session tells the layer
+/// * **Flow control** (optional; the [`InMemoryChannelLayer`] and the Redis
+///   core layer keep it, for the channels of their own process; the Redis
+///   pub/sub layer keeps the plain capacity rule). A session tells the layer
 ///   how its receiver is doing with [`set_receiver`](ChannelLayer::set_receiver).
 ///   A group send to a [`ReceiverState::Live`] member that is merely behind
 ///   (its connection reads, the server has not caught up) does not skip it:

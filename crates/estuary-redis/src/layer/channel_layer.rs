@@ -1,23 +1,27 @@
 //! The Redis layer's [`ChannelLayer`] operations.
 
 use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, History, Message, Presence,
-    SendError,
+    ChannelLayer, ChannelLayerError, ChannelName, ChannelReceiver, GroupName, GroupSendReport, History,
+    Message, Presence, ReceiverState, SendError,
 };
 
 use std::sync::Arc;
 
+use super::fanout::Fanout;
 use super::{RedisChannelLayer, unavailable};
 use crate::codec::{Target, encode_member};
 use crate::faults::{NotRestored, WrongType, layer_error};
-use crate::local::{LocalQueue, lock};
+use crate::local::{LocalQueue, QueueReceiver, lock};
 use crate::scripts;
 impl ChannelLayer for RedisChannelLayer {
     async fn new_channel(&self) -> Result<ChannelName, ChannelLayerError> {
         let inner = &self.inner;
         let name = format!("{}{}", inner.client_prefix, uuid::Uuid::new_v4().simple());
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
-        let queue = LocalQueue::reporting(inner.config.layer.capacity_for(name.as_str()));
+        let queue = LocalQueue::flow_controlled(
+            inner.config.layer.capacity_for(name.as_str()),
+            inner.backlog.clone(),
+        );
         lock(&inner.local).insert(name.clone(), Arc::new(queue));
         Ok(name)
     }
@@ -137,16 +141,30 @@ impl ChannelLayer for RedisChannelLayer {
         if let Some(Err(error)) = inner.crypto.as_ref().map(|c| c.accepts(&message)) {
             return Err(ChannelLayerError::Corrupt(Box::new(error)));
         }
-        let Some(history) = inner.config.layer.history_for(group) else {
-            return inner.group_send(group, message).await;
-        };
+        let history = inner.config.layer.history_for(group);
         if !inner.is_healthy() {
-            // Refused before anything is recorded, as `Inner::group_send`
-            // would refuse it: a retry then records it once.
+            // Redis is away, or back without this process's memberships
+            // yet: a send now would miss this process's members without a
+            // word. Refused before anything is recorded: a retry records
+            // it once.
             let error = ChannelLayerError::Unavailable(Box::new(NotRestored));
             inner.count_failure(&error);
             return Err(error);
         }
+        if inner.one_trip() {
+            match inner.fanout(group, &message, history).await? {
+                Fanout::Done(report) => return Ok(report),
+                Fanout::KeyGone(position) => {
+                    let mut report = inner.group_send(group, message.with_position(position)).await?;
+                    report.position = Some(position);
+                    return Ok(report);
+                }
+                Fanout::Declined => {}
+            }
+        }
+        let Some(history) = history else {
+            return inner.group_send(group, message).await;
+        };
         // Recorded first: a member that sees the message finds it in the
         // history too.
         let position = inner.record(group, history, &message).await?;
@@ -192,11 +210,67 @@ impl ChannelLayer for RedisChannelLayer {
         inner.leave_all(channel).await;
     }
 
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        if let Some(queue) = lock(&self.inner.local).get(channel) {
+            queue.set_receiver(state);
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.inner.backlog.is_backlogged()
+    }
+
+    async fn relieved(&self) {
+        self.inner.backlog.relieved().await;
+    }
+
+    fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a> {
+        if !self.inner.is_mine(channel) {
+            return Box::new(ReceiveLoop {
+                layer: self,
+                channel,
+                pending: None,
+            });
+        }
+        Box::new(QueueReceiver {
+            queue: lock(&self.inner.local).get(channel).cloned(),
+            channel,
+        })
+    }
+
     fn presence(&self) -> Option<&dyn Presence> {
         Some(self)
     }
 
     fn history(&self) -> Option<&dyn History> {
         Some(self)
+    }
+}
+
+type ReceiveFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Message, ChannelLayerError>> + Send + 'a>>;
+
+/// A worker (or another process's) channel's receiver: one
+/// [`ChannelLayer::receive`] after another.
+struct ReceiveLoop<'a> {
+    layer: &'a RedisChannelLayer,
+    channel: &'a ChannelName,
+    pending: Option<ReceiveFuture<'a>>,
+}
+
+impl ChannelReceiver for ReceiveLoop<'_> {
+    fn poll_receive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Message, ChannelLayerError>> {
+        let (layer, channel) = (self.layer, self.channel);
+        let pending = self
+            .pending
+            .get_or_insert_with(|| Box::pin(layer.receive(channel)));
+        let received = pending.as_mut().poll(cx);
+        if received.is_ready() {
+            self.pending = None;
+        }
+        received
     }
 }

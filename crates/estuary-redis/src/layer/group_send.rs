@@ -23,7 +23,7 @@ use crate::scripts;
 
 /// How far ahead of this process's clock a membership's score may be
 /// (clocks differ between machines) beyond the group expiry, in seconds.
-const CLOCK_SLACK: f64 = 3600.0;
+pub(super) const CLOCK_SLACK: f64 = 3600.0;
 
 /// One process's copy of a group message: its queue key, the stored member,
 /// the queue's capacity, and the group members it carries.
@@ -43,6 +43,15 @@ pub(super) fn refused_key(queue_key: &str) -> String {
 }
 
 impl Inner {
+    /// Reads `group`'s members and acts on what it lacks of this process's
+    /// (as a group send does; see [`Inner::group_destinations`]), without
+    /// sending anything.
+    pub(super) async fn check_own_members(&self, group: &GroupName, now: f64) {
+        if let Err(error) = self.group_destinations(group, now).await {
+            tracing::debug!(%error, %group, "could not check this process's members of a group");
+        }
+    }
+
     /// Sends `message` to every member of `group`: plans the send (which
     /// members, which shards, what payload), then writes it.
     pub(super) async fn group_send(
@@ -70,7 +79,7 @@ impl Inner {
     /// process): reads the group's members, removes those no process could
     /// have written, and checks the group against this process's own record
     /// (writing lost memberships back when the key is gone).
-    async fn group_destinations(
+    pub(super) async fn group_destinations(
         &self,
         group: &GroupName,
         now: f64,
@@ -158,7 +167,12 @@ impl Inner {
         for (non_local, channels) in by_queue {
             let refs: Vec<&ChannelName> = channels.iter().collect();
             let payload = encode_member(message, Target::Many(&refs), self.crypto.as_ref());
-            let capacity = self.config.layer.capacity_for(channels[0].as_str());
+            let mut capacity = self.config.layer.capacity_for(channels[0].as_str());
+            if *non_local == self.client_prefix {
+                // This process drains its own queue into its connections'
+                // buffers, which keep flow control: it may run ahead.
+                capacity = capacity.saturating_mul(estuary_core::OVERFLOW_FACTOR);
+            }
             by_shard
                 .entry(self.shard(non_local))
                 .or_default()

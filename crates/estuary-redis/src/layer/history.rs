@@ -116,7 +116,7 @@ return out
 });
 
 impl Inner {
-    fn history_keys(&self, group: &GroupName) -> (String, String) {
+    pub(super) fn history_keys(&self, group: &GroupName) -> (String, String) {
         let stream = format!("{}:history:{}", self.config.prefix, group);
         let meta = format!("{stream}:meta");
         (stream, meta)

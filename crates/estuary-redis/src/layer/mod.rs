@@ -13,11 +13,12 @@ use crate::config::RedisConfig;
 use crate::connection::{Client, ConnectionManager};
 use crate::crypto::Crypto;
 use crate::error::RedisLayerError;
-use crate::local::{LocalQueue, now};
+use crate::local::{Backlog, LocalQueue, now};
 use crate::shard::shard_index;
 
 mod channel_layer;
 mod dispatch;
+mod fanout;
 mod group_send;
 mod history;
 mod memberships;
@@ -145,6 +146,31 @@ use registry::Registry;
 /// Each warning these faults log is logged at most once a second per kind,
 /// with the number held back since the last one, and says what to do.
 ///
+/// # Flow control, and one round trip per group send
+///
+/// This process's connections' buffers keep the flow-control rule of
+/// [`ChannelLayer`](estuary_core::ChannelLayer): a live connection's buffer
+/// may hold up to [`OVERFLOW_FACTOR`](estuary_core::OVERFLOW_FACTOR) times
+/// its capacity while the server catches up, and the layer is
+/// [`backlogged`](estuary_core::ChannelLayer::backlogged) meanwhile, so
+/// sessions stop reading their clients (producers that are clients slow
+/// down) instead of members losing messages. This process's own queue in
+/// Redis takes the same factor for the group sends this process makes (its
+/// receive task drains it into those buffers); another process's queue
+/// keeps `capacity`, and what it refuses is counted in the sender's
+/// [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped) and
+/// told to that process's channels (see the faults below).
+///
+/// With one host, no encryption and no per-channel capacities, a group
+/// send is one script call: it reads the members, records the message
+/// (recorded groups) and writes each destination queue's payload in one
+/// round trip: the channels_redis form for other processes, the group's
+/// name for this process's own queue (its receive task delivers to its own
+/// members of the group by its own record). Anything it cannot decide alone
+/// (a member no process could have written, a group key gone with this
+/// process's members in it) goes to the general path, which reads the
+/// members first and writes after (as with several hosts).
+///
 /// # Presence and history
 ///
 /// The layer tracks presence ([`ChannelLayer::presence`](estuary_core::ChannelLayer::presence))
@@ -168,9 +194,10 @@ use registry::Registry;
 ///   and last offset beside it (`:meta`), so that every process records into
 ///   one order; Redis's clock decides the ttl. When the keys are lost
 ///   (expired after `meta_ttl`, evicted, flushed, Redis restarted empty), the
-///   group starts a new epoch. A group send records before it delivers, so a
-///   member never sees a message its history lacks; two processes sending at
-///   once may deliver in the other order than their offsets. Messages sent
+///   group starts a new epoch. A group send records before it delivers (in
+///   the same script, when it takes one round trip), so a member never sees
+///   a message its history lacks; two processes sending at once may deliver
+///   in the other order than their offsets (on the general path). Messages sent
 ///   by a channels_redis process (a Django `group_send`) are delivered and
 ///   not recorded.
 ///
@@ -211,6 +238,8 @@ struct Inner {
     /// `specific.<uuid>!`: this process's prefix for its channels.
     client_prefix: String,
     local: Mutex<HashMap<ChannelName, Arc<LocalQueue>>>,
+    /// Live connections' buffers over their capacity (flow control).
+    backlog: Arc<Backlog>,
     plain: Mutex<HashMap<ChannelName, Arc<PlainReceiver>>>,
     /// Group memberships of this process's channels, and when they were written.
     memberships: Mutex<Registry>,
@@ -299,6 +328,7 @@ impl RedisChannelLayer {
             crypto,
             client_prefix,
             local: Mutex::new(HashMap::new()),
+            backlog: Arc::default(),
             plain: Mutex::new(HashMap::new()),
             memberships: Mutex::new(Registry::default()),
             health: AtomicU64::new(1),

@@ -13,7 +13,7 @@ use super::memberships::{MAX_BACKOFF, restore};
 use super::{Inner, PlainReceiver};
 use crate::codec::decode_member;
 use crate::faults::is_wrong_type;
-use crate::local::{LocalQueue, lock};
+use crate::local::{Held, LocalQueue, lock};
 use estuary_core::{ChannelLayerError, ChannelName, Message};
 
 /// One blocking-pop loop: its dedicated connection, key and backoff.
@@ -117,6 +117,10 @@ impl Popper {
 
 /// Messages taken per round trip after a blocking pop's hit.
 const BATCH: usize = 32;
+
+/// Round trips after a hit whose messages join the same wake-up of the
+/// sessions, as long as each brings some (see `receive_loop`).
+const HOLD_ROUNDS: usize = 4;
 
 /// `ZPOPMIN key count`'s answer as (member, score) pairs: a flat array of
 /// member, score (RESP2) or an array of pairs (RESP3). An answer of any
@@ -289,35 +293,48 @@ pub(super) async fn receive_loop(
             }
             hit_or_idle => {
                 if let Pop::Hit { member, score } = hit_or_idle {
-                    // Each popped message is dispatched as soon as its reply
-                    // is in: nothing popped waits on another round trip
-                    // (a `flush` or a capacity check meanwhile would not see
-                    // it). Then what else is waiting comes in one batch.
-                    layer.dispatch(&member, score);
+                    // Each popped message is put in its channels' buffers as
+                    // soon as its reply is in (a `flush` or a capacity check
+                    // meanwhile sees it). Then what else is waiting comes in
+                    // one batch, and the sessions wake once to both, so that
+                    // each writes them to its client together.
+                    let mut held = Held::default();
+                    layer.dispatch(&member, score, &mut held);
                     // Without the layer held: it must be free to go while
                     // this waits on Redis.
                     drop(layer);
-                    let more = popper.pop_more(BATCH).await;
-                    let Some(layer) = inner.upgrade() else { return };
-                    match more {
-                        Ok((more, refused)) => {
-                            for (member, score) in more {
-                                layer.dispatch(&member, score);
+                    // While messages keep coming, a few more batches join
+                    // the held ones (each one round trip): the sessions then
+                    // write several frames per system call.
+                    for _ in 0..HOLD_ROUNDS {
+                        let more = popper.pop_more(BATCH).await;
+                        let Some(layer) = inner.upgrade() else { return };
+                        match more {
+                            Ok((more, refused)) => {
+                                let got = more.len();
+                                for (member, score) in more {
+                                    layer.dispatch(&member, score, &mut held);
+                                }
+                                if refused > 0 {
+                                    layer.own_queue_refused(refused);
+                                }
+                                if got == 0 {
+                                    break;
+                                }
                             }
-                            if refused > 0 {
-                                layer.own_queue_refused(refused);
+                            Err(error) => {
+                                estuary_core::throttled!(
+                                    warn,
+                                    %error,
+                                    key = %popper.key,
+                                    "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
+                                     were lost with the reply. Check that Redis is reachable"
+                                );
+                                break;
                             }
-                        }
-                        Err(error) => {
-                            estuary_core::throttled!(
-                                warn,
-                                %error,
-                                key = %popper.key,
-                                "ZPOPMIN after a hit failed; if Redis ran it, up to {BATCH} messages \
-                                 were lost with the reply. Check that Redis is reachable"
-                            );
                         }
                     }
+                    held.release();
                 }
             }
         }

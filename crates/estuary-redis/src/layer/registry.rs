@@ -139,6 +139,22 @@ impl Registry {
         }
     }
 
+    /// `group`'s version and how many of this process's channels it holds,
+    /// when it holds any.
+    pub(super) fn count(&self, group: &GroupName) -> Option<(Version, usize)> {
+        self.by_group
+            .get(group)
+            .map(|e| (Version(e.changed), e.channels.len()))
+    }
+
+    /// This process's channels in `group`.
+    pub(super) fn channels(&self, group: &str) -> impl Iterator<Item = &ChannelName> {
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flat_map(|e| e.channels.iter())
+    }
+
     /// `group`'s version, when this process has members in it.
     pub(super) fn version(&self, group: &GroupName) -> Option<Version> {
         self.by_group.get(group).map(|e| Version(e.changed))
@@ -203,6 +219,9 @@ mod tests {
         assert_ne!(r.version(&room), Some(v), "versions never repeat");
         assert_eq!(r.samples(), vec![(room.clone(), a.clone())]);
         assert_eq!(r.members_at(&room), (r.version(&room), vec![a.clone()]));
+        assert_eq!(r.count(&room), r.version(&room).map(|v| (v, 1)));
+        assert_eq!(r.channels("room").collect::<Vec<_>>(), [&a]);
+        assert_eq!(r.channels("elsewhere").count(), 0);
         assert_eq!(r.due(None).len(), 1);
     }
 }
