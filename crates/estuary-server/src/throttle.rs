@@ -12,7 +12,7 @@ pub(crate) fn refused_host(host: Option<&str>) {
         tracing::warn!(
             host = host.unwrap_or("<missing>"),
             held_back,
-            "request refused: Host not in allowed_hosts"
+            "request refused: Host not in allowed_hosts (add the name to allowed_hosts if this server should answer to it)"
         );
     }
 }

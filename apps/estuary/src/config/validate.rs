@@ -21,6 +21,8 @@ impl Config {
             }
         };
         self.bind().map_err(key("bind"))?;
+        self.metrics.at().map_err(key("metrics.listen"))?;
+        self.log.format().map_err(key("log.format"))?;
         self.allowed_hosts().map_err(key("allowed_hosts"))?;
         self.trusted_proxies().map_err(key("trusted_proxies"))?;
         self.auth.validate()?;

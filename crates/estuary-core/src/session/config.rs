@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::rate::{AddressRateLimiter, RateLimit};
+use super::stats::SessionStats;
 use crate::close::CloseCode;
 use crate::context::SlowClientPolicy;
 
@@ -56,6 +57,10 @@ pub struct SessionConfig {
     /// Groups one connection may be in at once (default 100); past it,
     /// [`Context::group_add`](crate::Context::group_add) fails with [`ConsumerError::TooManyGroups`](crate::ConsumerError::TooManyGroups).
     pub max_groups: usize,
+    /// The counters the sessions of this config add to (clones of the
+    /// config share them): read them from here, or replace them with
+    /// counters of your own before the config is used.
+    pub stats: SessionStats,
 }
 
 impl Default for SessionConfig {
@@ -75,6 +80,7 @@ impl Default for SessionConfig {
             }),
             max_event_size: 1024 * 1024,
             max_groups: 100,
+            stats: SessionStats::default(),
         }
     }
 }
