@@ -295,3 +295,35 @@ async fn the_metrics_follow_a_scripted_session() {
     );
     assert!(access.iter().any(|l| l.contains("status=101")), "{access:#?}");
 }
+
+/// On the in-memory layer: its own families, and the admin listener
+/// (`--metrics HOST:PORT`) serving them while the main port does not.
+#[tokio::test]
+#[ignore = "needs Python with channels_redis (ESTUARY_INTEROP_PYTHON)"]
+async fn the_in_memory_layer_on_an_admin_listener() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let server = Served::start(&["--metrics", &admin_addr.to_string()]);
+    let main = http::get(server.addr(), "/metrics").await;
+    assert!(main.starts_with("HTTP/1.1 404"), "{main}");
+    let mut member = Client::join(&server.url("/ws/chat/lobby/")).await;
+    member
+        .send_json(&json!({"message": "hi", "username": "bo"}))
+        .await;
+    member.recv_type("chat_message").await;
+    let response = http::get(admin_addr, "/metrics").await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let s = parse(body);
+    assert_eq!(value(&s, "estuary_layer_up", r#"backend="memory""#), 1.0);
+    assert_eq!(value(&s, "estuary_websocket_connections", ""), 1.0);
+    for name in [
+        "estuary_layer_backlogged_seconds_total",
+        "estuary_layer_backlog_episodes_total",
+        "estuary_layer_held_bytes",
+    ] {
+        assert!(s.contains_key(name), "{name}");
+    }
+    assert!(s["estuary_layer_losses_total"].contains_key(r#"backend="memory",reason="channel_full""#));
+}

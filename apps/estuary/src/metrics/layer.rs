@@ -71,6 +71,24 @@ impl LayerProbe {
                     "Bytes of the messages the in-memory layer holds now (bounded by layer.max_bytes).",
                 )
                 .sample("estuary_layer_held_bytes", &backend, l.held_bytes());
+                let (time, episodes) = l.backlogged_time();
+                text.family(
+                    "estuary_layer_backlogged_seconds_total",
+                    Kind::Counter,
+                    "Time the in-memory layer was backlogged (flow control: a live member held more than \
+                     its capacity, so sessions stopped reading their clients), in seconds.",
+                )
+                .sample(
+                    "estuary_layer_backlogged_seconds_total",
+                    &backend,
+                    time.as_secs_f64(),
+                );
+                text.family(
+                    "estuary_layer_backlog_episodes_total",
+                    Kind::Counter,
+                    "Times the in-memory layer became backlogged.",
+                )
+                .sample("estuary_layer_backlog_episodes_total", &backend, episodes);
             }
             Self::Redis(l) => {
                 losses.push(("channel_full", l.dropped()));
