@@ -12,7 +12,7 @@ use crate::announce::Announcer;
 use crate::auth::AppAuth;
 use crate::chat::{ChatConsumer, ChatShared};
 use crate::config::{Bind, Config, MetricsAt, RedisFlavour, redact_url};
-use crate::metrics::{HttpStats, LayerProbe, Metrics};
+use crate::metrics::{HttpStats, LayerOps, LayerProbe, Metrics, TimedLayer};
 use crate::online::Online;
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
@@ -179,7 +179,11 @@ fn assemble(
 /// ([`crate::posts`]) on the same channel layer, drained on shutdown.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let probe = layer_probe(&config)?;
-    let layer = probe.handle().context("the configured layer has a handle")?;
+    let ops = LayerOps::default();
+    let layer = ChannelLayerHandle::new(TimedLayer::new(
+        probe.handle().context("the configured layer has a handle")?,
+        ops.clone(),
+    ));
     let (service, auth, sessions) = assemble(&config, layer.clone())?;
     auth.ready().await?;
     warn_about_openings(&config)?;
@@ -191,7 +195,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         probe,
         HttpStats::default(),
         worker_stats,
-    );
+    )
+    .with_layer_ops(ops);
     let at = config.metrics.at()?;
     let service = AccessLayer::new(metrics.clone(), at == MetricsAt::Main, config.log.access).layer(service);
     let admin = match at {

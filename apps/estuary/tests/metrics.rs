@@ -239,6 +239,20 @@ async fn the_metrics_follow_a_scripted_session() {
     assert!(value(s, "estuary_websocket_write_batch_messages_count", "") >= 1.0);
     assert!(value(s, "estuary_auth_total", r#"outcome="anonymous""#) >= 3.0);
     assert!(value(s, "estuary_connections", "") >= 1.0);
+    assert!(
+        value(
+            s,
+            "estuary_layer_operation_duration_seconds_count",
+            r#"backend="redis",operation="group_send""#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            s,
+            "estuary_layer_operation_duration_seconds_count",
+            r#"backend="redis",operation="group_add""#
+        ) >= 3.0
+    );
 
     // A Redis outage: the layer reports down, and a send fails.
     let mut watcher = Client::join(&server.url("/ws/chat/outage/")).await;
@@ -281,6 +295,13 @@ async fn the_metrics_follow_a_scripted_session() {
             r#"kind="http",status="503""#
         ),
         1.0
+    );
+    assert!(
+        value(
+            &after,
+            "estuary_layer_operation_errors_total",
+            r#"backend="redis",operation="group_send""#
+        ) >= 1.0
     );
     watcher.assert_no_chat_message().await;
 

@@ -7,6 +7,7 @@ mod http;
 mod layer;
 mod process;
 mod text;
+mod timed;
 
 use estuary::server::ServerStats;
 use estuary::{SessionStats, WRITE_BATCH_BOUNDS, WorkerStats};
@@ -15,6 +16,7 @@ pub use http::{DURATION_BOUNDS, HttpStats, RequestKind};
 pub use layer::LayerProbe;
 pub use text::CONTENT_TYPE;
 use text::{Kind, Text};
+pub use timed::{LayerOps, TimedLayer};
 
 /// Everything a scrape reads; clones share the counters.
 ///
@@ -28,6 +30,7 @@ use text::{Kind, Text};
 ///     Default::default(),
 ///     Default::default(),
 /// );
+/// let metrics = metrics.with_layer_ops(Default::default());
 /// assert!(metrics.render().contains("# TYPE estuary_websocket_connections gauge"));
 /// ```
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub struct Metrics {
     layer: LayerProbe,
     http: HttpStats,
     workers: WorkerStats,
+    layer_ops: Option<LayerOps>,
 }
 
 impl Metrics {
@@ -54,7 +58,14 @@ impl Metrics {
             layer,
             http,
             workers,
+            layer_ops: None,
         }
+    }
+
+    /// With the channel layer's operations timed by a [`TimedLayer`].
+    pub fn with_layer_ops(mut self, ops: LayerOps) -> Self {
+        self.layer_ops = Some(ops);
+        self
     }
 
     /// The access layer's counters.
@@ -69,6 +80,9 @@ impl Metrics {
         self.render_messages(&mut text);
         self.http.render(&mut text);
         self.layer.render(&mut text);
+        if let Some(ops) = &self.layer_ops {
+            ops.render(&mut text, self.layer.backend());
+        }
         self.render_workers(&mut text);
         process::render(&mut text);
         text.finish()
