@@ -179,11 +179,17 @@ fn assemble(
 /// ([`crate::posts`]) on the same channel layer, drained on shutdown.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let probe = layer_probe(&config)?;
+    let at = config.metrics.at()?;
     let ops = LayerOps::default();
-    let layer = ChannelLayerHandle::new(TimedLayer::new(
-        probe.handle().context("the configured layer has a handle")?,
-        ops.clone(),
-    ));
+    let untimed = probe.handle().context("the configured layer has a handle")?;
+    // Timed only when the metrics are served: the wrapper costs a second
+    // dynamic call on each layer operation.
+    let layer = match at {
+        MetricsAt::Off => untimed,
+        MetricsAt::Main | MetricsAt::Admin(_) => {
+            ChannelLayerHandle::new(TimedLayer::new(untimed, ops.clone()))
+        }
+    };
     let (service, auth, sessions) = assemble(&config, layer.clone())?;
     auth.ready().await?;
     warn_about_openings(&config)?;
@@ -197,7 +203,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         worker_stats,
     )
     .with_layer_ops(ops);
-    let at = config.metrics.at()?;
     let service = AccessLayer::new(metrics.clone(), at == MetricsAt::Main, config.log.access).layer(service);
     let admin = match at {
         MetricsAt::Admin(addr) => Some(serve_metrics(addr, metrics).await?),
