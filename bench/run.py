@@ -200,6 +200,8 @@ class Server:
             if name.endswith("-pubsub"):
                 env["ESTUARY_REDIS_FLAVOUR"] = "pubsub"
             env.setdefault("RUST_LOG", "warn")
+            if name.startswith("baseline"):
+                env.update(kv.split("=", 1) for kv in args.baseline_env)
         elif name == "naive-rust":
             cmd += [os.path.join(bindir, "naive-broadcast"), "--bind", f"127.0.0.1:{self.port}"]
         else:
@@ -659,6 +661,9 @@ def main():
     p.add_argument("--baseline", default=None, metavar="PATH",
                    help="another estuary binary (say, main's before a change), run as baseline-memory / "
                         "baseline-redis beside each selected estuary-* server, interleaved with it")
+    p.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for the baseline only (repeatable): with --baseline set to "
+                        "the same binary, compares two settings, e.g. --baseline-env ESTUARY_METRICS=off")
     p.add_argument("--baseline-first", action="store_true",
                    help="run the baseline before the build under test in each pair (to see order effects)")
     args = p.parse_args()
@@ -672,6 +677,9 @@ def main():
     for s in args.scenarios:
         if s not in SCENARIOS + EXTRA_SCENARIOS:
             p.error(f"unknown scenario {s}")
+    for kv in args.baseline_env:
+        if "=" not in kv:
+            p.error(f"--baseline-env {kv}: expected KEY=VALUE")
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
         if not os.access(args.baseline, os.X_OK):

@@ -130,7 +130,7 @@ impl Announcer {
         let group = match room_group(room) {
             Ok(group) => group,
             Err(error) => {
-                estuary::throttled!(warn, %error, %room, "no group for the room; announcements dropped");
+                estuary::throttled!(warn, %error, %room, "no group for the room; announcements dropped (a room name the chat should have refused: report it as a bug)");
                 return;
             }
         };

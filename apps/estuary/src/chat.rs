@@ -402,7 +402,7 @@ impl Consumer for ChatConsumer {
             Ok(mut frames) if frames.len() == 1 => frames.pop(),
             Ok(_) => None,
             Err(error) => {
-                estuary::throttled!(warn, %error, "cannot render a chat event; each member renders its own");
+                estuary::throttled!(warn, %error, "cannot render a chat event; each member renders its own (slower, not lost; report it as a bug)");
                 None
             }
         }

@@ -30,6 +30,7 @@ mod chat;
 mod keys;
 mod library;
 mod load;
+mod observe;
 mod print;
 mod routes;
 mod validate;
@@ -45,6 +46,7 @@ pub use estuary_django::{DjangoSettings, SessionEngineName};
 pub use estuary_jwt::JwtSettings;
 pub use keys::{SETTINGS, Setting, ValueKind};
 pub use load::{Layers, PRECEDENCE, ServeArgs};
+pub use observe::{LogFormat, LogSettings, MetricsAt, MetricsSettings};
 pub use print::{REDACTED, Secrets, redact_url};
 pub use routes::{RouteAuth, RouteConfig};
 
@@ -157,6 +159,10 @@ pub struct Config {
     /// HTTP endpoint), matched in order before the built-in chat's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// Where the Prometheus metrics are served.
+    pub metrics: MetricsSettings,
+    /// The log's format, and the access log.
+    pub log: LogSettings,
 }
 
 impl Default for Config {
@@ -179,6 +185,8 @@ impl Default for Config {
             history: chat::history_defaults(),
             chat: ChatSettings::default(),
             routes: Vec::new(),
+            metrics: MetricsSettings::default(),
+            log: LogSettings::default(),
         }
     }
 }

@@ -3,11 +3,13 @@
 //! `ESTUARY_*` variables and flags. [`serve`] builds and runs the server.
 
 pub mod activation;
+pub mod access;
 pub mod announce;
 pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod online;
 pub mod pages;
 pub mod posts;

@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use clap::{Args, Parser, Subcommand};
-use estuary_cli::config::{Config, Secrets, ServeArgs};
+use estuary_cli::config::{Config, LogFormat, Secrets, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -39,12 +39,9 @@ struct CheckConfigArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-                )
-                .init();
-            estuary_cli::serve::serve(Config::load(&args)?).await
+            let config = Config::load(&args)?;
+            init_logs(config.log.format()?);
+            estuary_cli::serve::serve(config).await
         }
         Command::CheckConfig(args) => {
             let secrets = if args.show_secrets {
@@ -55,6 +52,17 @@ async fn main() -> anyhow::Result<()> {
             let text = Config::load(&args.serve)?.to_toml(secrets)?;
             print(&text)
         }
+    }
+}
+
+/// Logs to standard output as text or JSON lines, filtered by `RUST_LOG`
+/// (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 

@@ -9,10 +9,12 @@ use estuary::server::{
 };
 use tower::Layer as _;
 
+use crate::access::AccessLayer;
 use crate::announce::Announcer;
 use crate::auth::AppAuth;
 use crate::chat::{ChatConsumer, ChatShared};
-use crate::config::{Bind, Config, redact_url};
+use crate::config::{Bind, Config, MetricsAt, RedisFlavour, redact_url};
+use crate::metrics::{HttpStats, LayerOps, LayerProbe, Metrics, TimedLayer};
 use crate::online::Online;
 use crate::push::{PushAccess, PushState, routes as push_routes};
 use crate::rooms::Rooms;
@@ -62,6 +64,21 @@ pub fn in_memory_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
 /// called inside the runtime (the Redis layer starts its tasks).
 pub fn channel_layer(config: &Config) -> anyhow::Result<ChannelLayerHandle> {
     config.channel_layer()
+}
+
+/// The configured channel layer as [`channel_layer`] makes it, kept by its
+/// type so that its counters can be read ([`LayerProbe::handle`] gives the
+/// handle the server runs on). Must be called inside the runtime.
+pub fn layer_probe(config: &Config) -> anyhow::Result<LayerProbe> {
+    let layer_config = config.layer_config()?;
+    if config.layer.redis.is_empty() {
+        return Ok(LayerProbe::Memory(InMemoryChannelLayer::new(layer_config)));
+    }
+    let redis = config.layer.redis_config().with_layer_config(layer_config);
+    Ok(match config.layer.flavour {
+        RedisFlavour::Core => LayerProbe::Redis(estuary::redis::RedisChannelLayer::new(redis)?),
+        RedisFlavour::PubSub => LayerProbe::PubSub(estuary::redis::RedisPubSubChannelLayer::new(redis)?),
+    })
 }
 
 fn describe(config: &Config) -> String {
@@ -117,7 +134,8 @@ pub fn service(config: &Config) -> anyhow::Result<AppService> {
 /// [`service`], and the authenticator in it (to connect it at startup
 /// with [`AppAuth::ready`]).
 pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth)> {
-    assemble(config, channel_layer(config)?)
+    let (service, auth, _) = assemble(config, channel_layer(config)?)?;
+    Ok((service, auth))
 }
 
 /// [`service`] on a channel layer made by the caller instead of the
@@ -138,16 +156,22 @@ pub fn service_with_layer(config: &Config, layer: ChannelLayerHandle) -> anyhow:
     Ok(assemble(config, layer)?.0)
 }
 
-fn assemble(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<(AppService, AppAuth)> {
+fn assemble(
+    config: &Config,
+    layer: ChannelLayerHandle,
+) -> anyhow::Result<(AppService, AppAuth, estuary::SessionStats)> {
     let hosts = config.allowed_hosts()?;
     let origins = origin_layer(config)?;
     let auth = AppAuth::from_config(config)?;
-    let service: RouterService = router(config, layer)?.into_service();
+    let router = router(config, layer)?;
+    let sessions = router.settings().session.stats.clone();
+    let service: RouterService = router.into_service();
     Ok((
         hosts
             .layer()
             .layer(origins.layer(auth.layer(config)?.layer(service))),
         auth,
+        sessions,
     ))
 }
 
@@ -156,13 +180,41 @@ fn assemble(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<(AppSe
 /// Beside the WebSocket tier it runs the room-post worker
 /// ([`crate::posts`]) on the same channel layer, drained on shutdown.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let layer = channel_layer(&config)?;
-    let (service, auth) = assemble(&config, layer.clone())?;
+    let probe = layer_probe(&config)?;
+    let at = config.metrics.at()?;
+    let ops = LayerOps::default();
+    let untimed = probe.handle().context("the configured layer has a handle")?;
+    // Timed only when the metrics are served: the wrapper costs a second
+    // dynamic call on each layer operation.
+    let layer = match at {
+        MetricsAt::Off => untimed,
+        MetricsAt::Main | MetricsAt::Admin(_) => {
+            ChannelLayerHandle::new(TimedLayer::new(untimed, ops.clone()))
+        }
+    };
+    let (service, auth, sessions) = assemble(&config, layer.clone())?;
     auth.ready().await?;
     warn_about_openings(&config)?;
-    let (workers, _) = crate::posts::workers();
+    let (workers, worker_stats) = crate::posts::workers();
     let tls = tls_files(&config)?;
     let server = listen_with(&config, tls.clone())?.with_workers(workers, layer);
+    let metrics = Metrics::new(
+        server.stats(),
+        sessions,
+        probe,
+        HttpStats::default(),
+        worker_stats,
+    )
+    .with_layer_ops(ops);
+    let service = AccessLayer::new(metrics.clone(), at == MetricsAt::Main, config.log.access).layer(service);
+    let admin = match at {
+        MetricsAt::Admin(addr) => Some(serve_metrics(addr, metrics).await?),
+        MetricsAt::Main => {
+            tracing::info!("metrics at GET /metrics on the main port (metrics.listen = \"main\")");
+            None
+        }
+        MetricsAt::Off => None,
+    };
     // Before "listening": from then on, SIGTERM is a graceful shutdown (and
     // SIGHUP rereads the TLS files).
     let shutdown = shutdown_signal();
@@ -184,8 +236,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     server.serve(service, shutdown).await?;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     tracing::info!("estuary stopped");
     Ok(())
+}
+
+/// Serves `GET /metrics` alone on `addr` (`metrics.listen = "HOST:PORT"`),
+/// until the task is aborted.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let server = Server::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics (metrics.listen)"))?;
+    let router = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { crate::access::scrape(&metrics) }
+        }),
+    );
+    tracing::info!("metrics at http://{addr}/metrics (metrics.listen)");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = server.serve(router.into_service(), std::future::pending()).await {
+            tracing::error!(%error, "the metrics listener failed; metrics are not served until restart");
+        }
+    }))
 }
 
 /// The server `config` describes, listening (its `bind` address and

@@ -70,8 +70,8 @@ pub use scope::{
     Recheck, RecheckFuture, Scope, ScopeBuilder, ScopeError, ScopeErrorKind, User, empty_as_none,
 };
 pub use session::{
-    AddressRateLimiter, Inbound, Outcome, RateLimit, Session, SessionConfig, Transport, TransportError,
-    address_key,
+    AddressRateLimiter, Inbound, Outcome, RateLimit, Session, SessionConfig, SessionStats, Transport,
+    TransportError, WRITE_BATCH_BOUNDS, address_key,
 };
 pub use throttle::Throttle;
 pub use worker::{

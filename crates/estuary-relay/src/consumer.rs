@@ -438,7 +438,7 @@ impl Consumer for RelayConsumer {
             }
             // Rendered by `render` when it has a frame.
             Reply::Send { .. } => {
-                estuary_core::throttled!(warn, relay = %self.shared.name, "websocket.send with neither text nor bytes; dropped");
+                estuary_core::throttled!(warn, relay = %self.shared.name, "websocket.send with neither text nor bytes; dropped (fix the worker: send text or bytes)");
                 Ok(())
             }
             Reply::Accept { .. } => Ok(()),

@@ -437,7 +437,10 @@ pub(crate) fn state_bytes(state: Option<rmpv::Value>) -> Option<Bytes> {
         value @ rmpv::Value::Map(_) => Some(encode_value(&value)),
         rmpv::Value::Nil => None,
         _ => {
-            estuary_core::throttled!(warn, "estuary.ack with a state that is not a map; state kept");
+            estuary_core::throttled!(
+                warn,
+                "estuary.ack with a state that is not a map; state kept (fix the worker: send a dict as state)"
+            );
             None
         }
     }

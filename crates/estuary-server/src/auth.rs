@@ -187,7 +187,18 @@ where
                 headers: req.headers(),
                 client,
             };
+            let started = std::time::Instant::now();
             let decided = layer.authenticator.authenticate(handshake).await;
+            let mut report = crate::AuthReport {
+                user: None,
+                elapsed: started.elapsed(),
+                admitted: false,
+            };
+            let refused = |response: Response<Body>, reason, report: crate::AuthReport| {
+                let mut response = crate::report::refused(response, reason);
+                response.extensions_mut().insert(report);
+                Ok(response)
+            };
             match decided {
                 Ok(admission)
                     if admission.user.is_none()
@@ -198,7 +209,7 @@ where
                     response
                         .headers_mut()
                         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    return Ok(response);
+                    return refused(response, crate::HandshakeRefusal::Auth, report);
                 }
                 Ok(mut admission) => {
                     // The admission's own recheck first (a chain's carries
@@ -210,6 +221,8 @@ where
                     {
                         req.extensions_mut().insert(recheck);
                     }
+                    report.user = admission.user.as_ref().map(|u| u.id().to_owned());
+                    report.admitted = true;
                     req.extensions_mut().insert(admission);
                 }
                 Err(AuthError::Refused { status, reason }) => {
@@ -219,10 +232,11 @@ where
                             .headers_mut()
                             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     }
-                    return Ok(response);
+                    return refused(response, crate::HandshakeRefusal::Auth, report);
                 }
                 Err(AuthError::Closed { code, reason }) => {
-                    return Ok(crate::service::close_at_once(req, CloseFrame::new(code, reason)));
+                    let response = crate::service::close_at_once(req, CloseFrame::new(code, reason));
+                    return refused(response, crate::HandshakeRefusal::Auth, report);
                 }
                 Err(AuthError::Unavailable(error)) => {
                     unavailable(&*error);
@@ -231,17 +245,18 @@ where
                     response
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return Ok(response);
+                    return refused(response, crate::HandshakeRefusal::AuthUnavailable, report);
                 }
                 Err(AuthError::BadAnswer(error)) => {
                     bad_answer(&*error);
-                    return Ok(crate::service::plain(
-                        StatusCode::BAD_GATEWAY,
-                        "authentication backend failed",
-                    ));
+                    let response =
+                        crate::service::plain(StatusCode::BAD_GATEWAY, "authentication backend failed");
+                    return refused(response, crate::HandshakeRefusal::AuthUnavailable, report);
                 }
             }
-            inner.call(req).await
+            let mut response = inner.call(req).await?;
+            response.extensions_mut().insert(report);
+            Ok(response)
         })
     }
 }

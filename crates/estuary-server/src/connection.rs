@@ -192,14 +192,20 @@ fn admit_handshake<B: Default>(
     if handshakes.as_ref().is_some_and(|limiter| !limiter.check(ip)) {
         stats.count_handshake_refused();
         refused_log(&HANDSHAKES_REFUSED, client, "handshake_rate");
-        return Some(too_many("1"));
+        return Some(crate::report::refused(
+            too_many("1"),
+            crate::HandshakeRefusal::HandshakeRate,
+        ));
     }
     if let (true, Some(max)) = (proxied, per_ip) {
         match stats.open_for(ip, max) {
             Some(slot) => slots.0.push(std::sync::Arc::new(slot)),
             None => {
                 refused_log(&PER_IP_REFUSED, client, "max_connections_per_ip");
-                return Some(too_many("5"));
+                return Some(crate::report::refused(
+                    too_many("5"),
+                    crate::HandshakeRefusal::ConnectionsPerIp,
+                ));
             }
         }
     }

@@ -213,9 +213,12 @@ where
         let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
         if !self.hosts.allows_any() && !host.is_some_and(|h| self.hosts.allows(h)) {
             crate::throttle::refused_host(host);
-            let response = crate::service::plain(
-                StatusCode::BAD_REQUEST,
-                "Invalid Host header: add it to allowed_hosts if this server should answer to it",
+            let response = crate::report::refused(
+                crate::service::plain(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid Host header: add it to allowed_hosts if this server should answer to it",
+                ),
+                crate::HandshakeRefusal::Host,
             );
             return Box::pin(async move { Ok(response) });
         }

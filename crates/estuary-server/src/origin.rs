@@ -278,6 +278,7 @@ where
             tracing::info!(origin = ?req.headers().get(header::ORIGIN), "WebSocket handshake refused: origin not allowed");
             let mut response = Response::new(Body::from("origin not allowed\n"));
             *response.status_mut() = StatusCode::FORBIDDEN;
+            let response = crate::report::refused(response, crate::HandshakeRefusal::Origin);
             return Box::pin(async move { Ok(response) });
         }
         Box::pin(self.inner.call(req))

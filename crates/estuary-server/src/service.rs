@@ -308,7 +308,10 @@ impl RouterService {
         };
         let path = path.into_owned();
         let Some((endpoint, params, layer)) = router.find(&path) else {
-            return Err(plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"));
+            return Err(crate::report::refused(
+                plain(StatusCode::NOT_FOUND, "no WebSocket route for this path"),
+                crate::HandshakeRefusal::Route,
+            ));
         };
         let mut builder = Scope::builder(path.clone())
             .raw_path(raw_path)
@@ -395,7 +398,12 @@ impl RouterService {
         let offered = offered_subprotocols(&parts.headers);
         let Accepted { session, accept } = match self.open(&mut parts, info, timeout).await {
             Ok(accepted) => accepted,
-            Err(response) => return response,
+            Err(mut response) => {
+                if response.extensions().get::<crate::HandshakeRefusal>().is_none() {
+                    response.extensions_mut().insert(crate::HandshakeRefusal::Connect);
+                }
+                return response;
+            }
         };
 
         let mut response = switching_protocols(&key);

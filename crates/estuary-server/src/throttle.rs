@@ -13,7 +13,7 @@ pub(crate) fn refused_host(host: Option<&str>) {
         tracing::warn!(
             host = host.unwrap_or("<missing>"),
             held_back,
-            "request refused: Host not in allowed_hosts"
+            "request refused: Host not in allowed_hosts (add the name to allowed_hosts if this server should answer to it)"
         );
     }
 }
@@ -41,6 +41,11 @@ pub(crate) static HANDSHAKES_REFUSED: Throttle = Throttle::new(Duration::from_se
 
 pub(crate) fn refused_log(throttle: &Throttle, peer: Option<SocketAddr>, limit: &'static str) {
     if let Some(held_back) = throttle.allow(Instant::now()) {
-        tracing::warn!(?peer, limit, held_back, "connection refused: limit reached");
+        tracing::warn!(
+            ?peer,
+            limit,
+            held_back,
+            "connection refused: limit reached (if these clients are legitimate, raise the limit named, or the open-file limit for max_connections)"
+        );
     }
 }

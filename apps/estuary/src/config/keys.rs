@@ -18,6 +18,9 @@ pub enum ValueKind {
     /// A flag without a value; as a variable `true`/`false` (or `1`/`0`,
     /// `yes`/`no`, `on`/`off`).
     Switch,
+    /// A flag without a value that turns the key off (`--no-access-log`);
+    /// as a variable `true`/`false`, as a [`Switch`](Self::Switch).
+    SwitchOff,
     /// Comma-separated (or a repeated flag); empty items are dropped.
     List,
     /// `memory`, or Redis URLs as a [`List`](Self::List): `memory` items
@@ -152,6 +155,12 @@ settings! {
         "Milliseconds a chat member stays present after its last connection closed (0: leaves at once)";
     "chat.recent_history", "recent-history", "ESTUARY_RECENT_HISTORY", Integer,
         "Recorded messages a chat page gets when it joins without a position (0: none)";
+    "metrics.listen", "metrics", "ESTUARY_METRICS", Text,
+        "Prometheus metrics: `main` (GET /metrics on the main port), `off`, or HOST:PORT of a separate admin listener [default: main]";
+    "log.format", "log-format", "ESTUARY_LOG_FORMAT", Text,
+        "Log lines as `text` or `json` (one object a line); filter with RUST_LOG [default: text]";
+    "log.access", "no-access-log", "ESTUARY_ACCESS_LOG", SwitchOff,
+        "Turn off the access log (a line per HTTP request and WebSocket handshake); as a variable: true or false";
 }
 
 /// Why a flag's or a variable's text is not a value of its kind.
@@ -211,11 +220,13 @@ impl Setting {
                     .ok_or(KindError::Integer)?,
             ),
             ValueKind::Number => Value::Float(text.trim().parse::<f64>().map_err(|_| KindError::Number)?),
-            ValueKind::Switch => Value::Boolean(match text.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" | "" => false,
-                _ => return Err(KindError::Switch),
-            }),
+            ValueKind::Switch | ValueKind::SwitchOff => {
+                Value::Boolean(match text.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" | "" => false,
+                    _ => return Err(KindError::Switch),
+                })
+            }
             ValueKind::List => list(false),
             ValueKind::Layer => list(true),
         }))

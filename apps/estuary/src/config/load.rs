@@ -71,7 +71,7 @@ impl Args for ServeArgs {
             let help = format!("{} [env: {}] [key: {}]", setting.help, setting.env, setting.key);
             let arg = Arg::new(setting.key).long(setting.flag).help(help);
             let arg = match setting.kind {
-                ValueKind::Switch => arg.action(ArgAction::SetTrue),
+                ValueKind::Switch | ValueKind::SwitchOff => arg.action(ArgAction::SetTrue),
                 ValueKind::List | ValueKind::Layer => arg.action(ArgAction::Append).value_delimiter(','),
                 _ => arg.action(ArgAction::Set),
             };
@@ -90,6 +90,7 @@ impl FromArgMatches for ServeArgs {
         for setting in SETTINGS {
             let text = match setting.kind {
                 ValueKind::Switch => matches.get_flag(setting.key).then(|| "true".to_owned()),
+                ValueKind::SwitchOff => matches.get_flag(setting.key).then(|| "false".to_owned()),
                 ValueKind::List | ValueKind::Layer => matches
                     .get_many::<String>(setting.key)
                     .map(|items| items.cloned().collect::<Vec<_>>().join(",")),

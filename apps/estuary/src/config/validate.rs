@@ -26,6 +26,8 @@ impl Config {
             (None, Some(_)) => return Err(invalid("tls_cert", "tls_key needs tls_cert (--tls-cert)")),
             _ => {}
         }
+        self.metrics.at().map_err(key("metrics.listen"))?;
+        self.log.format().map_err(key("log.format"))?;
         self.allowed_hosts().map_err(key("allowed_hosts"))?;
         self.trusted_proxies().map_err(key("trusted_proxies"))?;
         self.auth.validate()?;

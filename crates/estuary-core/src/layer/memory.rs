@@ -188,6 +188,22 @@ impl InMemoryChannelLayer {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// How long the layer has been backlogged in all (flow control: some
+    /// live member held more than its capacity, so sessions stopped reading
+    /// their clients), the current episode included; and how many times it
+    /// became so. Written only when the layer becomes backlogged or
+    /// relieved.
+    ///
+    /// ```
+    /// use estuary_core::InMemoryChannelLayer;
+    ///
+    /// let (time, episodes) = InMemoryChannelLayer::default().backlogged_time();
+    /// assert_eq!((time.as_secs(), episodes), (0, 0));
+    /// ```
+    pub fn backlogged_time(&self) -> (std::time::Duration, u64) {
+        self.inner.backlog.spent()
+    }
+
     /// The number of members of `group` whose membership has not expired.
     pub fn group_size(&self, group: &GroupName) -> usize {
         let now = Instant::now();

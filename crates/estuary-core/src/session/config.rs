@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::rate::{AddressRateLimiter, RateLimit};
+use super::stats::SessionStats;
 use crate::close::CloseCode;
 use crate::context::SlowClientPolicy;
 
@@ -63,6 +64,10 @@ pub struct SessionConfig {
     /// reconnects on 1001 lands on a fresh connection (after a deploy, on
     /// the new process).
     pub max_lifetime: Option<Duration>,
+    /// The counters the sessions of this config add to (clones of the
+    /// config share them): read them from here, or replace them with
+    /// counters of your own before the config is used.
+    pub stats: SessionStats,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +88,7 @@ impl Default for SessionConfig {
             max_event_size: 1024 * 1024,
             max_groups: 100,
             max_lifetime: None,
+            stats: SessionStats::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::keepalive::Keepalive;
 use super::rate::{AddressRateLimiter, Bucket};
 use super::recheck::Rechecks;
+use super::stats::Tally;
 use crate::layer::{ChannelLayer, ChannelLayerHandle, ChannelReceiver, ReceiverState};
 use crate::names::ChannelName;
 
@@ -37,6 +38,8 @@ pub(super) struct Conn<'a, T> {
     /// The check that the user is still signed in (boxed: rare).
     pub(super) recheck: Option<Box<Rechecks>>,
     pub(super) write_timeout: Duration,
+    /// Messages and bytes since the last fold into the shared stats.
+    pub(super) tally: Tally,
 }
 
 /// The connection's channel, for flow control while a handler waits.

@@ -30,10 +30,14 @@ impl<C: Consumer> Session<C> {
             first,
             conn.write_timeout,
             Some(&flow),
+            &mut conn.tally,
         )
         .await;
         if blocked {
             self.ctx.mark_stalled();
+        }
+        if conn.tally.is_full() {
+            conn.tally.fold(&self.config.stats);
         }
         step
     }
@@ -66,6 +70,7 @@ impl<C: Consumer> Session<C> {
             }
             Some(Ok(Inbound::Message(message))) => message,
         };
+        conn.tally.received(message.len());
         conn.client_turns = conn.client_turns.saturating_add(1);
         if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
@@ -176,6 +181,7 @@ impl<C: Consumer> Session<C> {
             // client's.
             Err(ChannelLayerError::Lost { count }) => match self.config.slow_client {
                 SlowClientPolicy::Disconnect { .. } => {
+                    self.config.stats.count_lost();
                     tracing::debug!(channel = %conn.channel, count, "messages for this connection lost; closing");
                     Closing::server(CloseCode::TRY_AGAIN_LATER, "messages were lost; reconnect", false)
                 }
@@ -195,6 +201,8 @@ impl<C: Consumer> Session<C> {
 
     /// A keepalive tick: ping, or give up on a peer that never answered.
     pub(super) async fn on_keepalive<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
+        // The connection's counts reach the shared stats once an interval.
+        conn.tally.fold(&self.config.stats);
         match conn.keepalive.due() {
             Due::Dead => {
                 tracing::debug!(channel = %conn.channel, "no answer to a ping within the timeout; dropping the peer");

@@ -33,6 +33,7 @@ mod keepalive;
 mod limit_tests;
 mod rate;
 mod recheck;
+mod stats;
 mod step;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,8 @@ use keepalive::Keepalive;
 use rate::Bucket;
 pub use rate::{AddressRateLimiter, RateLimit, address_key};
 use recheck::{Rechecks, on_recheck};
+use stats::Tally;
+pub use stats::{SessionStats, WRITE_BATCH_BOUNDS};
 use step::{Closing, Step};
 pub use transport::{Inbound, Transport, TransportError};
 
@@ -259,7 +262,9 @@ impl<C: Consumer> Session<C> {
                 self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
             ),
             write_timeout: self.config.write_timeout,
+            tally: Tally::default(),
         };
+        self.config.stats.count_open();
         // From here on a session drains this channel: group sends may hold
         // more than its capacity for it while the server catches up.
         layer.set_receiver(&channel, ReceiverState::Live);
@@ -352,6 +357,8 @@ impl<C: Consumer> Session<C> {
             channel,
             write_timeout,
             receiver,
+            mut tally,
+            oversized,
             ..
         } = conn;
         // No longer read by the session: `disconnect` may read the channel
@@ -366,6 +373,7 @@ impl<C: Consumer> Session<C> {
             // Let in-flight sends finish before the close frame.
             let flushed = tokio::time::timeout(write_timeout, async {
                 while let Some(Outgoing::Message(m)) = self.outbound.try_recv() {
+                    tally.sent(m.len());
                     if transport.feed(m).await.is_err() {
                         return;
                     }
@@ -381,11 +389,15 @@ impl<C: Consumer> Session<C> {
             transport.close(frame).await;
         }
         self.finish(code).await;
+        let dropped = self.ctx.dropped();
+        tally.batch_done();
+        tally.fold(&self.config.stats);
+        self.config.stats.count_close(code, dropped, oversized);
         Outcome {
             code,
             client_closed,
-            dropped: self.ctx.dropped(),
-            oversized: conn.oversized,
+            dropped,
+            oversized,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use super::conn::Flow;
+use super::stats::Tally;
 use super::step::{Closing, Step};
 use super::transport::Transport;
 use crate::close::CloseCode;
@@ -26,32 +27,40 @@ pub(super) async fn write_batch<T: Transport>(
     first: Outgoing,
     limit: Duration,
     flow: Option<&Flow<'_>>,
+    tally: &mut Tally,
 ) -> (Step, bool) {
-    let write = write_batch_inner(transport, outbound, first);
-    tokio::pin!(write);
-    // `unconstrained`: with tokio's cooperative budget used up, a socket
-    // write looks pending whatever the socket's state.
-    if let Some(step) = tokio::task::unconstrained(&mut write).now_or_never() {
-        return (step, false);
-    }
-    if let Some(flow) = flow {
-        flow.stall();
-    }
-    // Boxed: the deadline is needed only by a write that blocked.
-    let step = match Box::pin(tokio::time::timeout(limit, write)).await {
-        Ok(step) => step,
-        Err(_) => {
-            tracing::info!("client stopped reading; closing it as too slow");
-            Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+    let written = {
+        let write = write_all(transport, outbound, first, tally);
+        tokio::pin!(write);
+        // `unconstrained`: with tokio's cooperative budget used up, a socket
+        // write looks pending whatever the socket's state.
+        match tokio::task::unconstrained(&mut write).now_or_never() {
+            Some(step) => (step, false),
+            None => {
+                if let Some(flow) = flow {
+                    flow.stall();
+                }
+                // Boxed: the deadline is needed only by a write that blocked.
+                let step = match Box::pin(tokio::time::timeout(limit, write)).await {
+                    Ok(step) => step,
+                    Err(_) => {
+                        tracing::info!("client stopped reading; closing it as too slow");
+                        Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+                    }
+                };
+                (step, flow.is_some())
+            }
         }
     };
-    (step, flow.is_some())
+    tally.batch_done();
+    written
 }
 
-async fn write_batch_inner<T: Transport>(
+async fn write_all<T: Transport>(
     transport: &mut T,
     outbound: &mut OutboundReceiver,
     first: Outgoing,
+    tally: &mut Tally,
 ) -> Step {
     let mut item = first;
     loop {
@@ -67,6 +76,9 @@ async fn write_batch_inner<T: Transport>(
                 });
             }
             Outgoing::Message(m) => {
+                // Counted as it is handed to the transport (a write that
+                // fails closes the connection).
+                tally.sent(m.len());
                 if transport.feed(m).await.is_err() {
                     return Closing::gone(CloseCode::ABNORMAL, false);
                 }

@@ -275,7 +275,7 @@ impl SseRoute {
         let membership = match Membership::join(&self.layer, groups).await {
             Ok(membership) => membership,
             Err(error) => {
-                estuary_core::throttled!(warn, %error, "an SSE stream could not join its groups");
+                estuary_core::throttled!(warn, %error, "an SSE stream could not join its groups; the request fails (check that the channel layer is reachable)");
                 return crate::service::plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the channel layer is unavailable; retry later",

@@ -94,7 +94,7 @@ impl LongPoll {
             Ok(Some(message)) => Json(message.to_json()).into_response(),
             Ok(None) => StatusCode::NO_CONTENT.into_response(),
             Err(error) => {
-                estuary_core::throttled!(warn, %error, "a long-poll failed on the channel layer");
+                estuary_core::throttled!(warn, %error, "a long-poll failed on the channel layer; the client retries (check that the channel layer is reachable)");
                 crate::service::plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the channel layer is unavailable; retry later",

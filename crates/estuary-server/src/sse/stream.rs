@@ -227,7 +227,7 @@ impl Live {
                     return Some(self.stamp(notice));
                 }
                 Err(error) => {
-                    estuary_core::throttled!(warn, %error, "an SSE stream ends: its channel failed (the client reconnects)");
+                    estuary_core::throttled!(warn, %error, "an SSE stream ends: its channel failed (the client reconnects); check that the channel layer is reachable");
                     return None;
                 }
             }
@@ -246,7 +246,7 @@ impl Live {
             Err(error) => {
                 self.shared.stats.render_failed();
                 let kind = message.message_type();
-                estuary_core::throttled!(warn, error = %error, %kind, "an SSE route could not render a layer event; not sent");
+                estuary_core::throttled!(warn, error = %error, %kind, "an SSE route could not render a layer event; not sent (a bug in the route's render function, or an event it was not written for)");
                 None
             }
         }

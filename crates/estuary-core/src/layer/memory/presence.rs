@@ -254,7 +254,7 @@ impl Inner {
             .map_err(|e| e.to_string())
             .and_then(|message| self.deliver(group, message, false).map_err(|e| e.to_string()));
         if let Err(error) = sent {
-            crate::throttled!(warn, %group, %error, "a presence diff could not be sent to its group");
+            crate::throttled!(warn, %group, %error, "a presence diff could not be sent to its group; members see the change with the next diff or a fresh list (check the channel layer's capacity and max_bytes)");
         }
     }
 }

@@ -26,6 +26,29 @@ pub(super) struct Entry {
 pub(super) struct Backlog {
     pub(super) over: AtomicUsize,
     pub(super) relief: Notify,
+    /// Time spent backlogged: written only when the layer becomes
+    /// backlogged or relieved, never per message.
+    pub(super) spent: Mutex<BacklogTime>,
+}
+
+/// How long the layer has been backlogged, in all.
+#[derive(Default)]
+pub(super) struct BacklogTime {
+    /// Finished episodes.
+    pub(super) total: std::time::Duration,
+    /// When the current episode began.
+    pub(super) since: Option<Instant>,
+    /// Episodes begun.
+    pub(super) episodes: u64,
+}
+
+impl Backlog {
+    /// Time backlogged so far (the current episode included), and episodes.
+    pub(super) fn spent(&self) -> (std::time::Duration, u64) {
+        let spent = lock(&self.spent);
+        let current = spent.since.map(|at| at.elapsed()).unwrap_or_default();
+        (spent.total + current, spent.episodes)
+    }
 }
 
 impl Backlog {
@@ -42,8 +65,17 @@ impl Backlog {
         }
         state.counted = over;
         if over {
-            self.over.fetch_add(1, Ordering::AcqRel);
+            if self.over.fetch_add(1, Ordering::AcqRel) == 0 {
+                let mut spent = lock(&self.spent);
+                spent.since = Some(Instant::now());
+                spent.episodes += 1;
+            }
         } else if self.over.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut spent = lock(&self.spent);
+            if let Some(at) = spent.since.take() {
+                spent.total += at.elapsed();
+            }
+            drop(spent);
             self.relief.notify_waiters();
         }
     }

@@ -78,6 +78,7 @@ async fn a_live_member_behind_gets_everything_and_backlogs_the_layer() {
     assert!(layer.backlogged(), "at capacity, not yet back to half of it");
     assert_eq!(n(&layer.receive(&live).await.unwrap()), 3);
     assert!(!layer.backlogged(), "back to half the capacity");
+    assert_eq!(layer.backlogged_time().1, 1, "one episode");
     tokio::time::timeout(Duration::from_secs(5), layer.relieved())
         .await
         .unwrap();
