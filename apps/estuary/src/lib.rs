@@ -2,8 +2,8 @@
 //! rooms, their pages and the HTTP push API, configured from a file,
 //! `ESTUARY_*` variables and flags. [`serve`] builds and runs the server.
 
-pub mod activation;
 pub mod access;
+pub mod activation;
 pub mod announce;
 pub mod auth;
 pub mod chat;
