@@ -267,6 +267,10 @@ async fn the_metrics_follow_a_scripted_session() {
         },
     )
     .await;
+    assert!(
+        value(&down, "estuary_layer_reconnects_total", r#"backend="redis""#) >= 1.0,
+        "the outage is counted"
+    );
     let failed_before = value(
         &down,
         "estuary_layer_losses_total",

@@ -97,6 +97,13 @@ impl LayerProbe {
                 losses.push(("undecodable", l.undecodable()));
                 losses.push(("poisoned_key", l.poisoned()));
                 text.family(
+                    "estuary_layer_reconnects_total",
+                    Kind::Counter,
+                    "Times this process lost Redis and connected again (its memberships are written \
+                     back before it reports itself up).",
+                )
+                .sample("estuary_layer_reconnects_total", &backend, l.outages());
+                text.family(
                     "estuary_layer_memberships_repaired_total",
                     Kind::Counter,
                     "Group memberships written back to Redis after their key had lost them.",

@@ -371,6 +371,22 @@ impl RedisChannelLayer {
         self.inner.is_healthy()
     }
 
+    /// Times this process lost Redis (its receive task could not reach it)
+    /// since the layer was made; each was followed by a reconnection and the
+    /// write-back of this process's memberships once Redis answered again.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), estuary_redis::RedisLayerError> {
+    /// use estuary_redis::{RedisChannelLayer, RedisConfig};
+    ///
+    /// let layer = RedisChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+    /// assert_eq!(layer.outages(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn outages(&self) -> u64 {
+        self.inner.outage()
+    }
+
     /// Sends and group sends that failed because Redis could not be
     /// reached (each returned an error, or for a group send reaching only
     /// some hosts, counted the others' members as dropped).
