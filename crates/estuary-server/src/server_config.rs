@@ -8,7 +8,7 @@ use estuary_core::RateLimit;
 
 /// Server-wide settings. The defaults are safe for a public server: every
 /// limit is on, and each refusal is a clear HTTP status, counted in
-/// [`ServerStats`].
+/// [`ServerStats`](crate::ServerStats).
 ///
 /// | limit | default | past it |
 /// |---|---|---|
