@@ -161,6 +161,13 @@ async fn last_entry(port: u16, stream: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
+/// Whether the Redis on `port` says it is a primary (`ROLE`).
+async fn is_primary(port: u16) -> bool {
+    let mut conn = connect(port).await;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.expect("ROLE");
+    matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+}
+
 /// How the primary is failed over.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -229,18 +236,32 @@ async fn failover_mid_conversation(fault: Fault) {
     .await;
     if let Fault::Demoted = fault {
         // The former primary still takes writes until the sentinel makes
-        // it a replica of the new one, seconds later: the servers moved on
-        // the sentinel's announcement, so the room's history (recorded on
-        // the primary) has grown on the new primary, not on the old one.
+        // it a replica of the new one, seconds later. The servers moved on
+        // the sentinel's announcement: from then on the room's history
+        // (recorded on the primary) grows on the new primary only.
         let stream = format!("{prefix}:history:chat_failover");
-        let (old, new) = (
-            last_entry(primary_port, &stream).await,
-            last_entry(replica_port, &stream).await,
-        );
+        let old_then = last_entry(primary_port, &stream).await;
+        let new_then = last_entry(replica_port, &stream).await;
+        let still_primary = is_primary(primary_port).await;
+        let before = echoes.borrow().received.len();
+        wait_until(&echoes, "more load on the new primary", |s| {
+            s.received.len() > before + 20 || s.closed.is_some()
+        })
+        .await;
+        let old_now = last_entry(primary_port, &stream).await;
+        let new_now = last_entry(replica_port, &stream).await;
         assert!(
-            new > old,
-            "the servers write to the new primary: last entries {old:?} (old), {new:?} (new)"
+            new_now > new_then,
+            "the history grows on the new primary: {new_then:?} then {new_now:?}"
         );
+        // Unless the sentinel demoted it meanwhile (a replica's copy
+        // follows the new primary's).
+        if still_primary && is_primary(primary_port).await {
+            assert_eq!(
+                old_now, old_then,
+                "nothing more is written to the former primary after the announcement"
+            );
+        }
         let converted = sentinel.wait_for("+convert-to-slave").await;
         println!("{fault:?}: {converted}");
         let before = echoes.borrow().received.len();

@@ -125,6 +125,45 @@ impl ConnectionManager {
     }
 }
 
+impl ConnectionManager {
+    /// Runs a blocking command (a pop that waits for a message), as
+    /// `cmd.query_async` does, except that through Sentinel it gives up,
+    /// answering `Ok(None)`, when the primary it was sent to is switched
+    /// for another: a pop left waiting on a former primary (which, after a
+    /// planned failover, still answers until it is demoted) would hold the
+    /// layer's receive loop there while messages pile up on the new one.
+    /// The command's connection is dropped with it, so Redis unblocks the
+    /// pop without taking anything.
+    pub(crate) async fn query_blocking<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+    ) -> RedisResult<Option<T>> {
+        let following = match self {
+            Self::Direct(manager) => return cmd.query_async(manager).await.map(Some),
+            Self::Sentinel(following) => following.clone(),
+        };
+        // Subscribed before the primary is read: a switch in between is seen.
+        let mut moved = following.target.moved();
+        let (generation, mut manager) = following.manager().await?;
+        let query = cmd.query_async::<T>(&mut manager);
+        tokio::pin!(query);
+        loop {
+            tokio::select! {
+                answered = &mut query => return following.check(generation, answered).map(Some),
+                changed = moved.changed() => {
+                    if changed.is_err() {
+                        // The target is gone: nothing will switch any more.
+                        return following.check(generation, query.await).map(Some);
+                    }
+                    if following.target.generation() != generation {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Whether `error` is what a client of a primary that is gone, or no
 /// longer the primary, meets.
 fn primary_lost(error: &RedisError) -> bool {

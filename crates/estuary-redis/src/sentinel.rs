@@ -187,6 +187,11 @@ impl SentinelUrl {
 
     /// How the primary is reached once found: its database and credentials.
     pub(crate) fn node(&self) -> SentinelNodeConnectionInfo {
+        SentinelNodeConnectionInfo::default().set_redis_connection_info(self.primary_settings())
+    }
+
+    /// The primary's database and credentials.
+    fn primary_settings(&self) -> RedisConnectionInfo {
         let mut redis = RedisConnectionInfo::default().set_db(self.db);
         if let Some(user) = &self.username {
             redis = redis.set_username(user);
@@ -194,7 +199,16 @@ impl SentinelUrl {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        SentinelNodeConnectionInfo::default().set_redis_connection_info(redis)
+        redis
+    }
+
+    /// A client of the primary at `host:port` (as a `+switch-master`
+    /// announcement names it).
+    fn primary_at(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        let info = ConnectionAddr::Tcp(host.to_owned(), port)
+            .into_connection_info()?
+            .set_redis_settings(self.primary_settings());
+        redis::Client::open(info)
     }
 }
 
@@ -311,6 +325,9 @@ impl SentinelTarget {
                 return Ok((current.generation, client.clone()));
             }
         }
+        // What the sentinels answer describes the moment they were asked: a
+        // switch announced meanwhile (see `switched`) is newer.
+        let asked_in = self.lock().generation;
         let found = tokio::time::timeout(
             self.timeout,
             sentinel.async_master_for(&self.url.master_name, Some(&self.node)),
@@ -324,6 +341,11 @@ impl SentinelTarget {
         })??;
         let address = format!("{:?}", found.get_connection_info().addr());
         let mut current = self.lock();
+        if current.generation != asked_in {
+            if let Some(client) = &current.client {
+                return Ok((current.generation, client.clone()));
+            }
+        }
         if current.address != address {
             current.generation += 1;
             tracing::info!(
@@ -353,11 +375,65 @@ impl SentinelTarget {
             current.client = None;
         }
     }
+
+    /// Follows a `+switch-master` announcement's payload (`<master name>
+    /// <old ip> <old port> <new ip> <new port>`) if it is about this
+    /// target's primary: the announced address becomes the primary at once,
+    /// a new generation, so that every command from now on goes there and a
+    /// blocking pop still waiting on the former primary gives up (see
+    /// [`ConnectionManager::query_blocking`](crate::connection::ConnectionManager::query_blocking)).
+    /// Between the announcement and the sentinel making it a replica, the
+    /// former primary still takes writes, which its demotion then discards;
+    /// following the announcement rather than the first refused write keeps
+    /// this process's writes out of that window.
+    fn switched(&self, announcement: &str) {
+        let mut parts = announcement.split(' ');
+        if parts.next() != Some(self.url.master_name.as_str()) {
+            return;
+        }
+        let (host, port) = (parts.nth(2), parts.next().and_then(|p| p.parse::<u16>().ok()));
+        // Without a usable address, the next command asks the sentinels.
+        let client = match (host, port) {
+            (Some(host), Some(port)) => self
+                .url
+                .primary_at(host, port)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, %announcement, "the announced primary's address is unusable; asking the sentinels instead")
+                })
+                .ok(),
+            _ => {
+                tracing::warn!(%announcement, "a +switch-master announcement without the new primary's address; asking the sentinels instead");
+                None
+            }
+        };
+        let mut current = self.lock();
+        let address = client
+            .as_ref()
+            .map(|c| format!("{:?}", c.get_connection_info().addr()))
+            .unwrap_or_default();
+        if client.is_some() && current.client.is_some() && current.address == address {
+            // Already found by asking (a command met the former primary
+            // refusing it first).
+            return;
+        }
+        current.generation += 1;
+        current.address = address;
+        current.client = client;
+        tracing::warn!(
+            master_name = %self.url.master_name,
+            %announcement,
+            generation = current.generation,
+            "the sentinels switched the primary; following it, nothing to do. Writes that were in flight to \
+             the former primary may be lost when it is demoted, as with any Redis failover"
+        );
+        drop(current);
+        self.moved.send_modify(|moved| *moved += 1);
+    }
 }
 
 /// Listens to the sentinels in turn for `+switch-master` of the target's
-/// primary, and forgets the primary when one comes; until `token` is
-/// cancelled.
+/// primary, and follows the switch when one comes (see
+/// [`SentinelTarget::switched`]); until `token` is cancelled.
 async fn listen(target: std::sync::Weak<SentinelTarget>, token: tokio_util::sync::CancellationToken) {
     use futures_util::StreamExt;
     let Some(clients) = target.upgrade().map(|t| t.sentinel_clients()) else {
@@ -379,11 +455,7 @@ async fn listen(target: std::sync::Weak<SentinelTarget>, token: tokio_util::sync
                 let Some(target) = target.upgrade() else {
                     return Ok(());
                 };
-                if text.split(' ').next() == Some(target.url.master_name.as_str()) {
-                    tracing::warn!(announcement = %text, "the sentinels switched the primary; following");
-                    target.forget(target.generation());
-                    target.moved.send_modify(|moved| *moved += 1);
-                }
+                target.switched(&text);
             }
             Ok::<(), redis::RedisError>(())
         };

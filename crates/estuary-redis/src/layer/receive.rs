@@ -26,7 +26,12 @@ struct Popper {
 
 /// What one `BZPOPMIN` gave.
 enum Pop {
-    Hit { member: Vec<u8>, score: f64 },
+    Hit {
+        member: Vec<u8>,
+        score: f64,
+    },
+    /// Nothing within the timeout, or the pop gave up on a primary that
+    /// Sentinel switched for another: pop again (on the new one).
     Idle,
     Failed(redis::RedisError),
 }
@@ -48,14 +53,14 @@ impl Popper {
         cmd.arg(&self.key).arg(timeout);
         let popped = tokio::select! {
             _ = self.token.cancelled() => return None,
-            r = cmd.query_async::<Option<(Vec<u8>, Vec<u8>, f64)>>(&mut self.conn) => r,
+            r = self.conn.query_blocking::<Option<(Vec<u8>, Vec<u8>, f64)>>(&cmd) => r,
         };
         Some(match popped {
-            Ok(Some((_, member, score))) => {
+            Ok(Some(Some((_, member, score)))) => {
                 self.backoff = Duration::from_millis(100);
                 Pop::Hit { member, score }
             }
-            Ok(None) => {
+            Ok(Some(None) | None) => {
                 self.backoff = Duration::from_millis(100);
                 Pop::Idle
             }
