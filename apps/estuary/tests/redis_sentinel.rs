@@ -49,6 +49,9 @@ async fn server(url: &str, prefix: &str) -> (TestServer, RedisChannelLayer) {
 #[derive(Debug, Default)]
 struct Seen {
     received: BTreeSet<u64>,
+    /// The same, in the order they came, with their positions (epoch,
+    /// offset).
+    arrived: Vec<(u64, String, u64)>,
     errors: usize,
     closed: Option<u16>,
     /// The fence arrived: nothing more is read.
@@ -87,8 +90,11 @@ fn watch_socket(
                         return;
                     }
                     if let Some(k) = message.strip_prefix("m-").and_then(|k| k.parse().ok()) {
+                        let epoch = v["position"]["epoch"].as_str().unwrap_or_default().to_owned();
+                        let offset = v["position"]["offset"].as_u64().unwrap_or_default();
                         progress.send_modify(|seen| {
                             seen.received.insert(k);
+                            seen.arrived.push((k, epoch, offset));
                         });
                     }
                 }
@@ -161,6 +167,56 @@ async fn last_entry(port: u16, stream: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
+/// A client that got what `reader` got up to its message `from` (one
+/// sent about when the failover began) reconnects with that position: it
+/// recovers exactly the messages `reader` got after it, in order, or is
+/// told that it cannot. What the former primary recorded after the
+/// promotion is lost with its demotion; had the new primary given its
+/// offsets again to other messages in the same epoch, this client would
+/// get those and miss the ones in between silently.
+async fn recovers_exactly_or_is_told(
+    server: &TestServer,
+    room: &str,
+    reader: &watch::Sender<Seen>,
+    from: usize,
+) {
+    let (since, after): (String, Vec<u64>) = {
+        let seen = reader.borrow();
+        let Some((_, epoch, offset)) = seen.arrived.get(from) else {
+            panic!("the reader got nothing after the failover began")
+        };
+        (
+            format!("{epoch}:{offset}"),
+            seen.arrived[from + 1..].iter().map(|(k, ..)| *k).collect(),
+        )
+    };
+    let mut client = Client::connect(&server.url(&format!("{room}?since={since}"))).await;
+    let greeting = client.recv_type("connection_established").await;
+    if greeting["recovered"] != true {
+        let failed = client.recv_type("recovery_failed").await;
+        println!("recovery from {since} refused: {failed}");
+        return;
+    }
+    let mut recovered = Vec::new();
+    loop {
+        let v = client.recv_json().await;
+        if v["type"] != "chat_message" || v["recovered"] != true {
+            break;
+        }
+        let message = v["message"].as_str().unwrap_or_default();
+        if let Some(k) = message.strip_prefix("m-").and_then(|k| k.parse::<u64>().ok()) {
+            recovered.push(k);
+        }
+    }
+    let common = recovered.len().min(after.len());
+    assert_eq!(
+        recovered[..common],
+        after[..common],
+        "recovered from {since}: what the reader got after it, in order"
+    );
+    println!("recovered {} messages from {since}", recovered.len());
+}
+
 /// Whether the Redis on `port` says it is a primary (`ROLE`).
 async fn is_primary(port: u16) -> bool {
     let mut conn = connect(port).await;
@@ -219,6 +275,9 @@ async fn failover_mid_conversation(fault: Fault) {
     })
     .await;
 
+    // Where the reader on B was when the failover began: a client that
+    // got that far recovers from there below.
+    let from = readers[1].2.borrow().arrived.len();
     match fault {
         Fault::Demoted => sentinel.failover().await,
         Fault::Killed => sentinel.kill_primary(),
@@ -272,6 +331,7 @@ async fn failover_mid_conversation(fault: Fault) {
         )
         .await;
     }
+    recovers_exactly_or_is_told(&b, room, &readers[1].2, from).await;
     stop.cancel();
     let (sent, sink) = load.await.expect("load");
 

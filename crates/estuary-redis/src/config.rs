@@ -244,6 +244,12 @@ impl RedisConfig {
     }
 }
 
+/// The key that names, on each host, the primary that history's epochs
+/// were started on (see [`Client::mark_primary`]).
+pub(crate) fn primary_key(prefix: &str) -> String {
+    format!("{prefix}:primary")
+}
+
 /// A host's client and its (lazily connected, self-healing) command connection.
 pub(crate) struct Host {
     pub(crate) client: Client,
@@ -271,6 +277,7 @@ impl RedisConfig {
                 let invalid = |source| RedisLayerError::invalid_url(url, source);
                 let client = Client::open(url, self.command_timeout)
                     .map_err(|source| RedisLayerError::invalid_url(url, source))?;
+                client.mark_primary(primary_key(&self.prefix));
                 let commands = ConnectionManager::new_lazy_with_config(client.clone(), commands.clone())
                     .map_err(invalid)?;
                 Ok(Host { client, commands })

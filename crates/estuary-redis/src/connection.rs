@@ -72,6 +72,20 @@ impl Client {
 }
 
 impl Client {
+    /// Through Sentinel, has every connection to a primary write that
+    /// primary's replication id (a promoted replica takes a new one) at
+    /// `key` before its first command. History scripts compare it with the
+    /// one a group's epoch began under, and start a new epoch when they
+    /// differ: what the former primary recorded after the promotion is lost
+    /// with its demotion, so its offsets would otherwise be given again to
+    /// other messages, and a client recovering from one of them would miss
+    /// those silently. Nothing for a host at a fixed address.
+    pub(crate) fn mark_primary(&self, key: String) {
+        if let Self::Sentinel(target) = self {
+            target.mark_primary(key);
+        }
+    }
+
     /// For a Sentinel host, what changes when the primary moves; `None`
     /// for a host at a fixed address.
     pub(crate) fn moved(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -177,18 +191,34 @@ fn primary_lost(error: &RedisError) -> bool {
 }
 
 impl Following {
-    /// The connection to the current primary, and its generation.
+    /// The connection to the current primary, and its generation. A new
+    /// one marks its primary first (see [`Client::mark_primary`]).
     async fn manager(&self) -> RedisResult<(u64, redis::aio::ConnectionManager)> {
         let (generation, client) = self.target.primary().await?;
+        if let Some(made) = self.made_for(generation) {
+            return Ok((generation, made));
+        }
+        let mut manager = redis::aio::ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
+        let marked = self.target.mark(&mut manager).await;
+        self.check(generation, marked)?;
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((made_for, manager)) = &*current {
-            if *made_for == generation {
-                return Ok((generation, manager.clone()));
+        match &*current {
+            // Another caller made one meanwhile, or a newer one.
+            Some((made_for, made)) if *made_for >= generation => Ok((*made_for, made.clone())),
+            _ => {
+                *current = Some((generation, manager.clone()));
+                Ok((generation, manager))
             }
         }
-        let manager = redis::aio::ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
-        *current = Some((generation, manager.clone()));
-        Ok((generation, manager))
+    }
+
+    /// The connection already made for `generation`.
+    fn made_for(&self, generation: u64) -> Option<redis::aio::ConnectionManager> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|(made_for, _)| *made_for == generation)
+            .map(|(_, manager)| manager.clone())
     }
 
     /// `result`, after forgetting the primary when it says the primary is lost.

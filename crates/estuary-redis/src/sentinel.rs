@@ -228,9 +228,22 @@ pub(crate) struct SentinelTarget {
     timeout: Duration,
     /// Counts the failovers seen (announced, or another address found).
     moved: tokio::sync::watch::Sender<u64>,
+    /// Where a connection writes its primary's replication id first (see
+    /// `Client::mark_primary`).
+    mark: std::sync::OnceLock<String>,
     /// Stops the `+switch-master` listener when the target goes.
     _listener: tokio_util::sync::DropGuard,
 }
+
+/// Writes the replication id of the Redis it runs on at KEYS[1].
+static MARK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+if id then redis.call('SET', KEYS[1], id) end
+",
+    )
+});
 
 /// The primary last found.
 #[derive(Default)]
@@ -264,6 +277,7 @@ impl SentinelTarget {
             current: std::sync::Mutex::default(),
             timeout,
             moved: tokio::sync::watch::Sender::new(0),
+            mark: std::sync::OnceLock::new(),
             _listener: token.clone().drop_guard(),
         });
         tokio::spawn(listen(std::sync::Arc::downgrade(&target), token));
@@ -296,6 +310,26 @@ impl SentinelTarget {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Has each new connection write its primary's replication id at `key`
+    /// (the first key given stays).
+    pub(crate) fn mark_primary(&self, key: String) {
+        let _ = self.mark.set(key);
+    }
+
+    /// Writes the primary's replication id where [`mark_primary`](Self::mark_primary)
+    /// said, on `connection` (one to the primary); nothing if it said
+    /// nowhere. A replica refuses the write (`READONLY`), as a demoted
+    /// primary refuses any.
+    pub(crate) async fn mark(
+        &self,
+        connection: &mut redis::aio::ConnectionManager,
+    ) -> redis::RedisResult<()> {
+        let Some(key) = self.mark.get() else {
+            return Ok(());
+        };
+        MARK.key(key).invoke_async(connection).await
     }
 
     /// The primary's database.

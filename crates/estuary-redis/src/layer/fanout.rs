@@ -37,7 +37,7 @@ use crate::faults::layer_error;
 use crate::local::lock;
 
 /// The one-trip group send. KEYS: the group; then, for a recorded group,
-/// its stream and meta hash. ARGV: 1 group prune-up-to, 2 latest plausible
+/// its stream, meta hash and the primary's mark (as history's scripts). ARGV: 1 group prune-up-to, 2 latest plausible
 /// membership score, 3 the layer's key prefix, 4 the payload's head (random
 /// prefix, map header, the message's entries), 5 now (the score), 6 queue
 /// prune-up-to, 7 expiry, 8 this process's prefix (`specific.<id>!`), 9
@@ -120,7 +120,7 @@ end
 local head = ARGV[4]
 local ownhead = head
 local epoch, top = '', 0
-if #KEYS == 3 then
+if #KEYS == 4 then
   local clock = redis.call('TIME')
   local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
   local s, m = KEYS[2], KEYS[3]
@@ -128,11 +128,12 @@ if #KEYS == 3 then
   if (ts ~= 'stream' and ts ~= 'none') or (tm ~= 'hash' and tm ~= 'none') then
     return redis.error_reply('WRONGTYPE history key holds another type')
   end
+  local primary = redis.call('GET', KEYS[4]) or ''
   epoch = redis.call('HGET', m, 'epoch')
-  if not epoch then
+  if not epoch or (redis.call('HGET', m, 'primary') or '') ~= primary then
     epoch = ARGV[13]
     redis.call('DEL', s)
-    redis.call('HSET', m, 'epoch', epoch, 'top', '0')
+    redis.call('HSET', m, 'epoch', epoch, 'top', '0', 'primary', primary)
   end
   top = redis.call('HINCRBY', m, 'top', 1)
   redis.call('XADD', s, 'MAXLEN', ARGV[16], string.format('%.0f', top) .. '-0', 'd', ARGV[15], 't', string.format('%.0f', now))
@@ -248,7 +249,10 @@ impl Inner {
         invocation.key(&group_key);
         let history_key = history.map(|config| {
             let (stream, meta) = self.history_keys(group);
-            invocation.key(&stream).key(&meta);
+            invocation
+                .key(&stream)
+                .key(&meta)
+                .key(crate::config::primary_key(&self.config.prefix));
             (config, stream)
         });
         invocation

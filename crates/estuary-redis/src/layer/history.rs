@@ -8,8 +8,9 @@
 //! group's size; and `{prefix}:history:{group}:meta`, a hash with the
 //! epoch and the last offset, kept for `meta_ttl` after the last message
 //! (the stream for `ttl`). When the meta hash is gone (expired, evicted,
-//! flushed, Redis restarted empty) the next script starts a new epoch with
-//! the random one the caller passes. Scripts read Redis's clock, so the
+//! flushed, Redis restarted empty) or was begun under a former primary (a
+//! Sentinel failover since) the next script starts a new epoch with the
+//! random one the caller passes. Scripts read Redis's clock, so the
 //! processes' clocks do not matter. A reader gets the message with its
 //! position appended again: the bytes the members received.
 
@@ -25,7 +26,10 @@ use super::{Inner, RedisChannelLayer};
 use crate::faults::layer_error;
 
 /// Reads (making it, with epoch ARGV[1], when it is gone) a group's meta
-/// hash; KEYS[1] the stream, KEYS[2] the meta hash.
+/// hash; KEYS[1] the stream, KEYS[2] the meta hash, KEYS[3] the primary's
+/// mark. An epoch begun under another primary than the one marked now (a
+/// Sentinel failover happened since: see `Client::mark_primary`) is over
+/// too: the former primary's last offsets were lost with it.
 const META: &str = r"
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -34,11 +38,12 @@ local ts, tm = redis.call('TYPE', s).ok, redis.call('TYPE', m).ok
 if (ts ~= 'stream' and ts ~= 'none') or (tm ~= 'hash' and tm ~= 'none') then
   return redis.error_reply('WRONGTYPE history key holds another type')
 end
+local primary = redis.call('GET', KEYS[3]) or ''
 local epoch = redis.call('HGET', m, 'epoch')
-if not epoch then
+if not epoch or (redis.call('HGET', m, 'primary') or '') ~= primary then
   epoch = ARGV[1]
   redis.call('DEL', s)
-  redis.call('HSET', m, 'epoch', epoch, 'top', '0')
+  redis.call('HSET', m, 'epoch', epoch, 'top', '0', 'primary', primary)
   redis.call('PEXPIRE', m, ARGV[2])
 end
 local top = tonumber(redis.call('HGET', m, 'top'))
@@ -142,6 +147,7 @@ impl Inner {
         invocation
             .key(&stream)
             .key(&meta)
+            .key(crate::config::primary_key(&self.config.prefix))
             .arg(Epoch::random().as_str())
             .arg(config.meta_ttl().as_millis() as u64);
         (invocation, stream)
