@@ -173,16 +173,13 @@ impl SocketTransport {
     }
 
     /// After our close frame: reads until the client's close (or the end,
-    /// or anything unreadable), discarding data.
+    /// or anything unreadable), discarding data. Not after a read error
+    /// (see `close`).
     async fn await_close_reply(&mut self) {
         // Frames the session left unread (it may have stopped reading a
         // flood) are read through, a frame cut short included: dropping the
         // socket with bytes unread would reset the connection, and the
-        // client could lose the close frame. After an error the bytes held
-        // are not frames: what follows is read afresh.
-        if std::mem::take(&mut self.failed) {
-            self.inbox.reset();
-        }
+        // client could lose the close frame.
         self.read_done = false;
         loop {
             match std::future::poll_fn(|cx| self.poll_recv(cx)).await {
@@ -195,6 +192,35 @@ impl SocketTransport {
 
 /// Pong bytes a client may leave unread before it is read no further.
 const MIN_PONG_BACKLOG: usize = 4096;
+
+/// The longest a closed connection lingers (its write side shut, reading
+/// and discarding) for the client to end it; under `close_timeout` too.
+const LINGER: Duration = Duration::from_secs(1);
+
+impl SocketTransport {
+    /// The end of a closed connection (RFC 6455 7.1.1: the server closes
+    /// the TCP connection first): shuts the write side, so the close frame
+    /// is followed by a FIN, then reads and discards until the client ends
+    /// its side, for [`LINGER`] at most. Dropping the socket with bytes
+    /// unread (the rest of an oversized message, frames sent after a
+    /// protocol error) would make the kernel answer with a reset; a proxy
+    /// in front that gets the reset discards what it had not yet passed on,
+    /// the close frame included, and its client sees 1006 instead of the
+    /// code sent.
+    async fn linger(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = &mut self.io;
+        let drain = async {
+            if io.shutdown().await.is_err() {
+                return;
+            }
+            // On the heap and only now: a connection's future stays small.
+            let mut discard = vec![0u8; 4096];
+            while let Ok(1..) = io.read(&mut discard).await {}
+        };
+        let _ = tokio::time::timeout(self.close_timeout.min(LINGER), drain).await;
+    }
+}
 
 impl Transport for SocketTransport {
     async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
@@ -241,13 +267,19 @@ impl Transport for SocketTransport {
                 if self.flush_queued().await.is_err() {
                     return;
                 }
-                // Wait for the client's close reply (the closing handshake).
-                self.await_close_reply().await;
+                // Wait for the client's close reply (the closing
+                // handshake), unless reading failed: then the bytes that
+                // follow (the rest of an oversized message, say) are not
+                // frames, and the reply cannot be told from them.
+                if !self.failed {
+                    self.await_close_reply().await;
+                }
             } else {
                 // The client closed first: write the queued reply.
                 let _ = self.flush_queued().await;
             }
         };
         let _ = tokio::time::timeout(deadline, handshake).await;
+        self.linger().await;
     }
 }
