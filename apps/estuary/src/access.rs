@@ -7,7 +7,12 @@
 //! `method`, `path`, `status`, `duration_ms`, `client` (after the trusted
 //! proxies' `X-Forwarded-For`), `user` (when authenticated), `kind`
 //! (`http` or `websocket`), and `refused` (why, when refused by the
-//! middleware).
+//! middleware or a server limit).
+//!
+//! Requests refused by a server limit before the application
+//! (`max_connections`, `max_connections_per_ip`, the handshake rate) never
+//! reach this layer: the server tells [`refused_early`] of them, which
+//! counts them and writes their line the same way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,9 +22,9 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{self, Request, Response, StatusCode, header};
-use estuary::server::{AuthReport, ConnectionInfo, HandshakeRefusal};
+use estuary::server::{AuthReport, ConnectionInfo, EarlyRefusal, HandshakeRefusal};
 
-use crate::metrics::{CONTENT_TYPE, Metrics, RequestKind};
+use crate::metrics::{CONTENT_TYPE, HttpStats, Metrics, RequestKind};
 
 /// Wraps the application: see the module's documentation.
 #[derive(Debug, Clone)]
@@ -132,29 +137,76 @@ fn record(
     let auth = response.extensions().get::<AuthReport>();
     let http = layer.metrics.http();
     http.request(kind, status, took, refused);
-    if let Some(auth) = auth {
-        let outcome = match (auth.admitted, &auth.user, refused) {
-            (true, Some(_), _) => "user",
-            (true, None, _) => "anonymous",
-            (false, _, Some("auth_unavailable")) => "unavailable",
-            (false, _, _) => "refused",
-        };
-        http.auth(outcome, auth.elapsed);
-    }
+    // Authentications are counted by each authenticator, under its name
+    // (`MeteredAuthenticator`); the report gives the access line its user.
     if layer.log {
         let user = auth.and_then(|a| a.user.as_deref());
-        let client = client.map_or_else(|| "-".to_owned(), |c| c.ip().to_string());
-        tracing::info!(
-            target: "estuary::access",
-            kind = kind.as_str(),
-            %method,
-            path,
-            status,
-            duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3,
-            %client,
-            user,
-            refused,
-            "access"
-        );
+        line(kind, method.as_str(), path, status, took, client, user, refused);
     }
+}
+
+/// What [`estuary::Server::on_refusal`] calls in `estuary serve`: counts
+/// the refusal into `http` (`estuary_handshakes_refused_total{reason}`,
+/// `estuary_http_requests_total`) and writes its access line when `log`.
+///
+/// ```
+/// use estuary_cli::access::refused_early;
+/// use estuary_cli::metrics::HttpStats;
+///
+/// let http = HttpStats::default();
+/// let hook = refused_early(http.clone(), false);
+/// # let _ = hook;
+/// assert_eq!(http.refused("max_connections"), 0);
+/// ```
+pub fn refused_early(http: HttpStats, log: bool) -> impl Fn(&EarlyRefusal) + Send + Sync + 'static {
+    move |refusal| {
+        let kind = if refusal.websocket {
+            RequestKind::WebSocket
+        } else {
+            RequestKind::Http
+        };
+        let reason = refusal.reason.as_str();
+        http.request(kind, refusal.status, refusal.elapsed, Some(reason));
+        if log {
+            let method = refusal.method.as_ref().map_or("-", |m| m.as_str());
+            let path = refusal.path.as_deref().unwrap_or("-");
+            line(
+                kind,
+                method,
+                path,
+                refusal.status,
+                refusal.elapsed,
+                refusal.client,
+                None,
+                Some(reason),
+            );
+        }
+    }
+}
+
+/// One access line.
+#[allow(clippy::too_many_arguments)]
+fn line(
+    kind: RequestKind,
+    method: &str,
+    path: &str,
+    status: u16,
+    took: std::time::Duration,
+    client: Option<std::net::SocketAddr>,
+    user: Option<&str>,
+    refused: Option<&str>,
+) {
+    let client = client.map_or_else(|| "-".to_owned(), |c| c.ip().to_string());
+    tracing::info!(
+        target: "estuary::access",
+        kind = kind.as_str(),
+        method = %method,
+        path,
+        status,
+        duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3,
+        %client,
+        user,
+        refused,
+        "access"
+    );
 }

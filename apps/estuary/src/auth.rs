@@ -7,6 +7,7 @@ use estuary::server::{AuthLayer, AuthPolicy};
 use estuary::{AuthChain, Authenticator, Handshake};
 
 use crate::config::{Config, RouteAuth};
+use crate::metrics::{HttpStats, MeteredAuthenticator};
 
 /// The configured authenticator: a chain, in `[auth]`'s order. Django's
 /// database is connected by [`AppAuth::ready`] at startup (so that building
@@ -19,16 +20,20 @@ pub struct AppAuth {
 }
 
 impl AppAuth {
-    /// From `[auth]`.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    /// From `[auth]`; each authenticator's answers and latency are counted
+    /// into `stats` under its name (`jwt`, `callback`, `django`, or `none`
+    /// when `[auth]` configures none).
+    pub fn from_config(config: &Config, stats: &HttpStats) -> anyhow::Result<Self> {
         let mut chain = AuthChain::new();
         // Tried first: a valid token decides; without one the next is asked.
         if let Some(jwt) = &config.auth.jwt {
-            chain = chain.then(estuary_jwt::JwtAuthenticator::new(jwt.clone().try_into()?)?);
+            let jwt = estuary_jwt::JwtAuthenticator::new(jwt.clone().try_into()?)?;
+            chain = chain.then(MeteredAuthenticator::new("jwt", jwt, stats.clone()));
         }
         // The configuration allows one of these two (`AuthSettings` checks it).
         if let Some(callback) = &config.auth.callback {
             let callback = estuary_callback::ConnectCallback::new(callback.clone().try_into()?);
+            let callback = MeteredAuthenticator::new("callback", callback, stats.clone());
             // Routes with `callback = false` are not asked about.
             let skipped = config
                 .routes
@@ -46,7 +51,15 @@ impl AppAuth {
             }
         }
         if let Some(django) = &config.auth.django {
-            chain = chain.then(django.authenticator()?);
+            chain = chain.then(MeteredAuthenticator::new(
+                "django",
+                django.authenticator()?,
+                stats.clone(),
+            ));
+        }
+        if chain.is_empty() {
+            // Everyone anonymous, still counted: handshakes authenticated.
+            chain = AuthChain::new().then(MeteredAuthenticator::new("none", AuthChain::new(), stats.clone()));
         }
         Ok(Self { chain })
     }

@@ -134,7 +134,7 @@ pub fn service(config: &Config) -> anyhow::Result<AppService> {
 /// [`service`], and the authenticator in it (to connect it at startup
 /// with [`AppAuth::ready`]).
 pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth)> {
-    let (service, auth, _) = assemble(config, channel_layer(config)?)?;
+    let (service, auth, _) = assemble(config, channel_layer(config)?, &HttpStats::default())?;
     Ok((service, auth))
 }
 
@@ -153,16 +153,17 @@ pub fn service_with_auth(config: &Config) -> anyhow::Result<(AppService, AppAuth
 /// # Ok(()) }
 /// ```
 pub fn service_with_layer(config: &Config, layer: ChannelLayerHandle) -> anyhow::Result<AppService> {
-    Ok(assemble(config, layer)?.0)
+    Ok(assemble(config, layer, &HttpStats::default())?.0)
 }
 
 fn assemble(
     config: &Config,
     layer: ChannelLayerHandle,
+    http: &HttpStats,
 ) -> anyhow::Result<(AppService, AppAuth, estuary::SessionStats)> {
     let hosts = config.allowed_hosts()?;
     let origins = origin_layer(config)?;
-    let auth = AppAuth::from_config(config)?;
+    let auth = AppAuth::from_config(config, http)?;
     let router = router(config, layer)?;
     let sessions = router.settings().session.stats.clone();
     let service: RouterService = router.into_service();
@@ -192,20 +193,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ChannelLayerHandle::new(TimedLayer::new(untimed, ops.clone()))
         }
     };
-    let (service, auth, sessions) = assemble(&config, layer.clone())?;
+    let http = HttpStats::default();
+    let (service, auth, sessions) = assemble(&config, layer.clone(), &http)?;
     auth.ready().await?;
     warn_about_openings(&config)?;
     let (workers, worker_stats) = crate::posts::workers();
     let tls = tls_files(&config)?;
-    let server = listen_with(&config, tls.clone())?.with_workers(workers, layer);
-    let metrics = Metrics::new(
-        server.stats(),
-        sessions,
-        probe,
-        HttpStats::default(),
-        worker_stats,
-    )
-    .with_layer_ops(ops);
+    let server = listen_with(&config, tls.clone())?
+        .with_workers(workers, layer)
+        .on_refusal(crate::access::refused_early(http.clone(), config.log.access));
+    let metrics = Metrics::new(server.stats(), sessions, probe, http, worker_stats).with_layer_ops(ops);
     let service = AccessLayer::new(metrics.clone(), at == MetricsAt::Main, config.log.access).layer(service);
     let admin = match at {
         MetricsAt::Admin(addr) => Some(serve_metrics(addr, metrics).await?),

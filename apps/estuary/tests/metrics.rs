@@ -237,7 +237,14 @@ async fn the_metrics_follow_a_scripted_session() {
         ) >= 5.0
     );
     assert!(value(s, "estuary_websocket_write_batch_messages_count", "") >= 1.0);
-    assert!(value(s, "estuary_auth_total", r#"outcome="anonymous""#) >= 3.0);
+    // No [auth]: every visitor anonymous, counted under "none".
+    assert!(
+        value(
+            s,
+            "estuary_auth_total",
+            r#"authenticator="none",outcome="anonymous""#
+        ) >= 3.0
+    );
     assert!(value(s, "estuary_connections", "") >= 1.0);
     assert!(
         value(

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::body::TimedBody;
 use crate::limits::{ServerStats, Slots};
+use crate::refusal::{EarlyRefusal, RefusalHook};
 use crate::router::{ConnectionInfo, Runtime};
 use crate::server_config::ServerConfig;
 use crate::service::HandshakeTimeout;
@@ -35,6 +36,8 @@ pub(crate) struct Conn<S> {
     pub(crate) config: ServerConfig,
     pub(crate) stats: ServerStats,
     pub(crate) handshakes: Option<AddressRateLimiter>,
+    /// Told of the handshakes refused here, before the service.
+    pub(crate) on_refusal: Option<RefusalHook>,
     pub(crate) slots: Slots,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) local: Option<SocketAddr>,
@@ -84,6 +87,7 @@ impl<S> Conn<S> {
             config,
             stats,
             handshakes,
+            on_refusal,
             slots,
             peer,
             local,
@@ -102,6 +106,7 @@ impl<S> Conn<S> {
         let request_came = requested.clone();
         let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
             request_came.notify_one();
+            let arrived = std::time::Instant::now();
             if let Some(fault) = host_fault(&req) {
                 refused_request(peer, fault);
                 return futures_util::future::Either::Left(std::future::ready(Ok(bad_request())));
@@ -124,6 +129,18 @@ impl<S> Conn<S> {
                 if let Some(refused) =
                     admit_handshake(&handshakes, &stats, client, proxied, per_ip, &mut slots)
                 {
+                    if let Some(hook) = &on_refusal {
+                        let reason = refused.extensions().get::<crate::HandshakeRefusal>().copied();
+                        hook(&EarlyRefusal {
+                            reason: reason.unwrap_or(crate::HandshakeRefusal::HandshakeRate),
+                            status: refused.status().as_u16(),
+                            method: Some(req.method().clone()),
+                            path: Some(req.uri().path().to_owned()),
+                            websocket: true,
+                            client,
+                            elapsed: arrived.elapsed(),
+                        });
+                    }
                     return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
                 }
             }

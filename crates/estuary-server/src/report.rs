@@ -30,8 +30,11 @@ pub enum HandshakeRefusal {
     Connect,
     /// The handshake rate of the client's address (429).
     HandshakeRate,
-    /// The connections of the client's address behind a trusted proxy (429).
+    /// The connections of the client's address (429): counted on the TCP
+    /// peer at accept, or per WebSocket behind a trusted proxy.
     ConnectionsPerIp,
+    /// The server held `max_connections` (503, at accept).
+    MaxConnections,
 }
 
 impl HandshakeRefusal {
@@ -46,6 +49,7 @@ impl HandshakeRefusal {
             Self::Connect => "connect",
             Self::HandshakeRate => "handshake_rate",
             Self::ConnectionsPerIp => "connections_per_ip",
+            Self::MaxConnections => "max_connections",
         }
     }
 }

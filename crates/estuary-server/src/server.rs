@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::Conn;
 use crate::limits::{ServerStats, Slots};
+use crate::refusal::{EarlyRefusal, RefusalHook, refuse_at_accept};
 use crate::router::Runtime;
 use crate::server_config::ServerConfig;
 use crate::throttle::{PER_IP_REFUSED, refused_log};
@@ -44,6 +45,7 @@ pub struct Server {
     config: ServerConfig,
     stats: ServerStats,
     workers: Option<(ChannelNameRouter, ChannelLayerHandle)>,
+    on_refusal: Option<RefusalHook>,
 }
 
 impl std::fmt::Debug for Server {
@@ -101,6 +103,7 @@ impl Server {
             config: ServerConfig::default(),
             stats: ServerStats::default(),
             workers: None,
+            on_refusal: None,
         }
     }
 
@@ -113,6 +116,7 @@ impl Server {
             config: ServerConfig::default(),
             stats: ServerStats::default(),
             workers: None,
+            on_refusal: None,
         }
     }
 
@@ -137,6 +141,7 @@ impl Server {
             config: ServerConfig::default(),
             stats: ServerStats::default(),
             workers: None,
+            on_refusal: None,
         })
     }
 
@@ -183,6 +188,27 @@ impl Server {
     /// ```
     pub fn with_workers(mut self, workers: ChannelNameRouter, layer: ChannelLayerHandle) -> Self {
         self.workers = Some((workers, layer));
+        self
+    }
+
+    /// Calls `hook` for each request refused by a server limit before any
+    /// service saw it ([`EarlyRefusal`]: `max_connections`,
+    /// `max_connections_per_ip`, the handshake rate), so that an access
+    /// log and metrics outside the service see them too. The hook runs on
+    /// the connection's task: keep it short.
+    ///
+    /// ```
+    /// use estuary_server::Server;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap().on_refusal(|refusal| {
+    ///     tracing::info!(status = refusal.status, reason = refusal.reason.as_str(), "refused");
+    /// });
+    /// # let _ = server;
+    /// # });
+    /// ```
+    pub fn on_refusal(mut self, hook: impl Fn(&EarlyRefusal) + Send + Sync + 'static) -> Self {
+        self.on_refusal = Some(std::sync::Arc::new(hook));
         self
     }
 
@@ -243,7 +269,8 @@ impl Server {
                     let slots = match self.admit(peer) {
                         Ok(slots) => slots,
                         Err(refusal) => {
-                            connections.spawn(refuse(io, refusal));
+                            let proxies = self.config.trusted_proxies.clone();
+                            connections.spawn(refuse(io, refusal, peer, proxies, self.on_refusal.clone()));
                             continue;
                         }
                     };
@@ -253,6 +280,7 @@ impl Server {
                         config: self.config.clone(),
                         stats: self.stats.clone(),
                         handshakes: handshakes.clone(),
+                        on_refusal: self.on_refusal.clone(),
                         slots,
                         peer,
                         local,
@@ -348,33 +376,32 @@ enum Refusal {
 
 static TOTAL_REFUSED: estuary_core::Throttle = estuary_core::Throttle::new(Duration::from_secs(1));
 /// Answers a refused connection with a minimal response and closes it,
-/// without reading its request (bounded: a peer that does not read gets
-/// dropped after a second).
-async fn refuse(io: Io, refusal: Refusal) {
-    use tokio::io::AsyncWriteExt;
-    let response: &[u8] = match refusal {
-        Refusal::Busy => {
+/// after reading its request head (bounded: a second in all).
+async fn refuse(
+    io: Io,
+    refusal: Refusal,
+    peer: Option<SocketAddr>,
+    proxies: crate::TrustedProxies,
+    hook: Option<RefusalHook>,
+) {
+    let (response, status, reason): (&'static [u8], u16, _) = match refusal {
+        Refusal::Busy => (
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n\
-              retry-after: 5\r\nconnection: close\r\n\r\nserver at capacity.\n"
-        }
-        Refusal::TooMany => {
+              retry-after: 5\r\nconnection: close\r\n\r\nserver at capacity.\n",
+            503,
+            crate::HandshakeRefusal::MaxConnections,
+        ),
+        Refusal::TooMany => (
             b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 37\r\n\
-              retry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n"
-        }
+              retry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n",
+            429,
+            crate::HandshakeRefusal::ConnectionsPerIp,
+        ),
     };
-    let write = async move {
-        match io {
-            Io::Tcp(mut s) => {
-                let _ = s.write_all(response).await;
-                let _ = s.shutdown().await;
-            }
-            Io::Unix(mut s) => {
-                let _ = s.write_all(response).await;
-                let _ = s.shutdown().await;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    match io {
+        Io::Tcp(s) => refuse_at_accept(s, response, status, reason, peer, proxies, hook).await,
+        Io::Unix(s) => refuse_at_accept(s, response, status, reason, peer, proxies, hook).await,
+    }
 }
 
 enum Io {

@@ -56,8 +56,8 @@ struct Counts {
     requests: BTreeMap<(RequestKind, u16), u64>,
     refused: BTreeMap<&'static str, u64>,
     durations: BTreeMap<RequestKind, Histogram>,
-    auth: BTreeMap<&'static str, u64>,
-    auth_duration: Histogram,
+    auth: BTreeMap<(&'static str, &'static str), u64>,
+    auth_duration: BTreeMap<&'static str, Histogram>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -93,12 +93,26 @@ impl HttpStats {
         }
     }
 
-    /// Counts an authentication: `outcome` is `user`, `anonymous` or
-    /// `refused`.
-    pub fn auth(&self, outcome: &'static str, took: Duration) {
+    /// Counts one authenticator's answer: `authenticator` is its name
+    /// (`jwt`, `callback`, `django`, `none`), `outcome` one of `user`,
+    /// `anonymous`, `refused`, `unavailable`, `bad_answer`.
+    pub fn auth(&self, authenticator: &'static str, outcome: &'static str, took: Duration) {
         let mut counts = lock(&self.inner);
-        *counts.auth.entry(outcome).or_insert(0) += 1;
-        counts.auth_duration.observe(took);
+        *counts.auth.entry((authenticator, outcome)).or_insert(0) += 1;
+        counts
+            .auth_duration
+            .entry(authenticator)
+            .or_default()
+            .observe(took);
+    }
+
+    /// Answers of `authenticator` with `outcome`, in all.
+    pub fn auth_count(&self, authenticator: &str, outcome: &str) -> u64 {
+        lock(&self.inner)
+            .auth
+            .iter()
+            .find(|((a, o), _)| *a == authenticator && *o == outcome)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Requests refused for `reason`, in all.
@@ -137,8 +151,9 @@ impl HttpStats {
         text.family(
             "estuary_handshakes_refused_total",
             Kind::Counter,
-            "WebSocket handshakes (and requests) refused by the middleware, by reason: host, origin, auth, \
-             auth_unavailable, route (404), connect (the consumer rejected).",
+            "WebSocket handshakes (and requests) refused, by reason: by the middleware host, origin, auth, \
+             auth_unavailable, route (404), connect (the consumer rejected); by a server limit before \
+             the application max_connections (503), connections_per_ip and handshake_rate (429).",
         );
         for (reason, n) in &counts.refused {
             text.sample("estuary_handshakes_refused_total", &[("reason", reason)], n);
@@ -146,24 +161,32 @@ impl HttpStats {
         text.family(
             "estuary_auth_total",
             Kind::Counter,
-            "Handshakes authenticated, by outcome: user (signed in), anonymous, refused, unavailable \
-             (the backend failed).",
+            "Answers of each authenticator of [auth] (jwt, callback, django; none when none is \
+             configured), by outcome: user (signed in), anonymous (no credential of its kind: the next \
+             is asked), refused, unavailable (its backend failed), bad_answer.",
         );
-        for (outcome, n) in &counts.auth {
-            text.sample("estuary_auth_total", &[("outcome", outcome)], n);
+        for ((authenticator, outcome), n) in &counts.auth {
+            text.sample(
+                "estuary_auth_total",
+                &[("authenticator", authenticator), ("outcome", outcome)],
+                n,
+            );
         }
         text.family(
             "estuary_auth_duration_seconds",
             Kind::Histogram,
-            "Time the authenticator took (JWT check, Django session lookup, connect callback), in seconds.",
+            "Time each authenticator took (jwt: the token check, django: the session lookup, \
+             callback: the connect callback), in seconds.",
         );
-        text.histogram(
-            "estuary_auth_duration_seconds",
-            &[],
-            &DURATION_BOUNDS,
-            &counts.auth_duration.counts,
-            counts.auth_duration.sum,
-        );
+        for (authenticator, h) in &counts.auth_duration {
+            text.histogram(
+                "estuary_auth_duration_seconds",
+                &[("authenticator", authenticator)],
+                &DURATION_BOUNDS,
+                &h.counts,
+                h.sum,
+            );
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod http;
 mod layer;
+mod metered_auth;
 mod process;
 mod text;
 mod timed;
@@ -14,6 +15,7 @@ use estuary::{SessionStats, WRITE_BATCH_BOUNDS, WorkerStats};
 
 pub use http::{DURATION_BOUNDS, HttpStats, RequestKind};
 pub use layer::LayerProbe;
+pub use metered_auth::MeteredAuthenticator;
 pub use text::CONTENT_TYPE;
 use text::{Kind, Text};
 pub use timed::{LayerOps, TimedLayer};
