@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel, nginx)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel, nginx, systemd-analyze)"
 scripts/install-browser.sh
 scripts/install-interop.sh
 scripts/install-django-test.sh
@@ -20,6 +20,7 @@ scripts/install-sentinel.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 scripts/install-nginx.sh
+scripts/install-systemd-analyze.sh
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 # Installed is not running: the tests that need Redis and PostgreSQL would
 # fail one by one, far from the cause. Say it here, once.
