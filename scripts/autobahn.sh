@@ -7,7 +7,7 @@
 # Usage: scripts/autobahn.sh [CASES]     (wstest patterns; default: 1.* to 10.*)
 # AUTOBAHN_DIR=DIR runs the wstest installed in DIR instead, and
 # AUTOBAHN_SKIP_INSTALL=1 does not try to install it (the test of this
-# script's failure, apps/estuary/tests/scripts_fail_loudly.rs, uses both).
+# script's failure, apps/estuary/tests/first_run.rs, the_autobahn_step_fails_without_its_runner, uses both).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="${AUTOBAHN_DIR:-$PWD/target/autobahn}"

@@ -259,7 +259,7 @@ async fn serve_metrics(
     tracing::info!("metrics at http://{addr}/metrics (metrics.listen)");
     Ok(tokio::spawn(async move {
         if let Err(error) = server.serve(router.into_service(), std::future::pending()).await {
-            tracing::error!(%error, "the metrics listener failed; metrics are not served until restart");
+            tracing::error!(%error, "the metrics listener failed; metrics are not served until restart (check the --metrics address, then restart)");
         }
     }))
 }
@@ -301,7 +301,7 @@ fn reload_on_sighup(tls: TlsFiles) -> anyhow::Result<()> {
             match tls.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
                 Err(error) => {
-                    tracing::error!(%error, "SIGHUP: TLS reload failed; the previous certificate stays")
+                    tracing::error!(%error, "SIGHUP: TLS reload failed; the previous certificate stays: fix the files (the error names which) and send SIGHUP again")
                 }
             }
         }
@@ -344,7 +344,7 @@ fn warn_about_openings(config: &Config) -> anyhow::Result<()> {
     if hosts.allows_any() {
         tracing::warn!(
             "allowed_hosts is \"*\": any Host is answered and any origin may open WebSockets; \
-             only safe behind a proxy that checks Host"
+             only safe behind a proxy that checks Host; otherwise list this server's names in allowed_hosts"
         );
     } else {
         tracing::info!(hosts = ?hosts.patterns(), "answering to these hosts only (allowed_hosts)");

@@ -30,7 +30,7 @@ pub(crate) fn log_undecodable(ctx: &Context, message: &Message, error: &MessageE
             r#type = message.message_type(),
             %error,
             held_back,
-            "no handler for channel-layer message; dropped (held_back: how many more were not logged since the last warning)"
+            "no handler for channel-layer message; dropped: add its type to the consumer's Event enum, or stop sending it to this channel (held_back: how many more were not logged since the last warning)"
         ),
         None => tracing::debug!(
             channel = %ctx.channel_name(),

@@ -309,7 +309,7 @@ impl News {
                 path = %path.display(),
                 %error,
                 keys_kept = kept,
-                "the JWKS file is not usable; its previous keys are kept"
+                "the JWKS file is not usable; its previous keys are kept: fix the file (the error names what is wrong), it is read again within jwks_reload_every"
             ),
             Self::Loaded { path, kids } => tracing::info!(
                 path = %path.display(),

@@ -287,7 +287,7 @@ impl Inner {
                 Ok(b) => Bytes::from(b),
                 Err(error) => {
                     if let Some(held_back) = self.bad_message_log.allow(Instant::now()) {
-                        tracing::warn!(%error, %channel, held_back, "undecryptable pub/sub message; dropped");
+                        tracing::warn!(%error, %channel, held_back, "undecryptable pub/sub message; dropped. Check that every process publishing on this Redis under this prefix has the same symmetric_encryption_keys");
                     }
                     return;
                 }
@@ -298,7 +298,7 @@ impl Inner {
             Ok(m) => m,
             Err(error) => {
                 if let Some(held_back) = self.bad_message_log.allow(Instant::now()) {
-                    tracing::warn!(%error, %channel, held_back, "undecodable pub/sub message; dropped");
+                    tracing::warn!(%error, %channel, held_back, "undecodable pub/sub message; dropped. Check that every process publishing on this Redis under this prefix uses the same serializer_format");
                 }
                 return;
             }

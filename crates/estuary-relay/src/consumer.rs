@@ -119,7 +119,7 @@ impl RelayConsumer {
         // Given back when the handshake ends, or when its future is
         // dropped (the server's `handshake_timeout`, a client gone).
         let Some(slot) = self.shared.slot() else {
-            estuary_core::throttled!(warn, relay = %self.shared.name, "handshake refused with 503: max_in_flight events are out");
+            estuary_core::throttled!(warn, relay = %self.shared.name, "handshake refused with 503: max_in_flight events are out (the workers are behind: run more of them, or raise the relay's max_in_flight)");
             return Ok(unavailable(self));
         };
         self.shared.stats.add(Count::EventsSent, 1);
@@ -134,7 +134,7 @@ impl RelayConsumer {
                     self.await_handshake(ctx, &link).await
                 }
                 Err(error) => {
-                    estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel");
+                    estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel (full: run more workers; or the channel layer is down: check that it is reachable)");
                     link.set_delivered(false);
                     Ok(Handshake::Unavailable)
                 }
@@ -258,7 +258,7 @@ impl RelayConsumer {
                 Err(_) => return Ok(Handshake::TimedOut),
                 Ok(Err(ChannelLayerError::Lost { .. })) => continue,
                 Ok(Err(error)) => {
-                    estuary_core::throttled!(warn, relay = %self.shared.name, %error, "handshake refused with 503: cannot read the connection's channel");
+                    estuary_core::throttled!(warn, relay = %self.shared.name, %error, "handshake refused with 503: cannot read the connection's channel (check that the channel layer is reachable)");
                     return Ok(Handshake::Unavailable);
                 }
                 Ok(Ok(message)) => message,
@@ -297,7 +297,7 @@ impl RelayConsumer {
         let answer = match http.post(event, self.shared.connect_timeout).await {
             Ok(answer) => answer,
             Err(error) => {
-                estuary_core::throttled!(warn, relay = %self.shared.name, target = %self.shared.target, %error, "handshake refused: websocket.connect not answered over HTTP");
+                estuary_core::throttled!(warn, relay = %self.shared.name, target = %self.shared.target, %error, "handshake refused: websocket.connect not answered over HTTP (check that the application at the relay's target is up and answers within connect_timeout; the error names why)");
                 return Ok(if error.is_timeout() {
                     Handshake::TimedOut
                 } else {
@@ -330,7 +330,7 @@ impl RelayConsumer {
         if scope.subprotocols().contains(&chosen) {
             return Some(chosen);
         }
-        estuary_core::throttled!(warn, relay = %self.shared.name, subprotocol = %chosen, "websocket.accept chose a subprotocol the client did not offer; accepted without one");
+        estuary_core::throttled!(warn, relay = %self.shared.name, subprotocol = %chosen, "websocket.accept chose a subprotocol the client did not offer; accepted without one (fix the worker: choose one of scope['subprotocols'])");
         None
     }
 
@@ -343,7 +343,7 @@ impl RelayConsumer {
             channel = %link.channel,
             r#type = message.message_type(),
             %error,
-            "malformed message from the application; dropped"
+            "malformed message from the application; dropped (fix the worker: the error names what is wrong)"
         );
     }
 }
@@ -388,7 +388,7 @@ impl Consumer for RelayConsumer {
                 match self.shared.target.kind() {
                     TargetKind::Channel(worker) => {
                         if let Err(error) = ctx.channel_layer().send(worker, event).await {
-                            estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel");
+                            estuary_core::throttled!(warn, relay = %self.shared.name, %worker, %error, "handshake refused with 503: cannot send websocket.connect to the worker channel (full: run more workers; or the channel layer is down: check that it is reachable)");
                             link.abandon_connect();
                             link.set_delivered(false);
                             return Ok(self.reject(

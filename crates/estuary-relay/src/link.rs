@@ -574,7 +574,7 @@ impl Link {
                         relay = %self.shared.name,
                         %worker,
                         %error,
-                        "cannot send a relay event to the worker channel (full, or the channel layer is down)"
+                        "cannot send a relay event to the worker channel (full: run more workers or raise its capacity; or the channel layer is down: check that it is reachable)"
                     );
                     false
                 }
@@ -625,7 +625,7 @@ impl Link {
                     channel = %self.channel,
                     seq,
                     %error,
-                    "relay event not answered over HTTP"
+                    "relay event not answered over HTTP (check that the application at the relay's target is up and answers in time; the error names why)"
                 );
                 self.expire(seq, Why::Undelivered)
             }

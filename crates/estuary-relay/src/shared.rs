@@ -86,7 +86,7 @@ impl Shared {
     pub(crate) fn watch(&self, watch: Watch) {
         let queue = self.watchdog.get_or_init(|| {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                tracing::error!(relay = %self.name, "relay used outside a tokio runtime: acknowledgements will not time out");
+                tracing::error!(relay = %self.name, "relay used outside a tokio runtime: acknowledgements will not time out (build and use the relay inside the runtime)");
                 return None;
             };
             let (tx, rx) = mpsc::unbounded_channel();

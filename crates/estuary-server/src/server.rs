@@ -322,20 +322,22 @@ impl Server {
             connections.wait().await;
             if let Some(workers) = workers {
                 if let Err(error) = workers.await {
-                    tracing::error!(%error, "the workers' task failed");
+                    tracing::error!(%error, "the workers' task failed: worker channels were not read from then on (a panic outside a handler is a bug: report it with this error)");
                 }
             }
         })
         .await;
         if drained.is_err() {
             if let Some(workers) = workers_abort.filter(|w| !w.is_finished()) {
-                tracing::warn!("shutdown deadline passed; a worker's handler is cut short");
+                tracing::warn!(
+                    "shutdown deadline passed; a worker's handler is cut short (if handlers need longer, raise shutdown_timeout and the process manager's stop timeout, e.g. systemd's TimeoutStopSec)"
+                );
                 workers.abort();
             }
             tracing::warn!(
                 websockets = runtime.tracker.len(),
                 http = connections.len(),
-                "shutdown deadline passed; dropping the remaining connections"
+                "shutdown deadline passed; dropping the remaining connections (their clients see 1006 and reconnect; to give them longer, raise shutdown_timeout and the process manager's stop timeout, e.g. systemd's TimeoutStopSec)"
             );
         }
         Ok(())

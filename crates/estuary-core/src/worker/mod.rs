@@ -109,7 +109,7 @@ pub trait Worker: Send + 'static {
             channel = %ctx.channel_name(),
             r#type = message.message_type(),
             %error,
-            "no handler for a worker channel's message; dropped (held_back: how many more were not logged since the last warning)"
+            "no handler for a worker channel's message; dropped: add its type to the worker's Event enum, or stop sending it to this channel (held_back: how many more were not logged since the last warning)"
         );
         async { Ok(()) }
     }

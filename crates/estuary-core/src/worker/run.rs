@@ -154,12 +154,12 @@ async fn run_channel(
                     %channel,
                     count,
                     total,
-                    "the channel layer lost messages for a worker channel"
+                    "the channel layer lost messages for a worker channel (its queue was full, or Redis lost them): run more workers, or raise the channel's capacity"
                 );
                 continue;
             }
             Err(ChannelLayerError::ChannelClosed(_)) => {
-                tracing::error!(%channel, "the channel layer closed this worker's channel; the worker stops");
+                tracing::error!(%channel, "the channel layer closed this worker's channel; the worker stops: its messages wait in the channel until the process is restarted");
                 return;
             }
             Err(error) => error,
@@ -169,7 +169,7 @@ async fn run_channel(
             %channel,
             %error,
             retry_in_ms = backoff.as_millis() as u64,
-            "a worker's receive failed; retrying"
+            "a worker's receive failed; retrying. Check that the channel layer is reachable"
         );
         tokio::select! {
             _ = token.cancelled() => break,
@@ -214,7 +214,7 @@ async fn handle_one(
                 r#type,
                 panic,
                 total,
-                "a worker panicked on a message; it goes on with the next"
+                "a worker panicked on a message; the message is lost, the worker goes on with the next. A bug in the handler: fix it"
             );
             return;
         }
@@ -230,7 +230,7 @@ fn log_failure(channel: &ChannelName, r#type: &str, error: &WorkerError, total: 
         r#type,
         %error,
         total,
-        "a worker failed on a message; it goes on with the next"
+        "a worker failed on a message; the message is not retried, the worker goes on with the next. The error names the cause"
     );
 }
 

@@ -357,7 +357,7 @@ impl Inner {
                     %group,
                     %channel,
                     %error,
-                    "could not leave a presence at disconnect; it lapses with the presence timeout"
+                    "could not leave a presence at disconnect; it lapses with the presence timeout. Check that Redis is reachable if this repeats"
                 );
             }
         }
@@ -416,7 +416,7 @@ impl Inner {
                 estuary_core::throttled!(
                     warn,
                     %group,
-                    "a presence key of this group holds another type (written over); its presence is not renewed"
+                    "a presence key of this group holds another type (written over); its presence is not renewed. Something else writes to this Redis under the layer's prefix: find it, then delete the key"
                 );
                 continue;
             }
@@ -456,7 +456,7 @@ async fn flush(inner: Weak<Inner>, group: GroupName, due: Instant) {
         Err(e) => Err(e.to_string()),
     };
     if let Err(error) = sent {
-        estuary_core::throttled!(warn, %group, %error, "a presence diff could not be sent to its group");
+        estuary_core::throttled!(warn, %group, %error, "a presence diff could not be sent to its group; members see the change with the next diff. Check that Redis is reachable");
     }
 }
 

@@ -160,7 +160,7 @@ fn member_score_pairs(value: redis::Value) -> Vec<(Vec<u8>, f64)> {
             // Redis's own answer, never seen: once is enough to say.
             estuary_core::throttled!(
                 warn,
-                "unexpected ZPOPMIN answer; the rest of this batch is dropped"
+                "unexpected ZPOPMIN answer; the rest of this batch is dropped. Something else writes to this Redis under the layer's prefix, or a proxy in between alters replies: find it"
             );
             break;
         };
@@ -289,7 +289,7 @@ pub(super) async fn receive_loop(
                 if !failing {
                     failing = true;
                     layer.mark_down();
-                    tracing::error!(%error, key = %popper.key, "Redis unavailable; WebSockets stay open, retrying with backoff");
+                    tracing::error!(%error, key = %popper.key, "Redis unavailable; WebSockets stay open, retrying with backoff. Check that Redis is reachable (estuary_layer_up shows when it is back)");
                 }
                 drop(layer);
                 if !popper.back_off().await {

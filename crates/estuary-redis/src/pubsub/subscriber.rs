@@ -205,7 +205,7 @@ pub(super) async fn subscriber(
                     shard,
                     %error,
                     held_back,
-                    "cannot connect the Redis pub/sub subscriber; retrying"
+                    "cannot connect the Redis pub/sub subscriber; retrying (nothing published on that host reaches this process meanwhile: check that Redis is reachable)"
                 );
             }
         }

@@ -98,7 +98,7 @@ pub(crate) fn spawn_cleanup(cleanup: impl Future<Output = ()> + Send + 'static) 
         Err(_) => {
             estuary_core::throttled!(
                 warn,
-                "no runtime to leave the groups of an HTTP stream; the memberships lapse with group_expiry"
+                "no runtime to leave the groups of an HTTP stream (it was dropped outside a tokio runtime); the memberships lapse with group_expiry: drop streams inside the runtime"
             )
         }
     }

@@ -40,7 +40,7 @@ impl Budget {
             limit = self.limit,
             held = before,
             size = bytes,
-            "channel layer full: a send was refused (max_bytes); its producer was told"
+            "channel layer full: a send was refused (max_bytes); its producer was told. Raise [layer] max_bytes, or find the channels that do not drain"
         );
         Err(ChannelLayerError::TooManyBytes { limit: self.limit })
     }

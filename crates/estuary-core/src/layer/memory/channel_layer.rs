@@ -269,7 +269,7 @@ impl Inner {
                 warn,
                 %group,
                 members = live_dropped,
-                "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded"
+                "group_send dropped messages for members {OVERFLOW_FACTOR} times their capacity behind: the server is overloaded (give it more CPU, or fewer connections per process)"
             );
         }
         Ok(report)
