@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -23,7 +24,9 @@ use crate::proxy::TrustedProxies;
 /// request head is read (within the same second, 8 KiB at most), so that
 /// its method, path and client are known (and so that closing does not
 /// reset the connection under the answer); a client that sends nothing in
-/// that second is reported without them.
+/// that second is reported without them, and so is one refused while 64
+/// others are waiting for their heads (a flood of silent connections holds
+/// no more descriptors than that).
 ///
 /// ```
 /// use std::time::Duration;
@@ -69,6 +72,31 @@ const HEAD_LIMIT: usize = 8 * 1024;
 /// The time a connection refused at accept gets to send its head and take
 /// the answer.
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Refused connections waiting for their request head at once, at most
+/// (in the process). Past it, a refused connection is closed as soon as it
+/// is answered, and reported without its head: a flood of connections that
+/// send nothing holds no more than this many descriptors past the answer.
+const MAX_WAITING: usize = 64;
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_WAITING`] places, given back on drop.
+struct Waiting;
+
+impl Waiting {
+    fn take() -> Option<Self> {
+        let taken = WAITING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_WAITING).then_some(n + 1)
+        });
+        taken.is_ok().then(|| Self)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The request head as far as a refusal needs it.
 #[derive(Default)]
@@ -131,7 +159,8 @@ async fn read_head<I: AsyncRead + Unpin>(io: &mut I) -> Head {
 
 /// A connection refused at accept: `response` (a whole HTTP response with
 /// `connection: close`) written and the write side shut, then the request
-/// head read; reported to `hook` with `reason` and `status`. Bounded by
+/// head read (unless [`MAX_WAITING`] others are waiting for theirs);
+/// reported to `hook` with `reason` and `status`. Bounded by
 /// `REFUSE_WITHIN` in all.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn refuse_at_accept<I>(
@@ -154,10 +183,15 @@ pub(crate) async fn refuse_at_accept<I>(
     if answered.is_err() {
         tracing::debug!(?peer, "a refused connection took its answer too slowly; dropped");
     }
-    let left = REFUSE_WITHIN.saturating_sub(started.elapsed());
-    let head = tokio::time::timeout(left, read_head(&mut io))
-        .await
-        .unwrap_or_default();
+    let head = match Waiting::take() {
+        Some(_waiting) => {
+            let left = REFUSE_WITHIN.saturating_sub(started.elapsed());
+            tokio::time::timeout(left, read_head(&mut io))
+                .await
+                .unwrap_or_default()
+        }
+        None => Head::default(),
+    };
     if let Some(hook) = hook {
         hook(&EarlyRefusal {
             reason,
@@ -185,5 +219,13 @@ mod tests {
         assert!(Head::parse(b"GET / HTTP/1.1\r\nHost: h\r\n").is_none(), "partial");
         let garbage = Head::parse(b"\x16\x03\x01 not http\r\n\r\n").expect("not HTTP is final");
         assert!(garbage.method.is_none());
+    }
+
+    #[test]
+    fn at_most_max_waiting_wait_for_their_head() {
+        let places: Vec<Waiting> = std::iter::from_fn(Waiting::take).take(MAX_WAITING + 1).collect();
+        assert_eq!(places.len(), MAX_WAITING);
+        drop(places);
+        assert!(Waiting::take().is_some(), "given back");
     }
 }
