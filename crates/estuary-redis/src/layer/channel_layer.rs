@@ -35,25 +35,6 @@ impl ChannelLayer for RedisChannelLayer {
                 message,
             });
         }
-        if inner.one_trip() && inner.is_mine(channel) && inner.is_healthy() {
-            // This process's own open channel: straight into its buffer, as
-            // its members' group messages go (`fanout.rs`), so that one
-            // sender's `send` and `group_send` keep their order. (Redis
-            // away: the path below fails, as every send then does.)
-            let queue = lock(&inner.local).get(channel).cloned();
-            if let Some(queue) = queue {
-                let expires = inner.score() + inner.config.layer.expiry().as_secs_f64();
-                return if queue.push(expires, message.clone()) {
-                    Ok(())
-                } else {
-                    Err(SendError::Full {
-                        channel: channel.clone(),
-                        capacity: inner.config.layer.capacity_for(channel.as_str()),
-                        message,
-                    })
-                };
-            }
-        }
         let (non_local, target) = if channel.is_process_specific() {
             (channel.non_local_name(), Target::One(channel))
         } else {

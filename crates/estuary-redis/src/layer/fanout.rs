@@ -1,16 +1,14 @@
 //! `group_send` in one round trip: one script reads the group's members,
 //! records the message when the group is recorded, and stores one payload
-//! per other process's queue. Another process's queue (Django's or
-//! Estuary's) gets the channels_redis form, byte for byte what the general
-//! path (`group_send.rs`) writes: Redis builds its `__asgi_channel__` array
-//! from the members it holds. This process's own members get nothing
-//! through Redis: the script counts them, and the sending task hands the
-//! message to their buffers when the answer is in, by this process's own
-//! record when Redis lists as many of them as the record holds (a group of
-//! a hundred local members costs Redis a count, not a hundred names built,
-//! stored, popped and parsed), else to the names Redis listed. This
-//! process's queue, its receive task and their round trips are left to
-//! what other processes send.
+//! per destination queue. Another process's queue (Django's or Estuary's)
+//! gets the channels_redis form, byte for byte what the general path
+//! (`group_send.rs`) writes: Redis builds its `__asgi_channel__` array from
+//! the members it holds. This process's own queue, which only this process
+//! reads, gets the group's name instead of its members' names
+//! (`__estuary_group__`), and the receive task hands the message to this
+//! process's members of the group by its own record: a group of a hundred
+//! local members costs Redis a count, not a hundred names built, stored,
+//! popped and parsed.
 //!
 //! It applies when the layer has one Redis host (every key on one shard),
 //! no encryption (Redis cannot encrypt) and no per-channel capacities
@@ -23,16 +21,12 @@
 //! this process has members in it is repaired by the general path (which
 //! writes the memberships back and still delivers this message to them);
 //! fewer of its own members than it holds is checked there too.
-//!
-//! Order: a sender's messages to one of this process's channels, by
-//! `send` and `group_send`, reach its buffer in the order sent, since both
-//! hand them over directly (see `send`).
 
 use std::sync::LazyLock;
 
 use estuary_core::{
-    ChannelLayerError, Epoch, GroupName, GroupSendReport, HistoryConfig, Message, POSITION_KEY, RESERVED_KEY,
-    StreamPosition,
+    ChannelLayerError, Epoch, GroupName, GroupSendReport, HistoryConfig, Message, OVERFLOW_FACTOR,
+    POSITION_KEY, RESERVED_KEY, StreamPosition,
 };
 use rand::RngCore;
 use redis::{Script, Value};
@@ -40,31 +34,32 @@ use redis::{Script, Value};
 use super::Inner;
 use crate::codec::{GROUP_KEY, RANDOM_PREFIX_LEN};
 use crate::faults::layer_error;
-use crate::local::{Held, lock, now};
-use std::sync::atomic::Ordering;
+use crate::local::lock;
 
 /// The one-trip group send. KEYS: the group; then, for a recorded group,
 /// its stream and meta hash. ARGV: 1 group prune-up-to, 2 latest plausible
 /// membership score, 3 the layer's key prefix, 4 the payload's head (random
 /// prefix, map header, the message's entries), 5 now (the score), 6 queue
 /// prune-up-to, 7 expiry, 8 this process's prefix (`specific.<id>!`), 9
-/// capacity, 10 how many members of the group this process holds by its
-/// own record; for a recorded group, 11 a new epoch, 12 meta ttl (ms), 13
-/// the message as recorded, 14 size, 15 ttl (ms).
+/// capacity, 10 this process's own queue's limit, 11 the group's name, 12
+/// how many members of the group this process holds by its own record; for
+/// a recorded group, 13 a new epoch, 14 meta ttl (ms), 15 the message as
+/// recorded, 16 size, 17 ttl (ms).
 ///
 /// Another process's queue gets the channels_redis form (its members in
-/// `__asgi_channel__`); this process's own members are only counted (and
-/// listed, when Redis holds another number of them than this process's
-/// record: another process removed one of them, or added one of this
-/// process's channels), for this process to deliver to.
+/// `__asgi_channel__`); this process's own queue gets the group's name
+/// instead ([`GROUP_KEY`]) when Redis lists as many of this process's
+/// members as its own record holds, and this process hands the message to
+/// its own members of the group by that record, so that neither Redis nor
+/// this process handles each member's name. When the counts differ
+/// (another process removed one of them, or added one of this process's
+/// channels), the own queue gets the names too.
 ///
 /// Returns `{0, absurd}` when a member is not a channel name (nothing else
-/// done), or `{1, absurd, own, dense, epoch, offset, then, unless dense,
-/// own names, then per queue: name, members, stored}`: `own` the members
-/// listed under this process's prefix, `dense` 1 when they are as many as
-/// its record holds, stored 1 (stored), 0 (full) or -1 (the key holds
-/// another type). `absurd`: the memberships removed for a score no clock
-/// could have given.
+/// done), or `{1, absurd, own, epoch, offset, then per queue: name, members,
+/// stored}`: `own` the members listed under this process's prefix, stored
+/// 1 (stored), 0 (full) or -1 (the key holds another type). `absurd`: the
+/// memberships removed for a score no clock could have given.
 static FANOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -123,6 +118,7 @@ local function str(s)
   return '\218' .. be(n, 2) .. s
 end
 local head = ARGV[4]
+local ownhead = head
 local epoch, top = '', 0
 if #KEYS == 3 then
   local clock = redis.call('TIME')
@@ -134,30 +130,28 @@ if #KEYS == 3 then
   end
   epoch = redis.call('HGET', m, 'epoch')
   if not epoch then
-    epoch = ARGV[11]
+    epoch = ARGV[13]
     redis.call('DEL', s)
     redis.call('HSET', m, 'epoch', epoch, 'top', '0')
   end
   top = redis.call('HINCRBY', m, 'top', 1)
-  redis.call('XADD', s, 'MAXLEN', ARGV[14], string.format('%.0f', top) .. '-0', 'd', ARGV[13], 't', string.format('%.0f', now))
-  redis.call('PEXPIRE', s, ARGV[15])
-  redis.call('PEXPIRE', m, ARGV[12])
-  head = head .. '\172__position__\130\166offset' .. uint(top) .. '\165epoch' .. str(epoch)
+  redis.call('XADD', s, 'MAXLEN', ARGV[16], string.format('%.0f', top) .. '-0', 'd', ARGV[15], 't', string.format('%.0f', now))
+  redis.call('PEXPIRE', s, ARGV[17])
+  redis.call('PEXPIRE', m, ARGV[14])
+  local position = '\172__position__\130\166offset' .. uint(top) .. '\165epoch' .. str(epoch)
+  head = head .. position
+  ownhead = ownhead .. position
 end
 head = head .. '\176__asgi_channel__'
 local own = #ownlist
--- As many as this process holds (ARGV[10]): it delivers by its record.
+local out = {1, absurd, own, epoch, top}
+-- As many as this process holds (ARGV[12]): the group's name will do.
 -- Otherwise (one of them removed by another process, or one of this
--- process's channels added by another), to the names listed here.
-local dense = 0
-if own > 0 and own == tonumber(ARGV[10]) then
-  dense = 1
-end
-local out = {1, absurd, own, dense, epoch, top}
-if own > 0 and dense == 0 then
-  for i = 1, own do
-    out[#out + 1] = ownlist[i]
-  end
+-- process's channels added by another), the names, as for any queue.
+local dense = own > 0 and own == tonumber(ARGV[12])
+if own > 0 and not dense then
+  by[ownq] = ownlist
+  table.insert(order, 1, ownq)
 end
 local function room(key, limit)
   local kt = redis.call('TYPE', key).ok
@@ -170,10 +164,21 @@ local function room(key, limit)
   end
   return 0
 end
+if dense then
+  local key = ARGV[3] .. ownq
+  local stored = room(key, ARGV[10])
+  if stored == 1 then
+    redis.call('ZADD', key, ARGV[5], ownhead .. '\177__estuary_group__' .. str(ARGV[11]))
+    redis.call('EXPIRE', key, ARGV[7])
+  end
+  out[#out + 1] = ownq
+  out[#out + 1] = own
+  out[#out + 1] = stored
+end
 for _, q in ipairs(order) do
   local names = by[q]
   local key = ARGV[3] .. q
-  local stored = room(key, ARGV[9])
+  local stored = room(key, q == ownq and ARGV[10] or ARGV[9])
   if stored == 1 then
     local n = #names
     local parts = {head}
@@ -189,7 +194,7 @@ for _, q in ipairs(order) do
     end
     redis.call('ZADD', key, ARGV[5], table.concat(parts))
     redis.call('EXPIRE', key, ARGV[7])
-  elseif stored == 0 and string.sub(q, -1) == '!' then
+  elseif stored == 0 and q ~= ownq and string.sub(q, -1) == '!' then
     redis.call('INCR', key .. ':refused')
     redis.call('EXPIRE', key .. ':refused', ARGV[7])
   end
@@ -256,6 +261,8 @@ impl Inner {
             .arg(expiry)
             .arg(&self.client_prefix)
             .arg(capacity)
+            .arg(capacity.saturating_mul(OVERFLOW_FACTOR))
+            .arg(group.as_str())
             .arg(local.map_or(0, |(_, held)| held));
         if let Some((config, _)) = history_key {
             invocation
@@ -293,7 +300,7 @@ impl Inner {
             None => None,
         };
         if let Some((version, held)) = local {
-            if answer.own == 0 && answer.queues.is_empty() {
+            if answer.queues.is_empty() {
                 // The key is gone with this process's members in it.
                 return Ok(match position {
                     Some(at) => Fanout::KeyGone(at),
@@ -310,19 +317,6 @@ impl Inner {
             position,
             ..GroupSendReport::default()
         };
-        if answer.own > 0 {
-            let placed = match position {
-                Some(at) => message.with_position(at),
-                None => message.clone(),
-            };
-            let expires = now + self.config.layer.expiry().as_secs_f64();
-            let (delivered, dropped) = match &answer.listed {
-                None => self.deliver_own(group, None, &placed, expires),
-                Some(names) => self.deliver_own(group, Some(names), &placed, expires),
-            };
-            report.delivered += delivered;
-            report.dropped += dropped;
-        }
         for (name, members, stored) in &answer.queues {
             let members = *members;
             match stored {
@@ -332,6 +326,15 @@ impl Inner {
                     self.warn_poisoned(&self.channel_key(name), members);
                 }
                 _ => report.dropped += members,
+            }
+            if *stored != 1 && *name == self.client_prefix {
+                // This process's own members missed it: they are told.
+                let (_, own) = lock(&self.memberships).members_at(group);
+                let told = self.tell_lost(&own);
+                tracing::debug!(%group, told, stored, "own members missed a group message");
+                if *stored == -1 {
+                    self.reclaim_own_queue().await;
+                }
             }
         }
         if report.dropped > 0 {
@@ -346,58 +349,11 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Hands a group message to this process's own members, from the
-    /// sending task (Redis never stores it for them): by this process's
-    /// record when Redis listed as many of them as the record holds
-    /// (`listed` is `None`), else to the members Redis listed. Returns how
-    /// many got it and how many did not (their buffers full or closing:
-    /// each told by its buffer, as when the receive task hands them a
-    /// message).
-    fn deliver_own(
-        &self,
-        group: &GroupName,
-        listed: Option<&[String]>,
-        message: &Message,
-        expires: f64,
-    ) -> (usize, usize) {
-        let now = now();
-        let mut held = Held::default();
-        let (mut delivered, mut dropped) = (0, 0);
-        {
-            let memberships = lock(&self.memberships);
-            let local = lock(&self.local);
-            let mut push = |channel: &str| match local.get(channel) {
-                Some(queue) if queue.push_held(expires, message.clone(), now, &mut held) => delivered += 1,
-                Some(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%channel, "local buffer full; group message dropped");
-                    dropped += 1;
-                }
-                // Closed since: as for a message popped for a closed channel.
-                None => tracing::debug!(%channel, "group message for a closed channel; dropped"),
-            };
-            match listed {
-                None => memberships
-                    .channels(group.as_str())
-                    .for_each(|c| push(c.as_str())),
-                Some(names) => names.iter().for_each(|c| push(c)),
-            }
-        }
-        held.release();
-        (delivered, dropped)
-    }
-}
-
 /// The script's answer, read.
 struct Answer {
     done: bool,
     absurd: u64,
-    /// This process's members Redis listed.
     own: usize,
-    /// Their names, when they are not as many as this process's record
-    /// holds (else the record is the list).
-    listed: Option<Vec<String>>,
     epoch: String,
     offset: u64,
     queues: Vec<(String, usize, i64)>,
@@ -421,24 +377,15 @@ impl Answer {
                 done,
                 absurd,
                 own: 0,
-                listed: None,
                 epoch: String::new(),
                 offset: 0,
                 queues: Vec::new(),
             });
         }
         let own = usize::try_from(int(values.get(2)?)?).ok()?;
-        let dense = int(values.get(3)?)? == 1;
-        let epoch = text(values.get(4)?)?;
-        let offset = u64::try_from(int(values.get(5)?)?).ok()?;
-        let mut rest = values.get(6..)?;
-        let listed = if own > 0 && !dense {
-            let names = rest.get(..own)?.iter().map(text).collect::<Option<Vec<_>>>()?;
-            rest = &rest[own..];
-            Some(names)
-        } else {
-            None
-        };
+        let epoch = text(values.get(3)?)?;
+        let offset = u64::try_from(int(values.get(4)?)?).ok()?;
+        let rest = values.get(5..)?;
         if rest.len() % 3 != 0 {
             return None;
         }
@@ -450,7 +397,6 @@ impl Answer {
             done,
             absurd,
             own,
-            listed,
             epoch,
             offset,
             queues,

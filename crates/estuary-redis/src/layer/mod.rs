@@ -114,7 +114,8 @@ use registry::Registry;
 ///   (`<queue key>:refused`); this process's receive task takes the count
 ///   with its next batch and, since which channels the message was for is
 ///   not known, tells every channel of this process
-///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)). Not seen:
+///   ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)). A group send from this process that
+///   finds its own queue full tells the group's members at once. Not seen:
 ///   a Django (channels_redis) process's group message refused by a full
 ///   queue (channels_redis skips it without a trace); size `capacity` so the
 ///   queue does not fill.
@@ -153,25 +154,22 @@ use registry::Registry;
 /// its capacity while the server catches up, and the layer is
 /// [`backlogged`](estuary_core::ChannelLayer::backlogged) meanwhile, so
 /// sessions stop reading their clients (producers that are clients slow
-/// down) instead of members losing messages. Another process's queue
+/// down) instead of members losing messages. This process's own queue in
+/// Redis takes the same factor for the group sends this process makes (its
+/// receive task drains it into those buffers); another process's queue
 /// keeps `capacity`, and what it refuses is counted in the sender's
 /// [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped) and
-/// told to that process's channels (see the faults above).
+/// told to that process's channels (see the faults below).
 ///
 /// With one host, no encryption and no per-channel capacities, a group
 /// send is one script call: it reads the members, records the message
-/// (recorded groups) and writes the channels_redis form to each other
-/// process's queue in one round trip. This process's own members are only
-/// counted there: the sending task hands the message to their buffers
-/// when the answer is in (by its own record of the group, or to the
-/// members Redis listed when the two differ), so the process's own queue,
-/// its receive task and their round trips carry only what other processes
-/// send. A `send` to one of this process's own channels goes straight to
-/// its buffer too, so that one sender's `send` and `group_send` keep
-/// their order. Anything the script cannot decide alone (a member no
-/// process could have written, a group key gone with this process's
-/// members in it) goes to the general path, which reads the members first
-/// and writes after (as with several hosts).
+/// (recorded groups) and writes each destination queue's payload in one
+/// round trip: the channels_redis form for other processes, the group's
+/// name for this process's own queue (its receive task delivers to its own
+/// members of the group by its own record). Anything it cannot decide alone
+/// (a member no process could have written, a group key gone with this
+/// process's members in it) goes to the general path, which reads the
+/// members first and writes after (as with several hosts).
 ///
 /// # Presence and history
 ///
