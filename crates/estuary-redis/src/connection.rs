@@ -139,38 +139,56 @@ impl ConnectionManager {
     }
 }
 
+/// What a blocking command gave (see [`ConnectionManager::query_blocking`]).
+pub(crate) enum Blocking<T> {
+    /// Its answer.
+    Answered(T),
+    /// The primary it waited on was switched for another. The command is
+    /// still waiting there (`pending`: dropping it would leave Redis to
+    /// hand its next message to a reply nobody reads); `former` is the
+    /// connection it waits on, for what else was written to the former
+    /// primary before every writer moved.
+    Moved {
+        pending: futures_util::future::BoxFuture<'static, RedisResult<T>>,
+        former: redis::aio::ConnectionManager,
+    },
+}
+
 impl ConnectionManager {
     /// Runs a blocking command (a pop that waits for a message), as
-    /// `cmd.query_async` does, except that through Sentinel it gives up,
-    /// answering `Ok(None)`, when the primary it was sent to is switched
-    /// for another: a pop left waiting on a former primary (which, after a
-    /// planned failover, still answers until it is demoted) would hold the
-    /// layer's receive loop there while messages pile up on the new one.
-    /// The command's connection is dropped with it, so Redis unblocks the
-    /// pop without taking anything.
-    pub(crate) async fn query_blocking<T: redis::FromRedisValue>(
+    /// `cmd.query_async` does, except that through Sentinel it stops
+    /// waiting for it when the primary it was sent to is switched for
+    /// another, and hands it over ([`Blocking::Moved`]): a pop left waiting
+    /// on a former primary (which, after a planned failover, still answers
+    /// until it is demoted) would hold the layer's receive loop there while
+    /// messages pile up on the new one.
+    pub(crate) async fn query_blocking<T: redis::FromRedisValue + Send + 'static>(
         &mut self,
         cmd: &Cmd,
-    ) -> RedisResult<Option<T>> {
+    ) -> RedisResult<Blocking<T>> {
         let following = match self {
-            Self::Direct(manager) => return cmd.query_async(manager).await.map(Some),
+            Self::Direct(manager) => return cmd.query_async(manager).await.map(Blocking::Answered),
             Self::Sentinel(following) => following.clone(),
         };
         // Subscribed before the primary is read: a switch in between is seen.
         let mut moved = following.target.moved();
-        let (generation, mut manager) = following.manager().await?;
-        let query = cmd.query_async::<T>(&mut manager);
-        tokio::pin!(query);
+        let (generation, manager) = following.manager().await?;
+        let former = manager.clone();
+        let cmd = cmd.clone();
+        let mut query: futures_util::future::BoxFuture<'static, RedisResult<T>> = Box::pin(async move {
+            let mut manager = manager;
+            cmd.query_async::<T>(&mut manager).await
+        });
         loop {
             tokio::select! {
-                answered = &mut query => return following.check(generation, answered).map(Some),
+                answered = &mut query => return following.check(generation, answered).map(Blocking::Answered),
                 changed = moved.changed() => {
                     if changed.is_err() {
                         // The target is gone: nothing will switch any more.
-                        return following.check(generation, query.await).map(Some);
+                        return following.check(generation, query.await).map(Blocking::Answered);
                     }
                     if following.target.generation() != generation {
-                        return Ok(None);
+                        return Ok(Blocking::Moved { pending: query, former });
                     }
                 }
             }

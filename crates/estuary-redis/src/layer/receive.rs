@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::connection::ConnectionManager;
+use crate::connection::{Blocking, ConnectionManager};
 use tokio_util::sync::CancellationToken;
 
 use super::group_send::refused_key;
@@ -24,16 +24,91 @@ struct Popper {
     backoff: Duration,
 }
 
+/// A `BZPOPMIN`'s answer: the key, the member, its score.
+type Popped = Option<(Vec<u8>, Vec<u8>, f64)>;
+
 /// What one `BZPOPMIN` gave.
 enum Pop {
     Hit {
         member: Vec<u8>,
         score: f64,
     },
-    /// Nothing within the timeout, or the pop gave up on a primary that
-    /// Sentinel switched for another: pop again (on the new one).
     Idle,
+    /// Sentinel switched the primary while the pop waited on it: pop again
+    /// (on the new one), and drain the former.
+    Moved(Former),
     Failed(redis::RedisError),
+}
+
+/// How long a former primary is drained at most (see [`Former::drain`]):
+/// past Sentinel's usual delay before it demotes one (seconds).
+const DRAIN_FOR: Duration = Duration::from_secs(30);
+
+/// A queue on a primary that Sentinel switched for another, with the pop
+/// that was waiting on it.
+struct Former {
+    pending: futures_util::future::BoxFuture<'static, redis::RedisResult<Popped>>,
+    conn: redis::aio::ConnectionManager,
+    key: String,
+    token: CancellationToken,
+}
+
+impl Former {
+    /// Hands on, batch by batch through `deliver`, what the former primary
+    /// holds in the queue or still gets (from a writer that had not yet
+    /// followed the switch), until that Redis stops taking pops (demoted
+    /// to a replica it answers `READONLY`; its connections are killed; it
+    /// is gone), [`DRAIN_FOR`] passes, the layer shuts down, or `deliver`
+    /// says to stop; returns how many it handed on. Without it, a message
+    /// written there just before the switch would be lost without a trace
+    /// when the former primary is demoted. Each pop is awaited to its end:
+    /// one given up while Redis still holds it would take the next message
+    /// for a reply nobody reads.
+    async fn drain(self, mut deliver: impl FnMut(Vec<(Vec<u8>, f64)>) -> bool) -> usize {
+        let Self {
+            pending,
+            mut conn,
+            key,
+            token,
+        } = self;
+        let deadline = tokio::time::Instant::now() + DRAIN_FOR;
+        let mut pending = Some(pending);
+        let mut handed = 0;
+        loop {
+            let popped = match pending.take() {
+                Some(pending) => pending.await,
+                None if tokio::time::Instant::now() >= deadline || token.is_cancelled() => return handed,
+                None => {
+                    redis::cmd("BZPOPMIN")
+                        .arg(&key)
+                        .arg(1)
+                        .query_async::<Popped>(&mut conn)
+                        .await
+                }
+            };
+            let (member, score) = match popped {
+                Ok(Some((_, member, score))) => (member, score),
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::debug!(%error, %key, "the former primary takes no more pops; its drain ends");
+                    return handed;
+                }
+            };
+            let mut batch = vec![(member, score)];
+            if let Ok(more) = redis::cmd("ZPOPMIN")
+                .arg(&key)
+                .arg(BATCH)
+                .query_async::<redis::Value>(&mut conn)
+                .await
+            {
+                batch.extend(member_score_pairs(more));
+            }
+            handed += batch.len();
+            if !deliver(batch) {
+                return handed;
+            }
+        }
+    }
 }
 
 impl Popper {
@@ -53,17 +128,23 @@ impl Popper {
         cmd.arg(&self.key).arg(timeout);
         let popped = tokio::select! {
             _ = self.token.cancelled() => return None,
-            r = self.conn.query_blocking::<Option<(Vec<u8>, Vec<u8>, f64)>>(&cmd) => r,
+            r = self.conn.query_blocking::<Popped>(&cmd) => r,
         };
         Some(match popped {
-            Ok(Some(Some((_, member, score)))) => {
+            Ok(Blocking::Answered(Some((_, member, score)))) => {
                 self.backoff = Duration::from_millis(100);
                 Pop::Hit { member, score }
             }
-            Ok(Some(None) | None) => {
+            Ok(Blocking::Answered(None)) => {
                 self.backoff = Duration::from_millis(100);
                 Pop::Idle
             }
+            Ok(Blocking::Moved { pending, former }) => Pop::Moved(Former {
+                pending,
+                conn: former,
+                key: self.key.clone(),
+                token: self.token.clone(),
+            }),
             Err(e) => Pop::Failed(e),
         })
     }
@@ -189,6 +270,27 @@ pub(super) async fn fetch_one(
         match popper.pop(timeout).await {
             None => return,
             Some(Pop::Idle) => continue,
+            Some(Pop::Moved(former)) => {
+                let (inner, rx, key) = (inner.clone(), rx.clone(), popper.key.clone());
+                tokio::spawn(former.drain(move |batch| {
+                    let Some(inner) = inner.upgrade() else {
+                        return false;
+                    };
+                    for (member, score) in batch {
+                        match decode_member(&member, inner.crypto.as_ref()) {
+                            Ok(d) => {
+                                let expires = score + inner.config.layer.expiry().as_secs_f64();
+                                if !rx.queue.push(expires, d.message) {
+                                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Err(error) => inner.warn_undecodable(&error, &key),
+                        }
+                    }
+                    rx.fetched.notify_waiters();
+                    true
+                }));
+            }
             Some(Pop::Hit { member, score }) => {
                 let Some(inner) = inner.upgrade() else { return };
                 match decode_member(&member, inner.crypto.as_ref()) {
@@ -295,6 +397,31 @@ pub(super) async fn receive_loop(
                 if !popper.back_off().await {
                     return;
                 }
+            }
+            Pop::Moved(former) => {
+                drop(layer);
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let handed = former
+                        .drain(|batch| {
+                            let Some(layer) = inner.upgrade() else {
+                                return false;
+                            };
+                            let mut held = Held::default();
+                            for (member, score) in batch {
+                                layer.dispatch(&member, score, &mut held);
+                            }
+                            held.release();
+                            true
+                        })
+                        .await;
+                    if handed > 0 {
+                        tracing::info!(
+                            handed,
+                            "delivered what the former primary still held for this process after the switch"
+                        );
+                    }
+                });
             }
             hit_or_idle => {
                 if let Pop::Hit { member, score } = hit_or_idle {
