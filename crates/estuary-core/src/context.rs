@@ -358,6 +358,24 @@ impl Context {
         }
     }
 
+    /// Queues `message` when that needs no waiting: `Ok(None)` when it is
+    /// queued, `Ok(Some(message))` (untouched, uncounted) when the outbound
+    /// queue is full and [`send`](Self::send) must decide, and the error
+    /// `send` gives when the connection is closing or closed. The session's
+    /// synchronous path for frames rendered once per group message.
+    pub(crate) fn send_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, ConsumerError> {
+        if self.closing {
+            return Err(ConsumerError::ConnectionClosed);
+        }
+        match self.outbound.try_send(Outgoing::Message(message)) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(Outgoing::Message(message))) => Ok(Some(message)),
+            Err(TrySendError::Full(Outgoing::Close(_)) | TrySendError::Closed) => {
+                Err(ConsumerError::ConnectionClosed)
+            }
+        }
+    }
+
     async fn enqueue(&mut self, item: Outgoing) -> Result<(), ConsumerError> {
         match self.outbound.try_send(item) {
             Ok(()) => Ok(()),

@@ -137,20 +137,30 @@ const HANDSHAKE_ONLY: [header::HeaderName; 6] = [
 /// A copy of `headers` that owns its bytes, without the handshake-only
 /// ones. hyper's header values are slices of its read buffer; a scope that
 /// kept them would keep that whole buffer alive for the life of the
-/// WebSocket. What is kept is bounded by the server's head limit
+/// WebSocket. The values kept are copied into one buffer of their own, and
+/// each is a slice of it: one allocation for all of them, not one each.
+/// What is kept is bounded by the server's head limit
 /// ([`ServerConfig::max_header_size`](crate::ServerConfig::max_header_size)).
 pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if HANDSHAKE_ONLY.contains(name) {
-            continue;
-        }
+    let kept = || headers.iter().filter(|(name, _)| !HANDSHAKE_ONLY.contains(name));
+    let size = kept().map(|(_, value)| value.len()).sum();
+    let mut buffer = bytes::BytesMut::with_capacity(size);
+    for (_, value) in kept() {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = buffer.freeze();
+    let mut out = HeaderMap::with_capacity(kept().count());
+    let mut at = 0;
+    for (name, value) in kept() {
+        let end = at + value.len();
+        // The name is copied too (a standard one is a constant, no copy).
         if let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
+            HeaderValue::from_maybe_shared(buffer.slice(at..end)),
         ) {
             out.append(name, value);
         }
+        at = end;
     }
     out
 }

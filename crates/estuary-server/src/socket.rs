@@ -250,6 +250,34 @@ impl Transport for SocketTransport {
         self.flush_queued().await
     }
 
+    fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
+        if self.close_sent {
+            return Err(TransportError::Closed);
+        }
+        // Past `write_size` queued bytes, `feed` writes first (and may wait).
+        if self.writer.queued() > self.write_size {
+            return Ok(Some(message));
+        }
+        match message {
+            WsMessage::Text(text) => self.writer.push(OP_TEXT, text.into_bytes()),
+            WsMessage::Binary(bytes) => self.writer.push(OP_BINARY, bytes),
+        }
+        Ok(None)
+    }
+
+    fn flush_now(&mut self) -> Result<bool, TransportError> {
+        if self.writer.is_empty() {
+            return Ok(true);
+        }
+        // A waker that does nothing: when the socket is not writable, the
+        // `flush` that follows polls again with the task's own, and is woken.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.writer.poll_flush(&mut self.io, &mut cx) {
+            Poll::Ready(result) => result.map(|()| true).map_err(TransportError::from),
+            Poll::Pending => Ok(false),
+        }
+    }
+
     async fn ping(&mut self) -> Result<(), TransportError> {
         if self.close_sent {
             return Err(TransportError::Closed);

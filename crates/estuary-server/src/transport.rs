@@ -112,6 +112,23 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
+        if self.closed {
+            return Err(TransportError::Closed);
+        }
+        self.buffered.push(message);
+        Ok(None)
+    }
+
+    fn flush_now(&mut self) -> Result<bool, TransportError> {
+        for message in self.buffered.drain(..) {
+            self.to_client
+                .send(ServerFrame::Message(message))
+                .map_err(|_| TransportError::Io(std::io::ErrorKind::BrokenPipe.into()))?;
+        }
+        Ok(true)
+    }
+
     async fn ping(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
@@ -179,6 +196,20 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Socket(t) => t.flush().await,
             AnyTransport::Memory(t) => t.flush().await,
+        }
+    }
+
+    fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
+        match self {
+            AnyTransport::Socket(t) => t.feed_now(message),
+            AnyTransport::Memory(t) => t.feed_now(message),
+        }
+    }
+
+    fn flush_now(&mut self) -> Result<bool, TransportError> {
+        match self {
+            AnyTransport::Socket(t) => t.flush_now(),
+            AnyTransport::Memory(t) => t.flush_now(),
         }
     }
 

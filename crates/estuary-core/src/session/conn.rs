@@ -14,7 +14,9 @@ use crate::names::ChannelName;
 
 /// What the session loop holds while a connection runs, besides the session.
 pub(super) struct Conn<'a, T> {
-    pub(super) transport: T,
+    /// Borrowed: the future of `run` keeps its argument's place anyway, and
+    /// a moved copy would take as much again.
+    pub(super) transport: &'a mut T,
     pub(super) layer: &'a ChannelLayerHandle,
     pub(super) channel: &'a ChannelName,
     pub(super) shutdown: &'a CancellationToken,

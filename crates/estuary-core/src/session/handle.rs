@@ -1,13 +1,14 @@
 //! What the session does with each thing that happens on a connection: a
 //! client message, a layer event, a keepalive tick, a write.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Session;
 use super::conn::Conn;
-use super::drive::drive;
+use super::drive::{drive, handler_step};
 use super::keepalive::Due;
 use super::step::{Closing, Step};
 use super::transport::{Inbound, Transport, TransportError};
@@ -25,7 +26,7 @@ impl<C: Consumer> Session<C> {
     pub(super) async fn write_out<T: Transport>(&mut self, conn: &mut Conn<'_, T>, first: Outgoing) -> Step {
         let flow = self.flow(conn);
         let (step, blocked) = write_batch(
-            &mut conn.transport,
+            conn.transport,
             &mut self.outbound,
             first,
             conn.write_timeout,
@@ -82,6 +83,14 @@ impl<C: Consumer> Session<C> {
                 true,
             );
         }
+        // Boxed: the consumer's `receive` (whatever state it keeps across
+        // its awaits) need not size every idle connection's future; one
+        // allocation per client message.
+        Box::pin(self.receive(conn, message)).await
+    }
+
+    /// Runs `receive` for a client message.
+    async fn receive<T: Transport>(&mut self, conn: &mut Conn<'_, T>, message: crate::WsMessage) -> Step {
         let flow = self.flow(conn);
         let (step, waited) = {
             let fut = std::pin::pin!(self.consumer.receive(&mut self.ctx, message));
@@ -107,7 +116,10 @@ impl<C: Consumer> Session<C> {
         received: Result<crate::Message, ChannelLayerError>,
     ) -> Step {
         conn.client_turns = 0;
-        let mut step = self.handle_layer(conn, received).await;
+        let mut step = match self.handle_layer(conn, received) {
+            Ok(step) => step,
+            Err(pending) => Box::pin(self.handle_event(conn, pending)).await,
+        };
         let drain_limit = self.config.outbound_capacity / 2;
         let mut turns = 0;
         while matches!(step, Step::Continue)
@@ -128,7 +140,10 @@ impl<C: Consumer> Session<C> {
             let std::task::Poll::Ready(received) = ready else {
                 break;
             };
-            step = self.handle_layer(conn, received).await;
+            step = match self.handle_layer(conn, received) {
+                Ok(step) => step,
+                Err(pending) => Box::pin(self.handle_event(conn, pending)).await,
+            };
         }
         step
     }
@@ -136,12 +151,12 @@ impl<C: Consumer> Session<C> {
     /// Handles one receive from the channel layer: sends the frame rendered
     /// for it, or runs the consumer's event handler (or `undecodable_event`),
     /// or reacts to a layer failure.
-    async fn handle_layer<T: Transport>(
+    fn handle_layer<T: Transport>(
         &mut self,
         conn: &mut Conn<'_, T>,
         received: Result<crate::Message, ChannelLayerError>,
-    ) -> Step {
-        match received {
+    ) -> Result<Step, Pending<C::Event>> {
+        Ok(match received {
             Ok(message) if message.as_bytes().len() > self.config.max_event_size => {
                 conn.oversized += 1;
                 oversized_event(conn.channel, message.message_type(), message.as_bytes().len());
@@ -151,24 +166,28 @@ impl<C: Consumer> Session<C> {
             // of the history): its live copy is dropped.
             Ok(message) if self.ctx.skips(&message) => Step::Continue,
             Ok(message) => {
-                let flow = self.flow(conn);
-                let (step, waited) = {
-                    let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
-                    let fut = std::pin::pin!(async {
-                        match message.rendered::<C, C::Event>(C::render) {
-                            Handling::Frame(frame) => ctx.send(frame).await,
-                            Handling::Event(event) => consumer.event(ctx, event).await,
-                            Handling::Undecodable(error) => {
-                                consumer.undecodable_event(ctx, message, error).await
-                            }
-                        }
-                    });
-                    drive(fut, &mut self.outbound, conn, flow).await
+                // `render` is the consumer's: a panic in it closes with 1011,
+                // as one in a handler does.
+                let rendered =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| message.rendered::<C, C::Event>(C::render)));
+                let handling = match rendered {
+                    Ok(handling) => handling,
+                    Err(panic) => return Ok(handler_step(Err(panic))),
                 };
-                if waited {
-                    self.ctx.mark_stalled();
+                // A frame rendered once for the whole group goes straight
+                // into the outbound queue when it has room: the usual
+                // delivery runs no handler future at all.
+                match handling {
+                    Handling::Frame(frame) => match self.ctx.send_now(frame) {
+                        Ok(None) => Step::Continue,
+                        Ok(Some(frame)) => return Err(Pending(message, Handling::Frame(frame))),
+                        Err(error) => handler_step(Ok(Err(error))),
+                    },
+                    // A handler's state (an event's, a send that waits for
+                    // room) is boxed by the caller: it need not size every
+                    // idle connection's future.
+                    other => return Err(Pending(message, other)),
                 }
-                step
             }
             Err(ChannelLayerError::ChannelClosed(_)) => {
                 Closing::server(CloseCode::INTERNAL_ERROR, "channel closed", true)
@@ -196,7 +215,33 @@ impl<C: Consumer> Session<C> {
                 conn.layer_pause = Some(Instant::now() + Duration::from_secs(1));
                 Step::Continue
             }
+        })
+    }
+
+    /// Runs the handler a layer message calls for: the consumer's `event`
+    /// (or `undecodable_event`), or a send of its rendered frame that has
+    /// to wait for room.
+    async fn handle_event<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        Pending(message, handling): Pending<C::Event>,
+    ) -> Step {
+        let flow = self.flow(conn);
+        let (step, waited) = {
+            let (consumer, ctx) = (&mut self.consumer, &mut self.ctx);
+            let fut = std::pin::pin!(async {
+                match handling {
+                    Handling::Frame(frame) => ctx.send(frame).await,
+                    Handling::Event(event) => consumer.event(ctx, event).await,
+                    Handling::Undecodable(error) => consumer.undecodable_event(ctx, message, error).await,
+                }
+            });
+            drive(fut, &mut self.outbound, conn, flow).await
+        };
+        if waited {
+            self.ctx.mark_stalled();
         }
+        step
     }
 
     /// A keepalive tick: ping, or give up on a peer that never answered.
@@ -213,7 +258,7 @@ impl<C: Consumer> Session<C> {
                 let flow = self.flow(conn);
                 // Boxed: a ping every interval need not size every idle
                 // connection's future for its deadline.
-                let (sent, blocked) = Box::pin(ping(&mut conn.transport, conn.write_timeout, &flow)).await;
+                let (sent, blocked) = Box::pin(ping(conn.transport, conn.write_timeout, &flow)).await;
                 if blocked {
                     self.ctx.mark_stalled();
                 }
@@ -227,6 +272,10 @@ impl<C: Consumer> Session<C> {
         }
     }
 }
+
+/// A layer message whose handling has to run a handler: the message, and
+/// what it calls for.
+pub(super) struct Pending<E>(crate::Message, Handling<E>);
 
 /// Logs a dropped oversized layer message, at most once a second.
 fn oversized_event(channel: &ChannelName, kind: &str, size: usize) {

@@ -222,114 +222,146 @@ impl<C: Consumer> Session<C> {
 
     /// Runs the connection until it closes or `shutdown` is cancelled (then it
     /// sends what is queued, closes with 1001 and runs `disconnect`).
-    pub async fn run<T: Transport>(mut self, transport: T, shutdown: CancellationToken) -> Outcome {
-        let layer = self.ctx.channel_layer().clone();
-        let channel = self.ctx.channel_name().clone();
-        let mut conn = Conn {
-            transport,
-            layer: &layer,
-            channel: &channel,
-            shutdown: &shutdown,
-            // Bound once: a message costs no lookup of the channel.
-            receiver: layer.receiver(&channel),
-            layer_pause: None,
-            keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
-            bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
-            control: self
-                .config
-                .control_rate_limit
-                .map(|r| Bucket::new(r, Instant::now())),
-            address: self
-                .config
-                .address_rate_limit
-                .clone()
-                .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
-            oversized: 0,
-            client_turns: 0,
-            recheck: self
-                .ctx
-                .scope()
-                .extensions()
-                .get::<crate::Recheck>()
-                .map(|r| Box::new(Rechecks::new(r.clone(), Instant::now()))),
-            deadline: Deadline::earliest(
-                self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
-                    let left = at
-                        .duration_since(std::time::SystemTime::now())
-                        .unwrap_or_default();
-                    Instant::now() + left
-                }),
-                self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
-            ),
-            write_timeout: self.config.write_timeout,
-            tally: Tally::default(),
-        };
-        self.config.stats.count_open();
-        // From here on a session drains this channel: group sends may hold
-        // more than its capacity for it while the server catches up.
-        layer.set_receiver(&channel, ReceiverState::Live);
-        let closing = loop {
-            // While some live channel is over capacity, read no client: the
-            // producers wait for the server instead of members losing
-            // messages (flow control, see `ChannelLayer`). Everything else
-            // (writing, layer messages, keepalive) goes on.
-            let backlogged = layer.backlogged();
-            if backlogged {
-                conn.keepalive.excuse();
-            }
-            if self.outbound.is_empty() {
-                self.ctx.keeping_up();
-            }
-            // Client input goes first (a burst of it then reaches the layer
-            // together, and its deliveries come back together), but a busy
-            // sender (its handler awaiting each group send) must not read
-            // message after message while its own channel overflows: after
-            // `CLIENT_TURNS` client messages in a row, what the layer holds
-            // is taken first.
-            let forced = if conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none() {
-                conn.client_turns = 0;
-                std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
-            } else {
-                None
+    ///
+    /// Not an `async fn`: one would copy `self` and `transport` from its
+    /// arguments into its body, and every connection's future would hold
+    /// both copies. The block below uses them where they were captured.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run<T: Transport>(
+        mut self,
+        mut transport: T,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Outcome> {
+        async move {
+            let layer = self.ctx.channel_layer().clone();
+            let channel = self.ctx.channel_name().clone();
+            let mut conn = Conn {
+                transport: &mut transport,
+                layer: &layer,
+                channel: &channel,
+                shutdown: &shutdown,
+                // Bound once: a message costs no lookup of the channel.
+                receiver: layer.receiver(&channel),
+                layer_pause: None,
+                keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
+                bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
+                control: self
+                    .config
+                    .control_rate_limit
+                    .map(|r| Bucket::new(r, Instant::now())),
+                address: self
+                    .config
+                    .address_rate_limit
+                    .clone()
+                    .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
+                oversized: 0,
+                client_turns: 0,
+                recheck: self
+                    .ctx
+                    .scope()
+                    .extensions()
+                    .get::<crate::Recheck>()
+                    .map(|r| Box::new(Rechecks::new(r.clone(), Instant::now()))),
+                deadline: Deadline::earliest(
+                    self.ctx.scope().user().and_then(|u| u.expires_at()).map(|at| {
+                        let left = at
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        Instant::now() + left
+                    }),
+                    self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
+                ),
+                write_timeout: self.config.write_timeout,
+                tally: Tally::default(),
             };
-            let step = match forced {
-                Some(received) => self.on_layer(&mut conn, received).await,
-                // Inline rather than a method per turn: a turn's future
-                // would be built (and moved, all of its size) on every
-                // wake-up.
-                None => tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                    Some(item) = self.outbound.recv() => self.write_out(&mut conn, item).await,
-                    // An async block: the relief future is made only when polled.
-                    _ = async { layer.relieved().await }, if backlogged => Step::Continue,
-                    inbound = conn.transport.recv(), if !backlogged => self.on_client(&mut conn, inbound).await,
-                    received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
-                        self.on_layer(&mut conn, received).await
-                    }
-                    _ = sleep_until_opt(conn.layer_pause) => {
-                        conn.layer_pause = None;
-                        Step::Continue
-                    }
-                    _ = conn.keepalive.tick() => self.on_keepalive(&mut conn).await,
-                    verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
-                        Some(rechecks) => rechecks.poll_next(cx),
-                        None => std::task::Poll::Pending,
-                    }), if conn.recheck.is_some() => on_recheck(conn.channel, verdict),
-                    _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                        let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
-                        tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
-                        Closing::server(closing.0, closing.1, true)
-                    }
-                },
+            self.config.stats.count_open();
+            // From here on a session drains this channel: group sends may hold
+            // more than its capacity for it while the server catches up.
+            layer.set_receiver(&channel, ReceiverState::Live);
+            // Made and registered with the token once, not on every turn.
+            let mut stopping = std::pin::pin!(shutdown.cancelled());
+            let closing = loop {
+                // While some live channel is over capacity, read no client: the
+                // producers wait for the server instead of members losing
+                // messages (flow control, see `ChannelLayer`). Everything else
+                // (writing, layer messages, keepalive) goes on.
+                let backlogged = layer.backlogged();
+                if backlogged {
+                    conn.keepalive.excuse();
+                }
+                if self.outbound.is_empty() {
+                    self.ctx.keeping_up();
+                }
+                // Client input goes first (a burst of it then reaches the layer
+                // together, and its deliveries come back together), but a busy
+                // sender (its handler awaiting each group send) must not read
+                // message after message while its own channel overflows: after
+                // `CLIENT_TURNS` client messages in a row, what the layer holds
+                // is taken first.
+                let forced = if conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none() {
+                    conn.client_turns = 0;
+                    std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
+                } else {
+                    None
+                };
+                let turn = match forced {
+                    Some(received) => Turn::Layer(received),
+                    // Only what happened is taken here; its handling runs once
+                    // the select's futures are dropped, so that the future of
+                    // every connection holds the larger of the two, not both.
+                    None => tokio::select! {
+                        biased;
+                        _ = stopping.as_mut() => Turn::Shutdown,
+                        Some(item) = self.outbound.recv() => Turn::Outbound(item),
+                        // An async block: the relief future is made only when polled.
+                        _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
+                        inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
+                        received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                            Turn::Layer(received)
+                        }
+                        _ = sleep_until_opt(conn.layer_pause) => {
+                            conn.layer_pause = None;
+                            Turn::Idle
+                        }
+                        _ = conn.keepalive.tick() => Turn::Keepalive,
+                        verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
+                            Some(rechecks) => rechecks.poll_next(cx),
+                            None => std::task::Poll::Pending,
+                        }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
+                        _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
+                            let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                            tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
+                            Turn::Step(Closing::server(closing.0, closing.1, true))
+                        }
+                    },
+                };
+                let step = match turn {
+                    Turn::Shutdown => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
+                    Turn::Outbound(item) => self.write_out(&mut conn, item).await,
+                    Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
+                    Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
+                        // What the handlers queued goes out now, in one write:
+                        // not on the loop's next turn, which would poll every
+                        // source once more first. (Awaited here rather than in
+                        // `on_layer`: the two futures then share their place.)
+                        Step::Continue => match self.outbound.try_recv() {
+                            Some(first) => self.write_out(&mut conn, first).await,
+                            None => Step::Continue,
+                        },
+                        step => step,
+                    },
+                    Turn::Keepalive => self.on_keepalive(&mut conn).await,
+                    Turn::Idle => Step::Continue,
+                    Turn::Step(step) => step,
+                };
+                if let Step::Close(closing) = step {
+                    break closing;
+                }
             };
-            if let Step::Close(closing) = step {
-                break closing;
-            }
-        };
-        // Boxed: closing happens once, and its state (the drain's deadline,
-        // `disconnect`, leaving groups) need not size the running future.
-        Box::pin(self.close(conn, closing)).await
+            // Boxed: closing happens once, and its state (the drain's deadline,
+            // `disconnect`, leaving groups) need not size the running future.
+            Box::pin(self.close(conn, closing)).await
+        }
     }
 
     /// The flow-control view of this connection's channel.
@@ -352,7 +384,7 @@ impl<C: Consumer> Session<C> {
             drain,
         } = closing;
         let Conn {
-            mut transport,
+            transport,
             layer,
             channel,
             write_timeout,
@@ -400,6 +432,19 @@ impl<C: Consumer> Session<C> {
             oversized,
         }
     }
+}
+
+/// What woke the session loop, taken from its select; handled after it.
+enum Turn {
+    Shutdown,
+    Outbound(Outgoing),
+    Client(Option<Result<Inbound, TransportError>>),
+    Layer(Result<crate::Message, crate::layer::ChannelLayerError>),
+    Keepalive,
+    /// Nothing to handle (the layer is relieved, its pause is over).
+    Idle,
+    /// Decided already.
+    Step(Step),
 }
 
 /// Client messages a session handles in a row, while its channel holds

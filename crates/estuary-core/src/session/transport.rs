@@ -163,6 +163,61 @@ pub trait Transport: Send {
     /// Writes out everything fed so far.
     fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Queues `message` if that needs no waiting, as [`feed`](Self::feed)
+    /// would: `Ok(None)` when it is queued, `Ok(Some(message))` when it is
+    /// handed back untouched (then the session calls `feed`). The session
+    /// tries this first, so that the usual write keeps no future.
+    ///
+    /// The default hands every message back.
+    ///
+    /// ```
+    /// use estuary_core::{CloseFrame, Transport, TransportError, WsMessage};
+    ///
+    /// /// Collects what is sent; never has to wait.
+    /// struct Collect(Vec<WsMessage>);
+    ///
+    /// impl Transport for Collect {
+    ///     async fn recv(&mut self) -> Option<Result<estuary_core::Inbound, TransportError>> {
+    ///         None
+    ///     }
+    ///     async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
+    ///         self.0.push(message);
+    ///         Ok(())
+    ///     }
+    ///     async fn flush(&mut self) -> Result<(), TransportError> {
+    ///         Ok(())
+    ///     }
+    ///     fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
+    ///         self.0.push(message);
+    ///         Ok(None)
+    ///     }
+    ///     fn flush_now(&mut self) -> Result<bool, TransportError> {
+    ///         Ok(true)
+    ///     }
+    ///     async fn ping(&mut self) -> Result<(), TransportError> {
+    ///         Ok(())
+    ///     }
+    ///     async fn close(&mut self, _frame: Option<CloseFrame>) {}
+    /// }
+    ///
+    /// let mut collect = Collect(Vec::new());
+    /// assert!(collect.feed_now(WsMessage::text("hi")).unwrap().is_none());
+    /// assert!(collect.flush_now().unwrap());
+    /// assert_eq!(collect.0, [WsMessage::text("hi")]);
+    /// ```
+    fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
+        Ok(Some(message))
+    }
+
+    /// Writes out what was fed if that needs no waiting: `Ok(true)` when
+    /// all of it is written, `Ok(false)` when [`flush`](Self::flush) must
+    /// finish (it is called next, and must not lose what this wrote).
+    ///
+    /// The default writes nothing and returns `Ok(false)`.
+    fn flush_now(&mut self) -> Result<bool, TransportError> {
+        Ok(false)
+    }
+
     /// Sends a ping.
     fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 

@@ -9,7 +9,7 @@ use super::conn::Flow;
 use super::stats::Tally;
 use super::step::{Closing, Step};
 use super::transport::Transport;
-use crate::close::CloseCode;
+use crate::close::{CloseCode, CloseFrame};
 use crate::outbound::{OutboundReceiver, Outgoing};
 
 /// Writes `first` and whatever else is queued, then flushes once. A write
@@ -29,31 +29,130 @@ pub(super) async fn write_batch<T: Transport>(
     flow: Option<&Flow<'_>>,
     tally: &mut Tally,
 ) -> (Step, bool) {
-    let written = {
-        let write = write_all(transport, outbound, first, tally);
-        tokio::pin!(write);
-        // `unconstrained`: with tokio's cooperative budget used up, a socket
-        // write looks pending whatever the socket's state.
-        match tokio::task::unconstrained(&mut write).now_or_never() {
-            Some(step) => (step, false),
-            None => {
-                if let Some(flow) = flow {
-                    flow.stall();
-                }
-                // Boxed: the deadline is needed only by a write that blocked.
-                let step = match Box::pin(tokio::time::timeout(limit, write)).await {
-                    Ok(step) => step,
-                    Err(_) => {
-                        tracing::info!("client stopped reading; closing it as too slow");
-                        Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+    // The usual batch is written without a future: what it keeps while
+    // waiting would size every connection's (idle) future.
+    let written = match write_now(transport, outbound, first, tally) {
+        Ok(step) => (step, false),
+        // Boxed: only a batch that has to wait (or a transport that only
+        // writes asynchronously) needs the rest's state.
+        Err(rest) => {
+            let mut write = Box::pin(write_rest(transport, outbound, rest, tally));
+            // `unconstrained`: with tokio's cooperative budget used up, a
+            // socket write looks pending whatever the socket's state.
+            match tokio::task::unconstrained(&mut write).now_or_never() {
+                Some(step) => (step, false),
+                None => {
+                    if let Some(flow) = flow {
+                        flow.stall();
                     }
-                };
-                (step, flow.is_some())
+                    // Boxed too: the deadline's timer only for a write that waits.
+                    let step = match Box::pin(tokio::time::timeout(limit, write)).await {
+                        Ok(step) => step,
+                        Err(_) => {
+                            tracing::info!("client stopped reading; closing it as too slow");
+                            Closing::server(CloseCode::TRY_AGAIN_LATER, "client too slow", false)
+                        }
+                    };
+                    (step, flow.is_some())
+                }
             }
         }
     };
     tally.batch_done();
     written
+}
+
+/// What a batch still has to do once it found it must wait.
+enum Rest {
+    /// Feed this message (the transport handed it back), then go on.
+    Feed(crate::ws::WsMessage),
+    /// Everything is fed; finish the flush.
+    Flush,
+    /// Finish the flush, then close with this frame.
+    Close(CloseFrame),
+}
+
+/// Writes `first` and whatever else is queued, as far as it goes without
+/// waiting: the step, or what is left to do.
+fn write_now<T: Transport>(
+    transport: &mut T,
+    outbound: &mut OutboundReceiver,
+    first: Outgoing,
+    tally: &mut Tally,
+) -> Result<Step, Rest> {
+    let mut item = first;
+    loop {
+        match item {
+            Outgoing::Close(frame) => {
+                return match transport.flush_now() {
+                    Ok(false) => Err(Rest::Close(frame)),
+                    // A failed flush still ends in the close.
+                    Ok(true) | Err(_) => Ok(close_step(frame)),
+                };
+            }
+            Outgoing::Message(m) => {
+                // Counted as it is handed to the transport (a write that
+                // fails closes the connection).
+                tally.sent(m.len());
+                match transport.feed_now(m) {
+                    Ok(None) => {}
+                    Ok(Some(m)) => return Err(Rest::Feed(m)),
+                    Err(_) => return Ok(Closing::gone(CloseCode::ABNORMAL, false)),
+                }
+            }
+        }
+        match outbound.try_recv() {
+            Some(next) => item = next,
+            None => break,
+        }
+    }
+    match transport.flush_now() {
+        Ok(true) => Ok(Step::Continue),
+        Ok(false) => Err(Rest::Flush),
+        Err(_) => Ok(Closing::gone(CloseCode::ABNORMAL, false)),
+    }
+}
+
+/// Finishes a batch [`write_now`] could not.
+async fn write_rest<T: Transport>(
+    transport: &mut T,
+    outbound: &mut OutboundReceiver,
+    rest: Rest,
+    tally: &mut Tally,
+) -> Step {
+    match rest {
+        Rest::Close(frame) => {
+            let _ = transport.flush().await;
+            close_step(frame)
+        }
+        Rest::Flush => match transport.flush().await {
+            Ok(()) => Step::Continue,
+            Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
+        },
+        Rest::Feed(m) => {
+            if transport.feed(m).await.is_err() {
+                return Closing::gone(CloseCode::ABNORMAL, false);
+            }
+            match outbound.try_recv() {
+                Some(next) => write_all(transport, outbound, next, tally).await,
+                None => match transport.flush().await {
+                    Ok(()) => Step::Continue,
+                    Err(_) => Closing::gone(CloseCode::ABNORMAL, false),
+                },
+            }
+        }
+    }
+}
+
+/// The step that sends a close frame the consumer queued.
+fn close_step(frame: CloseFrame) -> Step {
+    let code = frame.code();
+    Step::Close(Closing {
+        frame: Some(frame),
+        code,
+        client_closed: false,
+        drain: false,
+    })
 }
 
 async fn write_all<T: Transport>(
@@ -67,13 +166,7 @@ async fn write_all<T: Transport>(
         match item {
             Outgoing::Close(frame) => {
                 let _ = transport.flush().await;
-                let code = frame.code();
-                return Step::Close(Closing {
-                    frame: Some(frame),
-                    code,
-                    client_closed: false,
-                    drain: false,
-                });
+                return close_step(frame);
             }
             Outgoing::Message(m) => {
                 // Counted as it is handed to the transport (a write that
