@@ -180,6 +180,14 @@ async fn recovers_exactly_or_is_told(
     reader: &watch::Sender<Seen>,
     from: usize,
 ) {
+    wait_until(reader, "the reader gets messages after the failover began", |s| {
+        s.arrived.len() > from + 1 || s.closed.is_some()
+    })
+    .await;
+    if reader.borrow().closed.is_some() {
+        // Told it may have missed messages (checked below).
+        return;
+    }
     let (since, after): (String, Vec<u64>) = {
         let seen = reader.borrow();
         let Some((_, epoch, offset)) = seen.arrived.get(from) else {
