@@ -103,7 +103,8 @@ pub(super) fn handler_step(result: std::thread::Result<Result<(), ConsumerError>
         Ok(Err(error)) => {
             let code = error.close_code();
             if !matches!(error, ConsumerError::Close { .. }) {
-                crate::throttled!(warn, %error, %code, "consumer handler failed; closing the connection");
+                crate::throttled!(warn, %error, %code, "consumer handler failed; closing the connection with this code. Fix the consumer's error (the \
+             client may reconnect)");
             }
             // Messages the handler queued before failing still go out.
             let drain = !matches!(error, ConsumerError::SlowClient);

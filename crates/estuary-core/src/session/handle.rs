@@ -286,7 +286,8 @@ fn oversized_event(channel: &ChannelName, kind: &str, size: usize) {
             kind,
             size,
             held_back,
-            "channel-layer message larger than max_event_size dropped"
+            "channel-layer message larger than max_event_size dropped (this member never gets it): \
+             send smaller events, or raise max_event_size (`[websocket] max_event_size` in estuary serve)"
         );
     }
 }
