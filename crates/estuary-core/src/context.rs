@@ -2,7 +2,6 @@
 
 mod presence;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +134,7 @@ pub struct Context {
     layer: ChannelLayerHandle,
     outbound: OutboundSender,
     policy: SlowClientPolicy,
-    groups: BTreeSet<GroupName>,
+    groups: crate::group_set::GroupSet,
     max_groups: usize,
     closing: bool,
     dropped: u64,
@@ -174,7 +173,7 @@ impl Context {
             layer,
             outbound,
             policy,
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::default(),
             max_groups: usize::MAX,
             closing: false,
             dropped: 0,

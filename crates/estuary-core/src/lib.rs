@@ -29,6 +29,7 @@ mod close;
 mod consumer;
 mod context;
 mod error;
+mod group_set;
 mod json;
 mod json_encoder;
 pub mod layer;

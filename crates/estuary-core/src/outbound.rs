@@ -182,6 +182,11 @@ impl OutboundSender {
             return Err(TrySendError::Full(item));
         }
         state.bytes += size;
+        if state.queue.capacity() == 0 {
+            // An idle connection that got one message keeps room for one,
+            // not four; a busy one grows as before.
+            state.queue.reserve_exact(1);
+        }
         state.queue.push_back(item);
         if let Some(waker) = state.receiver.take() {
             drop(state);

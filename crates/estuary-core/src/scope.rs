@@ -329,14 +329,17 @@ pub struct Scope {
     query_string: String,
     query_pairs: OnceLock<Vec<(String, String)>>,
     headers: HeaderMap,
-    cookies: OnceLock<HashMap<String, String>>,
+    /// Boxed, as `user`: every open connection keeps its scope, and most
+    /// never parse cookies.
+    #[allow(clippy::box_collection)]
+    cookies: OnceLock<Box<HashMap<String, String>>>,
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
     secure: bool,
     root_path: String,
     subprotocols: Vec<String>,
     params: Vec<(Arc<str>, String)>,
-    user: Option<User>,
+    user: Option<Box<User>>,
     data: serde_json::Map<String, serde_json::Value>,
     initial_groups: Vec<crate::GroupName>,
     extensions: Extensions,
@@ -425,7 +428,7 @@ impl Scope {
                     }
                 }
             }
-            jar
+            Box::new(jar)
         })
     }
 
@@ -501,7 +504,7 @@ impl Scope {
 
     /// The authenticated user, when an authentication middleware set one.
     pub fn user(&self) -> Option<&User> {
-        self.user.as_ref()
+        self.user.as_deref()
     }
 
     /// Data the handshake middleware attached to the connection (a connect
@@ -566,7 +569,9 @@ pub struct ScopeBuilder {
 impl ScopeBuilder {
     /// Sets the path as received, when it differs from the decoded path.
     pub fn raw_path(mut self, raw: impl Into<String>) -> Self {
-        self.scope.raw_path = Some(raw.into());
+        let raw = raw.into();
+        // Most paths need no decoding: one copy is kept, not two.
+        self.scope.raw_path = (raw != self.scope.path).then_some(raw);
         self
     }
 
@@ -614,13 +619,16 @@ impl ScopeBuilder {
 
     /// Adds a route parameter.
     pub fn param(mut self, name: impl Into<Arc<str>>, value: impl Into<String>) -> Self {
+        // Exactly: a route has a parameter or two, and every open
+        // connection keeps its scope (a growing vector would hold four).
+        self.scope.params.reserve_exact(1);
         self.scope.params.push((name.into(), value.into()));
         self
     }
 
     /// Sets the authenticated user.
     pub fn user(mut self, user: Option<User>) -> Self {
-        self.scope.user = user;
+        self.scope.user = user.map(Box::new);
         self
     }
 
@@ -687,6 +695,15 @@ mod tests {
         #[default]
         Text,
         Voice,
+    }
+
+    #[test]
+    fn a_raw_path_equal_to_the_path_is_not_kept_twice() {
+        let plain = Scope::builder("/ws/a/").raw_path("/ws/a/").build();
+        assert_eq!(plain.raw_path(), "/ws/a/");
+        assert!(plain.raw_path.is_none(), "one copy of the path");
+        let encoded = Scope::builder("/ws/a b/").raw_path("/ws/a%20b/").build();
+        assert_eq!((encoded.path(), encoded.raw_path()), ("/ws/a b/", "/ws/a%20b/"));
     }
 
     fn default_llm() -> String {

@@ -7,9 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use estuary_core::{Accept, ChannelLayerHandle, Consumer, Outcome, Reject, Scope, Session, SessionConfig};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::Slots;
 use crate::route::{PathPattern, PatternError, RouteParams, WsRoute};
 use crate::settings::WsSettings;
 use crate::transport::AnyTransport;
@@ -19,11 +21,38 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A consumer session that was accepted and waits for its transport.
 pub(crate) trait OpenSession: Send {
     fn run(self: Box<Self>, transport: AnyTransport, shutdown: CancellationToken) -> BoxFuture<Outcome>;
+
+    /// Runs the session on a task of its own, `slots` held until it ends.
+    /// The session's future is the task's, not boxed beside it: one
+    /// allocation per connection, not a task cell and a box.
+    fn spawn(
+        self: Box<Self>,
+        transport: AnyTransport,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+        slots: Option<Slots>,
+    );
 }
 
 impl<C: Consumer> OpenSession for Session<C> {
     fn run(self: Box<Self>, transport: AnyTransport, shutdown: CancellationToken) -> BoxFuture<Outcome> {
         Box::pin(Session::run(*self, transport, shutdown))
+    }
+
+    fn spawn(
+        self: Box<Self>,
+        transport: AnyTransport,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+        slots: Option<Slots>,
+    ) {
+        // `map`, not an async block around the future: that would hold it
+        // twice (as the block's capture and as the awaited local).
+        let running = Session::run(*self, transport, shutdown).map(move |outcome| {
+            drop(slots);
+            tracing::debug!(code = %outcome.code, client_closed = outcome.client_closed, "connection closed");
+        });
+        drop(tracker.spawn(running));
     }
 }
 
@@ -33,7 +62,7 @@ pub(crate) trait Endpoint: Send + Sync {
         &self,
         scope: Scope,
         layer: ChannelLayerHandle,
-        config: SessionConfig,
+        config: Arc<SessionConfig>,
     ) -> BoxFuture<Result<Accepted, Reject>>;
 
     /// The consumer's [`Consumer::CHANNEL_LAYER_ALIAS`].
@@ -54,7 +83,7 @@ where
         &self,
         scope: Scope,
         layer: ChannelLayerHandle,
-        config: SessionConfig,
+        config: Arc<SessionConfig>,
     ) -> BoxFuture<Result<Accepted, Reject>> {
         let consumer = (self.0)();
         Box::pin(async move {
@@ -183,6 +212,8 @@ pub struct Router {
     /// [`with_named_channel_layer`](Self::with_named_channel_layer)).
     pub(crate) named_layers: BTreeMap<String, ChannelLayerHandle>,
     pub(crate) settings: WsSettings,
+    /// `settings.session`, shared by every connection's session.
+    pub(crate) session_config: Arc<SessionConfig>,
     pub(crate) runtime: Runtime,
 }
 
@@ -214,6 +245,7 @@ impl Router {
             layer: ChannelLayerHandle::default(),
             named_layers: BTreeMap::new(),
             settings: WsSettings::default(),
+            session_config: Arc::new(WsSettings::default().session),
             runtime: Runtime::default(),
         }
     }
@@ -298,6 +330,7 @@ impl Router {
 
     /// Sets the WebSocket settings.
     pub fn with_settings(mut self, settings: WsSettings) -> Self {
+        self.session_config = Arc::new(settings.session.clone());
         self.settings = settings;
         self
     }

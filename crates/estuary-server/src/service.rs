@@ -165,6 +165,23 @@ pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// What of the handshake request's extensions the scope keeps: what
+/// middleware put there, without the server's own plumbing (the connection's
+/// [`ConnectionInfo`](crate::ConnectionInfo), which the scope holds as
+/// fields, its runtime and handshake timeout). Empty, they take no memory:
+/// every open connection keeps its scope.
+pub(crate) fn scope_extensions(extensions: &mut http::Extensions) -> http::Extensions {
+    extensions.remove::<crate::ConnectionInfo>();
+    extensions.remove::<crate::Runtime>();
+    extensions.remove::<HandshakeTimeout>();
+    let kept = std::mem::take(extensions);
+    if kept.is_empty() {
+        http::Extensions::new()
+    } else {
+        kept
+    }
+}
+
 /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
 pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -354,8 +371,10 @@ impl RouterService {
         for (name, value) in params {
             builder = builder.param(name, value);
         }
-        let scope = builder.extensions(std::mem::take(&mut parts.extensions)).build();
-        let opening = endpoint.open(scope, layer.clone(), router.settings.session.clone());
+        let scope = builder
+            .extensions(scope_extensions(&mut parts.extensions))
+            .build();
+        let opening = endpoint.open(scope, layer.clone(), router.session_config.clone());
         let opened = match timeout {
             Some(limit) => match tokio::time::timeout(limit, opening).await {
                 Ok(opened) => opened,
@@ -432,11 +451,14 @@ impl RouterService {
 
         let socket_config = self.inner.settings.socket_config();
         let shutdown = runtime.shutdown.clone();
+        let tracker = runtime.tracker.clone();
+        // This task waits for the upgrade, then hands the connection to a
+        // task of the session's own (see `OpenSession::spawn`) and ends.
         runtime.tracker.spawn(async move {
-            let _slots = slots;
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(error) => {
+                    let _slots = slots;
                     tracing::debug!(%error, "upgrade failed after accept");
                     // Run the session over a dead transport so disconnect and cleanup happen.
                     let (transport, client) = crate::transport::MemoryTransport::pair();
@@ -448,8 +470,7 @@ impl RouterService {
                 }
             };
             let transport = AnyTransport::Socket(SocketTransport::new(TokioIo::new(upgraded), socket_config));
-            let outcome = session.run(transport, shutdown).await;
-            tracing::debug!(code = %outcome.code, client_closed = outcome.client_closed, "connection closed");
+            session.spawn(transport, shutdown, &tracker, slots);
         });
         response
     }
@@ -528,5 +549,38 @@ where
             let mut http = this.inner.http.clone();
             tower::Service::call(&mut http, req).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tenant(&'static str);
+
+    #[test]
+    fn the_scope_keeps_what_middleware_added_and_not_the_servers_plumbing() {
+        let plumbing = |ext: &mut http::Extensions| {
+            ext.insert(ConnectionInfo::default());
+            ext.insert(Runtime::default());
+            ext.insert(HandshakeTimeout(Duration::from_secs(1)));
+        };
+        let mut ext = http::Extensions::new();
+        plumbing(&mut ext);
+        ext.insert(Tenant("acme"));
+        let kept = scope_extensions(&mut ext);
+        assert_eq!(kept.get::<Tenant>(), Some(&Tenant("acme")));
+        assert!(kept.get::<ConnectionInfo>().is_none());
+        assert!(kept.get::<Runtime>().is_none());
+        assert!(kept.get::<HandshakeTimeout>().is_none());
+        assert_eq!(kept.len(), 1);
+
+        let mut ext = http::Extensions::new();
+        plumbing(&mut ext);
+        assert!(
+            scope_extensions(&mut ext).is_empty(),
+            "nothing of the server's left"
+        );
     }
 }

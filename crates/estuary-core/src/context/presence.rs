@@ -187,6 +187,9 @@ impl Context {
                 if self.skip_recorded.len() == MAX_EPOCHS {
                     self.skip_recorded.remove(0);
                 }
+                // Exactly: one epoch is usual, and every open connection
+                // keeps its context.
+                self.skip_recorded.reserve_exact(1);
                 self.skip_recorded.push(position);
             }
         }

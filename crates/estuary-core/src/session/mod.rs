@@ -90,7 +90,10 @@ pub struct Session<C: Consumer> {
     consumer: C,
     ctx: Context,
     outbound: OutboundReceiver,
-    config: SessionConfig,
+    /// Shared by the connections of a route (the server opens every one
+    /// with the same `Arc`): a copy each would make every connection's
+    /// future larger.
+    config: Arc<SessionConfig>,
 }
 
 impl<C: Consumer> std::fmt::Debug for Session<C> {
@@ -120,12 +123,16 @@ impl<C: Consumer> Session<C> {
     /// handshake completes) and how to accept. On rejection the consumer's
     /// `disconnect` runs with 1006 (as Channels does), its groups and channel
     /// are released, and the rejection is returned.
+    ///
+    /// `config` is a [`SessionConfig`] or an `Arc` of one: a server opening
+    /// many connections with the same settings passes one `Arc` to all.
     pub async fn open(
         mut consumer: C,
         scope: Scope,
         layer: ChannelLayerHandle,
-        config: SessionConfig,
+        config: impl Into<Arc<SessionConfig>>,
     ) -> Result<(Self, Accept), Reject> {
+        let config: Arc<SessionConfig> = config.into();
         let channel = layer.new_channel().await.map_err(|error| {
             crate::throttled!(error, %error, "cannot make a channel for a new connection; handshakes get 503 until the channel layer answers");
             Reject {

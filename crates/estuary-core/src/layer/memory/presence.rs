@@ -1,12 +1,13 @@
 //! The in-memory layer's presence: one book for the process, diffs sent to
 //! the groups through the layer itself.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::time::Instant;
 
 use super::{InMemoryChannelLayer, Inner};
+use crate::group_set::GroupSet;
 use crate::layer::LayerFuture;
 use crate::layer::presence::{
     Presence, PresenceCount, PresenceEntry, PresenceError, PresenceJoined, PresenceKey, PresenceList,
@@ -18,7 +19,7 @@ use crate::sync::lock;
 /// Who is present where, and which presences each channel holds.
 pub(super) struct Book {
     groups: HashMap<GroupName, GroupPresence>,
-    channels: HashMap<ChannelName, BTreeSet<GroupName>>,
+    channels: HashMap<ChannelName, GroupSet>,
     /// The last version given: versions grow across every group, starting
     /// from the wall clock (microseconds), so that a view kept from an
     /// earlier run of the process never takes new transitions for old ones.

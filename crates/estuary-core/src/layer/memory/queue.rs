@@ -171,6 +171,10 @@ impl Queue {
                 live: live && overflow,
             });
         }
+        if state.items.capacity() == 0 {
+            // An idle member that got one message keeps room for one, not four.
+            state.items.reserve_exact(1);
+        }
         state.items.push_back(Entry { expires, message });
         self.backlog.update(&mut state, self.capacity);
         let waiting = state.waiting.take();
