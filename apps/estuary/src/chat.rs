@@ -375,32 +375,20 @@ impl Consumer for ChatConsumer {
             verified: self.authenticated,
             position: None,
         };
-        // Not awaited: the sender's next message is read while this one is
-        // on its way (over Redis, one round trip each would otherwise pace
-        // the sender), in order and within the session's window; a failure
-        // comes back in `group_send_failed`.
-        ctx.group_send_pipelined(&group, &event).await
-    }
-
-    async fn group_send_failed(
-        &mut self,
-        ctx: &mut Context,
-        _group: GroupName,
-        error: ConsumerError,
-    ) -> Result<(), ConsumerError> {
-        match error {
+        match ctx.group_send(&group, &event).await {
+            Ok(_) => Ok(()),
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
             // The layer holds all it may (max_bytes): the server is busy,
             // not broken; the sender is told so and may retry.
-            ConsumerError::ChannelLayer(ChannelLayerError::TooManyBytes { .. }) => {
+            Err(ConsumerError::ChannelLayer(ChannelLayerError::TooManyBytes { .. })) => {
                 Self::error(ctx, UNDELIVERED_BUSY).await
             }
-            ConsumerError::ChannelLayer(error) => {
+            Err(ConsumerError::ChannelLayer(error)) => {
                 estuary::throttled!(warn, %error, "chat message not delivered (the sender got an error frame): is the channel layer reachable?");
                 Self::error(ctx, UNDELIVERED).await
             }
-            other => Err(other),
+            Err(other) => Err(other),
         }
     }
 

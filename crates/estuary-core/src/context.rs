@@ -86,7 +86,7 @@ impl Default for SlowClientPolicy {
 /// How many pipelined group sends a connection has in flight at most,
 /// unless [`SessionConfig::group_send_window`](crate::SessionConfig::group_send_window)
 /// says otherwise.
-pub const DEFAULT_GROUP_SEND_WINDOW: usize = 32;
+pub const DEFAULT_GROUP_SEND_WINDOW: usize = 8;
 
 /// The connection as one consumer's handlers see it (Channels' `self`):
 /// the scope, its own channel name, the channel layer, and the client.

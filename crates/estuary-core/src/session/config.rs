@@ -60,7 +60,7 @@ pub struct SessionConfig {
     /// Group sends one connection may have in flight through
     /// [`Context::group_send_pipelined`](crate::Context::group_send_pipelined)
     /// (default [`DEFAULT_GROUP_SEND_WINDOW`](crate::DEFAULT_GROUP_SEND_WINDOW),
-    /// 32; 0 counts as 1). While that many are in flight the session reads
+    /// 8; 0 counts as 1). While that many are in flight the session reads
     /// no more of the client's messages.
     pub group_send_window: usize,
     /// How long a connection may stay open (daphne's `websocket_timeout`;
