@@ -251,6 +251,27 @@ pub trait Consumer: Send + 'static {
         async { Ok(()) }
     }
 
+    /// A group send issued with [`Context::group_send_pipelined`] failed
+    /// (the layer is unreachable, it holds all it may): `error` is what
+    /// [`Context::group_send`] would have returned. Called between
+    /// handlers, once per failed send, in the order the failures occur; at
+    /// disconnect, before [`disconnect`](Consumer::disconnect) (when a frame
+    /// sent to the client fails with [`ConsumerError::ConnectionClosed`]).
+    ///
+    /// The default returns `error`, as a handler that awaited the send with
+    /// `?` would: the connection closes with its
+    /// [`close_code`](ConsumerError::close_code). Return `Ok(())` to keep
+    /// the connection (telling the client, say).
+    fn group_send_failed(
+        &mut self,
+        ctx: &mut Context,
+        group: GroupName,
+        error: ConsumerError,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = (ctx, group);
+        async move { Err(error) }
+    }
+
     /// The connection ended, with the close code the client sent, or the one
     /// the server closed with. Groups joined through the context are left
     /// automatically after this returns.

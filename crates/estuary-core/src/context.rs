@@ -1,8 +1,11 @@
 //! What a consumer's handlers work with: the scope, the layer, the client.
 
+mod pipeline;
 mod presence;
 
-use std::sync::Arc;
+pub(crate) use pipeline::Failure as PipelineFailure;
+
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -79,6 +82,11 @@ impl Default for SlowClientPolicy {
     }
 }
 
+/// How many pipelined group sends a connection has in flight at most,
+/// unless [`SessionConfig::group_send_window`](crate::SessionConfig::group_send_window)
+/// says otherwise.
+pub const DEFAULT_GROUP_SEND_WINDOW: usize = 8;
+
 /// The connection as one consumer's handlers see it (Channels' `self`):
 /// the scope, its own channel name, the channel layer, and the client.
 ///
@@ -147,6 +155,13 @@ pub struct Context {
     /// Recorded messages to drop on arrival, one position per epoch (see
     /// [`skip_recorded_through`](Self::skip_recorded_through)).
     skip_recorded: Vec<crate::layer::StreamPosition>,
+    /// The pipelined group sends ([`group_send_pipelined`](Self::group_send_pipelined)),
+    /// made at the first. In a mutex only so that the context stays `Sync`
+    /// (the futures in it are `Send` alone); always reached through
+    /// `&mut self`, never locked.
+    pipeline: Option<Box<Mutex<pipeline::Pipeline>>>,
+    /// How many pipelined group sends may be in flight at once.
+    pipeline_window: usize,
 }
 
 impl std::fmt::Debug for Context {
@@ -181,6 +196,8 @@ impl Context {
             stalled: false,
             json_encoder: None,
             skip_recorded: Vec::new(),
+            pipeline: None,
+            pipeline_window: DEFAULT_GROUP_SEND_WINDOW,
         }
     }
 
@@ -460,6 +477,153 @@ impl Context {
         Ok(self.layer.group_send(group, message).await?)
     }
 
+    /// Sends `event` to every member of `group` without waiting for the
+    /// layer: the send is started now and completes while the connection
+    /// goes on (the handler returns, the next client message is read).
+    /// [`group_send`](Self::group_send) waits for the layer's report
+    /// instead; this is for the hot path of a handler that relays what its
+    /// client says to a group, where waiting one layer round trip per
+    /// message (over Redis) is what limits the connection.
+    ///
+    /// Contracts:
+    ///
+    /// * **Order.** Sends issued through one context reach the layer in the
+    ///   order issued: when the layer keeps the order of sends started one
+    ///   after the other ([`ChannelLayer::pipelines_group_sends`]), up to the
+    ///   window are in flight at once, each started (its command handed to
+    ///   the layer) before the next; otherwise they run one at a time, in
+    ///   order. A group send awaited with [`group_send`](Self::group_send)
+    ///   or a [`send_to`](Self::send_to) is not ordered with the pipelined
+    ///   ones still in flight.
+    /// * **Capacity.** At most [`SessionConfig::group_send_window`](crate::SessionConfig::group_send_window)
+    ///   sends are in flight per connection. While the window is full the
+    ///   session reads nothing more from the client (back-pressure: a client
+    ///   that sends faster than the layer takes its messages waits in TCP,
+    ///   as it does behind an awaited `group_send`); a handler that issues a
+    ///   send into a full window waits here for the oldest to complete.
+    /// * **Errors.** A send that fails is reported to the consumer's
+    ///   [`group_send_failed`](crate::Consumer::group_send_failed), once, in
+    ///   the order the failures occur, between handlers (never while one
+    ///   runs). What the layer reports of a send that succeeded (members
+    ///   skipped as full) is not reported. An event that cannot be encoded
+    ///   fails here, at once, and nothing is sent.
+    /// * **Disconnect.** When the connection ends, the sends in flight
+    ///   complete and their failures are reported (a frame sent then fails
+    ///   with [`ConsumerError::ConnectionClosed`]) before
+    ///   [`disconnect`](crate::Consumer::disconnect) runs. A context dropped
+    ///   without its session finishing (a handler that panicked, a
+    ///   handshake abandoned in `connect`) completes them on a task of its
+    ///   own and logs their failures. A send is never dropped unreported.
+    ///
+    /// In memory a send completes at once; the API is the same.
+    ///
+    /// ```
+    /// use estuary_core::{Consumer, ConsumerError, Context, GroupName, NoEvent, WsMessage};
+    ///
+    /// struct Relay;
+    ///
+    /// impl Consumer for Relay {
+    ///     type Event = NoEvent;
+    ///
+    ///     async fn receive(&mut self, ctx: &mut Context, msg: WsMessage) -> Result<(), ConsumerError> {
+    ///         let text = msg.as_text().unwrap_or_default().to_owned();
+    ///         let event = serde_json::json!({"type": "relay.message", "text": text});
+    ///         ctx.group_send_pipelined(&GroupName::new("room")?, &event).await
+    ///     }
+    ///
+    ///     async fn group_send_failed(
+    ///         &mut self,
+    ///         ctx: &mut Context,
+    ///         _group: GroupName,
+    ///         _error: ConsumerError,
+    ///     ) -> Result<(), ConsumerError> {
+    ///         // Tell the sender; keep the connection.
+    ///         ctx.send_text("not delivered, try again").await
+    ///     }
+    /// }
+    /// # let _ = Relay;
+    /// ```
+    pub async fn group_send_pipelined<T: Serialize + ?Sized>(
+        &mut self,
+        group: &GroupName,
+        event: &T,
+    ) -> Result<(), ConsumerError> {
+        let message = Message::encode(event)?;
+        let window = self.pipeline_window;
+        let layer = &self.layer;
+        let pipeline = self
+            .pipeline
+            .get_or_insert_with(|| Box::new(Mutex::new(pipeline::Pipeline::new(layer.clone(), window))))
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pipeline.is_full() {
+            // Only a handler that sends several times comes here: the
+            // session reads no client message while the window is full.
+            std::future::poll_fn(|cx| {
+                pipeline.progress(cx);
+                if pipeline.is_full() {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            })
+            .await;
+        }
+        pipeline.push(group.clone(), message);
+        // Started now, in this task: its command reaches the layer before
+        // the handler issues another.
+        std::future::poll_fn(|cx| {
+            pipeline.progress(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        Ok(())
+    }
+
+    fn pipeline(&mut self) -> Option<&mut pipeline::Pipeline> {
+        self.pipeline
+            .as_deref_mut()
+            .map(|p| p.get_mut().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// True while pipelined sends are in flight or failures are unreported.
+    pub(crate) fn has_pipelined(&self) -> bool {
+        self.pipeline
+            .as_deref()
+            .is_some_and(|p| !p.lock().unwrap_or_else(PoisonError::into_inner).is_idle())
+    }
+
+    /// True while the pipelined-send window is full: the session reads no
+    /// client message.
+    pub(crate) fn pipeline_full(&self) -> bool {
+        self.pipeline
+            .as_deref()
+            .is_some_and(|p| p.lock().unwrap_or_else(PoisonError::into_inner).is_full())
+    }
+
+    /// See [`pipeline::Pipeline::poll_turn`]; pending when nothing is pipelined.
+    pub(crate) fn poll_pipelined(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<pipeline::Failure>> {
+        match self.pipeline() {
+            Some(pipeline) => pipeline.poll_turn(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// Completes the pipelined sends in flight; then the failures to
+    /// report, oldest first, one per call.
+    pub(crate) async fn settle_pipelined(&mut self) -> Option<pipeline::Failure> {
+        let pipeline = self.pipeline()?;
+        pipeline.settle().await;
+        pipeline.take_failure()
+    }
+
+    pub(crate) fn set_group_send_window(&mut self, window: usize) {
+        self.pipeline_window = window.max(1);
+    }
+
     /// Sends `event` to one channel (Channels' `channel_layer.send`).
     pub async fn send_to<T: Serialize + ?Sized>(
         &self,
@@ -511,6 +675,12 @@ impl Drop for Context {
             crate::throttled!(warn, channel = %self.channel, "context dropped outside a runtime; groups not left (they expire with group_expiry)");
             return;
         };
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .finish_detached(&runtime);
+        }
         let layer = self.layer.clone();
         let channel = self.channel.clone();
         let groups = std::mem::take(&mut self.groups);

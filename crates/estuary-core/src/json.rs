@@ -256,6 +256,17 @@ pub trait JsonConsumer: Send + 'static {
         async { Ok(()) }
     }
 
+    /// See [`Consumer::group_send_failed`] (the default returns `error`).
+    fn group_send_failed(
+        &mut self,
+        ctx: &mut Context,
+        group: GroupName,
+        error: ConsumerError,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send {
+        let _ = (ctx, group);
+        async move { Err(error) }
+    }
+
     /// See [`Consumer::disconnect`].
     fn disconnect(&mut self, ctx: &mut Context, code: CloseCode) -> impl Future<Output = ()> + Send {
         let _ = (ctx, code);
@@ -300,6 +311,15 @@ impl<J: JsonConsumer> Consumer for J {
         error: MessageError,
     ) -> Result<(), ConsumerError> {
         JsonConsumer::undecodable_event(self, ctx, message, error).await
+    }
+
+    async fn group_send_failed(
+        &mut self,
+        ctx: &mut Context,
+        group: GroupName,
+        error: ConsumerError,
+    ) -> Result<(), ConsumerError> {
+        JsonConsumer::group_send_failed(self, ctx, group, error).await
     }
 
     async fn disconnect(&mut self, ctx: &mut Context, code: CloseCode) {

@@ -50,7 +50,7 @@ pub use auth::{Admission, AuthChain, AuthError, AuthFuture, Authenticator, Hands
 pub use client::ClientHandle;
 pub use close::{CloseCode, CloseFrame, CloseReason};
 pub use consumer::{Accept, Connect, Consumer, DEFAULT_CHANNEL_LAYER, NoEvent, Reject};
-pub use context::{Context, SlowClientPolicy};
+pub use context::{Context, DEFAULT_GROUP_SEND_WINDOW, SlowClientPolicy};
 pub use error::ConsumerError;
 pub use json::{JsonConsumer, JsonFrameError, OnMalformed};
 pub use json_encoder::{JsonEncoder, SerdeJsonEncoder};

@@ -106,6 +106,17 @@ pub(crate) async fn primary_moved(moved: &mut Option<tokio::sync::watch::Receive
     std::future::pending().await
 }
 
+impl ConnectionManager {
+    /// True when a command is handed to the connection on the first poll of
+    /// its future, so that commands started one after the other are written
+    /// in that order (the redis crate's multiplexed connection queues them
+    /// in a FIFO channel). Through Sentinel the primary may have to be
+    /// asked first, and two commands could overtake each other then.
+    pub(crate) fn keeps_order(&self) -> bool {
+        matches!(self, Self::Direct(_))
+    }
+}
+
 /// A self-healing command connection to a host (see the module's doc).
 #[derive(Clone)]
 pub(crate) enum ConnectionManager {

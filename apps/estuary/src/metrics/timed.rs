@@ -185,6 +185,9 @@ impl ChannelLayer for TimedLayer {
     fn backlogged(&self) -> bool {
         self.inner.backlogged()
     }
+    fn pipelines_group_sends(&self) -> bool {
+        self.inner.pipelines_group_sends()
+    }
     async fn relieved(&self) {
         self.inner.relieved().await
     }

@@ -40,6 +40,7 @@ trait DynChannelLayer: Send + Sync {
     fn is_available(&self) -> bool;
     fn set_receiver(&self, channel: &ChannelName, state: ReceiverState);
     fn backlogged(&self) -> bool;
+    fn pipelines_group_sends(&self) -> bool;
     fn relieved(&self) -> BoxFuture<'_, ()>;
     fn receiver<'a>(&'a self, channel: &'a ChannelName) -> Box<dyn ChannelReceiver + 'a>;
     fn presence(&self) -> Option<&dyn Presence>;
@@ -96,6 +97,9 @@ impl<L: ChannelLayer> DynChannelLayer for L {
     }
     fn backlogged(&self) -> bool {
         ChannelLayer::backlogged(self)
+    }
+    fn pipelines_group_sends(&self) -> bool {
+        ChannelLayer::pipelines_group_sends(self)
     }
     fn relieved(&self) -> BoxFuture<'_, ()> {
         Box::pin(ChannelLayer::relieved(self))
@@ -198,6 +202,9 @@ impl ChannelLayer for ChannelLayerHandle {
     }
     fn backlogged(&self) -> bool {
         self.inner.backlogged()
+    }
+    fn pipelines_group_sends(&self) -> bool {
+        self.inner.pipelines_group_sends()
     }
     async fn relieved(&self) {
         self.inner.relieved().await

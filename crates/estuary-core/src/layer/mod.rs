@@ -433,6 +433,18 @@ pub trait ChannelLayer: Send + Sync + 'static {
         false
     }
 
+    /// Whether group sends started one after the other from one task (each
+    /// future polled once before the next is made) reach the backend in
+    /// that order, so that a connection may keep several in flight
+    /// ([`Context::group_send_pipelined`](crate::Context::group_send_pipelined))
+    /// and its members still see its messages in the order sent. A layer
+    /// whose `group_send` hands its command to one ordered connection on
+    /// its first poll says true. False by default: pipelined sends then run
+    /// one at a time.
+    fn pipelines_group_sends(&self) -> bool {
+        false
+    }
+
     /// Completes once the layer is not [`backlogged`](ChannelLayer::backlogged)
     /// (at once when it is not).
     fn relieved(&self) -> impl Future<Output = ()> + Send {

@@ -57,6 +57,12 @@ pub struct SessionConfig {
     /// Groups one connection may be in at once (default 100); past it,
     /// [`Context::group_add`](crate::Context::group_add) fails with [`ConsumerError::TooManyGroups`](crate::ConsumerError::TooManyGroups).
     pub max_groups: usize,
+    /// Group sends one connection may have in flight through
+    /// [`Context::group_send_pipelined`](crate::Context::group_send_pipelined)
+    /// (default [`DEFAULT_GROUP_SEND_WINDOW`](crate::DEFAULT_GROUP_SEND_WINDOW),
+    /// 8; 0 counts as 1). While that many are in flight the session reads
+    /// no more of the client's messages.
+    pub group_send_window: usize,
     /// How long a connection may stay open (daphne's `websocket_timeout`;
     /// `None`, the default: no limit). When it elapses the session sends
     /// what is queued and closes with 1001 (going away, reason
@@ -87,6 +93,7 @@ impl Default for SessionConfig {
             }),
             max_event_size: 1024 * 1024,
             max_groups: 100,
+            group_send_window: crate::DEFAULT_GROUP_SEND_WINDOW,
             max_lifetime: None,
             stats: SessionStats::default(),
         }

@@ -31,6 +31,9 @@ mod handle;
 mod keepalive;
 #[cfg(test)]
 mod limit_tests;
+#[cfg(test)]
+mod pipeline_tests;
+mod pipelined;
 mod rate;
 mod recheck;
 mod stats;
@@ -148,6 +151,7 @@ impl<C: Consumer> Session<C> {
         let declared = consumer.groups(&scope);
         let mut ctx = Context::new(Arc::new(scope), channel, layer, tx, config.slow_client);
         ctx.set_max_groups(config.max_groups);
+        ctx.set_group_send_window(config.group_send_window);
         // The groups the handshake middleware chose (Channels' `groups`
         // attribute) are joined before `connect`, which can rely on them.
         for group in &initial_groups {
@@ -217,6 +221,8 @@ impl<C: Consumer> Session<C> {
     /// Runs `disconnect` (shielded from panics), then releases groups and channel.
     async fn finish(&mut self, code: CloseCode) {
         self.outbound.close();
+        // Boxed: only a connection that pipelined group sends waits here.
+        Box::pin(self.settle_pipelined()).await;
         if AssertUnwindSafe(self.consumer.disconnect(&mut self.ctx, code))
             .catch_unwind()
             .await
@@ -293,6 +299,10 @@ impl<C: Consumer> Session<C> {
                 // messages (flow control, see `ChannelLayer`). Everything else
                 // (writing, layer messages, keepalive) goes on.
                 let backlogged = layer.backlogged();
+                // A full window of pipelined group sends holds the client's
+                // next messages in TCP, as an awaited send would.
+                let reading = !backlogged && !self.ctx.pipeline_full();
+                let pipelined = self.ctx.has_pipelined();
                 if backlogged {
                     conn.keepalive.excuse();
                 }
@@ -322,7 +332,8 @@ impl<C: Consumer> Session<C> {
                         Some(item) = self.outbound.recv() => Turn::Outbound(item),
                         // An async block: the relief future is made only when polled.
                         _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
-                        inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
+                        inbound = conn.transport.recv(), if reading => Turn::Client(inbound),
+                        sent = std::future::poll_fn(|cx| self.ctx.poll_pipelined(cx)), if pipelined => Turn::Pipelined(sent),
                         received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
                             Turn::Layer(received)
                         }
@@ -358,6 +369,8 @@ impl<C: Consumer> Session<C> {
                         step => step,
                     },
                     Turn::Keepalive => self.on_keepalive(&mut conn).await,
+                    Turn::Pipelined(Some(failure)) => self.on_group_send_failed(&mut conn, failure).await,
+                    Turn::Pipelined(None) => Step::Continue,
                     Turn::Idle => Step::Continue,
                     Turn::Step(step) => step,
                 };
@@ -448,6 +461,8 @@ enum Turn {
     Client(Option<Result<Inbound, TransportError>>),
     Layer(Result<crate::Message, crate::layer::ChannelLayerError>),
     Keepalive,
+    /// A pipelined group send failed, or the full window has room again.
+    Pipelined(Option<crate::context::PipelineFailure>),
     /// Nothing to handle (the layer is relieved, its pause is over).
     Idle,
     /// Decided already.

@@ -220,6 +220,23 @@ impl ChannelLayer for RedisChannelLayer {
         self.inner.backlog.is_backlogged()
     }
 
+    /// True on one Redis host at a fixed address with the one-trip send
+    /// (no encryption, no per-channel capacities): `group_send` then hands
+    /// its one script call to the host's multiplexed connection on its
+    /// first poll (nothing before it waits), and that connection writes
+    /// commands in the order handed. Through Sentinel (the primary may have
+    /// to be asked first), on a ring or on the general path (two round
+    /// trips per send) it is false. Two exceptions remain: while the
+    /// connection is being made again after it was lost (the sends waiting
+    /// for it are woken together, in no set order; they fail or succeed
+    /// as Redis comes back), and a send that finds the group key gone from
+    /// Redis while this process has members in it (it repairs the key and
+    /// delivers through the general path, after sends started later may
+    /// have run).
+    fn pipelines_group_sends(&self) -> bool {
+        self.inner.one_trip() && self.inner.shards.iter().all(|s| s.conn.keeps_order())
+    }
+
     async fn relieved(&self) {
         self.inner.backlog.relieved().await;
     }

@@ -199,6 +199,13 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         self.is_healthy()
     }
 
+    /// True on one Redis host at a fixed address: `group_send` is one
+    /// `PUBLISH` handed to the host's multiplexed connection on its first
+    /// poll, and that connection writes commands in the order handed.
+    fn pipelines_group_sends(&self) -> bool {
+        self.inner.shards.len() == 1 && self.inner.shards.iter().all(|s| s.publish.keeps_order())
+    }
+
     async fn close_channel(&self, channel: &ChannelName) {
         let inner = &self.inner;
         let _guard = inner.subscriptions.lock().await;

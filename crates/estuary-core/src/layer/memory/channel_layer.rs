@@ -163,6 +163,11 @@ impl ChannelLayer for InMemoryChannelLayer {
         self.inner.backlog.over.load(Ordering::Acquire) > 0
     }
 
+    /// A group send completes on its first poll.
+    fn pipelines_group_sends(&self) -> bool {
+        true
+    }
+
     /// A process-specific channel has one receiver (its connection) and one
     /// queue for its life: the receiver holds that queue. A plain (worker)
     /// channel may have several receivers and its queue may be replaced
