@@ -280,60 +280,73 @@ impl<C: Consumer> Session<C> {
             layer.set_receiver(&channel, ReceiverState::Live);
             // Made and registered with the token once, not on every turn.
             let mut stopping = std::pin::pin!(shutdown.cancelled());
+            // What the last rest found, to be handled before the sources are
+            // polled again.
+            let mut found: Option<Turn> = None;
             let closing = loop {
-                // While some live channel is over capacity, read no client: the
-                // producers wait for the server instead of members losing
-                // messages (flow control, see `ChannelLayer`). Everything else
-                // (writing, layer messages, keepalive) goes on.
-                let backlogged = layer.backlogged();
-                if backlogged {
-                    conn.keepalive.excuse();
-                }
-                if self.outbound.is_empty() {
-                    self.ctx.keeping_up();
-                }
-                // Client input goes first (a burst of it then reaches the layer
-                // together, and its deliveries come back together), but a busy
-                // sender (its handler awaiting each group send) must not read
-                // message after message while its own channel overflows: after
-                // `CLIENT_TURNS` client messages in a row, what the layer holds
-                // is taken first.
-                let forced = if conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none() {
-                    conn.client_turns = 0;
-                    std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
-                } else {
-                    None
-                };
-                let turn = match forced {
-                    Some(received) => Turn::Layer(received),
-                    // Only what happened is taken here; its handling runs once
-                    // the select's futures are dropped, so that the future of
-                    // every connection holds the larger of the two, not both.
-                    None => tokio::select! {
-                        biased;
-                        _ = stopping.as_mut() => Turn::Shutdown,
-                        Some(item) = self.outbound.recv() => Turn::Outbound(item),
-                        // An async block: the relief future is made only when polled.
-                        _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
-                        inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
-                        received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
-                            Turn::Layer(received)
+                let (turn, restful) = match found.take() {
+                    Some(turn) => (turn, true),
+                    None => {
+                        // While some live channel is over capacity, read no client: the
+                        // producers wait for the server instead of members losing
+                        // messages (flow control, see `ChannelLayer`). Everything else
+                        // (writing, layer messages, keepalive) goes on.
+                        let backlogged = layer.backlogged();
+                        if backlogged {
+                            conn.keepalive.excuse();
                         }
-                        _ = sleep_until_opt(conn.layer_pause) => {
-                            conn.layer_pause = None;
-                            Turn::Idle
+                        if self.outbound.is_empty() {
+                            self.ctx.keeping_up();
                         }
-                        _ = conn.keepalive.tick() => Turn::Keepalive,
-                        verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
-                            Some(rechecks) => rechecks.poll_next(cx),
-                            None => std::task::Poll::Pending,
-                        }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
-                        _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                            let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
-                            tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
-                            Turn::Step(Closing::server(closing.0, closing.1, true))
-                        }
-                    },
+                        // Client input goes first (a burst of it then reaches the layer
+                        // together, and its deliveries come back together), but a busy
+                        // sender (its handler awaiting each group send) must not read
+                        // message after message while its own channel overflows: after
+                        // `CLIENT_TURNS` client messages in a row, what the layer holds
+                        // is taken first.
+                        let forced_turn = conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none();
+                        let forced = if forced_turn {
+                            conn.client_turns = 0;
+                            std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
+                        } else {
+                            None
+                        };
+                        let turn = match forced {
+                            Some(received) => Turn::Layer(received),
+                            // Only what happened is taken here; its handling runs once
+                            // the select's futures are dropped, so that the future of
+                            // every connection holds the larger of the two, not both.
+                            None => tokio::select! {
+                                biased;
+                                _ = stopping.as_mut() => Turn::Shutdown,
+                                Some(item) = self.outbound.recv() => Turn::Outbound(item),
+                                // An async block: the relief future is made only when polled.
+                                _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
+                                inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
+                                received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                                    Turn::Layer(received)
+                                }
+                                _ = sleep_until_opt(conn.layer_pause) => {
+                                    conn.layer_pause = None;
+                                    Turn::Idle
+                                }
+                                _ = conn.keepalive.tick() => Turn::Keepalive,
+                                verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
+                                    Some(rechecks) => rechecks.poll_next(cx),
+                                    None => std::task::Poll::Pending,
+                                }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
+                                _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
+                                    let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                                    tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
+                                    Turn::Step(Closing::server(closing.0, closing.1, true))
+                                }
+                            },
+                        };
+                        // A layer turn from the select had every source before the
+                        // layer polled in this poll of the task: see `rest`.
+                        let restful = !forced_turn && !backlogged && matches!(turn, Turn::Layer(_));
+                        (turn, restful)
+                    }
                 };
                 let step = match turn {
                     Turn::Shutdown => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
@@ -356,6 +369,18 @@ impl<C: Consumer> Session<C> {
                 };
                 if let Step::Close(closing) = step {
                     break closing;
+                }
+                // After a delivery, wait without polling every source again
+                // (see `rest`), when that is known to be safe: the turn ran
+                // without waiting (a wait marks the context stalled), and
+                // none of the sources the rest does not cover is in use.
+                if restful
+                    && !self.ctx.is_stalled()
+                    && conn.layer_pause.is_none()
+                    && conn.deadline.is_none()
+                    && conn.recheck.is_none()
+                {
+                    found = rest(&mut self.outbound, &mut conn).await;
                 }
             };
             // Boxed: closing happens once, and its state (the drain's deadline,
@@ -432,6 +457,41 @@ impl<C: Consumer> Session<C> {
             oversized,
         }
     }
+}
+
+/// Waits for the next wake-up after a delivery, polling only the sources
+/// the turn used: the outbound queue, the layer receiver (left with a
+/// no-op waker by the drain) and the keepalive (after the layer in the
+/// select's order, so perhaps not polled in this poll). `None` once woken:
+/// the loop then polls every source, in order, as usual. A turn found
+/// ready is returned, to be handled first.
+///
+/// Sound because the other sources (the shutdown token, the client's
+/// socket) were polled, in this poll of the task, before the layer won
+/// the select: each holds the task's waker (a registration lasts until
+/// it fires), and one that fires during this poll has the task polled
+/// again. Only a turn that did not wait (none returned `Pending` to the
+/// runtime, whose wake-ups the turn would have taken) may rest.
+async fn rest<T: Transport>(outbound: &mut OutboundReceiver, conn: &mut Conn<'_, T>) -> Option<Turn> {
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        use std::future::Future;
+        use std::task::Poll;
+        if !std::mem::take(&mut first) {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(Some(item)) = std::pin::pin!(outbound.recv()).poll(cx) {
+            return Poll::Ready(Some(Turn::Outbound(item)));
+        }
+        if let Poll::Ready(received) = conn.receiver.poll_receive(cx) {
+            return Poll::Ready(Some(Turn::Layer(received)));
+        }
+        if std::pin::pin!(conn.keepalive.tick()).poll(cx).is_ready() {
+            return Poll::Ready(Some(Turn::Keepalive));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What woke the session loop, taken from its select; handled after it.
