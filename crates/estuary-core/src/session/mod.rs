@@ -280,107 +280,114 @@ impl<C: Consumer> Session<C> {
             layer.set_receiver(&channel, ReceiverState::Live);
             // Made and registered with the token once, not on every turn.
             let mut stopping = std::pin::pin!(shutdown.cancelled());
-            // What the last rest found, to be handled before the sources are
-            // polled again.
-            let mut found: Option<Turn> = None;
-            let closing = loop {
-                let (turn, restful) = match found.take() {
-                    Some(turn) => (turn, true),
-                    None => {
-                        // While some live channel is over capacity, read no client: the
-                        // producers wait for the server instead of members losing
-                        // messages (flow control, see `ChannelLayer`). Everything else
-                        // (writing, layer messages, keepalive) goes on.
-                        let backlogged = layer.backlogged();
-                        if backlogged {
-                            conn.keepalive.excuse();
-                        }
-                        if self.outbound.is_empty() {
-                            self.ctx.keeping_up();
-                        }
-                        // Client input goes first (a burst of it then reaches the layer
-                        // together, and its deliveries come back together), but a busy
-                        // sender (its handler awaiting each group send) must not read
-                        // message after message while its own channel overflows: after
-                        // `CLIENT_TURNS` client messages in a row, what the layer holds
-                        // is taken first.
-                        let forced_turn = conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none();
-                        let forced = if forced_turn {
-                            conn.client_turns = 0;
-                            std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
-                        } else {
-                            None
-                        };
-                        let turn = match forced {
-                            Some(received) => Turn::Layer(received),
-                            // Only what happened is taken here; its handling runs once
-                            // the select's futures are dropped, so that the future of
-                            // every connection holds the larger of the two, not both.
-                            None => tokio::select! {
-                                biased;
-                                _ = stopping.as_mut() => Turn::Shutdown,
-                                Some(item) = self.outbound.recv() => Turn::Outbound(item),
-                                // An async block: the relief future is made only when polled.
-                                _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
-                                inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
-                                received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
-                                    Turn::Layer(received)
-                                }
-                                _ = sleep_until_opt(conn.layer_pause) => {
-                                    conn.layer_pause = None;
-                                    Turn::Idle
-                                }
-                                _ = conn.keepalive.tick() => Turn::Keepalive,
-                                verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
-                                    Some(rechecks) => rechecks.poll_next(cx),
-                                    None => std::task::Poll::Pending,
-                                }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
-                                _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                                    let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
-                                    tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
-                                    Turn::Step(Closing::server(closing.0, closing.1, true))
-                                }
-                            },
-                        };
-                        // A layer turn from the select had every source before the
-                        // layer polled in this poll of the task: see `rest`.
-                        let restful = !forced_turn && !backlogged && matches!(turn, Turn::Layer(_));
-                        (turn, restful)
+            let closing = 'turns: loop {
+                let (mut turn, mut restful) = {
+                    // While some live channel is over capacity, read no client: the
+                    // producers wait for the server instead of members losing
+                    // messages (flow control, see `ChannelLayer`). Everything else
+                    // (writing, layer messages, keepalive) goes on.
+                    let backlogged = layer.backlogged();
+                    if backlogged {
+                        conn.keepalive.excuse();
                     }
-                };
-                let step = match turn {
-                    Turn::Shutdown => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                    Turn::Outbound(item) => self.write_out(&mut conn, item).await,
-                    Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
-                    Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
-                        // What the handlers queued goes out now, in one write:
-                        // not on the loop's next turn, which would poll every
-                        // source once more first. (Awaited here rather than in
-                        // `on_layer`: the two futures then share their place.)
-                        Step::Continue => match self.outbound.try_recv() {
-                            Some(first) => self.write_out(&mut conn, first).await,
-                            None => Step::Continue,
+                    if self.outbound.is_empty() {
+                        self.ctx.keeping_up();
+                    }
+                    // Client input goes first (a burst of it then reaches the layer
+                    // together, and its deliveries come back together), but a busy
+                    // sender (its handler awaiting each group send) must not read
+                    // message after message while its own channel overflows: after
+                    // `CLIENT_TURNS` client messages in a row, what the layer holds
+                    // is taken first.
+                    let forced_turn = conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none();
+                    let forced = if forced_turn {
+                        conn.client_turns = 0;
+                        std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
+                    } else {
+                        None
+                    };
+                    let turn = match forced {
+                        Some(received) => Turn::Layer(received),
+                        // Only what happened is taken here; its handling runs once
+                        // the select's futures are dropped, so that the future of
+                        // every connection holds the larger of the two, not both.
+                        None => tokio::select! {
+                            biased;
+                            _ = stopping.as_mut() => Turn::Shutdown,
+                            Some(item) = self.outbound.recv() => Turn::Outbound(item),
+                            // An async block: the relief future is made only when polled.
+                            _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
+                            inbound = conn.transport.recv(), if !backlogged => Turn::Client(inbound),
+                            received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                                Turn::Layer(received)
+                            }
+                            _ = sleep_until_opt(conn.layer_pause) => {
+                                conn.layer_pause = None;
+                                Turn::Idle
+                            }
+                            _ = conn.keepalive.tick() => Turn::Keepalive,
+                            verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
+                                Some(rechecks) => rechecks.poll_next(cx),
+                                None => std::task::Poll::Pending,
+                            }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
+                            _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
+                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                                tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
+                                Turn::Step(Closing::server(closing.0, closing.1, true))
+                            }
                         },
-                        step => step,
-                    },
-                    Turn::Keepalive => self.on_keepalive(&mut conn).await,
-                    Turn::Idle => Step::Continue,
-                    Turn::Step(step) => step,
+                    };
+                    // A layer turn from the select had every source before the
+                    // layer polled in this poll of the task: see `rest`.
+                    let restful = !forced_turn && !backlogged && matches!(turn, Turn::Layer(_));
+                    (turn, restful)
                 };
-                if let Step::Close(closing) = step {
-                    break closing;
-                }
-                // After a delivery, wait without polling every source again
-                // (see `rest`), when that is known to be safe: the turn ran
-                // without waiting (a wait marks the context stalled), and
-                // none of the sources the rest does not cover is in use.
-                if restful
-                    && !self.ctx.is_stalled()
-                    && conn.layer_pause.is_none()
-                    && conn.deadline.is_none()
-                    && conn.recheck.is_none()
-                {
-                    found = rest(&mut self.outbound, &mut conn).await;
+                // What a rest finds is handled here, before the sources are
+                // polled again. (`turn` is moved out while the turn runs and
+                // the rest waits: the future holds no second turn.)
+                loop {
+                    let step = match turn {
+                        Turn::Shutdown => {
+                            Closing::server(CloseCode::GOING_AWAY, "server shutting down", true)
+                        }
+                        Turn::Outbound(item) => self.write_out(&mut conn, item).await,
+                        Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
+                        Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
+                            // What the handlers queued goes out now, in one write:
+                            // not on the loop's next turn, which would poll every
+                            // source once more first. (Awaited here rather than in
+                            // `on_layer`: the two futures then share their place.)
+                            Step::Continue => match self.outbound.try_recv() {
+                                Some(first) => self.write_out(&mut conn, first).await,
+                                None => Step::Continue,
+                            },
+                            step => step,
+                        },
+                        Turn::Keepalive => self.on_keepalive(&mut conn).await,
+                        Turn::Idle => Step::Continue,
+                        Turn::Step(step) => step,
+                    };
+                    if let Step::Close(closing) = step {
+                        break 'turns closing;
+                    }
+                    // After a delivery, wait without polling every source again
+                    // (see `rest`), when that is known to be safe: the turn ran
+                    // without waiting (a wait marks the context stalled), and
+                    // none of the sources the rest does not cover is in use.
+                    if restful
+                        && !self.ctx.is_stalled()
+                        && conn.layer_pause.is_none()
+                        && conn.deadline.is_none()
+                        && conn.recheck.is_none()
+                    {
+                        match rest(&mut self.outbound, &mut conn).await {
+                            Some(next) => (turn, restful) = (next, true),
+                            // Woken: every source is polled again.
+                            None => continue 'turns,
+                        }
+                    } else {
+                        continue 'turns;
+                    }
                 }
             };
             // Boxed: closing happens once, and its state (the drain's deadline,
