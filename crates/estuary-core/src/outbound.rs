@@ -5,8 +5,17 @@
 //! (the session) always live in one task, so the queue is a plain bounded
 //! `VecDeque` behind an uncontended lock rather than a channel: nothing is
 //! allocated until the first message (an idle connection holds a handful of
-//! slots, not a channel's first block of 32), a send wakes the session only
-//! when it is waiting for this queue, and taking a message costs no permit.
+//! slots, not a channel's first block of 32), and taking a message costs no
+//! permit.
+//!
+//! Wake-ups: the session's own sender (the one [`outbound`] returns, held by
+//! its [`Context`](crate::Context)) never wakes it. Its sends happen inside
+//! the session's turn (a handler runs there), and the session looks at the
+//! queue before it waits again, so a wake-up would only poll it once more
+//! for nothing. Clones of the sender (held by
+//! [`ClientHandle`](crate::ClientHandle)s, in other tasks) wake it. The
+//! session's waker stays registered between its waits, so that waiting
+//! costs one lock, not one to register and one to unregister.
 //!
 //! Contract, as the session relies on it: at most `capacity` messages are
 //! held, and at most `bytes` bytes of payload unless a single larger
@@ -104,6 +113,7 @@ pub(crate) fn outbound(capacity: usize, bytes: usize) -> (OutboundSender, Outbou
     (
         OutboundSender {
             shared: shared.clone(),
+            wakes: false,
         },
         OutboundReceiver { shared },
     )
@@ -118,9 +128,21 @@ pub(crate) enum TrySendError {
 
 /// The sending side, held by the connection's [`Context`](crate::Context)
 /// and its [`ClientHandle`](crate::ClientHandle)s.
-#[derive(Clone)]
 pub(crate) struct OutboundSender {
     shared: Arc<Shared>,
+    /// Wakes the session after a send: false for the session's own sender
+    /// (see the module's documentation), true for every clone.
+    wakes: bool,
+}
+
+impl Clone for OutboundSender {
+    /// Another sender, for another task: its sends wake the session.
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            wakes: true,
+        }
+    }
 }
 
 impl OutboundSender {
@@ -138,11 +160,21 @@ impl OutboundSender {
         } else {
             state.queue.push_back(Outgoing::Close(frame));
         }
-        if let Some(waker) = state.receiver.take() {
-            drop(state);
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the session if it waits for this queue and this sender is not
+    /// its own.
+    fn wake(&self) {
+        if !self.wakes {
+            return;
+        }
+        let waker = self.shared.lock().receiver.take();
+        if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
     }
 
     /// True once the session stopped taking messages (the connection ended
@@ -188,9 +220,11 @@ impl OutboundSender {
             state.queue.reserve_exact(1);
         }
         state.queue.push_back(item);
-        if let Some(waker) = state.receiver.take() {
-            drop(state);
-            waker.wake();
+        if self.wakes {
+            if let Some(waker) = state.receiver.take() {
+                drop(state);
+                waker.wake();
+            }
         }
         Ok(())
     }
@@ -284,10 +318,11 @@ fn wake_all(senders: Vec<Waker>) {
     }
 }
 
-/// [`OutboundReceiver::recv`]. While it waits, a send wakes its task; once
-/// it is dropped, sends wake nobody (the session looks at the queue on its
-/// own before it waits again), so a handler running inside the session's
-/// turn costs no extra wake-up.
+/// [`OutboundReceiver::recv`]. While it waits, a send from another task
+/// wakes its task. The waker stays registered after it is dropped (the
+/// session waits for this queue again before long): a send from another
+/// task meanwhile costs one spurious wake-up, a rare thing, where
+/// unregistering would cost a lock on every turn.
 pub(crate) struct Recv<'a> {
     rx: &'a mut OutboundReceiver,
 }
@@ -311,12 +346,6 @@ impl Future for Recv<'_> {
         drop(state);
         wake_all(senders);
         Poll::Ready(item)
-    }
-}
-
-impl Drop for Recv<'_> {
-    fn drop(&mut self) {
-        self.rx.shared.lock().receiver = None;
     }
 }
 
@@ -393,8 +422,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_sender_gets_room_and_a_waiting_receiver_gets_the_message() {
-        let (tx, mut rx) = outbound(1, usize::MAX);
-        tx.try_send(text("first")).unwrap();
+        let (own, mut rx) = outbound(1, usize::MAX);
+        own.try_send(text("first")).unwrap();
+        // A clone: the sender of another task (a client handle) wakes.
+        let tx = own.clone();
         let sender = async {
             tx.send(text("second")).await.unwrap();
             tx.send(text("third")).await.unwrap();
@@ -412,6 +443,41 @@ mod tests {
         .await
         .expect("no deadlock");
         assert_eq!(got, ["first", "second", "third"]);
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn only_another_tasks_sender_wakes_the_waiting_session() {
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        let (own, mut rx) = outbound(8, usize::MAX);
+        let handle = own.clone();
+        assert!(std::pin::pin!(rx.recv()).poll(&mut cx).is_pending());
+        // The session's own sends happen in its turn, which looks at the
+        // queue before it waits again: no wake-up.
+        own.try_send(text("own")).unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
+        // The registration outlives the dropped `recv`: another task's
+        // send wakes the session.
+        handle.try_send(text("handle")).unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(unwrap_text(rx.try_recv()), "own");
+        assert_eq!(unwrap_text(rx.try_recv()), "handle");
+        // Waiting again registers again: a handle's close wakes too.
+        assert!(std::pin::pin!(rx.recv()).poll(&mut cx).is_pending());
+        handle
+            .force_close(CloseFrame::new(crate::CloseCode::NORMAL, ""), false)
+            .unwrap();
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

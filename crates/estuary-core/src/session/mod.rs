@@ -293,89 +293,123 @@ impl<C: Consumer> Session<C> {
             layer.set_receiver(&channel, ReceiverState::Live);
             // Made and registered with the token once, not on every turn.
             let mut stopping = std::pin::pin!(shutdown.cancelled());
-            let closing = loop {
-                // While some live channel is over capacity, read no client: the
-                // producers wait for the server instead of members losing
-                // messages (flow control, see `ChannelLayer`). Everything else
-                // (writing, layer messages, keepalive) goes on.
-                let backlogged = layer.backlogged();
-                // A full window of pipelined group sends holds the client's
-                // next messages in TCP, as an awaited send would.
-                let reading = !backlogged && !self.ctx.pipeline_full();
-                let pipelined = self.ctx.has_pipelined();
-                if backlogged {
-                    conn.keepalive.excuse();
-                }
-                if self.outbound.is_empty() {
-                    self.ctx.keeping_up();
-                }
-                // Client input goes first (a burst of it then reaches the layer
-                // together, and its deliveries come back together), but a busy
-                // sender (its handler awaiting each group send) must not read
-                // message after message while its own channel overflows: after
-                // `CLIENT_TURNS` client messages in a row, what the layer holds
-                // is taken first.
-                let forced = if conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none() {
-                    conn.client_turns = 0;
-                    std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
-                } else {
-                    None
-                };
-                let turn = match forced {
-                    Some(received) => Turn::Layer(received),
-                    // Only what happened is taken here; its handling runs once
-                    // the select's futures are dropped, so that the future of
-                    // every connection holds the larger of the two, not both.
-                    None => tokio::select! {
-                        biased;
-                        _ = stopping.as_mut() => Turn::Shutdown,
-                        Some(item) = self.outbound.recv() => Turn::Outbound(item),
-                        // An async block: the relief future is made only when polled.
-                        _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
-                        inbound = conn.transport.recv(), if reading => Turn::Client(inbound),
-                        sent = std::future::poll_fn(|cx| self.ctx.poll_pipelined(cx)), if pipelined => Turn::Pipelined(sent),
-                        received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
-                            Turn::Layer(received)
-                        }
-                        _ = sleep_until_opt(conn.layer_pause) => {
-                            conn.layer_pause = None;
-                            Turn::Idle
-                        }
-                        _ = conn.keepalive.tick() => Turn::Keepalive,
-                        verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
-                            Some(rechecks) => rechecks.poll_next(cx),
-                            None => std::task::Poll::Pending,
-                        }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
-                        _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                            let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
-                            tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
-                            Turn::Step(Closing::server(closing.0, closing.1, true))
-                        }
-                    },
-                };
-                let step = match turn {
-                    Turn::Shutdown => Closing::server(CloseCode::GOING_AWAY, "server shutting down", true),
-                    Turn::Outbound(item) => self.write_out(&mut conn, item).await,
-                    Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
-                    Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
-                        // What the handlers queued goes out now, in one write:
-                        // not on the loop's next turn, which would poll every
-                        // source once more first. (Awaited here rather than in
-                        // `on_layer`: the two futures then share their place.)
-                        Step::Continue => match self.outbound.try_recv() {
-                            Some(first) => self.write_out(&mut conn, first).await,
-                            None => Step::Continue,
+            let closing = 'turns: loop {
+                let (mut turn, mut restful) = {
+                    // While some live channel is over capacity, read no client: the
+                    // producers wait for the server instead of members losing
+                    // messages (flow control, see `ChannelLayer`). Everything else
+                    // (writing, layer messages, keepalive) goes on.
+                    let backlogged = layer.backlogged();
+                    // A full window of pipelined group sends holds the client's
+                    // next messages in TCP, as an awaited send would.
+                    let reading = !backlogged && !self.ctx.pipeline_full();
+                    let pipelined = self.ctx.has_pipelined();
+                    if backlogged {
+                        conn.keepalive.excuse();
+                    }
+                    if self.outbound.is_empty() {
+                        self.ctx.keeping_up();
+                    }
+                    // Client input goes first (a burst of it then reaches the layer
+                    // together, and its deliveries come back together), but a busy
+                    // sender (its handler awaiting each group send) must not read
+                    // message after message while its own channel overflows: after
+                    // `CLIENT_TURNS` client messages in a row, what the layer holds
+                    // is taken first.
+                    let forced_turn = conn.client_turns >= CLIENT_TURNS && conn.layer_pause.is_none();
+                    let forced = if forced_turn {
+                        conn.client_turns = 0;
+                        std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)).now_or_never()
+                    } else {
+                        None
+                    };
+                    let turn = match forced {
+                        Some(received) => Turn::Layer(received),
+                        // Only what happened is taken here; its handling runs once
+                        // the select's futures are dropped, so that the future of
+                        // every connection holds the larger of the two, not both.
+                        None => tokio::select! {
+                            biased;
+                            _ = stopping.as_mut() => Turn::Shutdown,
+                            Some(item) = self.outbound.recv() => Turn::Outbound(item),
+                            // An async block: the relief future is made only when polled.
+                            _ = async { layer.relieved().await }, if backlogged => Turn::Idle,
+                            inbound = conn.transport.recv(), if reading => Turn::Client(inbound),
+                            sent = std::future::poll_fn(|cx| self.ctx.poll_pipelined(cx)), if pipelined => Turn::Pipelined(sent),
+                            received = std::future::poll_fn(|cx| conn.receiver.poll_receive(cx)), if conn.layer_pause.is_none() => {
+                                Turn::Layer(received)
+                            }
+                            _ = sleep_until_opt(conn.layer_pause) => {
+                                conn.layer_pause = None;
+                                Turn::Idle
+                            }
+                            _ = conn.keepalive.tick() => Turn::Keepalive,
+                            verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
+                                Some(rechecks) => rechecks.poll_next(cx),
+                                None => std::task::Poll::Pending,
+                            }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
+                            _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
+                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                                tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
+                                Turn::Step(Closing::server(closing.0, closing.1, true))
+                            }
                         },
-                        step => step,
-                    },
-                    Turn::Keepalive => self.on_keepalive(&mut conn).await,
-                    Turn::Pipelined(Some(failure)) => self.on_group_send_failed(&mut conn, failure).await,
-                    Turn::Pipelined(None) => Step::Continue,
-                    Turn::Idle => Step::Continue,
-                    Turn::Step(step) => step,
+                    };
+                    // A layer turn from the select had every source before the
+                    // layer polled in this poll of the task: see `rest`.
+                    let restful = !forced_turn && reading && !pipelined && matches!(turn, Turn::Layer(_));
+                    (turn, restful)
                 };
-                if let Step::Close(closing) = step {
-                    break closing;
+                // What a rest finds is handled here, before the sources are
+                // polled again. (`turn` is moved out while the turn runs and
+                // the rest waits: the future holds no second turn.)
+                loop {
+                    let step = match turn {
+                        Turn::Shutdown => {
+                            Closing::server(CloseCode::GOING_AWAY, "server shutting down", true)
+                        }
+                        Turn::Outbound(item) => self.write_out(&mut conn, item).await,
+                        Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
+                        Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
+                            // What the handlers queued goes out now, in one write:
+                            // not on the loop's next turn, which would poll every
+                            // source once more first. (Awaited here rather than in
+                            // `on_layer`: the two futures then share their place.)
+                            Step::Continue => match self.outbound.try_recv() {
+                                Some(first) => self.write_out(&mut conn, first).await,
+                                None => Step::Continue,
+                            },
+                            step => step,
+                        },
+                        Turn::Keepalive => self.on_keepalive(&mut conn).await,
+                        Turn::Pipelined(Some(failure)) => self.on_group_send_failed(&mut conn, failure).await,
+                        Turn::Pipelined(None) => Step::Continue,
+                        Turn::Idle => Step::Continue,
+                        Turn::Step(step) => step,
+                    };
+                    if let Step::Close(closing) = step {
+                        break 'turns closing;
+                    }
+                    // After a delivery, wait without polling every source again
+                    // (see `rest`), when that is known to be safe: the turn ran
+                    // without waiting (a wait marks the context stalled), and
+                    // none of the sources the rest does not cover is in use.
+                    // (Pipelined sends the turn started are not among them.)
+                    if restful
+                        && !self.ctx.is_stalled()
+                        && !self.ctx.has_pipelined()
+                        && conn.layer_pause.is_none()
+                        && conn.deadline.is_none()
+                        && conn.recheck.is_none()
+                    {
+                        match rest(&mut self.outbound, &mut conn).await {
+                            Some(next) => (turn, restful) = (next, true),
+                            // Woken: every source is polled again.
+                            None => continue 'turns,
+                        }
+                    } else {
+                        continue 'turns;
+                    }
                 }
             };
             // Boxed: closing happens once, and its state (the drain's deadline,
@@ -452,6 +486,41 @@ impl<C: Consumer> Session<C> {
             oversized,
         }
     }
+}
+
+/// Waits for the next wake-up after a delivery, polling only the sources
+/// the turn used: the outbound queue, the layer receiver (left with a
+/// no-op waker by the drain) and the keepalive (after the layer in the
+/// select's order, so perhaps not polled in this poll). `None` once woken:
+/// the loop then polls every source, in order, as usual. A turn found
+/// ready is returned, to be handled first.
+///
+/// Sound because the other sources (the shutdown token, the client's
+/// socket) were polled, in this poll of the task, before the layer won
+/// the select: each holds the task's waker (a registration lasts until
+/// it fires), and one that fires during this poll has the task polled
+/// again. Only a turn that did not wait (none returned `Pending` to the
+/// runtime, whose wake-ups the turn would have taken) may rest.
+async fn rest<T: Transport>(outbound: &mut OutboundReceiver, conn: &mut Conn<'_, T>) -> Option<Turn> {
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        use std::future::Future;
+        use std::task::Poll;
+        if !std::mem::take(&mut first) {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(Some(item)) = std::pin::pin!(outbound.recv()).poll(cx) {
+            return Poll::Ready(Some(Turn::Outbound(item)));
+        }
+        if let Poll::Ready(received) = conn.receiver.poll_receive(cx) {
+            return Poll::Ready(Some(Turn::Layer(received)));
+        }
+        if std::pin::pin!(conn.keepalive.tick()).poll(cx).is_ready() {
+            return Poll::Ready(Some(Turn::Keepalive));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What woke the session loop, taken from its select; handled after it.

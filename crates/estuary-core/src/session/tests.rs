@@ -492,3 +492,113 @@ async fn try_send_in_connect_fills_the_queue_without_waiting_then_all_of_it_is_w
         .unwrap()
         .unwrap();
 }
+
+/// Hands each written message to the test as it is flushed.
+struct Tap {
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    fed: Vec<WsMessage>,
+    written: mpsc::UnboundedSender<WsMessage>,
+}
+
+impl Transport for Tap {
+    async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
+        self.inbound.recv().await.map(Ok)
+    }
+    async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
+        self.fed.push(message);
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        for message in self.fed.drain(..) {
+            let _ = self.written.send(message);
+        }
+        Ok(())
+    }
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+    async fn close(&mut self, _frame: Option<CloseFrame>) {}
+}
+
+/// Renders what it says, echoes its client, and hands out a client handle.
+struct Resting {
+    handle: Arc<Mutex<Option<crate::ClientHandle>>>,
+}
+
+impl Consumer for Resting {
+    type Event = Event;
+    fn render(event: &Event) -> Option<WsMessage> {
+        let Event::Say { n } = event;
+        Some(WsMessage::text(n.to_string()))
+    }
+    async fn connect(&mut self, ctx: &mut Context) -> Result<crate::Connect, ConsumerError> {
+        *self.handle.lock().unwrap() = Some(ctx.client());
+        Ok(crate::Connect::accept())
+    }
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        ctx.send(message).await
+    }
+}
+
+/// After a delivery the session waits without polling every source again:
+/// each source still wakes it (the client, another task's handle, the
+/// layer, the shutdown).
+#[tokio::test]
+async fn after_a_delivery_every_source_still_wakes_the_session() {
+    let layer = ChannelLayerHandle::default();
+    let handle = Arc::new(Mutex::new(None));
+    let (session, _) = Session::open(
+        Resting {
+            handle: handle.clone(),
+        },
+        Scope::builder("/ws/t").build(),
+        layer.clone(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let handle = handle.lock().unwrap().take().expect("a handle");
+    let room = crate::GroupName::new("room").unwrap();
+    layer.group_add(&room, session.channel_name()).await.unwrap();
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let (written, mut client) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let tap = Tap {
+        inbound,
+        fed: Vec::new(),
+        written,
+    };
+    let task = tokio::spawn(session.run(tap, shutdown.clone()));
+    let limit = Duration::from_secs(10);
+    // Each step starts with a delivery, after which the session rests.
+    layer.group_send(&room, say(1)).await.unwrap();
+    assert_eq!(next(&mut client).await, "1");
+    to_session.send(Inbound::Message(WsMessage::text("hi"))).unwrap();
+    assert_eq!(next(&mut client).await, "hi", "the client wakes it");
+    layer.group_send(&room, say(2)).await.unwrap();
+    assert_eq!(next(&mut client).await, "2");
+    handle.send(WsMessage::text("handle")).await.unwrap();
+    assert_eq!(next(&mut client).await, "handle", "another task's send wakes it");
+    layer.group_send(&room, say(3)).await.unwrap();
+    assert_eq!(next(&mut client).await, "3");
+    layer.group_send(&room, say(4)).await.unwrap();
+    assert_eq!(next(&mut client).await, "4", "the layer wakes it");
+    shutdown.cancel();
+    let outcome = tokio::time::timeout(limit, task)
+        .await
+        .expect("ended in time")
+        .unwrap();
+    assert_eq!(outcome.code, CloseCode::GOING_AWAY, "the shutdown wakes it");
+}
+
+/// The next message the session writes, as text.
+async fn next(client: &mut mpsc::UnboundedReceiver<WsMessage>) -> String {
+    let message = tokio::time::timeout(Duration::from_secs(10), client.recv())
+        .await
+        .expect("written in time");
+    message
+        .expect("the session is running")
+        .as_text()
+        .unwrap_or_default()
+        .to_owned()
+}

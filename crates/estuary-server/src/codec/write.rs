@@ -1,6 +1,7 @@
 //! Frames going out: each a header beside its shared payload, queued, and
 //! written many to one vectored write.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -36,11 +37,21 @@ impl OutFrame {
     }
 }
 
+/// Frame slots an emptied queue may hold to be kept as the thread's spare.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    /// An emptied queue's allocation, kept by the worker thread for the
+    /// next connection that queues a frame: a delivery neither frees nor
+    /// allocates, and an idle connection holds no queue.
+    static SPARE: Cell<VecDeque<OutFrame>> = const { Cell::new(VecDeque::new()) };
+}
+
 /// The frames a connection has queued and not yet written. Writing keeps
 /// its progress here, so a write abandoned midway (a cancelled future)
 /// resumes where it stopped, and no frame ever lands inside another.
-/// The queue's allocation is freed each time it empties: an idle
-/// connection holds none.
+/// The queue's allocation goes back to the thread's spare each time it
+/// empties (or is freed, if large): an idle connection holds none.
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
     frames: VecDeque<OutFrame>,
@@ -53,6 +64,10 @@ impl Writer {
     pub(crate) fn push(&mut self, opcode: u8, payload: Bytes) {
         let (head, head_len) = frame::server_head(opcode, payload.len());
         self.queued = self.queued.saturating_add(usize::from(head_len) + payload.len());
+        if self.frames.capacity() == 0 {
+            // Outside a thread's life (its locals torn down) there is no spare.
+            self.frames = SPARE.try_with(Cell::take).unwrap_or_default();
+        }
         self.frames.push_back(OutFrame {
             head,
             head_len,
@@ -98,8 +113,11 @@ impl Writer {
             }
             self.advance(written);
         }
-        // Done: give the queue's allocation back.
-        self.frames = VecDeque::new();
+        // Done: the queue's allocation goes to the thread's spare.
+        let emptied = std::mem::take(&mut self.frames);
+        if emptied.capacity() > 0 && emptied.capacity() <= SPARE_MAX {
+            let _ = SPARE.try_with(|spare| spare.set(emptied));
+        }
         Pin::new(&mut *io).poll_flush(cx)
     }
 
@@ -271,6 +289,31 @@ mod tests {
             assert!(writer.is_empty());
             assert_eq!(writer.queued(), 0);
         }
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_allocation_and_the_next_reuses_it() {
+        let mut sink = Capped {
+            out: Vec::new(),
+            step: usize::MAX,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut writer = Writer::default();
+        writer.push(0x1, Bytes::from_static(b"one"));
+        let slots = writer.frames.capacity();
+        assert!(writer.poll_flush(&mut sink, &mut cx).is_ready());
+        assert_eq!(writer.frames.capacity(), 0, "an idle connection holds no queue");
+        // Another connection on this thread queues into the same allocation.
+        let mut other = Writer::default();
+        other.push(0x1, Bytes::from_static(b"two"));
+        assert_eq!(other.frames.capacity(), slots);
+        assert_eq!(
+            SPARE.with(|spare| spare.take().capacity()),
+            0,
+            "taken, not copied"
+        );
+        assert!(other.poll_flush(&mut sink, &mut cx).is_ready());
+        assert_eq!(sink.out, expected(&[(0x1, b"one"), (0x1, b"two")]));
     }
 
     #[tokio::test]
