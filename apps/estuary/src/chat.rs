@@ -375,20 +375,32 @@ impl Consumer for ChatConsumer {
             verified: self.authenticated,
             position: None,
         };
-        match ctx.group_send(&group, &event).await {
-            Ok(_) => Ok(()),
+        // Not awaited: the sender's next message is read while this one is
+        // on its way (over Redis, one round trip each would otherwise pace
+        // the sender), in order and within the session's window; a failure
+        // comes back in `group_send_failed`.
+        ctx.group_send_pipelined(&group, &event).await
+    }
+
+    async fn group_send_failed(
+        &mut self,
+        ctx: &mut Context,
+        _group: GroupName,
+        error: ConsumerError,
+    ) -> Result<(), ConsumerError> {
+        match error {
             // The channel layer is unreachable (Redis down): tell the sender
             // and keep the connection; the next message may get through.
             // The layer holds all it may (max_bytes): the server is busy,
             // not broken; the sender is told so and may retry.
-            Err(ConsumerError::ChannelLayer(ChannelLayerError::TooManyBytes { .. })) => {
+            ConsumerError::ChannelLayer(ChannelLayerError::TooManyBytes { .. }) => {
                 Self::error(ctx, UNDELIVERED_BUSY).await
             }
-            Err(ConsumerError::ChannelLayer(error)) => {
+            ConsumerError::ChannelLayer(error) => {
                 estuary::throttled!(warn, %error, "chat message not delivered (the sender got an error frame): is the channel layer reachable?");
                 Self::error(ctx, UNDELIVERED).await
             }
-            Err(other) => Err(other),
+            other => Err(other),
         }
     }
 

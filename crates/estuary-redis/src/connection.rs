@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManagerConfig, PubSub};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::sentinel::{SCHEME, SentinelTarget, SentinelUrl};
 
@@ -48,7 +48,9 @@ impl Client {
             let target = SentinelTarget::new(SentinelUrl::parse(url)?, timeout)?;
             return Ok(Self::Sentinel(target));
         }
-        Ok(Self::Direct(redis::Client::open(url)?))
+        Ok(Self::Direct(redis::Client::open(no_delay(
+            url.into_connection_info()?,
+        ))?))
     }
 
     /// A pub/sub connection to the host (through Sentinel: to the primary
@@ -295,4 +297,15 @@ impl ConnectionLike for ConnectionManager {
             Self::Sentinel(following) => following.target.db(),
         }
     }
+}
+
+/// `info` with `TCP_NODELAY` set. Group sends are pipelined on one
+/// multiplexed connection: with Nagle on, a command written while an
+/// earlier one is unacknowledged waits for that acknowledgement, and one
+/// cut across two writes can wait for Redis's delayed ACK (tens of
+/// milliseconds) while Redis, holding half a command, has no reply to
+/// carry it.
+pub(crate) fn no_delay(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    info.set_tcp_settings(tcp)
 }

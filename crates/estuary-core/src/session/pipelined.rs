@@ -25,8 +25,10 @@ impl<C: Consumer> Session<C> {
     ) -> Step {
         let flow = self.flow(conn);
         let (step, waited) = {
-            let fut = std::pin::pin!(self.consumer.group_send_failed(&mut self.ctx, group, error));
-            drive(fut, &mut self.outbound, conn, flow).await
+            // Boxed: a failure is rare, and the handler's state need not
+            // size every connection's future.
+            let mut fut = Box::pin(self.consumer.group_send_failed(&mut self.ctx, group, error));
+            drive(fut.as_mut(), &mut self.outbound, conn, flow).await
         };
         if waited {
             self.ctx.mark_stalled();
