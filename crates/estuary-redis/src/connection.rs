@@ -48,7 +48,7 @@ impl Client {
             let target = SentinelTarget::new(SentinelUrl::parse(url)?, timeout)?;
             return Ok(Self::Sentinel(target));
         }
-        Ok(Self::Direct(redis::Client::open(no_delay(
+        Ok(Self::Direct(redis::Client::open(crate::tcp::no_delay(
             url.into_connection_info()?,
         ))?))
     }
@@ -297,15 +297,4 @@ impl ConnectionLike for ConnectionManager {
             Self::Sentinel(following) => following.target.db(),
         }
     }
-}
-
-/// `info` with `TCP_NODELAY` set. Group sends are pipelined on one
-/// multiplexed connection: with Nagle on, a command written while an
-/// earlier one is unacknowledged waits for that acknowledgement, and one
-/// cut across two writes can wait for Redis's delayed ACK (tens of
-/// milliseconds) while Redis, holding half a command, has no reply to
-/// carry it.
-pub(crate) fn no_delay(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    info.set_tcp_settings(tcp)
 }

@@ -26,6 +26,7 @@ mod serializer;
 #[cfg(feature = "serde")]
 mod settings;
 mod shard;
+mod tcp;
 
 #[cfg(feature = "serde")]
 pub use capacity::{CapacityPattern, ChannelCapacity, NotACapacity};

@@ -208,7 +208,7 @@ impl SentinelUrl {
         let info = ConnectionAddr::Tcp(host.to_owned(), port)
             .into_connection_info()?
             .set_redis_settings(self.primary_settings());
-        redis::Client::open(crate::connection::no_delay(info))
+        redis::Client::open(crate::tcp::no_delay(info))
     }
 }
 
