@@ -374,6 +374,9 @@ impl SentinelTarget {
             ))
         })??;
         let address = format!("{:?}", found.get_connection_info().addr());
+        // As every connection of the layer's: pipelined commands must not
+        // wait on Nagle (see `tcp::no_delay`).
+        let found = redis::Client::open(crate::tcp::no_delay(found.get_connection_info().clone()))?;
         let mut current = self.lock();
         if current.generation != asked_in {
             if let Some(client) = &current.client {
