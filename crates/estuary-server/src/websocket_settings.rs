@@ -110,6 +110,10 @@ pub struct WebSocketSettings {
     pub max_event_size: usize,
     /// Groups one connection may be in (at least 1).
     pub max_groups: usize,
+    /// Group sends one connection may have in flight at once when its
+    /// consumer pipelines them (at least 1; the chat app does). While that
+    /// many wait for the layer, the client's next messages stay unread.
+    pub group_send_window: usize,
     /// Seconds a connection may stay open (daphne's `websocket_timeout`;
     /// 0, the default: no limit). Past it the connection is closed with
     /// 1001 (going away), reason `"connection lifetime reached"`.
@@ -147,6 +151,7 @@ impl Default for WebSocketSettings {
             control_rate_limit: s.control_rate_limit.map_or(0.0, |r| r.per_second),
             max_event_size: s.max_event_size,
             max_groups: s.max_groups,
+            group_send_window: s.group_send_window,
             max_lifetime: s.max_lifetime.map_or(0, |d| d.as_secs()),
         }
     }
@@ -158,7 +163,8 @@ pub enum WebSocketSettingsError {
     /// A count or a number of seconds that must be at least 1 is 0.
     #[error("{key}: must be at least 1")]
     Zero {
-        /// `outbound_capacity`, `write_timeout` or `max_groups`.
+        /// `outbound_capacity`, `write_timeout`, `max_groups` or
+        /// `group_send_window`.
         key: &'static str,
     },
     /// A size below its least.
@@ -209,6 +215,7 @@ impl WebSocketSettings {
             ("outbound_capacity", self.outbound_capacity as u64),
             ("write_timeout", self.write_timeout),
             ("max_groups", self.max_groups as u64),
+            ("group_send_window", self.group_send_window as u64),
         ] {
             if value == 0 {
                 return Err(WebSocketSettingsError::Zero { key });
@@ -271,6 +278,7 @@ impl WebSocketSettings {
         session.control_rate_limit = limit(self.control_rate_limit, control_burst);
         session.max_event_size = self.max_event_size;
         session.max_groups = self.max_groups.max(1);
+        session.group_send_window = self.group_send_window.max(1);
         session.max_lifetime = (self.max_lifetime > 0).then(|| Duration::from_secs(self.max_lifetime));
         settings
     }
@@ -307,6 +315,7 @@ mod tests {
                 "max_event_size: must be at least 1024 bytes",
             ),
             ("max_groups = 0", "max_groups: must be at least 1"),
+            ("group_send_window = 0", "group_send_window: must be at least 1"),
             ("write_timeout = 0", "write_timeout: must be at least 1"),
             ("rate_limit = -1.0", "rate_limit: must be a number of at least 0"),
             ("rate_limit_per_ip = nan", "rate_limit_per_ip: must be a number"),
@@ -354,6 +363,9 @@ mod tests {
             (s.max_event_size, s.max_groups, s.max_lifetime),
             (ds.max_event_size, ds.max_groups, ds.max_lifetime)
         );
+        assert_eq!(s.group_send_window, ds.group_send_window);
+        let windowed: WsSettings = toml::from_str("group_send_window = 32").unwrap();
+        assert_eq!(windowed.session.group_send_window, 32);
         let lived: WsSettings = toml::from_str("max_lifetime = 86400").unwrap();
         assert_eq!(lived.session.max_lifetime, Some(Duration::from_secs(86400)));
     }
