@@ -382,7 +382,14 @@ impl Sender {
                 }
             },
             Load::Open { rate } => {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                // Each sender's ticks are offset by its share of the period,
+                // so that the senders' messages are spread over it rather
+                // than all falling due at the same instant (a burst of every
+                // room's deliveries at once, then silence).
+                let period = Duration::from_secs_f64(1.0 / rate);
+                let senders = self.run.acked.len().max(1);
+                let phase = period.mul_f64(i as f64 / senders as f64);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
                 loop {
                     tokio::select! {
                         due = tick.tick() => {
