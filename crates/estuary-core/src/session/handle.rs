@@ -29,7 +29,7 @@ impl<C: Consumer> Session<C> {
             conn.transport,
             &mut self.outbound,
             first,
-            conn.write_timeout,
+            conn.config.write_timeout,
             Some(&flow),
             &mut conn.tally,
         )
@@ -248,7 +248,7 @@ impl<C: Consumer> Session<C> {
     pub(super) async fn on_keepalive<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
         // The connection's counts reach the shared stats once an interval.
         conn.tally.fold(&self.config.stats);
-        match conn.keepalive.due() {
+        match conn.keepalive.due(self.config.ping_timeout) {
             Due::Dead => {
                 tracing::debug!(channel = %conn.channel, "no answer to a ping within the timeout; dropping the peer");
                 Closing::gone(CloseCode::ABNORMAL, false)
@@ -258,7 +258,7 @@ impl<C: Consumer> Session<C> {
                 let flow = self.flow(conn);
                 // Boxed: a ping every interval need not size every idle
                 // connection's future for its deadline.
-                let (sent, blocked) = Box::pin(ping(conn.transport, conn.write_timeout, &flow)).await;
+                let (sent, blocked) = Box::pin(ping(conn.transport, conn.config.write_timeout, &flow)).await;
                 if blocked {
                     self.ctx.mark_stalled();
                 }

@@ -256,7 +256,7 @@ impl<C: Consumer> Session<C> {
                 // Bound once: a message costs no lookup of the channel.
                 receiver: layer.receiver(&channel),
                 layer_pause: None,
-                keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
+                keepalive: Keepalive::new(self.config.ping_interval),
                 bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
                 control: self
                     .config
@@ -284,7 +284,7 @@ impl<C: Consumer> Session<C> {
                     }),
                     self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
                 ),
-                write_timeout: self.config.write_timeout,
+                config: self.config.clone(),
                 tally: Tally::default(),
             };
             self.config.stats.count_open();
@@ -343,7 +343,7 @@ impl<C: Consumer> Session<C> {
                                 conn.layer_pause = None;
                                 Turn::Idle
                             }
-                            _ = conn.keepalive.tick() => Turn::Keepalive,
+                            _ = conn.keepalive.tick(conn.config.ping_interval) => Turn::Keepalive,
                             verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
                                 Some(rechecks) => rechecks.poll_next(cx),
                                 None => std::task::Poll::Pending,
@@ -441,7 +441,7 @@ impl<C: Consumer> Session<C> {
             transport,
             layer,
             channel,
-            write_timeout,
+            config,
             receiver,
             mut tally,
             oversized,
@@ -457,7 +457,7 @@ impl<C: Consumer> Session<C> {
         self.outbound.close();
         if drain {
             // Let in-flight sends finish before the close frame.
-            let flushed = tokio::time::timeout(write_timeout, async {
+            let flushed = tokio::time::timeout(config.write_timeout, async {
                 while let Some(Outgoing::Message(m)) = self.outbound.try_recv() {
                     tally.sent(m.len());
                     if transport.feed(m).await.is_err() {
@@ -515,7 +515,10 @@ async fn rest<T: Transport>(outbound: &mut OutboundReceiver, conn: &mut Conn<'_,
         if let Poll::Ready(received) = conn.receiver.poll_receive(cx) {
             return Poll::Ready(Some(Turn::Layer(received)));
         }
-        if std::pin::pin!(conn.keepalive.tick()).poll(cx).is_ready() {
+        if std::pin::pin!(conn.keepalive.tick(conn.config.ping_interval))
+            .poll(cx)
+            .is_ready()
+        {
             return Poll::Ready(Some(Turn::Keepalive));
         }
         Poll::Pending
