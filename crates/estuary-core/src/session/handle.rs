@@ -54,7 +54,8 @@ impl<C: Consumer> Session<C> {
         let message = match inbound {
             None => return Closing::gone(CloseCode::ABNORMAL, true),
             Some(Ok(Inbound::Pong)) => {
-                if conn.control.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+                let limit = conn.config.control_rate_limit;
+                if over(conn.control.as_mut(), limit) {
                     return Closing::server(CloseCode::POLICY_VIOLATION, "control frame rate exceeded", true);
                 }
                 return Step::Continue;
@@ -73,7 +74,7 @@ impl<C: Consumer> Session<C> {
         };
         conn.tally.received(message.len());
         conn.client_turns = conn.client_turns.saturating_add(1);
-        if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+        if over(conn.bucket.as_mut(), conn.config.rate_limit) {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
         }
         if conn.address.as_ref().is_some_and(|(l, ip)| !l.check(*ip)) {
@@ -270,6 +271,15 @@ impl<C: Consumer> Session<C> {
                 }
             }
         }
+    }
+}
+
+/// True when a message is over the limit: the bucket (made with `limit`)
+/// has no token left.
+fn over(bucket: Option<&mut super::rate::Bucket>, limit: Option<crate::RateLimit>) -> bool {
+    match (bucket, limit) {
+        (Some(bucket), Some(limit)) => !bucket.take(limit, Instant::now()),
+        _ => false,
     }
 }
 

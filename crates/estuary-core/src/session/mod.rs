@@ -349,7 +349,7 @@ impl<C: Consumer> Session<C> {
                                 None => std::task::Poll::Pending,
                             }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
                             _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why());
                                 tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
                                 Turn::Step(Closing::server(closing.0, closing.1, true))
                             }
@@ -551,21 +551,32 @@ const CLIENT_TURNS: u8 = 8;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Deadline {
     pub(super) at: Instant,
-    pub(super) why: (CloseCode, &'static str),
+    /// The credentials expire (else the lifetime ends): a flag, not the
+    /// code and reason, in every connection's future.
+    credentials: bool,
 }
 
 impl Deadline {
     const CREDENTIALS: (CloseCode, &'static str) = (CloseCode::CREDENTIALS_EXPIRED, "credentials expired");
     const LIFETIME: (CloseCode, &'static str) = (CloseCode::GOING_AWAY, "connection lifetime reached");
 
+    /// The close code and reason when it is reached.
+    fn why(self) -> (CloseCode, &'static str) {
+        if self.credentials {
+            Self::CREDENTIALS
+        } else {
+            Self::LIFETIME
+        }
+    }
+
     fn earliest(credentials: Option<Instant>, lifetime: Option<Instant>) -> Option<Self> {
         let credentials = credentials.map(|at| Self {
             at,
-            why: Self::CREDENTIALS,
+            credentials: true,
         });
         let lifetime = lifetime.map(|at| Self {
             at,
-            why: Self::LIFETIME,
+            credentials: false,
         });
         match (credentials, lifetime) {
             (Some(c), Some(l)) => Some(if l.at < c.at { l } else { c }),
