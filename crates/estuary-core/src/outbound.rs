@@ -305,8 +305,15 @@ fn take(state: &mut State) -> (Option<Outgoing>, Vec<Waker>) {
         return (None, Vec::new());
     };
     state.bytes -= item.size();
-    if state.queue.is_empty() && state.queue.capacity() > KEEP {
-        state.queue.shrink_to(KEEP);
+    if state.queue.is_empty() {
+        match state.queue.capacity() {
+            // A connection sent one message at a time (an idle one, its
+            // room's last) keeps no slot while it waits; one that had a
+            // burst keeps room (see `try_send`).
+            1 => state.queue = VecDeque::new(),
+            capacity if capacity > KEEP => state.queue.shrink_to(KEEP),
+            _ => {}
+        }
     }
     (Some(item), std::mem::take(&mut state.senders))
 }

@@ -7,6 +7,9 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use http::{Extensions, HeaderMap};
+
+mod headers;
+use headers::Headers;
 use serde::de::DeserializeOwned;
 
 /// Why the query string or a route parameter could not be read.
@@ -325,10 +328,11 @@ impl fmt::Debug for Recheck {
 #[derive(Clone)]
 pub struct Scope {
     path: String,
-    raw_path: Option<String>,
     query_string: String,
-    query_pairs: OnceLock<Vec<(String, String)>>,
-    headers: HeaderMap,
+    /// Boxed: parsed only for a consumer that asks.
+    #[allow(clippy::box_collection)]
+    query_pairs: OnceLock<Box<Vec<(String, String)>>>,
+    headers: Headers,
     /// Boxed, as `user`: every open connection keeps its scope, and most
     /// never parse cookies.
     #[allow(clippy::box_collection)]
@@ -336,13 +340,22 @@ pub struct Scope {
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
     secure: bool,
-    root_path: String,
-    subprotocols: Vec<String>,
     params: Vec<(Arc<str>, String)>,
     user: Option<Box<User>>,
+    /// `None` while every field of it is empty.
+    rare: Option<Box<Rare>>,
+    extensions: Extensions,
+}
+
+/// What few connections' scopes hold, behind one box: every open
+/// connection keeps its scope, and the usual one is smaller without them.
+#[derive(Clone, Default)]
+struct Rare {
+    raw_path: Option<String>,
+    root_path: String,
+    subprotocols: Vec<String>,
     data: serde_json::Map<String, serde_json::Value>,
     initial_groups: Vec<crate::GroupName>,
-    extensions: Extensions,
 }
 
 impl Scope {
@@ -351,20 +364,16 @@ impl Scope {
         ScopeBuilder {
             scope: Scope {
                 path: path.into(),
-                raw_path: None,
                 query_string: String::new(),
                 query_pairs: OnceLock::new(),
-                headers: HeaderMap::new(),
+                headers: Headers::default(),
                 cookies: OnceLock::new(),
                 client: None,
                 server: None,
                 secure: false,
-                root_path: String::new(),
-                subprotocols: Vec::new(),
                 params: Vec::new(),
                 user: None,
-                data: serde_json::Map::new(),
-                initial_groups: Vec::new(),
+                rare: None,
                 extensions: Extensions::new(),
             },
         }
@@ -377,7 +386,10 @@ impl Scope {
 
     /// The path as received, still percent-encoded (ASGI's `raw_path`).
     pub fn raw_path(&self) -> &str {
-        self.raw_path.as_deref().unwrap_or(&self.path)
+        self.rare
+            .as_ref()
+            .and_then(|rare| rare.raw_path.as_deref())
+            .unwrap_or(&self.path)
     }
 
     /// The raw query string, without the `?`.
@@ -388,7 +400,7 @@ impl Scope {
     /// The query string as decoded `(name, value)` pairs, in order.
     pub fn query_pairs(&self) -> &[(String, String)] {
         self.query_pairs
-            .get_or_init(|| serde_urlencoded::from_str(&self.query_string).unwrap_or_default())
+            .get_or_init(|| Box::new(serde_urlencoded::from_str(&self.query_string).unwrap_or_default()))
     }
 
     /// The first value of query parameter `name`, if any.
@@ -405,22 +417,47 @@ impl Scope {
         Ok(serde_urlencoded::from_str(&self.query_string)?)
     }
 
-    /// The handshake request's headers.
+    /// The handshake request's headers, as a `HeaderMap` (built on the
+    /// first call: the scope keeps them compactly; [`header`](Self::header)
+    /// and [`header_pairs`](Self::header_pairs) read them without one).
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        self.headers.map()
     }
 
-    /// The value of header `name` as text, if present and visible ASCII.
+    /// The value of header `name` (any case) as text, if present and visible
+    /// ASCII; the first, when there are several.
+    ///
+    /// ```
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("origin", "https://example.com".parse().unwrap());
+    /// let scope = estuary_core::Scope::builder("/ws/").headers(headers).build();
+    /// assert_eq!(scope.header("Origin"), Some("https://example.com"));
+    /// assert_eq!(scope.header("host"), None);
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name).and_then(headers::visible_ascii)
+    }
+
+    /// Every header, in order, as its lowercase name and its value's bytes.
+    ///
+    /// ```
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("host", "example.com".parse().unwrap());
+    /// headers.append("cookie", "a=1".parse().unwrap());
+    /// let scope = estuary_core::Scope::builder("/ws/").headers(headers).build();
+    /// let pairs: Vec<_> = scope.header_pairs().collect();
+    /// assert_eq!(pairs, [("host", &b"example.com"[..]), ("cookie", b"a=1")]);
+    /// ```
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.headers.iter()
     }
 
     /// The request's cookies, parsed from every `Cookie` header.
     pub fn cookies(&self) -> &HashMap<String, String> {
         self.cookies.get_or_init(|| {
             let mut jar = HashMap::new();
-            for value in self.headers.get_all(http::header::COOKIE) {
-                let Ok(value) = value.to_str() else { continue };
+            let values = self.headers.iter().filter(|(name, _)| *name == "cookie");
+            for value in values.filter_map(|(_, value)| headers::visible_ascii(value)) {
                 for pair in value.split(';') {
                     if let Some((k, v)) = pair.split_once('=') {
                         let v = v.trim().trim_matches('"');
@@ -473,12 +510,12 @@ impl Scope {
     /// assert_eq!(scope.path(), "/ws/chat/lobby/");
     /// ```
     pub fn root_path(&self) -> &str {
-        &self.root_path
+        self.rare.as_ref().map_or("", |rare| &rare.root_path)
     }
 
     /// The subprotocols the client offered, in its order of preference.
     pub fn subprotocols(&self) -> &[String] {
-        &self.subprotocols
+        self.rare.as_ref().map_or(&[], |rare| &rare.subprotocols)
     }
 
     /// All route parameters, in the order the route names them.
@@ -520,7 +557,9 @@ impl Scope {
     /// assert_eq!(scope.data()["tenant"], "acme");
     /// ```
     pub fn data(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.data
+        static EMPTY: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+            std::sync::LazyLock::new(serde_json::Map::new);
+        self.rare.as_ref().map_or(&EMPTY, |rare| &rare.data)
     }
 
     /// The groups the handshake middleware put this connection in (a
@@ -530,7 +569,7 @@ impl Scope {
     /// attribute), and leaves them when the connection ends; they count
     /// against [`SessionConfig::max_groups`](crate::SessionConfig::max_groups).
     pub fn initial_groups(&self) -> &[crate::GroupName] {
-        &self.initial_groups
+        self.rare.as_ref().map_or(&[], |rare| &rare.initial_groups)
     }
 
     /// Typed values that middleware attached to the handshake request.
@@ -551,11 +590,11 @@ impl fmt::Debug for Scope {
             .field("query_string", &self.query_string)
             .field("client", &self.client)
             .field("scheme", &self.scheme())
-            .field("root_path", &self.root_path)
+            .field("root_path", &self.root_path())
             .field("params", &self.params)
             .field("user", &self.user)
-            .field("data", &self.data)
-            .field("initial_groups", &self.initial_groups)
+            .field("data", self.data())
+            .field("initial_groups", &self.initial_groups())
             .finish_non_exhaustive()
     }
 }
@@ -571,8 +610,20 @@ impl ScopeBuilder {
     pub fn raw_path(mut self, raw: impl Into<String>) -> Self {
         let raw = raw.into();
         // Most paths need no decoding: one copy is kept, not two.
-        self.scope.raw_path = (raw != self.scope.path).then_some(raw);
+        let raw = (raw != self.scope.path).then_some(raw);
+        if let Some(rare) = self.rare(raw.is_none()) {
+            rare.raw_path = raw;
+        }
         self
+    }
+
+    /// The scope's rare fields, to set one: `None` when the value is empty
+    /// and none is set yet (nothing to box).
+    fn rare(&mut self, empty: bool) -> Option<&mut Rare> {
+        if empty && self.scope.rare.is_none() {
+            return None;
+        }
+        Some(self.scope.rare.get_or_insert_with(Box::default))
     }
 
     /// Sets the raw query string (without `?`).
@@ -583,7 +634,27 @@ impl ScopeBuilder {
 
     /// Sets the request headers.
     pub fn headers(mut self, headers: HeaderMap) -> Self {
-        self.scope.headers = headers;
+        self.scope.headers = Headers::from_pairs(&headers);
+        self
+    }
+
+    /// Sets the request headers from name and value pairs, in order (a
+    /// server keeps some of a request's headers without copying them into
+    /// a map first).
+    ///
+    /// ```
+    /// let mut request = http::HeaderMap::new();
+    /// request.insert("host", "example.com".parse().unwrap());
+    /// request.insert("upgrade", "websocket".parse().unwrap());
+    /// let kept = request.iter().filter(|(name, _)| *name != http::header::UPGRADE);
+    /// let scope = estuary_core::Scope::builder("/ws/").headers_from(kept).build();
+    /// assert_eq!(scope.headers().len(), 1);
+    /// ```
+    pub fn headers_from<'a>(
+        mut self,
+        headers: impl IntoIterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
+    ) -> Self {
+        self.scope.headers = Headers::from_pairs(headers);
         self
     }
 
@@ -607,13 +678,18 @@ impl ScopeBuilder {
 
     /// Sets the prefix the application is mounted under ([`Scope::root_path`]).
     pub fn root_path(mut self, root_path: impl Into<String>) -> Self {
-        self.scope.root_path = root_path.into();
+        let root_path = root_path.into();
+        if let Some(rare) = self.rare(root_path.is_empty()) {
+            rare.root_path = root_path;
+        }
         self
     }
 
     /// Sets the offered subprotocols.
     pub fn subprotocols(mut self, protocols: Vec<String>) -> Self {
-        self.scope.subprotocols = protocols;
+        if let Some(rare) = self.rare(protocols.is_empty()) {
+            rare.subprotocols = protocols;
+        }
         self
     }
 
@@ -634,14 +710,18 @@ impl ScopeBuilder {
 
     /// Sets the data middleware attached (see [`Scope::data`]).
     pub fn data(mut self, data: serde_json::Map<String, serde_json::Value>) -> Self {
-        self.scope.data = data;
+        if let Some(rare) = self.rare(data.is_empty()) {
+            rare.data = data;
+        }
         self
     }
 
     /// Sets the groups the connection joins before `connect` (see
     /// [`Scope::initial_groups`]).
     pub fn initial_groups(mut self, groups: Vec<crate::GroupName>) -> Self {
-        self.scope.initial_groups = groups;
+        if let Some(rare) = self.rare(groups.is_empty()) {
+            rare.initial_groups = groups;
+        }
         self
     }
 
@@ -685,108 +765,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize, PartialEq, Default)]
-    #[serde(rename_all = "lowercase")]
-    enum ChatMode {
-        #[default]
-        Text,
-        Voice,
-    }
-
-    #[test]
-    fn a_raw_path_equal_to_the_path_is_not_kept_twice() {
-        let plain = Scope::builder("/ws/a/").raw_path("/ws/a/").build();
-        assert_eq!(plain.raw_path(), "/ws/a/");
-        assert!(plain.raw_path.is_none(), "one copy of the path");
-        let encoded = Scope::builder("/ws/a b/").raw_path("/ws/a%20b/").build();
-        assert_eq!((encoded.path(), encoded.raw_path()), ("/ws/a b/", "/ws/a%20b/"));
-    }
-
-    fn default_llm() -> String {
-        "ernie".into()
-    }
-    fn default_character() -> u32 {
-        1
-    }
-
-    #[derive(Debug, Deserialize)]
-    struct Params {
-        #[serde(default = "default_llm")]
-        llm: String,
-        #[serde(default = "default_character")]
-        character_id: u32,
-        #[serde(default)]
-        chatmode: ChatMode,
-        #[serde(default, deserialize_with = "empty_as_none")]
-        token: Option<String>,
-    }
-
-    #[test]
-    fn typed_query_with_defaults() {
-        let s = Scope::builder("/ws/x")
-            .query_string("llm=chatgpt&character_id=2&chatmode=voice&token=")
-            .build();
-        let p: Params = s.query().unwrap();
-        assert_eq!(p.llm, "chatgpt");
-        assert_eq!(p.character_id, 2);
-        assert_eq!(p.chatmode, ChatMode::Voice);
-        assert_eq!(p.token, None);
-
-        let p: Params = Scope::builder("/").build().query().unwrap();
-        assert_eq!(
-            (p.llm.as_str(), p.character_id, p.chatmode),
-            ("ernie", 1, ChatMode::Text)
-        );
-    }
-
-    #[test]
-    fn malformed_query_is_an_error() {
-        let s = Scope::builder("/").query_string("character_id=two").build();
-        let err = s.query::<Params>().unwrap_err();
-        assert!(err.to_string().starts_with("invalid query string: "), "{err}");
-        assert_eq!(
-            (err.kind(), err.param(), err.value()),
-            (ScopeErrorKind::Query, None, None)
-        );
-        let source = std::error::Error::source(&err).expect("a source");
-        assert!(source.downcast_ref::<serde_urlencoded::de::Error>().is_some());
-        let s = Scope::builder("/").query_string("chatmode=video").build();
-        assert!(s.query::<Params>().is_err());
-    }
-
-    #[test]
-    fn cookies_and_params() {
-        let mut headers = HeaderMap::new();
-        headers.insert("cookie", "sessionid=abc; theme=\"dark\"".parse().unwrap());
-        let s = Scope::builder("/")
-            .headers(headers)
-            .param("id", "12")
-            .query_string("a=1&a=2&b=%20x")
-            .build();
-        assert_eq!(s.cookie("sessionid"), Some("abc"));
-        assert_eq!(s.cookie("theme"), Some("dark"));
-        assert_eq!(s.param::<i64>("id").unwrap(), 12);
-        let missing = s.param::<i64>("nope").unwrap_err();
-        assert_eq!(missing.kind(), ScopeErrorKind::MissingParam);
-        assert_eq!((missing.param(), missing.value()), (Some("nope"), None));
-        assert_eq!(missing.to_string(), "no route parameter named \"nope\"");
-        assert!(std::error::Error::source(&missing).is_none());
-        assert!(matches!(s.param::<u8>("id").map(|_| ()), Ok(())));
-        // The parser's own error is the source, not a string.
-        let invalid = s.param::<bool>("id").unwrap_err();
-        assert_eq!(invalid.kind(), ScopeErrorKind::InvalidParam);
-        assert_eq!((invalid.param(), invalid.value()), (Some("id"), Some("12")));
-        assert_eq!(
-            invalid.to_string(),
-            "route parameter \"id\" = \"12\" is not valid: provided string was not `true` or `false`"
-        );
-        let source = std::error::Error::source(&invalid).expect("a source");
-        assert!(source.downcast_ref::<std::str::ParseBoolError>().is_some());
-        assert_eq!(s.query_param("a"), Some("1"));
-        assert_eq!(s.query_param("b"), Some(" x"));
-    }
-}
+mod tests;

@@ -287,13 +287,12 @@ pub(crate) fn scope(scope: &Scope, groups: &[String], rules: &ScopeRules<'_>, he
     ));
     if headers {
         let pairs = scope
-            .headers()
-            .iter()
-            .filter(|(name, _)| *name != http::header::COOKIE && *name != http::header::AUTHORIZATION)
+            .header_pairs()
+            .filter(|(name, _)| *name != "cookie" && *name != "authorization")
             .map(|(name, value)| {
                 Value::Array(vec![
-                    Value::Binary(name.as_str().as_bytes().to_vec()),
-                    Value::Binary(value.as_bytes().to_vec()),
+                    Value::Binary(name.as_bytes().to_vec()),
+                    Value::Binary(value.to_vec()),
                 ])
             })
             .collect();

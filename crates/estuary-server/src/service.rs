@@ -134,35 +134,15 @@ const HANDSHAKE_ONLY: [header::HeaderName; 6] = [
     header::CONTENT_LENGTH,
 ];
 
-/// A copy of `headers` that owns its bytes, without the handshake-only
-/// ones. hyper's header values are slices of its read buffer; a scope that
+/// The headers a scope keeps: all but the handshake-only ones. The scope
+/// copies them into one compact buffer of its own
+/// ([`ScopeBuilder::headers_from`](estuary_core::ScopeBuilder::headers_from)):
+/// hyper's header values are slices of its read buffer, and a scope that
 /// kept them would keep that whole buffer alive for the life of the
-/// WebSocket. The values kept are copied into one buffer of their own, and
-/// each is a slice of it: one allocation for all of them, not one each.
-/// What is kept is bounded by the server's head limit
+/// WebSocket. What is kept is bounded by the server's head limit
 /// ([`ServerConfig::max_header_size`](crate::ServerConfig::max_header_size)).
-pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
-    let kept = || headers.iter().filter(|(name, _)| !HANDSHAKE_ONLY.contains(name));
-    let size = kept().map(|(_, value)| value.len()).sum();
-    let mut buffer = bytes::BytesMut::with_capacity(size);
-    for (_, value) in kept() {
-        buffer.extend_from_slice(value.as_bytes());
-    }
-    let buffer = buffer.freeze();
-    let mut out = HeaderMap::with_capacity(kept().count());
-    let mut at = 0;
-    for (name, value) in kept() {
-        let end = at + value.len();
-        // The name is copied too (a standard one is a constant, no copy).
-        if let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_maybe_shared(buffer.slice(at..end)),
-        ) {
-            out.append(name, value);
-        }
-        at = end;
-    }
-    out
+pub(crate) fn kept_headers(headers: &HeaderMap) -> impl Iterator<Item = (&header::HeaderName, &HeaderValue)> {
+    headers.iter().filter(|(name, _)| !HANDSHAKE_ONLY.contains(name))
 }
 
 /// What of the handshake request's extensions the scope keeps: what
@@ -344,7 +324,7 @@ impl RouterService {
             .raw_path(raw_path)
             .query_string(parts.uri.query().unwrap_or_default())
             .subprotocols(offered_subprotocols(&parts.headers))
-            .headers(compact_headers(&parts.headers));
+            .headers_from(kept_headers(&parts.headers));
         if let Some(admission) = parts.extensions.remove::<crate::Admission>() {
             // A recheck the admission still carries (one given to a test
             // communicator; `AuthLayer` takes it out) runs all the same.

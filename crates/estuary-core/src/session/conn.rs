@@ -1,7 +1,5 @@
 //! What the session loop holds while a connection runs.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +37,9 @@ pub(super) struct Conn<'a, T> {
     pub(super) deadline: Option<super::Deadline>,
     /// The check that the user is still signed in (boxed: rare).
     pub(super) recheck: Option<Box<Rechecks>>,
-    pub(super) write_timeout: Duration,
+    /// The route's settings (timeouts, the keepalive's interval), shared
+    /// rather than copied.
+    pub(super) config: std::sync::Arc<super::SessionConfig>,
     /// Messages and bytes since the last fold into the shared stats.
     pub(super) tally: Tally,
 }

@@ -66,7 +66,7 @@ where
     T: Transport,
     F: Future<Output = std::thread::Result<Result<(), ConsumerError>>>,
 {
-    let limit = conn.write_timeout;
+    let limit = conn.config.write_timeout;
     let shutdown = conn.shutdown;
     let mut pending: Option<Step> = None;
     let result = loop {
@@ -84,7 +84,7 @@ where
             _ = shutdown.cancelled(), if pending.is_none() => {
                 return Closing::server(CloseCode::GOING_AWAY, "server shutting down", true);
             }
-            _ = conn.keepalive.tick(), if pending.is_none() => {
+            _ = conn.keepalive.tick(conn.config.ping_interval), if pending.is_none() => {
                 if !matches!(tokio::time::timeout(limit, conn.transport.ping()).await, Ok(Ok(()))) {
                     outbound.close();
                     pending = Some(Closing::gone(CloseCode::ABNORMAL, false));

@@ -29,7 +29,7 @@ impl<C: Consumer> Session<C> {
             conn.transport,
             &mut self.outbound,
             first,
-            conn.write_timeout,
+            conn.config.write_timeout,
             Some(&flow),
             &mut conn.tally,
         )
@@ -54,7 +54,8 @@ impl<C: Consumer> Session<C> {
         let message = match inbound {
             None => return Closing::gone(CloseCode::ABNORMAL, true),
             Some(Ok(Inbound::Pong)) => {
-                if conn.control.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+                let limit = conn.config.control_rate_limit;
+                if over(conn.control.as_mut(), limit) {
                     return Closing::server(CloseCode::POLICY_VIOLATION, "control frame rate exceeded", true);
                 }
                 return Step::Continue;
@@ -73,7 +74,7 @@ impl<C: Consumer> Session<C> {
         };
         conn.tally.received(message.len());
         conn.client_turns = conn.client_turns.saturating_add(1);
-        if conn.bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+        if over(conn.bucket.as_mut(), conn.config.rate_limit) {
             return Closing::server(CloseCode::POLICY_VIOLATION, "rate limit exceeded", true);
         }
         if conn.address.as_ref().is_some_and(|(l, ip)| !l.check(*ip)) {
@@ -248,7 +249,7 @@ impl<C: Consumer> Session<C> {
     pub(super) async fn on_keepalive<T: Transport>(&mut self, conn: &mut Conn<'_, T>) -> Step {
         // The connection's counts reach the shared stats once an interval.
         conn.tally.fold(&self.config.stats);
-        match conn.keepalive.due() {
+        match conn.keepalive.due(self.config.ping_timeout) {
             Due::Dead => {
                 tracing::debug!(channel = %conn.channel, "no answer to a ping within the timeout; dropping the peer");
                 Closing::gone(CloseCode::ABNORMAL, false)
@@ -258,7 +259,7 @@ impl<C: Consumer> Session<C> {
                 let flow = self.flow(conn);
                 // Boxed: a ping every interval need not size every idle
                 // connection's future for its deadline.
-                let (sent, blocked) = Box::pin(ping(conn.transport, conn.write_timeout, &flow)).await;
+                let (sent, blocked) = Box::pin(ping(conn.transport, conn.config.write_timeout, &flow)).await;
                 if blocked {
                     self.ctx.mark_stalled();
                 }
@@ -270,6 +271,15 @@ impl<C: Consumer> Session<C> {
                 }
             }
         }
+    }
+}
+
+/// True when a message is over the limit: the bucket (made with `limit`)
+/// has no token left.
+fn over(bucket: Option<&mut super::rate::Bucket>, limit: Option<crate::RateLimit>) -> bool {
+    match (bucket, limit) {
+        (Some(bucket), Some(limit)) => !bucket.take(limit, Instant::now()),
+        _ => false,
     }
 }
 

@@ -256,7 +256,7 @@ impl<C: Consumer> Session<C> {
                 // Bound once: a message costs no lookup of the channel.
                 receiver: layer.receiver(&channel),
                 layer_pause: None,
-                keepalive: Keepalive::new(self.config.ping_interval, self.config.ping_timeout),
+                keepalive: Keepalive::new(self.config.ping_interval),
                 bucket: self.config.rate_limit.map(|r| Bucket::new(r, Instant::now())),
                 control: self
                     .config
@@ -284,7 +284,7 @@ impl<C: Consumer> Session<C> {
                     }),
                     self.config.max_lifetime.map(|lifetime| Instant::now() + lifetime),
                 ),
-                write_timeout: self.config.write_timeout,
+                config: self.config.clone(),
                 tally: Tally::default(),
             };
             self.config.stats.count_open();
@@ -343,13 +343,13 @@ impl<C: Consumer> Session<C> {
                                 conn.layer_pause = None;
                                 Turn::Idle
                             }
-                            _ = conn.keepalive.tick() => Turn::Keepalive,
+                            _ = conn.keepalive.tick(conn.config.ping_interval) => Turn::Keepalive,
                             verdict = std::future::poll_fn(|cx| match conn.recheck.as_deref_mut() {
                                 Some(rechecks) => rechecks.poll_next(cx),
                                 None => std::task::Poll::Pending,
                             }), if conn.recheck.is_some() => Turn::Step(on_recheck(conn.channel, verdict)),
                             _ = sleep_until_opt(conn.deadline.map(|d| d.at)) => {
-                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why);
+                                let closing = conn.deadline.map_or(Deadline::LIFETIME, |d| d.why());
                                 tracing::debug!(channel = %conn.channel, reason = closing.1, "deadline reached; closing");
                                 Turn::Step(Closing::server(closing.0, closing.1, true))
                             }
@@ -441,7 +441,7 @@ impl<C: Consumer> Session<C> {
             transport,
             layer,
             channel,
-            write_timeout,
+            config,
             receiver,
             mut tally,
             oversized,
@@ -457,7 +457,7 @@ impl<C: Consumer> Session<C> {
         self.outbound.close();
         if drain {
             // Let in-flight sends finish before the close frame.
-            let flushed = tokio::time::timeout(write_timeout, async {
+            let flushed = tokio::time::timeout(config.write_timeout, async {
                 while let Some(Outgoing::Message(m)) = self.outbound.try_recv() {
                     tally.sent(m.len());
                     if transport.feed(m).await.is_err() {
@@ -515,7 +515,10 @@ async fn rest<T: Transport>(outbound: &mut OutboundReceiver, conn: &mut Conn<'_,
         if let Poll::Ready(received) = conn.receiver.poll_receive(cx) {
             return Poll::Ready(Some(Turn::Layer(received)));
         }
-        if std::pin::pin!(conn.keepalive.tick()).poll(cx).is_ready() {
+        if std::pin::pin!(conn.keepalive.tick(conn.config.ping_interval))
+            .poll(cx)
+            .is_ready()
+        {
             return Poll::Ready(Some(Turn::Keepalive));
         }
         Poll::Pending
@@ -548,21 +551,32 @@ const CLIENT_TURNS: u8 = 8;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Deadline {
     pub(super) at: Instant,
-    pub(super) why: (CloseCode, &'static str),
+    /// The credentials expire (else the lifetime ends): a flag, not the
+    /// code and reason, in every connection's future.
+    credentials: bool,
 }
 
 impl Deadline {
     const CREDENTIALS: (CloseCode, &'static str) = (CloseCode::CREDENTIALS_EXPIRED, "credentials expired");
     const LIFETIME: (CloseCode, &'static str) = (CloseCode::GOING_AWAY, "connection lifetime reached");
 
+    /// The close code and reason when it is reached.
+    fn why(self) -> (CloseCode, &'static str) {
+        if self.credentials {
+            Self::CREDENTIALS
+        } else {
+            Self::LIFETIME
+        }
+    }
+
     fn earliest(credentials: Option<Instant>, lifetime: Option<Instant>) -> Option<Self> {
         let credentials = credentials.map(|at| Self {
             at,
-            why: Self::CREDENTIALS,
+            credentials: true,
         });
         let lifetime = lifetime.map(|at| Self {
             at,
-            why: Self::LIFETIME,
+            credentials: false,
         });
         match (credentials, lifetime) {
             (Some(c), Some(l)) => Some(if l.at < c.at { l } else { c }),

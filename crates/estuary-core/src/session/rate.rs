@@ -24,8 +24,10 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+///
+/// The limit is the caller's (a connection's `SessionConfig`, an address
+/// limiter's), not copied into every bucket.
 pub(super) struct Bucket {
-    limit: RateLimit,
     tokens: f64,
     at: Instant,
 }
@@ -33,15 +35,15 @@ pub(super) struct Bucket {
 impl Bucket {
     pub(super) fn new(limit: RateLimit, now: Instant) -> Self {
         Self {
-            limit,
             tokens: f64::from(limit.burst.max(1)),
             at: now,
         }
     }
 
-    pub(super) fn take(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.per_second;
-        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst.max(1)));
+    /// Takes a token under `limit` (the one the bucket was made with).
+    pub(super) fn take(&mut self, limit: RateLimit, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * limit.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(limit.burst.max(1)));
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -135,7 +137,7 @@ impl AddressRateLimiter {
             .buckets
             .entry(key)
             .or_insert_with(|| Bucket::new(limit, now))
-            .take(now)
+            .take(limit, now)
     }
 
     /// Addresses currently tracked (for tests and metrics).

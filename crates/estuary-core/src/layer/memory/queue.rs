@@ -194,6 +194,12 @@ impl Queue {
                 break;
             }
         }
+        if state.items.is_empty() && state.items.capacity() == 1 {
+            // A member that only ever held one message at a time (an idle
+            // one got its room's last) keeps no slot while it waits; one
+            // that had a burst keeps its room (see `push`).
+            state.items = VecDeque::new();
+        }
         self.backlog.update(state, self.capacity);
         found
     }
