@@ -74,7 +74,9 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    capacity: usize,
+    /// Messages (a `u32`: with the other fields, it keeps this allocation,
+    /// one per connection, a size class smaller).
+    capacity: u32,
     byte_capacity: usize,
     /// Messages [`ClientHandle`](crate::ClientHandle)s dropped under
     /// [`SlowClientPolicy::Drop`](crate::SlowClientPolicy::Drop).
@@ -90,7 +92,7 @@ impl Shared {
 
     /// True when `size` more bytes fit (one message always fits an empty queue).
     fn has_room(&self, state: &State, size: usize) -> bool {
-        state.queue.len() < self.capacity
+        state.queue.len() < self.capacity as usize
             && (state.queue.is_empty() || state.bytes.saturating_add(size) <= self.byte_capacity)
     }
 }
@@ -105,7 +107,7 @@ pub(crate) fn outbound(capacity: usize, bytes: usize) -> (OutboundSender, Outbou
             receiver: None,
             senders: Vec::new(),
         }),
-        capacity: capacity.max(1),
+        capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
         byte_capacity: bytes,
         dropped: AtomicU64::new(0),
         handle_closed: AtomicBool::new(false),

@@ -327,8 +327,10 @@ impl fmt::Debug for Recheck {
 /// ```
 #[derive(Clone)]
 pub struct Scope {
-    path: String,
-    query_string: String,
+    // Boxed strings, not `String`s: every open connection keeps its scope,
+    // and the capacities would take 16 bytes of it for nothing.
+    path: Box<str>,
+    query_string: Box<str>,
     /// Boxed: parsed only for a consumer that asks.
     #[allow(clippy::box_collection)]
     query_pairs: OnceLock<Box<Vec<(String, String)>>>,
@@ -363,8 +365,8 @@ impl Scope {
     pub fn builder(path: impl Into<String>) -> ScopeBuilder {
         ScopeBuilder {
             scope: Scope {
-                path: path.into(),
-                query_string: String::new(),
+                path: path.into().into_boxed_str(),
+                query_string: Box::default(),
                 query_pairs: OnceLock::new(),
                 headers: Headers::default(),
                 cookies: OnceLock::new(),
@@ -610,7 +612,7 @@ impl ScopeBuilder {
     pub fn raw_path(mut self, raw: impl Into<String>) -> Self {
         let raw = raw.into();
         // Most paths need no decoding: one copy is kept, not two.
-        let raw = (raw != self.scope.path).then_some(raw);
+        let raw = (*raw != *self.scope.path).then_some(raw);
         if let Some(rare) = self.rare(raw.is_none()) {
             rare.raw_path = raw;
         }
@@ -628,7 +630,7 @@ impl ScopeBuilder {
 
     /// Sets the raw query string (without `?`).
     pub fn query_string(mut self, query: impl Into<String>) -> Self {
-        self.scope.query_string = query.into();
+        self.scope.query_string = query.into().into_boxed_str();
         self
     }
 

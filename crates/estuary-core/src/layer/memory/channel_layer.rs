@@ -50,7 +50,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             .push(message, now + self.inner.config.expiry(), now, false)
             .map_err(|rejected| SendError::Full {
                 channel: channel.clone(),
-                capacity: queue.capacity,
+                capacity: queue.capacity(),
                 message: rejected.message,
             })
     }
@@ -64,7 +64,7 @@ impl ChannelLayer for InMemoryChannelLayer {
                 Missing::TooMany(limit) => ChannelLayerError::TooManyChannels { limit },
             })?;
         loop {
-            let ready = queue.ready.notified();
+            let ready = queue.ready().notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             {
@@ -141,7 +141,7 @@ impl ChannelLayer for InMemoryChannelLayer {
             queue.closed.store(true, Ordering::Release);
             queue.set_receiver(ReceiverState::Detached);
             queue.clear();
-            queue.ready.notify_waiters();
+            queue.notify_closed();
             let waiting = queue.state().waiting.take();
             if let Some(receiver) = waiting {
                 receiver.wake();

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
@@ -82,11 +82,15 @@ impl Backlog {
 }
 
 pub(super) struct Queue {
-    pub(super) capacity: usize,
+    /// A `u32`, and `ready` made only when needed: every connection has a
+    /// queue, and together they keep it a size class smaller.
+    capacity: u32,
     /// A connection's own channel: losses are reported to its receiver.
     pub(super) reports_loss: bool,
     pub(super) state: Mutex<QueueState>,
-    pub(super) ready: Notify,
+    /// Wakes unbound receivers (`ChannelLayer::receive`); made by the
+    /// first of them, so a queue only a session reads holds none.
+    ready: OnceLock<Box<Notify>>,
     pub(super) closed: AtomicBool,
     pub(super) backlog: Arc<Backlog>,
 }
@@ -113,7 +117,7 @@ pub(super) struct Rejected {
 impl Queue {
     pub(super) fn new(capacity: usize, backlog: Arc<Backlog>, reports_loss: bool) -> Self {
         Self {
-            capacity,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             reports_loss,
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
@@ -122,9 +126,36 @@ impl Queue {
                 counted: false,
                 lost: 0,
             }),
-            ready: Notify::new(),
+            ready: OnceLock::new(),
             closed: AtomicBool::new(false),
             backlog,
+        }
+    }
+
+    /// Messages the queue holds before it refuses (or, for group sends to
+    /// a live receiver, overflows).
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// The wake-up of unbound receivers, made on first use. A receiver
+    /// takes it before it looks at the queue (under its lock), so a push
+    /// that finds none made has no receiver to wake.
+    pub(super) fn ready(&self) -> &Notify {
+        self.ready.get_or_init(|| Box::new(Notify::new()))
+    }
+
+    /// Wakes one unbound receiver, if any ever waited.
+    fn notify_ready(&self) {
+        if let Some(ready) = self.ready.get() {
+            ready.notify_one();
+        }
+    }
+
+    /// Wakes every unbound receiver waiting (the channel closed).
+    pub(super) fn notify_closed(&self) {
+        if let Some(ready) = self.ready.get() {
+            ready.notify_waiters();
         }
     }
 
@@ -148,12 +179,12 @@ impl Queue {
         }
         let live = state.receiver == ReceiverState::Live;
         let limit = if overflow && live {
-            self.capacity.saturating_mul(OVERFLOW_FACTOR)
+            self.capacity().saturating_mul(OVERFLOW_FACTOR)
         } else {
-            self.capacity
+            self.capacity()
         };
         if state.items.len() >= limit {
-            self.backlog.update(&mut state, self.capacity);
+            self.backlog.update(&mut state, self.capacity());
             if overflow && self.reports_loss {
                 // A group message this connection will never see: its
                 // session is told (`ChannelLayerError::Lost`), so the loss
@@ -163,7 +194,7 @@ impl Queue {
                 drop(state);
                 match waiting {
                     Some(receiver) => receiver.wake(),
-                    None => self.ready.notify_one(),
+                    None => self.notify_ready(),
                 }
             }
             return Err(Rejected {
@@ -176,12 +207,12 @@ impl Queue {
             state.items.reserve_exact(1);
         }
         state.items.push_back(Entry { expires, message });
-        self.backlog.update(&mut state, self.capacity);
+        self.backlog.update(&mut state, self.capacity());
         let waiting = state.waiting.take();
         drop(state);
         match waiting {
             Some(receiver) => receiver.wake(),
-            None => self.ready.notify_one(),
+            None => self.notify_ready(),
         }
         Ok(())
     }
@@ -200,20 +231,20 @@ impl Queue {
             // that had a burst keeps its room (see `push`).
             state.items = VecDeque::new();
         }
-        self.backlog.update(state, self.capacity);
+        self.backlog.update(state, self.capacity());
         found
     }
 
     pub(super) fn set_receiver(&self, receiver: ReceiverState) {
         let mut state = self.state();
         state.receiver = receiver;
-        self.backlog.update(&mut state, self.capacity);
+        self.backlog.update(&mut state, self.capacity());
     }
 
     pub(super) fn clear(&self) {
         let mut state = self.state();
         state.items.clear();
-        self.backlog.update(&mut state, self.capacity);
+        self.backlog.update(&mut state, self.capacity());
     }
 
     pub(super) fn is_abandoned(&self, now: Instant) -> bool {
@@ -221,7 +252,7 @@ impl Queue {
         while state.items.front().is_some_and(|e| e.expires <= now) {
             state.items.pop_front();
         }
-        self.backlog.update(&mut state, self.capacity);
+        self.backlog.update(&mut state, self.capacity());
         state.items.is_empty()
     }
 }
