@@ -32,6 +32,9 @@ pub(super) struct Conn<'a, T> {
     pub(super) oversized: u64,
     /// Client messages handled since the layer's last turn.
     pub(super) client_turns: u8,
+    /// A layer turn fed frames straight to the transport (see
+    /// `Session::feed_frame`), not yet flushed.
+    pub(super) fed: bool,
     /// When the connection closes by itself: the user's credential expires
     /// (a JWT's `exp`) or it has lived its `max_lifetime`.
     pub(super) deadline: Option<super::Deadline>,

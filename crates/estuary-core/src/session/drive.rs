@@ -75,7 +75,7 @@ where
             result = &mut fut => break result,
             Some(item) = outbound.recv(), if pending.is_none() => {
                 // The channel is already stalled while the handler waits.
-                if let (step @ Step::Close(_), _) = write_batch(conn.transport, outbound, item, limit, None, &mut conn.tally).await {
+                if let (step @ Step::Close(_), _) = write_batch(conn.transport, outbound, Some(item), limit, None, &mut conn.tally).await {
                     // Stop writing; later sends from the handler fail fast.
                     outbound.close();
                     pending = Some(step);

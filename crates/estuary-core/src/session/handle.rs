@@ -22,8 +22,13 @@ use crate::names::ChannelName;
 use crate::outbound::Outgoing;
 
 impl<C: Consumer> Session<C> {
-    /// Writes `first` and whatever else is queued, in one flush.
-    pub(super) async fn write_out<T: Transport>(&mut self, conn: &mut Conn<'_, T>, first: Outgoing) -> Step {
+    /// Writes `first` (if any) and whatever else is queued, in one flush
+    /// with what was fed to the transport before.
+    pub(super) async fn write_out<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        first: Option<Outgoing>,
+    ) -> Step {
         let flow = self.flow(conn);
         let (step, blocked) = write_batch(
             conn.transport,
@@ -179,10 +184,10 @@ impl<C: Consumer> Session<C> {
                 // into the outbound queue when it has room: the usual
                 // delivery runs no handler future at all.
                 match handling {
-                    Handling::Frame(frame) => match self.ctx.send_now(frame) {
+                    Handling::Frame(frame) => match self.feed_frame(conn, frame) {
                         Ok(None) => Step::Continue,
                         Ok(Some(frame)) => return Err(Pending(message, Handling::Frame(frame))),
-                        Err(error) => handler_step(Ok(Err(error))),
+                        Err(step) => step,
                     },
                     // A handler's state (an event's, a send that waits for
                     // room) is boxed by the caller: it need not size every
@@ -217,6 +222,35 @@ impl<C: Consumer> Session<C> {
                 Step::Continue
             }
         })
+    }
+
+    /// Sends a frame rendered for a group message. While nothing is queued
+    /// ahead of it, it goes straight into the transport's buffer (written
+    /// by the flush that ends the layer turn): a delivery then neither
+    /// queues nor takes anything. Otherwise, or when the transport's buffer
+    /// is full, it is queued; `Ok(Some(frame))` when the queue is full too.
+    fn feed_frame<T: Transport>(
+        &mut self,
+        conn: &mut Conn<'_, T>,
+        frame: crate::WsMessage,
+    ) -> Result<Option<crate::WsMessage>, Step> {
+        let frame = if !self.ctx.is_closing() && self.outbound.is_empty() {
+            let len = frame.len();
+            match conn.transport.feed_now(frame) {
+                Ok(None) => {
+                    conn.tally.sent(len);
+                    conn.fed = true;
+                    return Ok(None);
+                }
+                Ok(Some(frame)) => frame,
+                Err(_) => return Err(Closing::gone(CloseCode::ABNORMAL, false)),
+            }
+        } else {
+            frame
+        };
+        self.ctx
+            .send_now(frame)
+            .map_err(|error| handler_step(Ok(Err(error))))
     }
 
     /// Runs the handler a layer message calls for: the consumer's `event`

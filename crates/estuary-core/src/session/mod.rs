@@ -269,6 +269,7 @@ impl<C: Consumer> Session<C> {
                     .and_then(|limiter| Some((limiter, self.ctx.scope().client()?.ip()))),
                 oversized: 0,
                 client_turns: 0,
+                fed: false,
                 recheck: self
                     .ctx
                     .scope()
@@ -368,15 +369,20 @@ impl<C: Consumer> Session<C> {
                         Turn::Shutdown => {
                             Closing::server(CloseCode::GOING_AWAY, "server shutting down", true)
                         }
-                        Turn::Outbound(item) => self.write_out(&mut conn, item).await,
+                        Turn::Outbound(item) => self.write_out(&mut conn, Some(item)).await,
                         Turn::Client(inbound) => self.on_client(&mut conn, inbound).await,
                         Turn::Layer(received) => match self.on_layer(&mut conn, received).await {
                             // What the handlers queued goes out now, in one write:
                             // not on the loop's next turn, which would poll every
                             // source once more first. (Awaited here rather than in
                             // `on_layer`: the two futures then share their place.)
+                            // Frames fed to the transport come first: nothing
+                            // was queued when they were fed.
+                            Step::Continue if std::mem::take(&mut conn.fed) => {
+                                self.write_out(&mut conn, None).await
+                            }
                             Step::Continue => match self.outbound.try_recv() {
-                                Some(first) => self.write_out(&mut conn, first).await,
+                                Some(first) => self.write_out(&mut conn, Some(first)).await,
                                 None => Step::Continue,
                             },
                             step => step,

@@ -12,7 +12,8 @@ use super::transport::Transport;
 use crate::close::{CloseCode, CloseFrame};
 use crate::outbound::{OutboundReceiver, Outgoing};
 
-/// Writes `first` and whatever else is queued, then flushes once. A write
+/// Writes `first` (if any) and whatever else is queued, then flushes once
+/// (with whatever was fed to the transport before). A write
 /// that stalls past `limit` means the client stopped reading: close with 1013.
 /// The deadline is armed only when the write cannot complete at once (the
 /// client's TCP window is full): the usual write costs no timer.
@@ -24,7 +25,7 @@ use crate::outbound::{OutboundReceiver, Outgoing};
 pub(super) async fn write_batch<T: Transport>(
     transport: &mut T,
     outbound: &mut OutboundReceiver,
-    first: Outgoing,
+    first: Option<Outgoing>,
     limit: Duration,
     flow: Option<&Flow<'_>>,
     tally: &mut Tally,
@@ -77,11 +78,11 @@ enum Rest {
 fn write_now<T: Transport>(
     transport: &mut T,
     outbound: &mut OutboundReceiver,
-    first: Outgoing,
+    first: Option<Outgoing>,
     tally: &mut Tally,
 ) -> Result<Step, Rest> {
-    let mut item = first;
-    loop {
+    let mut next = first.or_else(|| outbound.try_recv());
+    while let Some(item) = next {
         match item {
             Outgoing::Close(frame) => {
                 return match transport.flush_now() {
@@ -101,10 +102,7 @@ fn write_now<T: Transport>(
                 }
             }
         }
-        match outbound.try_recv() {
-            Some(next) => item = next,
-            None => break,
-        }
+        next = outbound.try_recv();
     }
     match transport.flush_now() {
         Ok(true) => Ok(Step::Continue),
