@@ -181,3 +181,54 @@ async fn a_handle_fails_once_the_client_closed() {
         Err(ConsumerError::ConnectionClosed)
     ));
 }
+
+/// Hands a client handle out when the client asks, mid-session.
+struct HandsLater {
+    handles: mpsc::UnboundedSender<ClientHandle>,
+}
+
+impl Consumer for HandsLater {
+    type Event = NoEvent;
+
+    async fn receive(&mut self, ctx: &mut Context, _message: WsMessage) -> Result<(), ConsumerError> {
+        let _ = self.handles.send(ctx.client());
+        Ok(())
+    }
+}
+
+/// A handle made mid-session (not at connect) is heard from while the
+/// session waits for its client.
+#[tokio::test]
+async fn a_handle_made_mid_session_wakes_it() {
+    let (handles_tx, mut handles) = mpsc::unbounded_channel();
+    let (session, _) = Session::open(
+        HandsLater { handles: handles_tx },
+        Scope::builder("/ws/t").build(),
+        ChannelLayerHandle::default(),
+        SessionConfig::default(),
+    )
+    .await
+    .expect("accepted");
+    let (to_session, inbound) = mpsc::unbounded_channel();
+    let (flushed, mut flushes) = mpsc::unbounded_channel();
+    let written = Arc::new(Mutex::new(Written::default()));
+    let wire = Wire {
+        inbound,
+        written: written.clone(),
+        flushed,
+    };
+    let task = tokio::spawn(session.run(wire, CancellationToken::new()));
+    to_session
+        .send(Inbound::Message(WsMessage::text("hand me one")))
+        .unwrap();
+    let client = tokio::time::timeout(WAIT, handles.recv()).await.unwrap().unwrap();
+    // Sent while the session waits for its client, from another task.
+    tokio::spawn(async move { client.send(WsMessage::text("from a handle")).await })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, flushes.recv()).await.unwrap();
+    assert_eq!(written.lock().unwrap().texts, ["from a handle"]);
+    to_session.send(Inbound::Close(None)).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
