@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RedisConfig;
 use crate::crypto::Crypto;
 use crate::error::RedisLayerError;
-use crate::local::{LocalQueue, lock, now};
+use crate::local::{Backlog, LocalQueue, lock, now};
 use crate::shard::shard_index;
 
 mod channel_layer;
@@ -31,7 +31,15 @@ use subscriber::subscriber;
 /// when it is published, and is lost for everyone else. There is no capacity
 /// or expiry in Redis, so [`send`](estuary_core::ChannelLayer::send) never fails with
 /// `Full`; each local channel's buffer is bounded by the capacity and drops
-/// (and counts) what overflows. Group membership is local to each process;
+/// (and counts) what overflows. A connection's buffer keeps the flow-control
+/// rule of [`ChannelLayer`](estuary_core::ChannelLayer): while its session
+/// keeps up ([`ReceiverState::Live`](estuary_core::ReceiverState::Live)) it
+/// holds up to [`OVERFLOW_FACTOR`](estuary_core::OVERFLOW_FACTOR) times the
+/// capacity, and the layer is [`backlogged`](estuary_core::ChannelLayer::backlogged)
+/// meanwhile, so that sessions stop reading their clients and producers
+/// that are clients of this process wait for it; what is published from
+/// elsewhere past that is dropped and reported to the member
+/// ([`ChannelLayerError::Lost`](estuary_core::ChannelLayerError::Lost)). Group membership is local to each process;
 /// a process subscribes to `{prefix}__group__{group}` while it has members.
 /// [`GroupSendReport::delivered`](estuary_core::GroupSendReport::delivered) counts the subscribed processes, not members.
 ///
@@ -82,6 +90,8 @@ struct Inner {
     crypto: Option<Crypto>,
     /// Channels received on in this process, by name (= Redis channel name).
     local: Mutex<HashMap<ChannelName, Arc<LocalQueue>>>,
+    /// Flow control over the connections' buffers (see `Backlog`).
+    backlog: Arc<Backlog>,
     /// Local members of each group.
     groups: Mutex<HashMap<GroupName, HashSet<ChannelName>>>,
     /// `{prefix}__group__`, the start of every group's Redis channel.
@@ -154,6 +164,7 @@ impl RedisPubSubChannelLayer {
             crypto: Crypto::for_layer(&config.encryption_keys, None, config.serializer_format),
             shards,
             local: Mutex::new(HashMap::new()),
+            backlog: Arc::default(),
             groups: Mutex::new(HashMap::new()),
             group_prefix: format!("{}__group__", config.prefix),
             subscriptions: tokio::sync::Mutex::new(()),

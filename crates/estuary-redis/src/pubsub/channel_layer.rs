@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use estuary_core::{
-    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, SendError,
+    ChannelLayer, ChannelLayerError, ChannelName, GroupName, GroupSendReport, Message, ReceiverState,
+    SendError,
 };
 
 use super::{NotConnected, RedisPubSubChannelLayer, unavailable};
@@ -20,8 +21,9 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         let name = ChannelName::new(&name).map_err(|e| ChannelLayerError::Corrupt(Box::new(e)))?;
         inner.connected(name.as_str()).await?;
         let _guard = inner.subscriptions.lock().await;
-        let queue = Arc::new(LocalQueue::reporting(
+        let queue = Arc::new(LocalQueue::flow_controlled(
             inner.config.layer.capacity_for(name.as_str()),
+            inner.backlog.clone(),
         ));
         lock(&inner.local).insert(name.clone(), queue);
         if let Err(error) = inner.subscribe(name.as_str()).await {
@@ -204,6 +206,20 @@ impl ChannelLayer for RedisPubSubChannelLayer {
     /// poll, and that connection writes commands in the order handed.
     fn pipelines_group_sends(&self) -> bool {
         self.inner.shards.len() == 1 && self.inner.shards.iter().all(|s| s.publish.keeps_order())
+    }
+
+    fn set_receiver(&self, channel: &ChannelName, state: ReceiverState) {
+        if let Some(queue) = lock(&self.inner.local).get(channel) {
+            queue.set_receiver(state);
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.inner.backlog.is_backlogged()
+    }
+
+    async fn relieved(&self) {
+        self.inner.backlog.relieved().await;
     }
 
     async fn close_channel(&self, channel: &ChannelName) {
