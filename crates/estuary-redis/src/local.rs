@@ -24,20 +24,35 @@ pub(crate) fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// How many live buffers of a layer hold more than their capacity: while
-/// any does, the layer is backlogged and sessions stop reading their
-/// clients, so that producers that are clients wait for the server instead
-/// of members losing messages.
+/// How many live buffers of a layer hold more than their capacity, and
+/// whether this process's queue in Redis is deep: while either holds, the
+/// layer is backlogged and sessions stop reading their clients, so that
+/// producers that are clients wait for the server instead of members
+/// losing messages.
 #[derive(Debug, Default)]
 pub(crate) struct Backlog {
     over: AtomicUsize,
+    /// The receive loop found more waiting in this process's queue in Redis
+    /// than it takes in one round trip: the process is behind its queue,
+    /// whose room in Redis is bounded (past it, group messages for this
+    /// process's members are dropped there).
+    queue_deep: AtomicBool,
     relief: Notify,
 }
 
 impl Backlog {
-    /// True while some live buffer is over its capacity.
+    /// True while some live buffer is over its capacity, or this process's
+    /// queue in Redis is deep.
     pub(crate) fn is_backlogged(&self) -> bool {
-        self.over.load(Ordering::Acquire) > 0
+        self.over.load(Ordering::SeqCst) > 0 || self.queue_deep.load(Ordering::SeqCst)
+    }
+
+    /// Records whether the process's queue in Redis is deep (see
+    /// `queue_deep`); waiting sessions are woken when that ends the backlog.
+    pub(crate) fn set_queue_deep(&self, deep: bool) {
+        if self.queue_deep.swap(deep, Ordering::SeqCst) && !deep && !self.is_backlogged() {
+            self.relief.notify_waiters();
+        }
     }
 
     /// Completes once no live buffer is over its capacity.
@@ -66,8 +81,8 @@ impl Backlog {
         }
         buffer.counted = over;
         if over {
-            self.over.fetch_add(1, Ordering::AcqRel);
-        } else if self.over.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.over.fetch_add(1, Ordering::SeqCst);
+        } else if self.over.fetch_sub(1, Ordering::SeqCst) == 1 && !self.queue_deep.load(Ordering::SeqCst) {
             self.relief.notify_waiters();
         }
     }
@@ -433,6 +448,31 @@ mod tests {
         assert!(backlog.is_backlogged());
         q.close();
         assert!(!backlog.is_backlogged(), "a closed buffer is not counted");
+    }
+
+    #[tokio::test]
+    async fn a_deep_queue_in_redis_backlogs_the_layer_until_it_is_drained() {
+        let backlog = Arc::new(Backlog::default());
+        backlog.set_queue_deep(true);
+        assert!(backlog.is_backlogged());
+        let relieved = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.relieved().await }
+        });
+        // A live buffer over its capacity and back keeps the backlog while
+        // the queue is deep.
+        let q = LocalQueue::flow_controlled(1, backlog.clone());
+        q.set_receiver(ReceiverState::Live);
+        let far = now() + 60.0;
+        assert!(q.push(far, msg(0)) && q.push(far, msg(1)));
+        q.clear();
+        assert!(backlog.is_backlogged(), "the queue in Redis is still deep");
+        backlog.set_queue_deep(false);
+        assert!(!backlog.is_backlogged());
+        tokio::time::timeout(std::time::Duration::from_secs(10), relieved)
+            .await
+            .expect("relieved")
+            .unwrap();
     }
 
     #[test]

@@ -371,6 +371,13 @@ pub(super) async fn receive_loop(
         let Some(timeout) = pop_timeout(&inner) else {
             return;
         };
+        // The backlog for a deep queue ends before a blocking pop: the pop
+        // answers at once while the queue holds more (and the batches after
+        // it set the backlog again), and one left standing on a drained
+        // queue would keep every client unread until the pop's timeout.
+        if let Some(layer) = inner.upgrade() {
+            layer.backlog.set_queue_deep(false);
+        }
         let Some(popped) = popper.pop(timeout).await else {
             return;
         };
@@ -444,6 +451,10 @@ pub(super) async fn receive_loop(
                         match more {
                             Ok((more, refused)) => {
                                 let got = more.len();
+                                // A full batch: more may be waiting, and the
+                                // queue's room in Redis is bounded. The layer
+                                // is backlogged until a round finds less.
+                                layer.backlog.set_queue_deep(got == BATCH);
                                 for (member, score) in more {
                                     layer.dispatch(&member, score, &mut held);
                                 }
@@ -455,6 +466,7 @@ pub(super) async fn receive_loop(
                                 }
                             }
                             Err(error) => {
+                                layer.backlog.set_queue_deep(false);
                                 estuary_core::throttled!(
                                     warn,
                                     %error,
