@@ -156,7 +156,10 @@ use registry::Registry;
 /// sessions stop reading their clients (producers that are clients slow
 /// down) instead of members losing messages. This process's own queue in
 /// Redis takes the same factor for the group sends this process makes (its
-/// receive task drains it into those buffers); another process's queue
+/// receive task drains it into those buffers), and the layer is backlogged
+/// too while that queue is deep (the receive task found a full batch
+/// waiting), so that this process's producers slow down before the queue's
+/// room in Redis runs out; another process's queue
 /// keeps `capacity`, and what it refuses is counted in the sender's
 /// [`GroupSendReport::dropped`](estuary_core::GroupSendReport::dropped) and
 /// told to that process's channels (see the faults below).
