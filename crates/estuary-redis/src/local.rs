@@ -47,6 +47,11 @@ impl Backlog {
         self.over.load(Ordering::SeqCst) > 0 || self.queue_deep.load(Ordering::SeqCst)
     }
 
+    /// True while this process's queue in Redis is deep.
+    pub(crate) fn is_queue_deep(&self) -> bool {
+        self.queue_deep.load(Ordering::SeqCst)
+    }
+
     /// Records whether the process's queue in Redis is deep (see
     /// `queue_deep`); waiting sessions are woken when that ends the backlog.
     pub(crate) fn set_queue_deep(&self, deep: bool) {

@@ -204,6 +204,15 @@ impl Popper {
 /// Messages taken per round trip after a blocking pop's hit.
 const BATCH: usize = 32;
 
+/// The room of this process's queue in Redis (see `Fanout`): its capacity
+/// times [`OVERFLOW_FACTOR`](estuary_core::OVERFLOW_FACTOR); `None` once
+/// the layer is gone.
+fn layer_room(inner: &Weak<Inner>) -> Option<usize> {
+    let layer = inner.upgrade()?;
+    let capacity = layer.config.layer.capacity_for(layer.client_prefix.as_str());
+    Some(capacity.saturating_mul(estuary_core::OVERFLOW_FACTOR))
+}
+
 /// Round trips after a hit whose messages join the same wake-up of the
 /// sessions, as long as each brings some (see `receive_loop`).
 const HOLD_ROUNDS: usize = 4;
@@ -445,24 +454,42 @@ pub(super) async fn receive_loop(
                     // While messages keep coming, a few more batches join
                     // the held ones (each one round trip): the sessions then
                     // write several frames per system call.
-                    for _ in 0..HOLD_ROUNDS {
+                    //
+                    // Flow control: the queue's room in Redis is bounded
+                    // (past it, group messages for this process's members
+                    // are dropped there). Once a quarter of it was waiting
+                    // (this run of full batches took that many), the layer
+                    // is backlogged, so that sessions stop reading their
+                    // clients, and the loop drains (waking the sessions
+                    // batch by batch) until a batch comes back short.
+                    let deep_at = layer_room(&inner).map_or(usize::MAX, |room| (room / 4).max(BATCH));
+                    let (mut rounds, mut taken) = (0, 1);
+                    loop {
                         let more = popper.pop_more(BATCH).await;
                         let Some(layer) = inner.upgrade() else { return };
                         match more {
                             Ok((more, refused)) => {
                                 let got = more.len();
-                                // A full batch: more may be waiting, and the
-                                // queue's room in Redis is bounded. The layer
-                                // is backlogged until a round finds less.
-                                layer.backlog.set_queue_deep(got == BATCH);
+                                taken += got;
                                 for (member, score) in more {
                                     layer.dispatch(&member, score, &mut held);
                                 }
                                 if refused > 0 {
                                     layer.own_queue_refused(refused);
                                 }
-                                if got == 0 {
+                                if got < BATCH {
+                                    layer.backlog.set_queue_deep(false);
                                     break;
+                                }
+                                if taken >= deep_at {
+                                    layer.backlog.set_queue_deep(true);
+                                }
+                                rounds += 1;
+                                if rounds >= HOLD_ROUNDS {
+                                    if !layer.backlog.is_queue_deep() {
+                                        break;
+                                    }
+                                    held.release();
                                 }
                             }
                             Err(error) => {
