@@ -283,60 +283,15 @@ async fn a_lost_subscriber_is_reported_to_its_members_only() {
     assert_eq!(m.to_json()["n"], 2, "y's group subscription restored");
 }
 
-/// Flow control, as in the core flavour: a live member that is behind
-/// (its session has not caught up) holds up to `OVERFLOW_FACTOR` times its
-/// capacity and the layer is backlogged meanwhile (sessions stop reading
-/// their clients); a detached member keeps the plain capacity and is told
-/// what it missed.
+/// Flow control, as in the core flavour and in memory (the conformance
+/// check): a live member that is behind loses nothing, the layer is
+/// backlogged meanwhile, a detached member is told what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn a_live_member_that_is_behind_loses_nothing() {
-    use estuary_core::{OVERFLOW_FACTOR, ReceiverState};
-    let capacity = 4;
     let config = RedisConfig::new([common::SHARED_REDIS])
         .with_prefix(common::unique_prefix())
-        .with_layer_config(ChannelLayerConfig::default().with_capacity(capacity));
-    let layer = RedisPubSubChannelLayer::new(config).expect("layer");
-    let room = GroupName::new("busy_room").unwrap();
-    let (live, detached) = (
-        layer.new_channel().await.unwrap(),
-        layer.new_channel().await.unwrap(),
-    );
-    layer.group_add(&room, &live).await.unwrap();
-    layer.group_add(&room, &detached).await.unwrap();
-    layer.set_receiver(&live, ReceiverState::Live);
-    let limit = capacity * OVERFLOW_FACTOR;
-    for n in 0..limit {
-        layer.group_send(&room, numbered(n)).await.unwrap();
-    }
-    // Published messages arrive through the subscriber: the live buffer
-    // goes over its capacity, and the layer says so.
-    wait_for("the layer backlogged", || layer.backlogged()).await;
-    for n in 0..limit {
-        let got = tokio::time::timeout(LIMIT, layer.receive(&live))
-            .await
-            .expect("in time")
-            .expect("a message, not a loss");
-        assert_eq!(got.to_json()["n"], n);
-    }
-    assert!(!layer.backlogged(), "caught up");
-    tokio::time::timeout(LIMIT, layer.relieved())
-        .await
-        .expect("relieved");
-    match tokio::time::timeout(LIMIT, layer.receive(&detached))
-        .await
-        .expect("in time")
-    {
-        Err(estuary_core::ChannelLayerError::Lost { count }) => {
-            assert_eq!(count as usize, limit - capacity)
-        }
-        other => panic!("expected the loss first, got {other:?}"),
-    }
-    for n in 0..capacity {
-        let got = tokio::time::timeout(LIMIT, layer.receive(&detached))
-            .await
-            .expect("in time")
-            .expect("a message");
-        assert_eq!(got.to_json()["n"], n);
-    }
+        .with_layer_config(ChannelLayerConfig::default().with_capacity(4));
+    conformance::a_live_member_behind_loses_nothing(RedisPubSubChannelLayer::new(config).expect("layer"))
+        .await;
 }

@@ -383,6 +383,65 @@ pub async fn group_send_skips_full_members<L: ChannelLayer>(layer: L) {
     assert_empty(&layer, &slow).await;
 }
 
+/// Flow control (see [`ChannelLayer`]): a [`ReceiverState::Live`] member
+/// that is behind (its session has not caught up) is not skipped: it holds
+/// up to [`OVERFLOW_FACTOR`] times its capacity, and the layer is
+/// [`backlogged`](ChannelLayer::backlogged) until it is back to half of it
+/// ([`relieved`](ChannelLayer::relieved) then completes). A detached
+/// member keeps the plain capacity and is told what it missed, first.
+/// The layer must be made with a capacity of 4.
+///
+/// [`ReceiverState::Live`]: estuary_core::ReceiverState::Live
+/// [`OVERFLOW_FACTOR`]: estuary_core::OVERFLOW_FACTOR
+pub async fn a_live_member_behind_loses_nothing<L: ChannelLayer>(layer: L) {
+    const CAPACITY: usize = 4;
+    let room = group("conformance_behind");
+    let live = layer.new_channel().await.expect("new_channel");
+    let detached = layer.new_channel().await.expect("new_channel");
+    layer.group_add(&room, &live).await.expect("group_add");
+    layer.group_add(&room, &detached).await.expect("group_add");
+    layer.set_receiver(&live, estuary_core::ReceiverState::Live);
+    let limit = CAPACITY * estuary_core::OVERFLOW_FACTOR;
+    for i in 0..limit {
+        layer.group_send(&room, msg(i as u64)).await.expect("group_send");
+    }
+    // A layer behind Redis holds the messages once its receive side has
+    // them: backlogged has no event to wait on, so it is polled (bounded).
+    let backlogged = async {
+        while !layer.backlogged() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, backlogged)
+        .await
+        .expect("the layer backlogged while a live member holds more than its capacity");
+    for i in 0..limit {
+        assert_eq!(
+            n(&recv(&layer, &live).await),
+            i as u64,
+            "the live member loses nothing"
+        );
+    }
+    assert!(!layer.backlogged(), "caught up");
+    tokio::time::timeout(WAIT, layer.relieved())
+        .await
+        .expect("relieved once caught up");
+    match tokio::time::timeout(WAIT, layer.receive(&detached)).await {
+        Ok(Err(ChannelLayerError::Lost { count })) => {
+            assert_eq!(
+                count as usize,
+                limit - CAPACITY,
+                "what the detached member missed"
+            )
+        }
+        other => panic!("the detached member is told of its loss first, got {other:?}"),
+    }
+    for i in 0..CAPACITY {
+        assert_eq!(n(&recv(&layer, &detached).await), i as u64);
+    }
+    assert_empty(&layer, &detached).await;
+}
+
 /// After `group_discard`, the channel gets no group messages.
 pub async fn group_discard_stops_delivery<L: ChannelLayer>(layer: L) {
     let room = group("conformance_discard");

@@ -121,3 +121,11 @@ async fn handle_passes_the_history_suite() {
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_memory_flow_control_keeps_a_live_member_that_is_behind() {
+    conformance::a_live_member_behind_loses_nothing(InMemoryChannelLayer::new(
+        ChannelLayerConfig::default().with_capacity(4),
+    ))
+    .await;
+}

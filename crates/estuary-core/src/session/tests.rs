@@ -78,23 +78,39 @@ fn say(n: u32) -> Message {
 }
 
 async fn run_with_backlog(backlog: u32, config: SessionConfig) -> Vec<Vec<WsMessage>> {
+    run_backlog(Speaker, (0..backlog).map(say).collect(), config, |recorder| {
+        recorder
+    })
+    .await
+}
+
+/// Runs `consumer` with `backlog` already in its channel, over the
+/// transport `wrap` makes of a recorder, until as many frames as messages
+/// were written; then closes it and returns the flushes.
+async fn run_backlog<C: Consumer, T: Transport + 'static>(
+    consumer: C,
+    backlog: Vec<Message>,
+    config: SessionConfig,
+    wrap: impl FnOnce(Recorder) -> T,
+) -> Vec<Vec<WsMessage>> {
     let layer = ChannelLayerHandle::default();
-    let (session, _) = Session::open(Speaker, Scope::builder("/ws/t").build(), layer.clone(), config)
+    let (session, _) = Session::open(consumer, Scope::builder("/ws/t").build(), layer.clone(), config)
         .await
         .expect("accepted");
     let channel = session.channel_name().clone();
-    for n in 0..backlog {
-        layer.send(&channel, say(n)).await.unwrap();
+    let expected = backlog.len();
+    for message in backlog {
+        layer.send(&channel, message).await.unwrap();
     }
     let (recorder, to_session, flushes) = Recorder::new();
-    let task = tokio::spawn(session.run(recorder, CancellationToken::new()));
+    let task = tokio::spawn(session.run(wrap(recorder), CancellationToken::new()));
     // Wait (bounded) until every frame was written, then close.
     let written = {
         let flushes = flushes.clone();
         move || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>()
     };
     tokio::time::timeout(Duration::from_secs(10), async {
-        while written() < backlog as usize {
+        while written() < expected {
             tokio::task::yield_now().await;
         }
     })
@@ -662,48 +678,16 @@ impl Consumer for Mixed {
     }
 }
 
-/// Runs `Mixed` over a `NowRecorder` with `backlog` in its channel until
-/// `expected` frames are written; returns the flushes.
-async fn run_mixed(backlog: Vec<Message>, expected: usize) -> Vec<Vec<WsMessage>> {
-    let layer = ChannelLayerHandle::default();
-    let (session, _) = Session::open(
-        Mixed,
-        Scope::builder("/ws/t").build(),
-        layer.clone(),
-        SessionConfig::default(),
-    )
-    .await
-    .expect("accepted");
-    let channel = session.channel_name().clone();
-    for message in backlog {
-        layer.send(&channel, message).await.unwrap();
-    }
-    let (recorder, to_session, flushes) = Recorder::new();
-    let task = tokio::spawn(session.run(NowRecorder(recorder), CancellationToken::new()));
-    let written = {
-        let flushes = flushes.clone();
-        move || flushes.lock().unwrap().iter().map(Vec::len).sum::<usize>()
-    };
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while written() < expected {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("every frame written");
-    to_session.send(Inbound::Close(None)).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
-    std::mem::take(&mut *flushes.lock().unwrap())
+/// Runs `Mixed` over a `NowRecorder` with `backlog` in its channel.
+async fn run_mixed(backlog: Vec<Message>) -> Vec<Vec<WsMessage>> {
+    run_backlog(Mixed, backlog, SessionConfig::default(), NowRecorder).await
 }
 
 /// Rendered frames go straight into the transport's buffer (nothing is
 /// queued), and a backlog of them still leaves in one flush, in order.
 #[tokio::test]
 async fn rendered_frames_fed_straight_to_the_transport_leave_in_one_flush() {
-    let flushes = run_mixed((0..10).map(say).collect(), 10).await;
+    let flushes = run_mixed((0..10).map(say).collect()).await;
     assert_eq!(flushes.len(), 1, "{flushes:?}");
     assert_eq!(
         texts(&flushes),
@@ -715,6 +699,6 @@ async fn rendered_frames_fed_straight_to_the_transport_leave_in_one_flush() {
 #[tokio::test]
 async fn a_rendered_frame_waits_behind_what_a_handler_queued() {
     let shout = Message::from_json(&serde_json::json!({"type": "shout"})).unwrap();
-    let flushes = run_mixed(vec![say(0), shout, say(1), say(2)], 4).await;
+    let flushes = run_mixed(vec![say(0), shout, say(1), say(2)]).await;
     assert_eq!(texts(&flushes), ["0", "shout", "1", "2"]);
 }
