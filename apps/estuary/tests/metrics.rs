@@ -162,6 +162,13 @@ async fn the_metrics_follow_a_scripted_session() {
     ]);
     let before = scrape(&server).await;
     assert_eq!(value(&before, "estuary_layer_up", r#"backend="redis""#), 1.0);
+    // Flow control's time is visible over Redis as in memory.
+    for name in [
+        "estuary_layer_backlogged_seconds_total",
+        "estuary_layer_backlog_episodes_total",
+    ] {
+        assert!(before[name].contains_key(r#"backend="redis""#), "{name}");
+    }
     assert!(value(&before, "process_open_fds", "") > 0.0);
     assert!(value(&before, "process_resident_memory_bytes", "") > 0.0);
 

@@ -38,9 +38,48 @@ pub(crate) struct Backlog {
     /// process's members are dropped there).
     queue_deep: AtomicBool,
     relief: Notify,
+    /// Time spent backlogged, for operators: written only when the layer
+    /// becomes backlogged or relieved, never per message.
+    spent: Mutex<Spent>,
+}
+
+/// How long a layer has been backlogged, in all.
+#[derive(Debug, Default)]
+struct Spent {
+    /// Finished episodes.
+    total: std::time::Duration,
+    /// When the current episode began.
+    since: Option<std::time::Instant>,
+    /// Episodes begun.
+    episodes: u64,
 }
 
 impl Backlog {
+    /// Time backlogged so far (the current episode included), and episodes.
+    pub(crate) fn spent(&self) -> (std::time::Duration, u64) {
+        let spent = lock(&self.spent);
+        let current = spent.since.map(|at| at.elapsed()).unwrap_or_default();
+        (spent.total + current, spent.episodes)
+    }
+
+    /// Starts or ends an episode if the backlog's state changed. Called
+    /// after each change of either source; the lock orders the calls, so
+    /// the last one sees the final state.
+    fn settle(&self) {
+        let mut spent = lock(&self.spent);
+        match (spent.since, self.is_backlogged()) {
+            (None, true) => {
+                spent.since = Some(std::time::Instant::now());
+                spent.episodes += 1;
+            }
+            (Some(at), false) => {
+                spent.total += at.elapsed();
+                spent.since = None;
+            }
+            _ => {}
+        }
+    }
+
     /// True while some live buffer is over its capacity, or this process's
     /// queue in Redis is deep.
     pub(crate) fn is_backlogged(&self) -> bool {
@@ -55,7 +94,12 @@ impl Backlog {
     /// Records whether the process's queue in Redis is deep (see
     /// `queue_deep`); waiting sessions are woken when that ends the backlog.
     pub(crate) fn set_queue_deep(&self, deep: bool) {
-        if self.queue_deep.swap(deep, Ordering::SeqCst) && !deep && !self.is_backlogged() {
+        let was = self.queue_deep.swap(deep, Ordering::SeqCst);
+        if was == deep {
+            return;
+        }
+        self.settle();
+        if !deep && !self.is_backlogged() {
             self.relief.notify_waiters();
         }
     }
@@ -86,9 +130,14 @@ impl Backlog {
         }
         buffer.counted = over;
         if over {
-            self.over.fetch_add(1, Ordering::SeqCst);
-        } else if self.over.fetch_sub(1, Ordering::SeqCst) == 1 && !self.queue_deep.load(Ordering::SeqCst) {
-            self.relief.notify_waiters();
+            if self.over.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.settle();
+            }
+        } else if self.over.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.settle();
+            if !self.queue_deep.load(Ordering::SeqCst) {
+                self.relief.notify_waiters();
+            }
         }
     }
 }
@@ -472,8 +521,16 @@ mod tests {
         assert!(q.push(far, msg(0)) && q.push(far, msg(1)));
         q.clear();
         assert!(backlog.is_backlogged(), "the queue in Redis is still deep");
+        assert_eq!(
+            backlog.spent().1,
+            1,
+            "one episode: the buffer's overflow fell inside it"
+        );
         backlog.set_queue_deep(false);
         assert!(!backlog.is_backlogged());
+        backlog.set_queue_deep(true);
+        backlog.set_queue_deep(false);
+        assert_eq!(backlog.spent().1, 2, "a second episode");
         tokio::time::timeout(std::time::Duration::from_secs(10), relieved)
             .await
             .expect("relieved")

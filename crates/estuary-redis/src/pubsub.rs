@@ -197,6 +197,24 @@ impl RedisPubSubChannelLayer {
             .all(|s| s.healthy.load(Ordering::Relaxed))
     }
 
+    /// How long the layer has been backlogged in all (flow control: a live
+    /// connection's buffer held more than its capacity, so sessions stopped
+    /// reading their clients), the current episode included; and how many
+    /// times it became so.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), estuary_redis::RedisLayerError> {
+    /// use estuary_redis::{RedisConfig, RedisPubSubChannelLayer};
+    ///
+    /// let layer = RedisPubSubChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+    /// let (time, episodes) = layer.backlogged_time();
+    /// assert_eq!((time.as_secs(), episodes), (0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn backlogged_time(&self) -> (std::time::Duration, u64) {
+        self.inner.backlog.spent()
+    }
+
     /// Messages dropped because a local channel's buffer was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

@@ -54,6 +54,32 @@ impl LayerProbe {
              written back after an outage), else 0; /healthz answers 503 meanwhile.",
         )
         .sample("estuary_layer_up", &backend, u8::from(up));
+        let backlogged = match self {
+            Self::Memory(l) => Some(l.backlogged_time()),
+            Self::Redis(l) => Some(l.backlogged_time()),
+            Self::PubSub(l) => Some(l.backlogged_time()),
+            Self::Other => None,
+        };
+        if let Some((time, episodes)) = backlogged {
+            text.family(
+                "estuary_layer_backlogged_seconds_total",
+                Kind::Counter,
+                "Time the channel layer was backlogged (flow control: a live member held more than \
+                 its capacity, or, over Redis, this process's queue there was deep, so sessions \
+                 stopped reading their clients), in seconds.",
+            )
+            .sample(
+                "estuary_layer_backlogged_seconds_total",
+                &backend,
+                time.as_secs_f64(),
+            );
+            text.family(
+                "estuary_layer_backlog_episodes_total",
+                Kind::Counter,
+                "Times the channel layer became backlogged.",
+            )
+            .sample("estuary_layer_backlog_episodes_total", &backend, episodes);
+        }
         let mut losses: Vec<(&str, u64)> = Vec::new();
         match self {
             Self::Memory(l) => {
@@ -71,24 +97,6 @@ impl LayerProbe {
                     "Bytes of the messages the in-memory layer holds now (bounded by layer.max_bytes).",
                 )
                 .sample("estuary_layer_held_bytes", &backend, l.held_bytes());
-                let (time, episodes) = l.backlogged_time();
-                text.family(
-                    "estuary_layer_backlogged_seconds_total",
-                    Kind::Counter,
-                    "Time the in-memory layer was backlogged (flow control: a live member held more than \
-                     its capacity, so sessions stopped reading their clients), in seconds.",
-                )
-                .sample(
-                    "estuary_layer_backlogged_seconds_total",
-                    &backend,
-                    time.as_secs_f64(),
-                );
-                text.family(
-                    "estuary_layer_backlog_episodes_total",
-                    Kind::Counter,
-                    "Times the in-memory layer became backlogged.",
-                )
-                .sample("estuary_layer_backlog_episodes_total", &backend, episodes);
             }
             Self::Redis(l) => {
                 losses.push(("channel_full", l.dropped()));

@@ -427,6 +427,24 @@ impl RedisChannelLayer {
         self.inner.losses_reported.load(Ordering::Relaxed)
     }
 
+    /// How long the layer has been backlogged in all (flow control: a live
+    /// connection's buffer held more than its capacity, or this process's
+    /// queue in Redis was deep, so sessions stopped reading their clients),
+    /// the current episode included; and how many times it became so.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), estuary_redis::RedisLayerError> {
+    /// use estuary_redis::{RedisChannelLayer, RedisConfig};
+    ///
+    /// let layer = RedisChannelLayer::new(RedisConfig::new(["redis://127.0.0.1:6379/0"]))?;
+    /// let (time, episodes) = layer.backlogged_time();
+    /// assert_eq!((time.as_secs(), episodes), (0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn backlogged_time(&self) -> (std::time::Duration, u64) {
+        self.inner.backlog.spent()
+    }
+
     /// Messages dropped because a local channel's buffer was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
