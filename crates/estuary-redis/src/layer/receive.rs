@@ -350,6 +350,8 @@ pub(super) async fn receive_loop(
 ) {
     let mut popper = Popper::new(conn, key, token);
     let mut failing = false;
+    // A quarter of the queue's room (see the flow control below).
+    let deep_at = layer_room(&inner).map_or(usize::MAX, |room| (room / 4).max(BATCH));
     loop {
         if failing {
             // A blocking pop on an idle queue answers only after its
@@ -380,13 +382,6 @@ pub(super) async fn receive_loop(
         let Some(timeout) = pop_timeout(&inner) else {
             return;
         };
-        // The backlog for a deep queue ends before a blocking pop: the pop
-        // answers at once while the queue holds more (and the batches after
-        // it set the backlog again), and one left standing on a drained
-        // queue would keep every client unread until the pop's timeout.
-        if let Some(layer) = inner.upgrade() {
-            layer.backlog.set_queue_deep(false);
-        }
         let Some(popped) = popper.pop(timeout).await else {
             return;
         };
@@ -460,9 +455,9 @@ pub(super) async fn receive_loop(
                     // are dropped there). Once a quarter of it was waiting
                     // (this run of full batches took that many), the layer
                     // is backlogged, so that sessions stop reading their
-                    // clients, and the loop drains (waking the sessions
-                    // batch by batch) until a batch comes back short.
-                    let deep_at = layer_room(&inner).map_or(usize::MAX, |room| (room / 4).max(BATCH));
+                    // clients, and the loop goes on past its rounds
+                    // (waking the sessions batch by batch) until a batch
+                    // comes back short: it never waits on Redis backlogged.
                     let (mut rounds, mut taken) = (0, 1);
                     loop {
                         let more = popper.pop_more(BATCH).await;
@@ -479,12 +474,13 @@ pub(super) async fn receive_loop(
                                 }
                                 if got < BATCH {
                                     layer.backlog.set_queue_deep(false);
-                                    break;
-                                }
-                                if taken >= deep_at {
+                                } else if taken >= deep_at {
                                     layer.backlog.set_queue_deep(true);
                                 }
                                 rounds += 1;
+                                if got == 0 {
+                                    break;
+                                }
                                 if rounds >= HOLD_ROUNDS {
                                     if !layer.backlog.is_queue_deep() {
                                         break;
