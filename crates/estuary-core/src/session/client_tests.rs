@@ -26,6 +26,35 @@ struct Wire {
     flushed: mpsc::UnboundedSender<()>,
 }
 
+/// A wire's other ends: the client's frames to the session, a signal at
+/// every flush, and what was written.
+struct Ends {
+    to_session: mpsc::UnboundedSender<Inbound>,
+    flushes: mpsc::UnboundedReceiver<()>,
+    written: Arc<Mutex<Written>>,
+}
+
+impl Wire {
+    fn new() -> (Self, Ends) {
+        let (to_session, inbound) = mpsc::unbounded_channel();
+        let (flushed, flushes) = mpsc::unbounded_channel();
+        let written = Arc::new(Mutex::new(Written::default()));
+        let wire = Wire {
+            inbound,
+            written: written.clone(),
+            flushed,
+        };
+        (
+            wire,
+            Ends {
+                to_session,
+                flushes,
+                written,
+            },
+        )
+    }
+}
+
 impl Transport for Wire {
     async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
         self.inbound.recv().await.map(Ok)
@@ -96,14 +125,14 @@ async fn a_handle_sends_in_order_and_its_close_ends_the_connection_cleanly() {
     .await
     .expect("accepted");
     let client = handle_rx.await.unwrap();
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let (flushed, mut flushes) = mpsc::unbounded_channel();
-    let written = Arc::new(Mutex::new(Written::default()));
-    let wire = Wire {
-        inbound,
-        written: written.clone(),
-        flushed,
-    };
+    let (
+        wire,
+        Ends {
+            to_session,
+            mut flushes,
+            written,
+        },
+    ) = Wire::new();
     let task = tokio::spawn(session.run(wire, CancellationToken::new()));
 
     // From another task, while the session waits on its client.
@@ -161,13 +190,7 @@ async fn a_handle_fails_once_the_client_closed() {
     .await
     .expect("accepted");
     let client = handle_rx.await.unwrap();
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let (flushed, _flushes) = mpsc::unbounded_channel();
-    let wire = Wire {
-        inbound,
-        written: Arc::default(),
-        flushed,
-    };
+    let (wire, Ends { to_session, .. }) = Wire::new();
     let task = tokio::spawn(session.run(wire, CancellationToken::new()));
     to_session.send(Inbound::Close(None)).unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
@@ -209,14 +232,14 @@ async fn a_handle_made_mid_session_wakes_it() {
     )
     .await
     .expect("accepted");
-    let (to_session, inbound) = mpsc::unbounded_channel();
-    let (flushed, mut flushes) = mpsc::unbounded_channel();
-    let written = Arc::new(Mutex::new(Written::default()));
-    let wire = Wire {
-        inbound,
-        written: written.clone(),
-        flushed,
-    };
+    let (
+        wire,
+        Ends {
+            to_session,
+            mut flushes,
+            written,
+        },
+    ) = Wire::new();
     let task = tokio::spawn(session.run(wire, CancellationToken::new()));
     to_session
         .send(Inbound::Message(WsMessage::text("hand me one")))

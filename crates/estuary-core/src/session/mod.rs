@@ -26,6 +26,8 @@ mod abandon_tests;
 mod client_tests;
 mod config;
 mod conn;
+#[cfg(test)]
+mod direct_tests;
 mod drive;
 mod handle;
 mod keepalive;

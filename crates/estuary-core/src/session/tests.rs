@@ -12,18 +12,18 @@ use crate::{ChannelLayer, ConsumerError, Message, WsMessage};
 
 /// Records what the session writes, flush by flush; reads client frames
 /// from a queue the test feeds.
-struct Recorder {
+pub(super) struct Recorder {
     inbound: mpsc::UnboundedReceiver<Inbound>,
-    fed: Vec<WsMessage>,
-    flushes: Flushes,
+    pub(super) fed: Vec<WsMessage>,
+    pub(super) flushes: Flushes,
 }
 
 /// Everything written so far, flush by flush.
-type Flushes = Arc<Mutex<Vec<Vec<WsMessage>>>>;
+pub(super) type Flushes = Arc<Mutex<Vec<Vec<WsMessage>>>>;
 
 impl Recorder {
     /// A recorder, the sender of its client frames, and its flushes.
-    fn new() -> (Self, mpsc::UnboundedSender<Inbound>, Flushes) {
+    pub(super) fn new() -> (Self, mpsc::UnboundedSender<Inbound>, Flushes) {
         let (to_session, inbound) = mpsc::unbounded_channel();
         let flushes = Flushes::default();
         let recorder = Recorder {
@@ -73,7 +73,7 @@ impl Consumer for Speaker {
     }
 }
 
-fn say(n: u32) -> Message {
+pub(super) fn say(n: u32) -> Message {
     Message::from_json(&serde_json::json!({"type": "say", "n": n})).unwrap()
 }
 
@@ -87,7 +87,7 @@ async fn run_with_backlog(backlog: u32, config: SessionConfig) -> Vec<Vec<WsMess
 /// Runs `consumer` with `backlog` already in its channel, over the
 /// transport `wrap` makes of a recorder, until as many frames as messages
 /// were written; then closes it and returns the flushes.
-async fn run_backlog<C: Consumer, T: Transport + 'static>(
+pub(super) async fn run_backlog<C: Consumer, T: Transport + 'static>(
     consumer: C,
     backlog: Vec<Message>,
     config: SessionConfig,
@@ -124,7 +124,7 @@ async fn run_backlog<C: Consumer, T: Transport + 'static>(
     std::mem::take(&mut *flushes.lock().unwrap())
 }
 
-fn texts(flushes: &[Vec<WsMessage>]) -> Vec<String> {
+pub(super) fn texts(flushes: &[Vec<WsMessage>]) -> Vec<String> {
     flushes
         .iter()
         .flatten()
@@ -617,88 +617,4 @@ async fn next(client: &mut mpsc::UnboundedReceiver<WsMessage>) -> String {
         .as_text()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// A transport that takes frames without waiting (`feed_now`), as the
-/// server's socket does, and records them flush by flush.
-struct NowRecorder(Recorder);
-
-impl Transport for NowRecorder {
-    async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
-        self.0.recv().await
-    }
-    async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
-        self.0.feed(message).await
-    }
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.0.flush().await
-    }
-    fn feed_now(&mut self, message: WsMessage) -> Result<Option<WsMessage>, TransportError> {
-        self.0.fed.push(message);
-        Ok(None)
-    }
-    fn flush_now(&mut self) -> Result<bool, TransportError> {
-        if !self.0.fed.is_empty() {
-            self.0
-                .flushes
-                .lock()
-                .unwrap()
-                .push(std::mem::take(&mut self.0.fed));
-        }
-        Ok(true)
-    }
-    async fn ping(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-    async fn close(&mut self, _frame: Option<CloseFrame>) {}
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type")]
-enum MixedEvent {
-    #[serde(rename = "say")]
-    Say { n: u32 },
-    #[serde(rename = "shout")]
-    Shout,
-}
-
-/// Renders what it says; a shout runs its handler, which sends "shout".
-struct Mixed;
-
-impl Consumer for Mixed {
-    type Event = MixedEvent;
-    fn render(event: &MixedEvent) -> Option<WsMessage> {
-        match event {
-            MixedEvent::Say { n } => Some(WsMessage::text(n.to_string())),
-            MixedEvent::Shout => None,
-        }
-    }
-    async fn event(&mut self, ctx: &mut Context, _shout: MixedEvent) -> Result<(), ConsumerError> {
-        ctx.send(WsMessage::text("shout")).await
-    }
-}
-
-/// Runs `Mixed` over a `NowRecorder` with `backlog` in its channel.
-async fn run_mixed(backlog: Vec<Message>) -> Vec<Vec<WsMessage>> {
-    run_backlog(Mixed, backlog, SessionConfig::default(), NowRecorder).await
-}
-
-/// Rendered frames go straight into the transport's buffer (nothing is
-/// queued), and a backlog of them still leaves in one flush, in order.
-#[tokio::test]
-async fn rendered_frames_fed_straight_to_the_transport_leave_in_one_flush() {
-    let flushes = run_mixed((0..10).map(say).collect()).await;
-    assert_eq!(flushes.len(), 1, "{flushes:?}");
-    assert_eq!(
-        texts(&flushes),
-        (0..10).map(|n| n.to_string()).collect::<Vec<_>>()
-    );
-}
-
-/// A rendered frame never overtakes what a handler queued before it.
-#[tokio::test]
-async fn a_rendered_frame_waits_behind_what_a_handler_queued() {
-    let shout = Message::from_json(&serde_json::json!({"type": "shout"})).unwrap();
-    let flushes = run_mixed(vec![say(0), shout, say(1), say(2)]).await;
-    assert_eq!(texts(&flushes), ["0", "shout", "1", "2"]);
 }
