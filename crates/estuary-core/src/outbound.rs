@@ -55,14 +55,6 @@ impl Outgoing {
     }
 }
 
-thread_local! {
-    /// A one-slot buffer an emptied queue gave back (see `take`), kept by
-    /// the thread for the next send into an empty queue: a message sent
-    /// alone neither allocates nor frees, and a waiting queue still holds
-    /// no slot.
-    static ONE_SLOT: std::cell::Cell<VecDeque<Outgoing>> = const { std::cell::Cell::new(VecDeque::new()) };
-}
-
 /// Slots kept after the queue empties; a burst may grow it further, and the
 /// excess is given back once it is empty again.
 const KEEP: usize = 8;
@@ -226,9 +218,7 @@ impl OutboundSender {
         state.bytes += size;
         if state.queue.capacity() == 0 {
             // An idle connection that got one message keeps room for one,
-            // not four (the thread's spare slot if it has one); a busy one
-            // grows as before.
-            state.queue = ONE_SLOT.try_with(std::cell::Cell::take).unwrap_or_default();
+            // not four; a busy one grows as before.
             state.queue.reserve_exact(1);
         }
         state.queue.push_back(item);
@@ -322,10 +312,7 @@ fn take(state: &mut State) -> (Option<Outgoing>, Vec<Waker>) {
             // A connection sent one message at a time (an idle one, its
             // room's last) keeps no slot while it waits; one that had a
             // burst keeps room (see `try_send`).
-            1 => {
-                let emptied = std::mem::take(&mut state.queue);
-                let _ = ONE_SLOT.try_with(|spare| spare.set(emptied));
-            }
+            1 => state.queue = VecDeque::new(),
             capacity if capacity > KEEP => state.queue.shrink_to(KEEP),
             _ => {}
         }
@@ -440,28 +427,6 @@ mod tests {
         }
         while rx.try_recv().is_some() {}
         assert!(rx.shared.lock().queue.capacity() <= KEEP);
-    }
-
-    #[test]
-    fn a_lone_message_leaves_no_slot_and_the_next_queue_reuses_it() {
-        let (tx, mut rx) = outbound(8, usize::MAX);
-        tx.try_send(text("one")).unwrap();
-        assert_eq!(unwrap_text(rx.try_recv()), "one");
-        assert_eq!(
-            rx.shared.lock().queue.capacity(),
-            0,
-            "a waiting queue holds no slot"
-        );
-        // Another connection on this thread queues into the same slot.
-        let (other, mut other_rx) = outbound(8, usize::MAX);
-        other.try_send(text("two")).unwrap();
-        assert_eq!(other_rx.shared.lock().queue.capacity(), 1);
-        assert_eq!(
-            ONE_SLOT.with(|spare| spare.take().capacity()),
-            0,
-            "taken, not copied"
-        );
-        assert_eq!(unwrap_text(other_rx.try_recv()), "two");
     }
 
     #[tokio::test]

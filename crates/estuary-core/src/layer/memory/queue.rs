@@ -14,14 +14,6 @@ use crate::message::Message;
 use crate::names::ChannelName;
 use crate::sync::lock;
 
-thread_local! {
-    /// A one-slot buffer an emptied queue gave back (see `pop_locked`),
-    /// kept by the thread for the next push into an empty queue: a
-    /// delivery to a member that holds one message at a time neither
-    /// allocates nor frees, and a waiting member still holds no slot.
-    static ONE_SLOT: std::cell::Cell<VecDeque<Entry>> = const { std::cell::Cell::new(VecDeque::new()) };
-}
-
 /// A queued message and when it expires.
 pub(super) struct Entry {
     pub(super) expires: Instant,
@@ -211,9 +203,7 @@ impl Queue {
             });
         }
         if state.items.capacity() == 0 {
-            // An idle member that got one message keeps room for one, not
-            // four: the thread's spare slot if it has one.
-            state.items = ONE_SLOT.try_with(std::cell::Cell::take).unwrap_or_default();
+            // An idle member that got one message keeps room for one, not four.
             state.items.reserve_exact(1);
         }
         state.items.push_back(Entry { expires, message });
@@ -238,10 +228,8 @@ impl Queue {
         if state.items.is_empty() && state.items.capacity() == 1 {
             // A member that only ever held one message at a time (an idle
             // one got its room's last) keeps no slot while it waits; one
-            // that had a burst keeps its room (see `push`). The slot goes
-            // to the thread's spare.
-            let emptied = std::mem::take(&mut state.items);
-            let _ = ONE_SLOT.try_with(|spare| spare.set(emptied));
+            // that had a burst keeps its room (see `push`).
+            state.items = VecDeque::new();
         }
         self.backlog.update(state, self.capacity());
         found
