@@ -12,7 +12,6 @@ use axum::body::Body;
 use base64::Engine as _;
 use estuary_core::{Accept, Outcome, Scope};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 
@@ -271,7 +270,7 @@ pub(crate) fn close_at_once<B>(mut req: Request<B>, frame: estuary_core::CloseFr
             write_size: 0,
             close_timeout: CLOSE_AT_ONCE_TIMEOUT,
         };
-        let mut transport = SocketTransport::new(TokioIo::new(upgraded), config);
+        let mut transport = SocketTransport::new(upgraded, config);
         tokio::select! {
             () = estuary_core::Transport::close(&mut transport, Some(frame)) => {}
             () = shutdown.cancelled() => {}
@@ -449,7 +448,7 @@ impl RouterService {
                     return;
                 }
             };
-            let transport = AnyTransport::Socket(SocketTransport::new(TokioIo::new(upgraded), socket_config));
+            let transport = AnyTransport::Socket(SocketTransport::new(upgraded, socket_config));
             session.spawn(transport, shutdown, &tracker, slots);
         });
         response

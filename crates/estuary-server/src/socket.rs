@@ -1,6 +1,7 @@
 //! A WebSocket over an upgraded HTTP connection: the codec (`crate::codec`)
 //! on a socket, as a [`Transport`].
 
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use estuary_core::{CloseFrame, Inbound, Transport, TransportError, WsMessage};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::codec::frame::{self, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use crate::codec::read::{Event, Inbox, Limits, with_scratch};
@@ -19,6 +21,10 @@ use crate::codec::write::Writer;
 ///
 /// Reading: the socket is read into a buffer of the worker thread's, and
 /// only when it is readable; complete frames are decoded straight out of it.
+/// Over plain TCP, a socket found not readable is not asked again (nor its
+/// wake-up registered again) until the runtime has seen it become readable:
+/// a connection woken for a delivery pays one check of a flag for its
+/// client's side.
 /// A frame that arrived in part (and whatever came after a message that is
 /// returned) is kept in a buffer of the connection's, freed once used up, so
 /// an idle connection holds no read buffer. `recv` is cancel-safe: a read
@@ -32,7 +38,7 @@ use crate::codec::write::Writer;
 /// its progress. Pongs (and the reply to a client's close) are queued when
 /// their ping arrives, and written while `recv` waits for the next frame.
 pub struct SocketTransport {
-    io: TokioIo<Upgraded>,
+    io: SocketIo,
     /// The decoder, and the bytes of a frame that arrived in part.
     inbox: Inbox,
     writer: Writer,
@@ -48,6 +54,85 @@ pub struct SocketTransport {
     read_done: bool,
     /// Reading failed on a protocol error: the bytes held are not frames.
     failed: bool,
+    /// The waker the last read registered when it found the socket not
+    /// readable: until the socket is readable, reading again with the same
+    /// waker would only register it again.
+    read_armed: Option<std::task::Waker>,
+}
+
+/// The socket under a WebSocket: the TCP stream itself when the handshake
+/// came over plain TCP (no dynamic dispatch per read and write, no box, and
+/// readiness that can be checked without registering a waker), else
+/// hyper's upgraded connection (TLS, a Unix socket), boxed so that it does
+/// not size the usual case.
+enum SocketIo {
+    Tcp(TcpStream),
+    Upgraded(Box<TokioIo<Upgraded>>),
+}
+
+impl SocketIo {
+    /// `false` only when the socket is known not to be readable: the
+    /// runtime has not seen it readable since a read last found it empty.
+    /// Registers nothing.
+    fn maybe_readable(&self) -> bool {
+        match self {
+            // `try_io` runs the closure only when the runtime holds the
+            // socket readable, and keeps that readiness (the closure does
+            // not fail with `WouldBlock`, which would clear it).
+            Self::Tcp(stream) => stream.try_io(Interest::READABLE, || Ok(())).is_ok(),
+            Self::Upgraded(_) => true,
+        }
+    }
+}
+
+impl AsyncRead for SocketIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Upgraded(u) => Pin::new(&mut **u).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Upgraded(u) => Pin::new(&mut **u).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Upgraded(u) => Pin::new(&mut **u).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Upgraded(u) => u.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Upgraded(u) => Pin::new(&mut **u).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Upgraded(u) => Pin::new(&mut **u).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for SocketTransport {
@@ -70,11 +155,21 @@ pub(crate) struct SocketConfig {
 }
 
 impl SocketTransport {
-    /// A transport over `io`, upgraded already.
-    pub(crate) fn new(io: TokioIo<Upgraded>, config: SocketConfig) -> Self {
+    /// A transport over an upgraded connection. Over plain TCP the stream
+    /// is taken out of hyper's wrapper, with the bytes hyper read past the
+    /// handshake (frames the client sent before the 101 arrived).
+    pub(crate) fn new(upgraded: Upgraded, config: SocketConfig) -> Self {
+        let mut inbox = Inbox::new(config.limits);
+        let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                inbox.hold(&parts.read_buf);
+                SocketIo::Tcp(parts.io.into_inner())
+            }
+            Err(upgraded) => SocketIo::Upgraded(Box::new(TokioIo::new(upgraded))),
+        };
         Self {
             io,
-            inbox: Inbox::new(config.limits),
+            inbox,
             writer: Writer::default(),
             read_size: config.read_size.max(1),
             write_size: config.write_size,
@@ -82,6 +177,7 @@ impl SocketTransport {
             close_sent: false,
             read_done: false,
             failed: false,
+            read_armed: None,
         }
     }
 
@@ -108,6 +204,11 @@ impl SocketTransport {
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(self.fail(e.into())),
             }
+            // Registered already, and nothing arrived since.
+            if self.read_armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.io.maybe_readable()
+            {
+                return Poll::Pending;
+            }
             let Self {
                 io, read_size, inbox, ..
             } = self;
@@ -119,6 +220,11 @@ impl SocketTransport {
                     fresh => Some(inbox.absorb(fresh)),
                 }))
             });
+            self.read_armed = match (read.is_pending(), self.read_armed.take()) {
+                (true, Some(armed)) if armed.will_wake(cx.waker()) => Some(armed),
+                (true, _) => Some(cx.waker().clone()),
+                (false, _) => None,
+            };
             match ready!(read) {
                 Err(e) => return Poll::Ready(self.fail(TransportError::Io(e))),
                 // The connection ended (a frame cut short with it).

@@ -377,3 +377,48 @@ async fn keepalive_pings_continue_while_a_handler_is_busy() {
         }
     }
 }
+
+/// A client frame, masked as RFC 6455 requires of clients.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x5a, 0x17, 0xc3, 0x08];
+    let mut frame = vec![0x81, 0x80 | u8::try_from(text.len()).expect("a short text")];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_handshake_request_are_read_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = start(WsSettings::default(), ServerConfig::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    // Request and frames in one write: the server's HTTP parser reads the
+    // frames with the request, before the connection is a WebSocket.
+    let mut bytes = format!(
+        "GET /ws/probe/ HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        running.addr
+    )
+    .into_bytes();
+    bytes.extend(masked_text("first"));
+    bytes.extend(masked_text("second"));
+    tcp.write_all(&bytes).await.unwrap();
+    // The 101, then the two echoes (unmasked server frames).
+    let expected_tail = [&[0x81, 5][..], b"first", &[0x81, 6], b"second"].concat();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(&expected_tail) {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("the echoes in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection ended; read so far: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+}

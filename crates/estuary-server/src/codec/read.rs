@@ -188,6 +188,11 @@ impl Inbox {
         self.held = BytesMut::new();
     }
 
+    /// Keeps `bytes` (read before this inbox existed) to be decoded first.
+    pub(crate) fn hold(&mut self, bytes: &[u8]) {
+        self.held.extend_from_slice(bytes);
+    }
+
     /// The next event from the bytes held; `Ok(None)` when they make none
     /// (more bytes are needed).
     pub(crate) fn next_held(&mut self) -> Result<Option<Event>, CodecError> {
