@@ -384,6 +384,16 @@ impl Transport for SocketTransport {
         }
     }
 
+    fn is_quiet(&mut self, cx: &Context<'_>) -> bool {
+        // Nothing to write while waiting (pongs, a close reply), reading
+        // not over, the last read registered this waker, and the socket
+        // not readable since.
+        self.writer.is_empty()
+            && !self.read_done
+            && self.read_armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && !self.io.maybe_readable()
+    }
+
     async fn ping(&mut self) -> Result<(), TransportError> {
         if self.close_sent {
             return Err(TransportError::Closed);

@@ -213,6 +213,13 @@ impl Transport for AnyTransport {
         }
     }
 
+    fn is_quiet(&mut self, cx: &std::task::Context<'_>) -> bool {
+        match self {
+            AnyTransport::Socket(t) => t.is_quiet(cx),
+            AnyTransport::Memory(t) => t.is_quiet(cx),
+        }
+    }
+
     async fn ping(&mut self) -> Result<(), TransportError> {
         match self {
             AnyTransport::Socket(t) => t.ping().await,

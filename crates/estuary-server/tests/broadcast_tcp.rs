@@ -73,6 +73,26 @@ impl Consumer for PerMember {
     }
 }
 
+/// Joins group `g`, renders notes once per group message, and echoes what
+/// its client sends.
+struct Echoing;
+
+impl Consumer for Echoing {
+    type Event = Note;
+
+    async fn connect(&mut self, ctx: &mut Context) -> Result<Connect, ConsumerError> {
+        join_group(ctx).await
+    }
+
+    fn render(note: &Note) -> Option<WsMessage> {
+        Some(note_frame(note))
+    }
+
+    async fn receive(&mut self, ctx: &mut Context, message: WsMessage) -> Result<(), ConsumerError> {
+        ctx.send(message).await
+    }
+}
+
 struct Running {
     addr: SocketAddr,
     layer: ChannelLayerHandle,
@@ -90,7 +110,8 @@ async fn start() -> Running {
     let router = Router::new()
         .with_channel_layer(layer.clone())
         .websocket("ws/rendered/", || Rendered)
-        .websocket("ws/per-member/", || PerMember);
+        .websocket("ws/per-member/", || PerMember)
+        .websocket("ws/echoing/", || Echoing);
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = server.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -327,4 +348,45 @@ async fn a_slow_reader_is_closed_while_its_room_keeps_flowing() {
     assert!(ended.try_recv().is_err(), "only the slow reader was closed");
     drop((healthy, slow));
     stop.cancel();
+}
+
+/// A member woken by one delivery after another (which it takes without
+/// polling its other sources, while they show nothing) still hears its
+/// client, and the shutdown, while the deliveries keep coming.
+#[tokio::test]
+async fn a_member_taking_delivery_after_delivery_still_hears_its_client_and_the_shutdown() {
+    use futures_util::SinkExt;
+    let server = start().await;
+    let (mut client, _) = join(server.addr, "/ws/echoing/").await;
+    let layer = server.layer.clone();
+    let feeding = tokio::spawn(async move {
+        let group = GroupName::new("g").unwrap();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for n in 0.. {
+            // Paces the load; nothing is checked against the clock.
+            tick.tick().await;
+            if layer.group_send(&group, note(n)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let first: serde_json::Value = serde_json::from_str(&next_text(&mut client).await).unwrap();
+    assert_eq!(first["kind"], "note", "deliveries are flowing");
+    // Among the deliveries, the echo of what the client sends.
+    for round in 0..3 {
+        let said = format!("said {round}");
+        client.send(Frame::text(said.clone())).await.unwrap();
+        while next_text(&mut client).await != said {}
+    }
+    // The shutdown closes it with 1001 while they still flow.
+    server.stop.cancel();
+    let code = loop {
+        match tokio::time::timeout(WAIT, client.next()).await {
+            Ok(Some(Ok(Frame::Text(_)))) => continue,
+            Ok(Some(Ok(Frame::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            other => panic!("expected deliveries, then a close frame; got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    feeding.abort();
 }

@@ -38,6 +38,8 @@ mod pipeline_tests;
 mod pipelined;
 mod rate;
 mod recheck;
+#[cfg(test)]
+mod rest_tests;
 mod stats;
 mod step;
 #[cfg(test)]
@@ -499,22 +501,39 @@ impl<C: Consumer> Session<C> {
 /// Waits for the next wake-up after a delivery, polling only the sources
 /// the turn used: the outbound queue, the layer receiver (left with a
 /// no-op waker by the drain) and the keepalive (after the layer in the
-/// select's order, so perhaps not polled in this poll). `None` once woken:
-/// the loop then polls every source, in order, as usual. A turn found
+/// select's order, so perhaps not polled in this poll). A turn found
 /// ready is returned, to be handled first.
+///
+/// Once woken, the layer's next delivery (what wakes a busy member) is
+/// taken at once when every source the select polls before the layer is
+/// known to have nothing, without polling it: the outbound queue is empty,
+/// the layer is not backlogged (the select would stop reading the client),
+/// the shutdown token is not cancelled, and the transport
+/// ([`Transport::is_quiet`]) has nothing new. Otherwise `None`: the loop
+/// then polls every source, in order, as usual.
 ///
 /// Sound because the other sources (the shutdown token, the client's
 /// socket) were polled, in this poll of the task, before the layer won
 /// the select: each holds the task's waker (a registration lasts until
 /// it fires), and one that fires during this poll has the task polled
-/// again. Only a turn that did not wait (none returned `Pending` to the
-/// runtime, whose wake-ups the turn would have taken) may rest.
+/// again; and a delivery taken on waking is taken only when the checks
+/// above show that none of them fired. Only a turn that did not wait (none
+/// returned `Pending` to the runtime, whose wake-ups the turn would have
+/// taken) may rest.
 async fn rest<T: Transport>(outbound: &mut OutboundReceiver, conn: &mut Conn<'_, T>) -> Option<Turn> {
     let mut first = true;
     std::future::poll_fn(|cx| {
         use std::future::Future;
         use std::task::Poll;
         if !std::mem::take(&mut first) {
+            if outbound.is_empty()
+                && !conn.layer.backlogged()
+                && !conn.shutdown.is_cancelled()
+                && conn.transport.is_quiet(cx)
+                && let Poll::Ready(received) = conn.receiver.poll_receive(cx)
+            {
+                return Poll::Ready(Some(Turn::Layer(received)));
+            }
             return Poll::Ready(None);
         }
         if let Poll::Ready(Some(item)) = std::pin::pin!(outbound.recv()).poll(cx) {

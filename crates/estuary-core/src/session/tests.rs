@@ -33,6 +33,11 @@ impl Recorder {
         };
         (recorder, to_session, flushes)
     }
+
+    /// No client frame waits to be read.
+    pub(super) fn has_no_inbound(&self) -> bool {
+        self.inbound.is_empty()
+    }
 }
 
 impl Transport for Recorder {

@@ -218,6 +218,17 @@ pub trait Transport: Send {
         Ok(false)
     }
 
+    /// `true` only when [`recv`](Self::recv), polled now with `cx`, is
+    /// known to be pending without being polled: it was polled with the
+    /// same waker, is registered to be woken, and nothing arrived since.
+    /// The session then takes a delivery without polling the client again.
+    ///
+    /// The default is `false` (the session polls `recv`).
+    fn is_quiet(&mut self, cx: &std::task::Context<'_>) -> bool {
+        let _ = cx;
+        false
+    }
+
     /// Sends a ping.
     fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
