@@ -5,6 +5,7 @@
     bench/run.py --smoke         # every scenario at tiny sizes, once (part of the test suite)
     bench/run.py --servers estuary-memory,node --scenarios fanout --reps 5
     bench/run.py --scenarios open  # the open-loop ladder (not in the default run)
+    bench/run.py --scenarios instructions --servers estuary-memory,naive-rust  # counted, not timed
 
 Servers run pinned to one core (--server-cpu, default 0), the load generator
 and the raw fan-out reader to another (--loadgen-cpu, default 1). A Redis for
@@ -46,7 +47,11 @@ SERVERS = ["estuary-memory", "estuary-redis", "naive-rust", "node", "django-memo
 EXTRA_SERVERS = ["workers-redis", "estuary-pubsub", "django-pubsub"]
 SCENARIOS = ["fanout", "connect", "idle", "slow", "raw"]
 # Scenarios run only when asked for (--scenarios): longer, and read apart.
-EXTRA_SCENARIOS = ["open"]
+# `instructions`: the user-space work per delivery, counted by callgrind
+# (valgrind) rather than timed, for the servers built here (Estuary, the
+# baseline, naive axum): on a noisy shared machine a change of a few percent
+# to the hot path shows there and nowhere else.
+EXTRA_SCENARIOS = ["open", "instructions"]
 
 # Scenario sizes. Django's capacity is about 1/50 of the others': where a
 # scenario is open loop it runs Django at a smaller rate, and says so.
@@ -64,7 +69,15 @@ FULL = {
     # loses a delivery or whose p99 reaches 100 ms.
     "open": ["fanout", "--rooms", "10", "--clients", "100", "--senders", "1", "--size", "100",
              "--warmup", "2", "--duration", "5"],
+    # The fan-out at 2,000 deliveries/s (one wake-up per delivery, as at
+    # ordinary load), under callgrind; run for each of INSTRUCTION_WINDOWS.
+    "instructions": ["fanout", "--rooms", "10", "--clients", "100", "--senders", "1", "--size", "100",
+                     "--warmup", "3", "--rate", "2"],
 }
+# Two windows on fresh servers: their difference per delivery leaves out
+# start-up, handshakes and shutdown.
+INSTRUCTION_WINDOWS = [5, 15]
+INSTRUCTION_WINDOWS_SMOKE = [0.5, 1.5]
 OPEN_RATES = [50, 100, 150, 200, 300, 400, 500, 600, 700, 800]
 OPEN_RATES_DJANGO = [0.5, 1, 2, 3, 4, 5]
 OPEN_RATES_WORKERS = [5, 10, 20, 30, 50, 75, 100, 150]
@@ -81,6 +94,8 @@ SMOKE = {
     "raw": ["--sockets", "10", "--seconds", "0.2"],
     "open": ["fanout", "--rooms", "2", "--clients", "5", "--senders", "1", "--size", "100",
              "--warmup", "0.2", "--duration", "0.5", "--drain", "10"],
+    "instructions": ["fanout", "--rooms", "2", "--clients", "5", "--senders", "1", "--size", "100",
+                     "--warmup", "0.5", "--rate", "10", "--drain", "10"],
 }
 OPEN_RATES_SMOKE = [5, 10]
 DJANGO_SLOW_RATE_DIVISOR = 20
@@ -168,8 +183,10 @@ class Redis:
 class Server:
     """One server under test, started pinned and stopped after each run."""
 
-    def __init__(self, name, args, logdir, tag):
+    def __init__(self, name, args, logdir, tag, wrapper=()):
         self.name = name
+        # Put before a server built here (callgrind's command line).
+        self.wrapper = list(wrapper)
         self.port = free_port()
         self.proc = self.log = self.worker = None
         self.redis = Redis(args.server_cpu, logdir) if uses_redis(name) else None
@@ -189,7 +206,7 @@ class Server:
             return
         if name.startswith(("estuary", "baseline")):
             exe = args.baseline if name.startswith("baseline") else os.path.join(bindir, "estuary")
-            cmd += [exe, "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
+            cmd += self.wrapper + [exe, "serve", "--bind", f"127.0.0.1:{self.port}", "--rate-limit", "0"]
             # Every load-generator client comes from 127.0.0.1: the
             # per-address limits (absent from the peers) are off. Set as
             # variables, which older builds given as --baseline ignore.
@@ -203,7 +220,7 @@ class Server:
             if name.startswith("baseline"):
                 env.update(kv.split("=", 1) for kv in args.baseline_env)
         elif name == "naive-rust":
-            cmd += [os.path.join(bindir, "naive-broadcast"), "--bind", f"127.0.0.1:{self.port}"]
+            cmd += self.wrapper + [os.path.join(bindir, "naive-broadcast"), "--bind", f"127.0.0.1:{self.port}"]
         else:
             cmd += [os.path.join(PEERS, "start.sh"), name, str(self.port)]
             if self.redis:
@@ -335,6 +352,54 @@ def open_ladder(args, name, out, sizes, tag):
     return {"steps": steps}
 
 
+def counted(name):
+    """Whether `instructions` runs for this server: one built here."""
+    return name.startswith(("estuary", "baseline")) or name == "naive-rust"
+
+
+def read_callgrind(path):
+    """Callgrind's totals: event name to count."""
+    events = totals = None
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith(("summary:", "totals:")):
+                totals = [int(v) for v in line.split()[1:]]
+    if not events or not totals:
+        raise RuntimeError(f"{path}: no callgrind totals")
+    return dict(zip(events, totals))
+
+
+def instructions(args, name, out, sizes, tag):
+    """User-space work per delivery for one server built here: the server
+    under callgrind (cache simulation on) for each of two windows, each on a
+    fresh server; the difference in each count divided by the difference in
+    deliveries. The server process only (not Redis)."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
+    windows = INSTRUCTION_WINDOWS_SMOKE if args.smoke else INSTRUCTION_WINDOWS
+    runs = []
+    for i, seconds in enumerate(windows):
+        path = os.path.join(out, f"callgrind-{name}-{tag}-{i}.out")
+        wrapper = ["valgrind", "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={path}"]
+        server = Server(name, args, out, f"{tag}w{i}", wrapper=wrapper)
+        try:
+            report = loadgen(args, server, "instructions", sizes, ["--duration", str(seconds)])
+        finally:
+            server.stop()
+        if report["lost"]:
+            raise RuntimeError(f"{report['lost']} deliveries lost under callgrind")
+        runs.append((report["received"], read_callgrind(path)))
+    (few, first), (more, second) = runs
+    deliveries = more - few
+    if deliveries <= 0:
+        raise RuntimeError("the longer window delivered no more than the shorter")
+    per_delivery = {event: (second[event] - first.get(event, 0)) / deliveries for event in second}
+    log("      per delivery: " + ", ".join(f"{e} {v:,.1f}" for e, v in per_delivery.items()))
+    return {"deliveries": deliveries, "per_delivery": per_delivery}
+
+
 def run_json(cmd, limit):
     env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT, env=env)
@@ -381,6 +446,8 @@ def smoke_check(scenario, name, report):
         assert report["kib_per_connection"] is not None, "the server's memory was not read"
     elif scenario == "raw":
         assert all(r["frames"] > 0 for r in report["rows"]), "no frame written"
+    elif scenario == "instructions":
+        assert report["per_delivery"]["Ir"] > 0, "no instruction counted"
     elif scenario == "open":
         assert report["steps"] and report["steps"][0]["received"] > 0, "nothing was delivered"
         assert report["steps"][0]["passed"], "the lowest open-loop rate failed"
@@ -641,6 +708,30 @@ def table(results, args):
                 fmt(sum(r["lost"] for r in reps("slow", n))), closed_s,
                 fmt(sum(r["slow_clients"] for r in reps("slow", n))), fmt(growth, 1)))
         lines.append("")
+    if "instructions" in results:
+        count = lambda event: lambda r: r["per_delivery"].get(event)
+        misses = lambda *events: lambda r: sum(r["per_delivery"].get(e, 0) for e in events)
+        lines += ["### User-space work per delivery (callgrind, counted)", "",
+                  "| server | instructions | vs Estuary | L1 data misses | L1 instruction misses "
+                  "| last-level misses | deliveries counted |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in names:
+            if not reps("instructions", n):
+                continue
+            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+                n, fmt(med("instructions", n, count("Ir"))),
+                ratio(med("instructions", n, count("Ir")), med("instructions", base_of(n), count("Ir"))),
+                fmt(med("instructions", n, misses("D1mr", "D1mw")), 1),
+                fmt(med("instructions", n, count("I1mr")), 1),
+                fmt(med("instructions", n, misses("ILmr", "DLmr", "DLmw")), 2),
+                fmt(med("instructions", n, "deliveries"))))
+        short, long = INSTRUCTION_WINDOWS_SMOKE if args.smoke else INSTRUCTION_WINDOWS
+        lines += ["", "Per delivery, in the server process (not Redis), under valgrind's callgrind with its "
+                  "cache simulation: the fan-out at a low rate (one wake-up per delivery, as at ordinary "
+                  f"load), the difference between a {short} s and a {long} s window on fresh servers. "
+                  "Far steadier than CPU time on a shared machine, though it leaves out the kernel and "
+                  "the real caches: the before/after figure for a change to the hot path's user-space "
+                  "work. Misses are of the simulated caches.", ""]
     return "\n".join(lines)
 
 
@@ -737,7 +828,9 @@ def main():
     for scenario in args.scenarios:
         results[scenario] = {}
         for rep in range(1, args.reps + 1):
-            names = ["raw", "raw-nagle"] if scenario == "raw" else args.servers
+            names = (["raw", "raw-nagle"] if scenario == "raw"
+                     else [n for n in args.servers if counted(n)] if scenario == "instructions"
+                     else args.servers)
             for name in names:
                 label = f"{scenario} / {name} / rep {rep}"
                 log(f"==> {label}")
@@ -746,6 +839,8 @@ def main():
                         report = raw_fanout(args, sizes, nagle=name == "raw-nagle")
                     elif scenario == "open":
                         report = open_ladder(args, name, out, sizes, f"open{rep}{stamp.replace('-', '')}")
+                    elif scenario == "instructions":
+                        report = instructions(args, name, out, sizes, f"ins{rep}{stamp.replace('-', '')}")
                     else:
                         server = Server(name, args, out, f"{scenario}{rep}{stamp.replace('-', '')}")
                         try:

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel, nginx, systemd-analyze)"
+step "installing test dependencies (Chromium, playwright-core, the Python interop stack, schemathesis, the benchmark peers, redis-sentinel, valgrind, nginx, systemd-analyze)"
 scripts/install-browser.sh
 scripts/install-interop.sh
 scripts/install-django-test.sh
@@ -17,6 +17,7 @@ scripts/install-schemathesis.sh
 bench/peers/install.sh
 scripts/install-cargo-deny.sh
 scripts/install-sentinel.sh
+scripts/install-valgrind.sh
 export ESTUARY_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 export ESTUARY_DJANGO_PYTHON="$PWD/target/django-venv/bin/python"
 scripts/install-nginx.sh
