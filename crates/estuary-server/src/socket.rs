@@ -155,6 +155,23 @@ pub(crate) struct SocketConfig {
 }
 
 impl SocketTransport {
+    /// A transport straight over a TCP stream (tests).
+    #[cfg(test)]
+    fn new_tcp(stream: TcpStream, config: SocketConfig) -> Self {
+        Self {
+            io: SocketIo::Tcp(stream),
+            inbox: Inbox::new(config.limits),
+            writer: Writer::default(),
+            read_size: config.read_size.max(1),
+            write_size: config.write_size,
+            close_timeout: config.close_timeout,
+            close_sent: false,
+            read_done: false,
+            failed: false,
+            read_armed: None,
+        }
+    }
+
     /// A transport over an upgraded connection. Over plain TCP the stream
     /// is taken out of hyper's wrapper, with the bytes hyper read past the
     /// handshake (frames the client sent before the 101 arrived).
@@ -220,10 +237,14 @@ impl SocketTransport {
                     fresh => Some(inbox.absorb(fresh)),
                 }))
             });
-            self.read_armed = match (read.is_pending(), self.read_armed.take()) {
-                (true, Some(armed)) if armed.will_wake(cx.waker()) => Some(armed),
-                (true, _) => Some(cx.waker().clone()),
-                (false, _) => None,
+            // A pending read registered the waker, unless the task had used
+            // up tokio's cooperative budget: then nothing was registered
+            // (the task is only woken to run again), and the next read
+            // must register.
+            self.read_armed = match self.read_armed.take() {
+                _ if !read.is_pending() || !tokio::task::coop::has_budget_remaining() => None,
+                Some(armed) if armed.will_wake(cx.waker()) => Some(armed),
+                _ => Some(cx.waker().clone()),
             };
             match ready!(read) {
                 Err(e) => return Poll::Ready(self.fail(TransportError::Io(e))),
@@ -293,6 +314,88 @@ impl SocketTransport {
                 Some(Ok(_)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket transport over one end of a loopback TCP connection, and
+    /// the other end.
+    async fn pair() -> (SocketTransport, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = SocketConfig {
+            limits: Limits {
+                max_message: 1 << 20,
+                max_frame: 1 << 20,
+            },
+            read_size: 4096,
+            write_size: 4096,
+            close_timeout: Duration::from_secs(1),
+        };
+        (SocketTransport::new_tcp(server, config), client)
+    }
+
+    /// A read refused by tokio's cooperative budget registered no waker:
+    /// the transport does not take it for one, and hears what comes next.
+    #[tokio::test]
+    async fn a_read_refused_for_budget_is_not_taken_for_a_registration() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let (mut transport, mut client) = pair().await;
+        // Each message taken from it costs the task one unit of budget.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        for _ in 0..1000 {
+            tx.send(()).unwrap();
+        }
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let receiving = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                if counted.fetch_add(1, Ordering::SeqCst) == 1 {
+                    // The poll that finds the first bytes: leave it one unit,
+                    // for the read that takes them (a short read clears the
+                    // socket's readiness); the registration that follows is
+                    // then refused for budget.
+                    for _ in 0..127 {
+                        assert!(rx.poll_recv(cx).is_ready());
+                    }
+                }
+                transport.poll_recv(cx)
+            })
+            .await
+        });
+        // A masked text frame, "hi", sent in two parts.
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x82];
+        frame.extend_from_slice(&mask);
+        frame.extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
+        let polled = |n: usize| {
+            let polls = polls.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    while polls.load(Ordering::SeqCst) < n {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .expect("polled");
+            }
+        };
+        polled(1).await;
+        client.write_all(&frame[..3]).await.unwrap();
+        // The refused poll, then the one its wake-up brings.
+        polled(3).await;
+        client.write_all(&frame[3..]).await.unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(10), receiving)
+            .await
+            .expect("the rest of the frame was heard")
+            .unwrap();
+        assert!(matches!(received, Some(Ok(Inbound::Message(m))) if m.as_text() == Some("hi")));
     }
 }
 
