@@ -317,88 +317,6 @@ impl SocketTransport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A socket transport over one end of a loopback TCP connection, and
-    /// the other end.
-    async fn pair() -> (SocketTransport, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let config = SocketConfig {
-            limits: Limits {
-                max_message: 1 << 20,
-                max_frame: 1 << 20,
-            },
-            read_size: 4096,
-            write_size: 4096,
-            close_timeout: Duration::from_secs(1),
-        };
-        (SocketTransport::new_tcp(server, config), client)
-    }
-
-    /// A read refused by tokio's cooperative budget registered no waker:
-    /// the transport does not take it for one, and hears what comes next.
-    #[tokio::test]
-    async fn a_read_refused_for_budget_is_not_taken_for_a_registration() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::AsyncWriteExt;
-        let (mut transport, mut client) = pair().await;
-        // Each message taken from it costs the task one unit of budget.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        for _ in 0..1000 {
-            tx.send(()).unwrap();
-        }
-        let polls = Arc::new(AtomicUsize::new(0));
-        let counted = polls.clone();
-        let receiving = tokio::spawn(async move {
-            std::future::poll_fn(|cx| {
-                if counted.fetch_add(1, Ordering::SeqCst) == 1 {
-                    // The poll that finds the first bytes: leave it one unit,
-                    // for the read that takes them (a short read clears the
-                    // socket's readiness); the registration that follows is
-                    // then refused for budget.
-                    for _ in 0..127 {
-                        assert!(rx.poll_recv(cx).is_ready());
-                    }
-                }
-                transport.poll_recv(cx)
-            })
-            .await
-        });
-        // A masked text frame, "hi", sent in two parts.
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x82];
-        frame.extend_from_slice(&mask);
-        frame.extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
-        let polled = |n: usize| {
-            let polls = polls.clone();
-            async move {
-                tokio::time::timeout(Duration::from_secs(10), async {
-                    while polls.load(Ordering::SeqCst) < n {
-                        tokio::task::yield_now().await;
-                    }
-                })
-                .await
-                .expect("polled");
-            }
-        };
-        polled(1).await;
-        client.write_all(&frame[..3]).await.unwrap();
-        // The refused poll, then the one its wake-up brings.
-        polled(3).await;
-        client.write_all(&frame[3..]).await.unwrap();
-        let received = tokio::time::timeout(Duration::from_secs(10), receiving)
-            .await
-            .expect("the rest of the frame was heard")
-            .unwrap();
-        assert!(matches!(received, Some(Ok(Inbound::Message(m))) if m.as_text() == Some("hi")));
-    }
-}
-
 /// Pong bytes a client may leave unread before it is read no further.
 const MIN_PONG_BACKLOG: usize = 4096;
 
@@ -528,5 +446,87 @@ impl Transport for SocketTransport {
         };
         let _ = tokio::time::timeout(deadline, handshake).await;
         self.linger().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket transport over one end of a loopback TCP connection, and
+    /// the other end.
+    async fn pair() -> (SocketTransport, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = SocketConfig {
+            limits: Limits {
+                max_message: 1 << 20,
+                max_frame: 1 << 20,
+            },
+            read_size: 4096,
+            write_size: 4096,
+            close_timeout: Duration::from_secs(1),
+        };
+        (SocketTransport::new_tcp(server, config), client)
+    }
+
+    /// A read refused by tokio's cooperative budget registered no waker:
+    /// the transport does not take it for one, and hears what comes next.
+    #[tokio::test]
+    async fn a_read_refused_for_budget_is_not_taken_for_a_registration() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let (mut transport, mut client) = pair().await;
+        // Each message taken from it costs the task one unit of budget.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        for _ in 0..1000 {
+            tx.send(()).unwrap();
+        }
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let receiving = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                if counted.fetch_add(1, Ordering::SeqCst) == 1 {
+                    // The poll that finds the first bytes: leave it one unit,
+                    // for the read that takes them (a short read clears the
+                    // socket's readiness); the registration that follows is
+                    // then refused for budget.
+                    for _ in 0..127 {
+                        assert!(rx.poll_recv(cx).is_ready());
+                    }
+                }
+                transport.poll_recv(cx)
+            })
+            .await
+        });
+        // A masked text frame, "hi", sent in two parts.
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x82];
+        frame.extend_from_slice(&mask);
+        frame.extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
+        let polled = |n: usize| {
+            let polls = polls.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    while polls.load(Ordering::SeqCst) < n {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .expect("polled");
+            }
+        };
+        polled(1).await;
+        client.write_all(&frame[..3]).await.unwrap();
+        // The refused poll, then the one its wake-up brings.
+        polled(3).await;
+        client.write_all(&frame[3..]).await.unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(10), receiving)
+            .await
+            .expect("the rest of the frame was heard")
+            .unwrap();
+        assert!(matches!(received, Some(Ok(Inbound::Message(m))) if m.as_text() == Some("hi")));
     }
 }
