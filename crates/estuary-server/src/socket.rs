@@ -155,38 +155,25 @@ pub(crate) struct SocketConfig {
 }
 
 impl SocketTransport {
-    /// A transport straight over a TCP stream (tests).
-    #[cfg(test)]
-    fn new_tcp(stream: TcpStream, config: SocketConfig) -> Self {
-        Self {
-            io: SocketIo::Tcp(stream),
-            inbox: Inbox::new(config.limits),
-            writer: Writer::default(),
-            read_size: config.read_size.max(1),
-            write_size: config.write_size,
-            close_timeout: config.close_timeout,
-            close_sent: false,
-            read_done: false,
-            failed: false,
-            read_armed: None,
-        }
-    }
-
     /// A transport over an upgraded connection. Over plain TCP the stream
     /// is taken out of hyper's wrapper, with the bytes hyper read past the
     /// handshake (frames the client sent before the 101 arrived).
     pub(crate) fn new(upgraded: Upgraded, config: SocketConfig) -> Self {
-        let mut inbox = Inbox::new(config.limits);
-        let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                inbox.hold(&parts.read_buf);
-                SocketIo::Tcp(parts.io.into_inner())
+                let mut transport = Self::over(SocketIo::Tcp(parts.io.into_inner()), config);
+                transport.inbox.hold(&parts.read_buf);
+                transport
             }
-            Err(upgraded) => SocketIo::Upgraded(Box::new(TokioIo::new(upgraded))),
-        };
+            Err(upgraded) => Self::over(SocketIo::Upgraded(Box::new(TokioIo::new(upgraded))), config),
+        }
+    }
+
+    /// A transport over `io`, nothing read yet.
+    fn over(io: SocketIo, config: SocketConfig) -> Self {
         Self {
             io,
-            inbox,
+            inbox: Inbox::new(config.limits),
             writer: Writer::default(),
             read_size: config.read_size.max(1),
             write_size: config.write_size,
@@ -468,7 +455,7 @@ mod tests {
             write_size: 4096,
             close_timeout: Duration::from_secs(1),
         };
-        (SocketTransport::new_tcp(server, config), client)
+        (SocketTransport::over(SocketIo::Tcp(server), config), client)
     }
 
     /// A read refused by tokio's cooperative budget registered no waker:
