@@ -9,8 +9,9 @@ use crate::close::CloseFrame;
 use crate::{ConsumerError, Message, WsMessage};
 
 /// A transport that takes frames without waiting (`feed_now`), as the
-/// server's socket does, and records them flush by flush.
-struct NowRecorder(Recorder);
+/// server's socket does, records them flush by flush, and says when its
+/// `recv` is known to be pending (`is_quiet`: nothing from the client waits).
+pub(super) struct NowRecorder(pub(super) Recorder);
 
 impl Transport for NowRecorder {
     async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
@@ -35,6 +36,9 @@ impl Transport for NowRecorder {
                 .push(std::mem::take(&mut self.0.fed));
         }
         Ok(true)
+    }
+    fn is_quiet(&mut self, _cx: &std::task::Context<'_>) -> bool {
+        self.0.has_no_inbound()
     }
     async fn ping(&mut self) -> Result<(), TransportError> {
         Ok(())

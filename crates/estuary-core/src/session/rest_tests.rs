@@ -6,33 +6,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::direct_tests::NowRecorder;
 use super::tests::{Flushes, Recorder, say, texts};
 use super::*;
-use crate::close::CloseFrame;
 use crate::{ChannelLayer, ConsumerError, WsMessage};
-
-/// A recorder that says, as the server's socket does, when its `recv` is
-/// known to be pending: nothing from the client is waiting.
-struct Quiet(Recorder);
-
-impl Transport for Quiet {
-    async fn recv(&mut self) -> Option<Result<Inbound, TransportError>> {
-        self.0.recv().await
-    }
-    async fn feed(&mut self, message: WsMessage) -> Result<(), TransportError> {
-        self.0.feed(message).await
-    }
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.0.flush().await
-    }
-    fn is_quiet(&mut self, _cx: &std::task::Context<'_>) -> bool {
-        self.0.has_no_inbound()
-    }
-    async fn ping(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-    async fn close(&mut self, _frame: Option<CloseFrame>) {}
-}
 
 #[derive(Deserialize)]
 #[serde(tag = "type")]
@@ -81,7 +58,7 @@ impl Resting {
         layer.group_add(&room, session.channel_name()).await.unwrap();
         let (recorder, to_session, flushes) = Recorder::new();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(session.run(Quiet(recorder), shutdown.clone()));
+        let task = tokio::spawn(session.run(NowRecorder(recorder), shutdown.clone()));
         layer.group_send(&room, say(0)).await.unwrap();
         let resting = Self {
             layer,
